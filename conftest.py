@@ -1,0 +1,75 @@
+"""Fixtures every test directory shares: the real PostgreSQL and Redis servers.
+
+Integration tests talk to real servers. When one is absent the test is skipped with the
+reason, except under CI=true, where an absent server fails the run.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Iterator
+from urllib.parse import urlsplit
+
+import pytest
+
+DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/test"
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/15"
+
+
+def in_ci() -> bool:
+    """True when running under CI (CI=true)."""
+    return os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+
+
+def require_server(what: str, reason: str) -> None:
+    """Skip (or fail under CI) because a server the test needs is missing."""
+    message = f"{what} unavailable: {reason}"
+    if in_ci():
+        pytest.fail(f"{message} (CI=true: integration servers are required)")
+    pytest.skip(message)
+
+
+def free_port() -> int:
+    """A TCP port on loopback that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> str:
+    """URL of the real PostgreSQL server (TEST_DATABASE_URL), checked reachable."""
+    url = os.environ.get("TEST_DATABASE_URL", DEFAULT_DATABASE_URL)
+    try:
+        import psycopg2
+
+        psycopg2.connect(url, connect_timeout=3).close()
+    except Exception as exc:
+        require_server("PostgreSQL", f"{urlsplit(url).netloc}: {exc}".strip())
+    return url
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    """URL of the real Redis server (TEST_REDIS_URL), checked reachable."""
+    url = os.environ.get("TEST_REDIS_URL", DEFAULT_REDIS_URL)
+    try:
+        import redis
+
+        redis.Redis.from_url(url, socket_connect_timeout=2).ping()
+    except Exception as exc:
+        require_server("Redis", f"{urlsplit(url).netloc}: {exc}")
+    return url
+
+
+@pytest.fixture
+def clean_redis(redis_url: str) -> Iterator[str]:
+    """The Redis URL with its (test-only) database flushed before and after the test."""
+    import redis
+
+    client = redis.Redis.from_url(redis_url)
+    client.flushdb()
+    yield redis_url
+    client.flushdb()
+    client.close()

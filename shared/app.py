@@ -1,0 +1,62 @@
+"""The base app factory both services start from: config, logging, errors, extensions."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+from flask import Flask
+from werkzeug.middleware.proxy_fix import ProxyFix
+
+from shared import errors, logger, sentry_integration
+from shared.config import Setting, load_config
+from shared.health_check import HealthCheck
+from shared.metrics import Metrics
+from shared.rate_limiter import RateLimiter
+from shared.redis_cache import Cache
+
+MAX_BODY_BYTES = 1024 * 1024
+SHUTDOWN_EXTENSION = "sardag_shutdown"
+log = logging.getLogger("shared.app")
+
+
+def create_base_app(
+    import_name: str,
+    service: str,
+    config: Mapping[str, Any] | None = None,
+    *,
+    settings: Iterable[Setting] = (),
+    defaults: Mapping[str, Any] | None = None,
+) -> Flask:
+    """A Flask app with config loaded and every shared extension initialised."""
+    app = Flask(import_name)
+    app.config.update(load_config(service, config, settings=settings, defaults=defaults))
+    app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    hops = int(app.config["TRUSTED_PROXIES"])
+    if hops:
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops)  # type: ignore[method-assign]
+    logger.init_app(app)
+    errors.init_app(app)
+    Metrics(app)
+    HealthCheck(app)
+    sentry_integration.init_app(app)
+    Cache(app)
+    RateLimiter(app)
+    app.extensions[SHUTDOWN_EXTENSION] = []
+    return app
+
+
+def on_shutdown(app: Flask, callback: Callable[[], None]) -> None:
+    """Run `callback` when the worker serving `app` exits (pool close, upstream close)."""
+    app.extensions[SHUTDOWN_EXTENSION].append(callback)
+
+
+def shutdown(app: Flask) -> None:
+    """Run the shutdown callbacks, newest first; one failing does not stop the others."""
+    for callback in reversed(app.extensions.get(SHUTDOWN_EXTENSION, [])):
+        try:
+            callback()
+        except Exception:
+            log.exception("shutdown callback %r failed", callback)

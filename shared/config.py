@@ -1,0 +1,261 @@
+"""One typed configuration loader: `.env`, then the environment, then a mapping."""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+import os
+import sys
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from dotenv import dotenv_values
+
+RATE_LIMIT_PREFIX = "RATE_LIMIT_"
+_RESERVED_RATE_LIMIT_KEYS = {
+    "RATE_LIMIT_DEFAULT",
+    "RATE_LIMIT_ENABLED",
+    "RATE_LIMIT_WINDOW_SECONDS",
+    "RATE_LIMIT_MAX_KEYS",
+}
+
+
+class ConfigError(ValueError):
+    """A configuration value is invalid; its message is one line naming the variable."""
+
+    def __init__(self, name: str, problem: str) -> None:
+        super().__init__(f"configuration error: {name}: {problem}")
+        self.name = name
+        self.problem = problem
+
+
+Parser = Callable[[str], Any]
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One configuration variable: its name, how to parse it, and its default."""
+
+    name: str
+    parse: Parser
+    default: Any = None
+    help: str = ""
+
+
+def parse_str(value: str) -> str | None:
+    """Return the stripped string, or None when empty."""
+    value = value.strip()
+    return value or None
+
+
+def parse_bool(value: str) -> bool:
+    """Parse 1/0, true/false, yes/no, on/off."""
+    lowered = value.strip().lower()
+    if lowered in {"1", "true", "yes", "on"}:
+        return True
+    if lowered in {"0", "false", "no", "off", ""}:
+        return False
+    raise ValueError(f"must be a boolean (1/0, true/false), got {value!r}")
+
+
+def parse_int(minimum: int | None = None, maximum: int | None = None) -> Parser:
+    """Build a parser for an integer within [minimum, maximum]."""
+
+    def parse(value: str) -> int:
+        try:
+            number = int(value.strip())
+        except ValueError:
+            raise ValueError(f"must be an integer, got {value!r}") from None
+        _check_range(number, minimum, maximum)
+        return number
+
+    return parse
+
+
+def parse_float(minimum: float | None = None, maximum: float | None = None) -> Parser:
+    """Build a parser for a finite float within [minimum, maximum]."""
+
+    def parse(value: str) -> float:
+        try:
+            number = float(value.strip())
+        except ValueError:
+            raise ValueError(f"must be a number, got {value!r}") from None
+        if not math.isfinite(number):
+            raise ValueError(f"must be a finite number, got {value!r}")
+        _check_range(number, minimum, maximum)
+        return number
+
+    return parse
+
+
+def _check_range(number: float, minimum: float | None, maximum: float | None) -> None:
+    if minimum is not None and number < minimum:
+        raise ValueError(f"must be at least {minimum}, got {number}")
+    if maximum is not None and number > maximum:
+        raise ValueError(f"must be at most {maximum}, got {number}")
+
+
+def parse_url(*schemes: str) -> Parser:
+    """Build a parser for a URL whose scheme is one of `schemes`."""
+
+    def parse(value: str) -> str | None:
+        value = value.strip()
+        if not value:
+            return None
+        scheme = urlsplit(value).scheme
+        if scheme not in schemes:
+            allowed = ", ".join(f"{s}://" for s in schemes)
+            raise ValueError(f"unknown URL scheme {scheme + '://' if scheme else value!r}; use {allowed}")
+        return value
+
+    return parse
+
+
+def parse_choice(*choices: str) -> Parser:
+    """Build a parser for one of a fixed set of (case-insensitive) words."""
+
+    def parse(value: str) -> str:
+        lowered = value.strip().lower()
+        if lowered not in choices:
+            raise ValueError(f"must be one of {', '.join(choices)}, got {value!r}")
+        return lowered
+
+    return parse
+
+
+def parse_symbols(value: str) -> tuple[str, ...]:
+    """Parse a comma-separated list of exchange symbols, upper-cased, no duplicates."""
+    symbols = tuple(dict.fromkeys(s.strip().upper() for s in value.split(",") if s.strip()))
+    if not symbols:
+        raise ValueError("must name at least one symbol")
+    bad = [s for s in symbols if not (2 <= len(s) <= 20 and s.isascii() and s.isalnum())]
+    if bad:
+        raise ValueError(f"invalid symbol {bad[0]!r}: 2-20 letters or digits")
+    return symbols
+
+
+def parse_log_level(value: str) -> str:
+    """Parse a logging level name."""
+    level = value.strip().upper()
+    if level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+        raise ValueError(f"must be DEBUG, INFO, WARNING, ERROR or CRITICAL, got {value!r}")
+    return level
+
+
+SHARED_SETTINGS: tuple[Setting, ...] = (
+    Setting("DATABASE_URL", parse_url("sqlite", "postgresql", "postgres"), "sqlite:///data/sardag.db"),
+    Setting("REDIS_URL", parse_url("redis", "rediss", "unix"), None),
+    Setting("API_KEY", parse_str, None),
+    Setting("BIND", parse_str, "127.0.0.1"),
+    Setting("PORT", parse_int(1, 65535), 5000),
+    Setting("ALLOW_UNAUTHENTICATED", parse_bool, False),
+    Setting("TRUSTED_PROXIES", parse_int(0, 10), 0),
+    Setting("RATE_LIMIT_DEFAULT", parse_int(1), 60),
+    Setting("RATE_LIMIT_ENABLED", parse_bool, True),
+    Setting("RATE_LIMIT_WINDOW_SECONDS", parse_float(0.001), 60.0),
+    Setting("RATE_LIMIT_MAX_KEYS", parse_int(1), 100_000),
+    Setting("SYMBOLS", parse_symbols, ("BTCUSDT", "ETHUSDT", "BNBUSDT", "SOLUSDT", "XRPUSDT")),
+    Setting("BINANCE_WS_URL", parse_url("ws", "wss"), "wss://stream.binance.com:9443"),
+    Setting("BINANCE_REST_URL", parse_url("http", "https"), "https://api.binance.com"),
+    Setting("PRICE_STALE_SECONDS", parse_float(0.1), 10.0),
+    Setting("SENTRY_DSN", parse_str, None),
+    Setting("SENTRY_ENVIRONMENT", parse_str, None),
+    Setting("SENTRY_RELEASE", parse_str, None),
+    Setting("SENTRY_TRACES_SAMPLE_RATE", parse_float(0.0, 1.0), 0.0),
+    Setting("LOG_LEVEL", parse_log_level, "INFO"),
+    Setting("LOG_FORMAT", parse_choice("json", "text"), "json"),
+)
+
+
+def load_config(
+    service: str,
+    overrides: Mapping[str, Any] | None = None,
+    *,
+    settings: Iterable[Setting] = (),
+    defaults: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+    env_file: str | Path | None = ".env",
+) -> dict[str, Any]:
+    """Resolve every setting: defaults < `.env` < environment < `overrides`."""
+    specs = _merge_settings(settings, defaults or {})
+    raw = _read_sources(environ, env_file)
+    config: dict[str, Any] = {"SERVICE_NAME": service}
+    for spec in specs.values():
+        config[spec.name] = _resolve(spec, raw, overrides or {})
+    config["RATE_LIMITS"] = _route_limits(raw, overrides or {})
+    for key, value in (overrides or {}).items():
+        if key not in specs and key != "RATE_LIMITS":
+            config[key] = value
+    _check_bind(config)
+    return config
+
+
+def _merge_settings(extra: Iterable[Setting], defaults: Mapping[str, Any]) -> dict[str, Setting]:
+    specs = {s.name: s for s in (*SHARED_SETTINGS, *extra)}
+    for name, value in defaults.items():
+        spec = specs[name]
+        specs[name] = Setting(spec.name, spec.parse, value, spec.help)
+    return specs
+
+
+def _read_sources(environ: Mapping[str, str] | None, env_file: str | Path | None) -> dict[str, str]:
+    raw: dict[str, str] = {}
+    if env_file is not None and Path(env_file).is_file():
+        raw.update({k: v for k, v in dotenv_values(env_file).items() if v is not None})
+    raw.update(os.environ if environ is None else environ)
+    return raw
+
+
+def _resolve(spec: Setting, raw: Mapping[str, str], overrides: Mapping[str, Any]) -> Any:
+    if spec.name in overrides:
+        value = overrides[spec.name]
+        return _parse(spec, value) if isinstance(value, str) else value
+    if spec.name in raw:
+        return _parse(spec, raw[spec.name])
+    return spec.default
+
+
+def _parse(spec: Setting, value: str) -> Any:
+    try:
+        return spec.parse(value)
+    except ValueError as exc:
+        raise ConfigError(spec.name, str(exc)) from None
+
+
+def _route_limits(raw: Mapping[str, str], overrides: Mapping[str, Any]) -> dict[str, int]:
+    limits: dict[str, int] = {}
+    for name, value in raw.items():
+        if name.startswith(RATE_LIMIT_PREFIX) and name not in _RESERVED_RATE_LIMIT_KEYS:
+            spec = Setting(name, parse_int(1))
+            limits[name.removeprefix(RATE_LIMIT_PREFIX).lower()] = _parse(spec, value)
+    limits.update(overrides.get("RATE_LIMITS", {}))
+    return limits
+
+
+def _check_bind(config: Mapping[str, Any]) -> None:
+    bind = str(config["BIND"])
+    if _is_loopback(bind) or config["API_KEY"] or config["ALLOW_UNAUTHENTICATED"]:
+        return
+    raise ConfigError(
+        "BIND",
+        f"refusing to listen on non-loopback address {bind!r} without API_KEY "
+        "(set API_KEY, or ALLOW_UNAUTHENTICATED=1)",
+    )
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def exit_on_config_error(error: ConfigError) -> None:
+    """Print the one-line configuration error and stop the process (no traceback)."""
+    print(str(error), file=sys.stderr)
+    raise SystemExit(2)

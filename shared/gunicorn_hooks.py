@@ -1,0 +1,73 @@
+"""Settings and hooks every service's `gunicorn.conf.py` shares.
+
+Usage, in `<service>/gunicorn.conf.py`:
+
+    from shared.gunicorn_hooks import configure
+    configure(globals(), "database-service", defaults={"PORT": 5020})
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Iterable, Mapping, MutableMapping
+from pathlib import Path
+from typing import Any
+
+from shared.config import ConfigError, Setting, exit_on_config_error, load_config
+
+
+def configure(
+    namespace: MutableMapping[str, Any],
+    service: str,
+    *,
+    defaults: Mapping[str, Any] | None = None,
+    settings: Iterable[Setting] = (),
+) -> dict[str, Any]:
+    """Validate config (one line and exit 2 on error), then set bind, metrics dir and hooks."""
+    try:
+        config = load_config(service, settings=settings, defaults=defaults)
+    except ConfigError as exc:
+        exit_on_config_error(exc)
+    metrics_dir = os.environ.setdefault(
+        "PROMETHEUS_MULTIPROC_DIR", str(Path(tempfile.gettempdir()) / f"sardag-metrics-{service}")
+    )
+    namespace.update(
+        bind=[_bind(config["BIND"], config["PORT"])],
+        workers=int(os.environ.get("WEB_CONCURRENCY", "2")),
+        worker_class="gthread",
+        threads=int(os.environ.get("GUNICORN_THREADS", "4")),
+        graceful_timeout=int(os.environ.get("GRACEFUL_TIMEOUT", "30")),
+        timeout=60,
+        keepalive=5,
+        accesslog=None,
+        on_starting=lambda server: reset_metrics_dir(metrics_dir),
+        child_exit=_child_exit,
+        worker_exit=_worker_exit,
+    )
+    return config
+
+
+def _bind(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host and not host.startswith("[") else f"{host}:{port}"
+
+
+def reset_metrics_dir(path: str) -> None:
+    """Empty the multiprocess metrics directory so a restart starts from zero."""
+    shutil.rmtree(path, ignore_errors=True)
+    os.makedirs(path, exist_ok=True)
+
+
+def _child_exit(server: Any, worker: Any) -> None:
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
+
+
+def _worker_exit(server: Any, worker: Any) -> None:
+    from shared.app import shutdown
+
+    app = getattr(worker, "wsgi", None)
+    if app is not None and hasattr(app, "extensions"):
+        shutdown(app)

@@ -1,0 +1,97 @@
+"""Named dependency checks behind `/health`: healthy, degraded or unhealthy."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from flask import Flask, Response, current_app, jsonify
+
+EXTENSION = "sardag_health"
+OK, DEGRADED, DOWN = "ok", "degraded", "down"
+CheckFunc = Callable[[], Any]
+log = logging.getLogger("shared.health_check")
+
+
+@dataclass(frozen=True)
+class Check:
+    """One named check; a critical check that is down makes the service unhealthy."""
+
+    name: str
+    func: CheckFunc
+    critical: bool = True
+
+
+class HealthCheck:
+    """Flask extension that runs named checks and serves `/health`."""
+
+    def __init__(self, app: Flask | None = None) -> None:
+        self.checks: dict[str, Check] = {}
+        self.started = time.monotonic()
+        self.service = "app"
+        if app is not None:
+            self.init_app(app)
+
+    def init_app(self, app: Flask) -> None:
+        """Register `/health` on `app`."""
+        self.service = app.config.get("SERVICE_NAME", app.name)
+        app.extensions[EXTENSION] = self
+        app.add_url_rule("/health", "health", self.view, methods=["GET"])
+
+    def add_check(self, name: str, func: CheckFunc, critical: bool = True) -> None:
+        """Add (or replace) a named check."""
+        self.checks[name] = Check(name, func, critical)
+
+    def run(self) -> dict[str, Any]:
+        """Run every check and summarise."""
+        results = {name: _run_one(check) for name, check in self.checks.items()}
+        return {
+            "status": self._overall(results),
+            "service": self.service,
+            "uptime_seconds": round(time.monotonic() - self.started, 3),
+            "checks": results,
+        }
+
+    def _overall(self, results: dict[str, dict[str, Any]]) -> str:
+        if any(r["status"] == DOWN and self.checks[n].critical for n, r in results.items()):
+            return "unhealthy"
+        if any(r["status"] != OK for r in results.values()):
+            return "degraded"
+        return "healthy"
+
+    def view(self) -> tuple[Response, int]:
+        """The `/health` endpoint."""
+        report = self.run()
+        status = 503 if report["status"] == "unhealthy" else 200
+        response = jsonify(report)
+        if status == 503:
+            response.headers["Retry-After"] = "5"
+        return response, status
+
+
+def _run_one(check: Check) -> dict[str, Any]:
+    try:
+        outcome = check.func()
+    except Exception as exc:  # a failing check is a result, not a crash
+        log.warning("health check %s failed: %s", check.name, exc)
+        return {"status": DOWN, "detail": f"{type(exc).__name__}: {exc}"}
+    return _normalise(outcome)
+
+
+def _normalise(outcome: Any) -> dict[str, Any]:
+    if isinstance(outcome, tuple):
+        status, detail = outcome
+        return {"status": _normalise(status)["status"], "detail": detail}
+    if outcome is True or outcome == OK:
+        return {"status": OK}
+    if outcome == DEGRADED:
+        return {"status": DEGRADED}
+    return {"status": DOWN}
+
+
+def get_health(app: Flask | None = None) -> HealthCheck:
+    """The health extension of `app` (default: the current app)."""
+    return (app or current_app).extensions[EXTENSION]

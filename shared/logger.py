@@ -1,0 +1,99 @@
+"""Structured logging: JSON lines, and one access line per request with a request id."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import sys
+import time
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from flask import Flask, Response, g, has_request_context, request
+
+REQUEST_ID_HEADER = "X-Request-ID"
+_VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+_STANDARD_ATTRS = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
+
+
+class JsonFormatter(logging.Formatter):
+    """Format a record as one JSON object; extra attributes become fields."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        entry.update({k: v for k, v in vars(record).items() if k not in _STANDARD_ATTRS})
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry, default=str)
+
+
+class RequestIdFilter(logging.Filter):
+    """Attach the current request id (when inside a request) to every record."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if has_request_context() and not hasattr(record, "request_id"):
+            record.request_id = g.get("request_id")
+        return True
+
+
+def configure_logging(level: str = "INFO", fmt: str = "json") -> None:
+    """Point the root logger at stderr in the chosen format (idempotent)."""
+    root = logging.getLogger()
+    handler = next((h for h in root.handlers if getattr(h, "_sardag", False)), None)
+    if handler is None:
+        handler = logging.StreamHandler(sys.stderr)
+        handler._sardag = True  # type: ignore[attr-defined]
+        handler.addFilter(RequestIdFilter())
+        root.addHandler(handler)
+    text = "%(asctime)s %(levelname)s %(name)s %(message)s"
+    handler.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter(text))
+    root.setLevel(level)
+
+
+def get_logger(name: str) -> logging.Logger:
+    """Return a named logger (configured by `init_app`)."""
+    return logging.getLogger(name)
+
+
+def init_app(app: Flask) -> None:
+    """Configure logging and add request-id handling and access logging to `app`."""
+    configure_logging(app.config.get("LOG_LEVEL", "INFO"), app.config.get("LOG_FORMAT", "json"))
+    app.extensions["sardag_logger"] = logging.getLogger(f"{app.config['SERVICE_NAME']}.access")
+    app.before_request(_start_request)
+    app.after_request(_finish_request)
+
+
+def current_request_id() -> str | None:
+    """The id of the request being served, if any."""
+    return g.get("request_id") if has_request_context() else None
+
+
+def _start_request() -> None:
+    given = request.headers.get(REQUEST_ID_HEADER, "")
+    g.request_id = given if _VALID_REQUEST_ID.match(given) else uuid.uuid4().hex
+    g.request_started = time.perf_counter()
+
+
+def _finish_request(response: Response) -> Response:
+    from flask import current_app
+
+    response.headers[REQUEST_ID_HEADER] = g.get("request_id", "")
+    elapsed_ms = (time.perf_counter() - g.get("request_started", time.perf_counter())) * 1000
+    current_app.extensions["sardag_logger"].info(
+        "request",
+        extra={
+            "method": request.method,
+            "path": request.path,
+            "status": response.status_code,
+            "duration_ms": round(elapsed_ms, 2),
+            "remote_addr": request.remote_addr,
+        },
+    )
+    return response

@@ -1,0 +1,161 @@
+"""Exact sliding-window rate limiting for Flask views, in-process or on Redis.
+
+`@rate_limit(requests_per_minute=100, scope="signals_save")` limits one view; routes with
+no decorator get `RATE_LIMIT_DEFAULT`. The backend is chosen by URL like the `limits`
+library: `memory://` or `redis://...` (from `REDIS_URL`).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from flask import Flask, Response, current_app, g, request
+
+from shared.errors import APIError
+from shared.rate_limiter.base import Backend, RateLimitResult
+from shared.rate_limiter.memory import MemoryBackend
+from shared.rate_limiter.redis_backend import FailoverBackend, RedisBackend
+from shared.redis_conn import CircuitBreaker, redis_client
+
+__all__ = [
+    "Backend",
+    "FailoverBackend",
+    "MemoryBackend",
+    "RateLimitResult",
+    "RateLimiter",
+    "RedisBackend",
+    "client_ip",
+    "rate_limit",
+    "storage_from_url",
+]
+
+EXTENSION = "sardag_rate_limiter"
+EXEMPT_ENDPOINTS = frozenset({"health", "metrics", "static"})
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def client_ip() -> str:
+    """The client address: the socket peer, or the X-Forwarded-For hop ProxyFix trusts."""
+    return request.remote_addr or "unknown"
+
+
+def storage_from_url(
+    url: str, max_keys: int = 100_000, on_fallback: Callable[[], None] = lambda: None
+) -> Backend:
+    """Build a backend from `memory://` or a `redis://` URL (with in-process failover)."""
+    if url.startswith("memory://"):
+        return MemoryBackend(max_keys=max_keys)
+    if url.startswith(("redis://", "rediss://", "unix://")):
+        primary = RedisBackend(redis_client(url))
+        breaker = CircuitBreaker("rate limiter")
+        return FailoverBackend(primary, MemoryBackend(max_keys), breaker, on_fallback)
+    raise ValueError(f"unknown rate-limit storage URL {url!r}")
+
+
+class RateLimiter:
+    """Flask extension: holds the backend and the per-scope limits of one app."""
+
+    def __init__(self, app: Flask | None = None, backend: Backend | None = None) -> None:
+        self.backend = backend
+        if app is not None:
+            self.init_app(app)
+
+    def init_app(self, app: Flask) -> None:
+        """Pick the backend from config, register hooks, metrics and a health check."""
+        from shared.health_check import get_health
+        from shared.metrics import get_metrics
+
+        metrics = get_metrics(app)
+        self.rejections = metrics.counter("rate_limited_total", "Requests rejected (429)", ("scope",))
+        fallback = metrics.counter("redis_fallback_total", "Fell back from Redis", ("component",))
+        self.config = app.config
+        if self.backend is None:
+            url = app.config.get("REDIS_URL") or "memory://"
+            on_fallback = fallback.labels(component="rate_limiter").inc
+            self.backend = storage_from_url(url, app.config["RATE_LIMIT_MAX_KEYS"], on_fallback)
+        app.extensions[EXTENSION] = self
+        app.before_request(_limit_undecorated_route)
+        app.after_request(_add_headers)
+        if isinstance(self.backend, FailoverBackend):
+            get_health(app).add_check("rate_limiter_redis", self.health, critical=False)
+
+    @property
+    def enabled(self) -> bool:
+        """False when RATE_LIMIT_ENABLED=0."""
+        return bool(self.config.get("RATE_LIMIT_ENABLED", True))
+
+    def limit_for(self, scope: str, default: int | None) -> int:
+        """The env override for `scope`, else the decorator's value, else the default."""
+        override = self.config.get("RATE_LIMITS", {}).get(scope)
+        return int(override or default or self.config["RATE_LIMIT_DEFAULT"])
+
+    def check(self, scope: str, key: str, limit: int) -> RateLimitResult:
+        """Decide one request; raise the 429 APIError when it is over the limit."""
+        assert self.backend is not None
+        window = float(self.config.get("RATE_LIMIT_WINDOW_SECONDS", 60.0))
+        result = self.backend.hit(f"{scope}:{key}", limit, window)
+        g.rate_limit_result = result
+        if not result.allowed:
+            self.rejections.labels(scope=scope).inc()
+            raise APIError(
+                "rate_limited",
+                f"Rate limit of {limit} requests per minute exceeded; retry later.",
+                429,
+                headers={"Retry-After": result.retry_after_header},
+            )
+        return result
+
+    def health(self) -> tuple[str, str]:
+        """`degraded` while limiting in-process because Redis is unreachable."""
+        if isinstance(self.backend, FailoverBackend) and self.backend.degraded:
+            return "degraded", "redis unreachable; limiting in-process"
+        return "ok", "redis"
+
+
+def get_limiter(app: Flask | None = None) -> RateLimiter:
+    """The rate-limiter extension of `app` (default: the current app)."""
+    return (app or current_app).extensions[EXTENSION]
+
+
+def rate_limit(
+    requests_per_minute: int | None = None,
+    key_func: Callable[[], str] = client_ip,
+    scope: str | None = None,
+) -> Callable[[F], F]:
+    """Limit a view to N requests per minute per client (exact sliding window)."""
+
+    def decorator(view: F) -> F:
+        name = scope or view.__name__
+
+        @functools.wraps(view)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            limiter = current_app.extensions.get(EXTENSION)
+            if limiter is not None and limiter.enabled:
+                limiter.check(name, key_func(), limiter.limit_for(name, requests_per_minute))
+            return view(*args, **kwargs)
+
+        wrapper.rate_limit_scope = name  # type: ignore[attr-defined]
+        return wrapper  # type: ignore[return-value]
+
+    return decorator
+
+
+def _limit_undecorated_route() -> None:
+    limiter: RateLimiter | None = current_app.extensions.get(EXTENSION)
+    endpoint = request.endpoint
+    if limiter is None or not limiter.enabled or endpoint is None or endpoint in EXEMPT_ENDPOINTS:
+        return
+    view = current_app.view_functions.get(endpoint)
+    if view is not None and not hasattr(view, "rate_limit_scope"):
+        limiter.check(endpoint, client_ip(), limiter.limit_for(endpoint, None))
+
+
+def _add_headers(response: Response) -> Response:
+    result: RateLimitResult | None = g.get("rate_limit_result")
+    if result is not None:
+        response.headers["X-RateLimit-Limit"] = str(result.limit)
+        response.headers["X-RateLimit-Remaining"] = str(result.remaining)
+        response.headers["X-RateLimit-Reset"] = result.reset_header
+    return response

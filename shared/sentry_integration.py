@@ -1,0 +1,118 @@
+"""Sentry error reporting: off without a DSN, never a crash, secrets scrubbed."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from flask import Flask
+
+EXTENSION = "sardag_sentry"
+SENSITIVE_HEADERS = frozenset({"x-api-key", "authorization", "cookie", "proxy-authorization"})
+FILTERED = "[Filtered]"
+log = logging.getLogger("shared.sentry")
+
+try:
+    import sentry_sdk
+except ImportError:  # optional at run time: the services work without it
+    sentry_sdk = None  # type: ignore[assignment]
+
+
+def scrub_event(event: dict[str, Any], hint: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Replace credentials in the event's request headers (and cookies) before sending."""
+    request = event.get("request") or {}
+    headers = request.get("headers")
+    if isinstance(headers, dict):
+        for name in list(headers):
+            if name.lower() in SENSITIVE_HEADERS:
+                headers[name] = FILTERED
+    elif isinstance(headers, list):
+        request["headers"] = [[k, FILTERED if str(k).lower() in SENSITIVE_HEADERS else v] for k, v in headers]
+    if "cookies" in request:
+        request["cookies"] = FILTERED
+    return event
+
+
+def init_sentry(
+    service: str,
+    environment: str | None = None,
+    release: str | None = None,
+    *,
+    dsn: str | None = None,
+    traces_sample_rate: float = 0.0,
+    **options: Any,
+) -> bool:
+    """Start Sentry for `service`; return False (logged) when off or misconfigured."""
+    dsn = dsn if dsn is not None else os.environ.get("SENTRY_DSN")
+    if not dsn:
+        log.info("sentry disabled: no SENTRY_DSN")
+        return False
+    if sentry_sdk is None:
+        log.warning("sentry disabled: sentry-sdk is not installed")
+        return False
+    try:
+        sentry_sdk.init(
+            dsn=dsn,
+            environment=environment or os.environ.get("SENTRY_ENVIRONMENT"),
+            release=release or os.environ.get("SENTRY_RELEASE"),
+            traces_sample_rate=traces_sample_rate,
+            send_default_pii=False,
+            before_send=scrub_event,
+            server_name=service,
+            **options,
+        )
+    except Exception as exc:  # BadDsn and friends: report, keep serving
+        log.warning("sentry disabled: invalid SENTRY_DSN (%s)", type(exc).__name__)
+        return False
+    sentry_sdk.set_tag("service", service)
+    log.info("sentry enabled for %s", service)
+    return True
+
+
+def init_app(app: Flask) -> None:
+    """Initialise Sentry from the app's configuration."""
+    enabled = init_sentry(
+        app.config["SERVICE_NAME"],
+        app.config.get("SENTRY_ENVIRONMENT"),
+        app.config.get("SENTRY_RELEASE"),
+        dsn=app.config.get("SENTRY_DSN") or "",
+        traces_sample_rate=float(app.config.get("SENTRY_TRACES_SAMPLE_RATE") or 0.0),
+    )
+    app.extensions[EXTENSION] = enabled
+
+
+def capture_exception(exc: BaseException, context: Mapping[str, Any] | None = None) -> str | None:
+    """Report `exc` with optional context; a no-op returning None when Sentry is off."""
+    if sentry_sdk is None or not sentry_sdk.is_initialized():
+        return None
+    with sentry_sdk.new_scope() as scope:
+        for key, value in (context or {}).items():
+            scope.set_extra(key, value)
+        return sentry_sdk.capture_exception(exc)
+
+
+def set_user(user_id: str | None = None, **fields: Any) -> None:
+    """Attach a user (id only by default: no PII) to subsequent events."""
+    if sentry_sdk is not None and sentry_sdk.is_initialized():
+        sentry_sdk.set_user({"id": user_id, **fields} if user_id else None)
+
+
+def _self_check() -> None:
+    print("sentry self-check")
+    print(f"  sentry-sdk installed: {sentry_sdk is not None}")
+    assert init_sentry("self-check", dsn="") is False
+    print("  no DSN -> disabled, no error: ok")
+    assert init_sentry("self-check", dsn="not a dsn") is False
+    print("  malformed DSN -> warning, disabled, no crash: ok")
+    event = scrub_event({"request": {"headers": {"X-API-Key": "s3cret", "Authorization": "Bearer t"}}})
+    assert set(event["request"]["headers"].values()) == {FILTERED}
+    print("  X-API-Key and Authorization scrubbed: ok")
+    assert capture_exception(RuntimeError("x")) is None
+    print("  capture_exception without Sentry is a no-op: ok")
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="  log: %(levelname)s %(message)s")
+    _self_check()
