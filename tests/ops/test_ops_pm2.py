@@ -1,0 +1,109 @@
+"""PM2 from npm: `pm2 start ecosystem.config.js` runs both services; `pm2 delete` stops them."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.api]
+
+
+class PM2:
+    """The repository's pm2 (node_modules/.bin) with its own PM2_HOME and environment."""
+
+    def __init__(self, binary: str, env: dict[str, str], cwd: Path) -> None:
+        self.binary = binary
+        self.env = env
+        self.cwd = cwd
+
+    def run(self, *args: str, timeout: float = 90) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [self.binary, *args], cwd=self.cwd, env=self.env, capture_output=True, text=True,
+            timeout=timeout, check=False,
+        )
+
+    def apps(self) -> dict[str, dict[str, Any]]:
+        result = self.run("jlist")
+        assert result.returncode == 0, result.stderr
+        listing = result.stdout[result.stdout.index("["):]
+        return {app["name"]: app for app in json.loads(listing)}
+
+
+def _pm2_binary(ops: SimpleNamespace) -> str:
+    ops.find_tool("node")
+    ops.find_tool("npm")
+    return ops.find_tool("pm2", ops.REPO / "node_modules/.bin/pm2")
+
+
+@pytest.fixture
+def pm2(ops: SimpleNamespace, launcher: Any, tmp_path: Path) -> Iterator[PM2]:
+    binary = _pm2_binary(ops)
+    exchange = launcher.fake_exchange()
+    match = re.search(r"BINANCE_WS_URL=(\S+) BINANCE_REST_URL=(\S+)", exchange.log_tail())
+    assert match, exchange.log_tail()
+    env = ops.base_env(
+        tmp_path,
+        PM2_HOME=str(tmp_path / "pm2-home"),
+        SARDAG_LOG_DIR=str(tmp_path / "logs"),
+        SARDAG_RUN_DIR=str(tmp_path / "run"),
+        SARDAG_VENV=str(Path(ops.find_tool("gunicorn")).parent.parent),
+        DATABASE_SERVICE_PORT=str(ops.free_port()),
+        WEBSOCKET_STREAMING_PORT=str(ops.free_port()),
+        DATABASE_SERVICE_WORKERS="2",
+        BINANCE_WS_URL=match[1],
+        BINANCE_REST_URL=match[2],
+    )
+    env.pop("PORT", None)
+    manager = PM2(binary, env, ops.REPO)
+    try:
+        yield manager
+    finally:
+        manager.run("kill", timeout=60)
+
+
+def _ports(pm2: PM2) -> dict[str, int]:
+    return {
+        "database-service": int(pm2.env["DATABASE_SERVICE_PORT"]),
+        "websocket-streaming": int(pm2.env["WEBSOCKET_STREAMING_PORT"]),
+    }
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_pm2_start_serves_both_then_delete_stops_them(pm2: PM2, ops: SimpleNamespace) -> None:
+    stale = Path(pm2.env["SARDAG_RUN_DIR"]) / "database-service" / "metrics" / "counter_1.db"
+    stale.parent.mkdir(parents=True)
+    stale.write_bytes(b"left over from a previous run")
+
+    started = pm2.run("start", "ecosystem.config.js")
+    assert started.returncode == 0, started.stdout + started.stderr
+    for name, port in _ports(pm2).items():
+        ops.wait_until(
+            lambda port=port: ops.answers(f"http://127.0.0.1:{port}/health"), 60, f"{name} /health via PM2"
+        )
+    apps = pm2.apps()
+    assert set(apps) == set(ops.SERVICES)
+    assert {app["pm2_env"]["status"] for app in apps.values()} == {"online"}
+    assert not stale.exists(), "gunicorn's on_starting hook must empty PROMETHEUS_MULTIPROC_DIR"
+    pids = [int(app["pid"]) for app in apps.values()]
+
+    deleted = pm2.run("delete", "ecosystem.config.js")
+    assert deleted.returncode == 0, deleted.stdout + deleted.stderr
+    assert pm2.apps() == {}
+    for name, port in _ports(pm2).items():
+        assert not ops.answers(f"http://127.0.0.1:{port}/health", (200, 503)), f"{name} still answers"
+    ops.wait_until(lambda: not any(_pid_alive(pid) for pid in pids), 40, "gunicorn masters to exit")

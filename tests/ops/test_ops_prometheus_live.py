@@ -1,0 +1,150 @@
+"""A real Prometheus scrapes both running services; every dashboard query returns series."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+import urllib.parse
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+pytestmark = [
+    pytest.mark.integration, pytest.mark.slow, pytest.mark.api, pytest.mark.websocket, pytest.mark.database
+]
+
+SCRAPE_SECONDS = 1
+# Grafana's variables, as Grafana would fill them for a 1 s scrape interval.
+VARIABLES = {"$__rate_interval": "30s", "$__interval": "2s", "$__range": "5m"}
+HISTORY_LIMIT = 3  # low per-route limit on /signals/history, so the 429 panel has data
+
+
+def _dashboard_queries(repo: Path) -> list[tuple[str, str, str]]:
+    def walk(panels: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [p for panel in panels for p in (panel, *walk(panel.get("panels", [])))]
+
+    dashboard = json.loads((repo / "deploy/grafana/dashboards/sardag.json").read_text())
+    return [
+        (panel["title"], target["refId"], target["expr"])
+        for panel in walk(dashboard["panels"])
+        for target in panel.get("targets", [])
+    ]
+
+
+def _substitute(expr: str) -> str:
+    for name, value in VARIABLES.items():
+        expr = expr.replace(name, value)
+    return expr
+
+
+def _prometheus_config(repo: Path, targets: dict[str, str], path: Path) -> None:
+    """deploy/prometheus/prometheus.yml with loopback targets and a 1 s scrape interval."""
+    from ruamel.yaml import YAML
+
+    config = YAML(typ="safe").load((repo / "deploy/prometheus/prometheus.yml").read_text())
+    config["global"].update(scrape_interval=f"{SCRAPE_SECONDS}s", scrape_timeout=f"{SCRAPE_SECONDS}s",
+                            evaluation_interval=f"{SCRAPE_SECONDS}s")
+    jobs = []
+    for job in config["scrape_configs"]:
+        for static in job.get("static_configs", []):
+            static["targets"] = [targets[t] for t in static["targets"] if t in targets]
+        if any(static["targets"] for static in job.get("static_configs", [])):
+            jobs.append(job)
+    config["scrape_configs"] = jobs
+    path.write_text(json.dumps(config))
+
+
+def _start_prometheus(ops: SimpleNamespace, launcher: Any, targets: dict[str, str]) -> str:
+    binary = ops.find_tool("prometheus")
+    config = launcher.tmp / "prometheus.yml"
+    _prometheus_config(ops.REPO, targets, config)
+    port = ops.free_port()
+    argv = [
+        binary, f"--config.file={config}", f"--storage.tsdb.path={launcher.tmp / 'tsdb'}",
+        f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn",
+    ]
+    process = launcher.start("prometheus", argv, ops.base_env(launcher.tmp), port)
+    ops.wait_until(lambda: ops.answers(f"{process.url}/-/ready"), 30, "Prometheus to be ready")
+    return process.url
+
+
+def _targets_up(ops: SimpleNamespace, prometheus: str, jobs: set[str]) -> bool:
+    _, body = ops.http("GET", f"{prometheus}/api/v1/targets")
+    up = {t["labels"]["job"] for t in body["data"]["activeTargets"] if t["health"] == "up"}
+    return jobs <= up
+
+
+def _query(ops: SimpleNamespace, prometheus: str, expr: str) -> dict[str, Any]:
+    url = f"{prometheus}/api/v1/query?{urllib.parse.urlencode({'query': expr})}"
+    status, body = ops.http("GET", url, timeout=10)
+    assert isinstance(body, dict), f"HTTP {status}: {body}"
+    return body
+
+
+def _fake_exchange_urls(exchange: Any) -> dict[str, str]:
+    match = re.search(r"BINANCE_WS_URL=(\S+) BINANCE_REST_URL=(\S+)", exchange.log_tail())
+    assert match, f"fake exchange printed no URLs:\n{exchange.log_tail()}"
+    return {"BINANCE_WS_URL": match[1], "BINANCE_REST_URL": match[2]}
+
+
+def _wait_for_prices(ops: SimpleNamespace, url: str) -> None:
+    ops.wait_until(lambda: ops.answers(f"{url}/price/BTCUSDT"), 30, "a first price from the fake exchange")
+
+
+def _traffic(ops: SimpleNamespace, db: str, ws: str) -> None:
+    """Successes, client errors, 404s and 429s on both services."""
+    for index in range(5):
+        signal = {"symbol": "ETHUSDT", "action": "SELL", "price": 3000 + index, "strategy": "ops"}
+        status, body = ops.http("POST", f"{db}/signals/save", signal)
+        assert status == 201, body
+        ops.http("GET", f"{db}/signals/{body.get('id', body.get('signal', {}).get('id'))}")
+        trade = {"symbol": "ETHUSDT", "entry_price": 3000, "exit_price": 3010 + index, "strategy": "ops"}
+        status, body = ops.http("POST", f"{db}/performance/track", trade)
+        assert status == 201, body
+        ops.http("POST", f"{db}/signals/save", {"symbol": "ETHUSDT", "action": "NOPE", "price": -1})
+        ops.http("GET", f"{db}/signals/999999999")
+        ops.http("GET", f"{ws}/price/BTCUSDT")
+        ops.http("GET", f"{ws}/prices")
+        ops.http("GET", f"{ws}/price/NOTTRACKED")
+    statuses = [ops.http("GET", f"{db}/signals/history")[0] for _ in range(HISTORY_LIMIT + 3)]
+    assert 429 in statuses, f"no 429 from /signals/history with limit {HISTORY_LIMIT}: {statuses}"
+
+
+def _reconnect(ops: SimpleNamespace, launcher: Any, exchange: Any, ws: str) -> Any:
+    """Restart the fake exchange on its port so the service reconnects once."""
+    exchange.stop(timeout=10)
+    time.sleep(1.0)
+    restarted = launcher.start(f"{exchange.name}-again", exchange.process.args, exchange.env, exchange.port)
+    ops.wait_until(lambda: ops.answers(f"{ws}/health"), 30, "websocket-streaming after the reconnect")
+    return restarted
+
+
+def test_every_dashboard_query_returns_series(ops: SimpleNamespace, launcher: Any) -> None:
+    exchange = launcher.fake_exchange()
+    ws = launcher.gunicorn("websocket-streaming", workers=1, **_fake_exchange_urls(exchange))
+    db = launcher.gunicorn(
+        "database-service", workers=2, RATE_LIMIT_SIGNALS_HISTORY=str(HISTORY_LIMIT)
+    )
+    prometheus = _start_prometheus(
+        ops, launcher, {"database-service:5020": f"127.0.0.1:{db.port}",
+                        "websocket-streaming:5021": f"127.0.0.1:{ws.port}"},
+    )
+    jobs = {"database-service", "websocket-streaming"}
+    ops.wait_until(lambda: _targets_up(ops, prometheus, jobs), 30, "both scrape targets up")
+    _wait_for_prices(ops, ws.url)
+    _reconnect(ops, launcher, exchange, ws.url)
+    _traffic(ops, db.url, ws.url)
+    time.sleep(5 * SCRAPE_SECONDS)
+    _traffic(ops, db.url, ws.url)
+    time.sleep(4 * SCRAPE_SECONDS)
+    problems = []
+    for title, ref, expr in _dashboard_queries(ops.REPO):
+        body = _query(ops, prometheus, _substitute(expr))
+        if body.get("status") != "success":
+            problems.append(f"{title}/{ref}: {body.get('error')}")
+        elif not body["data"]["result"]:
+            problems.append(f"{title}/{ref}: no series for {_substitute(expr)}")
+    assert not problems, "\n".join(problems)
