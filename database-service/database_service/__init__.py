@@ -1,0 +1,88 @@
+"""database-service: trading signals and closed-trade performance (port 5020)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import click
+from flask import Flask, Response
+
+from database_service import meta, performance, signals
+from database_service.storage import Storage, StorageExtension, StorageUnavailable
+from shared.app import create_base_app, on_shutdown
+from shared.config import Setting, parse_bool, parse_float, parse_int
+from shared.errors import error_response
+from shared.health_check import get_health
+from shared.metrics import get_metrics
+
+SERVICE = "database-service"
+SETTINGS = (
+    Setting("DATABASE_POOL_SIZE", parse_int(1, 100), 8, "PostgreSQL connections per worker"),
+    Setting("STATS_CACHE_TTL", parse_float(0.001), 30.0, "seconds /performance/stats stays cached"),
+    Setting("MIGRATE_ON_START", parse_bool, True, "apply pending migrations at start-up"),
+)
+
+
+@dataclass
+class ServiceState:
+    """Per-app state of database-service: its metrics and the cached OpenAPI document."""
+
+    signals_saved: Any
+    trades_tracked: Any
+    started: float = field(default_factory=time.monotonic)
+    openapi: dict[str, Any] | None = None
+
+
+def create_app(config: Mapping[str, Any] | None = None) -> Flask:
+    """Build the database-service Flask app; `config` overrides the environment."""
+    app = create_base_app("database_service", SERVICE, config, settings=SETTINGS, defaults={"PORT": 5020})
+    metrics = get_metrics(app)
+    app.extensions["database_service"] = ServiceState(
+        signals_saved=metrics.counter("signals_saved_total", "Signals stored"),
+        trades_tracked=metrics.counter("trades_tracked_total", "Closed trades recorded"),
+    )
+    StorageExtension(app)
+    storage: Storage = app.extensions["storage"]
+    on_shutdown(app, storage.close)
+    get_health(app).add_check("database", lambda: _database_check(storage))
+    app.register_error_handler(StorageUnavailable, _storage_unavailable)
+    for blueprint in (signals.bp, performance.bp, meta.bp):
+        app.register_blueprint(blueprint)
+    app.cli.command("migrate")(migrate_command)
+    return app
+
+
+def _database_check(storage: Storage) -> tuple[str, str]:
+    storage.ping()
+    return "ok", storage.backend
+
+
+def _storage_unavailable(error: StorageUnavailable) -> Response:
+    return error_response(
+        "unavailable", "The database is unavailable; retry shortly.", 503, headers={"Retry-After": "2"}
+    )
+
+
+def run_migrations(app: Flask) -> int:
+    """Apply pending migrations and print what happened; return a process exit code."""
+    storage: Storage = app.extensions["storage"]
+    try:
+        applied = storage.migrate()
+        current = storage.applied_migrations()
+    except StorageUnavailable as exc:
+        click.echo(f"migrate: {exc}", err=True)
+        return 1
+    click.echo(f"applied now: {', '.join(applied) or 'nothing (up to date)'}")
+    click.echo(f"schema ({storage.backend}): {', '.join(current)}")
+    return 0
+
+
+@click.pass_context
+def migrate_command(ctx: click.Context) -> None:
+    """Apply pending database migrations (safe to run twice, or from two processes)."""
+    from flask import current_app
+
+    ctx.exit(run_migrations(current_app))

@@ -1,0 +1,189 @@
+"""OpenAPI 3.1 document generated from the pydantic models that validate requests."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel
+from pydantic.json_schema import models_json_schema
+
+from database_service.models import (
+    Error,
+    GroupedStats,
+    HistoryQuery,
+    ServiceStats,
+    SignalBatchOut,
+    SignalIn,
+    SignalOut,
+    SignalPage,
+    Stats,
+    StatsQuery,
+    TradeIn,
+    TradeOut,
+)
+
+REF = "#/components/schemas/{model}"
+INPUT_MODELS: tuple[type[BaseModel], ...] = (SignalIn, TradeIn)
+OUTPUT_MODELS: tuple[type[BaseModel], ...] = (
+    SignalOut,
+    SignalBatchOut,
+    SignalPage,
+    TradeOut,
+    Stats,
+    GroupedStats,
+    ServiceStats,
+    Error,
+)
+ERRORS = {
+    "400": "validation_error or invalid_json",
+    "401": "unauthorized: API_KEY is set and the key is missing or wrong",
+    "404": "not_found",
+    "405": "method_not_allowed",
+    "413": "payload_too_large: body over 1 MiB",
+    "415": "unsupported_media_type: Content-Type is not application/json",
+    "429": "rate_limited (Retry-After, X-RateLimit-* headers)",
+    "500": "internal_error",
+    "503": "unavailable: the database cannot be reached (Retry-After)",
+}
+
+
+def _ref(model: type[BaseModel]) -> dict[str, str]:
+    return {"$ref": REF.format(model=model.__name__)}
+
+
+def _json(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"application/json": {"schema": schema}}
+
+
+def _responses(ok: dict[str, Any], errors: tuple[str, ...]) -> dict[str, Any]:
+    responses = dict(ok)
+    for status in (*errors, "405", "500"):
+        responses[status] = {"description": ERRORS[status], "content": _json(_ref(Error))}
+    return responses
+
+
+def _ok(description: str, schema: dict[str, Any], status: str = "200") -> dict[str, Any]:
+    return {status: {"description": description, "content": _json(schema)}}
+
+
+def _parameters(model: type[BaseModel]) -> list[dict[str, Any]]:
+    schema = model.model_json_schema(ref_template=REF)
+    return [
+        {
+            "name": name,
+            "in": "query",
+            "required": name in schema.get("required", []),
+            "schema": prop,
+            **({"description": prop["description"]} if "description" in prop else {}),
+        }
+        for name, prop in schema["properties"].items()
+    ]
+
+
+def _components() -> dict[str, Any]:
+    pairs = [(m, "validation") for m in INPUT_MODELS] + [(m, "serialization") for m in OUTPUT_MODELS]
+    _, top = models_json_schema(pairs, ref_template=REF)
+    return top["$defs"]
+
+
+def _save_signals() -> dict[str, Any]:
+    batch = {"type": "array", "items": _ref(SignalIn), "minItems": 1, "maxItems": 1000}
+    either = {"oneOf": [_ref(SignalOut), _ref(SignalBatchOut)]}
+    return {
+        "summary": "Save one signal, or an array of up to 1000 in one transaction",
+        "security": [{"apiKey": []}, {"bearer": []}],
+        "requestBody": {"required": True, "content": _json({"oneOf": [_ref(SignalIn), batch]})},
+        "responses": _responses(
+            {
+                **_ok("stored (at least one new signal)", either, "201"),
+                **_ok("every client_id was already stored: the stored signals", either),
+            },
+            ("400", "401", "413", "415", "429", "503"),
+        ),
+    }
+
+
+def _history() -> dict[str, Any]:
+    return {
+        "summary": "Signal history, newest first, keyset-paginated",
+        "parameters": _parameters(HistoryQuery),
+        "responses": _responses(_ok("one page", _ref(SignalPage)), ("400", "429", "503")),
+    }
+
+
+def _get_signal() -> dict[str, Any]:
+    return {
+        "summary": "One signal",
+        "parameters": [
+            {"name": "signal_id", "in": "path", "required": True, "schema": {"type": "integer", "minimum": 1}}
+        ],
+        "responses": _responses(_ok("the signal", _ref(SignalOut)), ("404", "429", "503")),
+    }
+
+
+def _track() -> dict[str, Any]:
+    return {
+        "summary": "Record one closed trade",
+        "security": [{"apiKey": []}, {"bearer": []}],
+        "requestBody": {"required": True, "content": _json(_ref(TradeIn))},
+        "responses": _responses(
+            {
+                **_ok("stored", _ref(TradeOut), "201"),
+                **_ok("client_id already stored: the stored trade", _ref(TradeOut)),
+            },
+            ("400", "401", "413", "415", "429", "503"),
+        ),
+    }
+
+
+def _stats() -> dict[str, Any]:
+    schema = {"oneOf": [_ref(Stats), _ref(GroupedStats)]}
+    return {
+        "summary": "Statistics over closed trades (X-Cache: HIT or MISS)",
+        "parameters": _parameters(StatsQuery),
+        "responses": _responses(_ok("statistics", schema), ("400", "429", "503")),
+    }
+
+
+def _simple(summary: str, content: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "summary": summary,
+        "responses": _responses({"200": {"description": summary, "content": content}}, ()),
+    }
+
+
+def _health() -> dict[str, Any]:
+    body = _json({"type": "object", "required": ["status", "checks"]})
+    return {
+        "summary": "Liveness and dependency status",
+        "responses": {
+            "200": {"description": "healthy or degraded", "content": body},
+            "503": {"description": "unhealthy: a critical dependency is down", "content": body},
+        },
+    }
+
+
+def build_openapi(version: str = "0.1.0") -> dict[str, Any]:
+    """The whole OpenAPI 3.1 document of database-service."""
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "Sardag database-service", "version": version},
+        "paths": {
+            "/health": {"get": _health()},
+            "/stats": {"get": _simple("Counts, backend and uptime", _json(_ref(ServiceStats)))},
+            "/metrics": {"get": _simple("Prometheus metrics", {"text/plain": {"schema": {"type": "string"}}})},
+            "/openapi.json": {"get": _simple("This document", _json({"type": "object"}))},
+            "/signals/save": {"post": _save_signals()},
+            "/signals/history": {"get": _history()},
+            "/signals/{signal_id}": {"get": _get_signal()},
+            "/performance/track": {"post": _track()},
+            "/performance/stats": {"get": _stats()},
+        },
+        "components": {
+            "schemas": _components(),
+            "securitySchemes": {
+                "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+                "bearer": {"type": "http", "scheme": "bearer"},
+            },
+        },
+    }

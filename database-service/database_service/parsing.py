@@ -1,0 +1,122 @@
+"""Strict request parsing: JSON bodies without NaN, and pydantic errors in the DESIGN shape."""
+
+from __future__ import annotations
+
+import json
+from decimal import Decimal
+from typing import Any, NoReturn, TypeVar
+
+from flask import request
+from pydantic import BaseModel, TypeAdapter, ValidationError
+
+from shared.errors import APIError, validation_error
+
+M = TypeVar("M", bound=BaseModel)
+
+
+class NonFiniteNumber(ValueError):
+    """NaN, Infinity and -Infinity are not JSON (RFC 8259) although Python accepts them."""
+
+
+def _reject_constant(name: str) -> NoReturn:
+    raise NonFiniteNumber(f"{name} is not valid JSON")
+
+
+def _invalid_json(message: str) -> APIError:
+    return APIError("invalid_json", message, 400)
+
+
+def json_body() -> Any:
+    """Parse the request body as strict JSON: 415 unless JSON, 400 invalid_json if malformed."""
+    if not request.is_json:
+        raise APIError(
+            "unsupported_media_type", "The request body must be JSON (Content-Type: application/json).", 415
+        )
+    raw = request.get_data(cache=False)  # MAX_CONTENT_LENGTH (1 MiB) raises 413 here
+    try:
+        text = raw.decode("utf-8")
+        body = json.loads(text, parse_float=Decimal, parse_constant=_reject_constant)
+    except NonFiniteNumber as exc:
+        raise _invalid_json(f"Malformed JSON: {exc}; numbers must be finite.") from None
+    except UnicodeDecodeError:
+        raise _invalid_json("Malformed JSON: the body is not UTF-8.") from None
+    except RecursionError:
+        raise _invalid_json("Malformed JSON: nested too deeply.") from None
+    except ValueError as exc:
+        raise _invalid_json(f"Malformed JSON: {str(exc)[:200]}") from None
+    _check_strings(body)
+    return body
+
+
+def _check_strings(body: Any) -> None:
+    """Refuse NUL characters and lone surrogates, which neither database can store."""
+    stack: list[tuple[str, Any]] = [("", body)]
+    while stack:
+        path, value = stack.pop()
+        if isinstance(value, str):
+            _check_text(path, value)
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                _check_text(path, key)
+                stack.append((_join(path, key), item))
+        elif isinstance(value, list):
+            stack.extend((_join(path, i), item) for i, item in enumerate(value))
+
+
+def _check_text(path: str, text: str) -> None:
+    if "\x00" in text:
+        raise validation_error([{"field": path or "body", "message": "must not contain NUL characters"}])
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise validation_error(
+            [{"field": path or "body", "message": "must be valid Unicode (lone surrogate)"}]
+        ) from None
+
+
+def _join(path: str, part: str | int) -> str:
+    if isinstance(part, int):
+        return f"{path}[{part}]"
+    return f"{path}.{part}" if path else str(part)
+
+
+def field_path(loc: tuple[str | int, ...]) -> str:
+    """Turn a pydantic location like (3, 'price') into '[3].price'."""
+    path = ""
+    for part in loc:
+        path = _join(path, part)
+    return path or "body"
+
+
+def _message(error: dict[str, Any]) -> str:
+    message = str(error["msg"])
+    return message.removeprefix("Value error, ").removeprefix("Assertion failed, ")
+
+
+def details(exc: ValidationError, limit: int = 50) -> list[dict[str, str]]:
+    """DESIGN's details list: one {"field", "message"} per problem (never echoes the input)."""
+    return [
+        {"field": field_path(tuple(e["loc"])), "message": _message(e)}
+        for e in exc.errors(include_url=False, include_input=False)[:limit]
+    ]
+
+
+def validate(model: type[M], data: Any) -> M:
+    """Validate data against a model or raise the 400 validation_error."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise validation_error(details(exc)) from None
+
+
+def validate_many(adapter: TypeAdapter[Any], data: Any) -> Any:
+    """Validate with a TypeAdapter (e.g. a list of models) or raise the 400 validation_error."""
+    try:
+        return adapter.validate_python(data)
+    except ValidationError as exc:
+        raise validation_error(details(exc)) from None
+
+
+def query(model: type[M]) -> M:
+    """Validate the query string (first value of each name) against a model."""
+    return validate(model, request.args.to_dict())

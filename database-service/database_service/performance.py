@@ -1,0 +1,76 @@
+"""Routes /performance/track and /performance/stats (cached, invalidated by new trades)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from flask import Blueprint, Response, current_app, jsonify
+
+from database_service import stats
+from database_service.domain import new_trade, now_us
+from database_service.models import StatsQuery, TradeIn
+from database_service.parsing import json_body, query, validate
+from database_service.storage import TradeFilter, get_storage
+from shared.auth import require_api_key
+from shared.errors import validation_error
+from shared.rate_limiter import rate_limit
+from shared.redis_cache import get_cache
+
+bp = Blueprint("performance", __name__)
+GENERATION_KEY = "stats:generation"
+
+
+@bp.post("/performance/track")
+@rate_limit(requests_per_minute=100, scope="performance_track")
+@require_api_key
+def track() -> tuple[Response, int]:
+    """Record one closed trade; its pnl, pnl_percent, outcome and duration are computed."""
+    body = json_body()
+    if not isinstance(body, dict):
+        raise validation_error([{"field": "body", "message": "must be a JSON object"}])
+    trade = validate(TradeIn, body)
+    exit_us = trade.exit_time if trade.exit_time is not None else now_us()
+    if trade.entry_time is not None and trade.entry_time > exit_us:
+        raise validation_error([{"field": "entry_time", "message": "must not be after exit_time"}])
+    stored, created = get_storage().save_trade(new_trade(trade, exit_us))
+    if created:
+        # A new generation makes every cached statistics key unreachable at once.
+        get_cache().incr(GENERATION_KEY)
+        current_app.extensions["database_service"].trades_tracked.inc()
+    return jsonify(stored), 201 if created else 200
+
+
+@bp.get("/performance/stats")
+def performance_stats() -> Response:
+    """Statistics over closed trades, computed by the database, cached per generation."""
+    params = query(StatsQuery)
+    cache = get_cache()
+    key = f"stats:{cache.get(GENERATION_KEY) or 0}:{_fingerprint(params)}"
+    hit = cache.get(key)
+    if hit is not None:
+        return _answer(hit, "HIT")
+    result = _compute(params)
+    cache.set(key, result, current_app.config["STATS_CACHE_TTL"])
+    return _answer(result, "MISS")
+
+
+def _answer(result: dict[str, Any], cache_status: str) -> Response:
+    response = jsonify(result)
+    response.headers["X-Cache"] = cache_status
+    return response
+
+
+def _fingerprint(params: StatsQuery) -> str:
+    text = json.dumps(params.model_dump(), sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def _compute(params: StatsQuery) -> dict[str, Any]:
+    filters = TradeFilter(params.symbol, params.strategy, params.since, params.until)
+    rows = get_storage().trade_stats(filters, params.group_by)
+    if params.group_by is None:
+        return stats.finalize(rows[0]) if rows else stats.empty()
+    groups = [{"key": row.key, **stats.finalize(row)} for row in rows]
+    return {"group_by": params.group_by, "groups": groups}

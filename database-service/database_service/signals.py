@@ -1,0 +1,91 @@
+"""Routes /signals/save, /signals/history and /signals/<id>."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from flask import Blueprint, Response, current_app, jsonify
+from pydantic import Field, TypeAdapter
+
+from database_service.cursor import BadCursor, decode_cursor, encode_cursor
+from database_service.domain import new_signal, now_us
+from database_service.models import MAX_BIGINT, HistoryQuery, SignalIn
+from database_service.parsing import json_body, query, validate, validate_many
+from database_service.storage import SignalFilter, get_storage
+from database_service.storage.base import datetime_to_us
+from shared.auth import require_api_key
+from shared.errors import not_found, validation_error
+from shared.rate_limiter import rate_limit
+
+MAX_BATCH = 1000
+bp = Blueprint("signals", __name__)
+BATCH = TypeAdapter(Annotated[list[SignalIn], Field(min_length=1, max_length=MAX_BATCH)])
+
+
+def _counter() -> Any:
+    return current_app.extensions["database_service"].signals_saved
+
+
+@bp.post("/signals/save")
+@rate_limit(requests_per_minute=100, scope="signals_save")
+@require_api_key
+def save_signals() -> tuple[Response, int]:
+    """Save one signal (object) or up to 1000 (array) in one transaction."""
+    body = json_body()
+    if isinstance(body, list):
+        return _save_batch(body)
+    if not isinstance(body, dict):
+        raise validation_error([{"field": "body", "message": "must be a JSON object or an array of objects"}])
+    signal = validate(SignalIn, body)
+    stored, created = get_storage().save_signals([new_signal(signal, now_us())])[0]
+    if created:
+        _counter().inc()
+    return jsonify(stored), 201 if created else 200
+
+
+def _save_batch(body: list[Any]) -> tuple[Response, int]:
+    signals = validate_many(BATCH, body)
+    default = now_us()
+    results = get_storage().save_signals([new_signal(s, default) for s in signals])
+    created = sum(1 for _, new in results if new)
+    if created:
+        _counter().inc(created)
+    payload = {"count": len(results), "created": created, "signals": [s for s, _ in results]}
+    return jsonify(payload), 201 if created else 200
+
+
+@bp.get("/signals/history")
+@rate_limit(requests_per_minute=200, scope="signals_history")
+def history() -> Response:
+    """Newest first, filtered, keyset-paginated by an opaque cursor."""
+    params = query(HistoryQuery)
+    after = _after(params.cursor)
+    filters = SignalFilter(params.symbol, params.strategy, params.action, params.since, params.until)
+    rows = get_storage().signal_history(filters, after, params.limit + 1)
+    page, more = rows[: params.limit], len(rows) > params.limit
+    next_cursor = _cursor_of(page[-1]) if more else None
+    return jsonify({"signals": page, "count": len(page), "next_cursor": next_cursor})
+
+
+def _after(cursor: str | None) -> tuple[int, int] | None:
+    if cursor is None:
+        return None
+    try:
+        return decode_cursor(cursor)
+    except BadCursor as exc:
+        raise validation_error([{"field": "cursor", "message": str(exc)}]) from None
+
+
+def _cursor_of(signal: dict[str, Any]) -> str:
+    ts = datetime.fromisoformat(signal["timestamp"])
+    return encode_cursor(datetime_to_us(ts), signal["id"])
+
+
+@bp.get("/signals/<int:signal_id>")
+def get_signal(signal_id: int) -> Response:
+    """One signal by id, or 404."""
+    found = get_storage().get_signal(signal_id) if signal_id <= MAX_BIGINT else None
+    if found is None:
+        raise not_found(f"No signal with id {signal_id}.")
+    return jsonify(found)

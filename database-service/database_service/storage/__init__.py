@@ -1,0 +1,113 @@
+"""Storage extension: picks the backend from the DATABASE_URL scheme."""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import weakref
+from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
+
+from flask import Flask, current_app
+
+from database_service.storage.base import (
+    NewSignal,
+    NewTrade,
+    SignalFilter,
+    StatsAggregate,
+    Storage,
+    StorageError,
+    StorageUnavailable,
+    TradeFilter,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+__all__ = [
+    "NewSignal",
+    "NewTrade",
+    "SignalFilter",
+    "StatsAggregate",
+    "Storage",
+    "StorageError",
+    "StorageExtension",
+    "StorageUnavailable",
+    "TradeFilter",
+    "get_storage",
+    "open_storage",
+]
+
+log = logging.getLogger(__name__)
+
+SCHEMES = {
+    "sqlite": "sqlite",
+    "postgresql": "postgresql",
+    "postgres": "postgresql",
+    "postgresql+psycopg2": "postgresql",
+}
+
+
+def open_storage(url: str, options: Mapping[str, int] | None = None) -> Storage:
+    """Create the backend for a DATABASE_URL (sqlite:///path or postgresql://...)."""
+    scheme = SCHEMES.get(urlsplit(url).scheme.lower())
+    if scheme == "sqlite":
+        from database_service.storage.sqlite import SQLiteStorage
+
+        return SQLiteStorage(url)
+    if scheme == "postgresql":
+        from database_service.storage.postgres import PostgresStorage
+
+        pool_size = int((options or {}).get("pool_size", 8))
+        return PostgresStorage(_libpq_url(url), pool_size=pool_size)
+    raise ValueError("DATABASE_URL: scheme must be sqlite:// or postgresql://")
+
+
+def _libpq_url(url: str) -> str:
+    """libpq understands postgresql:// and postgres:// only."""
+    scheme, rest = url.split("://", 1)
+    return url if scheme.lower() in ("postgresql", "postgres") else f"postgresql://{rest}"
+
+
+def _close_if_alive(ref: weakref.ref[Storage]) -> None:
+    storage = ref()
+    if storage is not None:
+        storage.close()
+
+
+class StorageExtension:
+    """Flask extension: app.extensions["storage"] is the Storage backend."""
+
+    def __init__(self, app: Flask | None = None) -> None:
+        if app is not None:
+            self.init_app(app)
+
+    def init_app(self, app: Flask) -> None:
+        """Open the backend and apply migrations unless MIGRATE_ON_START is false."""
+        storage = open_storage(
+            app.config["DATABASE_URL"], {"pool_size": app.config.get("DATABASE_POOL_SIZE", 8)}
+        )
+        app.extensions["storage"] = storage
+        # The pool closes when the process exits, even without gunicorn's worker_exit hook.
+        atexit.register(_close_if_alive, weakref.ref(storage))
+        if app.config.get("MIGRATE_ON_START", True):
+            self._migrate_on_start(storage)
+
+    @staticmethod
+    def _migrate_on_start(storage: Storage) -> None:
+        try:
+            applied = storage.migrate()
+            storage.schema_ready = True
+        except StorageUnavailable as exc:
+            # Start anyway: /health reports the database down and requests answer 503.
+            log.error("migrations not applied at start-up: %s", exc)
+            return
+        if applied:
+            log.info("migrations applied: %s", ", ".join(applied))
+
+
+def get_storage() -> Storage:
+    """The current app's storage backend, its schema migrated."""
+    storage: Storage = current_app.extensions["storage"]
+    storage.ensure_schema()
+    return storage

@@ -1,0 +1,207 @@
+"""Storage interface shared by the SQLite and PostgreSQL backends."""
+
+from __future__ import annotations
+
+import re
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from importlib import resources
+from typing import Any
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+ONE_MICROSECOND = timedelta(microseconds=1)
+
+
+class StorageError(Exception):
+    """Base class for storage failures."""
+
+
+class StorageUnavailable(StorageError):
+    """The database cannot be reached or is busy; the caller should retry later."""
+
+
+@dataclass(frozen=True, slots=True)
+class NewSignal:
+    """A validated signal ready to be stored (times are UTC epoch microseconds)."""
+
+    symbol: str
+    action: str
+    price: Decimal
+    ts_us: int
+    confidence: float | None = None
+    strategy: str | None = None
+    timeframe: str | None = None
+    metadata: dict[str, Any] | None = None
+    client_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class NewTrade:
+    """A validated closed trade with its computed fields."""
+
+    symbol: str
+    side: str
+    entry_price: Decimal
+    exit_price: Decimal
+    quantity: Decimal
+    fees: Decimal
+    pnl: Decimal
+    pnl_percent: float
+    outcome: str
+    exit_us: int
+    entry_us: int | None = None
+    duration_seconds: float | None = None
+    strategy: str | None = None
+    signal_id: int | None = None
+    metadata: dict[str, Any] | None = None
+    client_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SignalFilter:
+    """Filters of /signals/history; since is inclusive, until exclusive."""
+
+    symbol: str | None = None
+    strategy: str | None = None
+    action: str | None = None
+    since_us: int | None = None
+    until_us: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TradeFilter:
+    """Filters of /performance/stats on exit time; since inclusive, until exclusive."""
+
+    symbol: str | None = None
+    strategy: str | None = None
+    since_us: int | None = None
+    until_us: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StatsAggregate:
+    """Aggregates computed by the database for one group of trades."""
+
+    key: str | None
+    total: int
+    wins: int
+    losses: int
+    total_pnl: float
+    gross_profit: float
+    gross_loss: float
+    best: float | None
+    worst: float | None
+    stddev: float | None
+    avg_duration: float | None
+    max_drawdown: float
+
+
+@dataclass(frozen=True, slots=True)
+class Migration:
+    """One versioned SQL migration file."""
+
+    version: int
+    name: str
+    sql: str
+    requires_extension: str | None
+
+
+_MIGRATION_FILE = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
+_REQUIRES = re.compile(r"^--\s*requires-extension:\s*([a-z0-9_]+)\s*$", re.MULTILINE)
+
+
+def load_migrations(dialect: str) -> list[Migration]:
+    """Return the migrations shipped for a dialect, oldest first."""
+    folder = resources.files("database_service") / "migrations" / dialect
+    found = []
+    for entry in folder.iterdir():
+        match = _MIGRATION_FILE.match(entry.name)
+        if match:
+            sql = entry.read_text(encoding="utf-8")
+            requires = _REQUIRES.search(sql)
+            found.append(Migration(int(match[1]), match[2], sql, requires[1] if requires else None))
+    return sorted(found, key=lambda m: m.version)
+
+
+def us_to_datetime(us: int) -> datetime:
+    """Convert UTC epoch microseconds to an aware datetime, exactly."""
+    return EPOCH + timedelta(microseconds=us)
+
+
+def datetime_to_us(value: datetime) -> int:
+    """Convert an aware datetime to UTC epoch microseconds, exactly."""
+    return (value - EPOCH) // ONE_MICROSECOND
+
+
+def us_to_iso(us: int | None) -> str | None:
+    """Format epoch microseconds as ISO 8601 UTC with a Z suffix."""
+    if us is None:
+        return None
+    text = us_to_datetime(us).isoformat(timespec="microseconds")
+    return text.replace("+00:00", "Z")
+
+
+class Storage(ABC):
+    """What the routes need from a database; one implementation per backend."""
+
+    dialect: str = ""
+    schema_ready: bool = False
+
+    def ensure_schema(self) -> None:
+        """Apply migrations once, e.g. when the database was down at start-up."""
+        if not self.schema_ready:
+            self.migrate()
+            self.schema_ready = True
+
+    @property
+    @abstractmethod
+    def backend(self) -> str:
+        """Name reported by /stats: sqlite, postgresql or timescaledb."""
+
+    @abstractmethod
+    def migrate(self) -> list[str]:
+        """Apply pending migrations; return the names applied now."""
+
+    @abstractmethod
+    def applied_migrations(self) -> list[str]:
+        """Names of the migrations recorded in schema_migrations."""
+
+    @abstractmethod
+    def save_signals(self, signals: Sequence[NewSignal]) -> list[tuple[dict[str, Any], bool]]:
+        """Store signals in one transaction; return each stored signal and whether it is new."""
+
+    @abstractmethod
+    def get_signal(self, signal_id: int) -> dict[str, Any] | None:
+        """Return one signal or None."""
+
+    @abstractmethod
+    def signal_history(
+        self, filters: SignalFilter, after: tuple[int, int] | None, limit: int
+    ) -> list[dict[str, Any]]:
+        """Newest first by (timestamp, id), strictly after the keyset position `after`."""
+
+    @abstractmethod
+    def save_trade(self, trade: NewTrade) -> tuple[dict[str, Any], bool]:
+        """Store one trade; return the stored trade and whether it is new."""
+
+    @abstractmethod
+    def trade_stats(self, filters: TradeFilter, group_by: str | None) -> list[StatsAggregate]:
+        """Aggregate closed trades in the database, one row per group."""
+
+    @abstractmethod
+    def counts(self) -> dict[str, int]:
+        """Number of stored signals and trades."""
+
+    @abstractmethod
+    def ping(self) -> None:
+        """Raise StorageUnavailable when the database does not answer."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Release every connection; safe to call twice."""
+
+
+GROUP_COLUMNS = {"strategy": "strategy", "symbol": "symbol"}

@@ -1,0 +1,401 @@
+"""PostgreSQL backend (psycopg2 connection pool), with TimescaleDB hypertables when available."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg2
+import psycopg2.errors
+import psycopg2.extensions
+import psycopg2.pool
+from psycopg2.extras import Json, execute_values
+
+from database_service.storage import sql
+from database_service.storage.base import (
+    Migration,
+    NewSignal,
+    NewTrade,
+    SignalFilter,
+    StatsAggregate,
+    Storage,
+    StorageUnavailable,
+    TradeFilter,
+    datetime_to_us,
+    load_migrations,
+    us_to_datetime,
+    us_to_iso,
+)
+
+log = logging.getLogger(__name__)
+
+# Arbitrary constant shared by every process that migrates this database.
+MIGRATION_LOCK_KEY = 0x5A4D_4442  # "SMDB"
+
+SIGNAL_FIELDS = "symbol, action, price, confidence, strategy, timeframe, ts, metadata, client_id"
+SIGNAL_COLUMNS = f"id, {SIGNAL_FIELDS}, created_at"
+TRADE_FIELDS = (
+    "symbol, side, entry_price, exit_price, quantity, fees, pnl, pnl_percent, outcome, "
+    "strategy, signal_id, entry_time, exit_time, duration_seconds, metadata, client_id"
+)
+TRADE_COLUMNS = f"id, {TRADE_FIELDS}, created_at"
+UNAVAILABLE_ERRORS = (
+    psycopg2.OperationalError,
+    psycopg2.InterfaceError,
+    psycopg2.pool.PoolError,
+    psycopg2.errors.TransactionRollbackError,
+)
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    """How one time-series table and its idempotency-key table are laid out."""
+
+    table: str
+    fields: str
+    columns: str
+    keys: str
+    key_id: str
+    time: str
+    to_dict: Callable[[Sequence[Any]], dict[str, Any]]
+
+
+def _iso(value: Any) -> str | None:
+    return None if value is None else us_to_iso(datetime_to_us(value))
+
+
+def _float(value: Any) -> float | None:
+    return None if value is None else float(value)
+
+
+def _signal_dict(row: Sequence[Any]) -> dict[str, Any]:
+    return {
+        "id": row[0],
+        "symbol": row[1],
+        "action": row[2],
+        "price": float(row[3]),
+        "confidence": row[4],
+        "strategy": row[5],
+        "timeframe": row[6],
+        "timestamp": _iso(row[7]),
+        "metadata": row[8],
+        "client_id": row[9],
+        "created_at": _iso(row[10]),
+    }
+
+
+def _trade_dict(row: Sequence[Any]) -> dict[str, Any]:
+    return {
+        "id": row[0],
+        "symbol": row[1],
+        "side": row[2],
+        "entry_price": float(row[3]),
+        "exit_price": float(row[4]),
+        "quantity": float(row[5]),
+        "fees": float(row[6]),
+        "pnl": float(row[7]),
+        "pnl_percent": row[8],
+        "outcome": row[9],
+        "strategy": row[10],
+        "signal_id": row[11],
+        "entry_time": _iso(row[12]),
+        "exit_time": _iso(row[13]),
+        "duration_seconds": row[14],
+        "metadata": row[15],
+        "client_id": row[16],
+        "created_at": _iso(row[17]),
+    }
+
+
+SIGNALS = TableSpec(
+    "signals", SIGNAL_FIELDS, SIGNAL_COLUMNS, "signal_client_ids", "signal_id", "ts", _signal_dict
+)
+TRADES = TableSpec(
+    "trades", TRADE_FIELDS, TRADE_COLUMNS, "trade_client_ids", "trade_id", "exit_time", _trade_dict
+)
+
+
+def _json(value: dict[str, Any] | None) -> Json | None:
+    return None if value is None else Json(value)
+
+
+def _signal_values(signal: NewSignal) -> tuple[Any, ...]:
+    return (
+        signal.symbol,
+        signal.action,
+        signal.price,
+        signal.confidence,
+        signal.strategy,
+        signal.timeframe,
+        us_to_datetime(signal.ts_us),
+        _json(signal.metadata),
+        signal.client_id,
+    )
+
+
+def _trade_values(trade: NewTrade) -> tuple[Any, ...]:
+    entry = None if trade.entry_us is None else us_to_datetime(trade.entry_us)
+    return (
+        trade.symbol,
+        trade.side,
+        trade.entry_price,
+        trade.exit_price,
+        trade.quantity,
+        trade.fees,
+        trade.pnl,
+        trade.pnl_percent,
+        trade.outcome,
+        trade.strategy,
+        trade.signal_id,
+        entry,
+        us_to_datetime(trade.exit_us),
+        trade.duration_seconds,
+        _json(trade.metadata),
+        trade.client_id,
+    )
+
+
+class PostgresStorage(Storage):
+    """Storage on PostgreSQL through a thread-safe pool, created lazily on first use."""
+
+    dialect = "postgresql"
+
+    def __init__(self, url: str, pool_size: int = 8, connect_timeout: int = 5) -> None:
+        self.url = url
+        self.pool_size = pool_size
+        self.connect_timeout = connect_timeout
+        self._pool: psycopg2.pool.ThreadedConnectionPool | None = None
+        self._pool_lock = threading.Lock()
+        # The pool raises instead of waiting when exhausted; the semaphore makes callers wait.
+        self._slots = threading.BoundedSemaphore(pool_size)
+        self._backend: str | None = None
+        self._closed = False
+
+    @property
+    def backend(self) -> str:
+        """postgresql, or timescaledb when the extension is installed in this database."""
+        if self._backend is None:
+            with self._cursor() as cur:
+                cur.execute("SELECT 1 FROM pg_extension WHERE extname = 'timescaledb'")
+                self._backend = "timescaledb" if cur.fetchone() else "postgresql"
+        return self._backend
+
+    def _get_pool(self) -> psycopg2.pool.ThreadedConnectionPool:
+        with self._pool_lock:
+            if self._closed:
+                raise StorageUnavailable("storage is closed")
+            if self._pool is None:
+                self._pool = psycopg2.pool.ThreadedConnectionPool(
+                    1, self.pool_size, self.url, connect_timeout=self.connect_timeout
+                )
+            return self._pool
+
+    @contextmanager
+    def _cursor(self) -> Iterator[psycopg2.extensions.cursor]:
+        """One transaction on a pooled connection: commit on success, rollback on error."""
+        if not self._slots.acquire(timeout=30):
+            raise StorageUnavailable("postgresql: no free connection in the pool")
+        try:
+            yield from self._transaction()
+        except UNAVAILABLE_ERRORS as exc:
+            raise StorageUnavailable(f"postgresql: {type(exc).__name__}") from exc
+        finally:
+            self._slots.release()
+
+    def _transaction(self) -> Iterator[psycopg2.extensions.cursor]:
+        pool = self._get_pool()
+        conn = pool.getconn()
+        try:
+            with conn.cursor() as cur:
+                yield cur
+            conn.commit()
+        except BaseException:
+            if not conn.closed:
+                conn.rollback()
+            raise
+        finally:
+            pool.putconn(conn, close=bool(conn.closed))
+
+    def migrate(self) -> list[str]:
+        """Apply pending migrations in one transaction under an advisory lock."""
+        with self._cursor() as cur:
+            cur.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK_KEY,))
+            cur.execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations (version integer PRIMARY KEY, "
+                "name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())"
+            )
+            cur.execute("SELECT version FROM schema_migrations")
+            done = {row[0] for row in cur.fetchall()}
+            cur.execute("SELECT name FROM pg_available_extensions")
+            available = {row[0] for row in cur.fetchall()}
+            applied = [
+                f"{m.version:04d}_{m.name}"
+                for m in load_migrations("postgres")
+                if m.version not in done and _apply(cur, m, available)
+            ]
+        self._backend = None
+        return applied
+
+    def applied_migrations(self) -> list[str]:
+        """Names recorded in schema_migrations, oldest first."""
+        with self._cursor() as cur:
+            cur.execute("SELECT version, name FROM schema_migrations ORDER BY version")
+            return [f"{version:04d}_{name}" for version, name in cur.fetchall()]
+
+    def save_signals(self, signals: Sequence[NewSignal]) -> list[tuple[dict[str, Any], bool]]:
+        """Insert signals in one transaction; known client_ids return the stored rows."""
+        rows = [_signal_values(s) for s in signals]
+        return self._save(SIGNALS, rows, [s.client_id for s in signals], 6)
+
+    def save_trade(self, trade: NewTrade) -> tuple[dict[str, Any], bool]:
+        """Insert one trade; a known client_id returns the stored row."""
+        return self._save(TRADES, [_trade_values(trade)], [trade.client_id], 12)[0]
+
+    def _save(
+        self, spec: TableSpec, rows: list[tuple[Any, ...]], keys: list[str | None], time_at: int
+    ) -> list[tuple[dict[str, Any], bool]]:
+        with self._cursor() as cur:
+            cur.execute(
+                f"SELECT nextval(pg_get_serial_sequence('{spec.table}', 'id')) FROM generate_series(1, %s)",
+                (len(rows),),
+            )
+            ids = [row[0] for row in cur.fetchall()]
+            won = _claim_keys(cur, spec, ids, keys, [row[time_at] for row in rows])
+            fresh = [(ids[i], *row) for i, row in enumerate(rows) if keys[i] is None or ids[i] in won]
+            inserted = _insert(cur, spec, fresh)
+            dupes = [k for i, k in enumerate(keys) if k is not None and ids[i] not in won]
+            stored = _stored_by_key(cur, spec, dupes)
+        return [
+            (inserted[ids[i]], True) if ids[i] in inserted else (stored[keys[i]], False)
+            for i in range(len(rows))
+        ]
+
+    def get_signal(self, signal_id: int) -> dict[str, Any] | None:
+        """One signal by id."""
+        with self._cursor() as cur:
+            cur.execute(f"SELECT {SIGNAL_COLUMNS} FROM signals WHERE id = %s LIMIT 1", (signal_id,))
+            row = cur.fetchone()
+        return _signal_dict(row) if row else None
+
+    def signal_history(
+        self, filters: SignalFilter, after: tuple[int, int] | None, limit: int
+    ) -> list[dict[str, Any]]:
+        """Keyset page, newest first."""
+        where, params = sql.signal_where(filters, after, "%s", us_to_datetime)
+        with self._cursor() as cur:
+            cur.execute(
+                f"SELECT {SIGNAL_COLUMNS} FROM signals {where} ORDER BY ts DESC, id DESC LIMIT %s",
+                [*params, limit],
+            )
+            rows = cur.fetchall()
+        return [_signal_dict(row) for row in rows]
+
+    def trade_stats(self, filters: TradeFilter, group_by: str | None) -> list[StatsAggregate]:
+        """Aggregates, stddev_samp and window-function drawdown in one statement."""
+        query, params = sql.stats_query(filters, group_by, "%s", us_to_datetime, "postgresql")
+        with self._cursor() as cur:
+            cur.execute(query, params)
+            rows = cur.fetchall()
+        return [sql.aggregate_from_row(row) for row in rows]
+
+    def counts(self) -> dict[str, int]:
+        """Exact row counts."""
+        with self._cursor() as cur:
+            cur.execute("SELECT (SELECT count(*) FROM signals), (SELECT count(*) FROM trades)")
+            signals, trades = cur.fetchone()
+        return {"signals": signals, "trades": trades}
+
+    def ping(self) -> None:
+        """Run SELECT 1."""
+        with self._cursor() as cur:
+            cur.execute("SELECT 1")
+            cur.fetchone()
+
+    def close(self) -> None:
+        """Close the pool and every connection in it."""
+        with self._pool_lock:
+            self._closed = True
+            pool, self._pool = self._pool, None
+        if pool is not None and not pool.closed:
+            pool.closeall()
+
+
+def _apply(cur: psycopg2.extensions.cursor, migration: Migration, available: set[str]) -> bool:
+    """Run one migration; an optional one that cannot run is skipped and stays pending."""
+    needed = migration.requires_extension
+    if needed and needed not in available:
+        log.info("migration %04d skipped: extension %s not available", migration.version, needed)
+        return False
+    cur.execute("SAVEPOINT migration")
+    try:
+        cur.execute(migration.sql)
+    except psycopg2.Error as exc:
+        if not needed:
+            raise
+        # e.g. timescaledb is installed but not in shared_preload_libraries.
+        cur.execute("ROLLBACK TO SAVEPOINT migration")
+        log.warning("migration %04d skipped: %s", migration.version, str(exc).strip())
+        return False
+    cur.execute(
+        "INSERT INTO schema_migrations (version, name) VALUES (%s, %s)",
+        (migration.version, migration.name),
+    )
+    return True
+
+
+def _claim_keys(
+    cur: psycopg2.extensions.cursor,
+    spec: TableSpec,
+    ids: list[int],
+    keys: list[str | None],
+    times: list[Any],
+) -> set[int]:
+    """Insert idempotency keys; return the ids whose key was new (first writer wins)."""
+    pairs = sorted((k, ids[i], times[i]) for i, k in enumerate(keys) if k is not None)
+    if not pairs:
+        return set()
+    # Sorted keys mean concurrent batches lock them in the same order: no deadlock.
+    rows = execute_values(
+        cur,
+        f"INSERT INTO {spec.keys} (client_id, {spec.key_id}, {spec.time}) VALUES %s "
+        f"ON CONFLICT DO NOTHING RETURNING {spec.key_id}",
+        pairs,
+        page_size=len(pairs),
+        fetch=True,
+    )
+    return {row[0] for row in rows}
+
+
+def _insert(
+    cur: psycopg2.extensions.cursor, spec: TableSpec, rows: list[tuple[Any, ...]]
+) -> dict[int, dict[str, Any]]:
+    if not rows:
+        return {}
+    returned = execute_values(
+        cur,
+        f"INSERT INTO {spec.table} (id, {spec.fields}) VALUES %s RETURNING {spec.columns}",
+        rows,
+        page_size=len(rows),
+        fetch=True,
+    )
+    return {row[0]: spec.to_dict(row) for row in returned}
+
+
+def _stored_by_key(
+    cur: psycopg2.extensions.cursor, spec: TableSpec, keys: list[str]
+) -> dict[str, dict[str, Any]]:
+    wanted = sorted(set(keys))
+    if not wanted:
+        return {}
+    prefixed = ", ".join(f"t.{c.strip()}" for c in spec.columns.split(","))
+    cur.execute(
+        f"SELECT k.client_id, {prefixed} FROM {spec.keys} k JOIN {spec.table} t "
+        f"ON t.id = k.{spec.key_id} AND t.{spec.time} = k.{spec.time} "
+        "WHERE k.client_id = ANY(%s)",
+        (wanted,),
+    )
+    return {row[0]: spec.to_dict(row[1:]) for row in cur.fetchall()}
