@@ -7,34 +7,17 @@ reason, except under CI=true, where an absent server fails the run.
 from __future__ import annotations
 
 import os
-import socket
 from collections.abc import Iterator
 from urllib.parse import urlsplit
 
 import pytest
 
+from shared.testing import free_port, in_ci, require_server
+
+__all__ = ["free_port", "in_ci", "require_server"]
+
 DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/test"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/15"
-
-
-def in_ci() -> bool:
-    """True when running under CI (CI=true)."""
-    return os.environ.get("CI", "").lower() in {"1", "true", "yes"}
-
-
-def require_server(what: str, reason: str) -> None:
-    """Skip (or fail under CI) because a server the test needs is missing."""
-    message = f"{what} unavailable: {reason}"
-    if in_ci():
-        pytest.fail(f"{message} (CI=true: integration servers are required)")
-    pytest.skip(message)
-
-
-def free_port() -> int:
-    """A TCP port on loopback that nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture(scope="session")

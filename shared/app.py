@@ -6,7 +6,8 @@ import logging
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from flask import Flask
+from flask import Flask, request
+from werkzeug.exceptions import RequestEntityTooLarge
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from shared import errors, logger, sentry_integration
@@ -44,8 +45,16 @@ def create_base_app(
     sentry_integration.init_app(app)
     Cache(app)
     RateLimiter(app)
+    app.before_request(_reject_large_bodies)
     app.extensions[SHUTDOWN_EXTENSION] = []
     return app
+
+
+def _reject_large_bodies() -> None:
+    # Declared lengths are refused before any view runs; undeclared (chunked) bodies are
+    # cut off by MAX_CONTENT_LENGTH when a view reads them.
+    if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
+        raise RequestEntityTooLarge()
 
 
 def on_shutdown(app: Flask, callback: Callable[[], None]) -> None:

@@ -148,6 +148,7 @@ def parse_log_level(value: str) -> str:
 SHARED_SETTINGS: tuple[Setting, ...] = (
     Setting("DATABASE_URL", parse_url("sqlite", "postgresql", "postgres"), "sqlite:///data/sardag.db"),
     Setting("REDIS_URL", parse_url("redis", "rediss", "unix"), None),
+    Setting("REDIS_TIMEOUT_SECONDS", parse_float(0.001, 10.0), 0.05),
     Setting("API_KEY", parse_str, None),
     Setting("BIND", parse_str, "127.0.0.1"),
     Setting("PORT", parse_int(1, 65535), 5000),
@@ -259,3 +260,36 @@ def exit_on_config_error(error: ConfigError) -> None:
     """Print the one-line configuration error and stop the process (no traceback)."""
     print(str(error), file=sys.stderr)
     raise SystemExit(2)
+
+
+SECRET_NAMES = ("API_KEY", "SENTRY_DSN", "DATABASE_URL", "REDIS_URL")
+
+
+def redacted(config: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of `config` safe to print: secrets and URL passwords masked."""
+    safe = dict(config)
+    for name in SECRET_NAMES:
+        value = safe.get(name)
+        if not value:
+            continue
+        if name.endswith("_URL"):
+            parts = urlsplit(str(value))
+            safe[name] = str(value).replace(parts.password, "***") if parts.password else value
+        else:
+            safe[name] = "***"
+    return safe
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m shared.config [service]`: validate the configuration and print it (redacted)."""
+    args = sys.argv[1:] if argv is None else argv
+    try:
+        config = load_config(args[0] if args else "config-check")
+    except ConfigError as exc:
+        exit_on_config_error(exc)
+    for name, value in sorted(redacted(config).items()):
+        print(f"{name}={value}")
+
+
+if __name__ == "__main__":
+    main()

@@ -43,12 +43,24 @@ class RequestIdFilter(logging.Filter):
         return True
 
 
+class StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever `sys.stderr` is at emit time (test capture, gunicorn redirects)."""
+
+    @property  # type: ignore[override]
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: Any) -> None:
+        pass  # always follow sys.stderr
+
+
 def configure_logging(level: str = "INFO", fmt: str = "json") -> None:
     """Point the root logger at stderr in the chosen format (idempotent)."""
     root = logging.getLogger()
     handler = next((h for h in root.handlers if getattr(h, "_sardag", False)), None)
     if handler is None:
-        handler = logging.StreamHandler(sys.stderr)
+        handler = StderrHandler()
         handler._sardag = True  # type: ignore[attr-defined]
         handler.addFilter(RequestIdFilter())
         root.addHandler(handler)

@@ -80,7 +80,7 @@ class Cache:
         self.prefix = f"sardag:cache:{app.config['SERVICE_NAME']}:"
         url = app.config.get("REDIS_URL")
         if url:
-            self.redis = redis_client(url)
+            self.redis = redis_client(url, timeout=app.config.get("REDIS_TIMEOUT_SECONDS", 0.05))
             counter = get_metrics(app).counter("redis_fallback_total", "", ("component",))
             self._on_fallback = counter.labels(component="cache").inc
             get_health(app).add_check("cache_redis", self.health, critical=False)

@@ -53,12 +53,13 @@ def init_sentry(
         log.warning("sentry disabled: sentry-sdk is not installed")
         return False
     try:
+        # PII stays off: the SDK's default is send_default_pii=False (the option itself is
+        # deprecated in recent SDKs, so it is not passed); scrub_event is the second guard.
         sentry_sdk.init(
             dsn=dsn,
             environment=environment or os.environ.get("SENTRY_ENVIRONMENT"),
             release=release or os.environ.get("SENTRY_RELEASE"),
             traces_sample_rate=traces_sample_rate,
-            send_default_pii=False,
             before_send=scrub_event,
             server_name=service,
             **options,

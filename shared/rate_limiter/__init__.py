@@ -17,7 +17,7 @@ from shared.errors import APIError
 from shared.rate_limiter.base import Backend, RateLimitResult
 from shared.rate_limiter.memory import MemoryBackend
 from shared.rate_limiter.redis_backend import FailoverBackend, RedisBackend
-from shared.redis_conn import CircuitBreaker, redis_client
+from shared.redis_conn import FAST_TIMEOUT, CircuitBreaker, redis_client
 
 __all__ = [
     "Backend",
@@ -42,13 +42,16 @@ def client_ip() -> str:
 
 
 def storage_from_url(
-    url: str, max_keys: int = 100_000, on_fallback: Callable[[], None] = lambda: None
+    url: str,
+    max_keys: int = 100_000,
+    on_fallback: Callable[[], None] = lambda: None,
+    timeout: float = FAST_TIMEOUT,
 ) -> Backend:
     """Build a backend from `memory://` or a `redis://` URL (with in-process failover)."""
     if url.startswith("memory://"):
         return MemoryBackend(max_keys=max_keys)
     if url.startswith(("redis://", "rediss://", "unix://")):
-        primary = RedisBackend(redis_client(url))
+        primary = RedisBackend(redis_client(url, timeout=timeout))
         breaker = CircuitBreaker("rate limiter")
         return FailoverBackend(primary, MemoryBackend(max_keys), breaker, on_fallback)
     raise ValueError(f"unknown rate-limit storage URL {url!r}")
@@ -74,7 +77,9 @@ class RateLimiter:
         if self.backend is None:
             url = app.config.get("REDIS_URL") or "memory://"
             on_fallback = fallback.labels(component="rate_limiter").inc
-            self.backend = storage_from_url(url, app.config["RATE_LIMIT_MAX_KEYS"], on_fallback)
+            self.backend = storage_from_url(
+                url, app.config["RATE_LIMIT_MAX_KEYS"], on_fallback, app.config["REDIS_TIMEOUT_SECONDS"]
+            )
         app.extensions[EXTENSION] = self
         app.before_request(_limit_undecorated_route)
         app.after_request(_add_headers)

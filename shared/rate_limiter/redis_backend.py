@@ -34,7 +34,8 @@ if oldest[2] then
   reset = tonumber(oldest[2]) + window
 end
 if count > 0 then
-  redis.call('PEXPIRE', key, math.ceil((reset - now) / 1000) + 1)
+  -- the newest member is at most `now`: keep the key until it leaves the window
+  redis.call('PEXPIRE', key, math.ceil(window / 1000) + 1)
 end
 return {allowed, limit - count, string.format('%.0f', reset), string.format('%.0f', now)}
 """

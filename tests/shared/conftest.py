@@ -1,0 +1,58 @@
+"""Fixtures for the shared library's tests: the support app on each limiter backend."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient, FlaskCliRunner
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from support_app import BASE_CONFIG, create_app
+
+
+@pytest.fixture
+def make_app(tmp_path: Path) -> Callable[..., Flask]:
+    """Build the support app with config overrides (no `.env` is read from the cwd)."""
+
+    def build(**overrides: Any) -> Flask:
+        return create_app({**BASE_CONFIG, **overrides})
+
+    return build
+
+
+@pytest.fixture(params=["memory", pytest.param("redis", marks=[pytest.mark.redis, pytest.mark.integration])])
+def backend_config(request: pytest.FixtureRequest) -> dict[str, Any]:
+    """Config selecting one limiter backend: in-process, or the real Redis server."""
+    if request.param == "memory":
+        return {"REDIS_URL": None}
+    return {"REDIS_URL": request.getfixturevalue("clean_redis")}
+
+
+@pytest.fixture
+def app(make_app: Callable[..., Flask], backend_config: dict[str, Any]) -> Flask:
+    """The support app on the parametrised backend."""
+    return make_app(**backend_config)
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    """A test client of `app`."""
+    return app.test_client()
+
+
+@pytest.fixture
+def runner(app: Flask) -> FlaskCliRunner:
+    """A CLI runner of `app`."""
+    return app.test_cli_runner()
+
+
+@pytest.fixture
+def memory_app(make_app: Callable[..., Flask]) -> Iterator[Flask]:
+    """The support app on the in-process backend only."""
+    return make_app(REDIS_URL=None)
