@@ -1,0 +1,46 @@
+"""gunicorn settings for websocket-streaming: `gunicorn -c websocket-streaming/gunicorn.conf.py
+"websocket_streaming:create_app()"`.
+
+Worker model: gthread. Each SSE subscriber holds one thread for as long as it listens, so
+a worker gets SSE_MAX_SUBSCRIBERS + REST_THREADS threads and /stream refuses (503) past
+SSE_MAX_SUBSCRIBERS: however many streams are open, REST_THREADS threads stay free for
+/price. Without REDIS_URL the book lives in process memory, so there is exactly one
+worker; with Redis, WEB_CONCURRENCY workers share the book through Redis pub/sub.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+from typing import Any
+
+from websocket_streaming.settings import SETTINGS
+
+from shared.gunicorn_hooks import configure
+
+_config = configure(globals(), "websocket-streaming", defaults={"PORT": 5021}, settings=SETTINGS)
+
+REST_THREADS = int(os.environ.get("REST_THREADS", "32"))
+workers = int(os.environ.get("WEB_CONCURRENCY", "2")) if _config["REDIS_URL"] else 1
+threads = int(os.environ.get("GUNICORN_THREADS", _config["SSE_MAX_SUBSCRIBERS"] + REST_THREADS))
+worker_connections = max(1000, threads * 2)
+preload_app = False  # ingest threads must be created in the worker, never in the master
+
+
+def post_worker_init(worker: Any) -> None:
+    """Start ingest in the freshly forked worker and stop it promptly on SIGTERM."""
+    from websocket_streaming import start_ingest, stop_ingest
+
+    app = worker.wsgi
+    start_ingest(app)
+    previous = signal.getsignal(signal.SIGTERM)
+
+    def on_term(signum: int, frame: Any) -> None:
+        # Close upstream and end SSE streams now, not after graceful_timeout: open streams
+        # would otherwise keep the worker busy until gunicorn gives up on them.
+        threading.Thread(target=stop_ingest, args=(app,), name="ws-stop").start()
+        if callable(previous):
+            previous(signum, frame)
+
+    signal.signal(signal.SIGTERM, on_term)

@@ -1,0 +1,37 @@
+"""The price answer as JSON text: decimals written verbatim as JSON numbers."""
+
+from __future__ import annotations
+
+import time
+from decimal import Decimal
+
+from .book import RECORD_FIELDS, PriceRecord
+
+
+def _num(value: Decimal | int | None) -> str:
+    return "null" if value is None else str(value)
+
+
+def price_answer(record: PriceRecord, stale_after: float, now: float | None = None) -> str:
+    """The DESIGN.md "Price answer" object for `record`, as JSON text.
+
+    Flask's JSON provider turns Decimal into a string; the design wants a JSON number with
+    the exchange's exact digits, so the object is written by hand (every field is a known
+    type: the symbol was validated as [A-Z0-9], decimals are finite).
+    """
+    age = max(0.0, (time.time() if now is None else now) - record.received_at)
+    fields = ",".join(f'"{name}":{_num(getattr(record, name))}' for name in RECORD_FIELDS)
+    return (
+        f'{{"symbol":"{record.symbol}",{fields},"event_time":{_num(record.event_time)},'
+        f'"received_at":{int(record.received_at * 1000)},"age_seconds":{age:.3f},'
+        f'"stale":{"true" if age > stale_after else "false"},"source":"{record.source}"}}'
+    )
+
+
+def sse_event(record: PriceRecord, stale_after: float) -> bytes:
+    """One `event: price` SSE message, encoded once per record and shared by all streams."""
+    encoded = record.encoded
+    if encoded is None:
+        encoded = f"event: price\ndata: {price_answer(record, stale_after)}\n\n".encode()
+        record.encoded = encoded
+    return encoded

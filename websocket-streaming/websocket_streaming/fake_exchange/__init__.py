@@ -1,0 +1,8 @@
+"""A fake Binance spot exchange (WebSocket streams + REST) for tests, benchmarks and demos."""
+
+from __future__ import annotations
+
+from .market import Market
+from .server import FakeExchange, read_frames
+
+__all__ = ["FakeExchange", "Market", "read_frames"]

@@ -1,0 +1,101 @@
+"""The fake exchange's REST endpoints: `/api/v3/ticker/price` and `/api/v3/ticker/24hr`."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from dataclasses import dataclass, field
+from urllib.parse import parse_qs, urlsplit
+
+from .market import Market
+
+SYMBOL_RE = re.compile(r"^[A-Z0-9\-_.]{1,20}$")
+WEIGHTS = {"/api/v3/ticker/price": (2, 4), "/api/v3/ticker/24hr": (2, 80)}
+
+
+@dataclass
+class RestReply:
+    """Status, JSON body and extra headers of one REST answer."""
+
+    status: int
+    body: object
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+class BinanceRestError(Exception):
+    """A Binance error answer: HTTP status plus `{"code", "msg"}`."""
+
+    def __init__(self, status: int, code: int, msg: str):
+        super().__init__(msg)
+        self.reply = RestReply(status, {"code": code, "msg": msg})
+
+
+def _symbols_param(query: dict[str, list[str]]) -> list[str] | None:
+    """Read `symbol=` or `symbols=[...]`; None means every symbol."""
+    if "symbol" in query and "symbols" in query:
+        raise BinanceRestError(400, -1101, "Combination of optional parameters invalid.")
+    if "symbol" in query:
+        return [query["symbol"][0]]
+    if "symbols" not in query:
+        return None
+    try:
+        names = json.loads(query["symbols"][0])
+    except ValueError:
+        names = None
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise BinanceRestError(
+            400,
+            -1100,
+            "Illegal characters found in parameter 'symbols'; legal range is "
+            '\'^\\[("[A-Z0-9-_.]{1,20}"(,"[A-Z0-9-_.]{1,20}"){0,}){0,1}\\]$\'.',
+        )
+    return names
+
+
+def _check_symbols(market: Market, names: list[str]) -> None:
+    """Reject a malformed or unknown symbol the way Binance does."""
+    for name in names:
+        if not SYMBOL_RE.match(name):
+            raise BinanceRestError(
+                400,
+                -1100,
+                "Illegal characters found in parameter 'symbol'; legal range is '^[A-Z0-9-_.]{1,20}$'.",
+            )
+        if name not in market.symbols:
+            raise BinanceRestError(400, -1121, "Invalid symbol.")
+
+
+def handle_rest(market: Market, target: str) -> RestReply:
+    """Answer one REST request target (path and query) from the market's current state."""
+    parts = urlsplit(target)
+    if parts.path not in WEIGHTS:
+        return RestReply(404, {"code": -1, "msg": "Not found."})
+    query = parse_qs(parts.query, keep_blank_values=True)
+    try:
+        names = _symbols_param(query)
+        _check_symbols(market, names or [])
+    except BinanceRestError as err:
+        return err.reply
+    single = "symbol" in query
+    listed = sorted(market.symbols) if names is None else names
+    now_ms = int(time.time() * 1000)
+    if parts.path == "/api/v3/ticker/price":
+        rows = [market.rest_price(s) for s in listed]
+    else:
+        rows = [market.rest_24hr(s, now_ms) for s in listed]
+    weight = WEIGHTS[parts.path][0 if single else 1]
+    return RestReply(200, rows[0] if single else rows, {"X-MBX-USED-WEIGHT-1M": str(weight)})
+
+
+def rate_limited_reply(status: int, retry_after: int) -> RestReply:
+    """The 429 (back off) or 418 (banned) answer, with `Retry-After` in seconds."""
+    if status == 418:
+        until = int(time.time() * 1000) + retry_after * 1000
+        msg = f"Way too much request weight used; IP banned until {until}."
+    else:
+        msg = (
+            "Too many requests; current limit of IP(127.0.0.1) request weight per 1 MINUTE "
+            "is 6000. Please use WebSocket Streams for live updates to avoid polling the API."
+        )
+    return RestReply(status, {"code": -1003, "msg": msg}, {"Retry-After": str(retry_after)})

@@ -1,0 +1,418 @@
+"""The fake Binance exchange: WebSocket streams and REST on one loopback port.
+
+Runs an asyncio loop in a background thread so tests and benchmarks can drive it
+in-process; every control method is thread-safe and returns once it took effect.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import http
+import json
+import threading
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from websockets.asyncio.server import Server, ServerConnection, broadcast, serve
+from websockets.datastructures import Headers
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
+
+from .market import DEFAULT_START_PRICES, Market
+from .rest import RestReply, handle_rest, rate_limited_reply
+
+METHODS = ("SUBSCRIBE", "UNSUBSCRIBE", "LIST_SUBSCRIPTIONS", "SET_PROPERTY", "GET_PROPERTY")
+MAX_STREAMS = 1024
+
+
+@dataclass
+class Client:
+    """One open WebSocket connection and what it subscribed to."""
+
+    conn: ServerConnection
+    combined: bool
+    streams: list[str]
+    opened_at: float = field(default_factory=time.monotonic)
+    silent: bool = False
+    incoming: deque[float] = field(default_factory=deque)
+
+
+@dataclass
+class RestLogEntry:
+    """One REST request the fake answered."""
+
+    at: float
+    target: str
+    status: int
+
+
+def _error(code: int, msg: str, req_id: Any) -> str:
+    """A Binance WebSocket API error reply."""
+    return json.dumps({"error": {"code": code, "msg": msg}, "id": req_id})
+
+
+def _json_response(reply: RestReply) -> Response:
+    """Turn a RestReply into a websockets HTTP response."""
+    body = json.dumps(reply.body, separators=(",", ":")).encode()
+    headers = Headers(
+        [
+            ("Content-Type", "application/json;charset=UTF-8"),
+            ("Content-Length", str(len(body))),
+            ("Connection", "close"),
+        ]
+    )
+    for name, value in reply.headers.items():
+        headers[name] = value
+    reason = http.HTTPStatus(reply.status).phrase if reply.status != 418 else "I'm a teapot"
+    return Response(reply.status, reason, headers, body)
+
+
+def parse_stream_path(target: str) -> tuple[bool, list[str]] | None:
+    """(combined, streams) for `/stream?streams=a/b` or `/ws/a/b`; None for other paths."""
+    parts = urlsplit(target)
+    if parts.path == "/stream":
+        raw = parse_qs(parts.query).get("streams", [""])[0]
+        return True, [s for s in raw.split("/") if s]
+    if parts.path == "/ws" or parts.path.startswith("/ws/"):
+        return False, [s for s in parts.path.removeprefix("/ws").split("/") if s]
+    return None
+
+
+class FakeExchange:
+    """A Binance look-alike on loopback that misbehaves on command."""
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        rate: float = 10.0,
+        frames: Iterable[str] | None = None,
+        symbols: Iterable[str] = DEFAULT_START_PRICES,
+        ping_interval: float | None = 20.0,
+        ping_timeout: float | None = 60.0,
+        max_incoming_per_second: int = 5,
+        shutdown_grace: float = 1.0,
+        seed: int | None = None,
+    ):
+        self.host = host
+        self.port = port
+        self.rate = rate
+        self.frames = list(frames) if frames is not None else None
+        self.market = Market(symbols, seed=seed)
+        self.ping_interval = ping_interval
+        self.ping_timeout = ping_timeout
+        self.max_incoming_per_second = max_incoming_per_second
+        self.shutdown_grace = shutdown_grace
+        self.clients: dict[ServerConnection, Client] = {}
+        self.connection_attempts: list[float] = []
+        self.rest_log: list[RestLogEntry] = []
+        self.sent_events = 0
+        self._refusing = False
+        self._close_code_on_connect: int | None = None
+        self._rest_failure: tuple[int, int, int | None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._server: Server | None = None
+        self._thread: threading.Thread | None = None
+        self._stopping: asyncio.Event | None = None
+
+    # ---- lifecycle -------------------------------------------------------------------
+    @property
+    def ws_url(self) -> str:
+        """Base WebSocket URL, like `wss://stream.binance.com:9443`."""
+        return f"ws://{self.host}:{self.port}"
+
+    @property
+    def rest_url(self) -> str:
+        """Base REST URL, like `https://api.binance.com`."""
+        return f"http://{self.host}:{self.port}"
+
+    def start(self) -> FakeExchange:
+        """Start serving in a background thread; returns once the port is bound."""
+        ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(ready,), daemon=True, name="fake-exchange")
+        self._thread.start()
+        if not ready.wait(10):
+            raise RuntimeError("fake exchange did not start")
+        return self
+
+    def stop(self) -> None:
+        """Close every connection and stop the loop."""
+        if self._loop is None or self._stopping is None:
+            return
+        self._loop.call_soon_threadsafe(self._stopping.set)
+        if self._thread is not None:
+            self._thread.join(10)
+        self._loop = None
+
+    def __enter__(self) -> FakeExchange:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def _run(self, ready: threading.Event) -> None:
+        asyncio.run(self._main(ready))
+
+    async def _main(self, ready: threading.Event) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._stopping = asyncio.Event()
+        async with serve(
+            self._handler,
+            self.host,
+            self.port,
+            process_request=self._on_request,
+            ping_interval=self.ping_interval,
+            ping_timeout=self.ping_timeout,
+            compression=None,
+            close_timeout=1,
+        ) as server:
+            self._server = server
+            self.port = server.sockets[0].getsockname()[1]
+            ready.set()
+            feeder = asyncio.create_task(self._feed())
+            await self._stopping.wait()
+            feeder.cancel()
+            for client in list(self.clients.values()):
+                client.conn.transport.abort()
+
+    def call(self, func: Callable[[], Awaitable[Any] | Any]) -> Any:
+        """Run `func` on the exchange's loop and wait for its result."""
+
+        async def runner() -> Any:
+            result = func()
+            return await result if asyncio.iscoroutine(result) else result
+
+        if self._loop is None:
+            raise RuntimeError("fake exchange is not running")
+        return asyncio.run_coroutine_threadsafe(runner(), self._loop).result(10)
+
+    # ---- HTTP: REST endpoints and the WebSocket handshake ----------------------------
+    def _on_request(self, conn: ServerConnection, request: Request) -> Response | None:
+        if request.path.startswith("/api/"):
+            return self._rest(request.path)
+        if parse_stream_path(request.path) is None:
+            return _json_response(RestReply(404, {"code": -1, "msg": "Not found."}))
+        self.connection_attempts.append(time.monotonic())
+        if self._refusing:
+            return conn.respond(http.HTTPStatus.SERVICE_UNAVAILABLE, "Refusing connections.\n")
+        return None
+
+    def _rest(self, target: str) -> Response:
+        reply = self._rest_failure_reply() or handle_rest(self.market, target)
+        self.rest_log.append(RestLogEntry(time.monotonic(), target, reply.status))
+        return _json_response(reply)
+
+    def _rest_failure_reply(self) -> RestReply | None:
+        if self._rest_failure is None:
+            return None
+        status, retry_after, remaining = self._rest_failure
+        if remaining is not None:
+            self._rest_failure = (status, retry_after, remaining - 1) if remaining > 1 else None
+        return rate_limited_reply(status, retry_after)
+
+    # ---- WebSocket connections -------------------------------------------------------
+    async def _handler(self, conn: ServerConnection) -> None:
+        combined, streams = parse_stream_path(conn.request.path) or (True, [])
+        client = Client(conn, combined, streams[:MAX_STREAMS])
+        self.clients[conn] = client
+        try:
+            if self._close_code_on_connect is not None:
+                await conn.close(self._close_code_on_connect, "Too many requests")
+                return
+            async for message in conn:
+                await self._on_message(client, message)
+        except ConnectionClosed:
+            return
+        finally:
+            self.clients.pop(conn, None)
+
+    async def _on_message(self, client: Client, message: str | bytes) -> None:
+        now = time.monotonic()
+        client.incoming.append(now)
+        while client.incoming and now - client.incoming[0] > 1.0:
+            client.incoming.popleft()
+        if len(client.incoming) > self.max_incoming_per_second:
+            await client.conn.close(1008, "Too many requests")
+            return
+        await client.conn.send(self._reply(client, message))
+
+    def _reply(self, client: Client, message: str | bytes) -> str:
+        """Answer SUBSCRIBE / UNSUBSCRIBE / LIST_SUBSCRIPTIONS like Binance."""
+        try:
+            request = json.loads(message)
+        except ValueError:
+            return _error(3, "Invalid JSON: expected value at line 1 column 1", None)
+        if not isinstance(request, dict):
+            return _error(2, "Invalid request: expected an object", None)
+        req_id = request.get("id")
+        if req_id is not None and not (isinstance(req_id, str) or (isinstance(req_id, int) and req_id >= 0)):
+            return _error(2, "Invalid request: request ID must be an unsigned integer", None)
+        method = request.get("method")
+        if method is None:
+            return _error(2, "Invalid request: missing field `method` at line 1 column 1", req_id)
+        if method not in METHODS:
+            expected = ", ".join(f"`{m}`" for m in METHODS)
+            return _error(2, f"Invalid request: unknown variant `{method}`, expected one of {expected}", req_id)
+        return self._apply_method(client, method, request.get("params"), req_id)
+
+    def _apply_method(self, client: Client, method: str, params: Any, req_id: Any) -> str:
+        if method == "LIST_SUBSCRIPTIONS":
+            return json.dumps({"result": list(client.streams), "id": req_id})
+        if method in ("SET_PROPERTY", "GET_PROPERTY"):
+            return json.dumps({"result": False if method == "GET_PROPERTY" else None, "id": req_id})
+        if not isinstance(params, list) or not all(isinstance(p, str) for p in params):
+            return _error(2, "Invalid request: params must be an array of strings", req_id)
+        if method == "SUBSCRIBE":
+            fresh = [p for p in params if p not in client.streams]
+            if len(client.streams) + len(fresh) > MAX_STREAMS:
+                return _error(2, "Invalid request: too many streams", req_id)
+            client.streams.extend(fresh)
+        else:
+            client.streams[:] = [s for s in client.streams if s not in params]
+        return json.dumps({"result": None, "id": req_id})
+
+    # ---- the feed --------------------------------------------------------------------
+    async def _feed(self) -> None:
+        index = 0
+        while True:
+            if self.rate <= 0:
+                await asyncio.sleep(0.05)
+                continue
+            if self.frames:
+                self._send_text(self.frames[index % len(self.frames)])
+                index += 1
+            else:
+                self.tick()
+            await asyncio.sleep(1 / self.rate)
+
+    def _listening(self) -> list[Client]:
+        return [c for c in self.clients.values() if not c.silent]
+
+    def tick(self) -> None:
+        """Advance every subscribed symbol one step and send one event per subscribed stream."""
+        listening = self._listening()
+        streams = sorted({s for c in listening for s in c.streams})
+        for symbol in sorted({s.partition("@")[0].upper() for s in streams if s[0] != "!"}):
+            self.market.step(symbol)
+        now_ms = int(time.time() * 1000)
+        for stream in streams:
+            payload = self.market.payload(stream, now_ms)
+            if payload is not None:
+                self._send_payload(stream, payload, listening)
+
+    def _send_payload(self, stream: str, payload: object, clients: list[Client]) -> None:
+        raw = json.dumps(payload, separators=(",", ":"))
+        wrapped = f'{{"stream":"{stream}","data":{raw}}}'
+        subscribed = [c for c in clients if stream in c.streams]
+        broadcast([c.conn for c in subscribed if c.combined], wrapped)
+        broadcast([c.conn for c in subscribed if not c.combined], raw)
+        self.sent_events += 1
+
+    def _send_text(self, text: str) -> None:
+        broadcast([c.conn for c in self._listening()], text)
+        self.sent_events += 1
+
+    # ---- commands (thread-safe) ------------------------------------------------------
+    def send(self, payload: object, stream: str | None = None) -> None:
+        """Send one frame to every listening client, wrapped for combined ones when `stream`."""
+
+        def run() -> None:
+            if stream is None:
+                text = payload if isinstance(payload, str) else json.dumps(payload)
+                self._send_text(text)
+            else:
+                clients = [c for c in self._listening() if stream in c.streams or stream[0] == "!"]
+                for c in clients:
+                    c.streams.append(stream) if stream not in c.streams else None
+                self._send_payload(stream, payload, clients)
+
+        self.call(run)
+
+    def set_rate(self, rate: float) -> None:
+        """Change the generated events per second per stream (0 = only explicit sends)."""
+        self.rate = rate
+
+    def drop(self) -> None:
+        """Cut every open TCP connection without a close frame."""
+        self.call(lambda: [c.conn.transport.abort() for c in list(self.clients.values())])
+
+    def go_silent(self) -> None:
+        """Stop sending data on the open connections (pings go on); new ones get data."""
+
+        def run() -> None:
+            for client in self.clients.values():
+                client.silent = True
+
+        self.call(run)
+
+    def resume(self) -> None:
+        """Undo every misbehaviour: accept connections, answer REST, keep connections open."""
+        self._refusing = False
+        self._close_code_on_connect = None
+        self._rest_failure = None
+
+    def send_garbage(self) -> None:
+        """Send a frame that is not JSON."""
+        self.send('{"stream":"btcusdt@trade","data":{not json')
+
+    def send_unknown_event(self) -> None:
+        """Send a well-formed event of a type the client has never heard of."""
+        data = {"e": "fooBar", "E": int(time.time() * 1000), "s": "BTCUSDT", "z": "1"}
+        self.send({"stream": "btcusdt@fooBar", "data": data})
+
+    def close_1008(self, persistent: bool = False) -> None:
+        """Close every connection with 1008; `persistent` also closes each new one on open."""
+        if persistent:
+            self._close_code_on_connect = 1008
+
+        async def run() -> None:
+            await asyncio.gather(
+                *(c.conn.close(1008, "Too many requests") for c in list(self.clients.values()))
+            )
+
+        self.call(run)
+
+    def server_shutdown(self) -> None:
+        """Send `serverShutdown` to every open connection and close them after the grace time."""
+
+        def run() -> None:
+            clients = list(self.clients.values())
+            data = {"e": "serverShutdown", "E": int(time.time() * 1000)}
+            raw = json.dumps(data, separators=(",", ":"))
+            broadcast([c.conn for c in clients if c.combined], f'{{"stream":"!serverShutdown","data":{raw}}}')
+            broadcast([c.conn for c in clients if not c.combined], raw)
+            for c in clients:
+                asyncio.get_running_loop().call_later(
+                    self.shutdown_grace,
+                    lambda conn=c.conn: asyncio.ensure_future(conn.close(1001, "server shutdown")),
+                )
+
+        self.call(run)
+
+    def refuse_connections(self) -> None:
+        """Reject every new WebSocket handshake (HTTP 503) until `resume()`."""
+        self._refusing = True
+
+    def rest_429(self, retry_after: int = 1, count: int | None = 1) -> None:
+        """Answer the next `count` REST requests (None: all until resume) with 429."""
+        self._rest_failure = (429, retry_after, count)
+
+    def rest_418(self, retry_after: int = 120, count: int | None = 1) -> None:
+        """Answer the next `count` REST requests (None: all until resume) with 418 (banned)."""
+        self._rest_failure = (418, retry_after, count)
+
+    def open_connections(self) -> int:
+        """How many WebSocket connections are open right now."""
+        return self.call(lambda: len(self.clients))
+
+
+def read_frames(path: str | Path) -> list[str]:
+    """Read a JSON-lines frames file, one frame a line, blank lines skipped."""
+    lines = Path(path).read_text(encoding="utf-8").splitlines()
+    return [line for line in lines if line.strip()]

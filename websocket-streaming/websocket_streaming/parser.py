@@ -1,0 +1,216 @@
+"""Binance spot frames to price updates: every documented event shape, prices kept exact."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+
+# Frame kinds as counted in `sardag_ws_messages_total{type}` and /stats.
+TRADE = "trade"
+AGG_TRADE = "aggTrade"
+MINI_TICKER = "24hrMiniTicker"
+TICKER = "24hrTicker"
+BOOK_TICKER = "bookTicker"
+KLINE = "kline"
+MINI_TICKER_ARR = "miniTickerArr"
+SERVER_SHUTDOWN = "serverShutdown"
+REPLY = "reply"
+UNKNOWN = "unknown"
+
+KNOWN_FIELDS = {
+    TRADE: frozenset("eEstpqTmM"),
+    AGG_TRADE: frozenset("eEsapqflTmM"),
+    MINI_TICKER: frozenset("eEscohlvq"),
+    TICKER: frozenset("eEspPwxcQbBaAohlvqOCFLn"),
+    BOOK_TICKER: frozenset("usbBaA"),
+    KLINE: frozenset("eEsk"),
+    SERVER_SHUTDOWN: frozenset("eE"),
+}
+
+
+class ParseError(ValueError):
+    """A frame that is not JSON or not in any documented shape."""
+
+
+@dataclass(slots=True)
+class PriceUpdate:
+    """The price fields one event carries; None where the event says nothing."""
+
+    symbol: str
+    kind: str
+    event_time: int | None
+    price: Decimal | None = None
+    bid: Decimal | None = None
+    ask: Decimal | None = None
+    open_24h: Decimal | None = None
+    high_24h: Decimal | None = None
+    low_24h: Decimal | None = None
+    volume_24h: Decimal | None = None
+    change_24h_percent: Decimal | None = None
+    update_id: int | None = None
+
+
+@dataclass(slots=True)
+class Frame:
+    """One parsed frame: its kind, the updates it carries and whether it had unknown fields."""
+
+    kind: str
+    updates: list[PriceUpdate]
+    unknown_fields: bool = False
+
+
+def dec(value: object) -> Decimal:
+    """A Binance decimal string as an exact, finite, non-negative Decimal."""
+    if type(value) is not str:
+        raise ParseError(f"expected a decimal string, got {type(value).__name__}")
+    try:
+        number = Decimal(value)
+    except InvalidOperation:
+        raise ParseError(f"not a decimal: {value[:32]!r}") from None
+    if not number.is_finite() or (number.is_signed() and number):
+        raise ParseError(f"not a finite non-negative decimal: {value[:32]!r}")
+    return number
+
+
+def signed_dec(value: object) -> Decimal:
+    """A decimal string that may be negative (a 24 h change)."""
+    if type(value) is not str:
+        raise ParseError("expected a decimal string")
+    try:
+        number = Decimal(value)
+    except InvalidOperation:
+        raise ParseError(f"not a decimal: {value[:32]!r}") from None
+    if not number.is_finite():
+        raise ParseError("not a finite decimal")
+    return number
+
+
+def _symbol(event: dict) -> str:
+    symbol = event.get("s")
+    if type(symbol) is not str or not (symbol.isascii() and symbol.isalnum()) or not 2 <= len(symbol) <= 20:
+        raise ParseError("missing or malformed symbol `s`")
+    return symbol.upper()
+
+
+def _time(event: dict) -> int | None:
+    value = event.get("E")
+    if value is None:
+        return None
+    if type(value) is not int:
+        raise ParseError("event time `E` is not an integer")
+    return value
+
+
+def _opt_int(value: object) -> int | None:
+    return value if type(value) is int else None
+
+
+def _trade(e: dict) -> PriceUpdate:
+    update_id = e.get("t") if e["e"] == TRADE else e.get("a")
+    return PriceUpdate(_symbol(e), e["e"], _time(e), price=dec(e["p"]), update_id=_opt_int(update_id))
+
+
+def _mini_ticker(e: dict) -> PriceUpdate:
+    return PriceUpdate(
+        _symbol(e),
+        MINI_TICKER,
+        _time(e),
+        price=dec(e["c"]),
+        open_24h=dec(e["o"]),
+        high_24h=dec(e["h"]),
+        low_24h=dec(e["l"]),
+        volume_24h=dec(e["v"]),
+    )
+
+
+def _ticker(e: dict) -> PriceUpdate:
+    return PriceUpdate(
+        _symbol(e),
+        TICKER,
+        _time(e),
+        price=dec(e["c"]),
+        bid=dec(e["b"]),
+        ask=dec(e["a"]),
+        open_24h=dec(e["o"]),
+        high_24h=dec(e["h"]),
+        low_24h=dec(e["l"]),
+        volume_24h=dec(e["v"]),
+        change_24h_percent=signed_dec(e["P"]),
+        update_id=_opt_int(e.get("L")),
+    )
+
+
+def _kline(e: dict) -> PriceUpdate:
+    k = e["k"]
+    if type(k) is not dict:
+        raise ParseError("kline `k` is not an object")
+    return PriceUpdate(_symbol(e), KLINE, _time(e), price=dec(k["c"]), update_id=_opt_int(k.get("L")))
+
+
+def _book_ticker(e: dict) -> PriceUpdate:
+    return PriceUpdate(
+        _symbol(e), BOOK_TICKER, None, bid=dec(e["b"]), ask=dec(e["a"]), update_id=_opt_int(e.get("u"))
+    )
+
+
+_EVENT_PARSERS = {
+    TRADE: _trade,
+    AGG_TRADE: _trade,
+    MINI_TICKER: _mini_ticker,
+    TICKER: _ticker,
+    KLINE: _kline,
+}
+
+
+def parse_event(event: object) -> Frame:
+    """Parse one unwrapped payload: an event object or a `!miniTicker@arr` array."""
+    if type(event) is list:
+        return _parse_array(event)
+    if type(event) is not dict:
+        raise ParseError("payload is neither an object nor an array")
+    kind = event.get("e")
+    try:
+        if kind is None:
+            return _parse_untyped(event)
+        parser = _EVENT_PARSERS.get(kind)
+        if parser is None:
+            return Frame(SERVER_SHUTDOWN if kind == SERVER_SHUTDOWN else UNKNOWN, [])
+        update = parser(event)
+    except KeyError as missing:
+        raise ParseError(f"{kind or 'event'} without field {missing}") from None
+    return Frame(kind, [update], not event.keys() <= KNOWN_FIELDS[kind])
+
+
+def _parse_untyped(event: dict) -> Frame:
+    """bookTicker has no `e`; replies to SUBSCRIBE carry `result` or `error` and `id`."""
+    if "u" in event and "b" in event:
+        return Frame(BOOK_TICKER, [_book_ticker(event)], not event.keys() <= KNOWN_FIELDS[BOOK_TICKER])
+    if "id" in event and ("result" in event or "error" in event):
+        return Frame(REPLY, [])
+    return Frame(UNKNOWN, [])
+
+
+def _parse_array(events: list) -> Frame:
+    updates: list[PriceUpdate] = []
+    unknown_fields = False
+    for event in events:
+        if type(event) is not dict or event.get("e") != MINI_TICKER:
+            raise ParseError("array element is not a 24hrMiniTicker")
+        try:
+            updates.append(_mini_ticker(event))
+        except KeyError as missing:
+            raise ParseError(f"24hrMiniTicker without field {missing}") from None
+        unknown_fields = unknown_fields or not event.keys() <= KNOWN_FIELDS[MINI_TICKER]
+    return Frame(MINI_TICKER_ARR, updates, unknown_fields)
+
+
+def parse_frame(text: str | bytes) -> Frame:
+    """Parse one WebSocket text frame, raw or wrapped as `{"stream", "data"}`."""
+    try:
+        message = json.loads(text)
+    except (ValueError, UnicodeDecodeError):
+        raise ParseError("frame is not valid JSON") from None
+    if type(message) is dict and "stream" in message and "data" in message:
+        message = message["data"]
+    return parse_event(message)

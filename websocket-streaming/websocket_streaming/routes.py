@@ -1,0 +1,131 @@
+"""HTTP routes: /symbols, /price/<symbol>, /prices, /stream, /stats."""
+
+from __future__ import annotations
+
+import re
+import time
+
+from flask import Blueprint, Response, current_app, jsonify, request
+
+from shared.errors import not_found, unavailable, validation_error
+from shared.rate_limiter import rate_limit
+
+from .encoding import price_answer
+from .service import StreamingService
+from .sse import SubscriberSlots, price_events
+
+EXTENSION = "websocket_streaming"
+SYMBOL_RE = re.compile(r"^[A-Za-z0-9]{2,20}$")
+JSON = "application/json"
+
+bp = Blueprint("streaming", __name__)
+
+
+def get_service() -> StreamingService:
+    """The ingest service of the current app."""
+    return current_app.extensions[EXTENSION]
+
+
+def _tracked(raw: str, field: str = "symbol") -> str:
+    """Validate and upper-case a symbol: 400 if malformed, 404 if not tracked."""
+    if not SYMBOL_RE.match(raw):
+        raise validation_error([{"field": field, "message": "must be 2-20 letters or digits"}])
+    symbol = raw.upper()
+    if symbol not in get_service().book.symbols:
+        raise not_found(f"{symbol} is not a tracked symbol; see /symbols")
+    return symbol
+
+
+@bp.get("/symbols")
+def symbols() -> Response:
+    """The tracked symbols."""
+    return jsonify({"symbols": list(get_service().symbols)})
+
+
+@bp.get("/price/<symbol>")
+@rate_limit(requests_per_minute=300, scope="price")
+def price(symbol: str) -> Response:
+    """The latest price of one symbol; 503 only while no price was ever received."""
+    service = get_service()
+    record = service.book.get(_tracked(symbol))
+    if record is None or record.price is None:
+        raise unavailable(f"no price received yet for {symbol.upper()}", retry_after=1)
+    return Response(price_answer(record, service.stale_after), mimetype=JSON)
+
+
+@bp.get("/prices")
+def prices() -> Response:
+    """Every tracked symbol's latest price; symbols with none yet are listed as missing."""
+    service = get_service()
+    now = time.time()
+    records = service.book.snapshot()
+    have = [s for s in service.symbols if s in records and records[s].price is not None]
+    body = ",".join(price_answer(records[s], service.stale_after, now) for s in have)
+    missing = [s for s in service.symbols if s not in have]
+    return Response(f'{{"prices":[{body}],"missing":{_json_list(missing)}}}', mimetype=JSON)
+
+
+def _json_list(symbols: list[str]) -> str:
+    return "[" + ",".join(f'"{s}"' for s in symbols) + "]"
+
+
+@bp.get("/stream")
+def stream() -> Response:
+    """Server-Sent Events: `event: price` per update; `?symbols=BTCUSDT,ETHUSDT` filters."""
+    service = get_service()
+    raw = request.args.get("symbols")
+    wanted = (
+        None if raw is None else frozenset(_tracked(s.strip(), "symbols") for s in raw.split(",") if s.strip())
+    )
+    slots: SubscriberSlots = current_app.extensions[f"{EXTENSION}.sse"]
+    if not slots.acquire():
+        raise unavailable("too many stream subscribers; retry later", retry_after=5)
+    events = price_events(
+        service.book,
+        service.book.seq,
+        wanted or None,
+        service.stale_after,
+        float(current_app.config["SSE_HEARTBEAT_SECONDS"]),
+        service.stats,
+    )
+    response = Response(
+        events, mimetype="text/event-stream", headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+    )
+    response.call_on_close(slots.release)
+    return response
+
+
+@bp.get("/stats")
+def stats() -> Response:
+    """Message counts by type, rate, parse errors, reconnects, uptime."""
+    service = get_service()
+    s = service.stats
+    upstream = service.upstream
+    slots: SubscriberSlots = current_app.extensions[f"{EXTENSION}.sse"]
+    return jsonify(
+        {
+            "role": service.role,
+            "uptime_seconds": round(time.time() - s.started_at, 3),
+            "messages_total": s.total_messages(),
+            "messages_by_type": dict(s.messages),
+            "messages_per_second": service.messages_per_second(),
+            "parse_errors": s.parse_errors,
+            "unknown_fields": s.unknown_fields,
+            "handler_errors": s.handler_errors,
+            "reconnects": s.reconnects,
+            "rotations": s.rotations,
+            "watchdog_reconnects": s.watchdog_reconnects,
+            "connection_attempts": s.connection_attempts,
+            "backfills": s.backfills,
+            "backfill_errors": s.backfill_errors,
+            "connected": upstream is not None and s.connected,
+            "last_message_age_seconds": _round(s.last_message_age()),
+            "symbols_with_price": len(service.book.snapshot()),
+            "sse_subscribers": slots.count,
+            "sse_resyncs": s.sse_resyncs,
+        }
+    )
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 3)

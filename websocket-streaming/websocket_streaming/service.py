@@ -1,0 +1,208 @@
+"""The ingest service of one worker: book, parser, upstream, backfill, Redis, metrics."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import quote
+
+from shared.binance_client import BinanceClient
+from shared.sentry_integration import capture_exception
+
+from .backfill import Backfiller
+from .book import PriceBook
+from .parser import ParseError, parse_frame
+from .redis_bridge import RedisBridge
+from .stats import IngestStats, MetricsSync
+from .upstream import UpstreamManager, UpstreamSettings
+
+log = logging.getLogger("websocket_streaming.service")
+MAX_URL_BYTES = 8000  # Binance's reported limit on a combined-stream URL is ~8 KB
+MAX_STREAMS = 1024
+
+
+def stream_names(symbols: tuple[str, ...], kinds: tuple[str, ...]) -> list[str]:
+    """Combined-stream names: lowercase symbol, `@`, stream kind (`btcusdt@aggTrade`)."""
+    return [f"{symbol.lower()}@{kind}" for symbol in symbols for kind in kinds]
+
+
+def combined_url(base: str, streams: list[str]) -> str:
+    """`<base>/stream?streams=a/b/c`; raises ValueError past Binance's limits."""
+    if len(streams) > MAX_STREAMS:
+        raise ValueError(f"{len(streams)} streams; Binance allows {MAX_STREAMS} per connection")
+    url = f"{base.rstrip('/')}/stream?streams=" + quote("/".join(streams), safe="/@!_")
+    if len(url.encode()) > MAX_URL_BYTES:
+        raise ValueError(f"combined-stream URL is {len(url)} bytes; keep it under 8 KB")
+    return url
+
+
+def report(exc: BaseException, context: dict[str, Any]) -> None:
+    """Send an exception to Sentry (a no-op without a DSN)."""
+    capture_exception(exc, context)
+
+
+class StreamingService:
+    """Everything that keeps the price book of one worker fed."""
+
+    def __init__(self, config: Mapping[str, Any], metrics: Any) -> None:
+        self.config = config
+        self.symbols: tuple[str, ...] = tuple(config["SYMBOLS"])
+        self.stale_after = float(config["PRICE_STALE_SECONDS"])
+        self.book = PriceBook(self.symbols, int(config["WS_RING_SIZE"]))
+        self.stats = IngestStats()
+        self.url = combined_url(
+            config["BINANCE_WS_URL"], stream_names(self.symbols, tuple(config["WS_STREAMS"]))
+        )
+        self.backfiller = Backfiller(
+            BinanceClient(config["BINANCE_REST_URL"]), self.book, self.symbols, self.stats, report
+        )
+        self.upstream: UpstreamManager | None = None
+        self.bridge: RedisBridge | None = None
+        self.metrics = MetricsSync(self.stats, metrics)
+        self.started = False
+        self._rates: deque[tuple[float, int]] = deque(maxlen=11)
+        self._upstream_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._parse_log_at = 0.0
+        self._ticker: threading.Thread | None = None
+
+    # ---- the hot path: called by the reader thread for every frame -------------------
+    def handle_frame(self, data: bytes | str, received_at: float) -> str | None:
+        """Parse one frame and apply its updates; returns the frame kind (None if invalid)."""
+        try:
+            frame = parse_frame(data)
+        except ParseError as exc:
+            self.stats.parse_errors += 1
+            self._log_parse_error(exc, data)
+            return None
+        self.stats.messages[frame.kind] += 1
+        if frame.unknown_fields:
+            self.stats.unknown_fields += 1
+        apply = self.book.apply
+        for update in frame.updates:
+            apply(update, received_at)
+        return frame.kind
+
+    def _log_parse_error(self, exc: ParseError, data: bytes | str) -> None:
+        now = time.monotonic()
+        if now - self._parse_log_at >= 10.0:  # one line per 10 s, however bad the feed
+            self._parse_log_at = now
+            log.warning(
+                "unparseable frame (%d so far): %s; frame starts %r", self.stats.parse_errors, exc, data[:80]
+            )
+
+    # ---- lifecycle -------------------------------------------------------------------
+    def start(self) -> None:
+        """Start ingesting: directly, or through the Redis leadership when REDIS_URL is set."""
+        if self.started:
+            return
+        self.started = True
+        self._stop.clear()
+        if self.config.get("REDIS_URL"):
+            self.bridge = RedisBridge(
+                self.config["REDIS_URL"],
+                self.book,
+                self._on_leadership,
+                prefix=self.config["REDIS_KEY_PREFIX"],
+                lock_ttl=float(self.config["WS_LEADER_LOCK_TTL_SECONDS"]),
+                price_ttl=int(self.config["PRICE_REDIS_TTL_SECONDS"]),
+                report=report,
+            )
+            self.bridge.start()
+        else:
+            self._start_upstream()
+        self._ticker = threading.Thread(target=self._tick, daemon=True, name="ws-metrics")
+        self._ticker.start()
+
+    def stop(self) -> None:
+        """Close the upstream connection, release the lock, end every SSE stream."""
+        self._stop.set()
+        self.book.close()
+        self.backfiller.stop()
+        if self.bridge is not None:
+            self.bridge.stop()
+        self._stop_upstream()
+
+    def _on_leadership(self, leader: bool) -> None:
+        if leader:
+            self._start_upstream()
+        else:
+            self._stop_upstream()
+
+    def _start_upstream(self) -> None:
+        with self._upstream_lock:
+            if self.upstream is not None or self._stop.is_set():
+                return
+            self.upstream = UpstreamManager(
+                self.url,
+                self.handle_frame,
+                self.stats,
+                self._upstream_settings(),
+                on_gap=self.backfiller.trigger,
+                report=report,
+            )
+            self.upstream.start()
+
+    def _stop_upstream(self) -> None:
+        with self._upstream_lock:
+            upstream, self.upstream = self.upstream, None
+        if upstream is not None:
+            upstream.stop()
+
+    def _upstream_settings(self) -> UpstreamSettings:
+        c = self.config
+        return UpstreamSettings(
+            stale_after=self.stale_after,
+            max_age=float(c["WS_MAX_CONNECTION_AGE_SECONDS"]),
+            backoff_base=float(c["WS_BACKOFF_BASE_SECONDS"]),
+            backoff_cap=float(c["WS_BACKOFF_CAP_SECONDS"]),
+            backoff_reset_after=float(c["WS_BACKOFF_RESET_SECONDS"]),
+            attempt_limit=int(c["WS_CONNECT_ATTEMPTS_PER_5_MIN"]),
+            overlap=float(c["WS_ROTATION_OVERLAP_SECONDS"]),
+        )
+
+    # ---- background tick: Prometheus sync and message rate --------------------------
+    def _tick(self) -> None:
+        while not self._stop.wait(1.0):
+            try:
+                self._rates.append((time.monotonic(), self.stats.total_messages()))
+                self.metrics.sync(self._price_times)
+            except Exception as exc:
+                log.exception("metrics tick failed")
+                report(exc, {"what": "metrics tick"})
+
+    def _price_times(self) -> dict[str, float]:
+        return {s: r.received_at for s, r in self.book.snapshot().items()}
+
+    def messages_per_second(self) -> float:
+        """Frames per second over the last ten seconds."""
+        if len(self._rates) < 2:
+            return 0.0
+        (t0, n0), (t1, n1) = self._rates[0], self._rates[-1]
+        return round((n1 - n0) / max(1e-9, t1 - t0), 2)
+
+    # ---- state for /health and /stats ------------------------------------------------
+    @property
+    def role(self) -> str:
+        """`standalone` (no Redis), `leader` (holds upstream) or `follower`."""
+        if self.bridge is None:
+            return "standalone"
+        return "leader" if self.bridge.is_leader else "follower"
+
+    def alive(self) -> bool:
+        """False when a thread that must run has died (the process cannot serve fresh data)."""
+        if not self.started:
+            return True
+        upstream = self.upstream
+        if upstream is not None and not upstream.alive and not self._stop.is_set():
+            return False
+        return self.bridge is None or self.bridge.alive or self._stop.is_set()
+
+    def newest_update_age(self) -> float | None:
+        """Seconds since the book last changed (any symbol), None before the first price."""
+        times = [r.received_at for r in self.book.snapshot().values()]
+        return round(time.time() - max(times), 3) if times else None

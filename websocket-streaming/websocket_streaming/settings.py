@@ -1,0 +1,59 @@
+"""websocket-streaming's own configuration keys (shared ones live in shared/config.py)."""
+
+from __future__ import annotations
+
+import re
+
+from shared.config import Setting, parse_bool, parse_float, parse_int, parse_str
+
+STREAM_KINDS = ("trade", "aggTrade", "miniTicker", "ticker", "bookTicker")
+KLINE_RE = re.compile(r"^kline_(1s|1m|3m|5m|15m|30m|1h|2h|4h|6h|8h|12h|1d|3d|1w|1M)$")
+
+
+def parse_stream_kinds(value: str) -> tuple[str, ...]:
+    """Comma-separated per-symbol stream kinds, e.g. `aggTrade,ticker` or `kline_1m`."""
+    kinds = tuple(dict.fromkeys(k.strip() for k in value.split(",") if k.strip()))
+    if not kinds:
+        raise ValueError("must name at least one stream kind")
+    for kind in kinds:
+        if kind not in STREAM_KINDS and not KLINE_RE.match(kind):
+            raise ValueError(f"unknown stream kind {kind!r}; use {', '.join(STREAM_KINDS)} or kline_<interval>")
+    return kinds
+
+
+def parse_prefix(value: str) -> str:
+    """A Redis key prefix; empty is allowed."""
+    return parse_str(value) or ""
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("INGEST_ENABLED", parse_bool, True, "hold the Binance connection in this process"),
+    Setting(
+        "WS_STREAMS",
+        parse_stream_kinds,
+        ("aggTrade", "ticker"),
+        "per-symbol streams: aggTrade for the last price, ticker for bid/ask and 24 h",
+    ),
+    Setting(
+        "WS_MAX_CONNECTION_AGE_SECONDS",
+        parse_float(0.1, 86_400.0),
+        23.5 * 3600,
+        "rotate (make-before-break) before Binance's 24 h cut",
+    ),
+    Setting("WS_BACKOFF_BASE_SECONDS", parse_float(0.001, 1.0), 0.5),
+    Setting("WS_BACKOFF_CAP_SECONDS", parse_float(0.01, 600.0), 30.0),
+    Setting("WS_BACKOFF_RESET_SECONDS", parse_float(0.1), 60.0, "a connection up this long resets the backoff"),
+    Setting("WS_CONNECT_ATTEMPTS_PER_5_MIN", parse_int(1, 300), 300),
+    Setting(
+        "WS_ROTATION_OVERLAP_SECONDS",
+        parse_float(0.0, 60.0),
+        1.0,
+        "how long the old connection keeps reading after the switch",
+    ),
+    Setting("WS_RING_SIZE", parse_int(16, 10_000_000), 65_536),
+    Setting("WS_LEADER_LOCK_TTL_SECONDS", parse_float(0.3, 300.0), 10.0),
+    Setting("PRICE_REDIS_TTL_SECONDS", parse_int(1), 3600),
+    Setting("REDIS_KEY_PREFIX", parse_prefix, ""),
+    Setting("SSE_HEARTBEAT_SECONDS", parse_float(0.05, 300.0), 15.0),
+    Setting("SSE_MAX_SUBSCRIBERS", parse_int(1, 10_000), 256),
+)

@@ -1,0 +1,88 @@
+"""Ingest counters: plain integers on the hot path, copied into Prometheus by `sync`."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class IngestStats:
+    """What the reader saw; written by the reader threads, read by /stats and /health."""
+
+    started_at: float = field(default_factory=time.time)
+    messages: Counter[str] = field(default_factory=Counter)
+    parse_errors: int = 0
+    unknown_fields: int = 0
+    handler_errors: int = 0
+    reconnects: int = 0
+    rotations: int = 0
+    watchdog_reconnects: int = 0
+    connection_attempts: int = 0
+    backfills: int = 0
+    backfill_errors: int = 0
+    sse_resyncs: int = 0
+    connected: bool = False
+    last_message_at: float | None = None
+    _rate_mark: tuple[float, int] = (0.0, 0)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def total_messages(self) -> int:
+        """All frames received, of every type."""
+        return sum(self.messages.values())
+
+    def messages_per_second(self) -> float:
+        """Frames per second since the previous call (or since start)."""
+        now, total = time.monotonic(), self.total_messages()
+        with self._lock:
+            then, before = self._rate_mark
+            self._rate_mark = (now, total)
+        if then == 0.0:
+            elapsed = max(1e-9, time.time() - self.started_at)
+            return total / elapsed
+        return (total - before) / max(1e-9, now - then)
+
+    def last_message_age(self) -> float | None:
+        """Seconds since the last frame, None before the first."""
+        return None if self.last_message_at is None else time.time() - self.last_message_at
+
+
+class MetricsSync:
+    """Copies IngestStats into the Prometheus metrics as deltas, from a background tick."""
+
+    def __init__(self, stats: IngestStats, metrics: Any) -> None:
+        self.stats = stats
+        self._messages = metrics.counter(
+            "sardag_ws_messages_total", "WebSocket frames received, by type", ["type"]
+        )
+        self._parse_errors = metrics.counter(
+            "sardag_ws_parse_errors_total", "WebSocket frames that could not be parsed"
+        )
+        self._reconnects = metrics.counter(
+            "sardag_ws_reconnects_total", "Upstream reconnect attempts after a lost connection"
+        )
+        self._connected = metrics.gauge("sardag_ws_connected", "1 while the upstream WebSocket is connected")
+        self._updated = metrics.gauge(
+            "sardag_price_updated_timestamp_seconds", "Unix time of the last price update", ["symbol"]
+        )
+        self._seen: dict[str, int] = {}
+
+    def sync(self, latest: Callable[[], dict[str, float]]) -> None:
+        """Push every counter's growth since the last sync, the gauge and price times."""
+        for kind, count in list(self.stats.messages.items()):
+            self._inc(self._messages.labels(type=kind), f"m:{kind}", count)
+        self._inc(self._parse_errors, "parse", self.stats.parse_errors)
+        self._inc(self._reconnects, "reconnects", self.stats.reconnects)
+        self._connected.set(1 if self.stats.connected else 0)
+        for symbol, when in latest().items():
+            self._updated.labels(symbol=symbol).set(when)
+
+    def _inc(self, metric: Any, key: str, total: int) -> None:
+        delta = total - self._seen.get(key, 0)
+        if delta > 0:
+            metric.inc(delta)
+            self._seen[key] = total
