@@ -11,19 +11,12 @@ import click
 from flask import Flask, Response
 
 from database_service import meta, performance, signals
+from database_service.settings import DEFAULTS, SERVICE, SETTINGS
 from database_service.storage import Storage, StorageExtension, StorageUnavailable
 from shared.app import create_base_app, on_shutdown
-from shared.config import Setting, parse_bool, parse_float, parse_int
 from shared.errors import error_response
 from shared.health_check import get_health
 from shared.metrics import get_metrics
-
-SERVICE = "database-service"
-SETTINGS = (
-    Setting("DATABASE_POOL_SIZE", parse_int(1, 100), 8, "PostgreSQL connections per worker"),
-    Setting("STATS_CACHE_TTL", parse_float(0.001), 30.0, "seconds /performance/stats stays cached"),
-    Setting("MIGRATE_ON_START", parse_bool, True, "apply pending migrations at start-up"),
-)
 
 
 @dataclass
@@ -38,7 +31,7 @@ class ServiceState:
 
 def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     """Build the database-service Flask app; `config` overrides the environment."""
-    app = create_base_app("database_service", SERVICE, config, settings=SETTINGS, defaults={"PORT": 5020})
+    app = create_base_app("database_service", SERVICE, config, settings=SETTINGS, defaults=DEFAULTS)
     metrics = get_metrics(app)
     app.extensions["database_service"] = ServiceState(
         signals_saved=metrics.counter("signals_saved_total", "Signals stored"),

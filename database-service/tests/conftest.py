@@ -1,0 +1,128 @@
+"""Fixtures: one app per test, parametrised over SQLite and the real PostgreSQL server."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg2
+import pytest
+from database_service import create_app
+from flask import Flask
+from flask.testing import FlaskClient, FlaskCliRunner
+
+from shared.app import shutdown
+
+PG_TABLES = "signals, trades, signal_client_ids, trade_client_ids"
+BACKENDS = [
+    pytest.param("sqlite", id="sqlite"),
+    pytest.param("postgresql", id="postgresql", marks=pytest.mark.integration),
+]
+
+
+def _with_database(url: str, name: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path=f"/{name}"))
+
+
+def _admin(url: str, statement: str) -> None:
+    conn = psycopg2.connect(url, connect_timeout=5)
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cur:
+            cur.execute(statement)
+    finally:
+        conn.close()
+
+
+@pytest.fixture(scope="session")
+def pg_database(postgres_url: str) -> Iterator[str]:
+    """A fresh PostgreSQL database for this test session, dropped at the end."""
+    name = f"sardag_test_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+    _admin(postgres_url, f"CREATE DATABASE {name}")
+    url = _with_database(postgres_url, name)
+    yield url
+    _admin(postgres_url, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+def truncate_postgres(url: str) -> None:
+    """Empty every table (after a first migration has created them)."""
+    conn = psycopg2.connect(url)
+    try:
+        with conn, conn.cursor() as cur:
+            cur.execute("SELECT to_regclass('signals') IS NOT NULL")
+            if cur.fetchone()[0]:
+                cur.execute(f"TRUNCATE {PG_TABLES} RESTART IDENTITY")
+    finally:
+        conn.close()
+
+
+@pytest.fixture(params=BACKENDS)
+def database_url(request: pytest.FixtureRequest, tmp_path: Any) -> str:
+    """DATABASE_URL of an empty database: a new SQLite file, or the session's PostgreSQL."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path}/data/sardag.db"
+    url = request.getfixturevalue("pg_database")
+    truncate_postgres(url)
+    return url
+
+
+@pytest.fixture
+def backend(database_url: str) -> str:
+    """sqlite or postgresql, as the app reports it here."""
+    return "sqlite" if database_url.startswith("sqlite") else "postgresql"
+
+
+@pytest.fixture
+def make_app(database_url: str) -> Iterator[Callable[..., Flask]]:
+    """Build apps on the test database; every one is shut down (pool closed) afterwards."""
+    apps: list[Flask] = []
+
+    def factory(**overrides: Any) -> Flask:
+        config = {
+            "TESTING": True,
+            "DATABASE_URL": database_url,
+            "REDIS_URL": None,
+            "API_KEY": None,
+            "LOG_LEVEL": "WARNING",
+            **overrides,
+        }
+        app = create_app(config)
+        apps.append(app)
+        return app
+
+    yield factory
+    for app in apps:
+        shutdown(app)
+
+
+@pytest.fixture
+def app(make_app: Callable[..., Flask]) -> Flask:
+    """The app with default settings (rate limits on, no API key, in-process cache)."""
+    return make_app()
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    """A test client of `app`."""
+    return app.test_client()
+
+
+@pytest.fixture
+def runner(app: Flask) -> FlaskCliRunner:
+    """A CLI runner of `app`."""
+    return app.test_cli_runner()
+
+
+@pytest.fixture
+def rows(client: FlaskClient) -> Callable[[], tuple[int, int]]:
+    """A function returning (signals, trades) as /stats reports them."""
+
+    def count() -> tuple[int, int]:
+        body = client.get("/stats").get_json()
+        return body["signals"], body["trades"]
+
+    return count

@@ -1,0 +1,141 @@
+"""POST /signals/save, GET /signals/history and GET /signals/<id> on both backends."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from flask.testing import FlaskClient
+
+pytestmark = [pytest.mark.api, pytest.mark.database]
+
+
+def signal(**fields: Any) -> dict[str, Any]:
+    """A valid signal body, with fields overridden."""
+    return {"symbol": "BTCUSDT", "action": "BUY", "price": 43250.5, **fields}
+
+
+def test_save_one_signal_then_read_it_back(client: FlaskClient) -> None:
+    body = signal(
+        symbol="btcusdt",
+        action="sell",
+        confidence=0.75,
+        strategy="momentum",
+        timeframe="4h",
+        timestamp="2026-11-24T12:00:00+02:00",
+        metadata={"rsi": 71.5, "tags": ["a", "b"]},
+    )
+    response = client.post("/signals/save", json=body)
+    assert response.status_code == 201
+    saved = response.get_json()
+    assert saved["symbol"] == "BTCUSDT"
+    assert saved["action"] == "SELL"
+    assert saved["price"] == 43250.5
+    assert saved["timestamp"] == "2026-11-24T10:00:00.000000Z"
+    assert saved["metadata"] == {"rsi": 71.5, "tags": ["a", "b"]}
+    fetched = client.get(f"/signals/{saved['id']}")
+    assert fetched.status_code == 200
+    assert fetched.get_json() == saved
+
+
+def test_timestamp_defaults_to_now_and_accepts_epoch_ms(client: FlaskClient) -> None:
+    now = client.post("/signals/save", json=signal()).get_json()
+    stored = datetime.fromisoformat(now["timestamp"])
+    assert abs((datetime.now(UTC) - stored).total_seconds()) < 5
+    epoch = client.post("/signals/save", json=signal(timestamp=1795514400123)).get_json()
+    assert epoch["timestamp"] == "2026-11-24T10:00:00.123000Z"
+
+
+def test_unknown_signal_is_404(client: FlaskClient) -> None:
+    for path in ("/signals/999999", "/signals/99999999999999999999999", "/signals/abc"):
+        response = client.get(path)
+        assert response.status_code == 404
+        assert response.get_json()["error"] == "not_found"
+
+
+def test_batch_is_saved_in_order(client: FlaskClient, rows: Callable[[], tuple[int, int]]) -> None:
+    batch = [signal(price=i + 1, strategy=f"s{i % 3}") for i in range(1000)]
+    response = client.post("/signals/save", json=batch)
+    assert response.status_code == 201
+    body = response.get_json()
+    assert (body["count"], body["created"]) == (1000, 1000)
+    assert [s["price"] for s in body["signals"]] == [float(i + 1) for i in range(1000)]
+    assert rows() == (1000, 0)
+
+
+def test_client_id_is_idempotent(client: FlaskClient, rows: Callable[[], tuple[int, int]]) -> None:
+    first = client.post("/signals/save", json=signal(client_id="order-1"))
+    second = client.post("/signals/save", json=signal(client_id="order-1", price=1))
+    assert (first.status_code, second.status_code) == (201, 200)
+    assert second.get_json() == first.get_json()
+    assert rows() == (1, 0)
+
+
+def test_client_id_in_batches(client: FlaskClient, rows: Callable[[], tuple[int, int]]) -> None:
+    client.post("/signals/save", json=signal(client_id="a"))
+    batch = [signal(client_id="a"), signal(client_id="b"), signal(client_id="b"), signal()]
+    body = client.post("/signals/save", json=batch).get_json()
+    assert body["created"] == 2
+    ids = [s["id"] for s in body["signals"]]
+    assert ids[1] == ids[2]
+    assert len(set(ids)) == 3
+    repeat = client.post("/signals/save", json=[signal(client_id="a"), signal(client_id="b")])
+    assert repeat.status_code == 200
+    assert rows() == (3, 0)
+
+
+def test_sql_injection_strings_are_stored_verbatim(client: FlaskClient) -> None:
+    evil = "x'); DROP TABLE signals; --"
+    saved = client.post(
+        "/signals/save", json=signal(strategy=evil, client_id=evil, metadata={evil: evil})
+    ).get_json()
+    assert saved["strategy"] == evil
+    assert saved["metadata"] == {evil: evil}
+    found = client.get("/signals/history", query_string={"strategy": evil}).get_json()
+    assert [s["id"] for s in found["signals"]] == [saved["id"]]
+    assert client.get("/signals/history", query_string={"strategy": "' OR '1'='1"}).get_json()["count"] == 0
+
+
+def test_history_filters(client: FlaskClient) -> None:
+    batch = [
+        signal(symbol="BTCUSDT", action="BUY", strategy="a", timestamp="2026-11-20T00:00:00Z"),
+        signal(symbol="ETHUSDT", action="SELL", strategy="a", timestamp="2026-11-21T00:00:00Z"),
+        signal(symbol="ETHUSDT", action="HOLD", strategy="b", timestamp="2026-11-22T00:00:00Z"),
+    ]
+    client.post("/signals/save", json=batch)
+
+    def symbols(**params: str) -> list[str]:
+        body = client.get("/signals/history", query_string=params).get_json()
+        return [f"{s['symbol']}/{s['action']}" for s in body["signals"]]
+
+    assert symbols() == ["ETHUSDT/HOLD", "ETHUSDT/SELL", "BTCUSDT/BUY"]
+    assert symbols(symbol="ethusdt") == ["ETHUSDT/HOLD", "ETHUSDT/SELL"]
+    assert symbols(strategy="a") == ["ETHUSDT/SELL", "BTCUSDT/BUY"]
+    assert symbols(action="buy") == ["BTCUSDT/BUY"]
+    assert symbols(since="2026-11-21T00:00:00Z") == ["ETHUSDT/HOLD", "ETHUSDT/SELL"]
+    assert symbols(until="2026-11-21T00:00:00Z") == ["BTCUSDT/BUY"]
+    assert symbols(since="1795219200000", until="1795305600000") == ["ETHUSDT/SELL"]
+
+
+def test_history_pages_with_cursor(client: FlaskClient) -> None:
+    same_time = "2026-11-24T10:00:00Z"  # ties are broken by id
+    client.post("/signals/save", json=[signal(price=i + 1, timestamp=same_time) for i in range(25)])
+    seen: list[float] = []
+    cursor = None
+    for _ in range(10):
+        params = {"limit": "10", **({"cursor": cursor} if cursor else {})}
+        body = client.get("/signals/history", query_string=params).get_json()
+        seen += [s["price"] for s in body["signals"]]
+        cursor = body["next_cursor"]
+        if cursor is None:
+            break
+    assert seen == [float(p) for p in range(25, 0, -1)]
+
+
+def test_history_default_limit_is_100(client: FlaskClient) -> None:
+    client.post("/signals/save", json=[signal() for _ in range(150)])
+    body = client.get("/signals/history").get_json()
+    assert body["count"] == 100
+    assert body["next_cursor"] is not None
