@@ -136,3 +136,10 @@ def test_database_down_is_503_not_500(make_app: Callable[..., Flask]) -> None:
         assert response.status_code == 503
         assert response.get_json()["error"] == "unavailable"
         assert response.headers["Retry-After"]
+
+
+def test_redis_down_falls_back_without_errors(make_app: Callable[..., Flask]) -> None:
+    client = make_app(REDIS_URL="redis://127.0.0.1:1/0").test_client()
+    assert client.post("/performance/track", json=TRADE).status_code == 201
+    assert client.get("/performance/stats").status_code == 200
+    assert client.get("/performance/stats").headers["X-Cache"] == "HIT"

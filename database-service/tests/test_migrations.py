@@ -1,0 +1,152 @@
+"""Migrations: at start-up, by the CLI, twice, and from two processes at once."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg2
+import pytest
+from database_service.storage import open_storage
+from flask.testing import FlaskCliRunner
+
+pytestmark = pytest.mark.database
+
+MAIN = Path(__file__).resolve().parents[2]
+RACE = """
+import sys, time
+from database_service.storage import open_storage
+storage = open_storage(sys.argv[1])
+time.sleep(max(0.0, float(sys.argv[2]) - time.time()))
+print(",".join(storage.migrate()) or "-")
+storage.close()
+"""
+
+
+def _child_env(url: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("API_KEY", "REDIS_URL"))}
+    env.update(DATABASE_URL=url, LOG_LEVEL="WARNING", PYTHONPATH=str(MAIN))
+    return env
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.integration)])
+def fresh_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """An empty database that no migration has touched yet."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path}/new/dir/sardag.db"
+        return
+    admin_url = request.getfixturevalue("postgres_url")
+    name = f"sardag_mig_{uuid.uuid4().hex[:10]}"
+    _admin(admin_url, f"CREATE DATABASE {name}")
+    yield admin_url.rsplit("/", 1)[0] + f"/{name}"
+    _admin(admin_url, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+def _admin(url: str, statement: str) -> None:
+    conn = psycopg2.connect(url)
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cur:
+            cur.execute(statement)
+    finally:
+        conn.close()
+
+
+def test_migrate_twice_is_a_no_op(fresh_url: str) -> None:
+    storage = open_storage(fresh_url)
+    try:
+        assert storage.migrate() == ["0001_initial"]
+        assert storage.migrate() == []
+        assert storage.applied_migrations() == ["0001_initial"]
+    finally:
+        storage.close()
+
+
+def test_sqlite_file_created_on_first_start(tmp_path: Path) -> None:
+    storage = open_storage(f"sqlite:///{tmp_path}/a/b/sardag.db")
+    try:
+        storage.migrate()
+        assert (tmp_path / "a" / "b" / "sardag.db").is_file()
+    finally:
+        storage.close()
+
+
+def test_two_processes_migrate_at_once(fresh_url: str) -> None:
+    start_at = str(time.time() + 2.0)
+    children = [
+        subprocess.Popen(
+            [sys.executable, "-c", RACE, fresh_url, start_at],
+            env=_child_env(fresh_url),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
+    results = [child.communicate(timeout=60) for child in children]
+    assert [child.returncode for child in children] == [0, 0], results
+    outputs = sorted(out.strip() for out, _ in results)
+    assert outputs == ["-", "0001_initial"]  # exactly one of them applied it
+    storage = open_storage(fresh_url)
+    try:
+        assert storage.applied_migrations() == ["0001_initial"]
+    finally:
+        storage.close()
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("fresh_url", ["postgresql"], indirect=True)
+def test_timescaledb_migration_waits_for_the_extension(fresh_url: str) -> None:
+    conn = psycopg2.connect(fresh_url)
+    with conn, conn.cursor() as cur:
+        cur.execute("SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb'")
+        available = cur.fetchone() is not None
+    conn.close()
+    storage = open_storage(fresh_url)
+    try:
+        storage.migrate()
+        expected = ["0001_initial", "0002_timescaledb"] if available else ["0001_initial"]
+        assert storage.applied_migrations() == expected
+        assert storage.backend == ("timescaledb" if available else "postgresql")
+    finally:
+        storage.close()
+
+
+def test_flask_cli_migrate(runner: FlaskCliRunner, backend: str) -> None:
+    result = runner.invoke(args=["migrate"])
+    assert result.exit_code == 0, result.output
+    assert "nothing (up to date)" in result.output  # start-up already applied it
+    assert f"schema ({backend}): 0001_initial" in result.output
+
+
+def test_python_m_migrate(fresh_url: str, tmp_path: Path) -> None:
+    command = [sys.executable, "-m", "database_service", "migrate"]
+    first = subprocess.run(
+        command, env=_child_env(fresh_url), cwd=tmp_path, capture_output=True, text=True, timeout=60
+    )
+    assert first.returncode == 0, first.stderr
+    assert "applied now: 0001_initial" in first.stdout
+    second = subprocess.run(
+        command, env=_child_env(fresh_url), cwd=tmp_path, capture_output=True, text=True, timeout=60
+    )
+    assert "applied now: nothing (up to date)" in second.stdout
+
+
+def test_python_m_migrate_reports_an_unreachable_database(tmp_path: Path) -> None:
+    url = "postgresql://postgres@127.0.0.1:1/nowhere"
+    result = subprocess.run(
+        [sys.executable, "-m", "database_service", "migrate"],
+        env=_child_env(url),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert "migrate: postgresql" in result.stderr
