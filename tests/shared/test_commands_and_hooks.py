@@ -1,0 +1,100 @@
+"""The self-check commands and the gunicorn hooks, run in-process."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from flask import Flask
+
+from shared import gunicorn_hooks
+from shared.app import on_shutdown, shutdown
+from shared.config import main as config_main
+from shared.rate_limiter.__main__ import main as rate_limiter_main
+from shared.sentry_integration import _self_check as sentry_self_check
+
+pytestmark = pytest.mark.unit
+
+
+def test_rate_limiter_self_check_reports_each_verification(capsys: pytest.CaptureFixture[str]) -> None:
+    rate_limiter_main()
+    out = capsys.readouterr().out
+    assert "memory: 55 hits on a 50/min key -> 50 allowed, 5 rejected: ok" in out
+    assert "window slides by exactly one request: ok" in out
+    assert "1,000 kept (LRU): ok" in out
+
+
+def test_rate_limiter_self_check_without_redis(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from shared.testing import free_port
+
+    monkeypatch.setenv("REDIS_URL", f"redis://127.0.0.1:{free_port()}/0")
+    rate_limiter_main()
+    assert "skipped, not reachable" in capsys.readouterr().out
+
+
+def test_sentry_self_check(capsys: pytest.CaptureFixture[str]) -> None:
+    sentry_self_check()
+    assert "malformed DSN -> warning, disabled, no crash: ok" in capsys.readouterr().out
+
+
+def test_config_command_prints_and_fails_cleanly(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("API_KEY", "abc")
+    config_main(["svc"])
+    assert "API_KEY=***" in capsys.readouterr().out
+    monkeypatch.setenv("TRUSTED_PROXIES", "-1")
+    with pytest.raises(SystemExit) as stop:
+        config_main([])
+    assert stop.value.code == 2
+    assert capsys.readouterr().err.strip() == "configuration error: TRUSTED_PROXIES: must be at least 0, got -1"
+
+
+def test_configure_sets_bind_workers_and_hooks(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path / "metrics"))
+    monkeypatch.setenv("PORT", "6100")
+    monkeypatch.setenv("WEB_CONCURRENCY", "3")
+    namespace: dict[str, Any] = {}
+    gunicorn_hooks.configure(namespace, "svc", defaults={"PORT": 5020})
+    assert namespace["bind"] == ["127.0.0.1:6100"]
+    assert namespace["workers"] == 3
+    assert namespace["worker_class"] == "gthread"
+    (tmp_path / "metrics").mkdir()
+    (tmp_path / "metrics" / "counter_123.db").write_bytes(b"stale")
+    namespace["on_starting"](None)
+    assert list((tmp_path / "metrics").iterdir()) == []  # wiped at start
+
+
+def test_ipv6_bind_is_bracketed(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path / "metrics"))
+    monkeypatch.setenv("BIND", "::1")
+    namespace: dict[str, Any] = {}
+    gunicorn_hooks.configure(namespace, "svc", defaults={"PORT": 5020})
+    assert namespace["bind"] == ["[::1]:5020"]
+
+
+def test_worker_exit_runs_shutdown_callbacks(make_app: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    app: Flask = make_app(REDIS_URL=None)
+    calls: list[str] = []
+    on_shutdown(app, lambda: calls.append("pool closed"))
+    on_shutdown(app, lambda: (_ for _ in ()).throw(RuntimeError("broken callback")))
+    on_shutdown(app, lambda: calls.append("upstream closed"))
+    gunicorn_hooks._worker_exit(None, SimpleNamespace(wsgi=app))
+    assert calls == ["upstream closed", "pool closed"]  # newest first; a failure does not stop the rest
+    shutdown(Flask("bare"))  # an app without callbacks is fine
+
+
+def test_child_exit_marks_the_worker_dead(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    (tmp_path / "gauge_livemax_4242.db").write_bytes(b"")
+    gunicorn_hooks._child_exit(None, SimpleNamespace(pid=4242))
+    assert not (tmp_path / "gauge_livemax_4242.db").exists()
+    assert os.environ["PROMETHEUS_MULTIPROC_DIR"] == str(tmp_path)
