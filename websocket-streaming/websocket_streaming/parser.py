@@ -209,7 +209,7 @@ def parse_frame(text: str | bytes) -> Frame:
     """Parse one WebSocket text frame, raw or wrapped as `{"stream", "data"}`."""
     try:
         message = json.loads(text)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, RecursionError):  # RecursionError: absurdly deep nesting
         raise ParseError("frame is not valid JSON") from None
     if type(message) is dict and "stream" in message and "data" in message:
         message = message["data"]

@@ -142,10 +142,14 @@ class StreamingService:
                 self.handle_frame,
                 self.stats,
                 self._upstream_settings(),
-                on_gap=self.backfiller.trigger,
+                on_gap=self._on_gap,
                 report=report,
             )
             self.upstream.start()
+
+    def _on_gap(self) -> None:
+        if self.config["WS_BACKFILL_ENABLED"]:
+            self.backfiller.trigger()
 
     def _stop_upstream(self) -> None:
         with self._upstream_lock:

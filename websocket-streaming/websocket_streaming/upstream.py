@@ -215,19 +215,23 @@ class UpstreamManager:
         """Hand one frame to the handler; never raises."""
         received_at = time.time()
         self.stats.last_message_at = received_at
+        if conn.messages == 1:
+            self.post("first", conn, None)
         try:
-            if len(self._connections()) > 1:
-                with self._deliver_lock:
-                    if self._dedup.duplicate(conn.id, data):
-                        return
-                    kind = self.handler(data, received_at)
-            else:
-                kind = self.handler(data, received_at)
+            kind = self._handle(conn, data, received_at)
         except Exception as exc:
             self._failed("frame handler failed", exc, conn)
             return
-        if conn.messages == 1 or kind == SERVER_SHUTDOWN:
-            self.post("shutdown" if kind == SERVER_SHUTDOWN else "first", conn, None)
+        if kind == SERVER_SHUTDOWN:
+            self.post("shutdown", conn, None)
+
+    def _handle(self, conn: Connection, data: bytes, received_at: float) -> str | None:
+        if len(self._connections()) == 1:
+            return self.handler(data, received_at)
+        with self._deliver_lock:  # two connections overlap: one copy of each frame
+            if self._dedup.duplicate(conn.id, data):
+                return None
+            return self.handler(data, received_at)
 
     def _failed(self, what: str, exc: BaseException, conn: Connection | None = None) -> None:
         self.stats.handler_errors += 1

@@ -304,14 +304,15 @@ class FakeExchange:
         for stream in streams:
             payload = self.market.payload(stream, now_ms)
             if payload is not None:
-                self._send_payload(stream, payload, listening)
+                subscribed = [c for c in listening if stream in c.streams]
+                self._send_payload(stream, payload, subscribed)
 
     def _send_payload(self, stream: str, payload: object, clients: list[Client]) -> None:
+        """Send one event to `clients`: wrapped for combined connections, bare for raw ones."""
         raw = json.dumps(payload, separators=(",", ":"))
         wrapped = f'{{"stream":"{stream}","data":{raw}}}'
-        subscribed = [c for c in clients if stream in c.streams]
-        broadcast([c.conn for c in subscribed if c.combined], wrapped)
-        broadcast([c.conn for c in subscribed if not c.combined], raw)
+        broadcast([c.conn for c in clients if c.combined], wrapped)
+        broadcast([c.conn for c in clients if not c.combined], raw)
         self.sent_events += 1
 
     def _send_text(self, text: str) -> None:
@@ -320,17 +321,13 @@ class FakeExchange:
 
     # ---- commands (thread-safe) ------------------------------------------------------
     def send(self, payload: object, stream: str | None = None) -> None:
-        """Send one frame to every listening client, wrapped for combined ones when `stream`."""
+        """Send one frame to every listening client; with `stream`, as an event of it."""
 
         def run() -> None:
-            if stream is None:
-                text = payload if isinstance(payload, str) else json.dumps(payload)
-                self._send_text(text)
+            if stream is not None:
+                self._send_payload(stream, payload, self._listening())
             else:
-                clients = [c for c in self._listening() if stream in c.streams or stream[0] == "!"]
-                for c in clients:
-                    c.streams.append(stream) if stream not in c.streams else None
-                self._send_payload(stream, payload, clients)
+                self._send_text(payload if isinstance(payload, str) else json.dumps(payload))
 
         self.call(run)
 

@@ -1,0 +1,118 @@
+"""Fixtures: the fake exchange on a free loopback port, and the app wired to it."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient, FlaskCliRunner
+from websocket_streaming import create_app, start_ingest, stop_ingest
+from websocket_streaming.fake_exchange import FakeExchange
+from werkzeug.serving import BaseWSGIServer, make_server
+
+T = TypeVar("T")
+SYMBOLS = ("BTCUSDT", "ETHUSDT", "BNBUSDT", "BNBBTC")
+
+
+def wait_until(check: Callable[[], T], timeout: float = 3.0, what: str = "condition") -> T:
+    """Poll `check` until it returns something truthy; fail the test after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.01)
+
+
+def app_config(fake: FakeExchange, **overrides: Any) -> dict[str, Any]:
+    """Test configuration: the fake's URLs, short timings, no Redis unless asked."""
+    config: dict[str, Any] = {
+        "TESTING": True,
+        "REDIS_URL": None,
+        "BINANCE_WS_URL": fake.ws_url,
+        "BINANCE_REST_URL": fake.rest_url,
+        "SYMBOLS": SYMBOLS,
+        "WS_STREAMS": ("aggTrade", "ticker"),
+        "PRICE_STALE_SECONDS": 5.0,
+        "WS_BACKOFF_BASE_SECONDS": 0.1,
+        "WS_BACKOFF_CAP_SECONDS": 1.0,
+        "WS_BACKFILL_ENABLED": False,
+        "WS_ROTATION_OVERLAP_SECONDS": 0.3,
+        "SSE_HEARTBEAT_SECONDS": 15.0,
+        "LOG_FORMAT": "text",
+    }
+    config.update(overrides)
+    return config
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeExchange]:
+    """A fake Binance on a free loopback port; events only when the test sends them."""
+    with FakeExchange(rate=0, ping_interval=0.5, ping_timeout=5, shutdown_grace=0.5) as exchange:
+        yield exchange
+
+
+@pytest.fixture
+def make_app(fake: FakeExchange) -> Iterator[Callable[..., Flask]]:
+    """Factory: an app connected to the fake (ingest running), stopped after the test."""
+    apps: list[Flask] = []
+
+    def factory(connect: bool = True, **overrides: Any) -> Flask:
+        app = create_app(app_config(fake, **overrides))
+        apps.append(app)
+        start_ingest(app)
+        if connect:
+            wait_until(lambda: fake.open_connections() >= 1, what="upstream connection")
+        return app
+
+    yield factory
+    for app in apps:
+        stop_ingest(app)
+
+
+@pytest.fixture
+def app(make_app: Callable[..., Flask]) -> Flask:
+    """The service, connected to the fake exchange."""
+    return make_app()
+
+
+@pytest.fixture
+def idle_app(fake: FakeExchange) -> Flask:
+    """The service with ingest off: nothing was ever received."""
+    return create_app(app_config(fake, INGEST_ENABLED=False))
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    """Test client of `app`."""
+    return app.test_client()
+
+
+@pytest.fixture
+def runner(app: Flask) -> FlaskCliRunner:
+    """CLI runner of `app`."""
+    return app.test_cli_runner()
+
+
+@pytest.fixture
+def serve() -> Iterator[Callable[[Flask], str]]:
+    """Serve an app on a free loopback port with a threaded server; returns its base URL."""
+    servers: list[tuple[BaseWSGIServer, threading.Thread]] = []
+
+    def start(app: Flask) -> str:
+        server = make_server("127.0.0.1", 0, app, threaded=True)
+        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread.start()
+        servers.append((server, thread))
+        return f"http://127.0.0.1:{server.server_port}"
+
+    yield start
+    for server, thread in servers:
+        server.shutdown()
+        thread.join(5)

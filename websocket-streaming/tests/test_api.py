@@ -1,0 +1,111 @@
+"""HTTP API answers without any price received: validation, errors, limits, shapes."""
+
+from __future__ import annotations
+
+import pytest
+from flask import Flask
+from websocket_streaming import get_service
+from websocket_streaming.parser import PriceUpdate, dec
+
+pytestmark = [pytest.mark.api, pytest.mark.unit]
+
+
+def test_symbols_lists_the_tracked_symbols(idle_app: Flask) -> None:
+    answer = idle_app.test_client().get("/symbols")
+    assert answer.status_code == 200
+    assert answer.get_json() == {"symbols": ["BTCUSDT", "ETHUSDT", "BNBUSDT", "BNBBTC"]}
+
+
+def test_price_is_503_with_retry_after_while_nothing_was_received(idle_app: Flask) -> None:
+    answer = idle_app.test_client().get("/price/BTCUSDT")
+    assert answer.status_code == 503
+    assert answer.get_json()["error"] == "unavailable"
+    assert int(answer.headers["Retry-After"]) >= 1
+
+
+def test_price_is_case_insensitive(idle_app: Flask) -> None:
+    get_service(idle_app).book.apply(PriceUpdate("BTCUSDT", "trade", 1, price=dec("42.10")))
+    for name in ("BTCUSDT", "btcusdt", "BtcUsdt"):
+        answer = idle_app.test_client().get(f"/price/{name}")
+        assert answer.status_code == 200
+        assert answer.get_json()["symbol"] == "BTCUSDT"
+        assert b'"price":42.10,' in answer.data
+
+
+@pytest.mark.parametrize(
+    "symbol",
+    ["B", "A" * 21, "BTC-USDT", "BTC_USDT", "BTC%20USDT", "%00", "BTC%C3%A9", "%27%20OR%201=1"],
+)
+def test_malformed_symbol_is_400_validation_error(idle_app: Flask, symbol: str) -> None:
+    answer = idle_app.test_client().get(f"/price/{symbol}")
+    assert answer.status_code == 400
+    body = answer.get_json()
+    assert body["error"] == "validation_error"
+    assert body["details"][0]["field"] == "symbol"
+
+
+def test_slash_in_symbol_is_a_json_404(idle_app: Flask) -> None:
+    answer = idle_app.test_client().get("/price/..%2F..%2Fetc")
+    assert answer.status_code == 404
+    assert answer.get_json()["error"] == "not_found"
+
+
+def test_untracked_symbol_is_404_not_found(idle_app: Flask) -> None:
+    answer = idle_app.test_client().get("/price/DOGEUSDT")
+    assert answer.status_code == 404
+    assert answer.get_json()["error"] == "not_found"
+
+
+def test_oversized_path_is_a_clean_json_error(idle_app: Flask) -> None:
+    answer = idle_app.test_client().get("/price/" + "A" * 10_000)
+    assert answer.status_code == 400
+    assert answer.get_json()["error"] == "validation_error"
+
+
+def test_post_is_405_json(idle_app: Flask) -> None:
+    answer = idle_app.test_client().post("/price/BTCUSDT", data="x" * 100)
+    assert answer.status_code == 405
+    assert answer.get_json()["error"] == "method_not_allowed"
+
+
+def test_price_allows_300_per_minute_then_429(idle_app: Flask) -> None:
+    client = idle_app.test_client()
+    statuses = [client.get("/price/BTCUSDT").status_code for _ in range(300)]
+    assert statuses == [503] * 300  # limited responses are not rejected yet
+    rejected = client.get("/price/BTCUSDT")
+    assert rejected.status_code == 429
+    assert rejected.get_json()["error"] == "rate_limited"
+    assert int(rejected.headers["Retry-After"]) >= 1
+    assert rejected.headers["X-RateLimit-Limit"] == "300"
+
+
+def test_prices_lists_known_prices_and_missing_symbols(idle_app: Flask) -> None:
+    get_service(idle_app).book.apply(PriceUpdate("ETHUSDT", "trade", 1, price=dec("3000.01")))
+    body = idle_app.test_client().get("/prices").get_json()
+    assert [p["symbol"] for p in body["prices"]] == ["ETHUSDT"]
+    assert body["missing"] == ["BTCUSDT", "BNBUSDT", "BNBBTC"]
+
+
+def test_stream_rejects_malformed_and_untracked_symbol_filters(idle_app: Flask) -> None:
+    client = idle_app.test_client()
+    assert client.get("/stream?symbols=BTC-USDT").get_json()["error"] == "validation_error"
+    assert client.get("/stream?symbols=BTCUSDT,DOGEUSDT").status_code == 404
+
+
+def test_stats_and_health_answer_before_ingest_starts(idle_app: Flask) -> None:
+    client = idle_app.test_client()
+    stats = client.get("/stats").get_json()
+    assert stats["messages_total"] == 0
+    assert stats["parse_errors"] == 0
+    assert stats["reconnects"] == 0
+    assert stats["uptime_seconds"] >= 0
+    health = client.get("/health")
+    assert health.status_code == 200  # no price is degraded, not unhealthy: it can serve
+    upstream = health.get_json()["checks"]["upstream"]
+    assert upstream["status"] == "degraded"
+    assert upstream["detail"]["connected"] is False
+
+
+def test_metrics_are_exposed(idle_app: Flask) -> None:
+    text = idle_app.test_client().get("/metrics").get_data(as_text=True)
+    assert "sardag_http_requests_total" in text

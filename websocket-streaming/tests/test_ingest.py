@@ -1,0 +1,365 @@
+"""Ingest against the fake exchange, over real loopback WebSockets: shapes and failures."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+from websocket_streaming import get_service
+from websocket_streaming.fake_exchange import FakeExchange
+from websocket_streaming.parser import PriceUpdate
+
+from .conftest import wait_until
+
+pytestmark = [pytest.mark.websocket, pytest.mark.api]
+FRAMES = (Path(__file__).parent / "frames" / "binance-frames.jsonl").read_text().splitlines()
+
+
+def documented(line: int) -> dict[str, Any] | list[Any]:
+    """Line `line` (1-based) of the documented frames, decoded."""
+    return json.loads(FRAMES[line - 1])
+
+
+def answer(client: FlaskClient, symbol: str) -> dict[str, Any] | None:
+    """The /price answer (exact decimals), or None while it is not 200."""
+    response = client.get(f"/price/{symbol}")
+    return json.loads(response.data, parse_float=Decimal) if response.status_code == 200 else None
+
+
+def wait_price(client: FlaskClient, symbol: str, **expected: Any) -> dict[str, Any]:
+    """Wait until /price/<symbol> shows every `expected` field value."""
+
+    def matches() -> dict[str, Any] | None:
+        got = answer(client, symbol)
+        ok = got is not None and all(got.get(k) == v for k, v in expected.items())
+        return got if ok else None
+
+    return wait_until(matches, 3.0, f"{symbol} with {expected}")
+
+
+def trade(symbol: str, price: str, trade_id: int) -> dict[str, Any]:
+    now = int(time.time() * 1000)
+    return {
+        "e": "trade",
+        "E": now,
+        "s": symbol,
+        "t": trade_id,
+        "p": price,
+        "q": "1",
+        "T": now,
+        "m": True,
+        "M": True,
+    }
+
+
+D = Decimal
+
+
+@pytest.mark.parametrize(
+    ("line", "stream", "symbol", "expected"),
+    [
+        (1, "bnbbtc@trade", "BNBBTC", {"price": D("0.001"), "event_time": 1672515782136}),
+        (2, "bnbbtc@aggTrade", "BNBBTC", {"price": D("0.001")}),
+        (
+            3,
+            "bnbbtc@miniTicker",
+            "BNBBTC",
+            {
+                "price": D("0.0025"),
+                "open_24h": D("0.0010"),
+                "high_24h": D("0.0025"),
+                "low_24h": D("0.0010"),
+                "volume_24h": D("10000"),
+            },
+        ),
+        (
+            4,
+            "bnbbtc@ticker",
+            "BNBBTC",
+            {
+                "price": D("0.0025"),
+                "bid": D("0.0024"),
+                "ask": D("0.0026"),
+                "change_24h_percent": D("250.00"),
+                "volume_24h": D("10000"),
+            },
+        ),
+        (6, "bnbbtc@kline_1m", "BNBBTC", {"price": D("0.0020")}),
+        (8, None, "BNBBTC", {"price": D("0.0025"), "source": "websocket"}),
+        (13, "btcusdt@trade", "BTCUSDT", {"price": D("36877.31000000")}),
+    ],
+)
+def test_each_documented_price_frame_updates_price(
+    fake: FakeExchange,
+    client: FlaskClient,
+    line: int,
+    stream: str | None,
+    symbol: str,
+    expected: dict[str, Any],
+) -> None:
+    fake.send(documented(line), stream=stream)
+    got = wait_price(client, symbol, **expected)
+    assert got["stale"] is False
+    assert got["age_seconds"] < 1
+
+
+@pytest.mark.parametrize(("line", "symbol"), [(5, "BNBUSDT"), (14, "BTCUSDT")])
+def test_book_ticker_frames_update_bid_and_ask(
+    fake: FakeExchange,
+    client: FlaskClient,
+    line: int,
+    symbol: str,
+) -> None:
+    fake.send(trade(symbol, "25.36", 1), stream=f"{symbol.lower()}@trade")
+    wait_price(client, symbol, price=D("25.36"))
+    frame = documented(line)
+    assert isinstance(frame, dict)
+    fake.send(frame, stream=f"{symbol.lower()}@bookTicker")
+    wait_price(client, symbol, price=D("25.36"), bid=D(frame["b"]), ask=D(frame["a"]))
+
+
+def test_price_json_number_keeps_the_exchange_digits(fake: FakeExchange, client: FlaskClient) -> None:
+    fake.send(documented(13), stream="btcusdt@trade")
+    wait_price(client, "BTCUSDT", price=D("36877.31000000"))
+    assert b'"price":36877.31000000,' in client.get("/price/btcusdt").data
+
+
+def test_2023_trade_frame_with_extra_fields_parses_and_counts_them(
+    fake: FakeExchange,
+    client: FlaskClient,
+) -> None:
+    fake.send(documented(13), stream="btcusdt@trade")
+    wait_price(client, "BTCUSDT", price=D("36877.31000000"), event_time=1699534780335)
+    stats = client.get("/stats").get_json()
+    assert stats["unknown_fields"] == 1
+    assert stats["parse_errors"] == 0
+
+
+def test_mini_ticker_array_updates_several_symbols(fake: FakeExchange, client: FlaskClient) -> None:
+    element = documented(7)[0]  # type: ignore[index]
+    batch = [
+        {**element, "s": "BTCUSDT", "c": "91000.10"},
+        {**element, "s": "ETHUSDT", "c": "3001.20"},
+        {**element, "s": "DOGEUSDT", "c": "0.1"},
+    ]  # untracked: ignored
+    fake.send(batch, stream="!miniTicker@arr")
+    wait_price(client, "BTCUSDT", price=D("91000.10"))
+    wait_price(client, "ETHUSDT", price=D("3001.20"))
+    assert client.get("/stats").get_json()["messages_by_type"] == {"miniTickerArr": 1}
+
+
+def test_drop_then_prices_flow_again_within_2_seconds(
+    fake: FakeExchange,
+    make_app: Callable[..., Flask],
+) -> None:
+    app = make_app(WS_BACKOFF_BASE_SECONDS=0.5)  # the production default
+    client = app.test_client()
+    fake.set_rate(20)
+    wait_price(client, "BTCUSDT")
+    fake.drop()
+    dropped_at = time.time()
+    wait_until(
+        lambda: (
+            (a := answer(client, "BTCUSDT"))
+            and a["received_at"] > dropped_at * 1000
+            and get_service(app).stats.reconnects == 1
+        ),
+        2.0,
+        "prices after the drop",
+    )
+    health = client.get("/health").get_json()["checks"]["upstream"]["detail"]
+    assert health["connected"] is True
+    assert health["reconnects"] == 1
+
+
+def test_silent_connection_is_replaced_by_the_watchdog(
+    fake: FakeExchange,
+    make_app: Callable[..., Flask],
+) -> None:
+    app = make_app(PRICE_STALE_SECONDS=1.0)
+    client = app.test_client()
+    fake.set_rate(20)
+    wait_price(client, "BTCUSDT")
+    fake.go_silent()
+    silent_at = time.monotonic()
+    stats = get_service(app).stats
+    wait_until(lambda: stats.watchdog_reconnects == 1, 3.0, "the watchdog")
+    assert time.monotonic() - silent_at >= 0.9  # not before PRICE_STALE_SECONDS
+    wait_until(
+        lambda: (a := answer(client, "BTCUSDT")) and a["age_seconds"] < 0.2,
+        2.0,
+        "fresh prices on the new connection",
+    )
+    assert wait_until(lambda: fake.open_connections() == 1, what="old socket closed")
+
+
+def test_garbage_and_unknown_events_are_counted_and_nothing_breaks(
+    fake: FakeExchange,
+    client: FlaskClient,
+) -> None:
+    for _ in range(3):
+        fake.send_garbage()
+    fake.send("[1, 2, 3]")
+    for _ in range(2):
+        fake.send_unknown_event()
+    fake.send(trade("ETHUSDT", "3100.5", 7), stream="ethusdt@trade")
+    wait_price(client, "ETHUSDT", price=D("3100.5"))
+    stats = client.get("/stats").get_json()
+    assert stats["parse_errors"] == 4
+    assert stats["messages_by_type"] == {"unknown": 2, "trade": 1}
+    assert stats["connection_attempts"] == 1  # bad frames do not cost the connection
+    assert client.get("/health").status_code == 200
+
+
+def test_a_failing_handler_is_counted_and_the_reader_goes_on(
+    fake: FakeExchange,
+    client: FlaskClient,
+    app: Flask,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    book = get_service(app).book
+    real_apply = book.apply
+    calls: list[int] = []
+
+    def faulty(update: PriceUpdate, *args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("injected fault")
+        return real_apply(update, *args, **kwargs)
+
+    monkeypatch.setattr(book, "apply", faulty)
+    fake.send(trade("ETHUSDT", "1.5", 1), stream="ethusdt@trade")
+    fake.send(trade("ETHUSDT", "2.5", 2), stream="ethusdt@trade")
+    wait_price(client, "ETHUSDT", price=D("2.5"))
+    stats = client.get("/stats").get_json()
+    assert stats["handler_errors"] == 1
+    assert stats["connection_attempts"] == 1
+
+
+def test_close_1008_backs_off_without_a_reconnect_storm(
+    fake: FakeExchange,
+    make_app: Callable[..., Flask],
+) -> None:
+    app = make_app(WS_BACKOFF_BASE_SECONDS=0.2, WS_BACKOFF_CAP_SECONDS=2.0)
+    fake.set_rate(20)
+    client = app.test_client()
+    wait_price(client, "BTCUSDT")
+    before = len(fake.connection_attempts)
+    fake.close_1008(persistent=True)
+    time.sleep(3.0)
+    attempts = len(fake.connection_attempts) - before
+    assert 2 <= attempts <= 12  # without backoff this is hundreds in 3 s
+    fake.resume()
+    resumed_at = time.time()
+    wait_until(
+        lambda: (a := answer(client, "BTCUSDT")) and a["received_at"] > resumed_at * 1000,
+        4.0,
+        "prices after the exchange stops closing with 1008",
+    )
+
+
+def test_refused_connections_are_retried_with_backoff(
+    fake: FakeExchange,
+    make_app: Callable[..., Flask],
+) -> None:
+    fake.refuse_connections()
+    app = make_app(connect=False, WS_BACKOFF_BASE_SECONDS=0.2, WS_BACKOFF_CAP_SECONDS=2.0)
+    time.sleep(2.0)
+    assert 2 <= len(fake.connection_attempts) <= 10
+    assert get_service(app).stats.connected is False
+    fake.resume()
+    wait_until(lambda: fake.open_connections() == 1, 4.0, "a connection once accepted again")
+
+
+def numbered_trades(app: Flask, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Record the trade id of every trade the book applies (the fake numbers its events)."""
+    book = get_service(app).book
+    real_apply = book.apply
+    ids: list[int] = []
+
+    def spy(update: PriceUpdate, *args: Any, **kwargs: Any) -> Any:
+        if update.kind == "trade" and update.update_id is not None:
+            ids.append(update.update_id)
+        return real_apply(update, *args, **kwargs)
+
+    monkeypatch.setattr(book, "apply", spy)
+    return ids
+
+
+def assert_no_gap(ids: list[int]) -> None:
+    """Every number between the first and the last seen exactly once."""
+    assert len(ids) > 50
+    assert sorted(ids) == list(range(min(ids), max(ids) + 1)), "an event was lost or repeated"
+
+
+def test_server_shutdown_switches_connections_without_losing_a_message(
+    fake: FakeExchange,
+    make_app: Callable[..., Flask],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    app = make_app(SYMBOLS=("BTCUSDT", "ETHUSDT"), WS_STREAMS=("trade",))
+    ids = numbered_trades(app, monkeypatch)
+    fake.set_rate(100)
+    wait_until(lambda: len(ids) > 20, what="trades")
+    fake.server_shutdown()
+    stats = get_service(app).stats
+    wait_until(lambda: stats.rotations == 1, 3.0, "the make-before-break switch")
+    switched_at = len(ids)
+    wait_until(lambda: fake.open_connections() == 1, 3.0, "the old connection closed")
+    wait_until(lambda: len(ids) > switched_at + 50, what="trades on the new connection")
+    fake.set_rate(0)
+    assert stats.reconnects == 0  # a switch, not a loss
+    assert_no_gap(ids)
+
+
+def test_max_connection_age_rotates_without_losing_a_message(
+    fake: FakeExchange,
+    make_app: Callable[..., Flask],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    app = make_app(SYMBOLS=("BTCUSDT", "ETHUSDT"), WS_STREAMS=("trade",), WS_MAX_CONNECTION_AGE_SECONDS=0.8)
+    ids = numbered_trades(app, monkeypatch)
+    fake.set_rate(100)
+    stats = get_service(app).stats
+    wait_until(lambda: stats.rotations >= 3, 5.0, "three rotations")
+    fake.set_rate(0)
+    time.sleep(0.2)
+    assert stats.reconnects == 0
+    assert_no_gap(ids)
+
+
+@pytest.mark.parametrize("status", [429, 418])
+def test_rest_backfill_waits_for_retry_after(
+    fake: FakeExchange,
+    make_app: Callable[..., Flask],
+    status: int,
+) -> None:
+    if status == 429:
+        fake.rest_429(retry_after=1, count=1)
+    else:
+        fake.rest_418(retry_after=1, count=1)
+    app = make_app(WS_BACKFILL_ENABLED=True)
+    client = app.test_client()
+    assert client.get("/price/BTCUSDT").status_code == 503
+    got = wait_price(client, "BTCUSDT", source="rest")
+    assert got["price"] > 0
+    assert got["bid"] < got["ask"]
+    first, second = fake.rest_log[:2]
+    assert (first.status, second.status) == (status, 200)
+    assert second.at - first.at >= 1.0  # Retry-After honoured: no request before it passed
+    assert len(fake.rest_log) == 2
+
+
+def test_rest_backfill_runs_after_a_gap(fake: FakeExchange, make_app: Callable[..., Flask]) -> None:
+    make_app(WS_BACKFILL_ENABLED=True)
+    wait_until(lambda: len(fake.rest_log) == 1, what="the start-up backfill")
+    fake.drop()
+    wait_until(lambda: len(fake.rest_log) == 2, 3.0, "a backfill after the drop")
+    assert "/api/v3/ticker/24hr" in fake.rest_log[1].target

@@ -1,0 +1,131 @@
+"""The frame parser: every documented shape, exact decimals, hostile input."""
+
+from __future__ import annotations
+
+import json
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+from websocket_streaming.parser import (
+    BOOK_TICKER,
+    MINI_TICKER_ARR,
+    REPLY,
+    SERVER_SHUTDOWN,
+    UNKNOWN,
+    ParseError,
+    parse_frame,
+)
+
+pytestmark = pytest.mark.unit
+FRAMES = Path(__file__).parent / "frames" / "binance-frames.jsonl"
+
+
+def documented(line: int) -> str:
+    """Line `line` (1-based) of the documented frames file."""
+    return FRAMES.read_text().splitlines()[line - 1]
+
+
+@pytest.mark.parametrize(
+    ("line", "kind", "symbol", "price"),
+    [
+        (1, "trade", "BNBBTC", "0.001"),
+        (2, "aggTrade", "BNBBTC", "0.001"),
+        (3, "24hrMiniTicker", "BNBBTC", "0.0025"),
+        (4, "24hrTicker", "BNBBTC", "0.0025"),
+        (6, "kline", "BNBBTC", "0.0020"),
+        (8, "24hrMiniTicker", "BNBBTC", "0.0025"),
+        (13, "trade", "BTCUSDT", "36877.31000000"),
+    ],
+)
+def test_documented_price_frames(line: int, kind: str, symbol: str, price: str) -> None:
+    frame = parse_frame(documented(line))
+    assert frame.kind == kind
+    [update] = frame.updates
+    assert update.symbol == symbol
+    assert str(update.price) == price  # exact digits, trailing zeros kept
+
+
+def test_ticker_carries_bid_ask_and_24h_fields() -> None:
+    [u] = parse_frame(documented(4)).updates
+    assert (u.bid, u.ask) == (Decimal("0.0024"), Decimal("0.0026"))
+    assert (u.open_24h, u.high_24h, u.low_24h) == (Decimal("0.0010"), Decimal("0.0025"), Decimal("0.0010"))
+    assert u.volume_24h == Decimal("10000")
+    assert u.change_24h_percent == Decimal("250.00")
+
+
+@pytest.mark.parametrize("line", [5, 14])
+def test_book_ticker_has_no_event_type_or_time(line: int) -> None:
+    frame = parse_frame(documented(line))
+    assert frame.kind == BOOK_TICKER
+    [u] = frame.updates
+    assert u.price is None
+    assert u.event_time is None
+    assert u.bid is not None
+    assert u.ask is not None
+    assert u.bid <= u.ask
+
+
+def test_mini_ticker_array_gives_one_update_per_element() -> None:
+    two = json.loads(documented(7)) * 2
+    two[1] = {**two[1], "s": "ETHUSDT", "c": "3000.5"}
+    frame = parse_frame(json.dumps(two))
+    assert frame.kind == MINI_TICKER_ARR
+    assert [(u.symbol, str(u.price)) for u in frame.updates] == [("BNBBTC", "0.0025"), ("ETHUSDT", "3000.5")]
+
+
+@pytest.mark.parametrize("line", [9, 10])
+def test_server_shutdown_is_recognised_raw_and_combined(line: int) -> None:
+    assert parse_frame(documented(line)).kind == SERVER_SHUTDOWN
+
+
+@pytest.mark.parametrize("line", [11, 12])
+def test_subscribe_replies_are_not_prices(line: int) -> None:
+    frame = parse_frame(documented(line))
+    assert frame.kind == REPLY
+    assert frame.updates == []
+
+
+def test_2023_trade_with_dropped_fields_parses_and_flags_unknown_fields() -> None:
+    frame = parse_frame(documented(13))
+    assert frame.unknown_fields
+    assert frame.updates[0].update_id == 3274098620
+
+
+def test_unknown_event_is_ignored_not_an_error() -> None:
+    frame = parse_frame('{"stream":"x@y","data":{"e":"fooBar","E":1,"s":"BTCUSDT"}}')
+    assert frame.kind == UNKNOWN
+    assert frame.updates == []
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "not json",
+        "",
+        b"\xff\xfe",
+        "[1, 2]",
+        '"a string"',
+        '{"e":"trade","E":1,"s":"BTCUSDT"}',
+        '{"e":"trade","E":1,"s":"BTCUSDT","p":1.5}',
+        '{"e":"trade","E":1,"s":"BTCUSDT","p":"-1"}',
+        '{"e":"trade","E":1,"s":"BTCUSDT","p":"NaN"}',
+        '{"e":"trade","E":1,"s":"BTCUSDT","p":"Infinity"}',
+        '{"e":"trade","E":1,"s":"BTCUSDT","p":"1e"}',
+        '{"e":"trade","E":"soon","s":"BTCUSDT","p":"1"}',
+        '{"e":"trade","E":1,"s":"BTC/USDT","p":"1"}',
+        '{"e":"trade","E":1,"s":"' + "A" * 21 + '","p":"1"}',
+        '{"e":"kline","E":1,"s":"BTCUSDT","k":[]}',
+        '{"u":1,"s":"BTCUSDT","b":"1"}',
+        '[{"e":"trade"}]',
+        '{"stream":"a","data":[{"e":"24hrMiniTicker","s":"BTCUSDT"}]}',
+    ],
+)
+def test_malformed_frames_raise_parse_error(text: str | bytes) -> None:
+    with pytest.raises(ParseError):
+        parse_frame(text)
+
+
+def test_huge_nested_frame_is_a_parse_error_not_a_crash() -> None:
+    with pytest.raises(ParseError):
+        parse_frame("[" * 100_000 + "]" * 100_000)
