@@ -177,7 +177,10 @@ class Launcher:
             **env,
         )
         argv = [
-            str(VENV_BIN / "gunicorn"), "-c", f"{service}/gunicorn.conf.py", f"{spec['module']}:create_app()"
+            str(VENV_BIN / "gunicorn"),
+            "-c",
+            f"{service}/gunicorn.conf.py",
+            f"{spec['module']}:create_app()",
         ]
         running = self.start(f"{service}-{port}", argv, full_env, port)
         self.wait_healthy(running)

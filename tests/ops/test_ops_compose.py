@@ -42,9 +42,18 @@ def test_compose_validates_against_compose_spec(compose_path: Path, ops: SimpleN
     except ImportError:
         ops.missing("check-jsonschema is not installed (pip install -e '.[test]')")
     result = subprocess.run(
-        [sys.executable, "-m", "check_jsonschema", "--builtin-schema", "vendor.compose-spec",
-         str(compose_path)],
-        capture_output=True, text=True, timeout=120, check=False,
+        [
+            sys.executable,
+            "-m",
+            "check_jsonschema",
+            "--builtin-schema",
+            "vendor.compose-spec",
+            str(compose_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "ok -- validation done" in result.stdout
@@ -134,9 +143,7 @@ def test_no_literal_secret(compose: dict[str, Any]) -> None:
             _assert_url_password_is_reference(f"{name}.{key}", str(value))
 
 
-def test_every_variable_is_documented_in_env_example(
-    compose: dict[str, Any], ops: SimpleNamespace
-) -> None:
+def test_every_variable_is_documented_in_env_example(compose: dict[str, Any], ops: SimpleNamespace) -> None:
     example = (ops.REPO / ".env.example").read_text()
     used = {var for text in _strings(compose) for var in VAR_REF.findall(text)}
     assert {"API_KEY", "POSTGRES_PASSWORD", "GRAFANA_ADMIN_PASSWORD"} <= used

@@ -15,10 +15,25 @@ pytestmark = pytest.mark.unit
 
 # DESIGN.md's configuration table, plus what docker-compose needs.
 DESIGN_VARIABLES = [
-    "DATABASE_URL", "REDIS_URL", "API_KEY", "BIND", "PORT", "TRUSTED_PROXIES",
-    "RATE_LIMIT_DEFAULT", "RATE_LIMIT_ENABLED", "SYMBOLS", "BINANCE_WS_URL", "BINANCE_REST_URL",
-    "PRICE_STALE_SECONDS", "SENTRY_DSN", "SENTRY_ENVIRONMENT", "SENTRY_RELEASE",
-    "SENTRY_TRACES_SAMPLE_RATE", "LOG_LEVEL", "LOG_FORMAT", "ALLOW_UNAUTHENTICATED",
+    "DATABASE_URL",
+    "REDIS_URL",
+    "API_KEY",
+    "BIND",
+    "PORT",
+    "TRUSTED_PROXIES",
+    "RATE_LIMIT_DEFAULT",
+    "RATE_LIMIT_ENABLED",
+    "SYMBOLS",
+    "BINANCE_WS_URL",
+    "BINANCE_REST_URL",
+    "PRICE_STALE_SECONDS",
+    "SENTRY_DSN",
+    "SENTRY_ENVIRONMENT",
+    "SENTRY_RELEASE",
+    "SENTRY_TRACES_SAMPLE_RATE",
+    "LOG_LEVEL",
+    "LOG_FORMAT",
+    "ALLOW_UNAUTHENTICATED",
 ]
 COMPOSE_VARIABLES = ["POSTGRES_PASSWORD", "REDIS_PASSWORD", "GRAFANA_ADMIN_PASSWORD"]
 SECRETS = ["API_KEY", "POSTGRES_PASSWORD", "REDIS_PASSWORD", "GRAFANA_ADMIN_PASSWORD", "SENTRY_DSN"]
@@ -54,11 +69,16 @@ def test_env_example_has_every_variable_with_a_comment(ops: SimpleNamespace) -> 
         assert entries[name], f"{name} has no comment"
 
 
-def test_env_example_covers_the_config_loader(ops: SimpleNamespace) -> None:
+def test_env_example_covers_every_setting(ops: SimpleNamespace) -> None:
+    """Every Setting of shared/config.py and of both services appears in .env.example."""
+    from database_service.settings import SETTINGS as DATABASE_SETTINGS
+    from websocket_streaming.settings import SETTINGS as STREAMING_SETTINGS
+
     from shared.config import SHARED_SETTINGS
 
+    settings = (*SHARED_SETTINGS, *DATABASE_SETTINGS, *STREAMING_SETTINGS)
     names = {name for name, _, _, _ in env_example(ops.REPO)}
-    missing = sorted({s.name for s in SHARED_SETTINGS} - names)
+    missing = sorted({s.name for s in settings} - names)
     assert not missing, f".env.example lacks {missing}"
 
 
@@ -70,10 +90,14 @@ def test_env_example_holds_no_secret(ops: SimpleNamespace) -> None:
 
 def test_env_example_values_parse(ops: SimpleNamespace) -> None:
     """The active values, and the commented-out examples too, load through shared.config."""
+    from database_service.settings import SETTINGS as DATABASE_SETTINGS
+    from websocket_streaming.settings import SETTINGS as STREAMING_SETTINGS
+
     from shared.config import load_config
 
     environ = {name: value for name, value, _, _ in env_example(ops.REPO)}
-    config = load_config("ops-check", environ=environ, env_file=None)
+    settings = (*DATABASE_SETTINGS, *STREAMING_SETTINGS)
+    config = load_config("ops-check", environ=environ, env_file=None, settings=settings)
     assert config["BIND"] == "127.0.0.1"
     assert config["API_KEY"] is None
 
@@ -84,7 +108,10 @@ def ecosystem(ops: SimpleNamespace) -> dict[str, Any]:
     script = "console.log(JSON.stringify(require(process.argv[1])))"
     result = subprocess.run(
         [node, "-e", script, str(ops.REPO / "ecosystem.config.js")],
-        capture_output=True, text=True, timeout=60, check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
         env={"PATH": "/usr/bin:/bin", "SARDAG_RUN_DIR": "/tmp/sardag-ops-ecosystem-check"},
     )
     assert result.returncode == 0, result.stderr

@@ -40,7 +40,10 @@ def test_hadolint_reports_no_error(dockerfile: str, ops: SimpleNamespace) -> Non
     hadolint = ops.find_tool("hadolint")
     result = subprocess.run(
         [hadolint, "--no-color", "--format", "json", str(ops.REPO / dockerfile)],
-        capture_output=True, text=True, timeout=60, check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     findings = json.loads(result.stdout or "[]")
     errors = [f for f in findings if f["level"] == "error"]
@@ -124,7 +127,8 @@ def test_requirements_pinned_within_pyproject_ranges(service: str, ops: SimpleNa
 
 def test_dockerignore_keeps_local_state_out(ops: SimpleNamespace) -> None:
     lines = {
-        line.strip() for line in (ops.REPO / ".dockerignore").read_text().splitlines()
+        line.strip()
+        for line in (ops.REPO / ".dockerignore").read_text().splitlines()
         if line.strip() and not line.startswith("#")
     }
     for pattern in IGNORED:

@@ -62,7 +62,10 @@ def test_promtool_check_config(ops: SimpleNamespace) -> None:
     promtool = ops.find_tool("promtool")
     result = subprocess.run(
         [promtool, "check", "config", str(ops.REPO / PROMETHEUS_YML)],
-        capture_output=True, text=True, timeout=60, check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "SUCCESS" in result.stdout + result.stderr

@@ -26,14 +26,19 @@ class PM2:
 
     def run(self, *args: str, timeout: float = 90) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [self.binary, *args], cwd=self.cwd, env=self.env, capture_output=True, text=True,
-            timeout=timeout, check=False,
+            [self.binary, *args],
+            cwd=self.cwd,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
         )
 
     def apps(self) -> dict[str, dict[str, Any]]:
         result = self.run("jlist")
         assert result.returncode == 0, result.stderr
-        listing = result.stdout[result.stdout.index("["):]
+        listing = result.stdout[result.stdout.index("[") :]
         return {app["name"]: app for app in json.loads(listing)}
 
 
@@ -99,6 +104,10 @@ def test_pm2_start_serves_both_then_delete_stops_them(pm2: PM2, ops: SimpleNames
     assert set(apps) == set(ops.SERVICES)
     assert {app["pm2_env"]["status"] for app in apps.values()} == {"online"}
     assert not stale.exists(), "gunicorn's on_starting hook must empty PROMETHEUS_MULTIPROC_DIR"
+    database = pm2.env["DATABASE_URL"].removeprefix("sqlite:///")
+    assert Path(database).exists(), "PM2 must pass the caller's environment (DATABASE_URL) on"
+    logs = Path(pm2.env["SARDAG_LOG_DIR"])
+    assert {p.name for p in logs.iterdir()} >= {f"{name}.err.log" for name in ops.SERVICES}
     pids = [int(app["pid"]) for app in apps.values()]
 
     deleted = pm2.run("delete", "ecosystem.config.js")

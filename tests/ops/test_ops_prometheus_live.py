@@ -13,13 +13,18 @@ from typing import Any
 import pytest
 
 pytestmark = [
-    pytest.mark.integration, pytest.mark.slow, pytest.mark.api, pytest.mark.websocket, pytest.mark.database
+    pytest.mark.integration,
+    pytest.mark.slow,
+    pytest.mark.api,
+    pytest.mark.websocket,
+    pytest.mark.database,
 ]
 
 SCRAPE_SECONDS = 1
 # Grafana's variables, as Grafana would fill them for a 1 s scrape interval.
 VARIABLES = {"$__rate_interval": "30s", "$__interval": "2s", "$__range": "5m"}
 HISTORY_LIMIT = 3  # low per-route limit on /signals/history, so the 429 panel has data
+DB_WORKERS = 2  # without Redis each worker limits on its own: up to HISTORY_LIMIT per worker
 
 
 def _dashboard_queries(repo: Path) -> list[tuple[str, str, str]]:
@@ -45,8 +50,11 @@ def _prometheus_config(repo: Path, targets: dict[str, str], path: Path) -> None:
     from ruamel.yaml import YAML
 
     config = YAML(typ="safe").load((repo / "deploy/prometheus/prometheus.yml").read_text())
-    config["global"].update(scrape_interval=f"{SCRAPE_SECONDS}s", scrape_timeout=f"{SCRAPE_SECONDS}s",
-                            evaluation_interval=f"{SCRAPE_SECONDS}s")
+    config["global"].update(
+        scrape_interval=f"{SCRAPE_SECONDS}s",
+        scrape_timeout=f"{SCRAPE_SECONDS}s",
+        evaluation_interval=f"{SCRAPE_SECONDS}s",
+    )
     jobs = []
     for job in config["scrape_configs"]:
         for static in job.get("static_configs", []):
@@ -63,8 +71,11 @@ def _start_prometheus(ops: SimpleNamespace, launcher: Any, targets: dict[str, st
     _prometheus_config(ops.REPO, targets, config)
     port = ops.free_port()
     argv = [
-        binary, f"--config.file={config}", f"--storage.tsdb.path={launcher.tmp / 'tsdb'}",
-        f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn",
+        binary,
+        f"--config.file={config}",
+        f"--storage.tsdb.path={launcher.tmp / 'tsdb'}",
+        f"--web.listen-address=127.0.0.1:{port}",
+        "--log.level=warn",
     ]
     process = launcher.start("prometheus", argv, ops.base_env(launcher.tmp), port)
     ops.wait_until(lambda: ops.answers(f"{process.url}/-/ready"), 30, "Prometheus to be ready")
@@ -109,7 +120,7 @@ def _traffic(ops: SimpleNamespace, db: str, ws: str) -> None:
         ops.http("GET", f"{ws}/price/BTCUSDT")
         ops.http("GET", f"{ws}/prices")
         ops.http("GET", f"{ws}/price/NOTTRACKED")
-    statuses = [ops.http("GET", f"{db}/signals/history")[0] for _ in range(HISTORY_LIMIT + 3)]
+    statuses = [ops.http("GET", f"{db}/signals/history")[0] for _ in range(HISTORY_LIMIT * DB_WORKERS + 3)]
     assert 429 in statuses, f"no 429 from /signals/history with limit {HISTORY_LIMIT}: {statuses}"
 
 
@@ -126,11 +137,12 @@ def test_every_dashboard_query_returns_series(ops: SimpleNamespace, launcher: An
     exchange = launcher.fake_exchange()
     ws = launcher.gunicorn("websocket-streaming", workers=1, **_fake_exchange_urls(exchange))
     db = launcher.gunicorn(
-        "database-service", workers=2, RATE_LIMIT_SIGNALS_HISTORY=str(HISTORY_LIMIT)
+        "database-service", workers=DB_WORKERS, RATE_LIMIT_SIGNALS_HISTORY=str(HISTORY_LIMIT)
     )
     prometheus = _start_prometheus(
-        ops, launcher, {"database-service:5020": f"127.0.0.1:{db.port}",
-                        "websocket-streaming:5021": f"127.0.0.1:{ws.port}"},
+        ops,
+        launcher,
+        {"database-service:5020": f"127.0.0.1:{db.port}", "websocket-streaming:5021": f"127.0.0.1:{ws.port}"},
     )
     jobs = {"database-service", "websocket-streaming"}
     ops.wait_until(lambda: _targets_up(ops, prometheus, jobs), 30, "both scrape targets up")
@@ -140,11 +152,15 @@ def test_every_dashboard_query_returns_series(ops: SimpleNamespace, launcher: An
     time.sleep(5 * SCRAPE_SECONDS)
     _traffic(ops, db.url, ws.url)
     time.sleep(4 * SCRAPE_SECONDS)
+    queries = _dashboard_queries(ops.REPO)
+    assert len(queries) >= 10, "the dashboard lost panels"
     problems = []
-    for title, ref, expr in _dashboard_queries(ops.REPO):
+    for title, ref, expr in queries:
         body = _query(ops, prometheus, _substitute(expr))
         if body.get("status") != "success":
             problems.append(f"{title}/{ref}: {body.get('error')}")
         elif not body["data"]["result"]:
             problems.append(f"{title}/{ref}: no series for {_substitute(expr)}")
+        else:
+            print(f"{title}/{ref}: {len(body['data']['result'])} series")
     assert not problems, "\n".join(problems)

@@ -54,8 +54,12 @@ def _writer(ops: SimpleNamespace, url: str, burst: Burst, writer: int, deadline:
             return
         client_id = f"{burst.marker}-{writer}-{index}"
         payload = {
-            "symbol": "BTCUSDT", "action": "BUY", "price": 90000 + index, "confidence": 0.5,
-            "strategy": f"sigterm-{burst.marker}", "client_id": client_id,
+            "symbol": "BTCUSDT",
+            "action": "BUY",
+            "price": 90000 + index,
+            "confidence": 0.5,
+            "strategy": f"sigterm-{burst.marker}",
+            "client_id": client_id,
         }
         started = time.monotonic()
         try:
