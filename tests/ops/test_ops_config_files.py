@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 from pathlib import Path
@@ -103,7 +104,8 @@ def test_env_example_values_parse(ops: SimpleNamespace) -> None:
 
 
 @pytest.fixture(scope="module")
-def ecosystem(ops: SimpleNamespace) -> dict[str, Any]:
+def ecosystem(ops: SimpleNamespace, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    scratch = tmp_path_factory.mktemp("ecosystem")
     node = ops.find_tool("node")
     script = "console.log(JSON.stringify(require(process.argv[1])))"
     result = subprocess.run(
@@ -112,7 +114,11 @@ def ecosystem(ops: SimpleNamespace) -> dict[str, Any]:
         text=True,
         timeout=60,
         check=False,
-        env={"PATH": "/usr/bin:/bin", "SARDAG_RUN_DIR": "/tmp/sardag-ops-ecosystem-check"},
+        env={
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "SARDAG_RUN_DIR": str(scratch / "run"),
+            "SARDAG_LOG_DIR": str(scratch / "logs"),
+        },
     )
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout)
