@@ -27,7 +27,7 @@ def wait_until(check: Callable[[], T], timeout: float = 3.0, what: str = "condit
             return value
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.01)
+        time.sleep(0.02)
 
 
 def app_config(fake: FakeExchange, **overrides: Any) -> dict[str, Any]:
@@ -46,6 +46,7 @@ def app_config(fake: FakeExchange, **overrides: Any) -> dict[str, Any]:
         "WS_ROTATION_OVERLAP_SECONDS": 0.3,
         "SSE_HEARTBEAT_SECONDS": 15.0,
         "LOG_FORMAT": "text",
+        "RATE_LIMITS": {"price": 1_000_000},  # tests poll /price; test_api checks the 300
     }
     config.update(overrides)
     return config

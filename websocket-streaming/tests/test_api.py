@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import pytest
 from flask import Flask
-from websocket_streaming import get_service
+from websocket_streaming import create_app, get_service
+from websocket_streaming.fake_exchange import FakeExchange
 from websocket_streaming.parser import PriceUpdate, dec
+
+from .conftest import app_config
 
 pytestmark = [pytest.mark.api, pytest.mark.unit]
 
@@ -68,8 +71,8 @@ def test_post_is_405_json(idle_app: Flask) -> None:
     assert answer.get_json()["error"] == "method_not_allowed"
 
 
-def test_price_allows_300_per_minute_then_429(idle_app: Flask) -> None:
-    client = idle_app.test_client()
+def test_price_allows_300_per_minute_then_429(fake: FakeExchange) -> None:
+    client = create_app(app_config(fake, INGEST_ENABLED=False, RATE_LIMITS={})).test_client()
     statuses = [client.get("/price/BTCUSDT").status_code for _ in range(300)]
     assert statuses == [503] * 300  # limited responses are not rejected yet
     rejected = client.get("/price/BTCUSDT")

@@ -147,7 +147,7 @@ class PriceBook:
                 time.time() if received_at is None else received_at,
                 source,
             )
-            self._publish(record)
+            self._publish(record, local=True)
         return record
 
     def backfill(self, update: PriceUpdate, asked_at: float, received_at: float) -> bool:
@@ -158,10 +158,7 @@ class PriceBook:
             current = self._records.get(update.symbol)
             if current is not None and current.received_at >= asked_at:
                 return False
-            record = merge(current, update, received_at, "rest")
-            self._publish(record)
-            if self.sink is not None:
-                self.sink(record)
+            self._publish(merge(current, update, received_at, "rest"), local=True)
         return True
 
     def put(self, record: PriceRecord) -> bool:
@@ -172,15 +169,17 @@ class PriceBook:
             current = self._records.get(record.symbol)
             if current is not None and current.received_at > record.received_at:
                 return False
-            self._publish(record)
+            self._publish(record, local=False)
         return True
 
-    def _publish(self, record: PriceRecord) -> None:
+    def _publish(self, record: PriceRecord, local: bool) -> None:
         self._records[record.symbol] = record
         self._seq += 1
         self._ring.append((self._seq, record))
         if self._waiting:
             self._cond.notify_all()
+        if local and self.sink is not None:
+            self.sink(record)
 
     def since(self, cursor: int) -> tuple[int, list[PriceRecord], bool]:
         """(new cursor, records after `cursor` in order, whether some were lost to the ring)."""

@@ -70,6 +70,7 @@ def _json_list(symbols: list[str]) -> str:
 
 
 @bp.get("/stream")
+@rate_limit(requests_per_minute=60, scope="stream")  # opening streams; RATE_LIMIT_STREAM
 def stream() -> Response:
     """Server-Sent Events: `event: price` per update; `?symbols=BTCUSDT,ETHUSDT` filters."""
     service = get_service()

@@ -34,6 +34,7 @@ SETTINGS: tuple[Setting, ...] = (
         ("aggTrade", "ticker"),
         "per-symbol streams: aggTrade for the last price, ticker for bid/ask and 24 h",
     ),
+    Setting("WS_BACKFILL_ENABLED", parse_bool, True, "fetch last prices over REST after a gap"),
     Setting(
         "WS_MAX_CONNECTION_AGE_SECONDS",
         parse_float(0.1, 86_400.0),

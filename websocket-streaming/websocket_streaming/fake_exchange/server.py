@@ -112,6 +112,7 @@ class FakeExchange:
         self.clients: dict[ServerConnection, Client] = {}
         self.connection_attempts: list[float] = []
         self.rest_log: list[RestLogEntry] = []
+        self.close_codes: list[int | None] = []  # close code each client sent (1006: none)
         self.sent_events = 0
         self._refusing = False
         self._close_code_on_connect: int | None = None
@@ -231,6 +232,7 @@ class FakeExchange:
             return
         finally:
             self.clients.pop(conn, None)
+            self.close_codes.append(conn.close_code)
 
     async def _on_message(self, client: Client, message: str | bytes) -> None:
         now = time.monotonic()
