@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
@@ -73,22 +75,34 @@ def _writer(ops: SimpleNamespace, url: str, burst: Burst, writer: int, deadline:
         burst.record(client_id, status, body, started)
 
 
-def _postgres_url(ops: SimpleNamespace) -> str:
-    url = os.environ.get("TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
-    try:
-        import psycopg2
+def _admin(url: str, statement: str) -> None:
+    import psycopg2
 
-        psycopg2.connect(url, connect_timeout=3).close()
-    except Exception as exc:  # any connection failure means "no server here"
-        ops.missing(f"PostgreSQL at TEST_DATABASE_URL unreachable: {exc}".strip())
-    return url
+    conn = psycopg2.connect(url, connect_timeout=5)
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cur:
+            cur.execute(statement)
+    finally:
+        conn.close()
+
+
+@pytest.fixture
+def fresh_postgres(postgres_url: str) -> Iterator[str]:
+    """A new, empty PostgreSQL database on the test server, dropped afterwards."""
+    name = f"sardag_ops_{uuid.uuid4().hex[:12]}"
+    _admin(postgres_url, f"CREATE DATABASE {name}")
+    try:
+        yield urlunsplit(urlsplit(postgres_url)._replace(path=f"/{name}"))
+    finally:
+        _admin(postgres_url, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
-def database_url(request: pytest.FixtureRequest, ops: SimpleNamespace, tmp_path: Any) -> str:
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'sigterm.db'}"
-    return _postgres_url(ops)
+    return str(request.getfixturevalue("fresh_postgres"))
 
 
 def test_sigterm_during_write_burst_loses_no_acknowledged_signal(
