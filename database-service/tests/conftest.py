@@ -16,7 +16,7 @@ from flask.testing import FlaskClient, FlaskCliRunner
 
 from shared.app import shutdown
 
-PG_TABLES = "signals, trades, signal_client_ids, trade_client_ids"
+PG_TABLES = "signals, trades, signal_client_ids, trade_client_ids, trade_buckets"
 BACKENDS = [
     pytest.param("sqlite", id="sqlite"),
     pytest.param("postgresql", id="postgresql", marks=pytest.mark.integration),
@@ -58,6 +58,13 @@ def truncate_postgres(url: str) -> None:
                 cur.execute(f"TRUNCATE {PG_TABLES} RESTART IDENTITY")
     finally:
         conn.close()
+
+
+@pytest.fixture
+def pg_empty(pg_database: str) -> str:
+    """The session's PostgreSQL database, emptied."""
+    truncate_postgres(pg_database)
+    return pg_database
 
 
 @pytest.fixture(params=BACKENDS)

@@ -191,6 +191,10 @@ class Storage(ABC):
     def trade_stats(self, filters: TradeFilter, group_by: str | None) -> list[StatsAggregate]:
         """Aggregate closed trades in the database, one row per group."""
 
+    def rebuild_summaries(self) -> None:
+        """Recompute pre-aggregated statistics from the trades; a no-op without any."""
+        return None
+
     @abstractmethod
     def counts(self) -> dict[str, int]:
         """Number of stored signals and trades."""

@@ -15,7 +15,7 @@ import psycopg2.extensions
 import psycopg2.pool
 from psycopg2.extras import Json, execute_values
 
-from database_service.storage import sql
+from database_service.storage import pg_stats, sql
 from database_service.storage.base import (
     Migration,
     NewSignal,
@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 
 # Arbitrary constant shared by every process that migrates this database.
 MIGRATION_LOCK_KEY = 0x5A4D_4442  # "SMDB"
+BUCKET_LOCK_SPACE = 0x5A42  # two-int advisory locks (space, hour number) guard bucket refreshes
 
 SIGNAL_FIELDS = "symbol, action, price, confidence, strategy, timeframe, ts, metadata, client_id"
 SIGNAL_COLUMNS = f"id, {SIGNAL_FIELDS}, created_at"
@@ -237,8 +238,15 @@ class PostgresStorage(Storage):
                 for m in load_migrations("postgres")
                 if m.version not in done and _apply(cur, m, available)
             ]
+            if "0003_trade_buckets" in applied:
+                _rebuild(cur)  # existing trades fill the new buckets
         self._backend = None
         return applied
+
+    def rebuild_summaries(self) -> None:
+        """Recompute every trade bucket from the trades (after a bulk load that bypassed the API)."""
+        with self._cursor() as cur:
+            _rebuild(cur)
 
     def applied_migrations(self) -> list[str]:
         """Names recorded in schema_migrations, oldest first."""
@@ -253,10 +261,17 @@ class PostgresStorage(Storage):
 
     def save_trade(self, trade: NewTrade) -> tuple[dict[str, Any], bool]:
         """Insert one trade; a known client_id returns the stored row."""
-        return self._save(TRADES, [_trade_values(trade)], [trade.client_id], 12)[0]
+        return self._save(
+            TRADES, [_trade_values(trade)], [trade.client_id], 12, lambda cur: _refresh_buckets(cur, trade)
+        )[0]
 
     def _save(
-        self, spec: TableSpec, rows: list[tuple[Any, ...]], keys: list[str | None], time_at: int
+        self,
+        spec: TableSpec,
+        rows: list[tuple[Any, ...]],
+        keys: list[str | None],
+        time_at: int,
+        on_insert: Callable[[psycopg2.extensions.cursor], None] | None = None,
     ) -> list[tuple[dict[str, Any], bool]]:
         with self._cursor() as cur:
             cur.execute(
@@ -267,6 +282,8 @@ class PostgresStorage(Storage):
             won = _claim_keys(cur, spec, ids, keys, [row[time_at] for row in rows])
             fresh = [(ids[i], *row) for i, row in enumerate(rows) if keys[i] is None or ids[i] in won]
             inserted = _insert(cur, spec, fresh)
+            if inserted and on_insert is not None:
+                on_insert(cur)
             dupes = [k for i, k in enumerate(keys) if k is not None and ids[i] not in won]
             stored = _stored_by_key(cur, spec, dupes)
         return [
@@ -295,8 +312,8 @@ class PostgresStorage(Storage):
         return [_signal_dict(row) for row in rows]
 
     def trade_stats(self, filters: TradeFilter, group_by: str | None) -> list[StatsAggregate]:
-        """Aggregates, stddev_samp and window-function drawdown in one statement."""
-        query, params = sql.stats_query(filters, group_by, "%s", us_to_datetime, "postgresql")
+        """Combine hourly bucket segments (and the edge hours' trades) in the database."""
+        query, params = pg_stats.stats_sql(filters, group_by)
         with self._cursor() as cur:
             cur.execute(query, params)
             rows = cur.fetchall()
@@ -345,6 +362,20 @@ def _apply(cur: psycopg2.extensions.cursor, migration: Migration, available: set
         (migration.version, migration.name),
     )
     return True
+
+
+def _rebuild(cur: psycopg2.extensions.cursor) -> None:
+    cur.execute("LOCK TABLE trade_buckets IN EXCLUSIVE MODE")
+    for statement in pg_stats.rebuild_sql():
+        cur.execute(statement)
+
+
+def _refresh_buckets(cur: psycopg2.extensions.cursor, trade: NewTrade) -> None:
+    """Recompute the four buckets of the trade's exit hour, serialised per hour."""
+    hour = pg_stats.bucket_hour(trade.exit_us)
+    cur.execute("SELECT pg_advisory_xact_lock(%s, %s)", (BUCKET_LOCK_SPACE, hour // pg_stats.HOUR_US % 2**31))
+    for statement, params in pg_stats.refresh_statements(trade.strategy, trade.symbol, hour):
+        cur.execute(statement, params)
 
 
 def _claim_keys(
