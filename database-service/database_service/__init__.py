@@ -45,6 +45,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     for blueprint in (signals.bp, performance.bp, meta.bp):
         app.register_blueprint(blueprint)
     app.cli.command("migrate")(migrate_command)
+    app.cli.command("rebuild-stats")(rebuild_stats_command)
     return app
 
 
@@ -79,3 +80,17 @@ def migrate_command(ctx: click.Context) -> None:
     from flask import current_app
 
     ctx.exit(run_migrations(current_app))
+
+
+@click.pass_context
+def rebuild_stats_command(ctx: click.Context) -> None:
+    """Recompute the pre-aggregated trade statistics (after loading trades around the API)."""
+    from flask import current_app
+
+    storage: Storage = current_app.extensions["storage"]
+    try:
+        storage.rebuild_summaries()
+    except StorageUnavailable as exc:
+        click.echo(f"rebuild-stats: {exc}", err=True)
+        ctx.exit(1)
+    click.echo(f"statistics rebuilt ({storage.backend})")

@@ -161,3 +161,9 @@ def test_python_m_migrate_reports_an_unreachable_database(tmp_path: Path) -> Non
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
     assert "migrate: postgresql" in result.stderr
+
+
+def test_flask_cli_rebuild_stats(runner: FlaskCliRunner, backend: str) -> None:
+    result = runner.invoke(args=["rebuild-stats"])
+    assert result.exit_code == 0, result.output
+    assert f"statistics rebuilt ({backend})" in result.output

@@ -80,3 +80,15 @@ def test_buckets_equal_direct_query(
         assert (got.total, got.wins, got.losses) == (want.total, want.wins, want.losses)
         for name in ("total_pnl", "gross_profit", "gross_loss", "best", "worst", "max_drawdown", "stddev"):
             assert getattr(got, name) == pytest.approx(getattr(want, name), abs=1e-9), name
+
+
+def test_rebuild_gives_the_same_buckets(storage: PostgresStorage) -> None:
+    def snapshot() -> list[tuple[object, ...]]:
+        with storage._cursor() as cur:
+            cur.execute("SELECT * FROM trade_buckets ORDER BY dim, strategy, symbol, bucket")
+            return cur.fetchall()
+
+    maintained = snapshot()
+    storage.rebuild_summaries()
+    assert snapshot() == maintained
+    assert len(maintained) > 6  # four dimensions over six hours
