@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import threading
 from typing import Any
 
@@ -25,6 +26,7 @@ REST_THREADS = int(os.environ.get("REST_THREADS", "32"))
 workers = int(os.environ.get("WEB_CONCURRENCY", "2")) if _config["REDIS_URL"] else 1
 threads = int(os.environ.get("GUNICORN_THREADS", _config["SSE_MAX_SUBSCRIBERS"] + REST_THREADS))
 worker_connections = max(1000, threads * 2)
+SWITCH_INTERVAL = float(os.environ.get("PYTHON_SWITCH_INTERVAL", "0.001"))
 preload_app = False  # ingest threads must be created in the worker, never in the master
 
 
@@ -33,6 +35,9 @@ def post_worker_init(worker: Any) -> None:
     from websocket_streaming import start_ingest, stop_ingest
 
     app = worker.wsgi
+    # The reader thread must get the GIL quickly when a frame arrives while request threads
+    # run: at the default 5 ms switch interval the feed-to-/price delay's p99 is ~5 ms.
+    sys.setswitchinterval(SWITCH_INTERVAL)
     start_ingest(app)
     previous = signal.getsignal(signal.SIGTERM)
 

@@ -102,6 +102,7 @@ def test_unknown_event_is_ignored_not_an_error() -> None:
     "text",
     [
         "not json",
+        '{"e":"trade","E":1,"s":"BTCUSDT","p":"1"} trailing',
         "",
         b"\xff\xfe",
         "[1, 2]",

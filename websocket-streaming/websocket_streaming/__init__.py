@@ -44,13 +44,14 @@ def get_service(app: Flask) -> StreamingService:
 
 def start_ingest(app: Flask) -> None:
     """Start ingest in this process (call after fork: gunicorn's post_worker_init does)."""
-    if app.config["INGEST_ENABLED"]:
+    if EXTENSION in app.extensions and app.config["INGEST_ENABLED"]:
         get_service(app).start()
 
 
 def stop_ingest(app: Flask) -> None:
     """Close the upstream connection, release the Redis lock, end the SSE streams."""
-    get_service(app).stop()
+    if EXTENSION in app.extensions:
+        get_service(app).stop()
 
 
 def _check_streams(config: Mapping[str, Any]) -> None:

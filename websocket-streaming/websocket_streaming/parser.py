@@ -205,10 +205,23 @@ def _parse_array(events: list) -> Frame:
     return Frame(MINI_TICKER_ARR, updates, unknown_fields)
 
 
+_raw_decode = json.JSONDecoder().raw_decode
+
+
+def _loads(text: str | bytes) -> object:
+    """json.loads for one frame, minus its encoding sniffing (frames are UTF-8 text)."""
+    if type(text) is not str:
+        text = text.decode("utf-8")
+    value, end = _raw_decode(text)
+    if end != len(text) and text[end:].strip():
+        raise ValueError("extra data after the JSON value")
+    return value
+
+
 def parse_frame(text: str | bytes) -> Frame:
     """Parse one WebSocket text frame, raw or wrapped as `{"stream", "data"}`."""
     try:
-        message = json.loads(text)
+        message = _loads(text)
     except (ValueError, RecursionError):  # RecursionError: absurdly deep nesting
         raise ParseError("frame is not valid JSON") from None
     if type(message) is dict and "stream" in message and "data" in message:

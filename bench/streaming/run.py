@@ -1,0 +1,398 @@
+"""websocket-streaming benchmark: ingest throughput, feed-to-/price delay, /price vs bare Flask
+under the same gunicorn settings, and SSE fan-out delay with 200 subscribers.
+
+Run from the repository root:  .venv/bin/python bench/streaming/run.py  [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import random
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+SERVICE_DIR = ROOT / "websocket-streaming"
+GUNICORN_CONF = SERVICE_DIR / "gunicorn.conf.py"
+BIN = Path(sys.executable).parent
+LOG_DIR = ROOT / "bench" / "results" / "streaming"  # git-ignored; server logs of the last run
+SYMBOLS = ("BTCUSDT", "ETHUSDT", "BNBUSDT", "SOLUSDT", "XRPUSDT")
+
+
+@dataclass
+class Row:
+    """One line of the result table."""
+
+    name: str
+    value: str
+    goal: str
+    ok: bool | None
+
+
+# ---- 1. parse-and-apply throughput -------------------------------------------------------
+def sample_frames(count: int) -> list[bytes]:
+    """A realistic mix of combined-stream frames: aggTrade, ticker and bookTicker."""
+    from websocket_streaming.fake_exchange import Market
+
+    market = Market(SYMBOLS, seed=7)
+    frames = []
+    now = int(time.time() * 1000)
+    for i in range(count):
+        symbol = SYMBOLS[i % len(SYMBOLS)]
+        market.step(symbol)
+        kind = ("aggTrade", "aggTrade", "ticker", "bookTicker")[i % 4]
+        stream = f"{symbol.lower()}@{kind}"
+        payload = market.payload(stream, now + i)
+        frames.append(json.dumps({"stream": stream, "data": payload}, separators=(",", ":")).encode())
+    return frames
+
+
+def best_rate(run: Callable[[], None], count: int, repeats: int = 3) -> float:
+    """Items per second of the fastest of `repeats` runs."""
+    best = float("inf")
+    for _ in range(repeats):
+        started = time.perf_counter()
+        run()
+        best = min(best, time.perf_counter() - started)
+    return count / best
+
+
+def bench_parse(count: int) -> list[Row]:
+    """Messages/s through handle_frame (parse + apply + counters) and json.loads alone."""
+    from websocket_streaming import create_app, get_service
+
+    os.sched_setaffinity(0, {0})  # one core
+    try:
+        app = create_app(
+            {"INGEST_ENABLED": False, "SYMBOLS": SYMBOLS, "REDIS_URL": None, "LOG_LEVEL": "WARNING"}
+        )
+        handle = get_service(app).handle_frame
+        frames = sample_frames(count)
+        now = time.time()
+
+        def parse_apply() -> None:
+            for frame in frames:
+                handle(frame, now)
+
+        def json_only() -> None:
+            for frame in frames:
+                json.loads(frame)
+
+        full = best_rate(parse_apply, count)
+        ceiling = best_rate(json_only, count)
+    finally:
+        os.sched_setaffinity(0, set(range(os.cpu_count() or 1)))
+    return [
+        Row("parse+apply, one core (msg/s)", f"{full:,.0f}", ">= 100,000", full >= 100_000),
+        Row("json.loads alone, same frames (msg/s)", f"{ceiling:,.0f}", "ceiling", None),
+    ]
+
+
+# ---- gunicorn helpers ------------------------------------------------------------------------
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextmanager
+def gunicorn(app_spec: str, env: dict[str, str], cwd: Path) -> Iterator[str]:
+    """Run `app_spec` under websocket-streaming's gunicorn.conf.py; yields the base URL."""
+    port = free_port()
+    metrics_dir = tempfile.mkdtemp(prefix="bench-metrics-")
+    full_env = {
+        **os.environ,
+        "PORT": str(port),
+        "BIND": "127.0.0.1",
+        "REDIS_URL": "",
+        "PROMETHEUS_MULTIPROC_DIR": metrics_dir,
+        **env,
+    }
+    LOG_DIR.mkdir(parents=True, exist_ok=True)
+    log = LOG_DIR / f"gunicorn-{port}.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [str(BIN / "gunicorn"), "-c", str(GUNICORN_CONF), app_spec],
+            cwd=cwd,
+            env=full_env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_http(base, proc, str(log))
+        yield base
+    finally:
+        proc.terminate()
+        proc.wait(30)
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+def wait_http(base: str, proc: subprocess.Popen[bytes], log: str) -> None:
+    """Wait until the server accepts connections."""
+    port = int(base.rsplit(":", 1)[1])
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"gunicorn exited; see {log}")
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
+            conn.request("GET", "/health")
+            conn.getresponse().read()
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise SystemExit(f"gunicorn did not start; see {log}")
+
+
+def service_env(fake_ws: str, fake_rest: str) -> dict[str, str]:
+    """The service's environment: production defaults but the fake feed, limits raised."""
+    return {
+        "BINANCE_WS_URL": fake_ws,
+        "BINANCE_REST_URL": fake_rest,
+        "SYMBOLS": ",".join(SYMBOLS),
+        "WS_STREAMS": "trade",
+        "RATE_LIMIT_PRICE": "1000000000",
+        "RATE_LIMIT_STREAM": "100000",
+    }
+
+
+def trade_frame(symbol: str, price: str, trade_id: int) -> dict[str, object]:
+    now = int(time.time() * 1000)
+    return {
+        "e": "trade",
+        "E": now,
+        "s": symbol,
+        "t": trade_id,
+        "p": price,
+        "q": "1",
+        "T": now,
+        "m": True,
+        "M": True,
+    }
+
+
+def p99(values: list[float]) -> float:
+    """The 99th percentile."""
+    return statistics.quantiles(values, n=100)[98]
+
+
+# ---- 2. feed-to-/price delay -------------------------------------------------------------
+def bench_delay(fake, base: str, samples: int) -> list[Row]:  # type: ignore[no-untyped-def]
+    """Send a trade with a fresh price, poll /price until it shows it; p50/p99 of that."""
+    port = int(base.rsplit(":", 1)[1])
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    delays = []
+    for i in range(samples):
+        price = f"{60000 + i}.25"
+        started = time.perf_counter()
+        fake.send(trade_frame("BTCUSDT", price, i), stream="btcusdt@trade")
+        while True:
+            conn.request("GET", "/price/BTCUSDT")
+            body = conn.getresponse().read()
+            if f'"price":{price},'.encode() in body:
+                break
+        delays.append((time.perf_counter() - started) * 1000)
+        time.sleep(random.uniform(0.005, 0.02))
+    worst = p99(delays)
+    return [
+        Row("feed send -> /price shows it, p99 (ms)", f"{worst:.2f}", "<= 5", worst <= 5),
+        Row("feed send -> /price shows it, p50 (ms)", f"{statistics.median(delays):.2f}", "", None),
+    ]
+
+
+# ---- 3. /price vs bare Flask -------------------------------------------------------------
+def ensure_wrk() -> str | None:
+    """The wrk binary, installing it with apt when possible; None to fall back to Python."""
+    found = shutil.which("wrk")
+    if found or os.geteuid() != 0 or not shutil.which("apt-get"):
+        return found
+    subprocess.run(
+        ["apt-get", "install", "-y", "-q", "wrk"],
+        check=False,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    return shutil.which("wrk")
+
+
+def load(url: str, seconds: float, wrk: str | None) -> float:
+    """Requests per second against `url` (wrk, or a threaded keep-alive Python client)."""
+    if wrk:
+        out = subprocess.run(
+            [wrk, "-t1", "-c16", f"-d{seconds:g}s", url], check=True, capture_output=True, text=True
+        ).stdout
+        if "Non-2xx" in out:
+            raise SystemExit(f"non-2xx answers during load:\n{out}")
+        return float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    return python_load(url, seconds)
+
+
+def python_load(url: str, seconds: float, threads: int = 8) -> float:
+    """Fallback load generator: keep-alive http.client in threads."""
+    import threading
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    counts = [0] * threads
+    stop = time.monotonic() + seconds
+
+    def worker(n: int) -> None:
+        conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=5)
+        while time.monotonic() < stop:
+            conn.request("GET", parts.path)
+            conn.getresponse().read()
+            counts[n] += 1
+
+    pool = [threading.Thread(target=worker, args=(n,)) for n in range(threads)]
+    for t in pool:
+        t.start()
+    for t in pool:
+        t.join()
+    return sum(counts) / seconds
+
+
+def bench_ratio(fake, base: str, seconds: float, rounds: int = 3) -> list[Row]:  # type: ignore[no-untyped-def]
+    """Req/s of /price/<symbol> (rate limiter on) divided by a bare Flask route's.
+
+    The three servers run side by side and are measured in turns, round after round; the
+    ratio is the median of the per-round ratios, so load from anything else on the machine
+    hits both sides of each ratio alike.
+    """
+    wrk = ensure_wrk()
+    quiet_env = {**service_env(fake.ws_url, fake.rest_url), "LOG_LEVEL": "WARNING"}
+    with (
+        gunicorn("bare_app:create_app()", {}, Path(__file__).parent) as bare,
+        gunicorn("websocket_streaming:create_app()", quiet_env, SERVICE_DIR) as quiet,
+    ):
+        wait_for_price(fake, quiet)
+        urls = {
+            "bare": f"{bare}/bare/BTCUSDT",
+            "price": f"{base}/price/BTCUSDT",
+            "quiet": f"{quiet}/price/BTCUSDT",
+        }
+        for url in urls.values():
+            load(url, 1, wrk)  # warm-up
+        runs = [{name: load(url, seconds, wrk) for name, url in urls.items()} for _ in range(rounds)]
+    ratio = statistics.median(r["price"] / r["bare"] for r in runs)
+    quiet_ratio = statistics.median(r["quiet"] / r["bare"] for r in runs)
+    tool = "wrk -t1 -c16" if wrk else "python keep-alive client, 8 threads"
+    return [
+        Row(
+            f"bare Flask route req/s ({tool}, median)",
+            f"{statistics.median(r['bare'] for r in runs):,.0f}",
+            "",
+            None,
+        ),
+        Row("/price req/s, defaults (median)", f"{statistics.median(r['price'] for r in runs):,.0f}", "", None),
+        Row(
+            "/price / bare, defaults (LOG_LEVEL=INFO: access log on)", f"{ratio:.2f}", ">= 0.85", ratio >= 0.85
+        ),
+        Row(
+            "/price / bare, LOG_LEVEL=WARNING (access log off)",
+            f"{quiet_ratio:.2f}",
+            ">= 0.85",
+            quiet_ratio >= 0.85,
+        ),
+    ]
+
+
+def wait_for_price(fake, base: str) -> None:  # type: ignore[no-untyped-def]
+    """Wait for the upstream connection, then give BTCUSDT a price."""
+    port = int(base.rsplit(":", 1)[1])
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        fake.send(trade_frame("BTCUSDT", "90000.5", 0), stream="btcusdt@trade")
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+        conn.request("GET", "/price/BTCUSDT")
+        if conn.getresponse().status == 200:
+            return
+        time.sleep(0.1)
+    raise SystemExit("the service never got a price from the fake exchange")
+
+
+# ---- 4. SSE fan-out ----------------------------------------------------------------------
+def bench_sse(fake, base: str, subscribers: int, events: int) -> list[Row]:  # type: ignore[no-untyped-def]
+    """p99 delay from the feed sending a frame to each of N SSE subscribers reading it."""
+    ready = Path(tempfile.mkdtemp()) / "ready"
+    clients = subprocess.Popen(
+        [
+            sys.executable,
+            str(Path(__file__).parent / "sse_clients.py"),
+            base,
+            str(subscribers),
+            str(events),
+            str(ready),
+        ],
+        stdout=subprocess.PIPE,
+    )
+    deadline = time.monotonic() + 60
+    while not ready.exists():
+        if time.monotonic() > deadline or clients.poll() is not None:
+            raise SystemExit("SSE clients did not connect")
+        time.sleep(0.05)
+    sent: dict[int, float] = {}
+    for n in range(events):
+        sent[n] = time.monotonic()
+        fake.send(trade_frame("ETHUSDT", f"{50000 + n}", n), stream="ethusdt@trade")
+        time.sleep(0.05)
+    out, _ = clients.communicate(timeout=120)
+    received = json.loads(out)
+    delays = [(at - sent[n]) * 1000 for stream in received for n, at in stream]
+    missing = subscribers * events - len(delays)
+    worst = p99(delays)
+    return [
+        Row(
+            f"SSE fan-out p99, {subscribers} subscribers (ms)",
+            f"{worst:.2f}",
+            "<= 50",
+            worst <= 50 and missing == 0,
+        ),
+        Row("SSE events delivered / expected", f"{len(delays)} / {subscribers * events}", "all", missing == 0),
+    ]
+
+
+# ---- main --------------------------------------------------------------------------------
+def print_table(rows: list[Row]) -> None:
+    """Print the results as a Markdown table."""
+    print("\n| measurement | result | goal | met |")
+    print("| --- | ---: | --- | --- |")
+    for r in rows:
+        met = "" if r.ok is None else ("yes" if r.ok else "NO")
+        print(f"| {r.name} | {r.value} | {r.goal} | {met} |")
+
+
+def main() -> None:
+    """Run every measurement and print the table."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="smaller samples")
+    args = parser.parse_args()
+    from websocket_streaming.fake_exchange import FakeExchange
+
+    rows = bench_parse(50_000 if args.quick else 200_000)
+    with FakeExchange(rate=0) as fake:
+        env = service_env(fake.ws_url, fake.rest_url)
+        with gunicorn("websocket_streaming:create_app()", env, SERVICE_DIR) as base:
+            wait_for_price(fake, base)
+            rows += bench_delay(fake, base, 200 if args.quick else 1000)
+            rows += bench_ratio(fake, base, 2 if args.quick else 4)
+            rows += bench_sse(fake, base, 200, 50 if args.quick else 200)
+    print_table(rows)
+
+
+if __name__ == "__main__":
+    main()
