@@ -77,12 +77,25 @@ class SQLiteStorage(Storage):
             self.path, isolation_level=None, check_same_thread=False, timeout=self.busy_timeout_ms / 1000
         )
         conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
-        conn.execute("PRAGMA journal_mode = WAL")
+        self._enable_wal(conn)
         conn.execute("PRAGMA synchronous = NORMAL")
         self._local.conn = conn
         with self._lock:
             self._all.append(conn)
         return conn
+
+    def _enable_wal(self, conn: sqlite3.Connection) -> None:
+        # Switching to WAL needs an exclusive lock and SQLite does not wait for it through the
+        # busy handler; retry while another process creates the same new file.
+        deadline = time.monotonic() + self.busy_timeout_ms / 1000
+        while True:
+            try:
+                conn.execute("PRAGMA journal_mode = WAL")
+                return
+            except sqlite3.OperationalError:
+                if time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.02)
 
     @contextmanager
     def _cursor(self, write: bool = False) -> Iterator[sqlite3.Cursor]:
