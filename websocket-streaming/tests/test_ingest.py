@@ -363,3 +363,23 @@ def test_rest_backfill_runs_after_a_gap(fake: FakeExchange, make_app: Callable[.
     fake.drop()
     wait_until(lambda: len(fake.rest_log) == 2, 3.0, "a backfill after the drop")
     assert "/api/v3/ticker/24hr" in fake.rest_log[1].target
+
+
+def test_ingest_metrics_are_exported(fake: FakeExchange, client: FlaskClient) -> None:
+    fake.send_garbage()
+    fake.send(trade("ETHUSDT", "3100.5", 7), stream="ethusdt@trade")
+    wait_price(client, "ETHUSDT", price=D("3100.5"))
+
+    def exported() -> str | None:
+        text = client.get("/metrics").get_data(as_text=True)
+        return (
+            text
+            if 'sardag_price_updated_timestamp_seconds{service="websocket-streaming",symbol="ETHUSDT"}' in text
+            else None
+        )
+
+    text = wait_until(exported, 3.0, "the metrics tick")
+    assert 'sardag_ws_messages_total{service="websocket-streaming",type="trade"} 1.0' in text
+    assert 'sardag_ws_parse_errors_total{service="websocket-streaming"} 1.0' in text
+    assert 'sardag_ws_connected{service="websocket-streaming"} 1.0' in text
+    assert "sardag_ws_reconnects_total" in text

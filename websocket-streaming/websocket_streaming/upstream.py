@@ -81,7 +81,9 @@ class Connection:
         if self.closing:
             ws.abort()
         self.manager.post("opened", self, None)
-        self.manager.post("closed", self, self._read(ws))
+        why = self._read(ws)
+        ws.shutdown()  # release the socket now, not whenever the object is collected
+        self.manager.post("closed", self, why)
 
     def _read(self, ws: websocket.WebSocket) -> object:
         """Read until the connection ends; returns why it ended."""

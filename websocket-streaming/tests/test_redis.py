@@ -1,0 +1,112 @@
+"""Redis mode in one process: several apps share one Redis, like workers or instances do."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from decimal import Decimal
+
+import pytest
+import redis
+from flask import Flask
+
+from shared.testing import free_port
+from websocket_streaming import get_service, stop_ingest
+from websocket_streaming.fake_exchange import FakeExchange
+
+from .conftest import wait_until
+from .test_sse import trade
+
+pytestmark = [pytest.mark.integration, pytest.mark.redis, pytest.mark.websocket]
+
+
+@pytest.fixture
+def prefix(redis_url: str) -> Iterator[str]:
+    """A key prefix of this test's own; its keys are deleted afterwards."""
+    name = f"test-{uuid.uuid4().hex[:8]}:"
+    yield name
+    client = redis.Redis.from_url(redis_url)
+    keys = list(client.scan_iter(f"{name}*"))
+    if keys:
+        client.delete(*keys)
+
+
+@pytest.fixture
+def redis_app(
+    make_app: Callable[..., Flask],
+    redis_url: str,
+    prefix: str,
+) -> Callable[..., Flask]:
+    """Factory: an app in Redis mode with a short lock TTL."""
+
+    def factory(**overrides: object) -> Flask:
+        return make_app(
+            connect=False,
+            REDIS_URL=redis_url,
+            REDIS_KEY_PREFIX=prefix,
+            WS_LEADER_LOCK_TTL_SECONDS=0.6,
+            **overrides,
+        )
+
+    return factory
+
+
+def price(app: Flask, symbol: str) -> Decimal | None:
+    """The exact price /price/<symbol> answers, or None while it has none."""
+    answer = app.test_client().get(f"/price/{symbol}")
+    if answer.status_code != 200:
+        return None
+    return json.loads(answer.data, parse_float=Decimal)["price"]
+
+
+def test_one_leader_and_every_app_serves_the_same_book(
+    fake: FakeExchange,
+    redis_app: Callable[..., Flask],
+    redis_url: str,
+    prefix: str,
+) -> None:
+    apps = [redis_app(), redis_app()]
+    wait_until(lambda: fake.open_connections() == 1, 3.0, "one upstream connection")
+    roles = sorted(get_service(app).role for app in apps)
+    assert roles == ["follower", "leader"]
+    fake.send(trade("BTCUSDT", "101.10", 1), stream="btcusdt@trade")
+    for app in apps:
+        wait_until(lambda a=app: price(a, "BTCUSDT") == Decimal("101.10"), 3.0, "the price")
+    stored = redis.Redis.from_url(redis_url)
+    assert stored.ttl(f"{prefix}price:BTCUSDT") > 0
+
+    late = redis_app()  # a worker started later reads the book from price:* at once
+    wait_until(lambda: price(late, "BTCUSDT") == Decimal("101.10"), 2.0, "the snapshot")
+    assert fake.open_connections() == 1
+
+
+def test_the_follower_takes_over_when_the_leader_stops(
+    fake: FakeExchange,
+    redis_app: Callable[..., Flask],
+) -> None:
+    first = redis_app()
+    wait_until(lambda: get_service(first).role == "leader", 3.0, "a leader")
+    second = redis_app()
+    wait_until(lambda: fake.open_connections() == 1, 3.0, "the leader's connection")
+    stop_ingest(first)
+    wait_until(lambda: get_service(second).role == "leader", 3.0, "the take-over")
+    wait_until(lambda: fake.open_connections() == 1, 3.0, "the new leader's connection")
+    fake.send(trade("ETHUSDT", "2500.5", 2), stream="ethusdt@trade")
+    wait_until(lambda: price(second, "ETHUSDT") == Decimal("2500.5"), 3.0, "prices again")
+
+
+def test_unreachable_redis_is_degraded_not_a_crash(make_app: Callable[..., Flask]) -> None:
+    app = make_app(
+        connect=False, REDIS_URL=f"redis://127.0.0.1:{free_port()}/0", WS_LEADER_LOCK_TTL_SECONDS=0.3
+    )
+    time.sleep(0.5)  # several failed lock attempts
+    client = app.test_client()
+    health = client.get("/health")
+    assert health.status_code == 200
+    checks = health.get_json()["checks"]
+    assert checks["ingest"]["status"] == "ok"  # the Redis threads survive the errors
+    assert checks["upstream"]["detail"]["redis"] == "unreachable"
+    assert client.get("/price/BTCUSDT").status_code == 503
+    assert client.get("/stats").status_code == 200
