@@ -11,10 +11,10 @@ from decimal import Decimal
 import pytest
 import redis
 from flask import Flask
-
-from shared.testing import free_port
 from websocket_streaming import get_service, stop_ingest
 from websocket_streaming.fake_exchange import FakeExchange
+
+from shared.testing import free_port
 
 from .conftest import wait_until
 from .test_sse import trade
