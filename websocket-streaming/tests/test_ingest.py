@@ -383,3 +383,19 @@ def test_ingest_metrics_are_exported(fake: FakeExchange, client: FlaskClient) ->
     assert 'sardag_ws_parse_errors_total{service="websocket-streaming"} 1.0' in text
     assert 'sardag_ws_connected{service="websocket-streaming"} 1.0' in text
     assert "sardag_ws_reconnects_total" in text
+
+
+def test_connection_attempts_never_exceed_the_budget(
+    fake: FakeExchange,
+    make_app: Callable[..., Flask],
+) -> None:
+    fake.refuse_connections()
+    app = make_app(
+        connect=False,
+        WS_CONNECT_ATTEMPTS_PER_5_MIN=3,
+        WS_BACKOFF_BASE_SECONDS=0.01,
+        WS_BACKOFF_CAP_SECONDS=0.02,
+    )
+    time.sleep(1.5)  # without the budget this would be dozens of attempts
+    assert len(fake.connection_attempts) == 3
+    assert get_service(app).stats.connection_attempts == 3

@@ -267,20 +267,21 @@ class UpstreamManager:
                 return
 
     def _check(self, now: float) -> None:
-        if self.active is None and self.candidate is None and now >= self._next_attempt:
+        idle = self.active is None and self.candidate is None
+        if (idle or self._rotation_due(now)) and now >= self._next_attempt:
             self._connect(now)
-        active = self.active
-        if active is not None:
-            self._watchdog(active, now)
-        if (
-            self.active is not None
-            and self.candidate is None
-            and (self._rotate_soon or self.active.age(now) >= self.settings.max_age)
-        ) and now >= self._next_attempt:
-            self._connect(now)
+        if self.active is not None:
+            self._watchdog(self.active, now)
         self._check_candidate(now)
         self._close_drained(now)
         self._maybe_reset_backoff(now)
+
+    def _rotation_due(self, now: float) -> bool:
+        """Time for make-before-break: after serverShutdown, or at the maximum age."""
+        active = self.active
+        if active is None or self.candidate is not None:
+            return False
+        return self._rotate_soon or active.age(now) >= self.settings.max_age
 
     def _connect(self, now: float) -> None:
         wait = self.window.wait_time()
