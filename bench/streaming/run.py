@@ -102,6 +102,7 @@ def bench_parse(count: int) -> list[Row]:
 
 # ---- gunicorn helpers ------------------------------------------------------------------------
 def free_port() -> int:
+    """A TCP port nothing listens on right now."""
     import socket
 
     with socket.socket() as sock:
@@ -172,6 +173,7 @@ def service_env(fake_ws: str, fake_rest: str) -> dict[str, str]:
 
 
 def trade_frame(symbol: str, price: str, trade_id: int) -> dict[str, object]:
+    """A `trade` event stamped now."""
     now = int(time.time() * 1000)
     return {
         "e": "trade",

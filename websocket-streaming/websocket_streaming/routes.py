@@ -99,34 +99,5 @@ def stream() -> Response:
 @bp.get("/stats")
 def stats() -> Response:
     """Message counts by type, rate, parse errors, reconnects, uptime."""
-    service = get_service()
-    s = service.stats
-    upstream = service.upstream
     slots: SubscriberSlots = current_app.extensions[f"{EXTENSION}.sse"]
-    return jsonify(
-        {
-            "role": service.role,
-            "uptime_seconds": round(time.time() - s.started_at, 3),
-            "messages_total": s.total_messages(),
-            "messages_by_type": dict(s.messages),
-            "messages_per_second": service.messages_per_second(),
-            "parse_errors": s.parse_errors,
-            "unknown_fields": s.unknown_fields,
-            "handler_errors": s.handler_errors,
-            "reconnects": s.reconnects,
-            "rotations": s.rotations,
-            "watchdog_reconnects": s.watchdog_reconnects,
-            "connection_attempts": s.connection_attempts,
-            "backfills": s.backfills,
-            "backfill_errors": s.backfill_errors,
-            "connected": upstream is not None and s.connected,
-            "last_message_age_seconds": _round(s.last_message_age()),
-            "symbols_with_price": len(service.book.snapshot()),
-            "sse_subscribers": slots.count,
-            "sse_resyncs": s.sse_resyncs,
-        }
-    )
-
-
-def _round(value: float | None) -> float | None:
-    return None if value is None else round(value, 3)
+    return jsonify({**get_service().report(), "sse_subscribers": slots.count})

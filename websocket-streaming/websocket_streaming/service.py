@@ -210,3 +210,28 @@ class StreamingService:
         """Seconds since the book last changed (any symbol), None before the first price."""
         times = [r.received_at for r in self.book.snapshot().values()]
         return round(time.time() - max(times), 3) if times else None
+
+    def report(self) -> dict[str, Any]:
+        """The counters /stats shows."""
+        s = self.stats
+        age = s.last_message_age()
+        return {
+            "role": self.role,
+            "uptime_seconds": round(time.time() - s.started_at, 3),
+            "messages_total": s.total_messages(),
+            "messages_by_type": dict(s.messages),
+            "messages_per_second": self.messages_per_second(),
+            "parse_errors": s.parse_errors,
+            "unknown_fields": s.unknown_fields,
+            "handler_errors": s.handler_errors,
+            "reconnects": s.reconnects,
+            "rotations": s.rotations,
+            "watchdog_reconnects": s.watchdog_reconnects,
+            "connection_attempts": s.connection_attempts,
+            "backfills": s.backfills,
+            "backfill_errors": s.backfill_errors,
+            "connected": self.upstream is not None and s.connected,
+            "last_message_age_seconds": None if age is None else round(age, 3),
+            "symbols_with_price": len(self.book.snapshot()),
+            "sse_resyncs": s.sse_resyncs,
+        }

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -28,23 +27,10 @@ class IngestStats:
     sse_resyncs: int = 0
     connected: bool = False
     last_message_at: float | None = None
-    _rate_mark: tuple[float, int] = (0.0, 0)
-    _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def total_messages(self) -> int:
         """All frames received, of every type."""
         return sum(self.messages.values())
-
-    def messages_per_second(self) -> float:
-        """Frames per second since the previous call (or since start)."""
-        now, total = time.monotonic(), self.total_messages()
-        with self._lock:
-            then, before = self._rate_mark
-            self._rate_mark = (now, total)
-        if then == 0.0:
-            elapsed = max(1e-9, time.time() - self.started_at)
-            return total / elapsed
-        return (total - before) / max(1e-9, now - then)
 
     def last_message_age(self) -> float | None:
         """Seconds since the last frame, None before the first."""
