@@ -399,3 +399,16 @@ def test_connection_attempts_never_exceed_the_budget(
     time.sleep(1.5)  # without the budget this would be dozens of attempts
     assert len(fake.connection_attempts) == 3
     assert get_service(app).stats.connection_attempts == 3
+
+
+def test_backfill_does_not_retry_a_request_binance_rejects(
+    fake: FakeExchange,
+    make_app: Callable[..., Flask],
+) -> None:
+    app = make_app(WS_BACKFILL_ENABLED=True, SYMBOLS=("BTCUSDT", "NOPEUSDT"))
+    wait_until(lambda: fake.rest_log, what="the backfill request")
+    time.sleep(1.5)
+    assert [entry.status for entry in fake.rest_log] == [400]  # -1121 Invalid symbol: once
+    assert get_service(app).stats.backfill_errors == 1
+    fake.send(trade("BTCUSDT", "95000.5", 1), stream="btcusdt@trade")
+    wait_price(app.test_client(), "BTCUSDT", price=D("95000.5"))

@@ -8,7 +8,12 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from shared.binance_client import BinanceClient, BinanceError, BinanceRateLimited
+from shared.binance_client import (
+    BinanceClient,
+    BinanceError,
+    BinanceHTTPError,
+    BinanceRateLimited,
+)
 
 from .book import PriceBook
 from .parser import ParseError, PriceUpdate, dec, signed_dec
@@ -16,6 +21,7 @@ from .stats import IngestStats
 
 log = logging.getLogger("websocket_streaming.backfill")
 Reporter = Callable[[BaseException, dict[str, Any]], None]
+MAX_ERROR_DELAY = 30.0
 
 
 def ticker_update(row: dict[str, Any]) -> PriceUpdate:
@@ -75,6 +81,7 @@ class Backfiller:
         self._stop.set()
 
     def _run(self, gap_seen_at: float) -> None:
+        delay = self.error_delay
         while not self._stop.is_set() and self._needed(gap_seen_at):
             try:
                 self._fetch_and_apply()
@@ -83,9 +90,13 @@ class Backfiller:
                 wait = max(exc.retry_after, self.client.blocked_for())
                 log.warning("backfill: binance says wait %.1f s (%s)", wait, exc)
                 self._stop.wait(wait)
+            except BinanceHTTPError as exc:  # the request itself is wrong: asking again won't help
+                self._failed(exc)
+                return
             except Exception as exc:
                 self._failed(exc)
-                self._stop.wait(self.error_delay)
+                self._stop.wait(delay)
+                delay = min(delay * 2, MAX_ERROR_DELAY)
 
     def _needed(self, gap_seen_at: float) -> bool:
         """False once every symbol got a WebSocket update since the gap was seen."""
@@ -97,12 +108,15 @@ class Backfiller:
         rows = self.client.tickers_24hr(self.symbols)
         received_at = time.time()
         for row in rows:
-            self.book.backfill(ticker_update(row), asked_at, received_at)
+            try:
+                self.book.backfill(ticker_update(row), asked_at, received_at)
+            except ParseError as exc:
+                self._failed(exc)
         self.stats.backfills += 1
         log.info("backfilled %d symbols over REST", len(rows))
 
     def _failed(self, exc: Exception) -> None:
         self.stats.backfill_errors += 1
         log.warning("backfill failed: %r", exc)
-        if self.report is not None and not isinstance(exc, BinanceError):
+        if self.report is not None and not isinstance(exc, BinanceError | ParseError):
             self.report(exc, {"what": "rest backfill"})
