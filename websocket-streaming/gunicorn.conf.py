@@ -25,6 +25,10 @@ _config = configure(globals(), "websocket-streaming", defaults={"PORT": 5021}, s
 REST_THREADS = int(os.environ.get("REST_THREADS", "32"))
 workers = int(os.environ.get("WEB_CONCURRENCY", "2")) if _config["REDIS_URL"] else 1
 threads = int(os.environ.get("GUNICORN_THREADS", _config["SSE_MAX_SUBSCRIBERS"] + REST_THREADS))
+if _config["SSE_MAX_SUBSCRIBERS"] > threads - min(REST_THREADS, threads // 2):
+    # GUNICORN_THREADS was set lower: shrink the SSE cap (the workers read it from the
+    # environment) so streams can never take the threads REST needs.
+    os.environ["SSE_MAX_SUBSCRIBERS"] = str(max(1, threads - min(REST_THREADS, threads // 2)))
 worker_connections = max(1000, threads * 2)
 SWITCH_INTERVAL = float(os.environ.get("PYTHON_SWITCH_INTERVAL", "0.001"))
 preload_app = False  # ingest threads must be created in the worker, never in the master

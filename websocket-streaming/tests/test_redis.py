@@ -110,3 +110,20 @@ def test_unreachable_redis_is_degraded_not_a_crash(make_app: Callable[..., Flask
     assert checks["upstream"]["detail"]["redis"] == "unreachable"
     assert client.get("/price/BTCUSDT").status_code == 503
     assert client.get("/stats").status_code == 200
+
+
+def test_ingest_disabled_instance_serves_from_redis_but_never_connects(
+    fake: FakeExchange,
+    redis_app: Callable[..., Flask],
+) -> None:
+    reader = redis_app(INGEST_ENABLED=False)
+    time.sleep(1.0)  # several lock periods: it never takes the lock
+    assert fake.open_connections() == 0
+    assert get_service(reader).role == "follower"
+    leader = redis_app()
+    wait_until(lambda: fake.open_connections() == 1, 3.0, "the leader's connection")
+    fake.send(trade("BTCUSDT", "64000.01", 3), stream="btcusdt@trade")
+    wait_until(lambda: price(reader, "BTCUSDT") == Decimal("64000.01"), 3.0, "the price")
+    stop_ingest(leader)
+    time.sleep(1.0)
+    assert fake.open_connections() == 0

@@ -43,8 +43,11 @@ def get_service(app: Flask) -> StreamingService:
 
 
 def start_ingest(app: Flask) -> None:
-    """Start ingest in this process (call after fork: gunicorn's post_worker_init does)."""
-    if EXTENSION in app.extensions and app.config["INGEST_ENABLED"]:
+    """Start ingest in this process (call after fork: gunicorn's post_worker_init does).
+
+    A no-op for an app that is not websocket-streaming (the bench's bare baseline).
+    """
+    if EXTENSION in app.extensions:
         get_service(app).start()
 
 

@@ -58,6 +58,7 @@ class RedisBridge:
         lock_ttl: float = 10.0,
         price_ttl: int = 3600,
         report: Reporter | None = None,
+        lead: bool = True,
     ) -> None:
         self.book = book
         self.on_leadership = on_leadership
@@ -68,6 +69,7 @@ class RedisBridge:
         self.lock_ttl = lock_ttl
         self.price_ttl = price_ttl
         self.report = report
+        self.lead = lead  # False: never compete for the lock, only serve what others publish
         self.redis = redis_client(url, timeout=max(0.5, lock_ttl / 4))
         self.is_leader = False
         self.healthy = False
@@ -77,13 +79,12 @@ class RedisBridge:
 
     # ---- lifecycle -------------------------------------------------------------------
     def start(self) -> None:
-        """Start the leadership, publisher and subscriber threads."""
+        """Start the subscriber and, when leading is allowed, the leadership and publisher."""
         self.book.sink = self._outbox.put
-        for name, target in (
-            ("redis-leader", self._lead),
-            ("redis-publish", self._publish),
-            ("redis-subscribe", self._subscribe),
-        ):
+        loops = [("redis-subscribe", self._subscribe)]
+        if self.lead:
+            loops += [("redis-leader", self._lead), ("redis-publish", self._publish)]
+        for name, target in loops:
             thread = threading.Thread(target=self._guarded, args=(target,), daemon=True, name=name)
             thread.start()
             self._threads.append(thread)

@@ -97,7 +97,11 @@ class StreamingService:
 
     # ---- lifecycle -------------------------------------------------------------------
     def start(self) -> None:
-        """Start ingesting: directly, or through the Redis leadership when REDIS_URL is set."""
+        """Start ingesting: directly, or through the Redis leadership when REDIS_URL is set.
+
+        INGEST_ENABLED=0 never holds the Binance connection: with Redis the process only
+        serves what the leader publishes; without Redis it has nothing to serve.
+        """
         if self.started:
             return
         self.started = True
@@ -111,9 +115,10 @@ class StreamingService:
                 lock_ttl=float(self.config["WS_LEADER_LOCK_TTL_SECONDS"]),
                 price_ttl=int(self.config["PRICE_REDIS_TTL_SECONDS"]),
                 report=report,
+                lead=bool(self.config["INGEST_ENABLED"]),
             )
             self.bridge.start()
-        else:
+        elif self.config["INGEST_ENABLED"]:
             self._start_upstream()
         self._ticker = threading.Thread(target=self._tick, daemon=True, name="ws-metrics")
         self._ticker.start()

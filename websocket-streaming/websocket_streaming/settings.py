@@ -27,7 +27,12 @@ def parse_prefix(value: str) -> str:
 
 
 SETTINGS: tuple[Setting, ...] = (
-    Setting("INGEST_ENABLED", parse_bool, True, "hold the Binance connection in this process"),
+    Setting(
+        "INGEST_ENABLED",
+        parse_bool,
+        True,
+        "hold the Binance connection here (0: with Redis, only serve what others publish)",
+    ),
     Setting(
         "WS_STREAMS",
         parse_stream_kinds,
