@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from decimal import Decimal
 
 import pytest
@@ -58,12 +59,23 @@ def test_ring_returns_updates_in_order_and_reports_loss() -> None:
     assert len(records) == 16
 
 
-def test_wait_wakes_on_update_and_on_close() -> None:
+def test_wait_since_wakes_on_update_and_on_close() -> None:
     book = PriceBook(["BTCUSDT"])
     threading.Timer(0.05, lambda: book.apply(trade("BTCUSDT", "1", 1))).start()
-    assert book.wait(0, timeout=2)
+    cursor, records, _ = book.wait_since(0, timeout=2)
+    assert cursor == 1
+    assert [str(r.price) for r in records] == ["1"]
     threading.Timer(0.05, book.close).start()
-    assert not book.wait(book.seq, timeout=2)
+    started = time.monotonic()
+    assert book.wait_since(cursor, timeout=2) == (1, [], False)
+    assert time.monotonic() - started < 1
+
+
+def test_wait_since_times_out_empty() -> None:
+    book = PriceBook(["BTCUSDT"])
+    started = time.monotonic()
+    assert book.wait_since(0, timeout=0.1) == (0, [], False)
+    assert time.monotonic() - started >= 0.1
 
 
 def test_backfill_does_not_overwrite_a_websocket_update_newer_than_the_request() -> None:

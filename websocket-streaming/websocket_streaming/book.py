@@ -185,26 +185,30 @@ class PriceBook:
     def since(self, cursor: int) -> tuple[int, list[PriceRecord], bool]:
         """(new cursor, records after `cursor` in order, whether some were lost to the ring)."""
         with self._cond:
-            count = self._seq - cursor
-            if count <= 0:
-                return self._seq, [], False
-            lost = count > len(self._ring)
-            newest = list(islice(reversed(self._ring), min(count, len(self._ring))))
-            return self._seq, [record for _, record in reversed(newest)], lost
+            return self._since(cursor)
 
-    def wait(self, cursor: int, timeout: float) -> bool:
-        """Block until an update newer than `cursor` exists (True) or timeout/close (False)."""
+    def _since(self, cursor: int) -> tuple[int, list[PriceRecord], bool]:
+        count = self._seq - cursor
+        if count <= 0:
+            return self._seq, [], False
+        lost = count > len(self._ring)
+        newest = list(islice(reversed(self._ring), min(count, len(self._ring))))
+        return self._seq, [record for _, record in reversed(newest)], lost
+
+    def wait_since(self, cursor: int, timeout: float) -> tuple[int, list[PriceRecord], bool]:
+        """Like `since`, but first block up to `timeout` for an update (or the book closing).
+
+        One lock round trip per wake-up: with hundreds of SSE streams woken at once, the
+        lock is what they queue for.
+        """
         with self._cond:
-            if self._seq > cursor:
-                return True
-            if self._closed:
-                return False
-            self._waiting += 1
-            try:
-                self._cond.wait_for(lambda: self._seq > cursor or self._closed, timeout)
-            finally:
-                self._waiting -= 1
-            return self._seq > cursor
+            if self._seq <= cursor and not self._closed:
+                self._waiting += 1
+                try:
+                    self._cond.wait_for(lambda: self._seq > cursor or self._closed, timeout)
+                finally:
+                    self._waiting -= 1
+            return self._since(cursor)
 
     def close(self) -> None:
         """Wake every waiter for good (shutdown)."""

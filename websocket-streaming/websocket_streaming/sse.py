@@ -48,14 +48,13 @@ def price_events(
     yield CONNECTED
     beat_at = time.monotonic() + heartbeat
     while not book.closed:
-        if book.wait(cursor, max(0.0, beat_at - time.monotonic())):
-            cursor, records, lost = book.since(cursor)
-            if lost:  # this client fell a whole ring behind: resend current state instead
-                stats.sse_resyncs += 1
-                records = list(book.snapshot().values())
-            chunk = _chunk(records, symbols, stale_after)
-            if chunk:
-                yield chunk
+        cursor, records, lost = book.wait_since(cursor, max(0.0, beat_at - time.monotonic()))
+        if lost:  # this client fell a whole ring behind: resend current state instead
+            stats.sse_resyncs += 1
+            records = list(book.snapshot().values())
+        chunk = _chunk(records, symbols, stale_after)
+        if chunk:
+            yield chunk
         if time.monotonic() >= beat_at:
             beat_at = time.monotonic() + heartbeat
             yield HEARTBEAT
