@@ -412,3 +412,25 @@ def test_backfill_does_not_retry_a_request_binance_rejects(
     assert get_service(app).stats.backfill_errors == 1
     fake.send(trade("BTCUSDT", "95000.5", 1), stream="btcusdt@trade")
     wait_price(app.test_client(), "BTCUSDT", price=D("95000.5"))
+
+
+def test_old_connection_closing_before_the_new_one_delivers_still_switches(
+    fake: FakeExchange,
+    make_app: Callable[..., Flask],
+) -> None:
+    fake.shutdown_grace = 0.3  # the exchange cuts the old socket before the new one sends
+    app = make_app(PRICE_STALE_SECONDS=1.0)
+    fake.server_shutdown()
+    wait_until(lambda: len(fake.connection_attempts) == 2, 2.0, "the new connection")
+    wait_until(lambda: fake.open_connections() == 1, 2.0, "the old connection cut")
+    fake.set_rate(20)
+    client = app.test_client()
+    wait_price(client, "BTCUSDT")
+    fake.go_silent()
+    stats = get_service(app).stats
+    wait_until(lambda: stats.watchdog_reconnects == 1, 3.0, "the watchdog on the new connection")
+    wait_until(
+        lambda: (a := answer(client, "BTCUSDT")) and a["age_seconds"] < 0.2,
+        3.0,
+        "prices on the connection after it",
+    )

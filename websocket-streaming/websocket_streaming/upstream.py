@@ -343,6 +343,9 @@ class UpstreamManager:
                 why,
                 max(0.0, self._next_attempt - now),
             )
+            cand = self.candidate
+            if cand is not None and cand.opened_at is not None:
+                self._promote(cand)  # lost mid-rotation: the new connection is already open
         conn.close()
 
     # ---- supervisor event handlers ---------------------------------------------------
@@ -355,11 +358,13 @@ class UpstreamManager:
             self._promote(conn)
 
     def _on_first(self, conn: Connection, _detail: object) -> None:
-        if conn is self.candidate and self.active is not None:
+        if conn is not self.candidate:
+            return
+        if self.active is not None:
             self.stats.rotations += 1
             self.draining[self.active] = time.monotonic() + self.settings.overlap
             log.info("switched upstream to connection %s", conn.id)
-            self._promote(conn)
+        self._promote(conn)
 
     def _promote(self, conn: Connection) -> None:
         self.active, self.candidate = conn, None
@@ -390,16 +395,3 @@ class UpstreamManager:
         if len(self._connections()) <= 1:
             with self._deliver_lock:
                 self._dedup.clear()
-
-    def status(self) -> dict[str, Any]:
-        """Connection state for /health and /stats."""
-        now = time.monotonic()
-        active = self.active
-        return {
-            "connected": self.stats.connected,
-            "connection_age_seconds": round(active.age(now), 3) if active else None,
-            "reconnects": self.stats.reconnects,
-            "rotations": self.stats.rotations,
-            "watchdog_reconnects": self.stats.watchdog_reconnects,
-            "backoff_failures": self.backoff.failures,
-        }
