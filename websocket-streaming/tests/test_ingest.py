@@ -12,11 +12,11 @@ from typing import Any
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
-from websocket_streaming import get_service
+from websocket_streaming import create_app, get_service, start_ingest, stop_ingest
 from websocket_streaming.fake_exchange import FakeExchange
 from websocket_streaming.parser import PriceUpdate
 
-from .conftest import wait_until
+from .conftest import app_config, wait_until
 
 pytestmark = [pytest.mark.websocket, pytest.mark.api]
 FRAMES = (Path(__file__).parent / "frames" / "binance-frames.jsonl").read_text().splitlines()
@@ -434,3 +434,17 @@ def test_old_connection_closing_before_the_new_one_delivers_still_switches(
         3.0,
         "prices on the connection after it",
     )
+
+
+def test_server_pings_are_answered_so_the_connection_stays() -> None:
+    # A stricter exchange than the fixture's: ping every 0.1 s, drop after 0.3 s unanswered.
+    with FakeExchange(rate=5, ping_interval=0.1, ping_timeout=0.3) as strict:
+        app = create_app(app_config(strict, PRICE_STALE_SECONDS=5.0))
+        start_ingest(app)
+        try:
+            wait_until(lambda: strict.open_connections() == 1, what="the connection")
+            time.sleep(1.5)
+            assert len(strict.connection_attempts) == 1
+            assert strict.open_connections() == 1
+        finally:
+            stop_ingest(app)
