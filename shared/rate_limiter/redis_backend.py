@@ -12,8 +12,9 @@ from shared.redis_conn import REDIS_ERRORS, CircuitBreaker
 
 KEY_PREFIX = "sardag:rl:"
 
-# Members are "<now_us>-<count>": unique because scripts run one at a time and the
-# count grows with every member added at the same microsecond.
+# Members are "<now_us>-<count>", with now_us printed in full: Lua's tostring keeps only 14
+# significant digits (100 us today), and colliding members made ZADD overwrite an allowed
+# hit. Unique because scripts run one at a time and the count grows within a microsecond.
 SLIDING_WINDOW_LUA = """
 local key = KEYS[1]
 local limit = tonumber(ARGV[1])
@@ -24,7 +25,7 @@ redis.call('ZREMRANGEBYSCORE', key, '-inf', now - window)
 local count = redis.call('ZCARD', key)
 local allowed = 0
 if count < limit then
-  redis.call('ZADD', key, now, now .. '-' .. count)
+  redis.call('ZADD', key, now, string.format('%.0f-%d', now, count))
   count = count + 1
   allowed = 1
 end
