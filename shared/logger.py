@@ -97,8 +97,11 @@ def _finish_request(response: Response) -> Response:
     from flask import current_app
 
     response.headers[REQUEST_ID_HEADER] = g.get("request_id", "")
+    access_log: logging.Logger = current_app.extensions["sardag_logger"]
+    if not access_log.isEnabledFor(logging.INFO):
+        return response
     elapsed_ms = (time.perf_counter() - g.get("request_started", time.perf_counter())) * 1000
-    current_app.extensions["sardag_logger"].info(
+    access_log.info(
         "request",
         extra={
             "method": request.method,

@@ -51,6 +51,7 @@ class Metrics:
         self.service = "app"
         self.multiprocess_dir: str | None = None
         self._created: dict[str, ServiceMetric] = {}
+        self._request_children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
         if app is not None:
             self.init_app(app)
 
@@ -121,6 +122,19 @@ class Metrics:
             labelnames,
         )
 
+    def observe_request(self, method: str, rule: str, status: int, seconds: float | None) -> None:
+        """Count one request and record its latency (label children cached: hot path)."""
+        children = self._request_children.get((method, rule, status))
+        if children is None:
+            children = (
+                self.requests.labels(method=method, rule=rule, status=str(status)),
+                self.latency.labels(method=method, rule=rule),
+            )
+            self._request_children[(method, rule, status)] = children
+        children[0].inc()
+        if seconds is not None:
+            children[1].observe(seconds)
+
     def expose(self) -> Response:
         """Serve the Prometheus text format (all workers' values in multiprocess mode)."""
         registry = self.registry
@@ -144,11 +158,10 @@ def _start_timer() -> None:
 
 
 def _record_request(response: Response) -> Response:
-    metrics = get_metrics()
-    rule = request.url_rule.rule if request.url_rule is not None else "<unmatched>"
+    url_rule = request.url_rule
+    rule = url_rule.rule if url_rule is not None else "<unmatched>"
     method = request.method if request.method in _KNOWN_METHODS else "OTHER"
     started = g.get("metrics_started")
-    metrics.requests.labels(method=method, rule=rule, status=str(response.status_code)).inc()
-    if started is not None:
-        metrics.latency.labels(method=method, rule=rule).observe(time.perf_counter() - started)
+    elapsed = None if started is None else time.perf_counter() - started
+    get_metrics().observe_request(method, rule, response.status_code, elapsed)
     return response

@@ -160,7 +160,9 @@ def _limit_undecorated_route() -> None:
 def _add_headers(response: Response) -> Response:
     result: RateLimitResult | None = g.get("rate_limit_result")
     if result is not None:
-        response.headers["X-RateLimit-Limit"] = str(result.limit)
-        response.headers["X-RateLimit-Remaining"] = str(result.remaining)
-        response.headers["X-RateLimit-Reset"] = result.reset_header
+        # add, not set: the headers are new, and add skips set's scan for existing ones
+        headers = response.headers
+        headers.add("X-RateLimit-Limit", str(result.limit))
+        headers.add("X-RateLimit-Remaining", str(result.remaining))
+        headers.add("X-RateLimit-Reset", result.reset_header)
     return response
