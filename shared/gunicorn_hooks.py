@@ -42,7 +42,7 @@ def configure(
         timeout=60,
         keepalive=5,
         accesslog=None,
-        on_starting=lambda server: reset_metrics_dir(metrics_dir),
+        on_starting=lambda server: reset_metrics_dir(metrics_dir) if metrics_dir else None,
         child_exit=_child_exit,
         worker_exit=_worker_exit,
     )

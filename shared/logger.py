@@ -57,6 +57,12 @@ class StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
 
 def configure_logging(level: str = "INFO", fmt: str = "json") -> None:
     """Point the root logger at stderr in the chosen format (idempotent)."""
+    # Our lines carry none of caller, thread or process: skip collecting them on every
+    # record (the logging HOWTO's "Optimization" section; ~10 us per access line).
+    logging._srcfile = None  # type: ignore[attr-defined]
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
     root = logging.getLogger()
     handler = next((h for h in root.handlers if getattr(h, "_sardag", False)), None)
     if handler is None:
@@ -88,27 +94,30 @@ def current_request_id() -> str | None:
 
 
 def _start_request() -> None:
+    state = g._get_current_object()  # one context lookup instead of one per attribute
     given = request.headers.get(REQUEST_ID_HEADER, "")
-    g.request_id = given if _VALID_REQUEST_ID.match(given) else uuid.uuid4().hex
-    g.request_started = time.perf_counter()
+    state.request_id = given if _VALID_REQUEST_ID.match(given) else uuid.uuid4().hex
+    state.request_started = time.perf_counter()
 
 
 def _finish_request(response: Response) -> Response:
     from flask import current_app
 
-    response.headers[REQUEST_ID_HEADER] = g.get("request_id", "")
+    state = g._get_current_object()
+    response.headers[REQUEST_ID_HEADER] = state.get("request_id", "")
     access_log: logging.Logger = current_app.extensions["sardag_logger"]
     if not access_log.isEnabledFor(logging.INFO):
         return response
-    elapsed_ms = (time.perf_counter() - g.get("request_started", time.perf_counter())) * 1000
+    elapsed_ms = (time.perf_counter() - state.get("request_started", time.perf_counter())) * 1000
+    req = request._get_current_object()
     access_log.info(
         "request",
         extra={
-            "method": request.method,
-            "path": request.path,
+            "method": req.method,
+            "path": req.path,
             "status": response.status_code,
             "duration_ms": round(elapsed_ms, 2),
-            "remote_addr": request.remote_addr,
+            "remote_addr": req.remote_addr,
         },
     )
     return response

@@ -158,9 +158,10 @@ def _start_timer() -> None:
 
 
 def _record_request(response: Response) -> Response:
-    url_rule = request.url_rule
+    req = request._get_current_object()  # one context lookup for the three reads
+    url_rule = req.url_rule
     rule = url_rule.rule if url_rule is not None else "<unmatched>"
-    method = request.method if request.method in _KNOWN_METHODS else "OTHER"
+    method = req.method if req.method in _KNOWN_METHODS else "OTHER"
     started = g.get("metrics_started")
     elapsed = None if started is None else time.perf_counter() - started
     get_metrics().observe_request(method, rule, response.status_code, elapsed)

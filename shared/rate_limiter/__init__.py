@@ -136,7 +136,7 @@ def rate_limit(
 
         @functools.wraps(view)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
-            limiter = current_app.extensions.get(EXTENSION)
+            limiter = current_app._get_current_object().extensions.get(EXTENSION)
             if limiter is not None and limiter.enabled:
                 limiter.check(name, key_func(), limiter.limit_for(name, requests_per_minute))
             return view(*args, **kwargs)
@@ -148,11 +148,12 @@ def rate_limit(
 
 
 def _limit_undecorated_route() -> None:
-    limiter: RateLimiter | None = current_app.extensions.get(EXTENSION)
+    app = current_app._get_current_object()  # one context lookup for both reads
+    limiter: RateLimiter | None = app.extensions.get(EXTENSION)
     endpoint = request.endpoint
     if limiter is None or not limiter.enabled or endpoint is None or endpoint in EXEMPT_ENDPOINTS:
         return
-    view = current_app.view_functions.get(endpoint)
+    view = app.view_functions.get(endpoint)
     if view is not None and not hasattr(view, "rate_limit_scope"):
         limiter.check(endpoint, client_ip(), limiter.limit_for(endpoint, None))
 
