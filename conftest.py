@@ -1,4 +1,4 @@
-"""Fixtures every test directory shares: the real PostgreSQL and Redis servers.
+"""Fixtures every test folder shares: client/runner of its `app`, and the real servers.
 
 Integration tests talk to real servers. When one is absent the test is skipped with the
 reason, except under CI=true, where an absent server fails the run.
@@ -11,6 +11,8 @@ from collections.abc import Iterator
 from urllib.parse import urlsplit
 
 import pytest
+from flask import Flask
+from flask.testing import FlaskClient, FlaskCliRunner
 
 from shared.testing import free_port, in_ci, require_server
 
@@ -18,6 +20,18 @@ __all__ = ["free_port", "in_ci", "require_server"]
 
 DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/test"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/15"
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    """A test client of the `app` fixture each test folder defines (flaskr style)."""
+    return app.test_client()
+
+
+@pytest.fixture
+def runner(app: Flask) -> FlaskCliRunner:
+    """A CLI runner of the `app` fixture each test folder defines."""
+    return app.test_cli_runner()
 
 
 @pytest.fixture(scope="session")

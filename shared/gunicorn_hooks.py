@@ -42,6 +42,9 @@ def configure(
         timeout=60,
         keepalive=5,
         accesslog=None,
+        # gunicorn 27's control socket defaults to one path per user: several masters on a
+        # host (Redis mode, tests, PM2 next to compose) would take it from each other.
+        control_socket_disable=True,
         on_starting=lambda server: reset_metrics_dir(metrics_dir) if metrics_dir else None,
         child_exit=_child_exit,
         worker_exit=_worker_exit,

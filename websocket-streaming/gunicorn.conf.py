@@ -32,9 +32,6 @@ if _config["SSE_MAX_SUBSCRIBERS"] > threads - min(REST_THREADS, threads // 2):
 worker_connections = max(1000, threads * 2)
 SWITCH_INTERVAL = float(os.environ.get("PYTHON_SWITCH_INTERVAL", "0.001"))
 preload_app = False  # ingest threads must be created in the worker, never in the master
-# gunicorn 27's control socket defaults to one path per user: several masters on a host
-# (Redis mode, tests, PM2 next to compose) would take it from each other. Unused here.
-control_socket_disable = True
 
 
 def post_worker_init(worker: Any) -> None:

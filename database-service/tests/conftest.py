@@ -12,7 +12,7 @@ import psycopg2
 import pytest
 from database_service import create_app
 from flask import Flask
-from flask.testing import FlaskClient, FlaskCliRunner
+from flask.testing import FlaskClient
 
 from shared.app import shutdown
 
@@ -110,18 +110,6 @@ def make_app(database_url: str) -> Iterator[Callable[..., Flask]]:
 def app(make_app: Callable[..., Flask]) -> Flask:
     """The app with default settings (rate limits on, no API key, in-process cache)."""
     return make_app()
-
-
-@pytest.fixture
-def client(app: Flask) -> FlaskClient:
-    """A test client of `app`."""
-    return app.test_client()
-
-
-@pytest.fixture
-def runner(app: Flask) -> FlaskCliRunner:
-    """A CLI runner of `app`."""
-    return app.test_cli_runner()
 
 
 @pytest.fixture

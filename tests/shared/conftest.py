@@ -9,7 +9,6 @@ from typing import Any
 
 import pytest
 from flask import Flask
-from flask.testing import FlaskClient, FlaskCliRunner
 
 sys.path.insert(0, str(Path(__file__).parent))
 
@@ -38,18 +37,6 @@ def backend_config(request: pytest.FixtureRequest) -> dict[str, Any]:
 def app(make_app: Callable[..., Flask], backend_config: dict[str, Any]) -> Flask:
     """The support app on the parametrised backend."""
     return make_app(**backend_config)
-
-
-@pytest.fixture
-def client(app: Flask) -> FlaskClient:
-    """A test client of `app`."""
-    return app.test_client()
-
-
-@pytest.fixture
-def runner(app: Flask) -> FlaskCliRunner:
-    """A CLI runner of `app`."""
-    return app.test_cli_runner()
 
 
 @pytest.fixture

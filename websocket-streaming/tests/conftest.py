@@ -9,7 +9,6 @@ from typing import Any, TypeVar
 
 import pytest
 from flask import Flask
-from flask.testing import FlaskClient, FlaskCliRunner
 from websocket_streaming import create_app, start_ingest, stop_ingest
 from websocket_streaming.fake_exchange import FakeExchange
 from werkzeug.serving import BaseWSGIServer, make_server
@@ -87,18 +86,6 @@ def app(make_app: Callable[..., Flask]) -> Flask:
 def idle_app(fake: FakeExchange) -> Flask:
     """The service with ingest off: nothing was ever received."""
     return create_app(app_config(fake, INGEST_ENABLED=False))
-
-
-@pytest.fixture
-def client(app: Flask) -> FlaskClient:
-    """Test client of `app`."""
-    return app.test_client()
-
-
-@pytest.fixture
-def runner(app: Flask) -> FlaskCliRunner:
-    """CLI runner of `app`."""
-    return app.test_cli_runner()
 
 
 @pytest.fixture

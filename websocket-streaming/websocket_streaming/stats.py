@@ -56,6 +56,9 @@ class MetricsSync:
             "sardag_price_updated_timestamp_seconds", "Unix time of the last price update", ["symbol"]
         )
         self._seen: dict[str, int] = {}
+        # Export the counters at 0 from the start, so dashboards show 0, not "no data".
+        self._parse_errors.inc(0)
+        self._reconnects.inc(0)
 
     def sync(self, latest: Callable[[], dict[str, float]]) -> None:
         """Push every counter's growth since the last sync, the gauge and price times."""
