@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -20,6 +21,8 @@ from typing import Any
 
 import pytest
 
+from shared.testing import free_port, in_ci
+
 REPO = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
 INSTALL_HINT = "run scripts/install-tools.sh (as root) to install it"
@@ -28,11 +31,6 @@ SERVICES: dict[str, dict[str, Any]] = {
     "database-service": {"module": "database_service", "port": 5020},
     "websocket-streaming": {"module": "websocket_streaming", "port": 5021},
 }
-
-
-def in_ci() -> bool:
-    """True when the suite runs under CI, where a missing tool is a failure."""
-    return os.environ.get("CI", "").lower() == "true"
 
 
 def missing(reason: str) -> None:
@@ -52,11 +50,16 @@ def find_tool(name: str, *extra: Path) -> str:
     raise AssertionError("unreachable")
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+def dockerfile_instructions(path: Path) -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) pairs with continuation lines joined and comments dropped."""
+    text = re.sub(r"\\\n", " ", path.read_text())
+    pairs = []
+    for line in text.splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            keyword, _, rest = line.partition(" ")
+            pairs.append((keyword.upper(), rest.strip()))
+    return pairs
 
 
 def http(
@@ -241,6 +244,7 @@ def ops() -> SimpleNamespace:
         SERVICES=SERVICES,
         answers=answers,
         base_env=base_env,
+        dockerfile_instructions=dockerfile_instructions,
         find_tool=find_tool,
         free_port=free_port,
         http=http,

@@ -22,22 +22,10 @@ import pytest
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.api]
 
 
-def _instructions(path: Path) -> list[tuple[str, str]]:
-    text = re.sub(r"\\\n", " ", path.read_text())
-    pairs = []
-    for line in text.splitlines():
-        line = line.strip()
-        if line and not line.startswith("#"):
-            keyword, _, rest = line.partition(" ")
-            pairs.append((keyword.upper(), rest.strip()))
-    return pairs
-
-
 class Image:
     """The parts of a Dockerfile this test needs."""
 
-    def __init__(self, dockerfile: Path) -> None:
-        steps = _instructions(dockerfile)
+    def __init__(self, steps: list[tuple[str, str]]) -> None:
         self.workdir = next(arg for kind, arg in steps if kind == "WORKDIR")
         self.copies = [arg.split() for kind, arg in steps if kind == "COPY"]
         self.env: dict[str, str] = {}
@@ -83,7 +71,7 @@ def _run(
 def test_image_layout_runs_cmd_and_healthcheck(
     service: str, ops: SimpleNamespace, launcher: Any, tmp_path: Path
 ) -> None:
-    image = Image(ops.REPO / service / "Dockerfile")
+    image = Image(ops.dockerfile_instructions(ops.REPO / service / "Dockerfile"))
     app = _build_root(ops.REPO, image, tmp_path)
     port = ops.free_port()
     extra = {}

@@ -23,18 +23,6 @@ SERVICES = {
 IGNORED = ["tests", "**/tests", ".env", "data", "node_modules", ".venv", "**/__pycache__", ".pytest_cache"]
 
 
-def _instructions(path: Path) -> list[tuple[str, str]]:
-    """(INSTRUCTION, arguments) pairs with continuation lines joined and comments dropped."""
-    text = re.sub(r"\\\n", " ", path.read_text())
-    pairs = []
-    for line in text.splitlines():
-        line = line.strip()
-        if line and not line.startswith("#"):
-            keyword, _, rest = line.partition(" ")
-            pairs.append((keyword.upper(), rest.strip()))
-    return pairs
-
-
 @pytest.mark.parametrize("dockerfile", DOCKERFILES)
 def test_hadolint_reports_no_error(dockerfile: str, ops: SimpleNamespace) -> None:
     hadolint = ops.find_tool("hadolint")
@@ -53,7 +41,7 @@ def test_hadolint_reports_no_error(dockerfile: str, ops: SimpleNamespace) -> Non
 
 @pytest.mark.parametrize("dockerfile", DOCKERFILES)
 def test_dockerfile_shape(dockerfile: str, ops: SimpleNamespace) -> None:
-    steps = _instructions(ops.REPO / dockerfile)
+    steps = ops.dockerfile_instructions(ops.REPO / dockerfile)
     kinds = [k for k, _ in steps]
     base = next(arg for k, arg in steps if k == "FROM")
     assert re.fullmatch(r"python:3\.11\.\d+-slim(-[a-z]+)?", base), base
@@ -70,7 +58,7 @@ def test_dockerfile_shape(dockerfile: str, ops: SimpleNamespace) -> None:
 
 @pytest.mark.parametrize("dockerfile", DOCKERFILES)
 def test_dependencies_are_a_layer_before_the_code(dockerfile: str, ops: SimpleNamespace) -> None:
-    steps = _instructions(ops.REPO / dockerfile)
+    steps = ops.dockerfile_instructions(ops.REPO / dockerfile)
     copies = [i for i, (k, _) in enumerate(steps) if k == "COPY"]
     install = next(i for i, (k, arg) in enumerate(steps) if k == "RUN" and "pip install" in arg)
     assert "requirements.txt" in steps[copies[0]][1], "requirements.txt must be copied first"
@@ -81,7 +69,7 @@ def test_dependencies_are_a_layer_before_the_code(dockerfile: str, ops: SimpleNa
 @pytest.mark.parametrize("service", sorted(SERVICES))
 def test_service_dockerfile_matches_its_service(service: str, ops: SimpleNamespace) -> None:
     package, port = SERVICES[service]
-    steps = _instructions(ops.REPO / service / "Dockerfile")
+    steps = ops.dockerfile_instructions(ops.REPO / service / "Dockerfile")
     assert ("EXPOSE", str(port)) in steps
     cmd = next(arg for k, arg in reversed(steps) if k == "CMD")
     assert json.loads(cmd) == ["gunicorn", "-c", f"{service}/gunicorn.conf.py", f"{package}:create_app()"]
@@ -91,7 +79,7 @@ def test_service_dockerfile_matches_its_service(service: str, ops: SimpleNamespa
 
 
 def test_service_dockerfiles_share_the_template_base(ops: SimpleNamespace) -> None:
-    bases = {next(a for k, a in _instructions(ops.REPO / f) if k == "FROM") for f in DOCKERFILES}
+    bases = {next(a for k, a in ops.dockerfile_instructions(ops.REPO / f) if k == "FROM") for f in DOCKERFILES}
     assert len(bases) == 1, bases
 
 
