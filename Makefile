@@ -25,6 +25,8 @@ lint:           ## ruff lint and format check
 format:
 	scripts/bootstrap.sh && .venv/bin/ruff check --fix . && .venv/bin/ruff format .
 
-bench:          ## the benchmarks (see bench/README.md)
-	scripts/bootstrap.sh && .venv/bin/python bench/rate_limit/run.py && \
+bench:          ## the benchmarks (see bench/README.md); installs wrk with apt when missing
+	scripts/bootstrap.sh
+	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
+	.venv/bin/python bench/rate_limit/run.py && \
 	.venv/bin/python bench/streaming/run.py && .venv/bin/python bench/database/run.py
