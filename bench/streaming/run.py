@@ -23,6 +23,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from websocket_streaming.fake_exchange import trade_event
+
 ROOT = Path(__file__).resolve().parents[2]
 SERVICE_DIR = ROOT / "websocket-streaming"
 GUNICORN_CONF = SERVICE_DIR / "gunicorn.conf.py"
@@ -172,22 +174,6 @@ def service_env(fake_ws: str, fake_rest: str) -> dict[str, str]:
     }
 
 
-def trade_frame(symbol: str, price: str, trade_id: int) -> dict[str, object]:
-    """A `trade` event stamped now."""
-    now = int(time.time() * 1000)
-    return {
-        "e": "trade",
-        "E": now,
-        "s": symbol,
-        "t": trade_id,
-        "p": price,
-        "q": "1",
-        "T": now,
-        "m": True,
-        "M": True,
-    }
-
-
 def p99(values: list[float]) -> float:
     """The 99th percentile."""
     return statistics.quantiles(values, n=100)[98]
@@ -202,7 +188,7 @@ def bench_delay(fake, base: str, samples: int) -> list[Row]:  # type: ignore[no-
     for i in range(samples):
         price = f"{60000 + i}.25"
         started = time.perf_counter()
-        fake.send(trade_frame("BTCUSDT", price, i), stream="btcusdt@trade")
+        fake.send(trade_event("BTCUSDT", price, i), stream="btcusdt@trade")
         while True:
             conn.request("GET", "/price/BTCUSDT")
             body = conn.getresponse().read()
@@ -318,7 +304,7 @@ def wait_for_price(fake, base: str) -> None:  # type: ignore[no-untyped-def]
     port = int(base.rsplit(":", 1)[1])
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
-        fake.send(trade_frame("BTCUSDT", "90000.5", 0), stream="btcusdt@trade")
+        fake.send(trade_event("BTCUSDT", "90000.5", 0), stream="btcusdt@trade")
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
         conn.request("GET", "/price/BTCUSDT")
         if conn.getresponse().status == 200:
@@ -350,7 +336,7 @@ def bench_sse(fake, base: str, subscribers: int, events: int) -> list[Row]:  # t
     sent: dict[int, float] = {}
     for n in range(events):
         sent[n] = time.monotonic()
-        fake.send(trade_frame("ETHUSDT", f"{50000 + n}", n), stream="ethusdt@trade")
+        fake.send(trade_event("ETHUSDT", f"{50000 + n}", n), stream="ethusdt@trade")
         time.sleep(0.05)
     out, _ = clients.communicate(timeout=120)
     received = json.loads(out)

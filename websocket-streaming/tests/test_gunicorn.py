@@ -16,12 +16,12 @@ from typing import Any
 import pytest
 import redis
 import requests
-from websocket_streaming.fake_exchange import FakeExchange
+from websocket_streaming.fake_exchange import FakeExchange, trade_event
 
 from shared.testing import free_port
 
 from .conftest import wait_until
-from .test_sse import collect_prices, open_stream, trade
+from .test_sse import collect_prices, open_stream
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.websocket, pytest.mark.api]
 SERVICE_DIR = Path(__file__).resolve().parents[1]
@@ -113,7 +113,7 @@ def test_200_sse_subscribers_do_not_block_price(
     service = start_service(RATE_LIMIT_STREAM=1000)  # 200 streams from one address
     wait_until(lambda: fake.open_connections() == 1, 5.0, "the upstream connection")
     streams = [open_stream(service.base) for _ in range(200)]
-    fake.send(trade("BTCUSDT", "123.45", 1), stream="btcusdt@trade")
+    fake.send(trade_event("BTCUSDT", "123.45", 1), stream="btcusdt@trade")
     started = time.monotonic()
     assert wait_until(lambda: service.price("BTCUSDT") == Decimal("123.45"), 3.0, "the price")
     assert time.monotonic() - started < 1.0
@@ -157,7 +157,7 @@ def test_redis_mode_two_instances_share_prices_and_one_upstream(
         wait_until(lambda: fake.open_connections() == 1, 5.0, "one upstream connection")
         time.sleep(1.0)  # several lock renewals: still exactly one holder
         assert fake.open_connections() == 1
-        fake.send(trade("BTCUSDT", "777.25", 1), stream="btcusdt@trade")
+        fake.send(trade_event("BTCUSDT", "777.25", 1), stream="btcusdt@trade")
         for service in (first, second):
             for _ in range(4):  # several requests: they land on different workers
                 wait_until(
@@ -171,7 +171,7 @@ def test_redis_mode_two_instances_share_prices_and_one_upstream(
 
         first.terminate()
         wait_until(lambda: fake.open_connections() == 1, 6.0, "an upstream after the stop")
-        fake.send(trade("ETHUSDT", "3333.5", 2), stream="ethusdt@trade")
+        fake.send(trade_event("ETHUSDT", "3333.5", 2), stream="ethusdt@trade")
         wait_until(
             lambda: second.price("ETHUSDT") == Decimal("3333.5"),
             3.0,

@@ -13,7 +13,7 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 from websocket_streaming import create_app, get_service, start_ingest, stop_ingest
-from websocket_streaming.fake_exchange import FakeExchange
+from websocket_streaming.fake_exchange import FakeExchange, trade_event
 from websocket_streaming.parser import PriceUpdate
 
 from .conftest import app_config, wait_until
@@ -42,21 +42,6 @@ def wait_price(client: FlaskClient, symbol: str, **expected: Any) -> dict[str, A
         return got if ok else None
 
     return wait_until(matches, 3.0, f"{symbol} with {expected}")
-
-
-def trade(symbol: str, price: str, trade_id: int) -> dict[str, Any]:
-    now = int(time.time() * 1000)
-    return {
-        "e": "trade",
-        "E": now,
-        "s": symbol,
-        "t": trade_id,
-        "p": price,
-        "q": "1",
-        "T": now,
-        "m": True,
-        "M": True,
-    }
 
 
 D = Decimal
@@ -117,7 +102,7 @@ def test_book_ticker_frames_update_bid_and_ask(
     line: int,
     symbol: str,
 ) -> None:
-    fake.send(trade(symbol, "25.36", 1), stream=f"{symbol.lower()}@trade")
+    fake.send(trade_event(symbol, "25.36", 1), stream=f"{symbol.lower()}@trade")
     wait_price(client, symbol, price=D("25.36"))
     frame = documented(line)
     assert isinstance(frame, dict)
@@ -209,7 +194,7 @@ def test_garbage_and_unknown_events_are_counted_and_nothing_breaks(
     fake.send("[1, 2, 3]")
     for _ in range(2):
         fake.send_unknown_event()
-    fake.send(trade("ETHUSDT", "3100.5", 7), stream="ethusdt@trade")
+    fake.send(trade_event("ETHUSDT", "3100.5", 7), stream="ethusdt@trade")
     wait_price(client, "ETHUSDT", price=D("3100.5"))
     stats = client.get("/stats").get_json()
     assert stats["parse_errors"] == 4
@@ -235,8 +220,8 @@ def test_a_failing_handler_is_counted_and_the_reader_goes_on(
         return real_apply(update, *args, **kwargs)
 
     monkeypatch.setattr(book, "apply", faulty)
-    fake.send(trade("ETHUSDT", "1.5", 1), stream="ethusdt@trade")
-    fake.send(trade("ETHUSDT", "2.5", 2), stream="ethusdt@trade")
+    fake.send(trade_event("ETHUSDT", "1.5", 1), stream="ethusdt@trade")
+    fake.send(trade_event("ETHUSDT", "2.5", 2), stream="ethusdt@trade")
     wait_price(client, "ETHUSDT", price=D("2.5"))
     stats = client.get("/stats").get_json()
     assert stats["handler_errors"] == 1
@@ -367,7 +352,7 @@ def test_rest_backfill_runs_after_a_gap(fake: FakeExchange, make_app: Callable[.
 
 def test_ingest_metrics_are_exported(fake: FakeExchange, client: FlaskClient) -> None:
     fake.send_garbage()
-    fake.send(trade("ETHUSDT", "3100.5", 7), stream="ethusdt@trade")
+    fake.send(trade_event("ETHUSDT", "3100.5", 7), stream="ethusdt@trade")
     wait_price(client, "ETHUSDT", price=D("3100.5"))
 
     def exported() -> str | None:
@@ -410,7 +395,7 @@ def test_backfill_does_not_retry_a_request_binance_rejects(
     time.sleep(1.5)
     assert [entry.status for entry in fake.rest_log] == [400]  # -1121 Invalid symbol: once
     assert get_service(app).stats.backfill_errors == 1
-    fake.send(trade("BTCUSDT", "95000.5", 1), stream="btcusdt@trade")
+    fake.send(trade_event("BTCUSDT", "95000.5", 1), stream="btcusdt@trade")
     wait_price(app.test_client(), "BTCUSDT", price=D("95000.5"))
 
 

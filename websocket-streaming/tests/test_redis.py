@@ -12,12 +12,11 @@ import pytest
 import redis
 from flask import Flask
 from websocket_streaming import get_service, stop_ingest
-from websocket_streaming.fake_exchange import FakeExchange
+from websocket_streaming.fake_exchange import FakeExchange, trade_event
 
 from shared.testing import free_port
 
 from .conftest import wait_until
-from .test_sse import trade
 
 pytestmark = [pytest.mark.integration, pytest.mark.redis, pytest.mark.websocket]
 
@@ -71,7 +70,7 @@ def test_one_leader_and_every_app_serves_the_same_book(
     wait_until(lambda: fake.open_connections() == 1, 3.0, "one upstream connection")
     roles = sorted(get_service(app).role for app in apps)
     assert roles == ["follower", "leader"]
-    fake.send(trade("BTCUSDT", "101.10", 1), stream="btcusdt@trade")
+    fake.send(trade_event("BTCUSDT", "101.10", 1), stream="btcusdt@trade")
     for app in apps:
         wait_until(lambda a=app: price(a, "BTCUSDT") == Decimal("101.10"), 3.0, "the price")
     stored = redis.Redis.from_url(redis_url)
@@ -93,7 +92,7 @@ def test_the_follower_takes_over_when_the_leader_stops(
     stop_ingest(first)
     wait_until(lambda: get_service(second).role == "leader", 3.0, "the take-over")
     wait_until(lambda: fake.open_connections() == 1, 3.0, "the new leader's connection")
-    fake.send(trade("ETHUSDT", "2500.5", 2), stream="ethusdt@trade")
+    fake.send(trade_event("ETHUSDT", "2500.5", 2), stream="ethusdt@trade")
     wait_until(lambda: price(second, "ETHUSDT") == Decimal("2500.5"), 3.0, "prices again")
 
 
@@ -122,7 +121,7 @@ def test_ingest_disabled_instance_serves_from_redis_but_never_connects(
     assert get_service(reader).role == "follower"
     leader = redis_app()
     wait_until(lambda: fake.open_connections() == 1, 3.0, "the leader's connection")
-    fake.send(trade("BTCUSDT", "64000.01", 3), stream="btcusdt@trade")
+    fake.send(trade_event("BTCUSDT", "64000.01", 3), stream="btcusdt@trade")
     wait_until(lambda: price(reader, "BTCUSDT") == Decimal("64000.01"), 3.0, "the price")
     stop_ingest(leader)
     time.sleep(1.0)

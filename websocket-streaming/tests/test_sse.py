@@ -6,31 +6,15 @@ import json
 import time
 from collections.abc import Callable, Iterator
 from decimal import Decimal
-from typing import Any
 
 import pytest
 import requests
 from flask import Flask
-from websocket_streaming.fake_exchange import FakeExchange
+from websocket_streaming.fake_exchange import FakeExchange, trade_event
 
 from .conftest import wait_until
 
 pytestmark = [pytest.mark.websocket, pytest.mark.api]
-
-
-def trade(symbol: str, price: str, trade_id: int) -> dict[str, Any]:
-    now = int(time.time() * 1000)
-    return {
-        "e": "trade",
-        "E": now,
-        "s": symbol,
-        "t": trade_id,
-        "p": price,
-        "q": "1",
-        "T": now,
-        "m": True,
-        "M": True,
-    }
 
 
 def sse_messages(response: requests.Response) -> Iterator[tuple[str, str]]:
@@ -78,7 +62,7 @@ def test_stream_receives_every_update_in_order(
     response, messages = open_stream(serve(app))
     sent = [(("BTCUSDT", "ETHUSDT")[i % 2], Decimal(f"{100 + i}.5")) for i in range(300)]
     for i, (symbol, price) in enumerate(sent):
-        fake.send(trade(symbol, str(price), i), stream=f"{symbol.lower()}@trade")
+        fake.send(trade_event(symbol, str(price), i), stream=f"{symbol.lower()}@trade")
     assert collect_prices(messages, len(sent)) == sent
     response.close()
 
@@ -90,8 +74,8 @@ def test_stream_filter_sends_only_the_chosen_symbols(
 ) -> None:
     response, messages = open_stream(serve(app), "?symbols=ethusdt")
     for i in range(10):
-        fake.send(trade("BTCUSDT", f"{i}.1", i), stream="btcusdt@trade")
-        fake.send(trade("ETHUSDT", f"{i}.2", i), stream="ethusdt@trade")
+        fake.send(trade_event("BTCUSDT", f"{i}.1", i), stream="btcusdt@trade")
+        fake.send(trade_event("ETHUSDT", f"{i}.2", i), stream="ethusdt@trade")
     got = collect_prices(messages, 10)
     assert got == [("ETHUSDT", Decimal(f"{i}.2")) for i in range(10)]
     response.close()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .market import Market
+from .market import Market, trade_event
 from .server import FakeExchange, read_frames
 
-__all__ = ["FakeExchange", "Market", "read_frames"]
+__all__ = ["FakeExchange", "Market", "read_frames", "trade_event"]

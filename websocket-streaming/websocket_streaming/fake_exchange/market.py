@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -49,6 +50,30 @@ class SymbolState:
     def ask(self) -> Decimal:
         """Best ask: half a spread over the last price."""
         return self.last * (1 + self.spread / 2)
+
+
+def trade_event(
+    symbol: str,
+    price: str,
+    trade_id: int,
+    now_ms: int | None = None,
+    qty: str = "1",
+    buyer_maker: bool = True,
+) -> dict:
+    """A `trade` event in Binance's documented shape, stamped now unless `now_ms` is given."""
+    if now_ms is None:
+        now_ms = int(time.time() * 1000)
+    return {
+        "e": "trade",
+        "E": now_ms,
+        "s": symbol,
+        "t": trade_id,
+        "p": price,
+        "q": qty,
+        "T": now_ms,
+        "m": buyer_maker,
+        "M": True,
+    }
 
 
 def split_stream(stream: str) -> tuple[str, str] | None:
@@ -114,17 +139,7 @@ class Market:
     def trade(self, symbol: str, now_ms: int, seq: int) -> dict:
         """A `trade` event whose trade id `t` is the global event number."""
         st = self.ensure(symbol)
-        return {
-            "e": "trade",
-            "E": now_ms,
-            "s": symbol,
-            "t": seq,
-            "p": fmt(st.last),
-            "q": fmt(st.last_qty),
-            "T": now_ms,
-            "m": self.rng.random() < 0.5,
-            "M": True,
-        }
+        return trade_event(symbol, fmt(st.last), seq, now_ms, fmt(st.last_qty), self.rng.random() < 0.5)
 
     def agg_trade(self, symbol: str, now_ms: int, seq: int) -> dict:
         """An `aggTrade` event whose id `a` is the global event number."""
