@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import os
 import socket
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
@@ -26,3 +30,25 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+@contextmanager
+def scratch_postgres(admin_url: str, prefix: str) -> Iterator[str]:
+    """Create an empty database on admin_url's server, yield its URL, then drop it."""
+    import psycopg2  # lazily: suites without PostgreSQL import this module too
+
+    def admin(statement: str) -> None:
+        conn = psycopg2.connect(admin_url, connect_timeout=5)
+        conn.autocommit = True
+        try:
+            with conn.cursor() as cur:
+                cur.execute(statement)
+        finally:
+            conn.close()
+
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    admin(f"CREATE DATABASE {name}")
+    try:
+        yield urlunsplit(urlsplit(admin_url)._replace(path=f"/{name}"))
+    finally:
+        admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")

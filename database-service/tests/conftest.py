@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import os
-import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import psycopg2
 import pytest
@@ -15,6 +13,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from shared.app import shutdown
+from shared.testing import scratch_postgres
 
 PG_TABLES = "signals, trades, signal_client_ids, trade_client_ids, trade_buckets"
 BACKENDS = [
@@ -23,29 +22,11 @@ BACKENDS = [
 ]
 
 
-def _with_database(url: str, name: str) -> str:
-    parts = urlsplit(url)
-    return urlunsplit(parts._replace(path=f"/{name}"))
-
-
-def _admin(url: str, statement: str) -> None:
-    conn = psycopg2.connect(url, connect_timeout=5)
-    conn.autocommit = True
-    try:
-        with conn.cursor() as cur:
-            cur.execute(statement)
-    finally:
-        conn.close()
-
-
 @pytest.fixture(scope="session")
 def pg_database(postgres_url: str) -> Iterator[str]:
     """A fresh PostgreSQL database for this test session, dropped at the end."""
-    name = f"sardag_test_{os.getpid()}_{uuid.uuid4().hex[:8]}"
-    _admin(postgres_url, f"CREATE DATABASE {name}")
-    url = _with_database(postgres_url, name)
-    yield url
-    _admin(postgres_url, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    with scratch_postgres(postgres_url, f"sardag_test_{os.getpid()}") as url:
+        yield url
 
 
 def truncate_postgres(url: str) -> None:

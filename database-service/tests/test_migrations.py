@@ -6,7 +6,6 @@ import os
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,6 +13,8 @@ import psycopg2
 import pytest
 from database_service.storage import open_storage
 from flask.testing import FlaskCliRunner
+
+from shared.testing import scratch_postgres
 
 pytestmark = pytest.mark.database
 
@@ -40,21 +41,8 @@ def fresh_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path}/new/dir/sardag.db"
         return
-    admin_url = request.getfixturevalue("postgres_url")
-    name = f"sardag_mig_{uuid.uuid4().hex[:10]}"
-    _admin(admin_url, f"CREATE DATABASE {name}")
-    yield admin_url.rsplit("/", 1)[0] + f"/{name}"
-    _admin(admin_url, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-
-
-def _admin(url: str, statement: str) -> None:
-    conn = psycopg2.connect(url)
-    conn.autocommit = True
-    try:
-        with conn.cursor() as cur:
-            cur.execute(statement)
-    finally:
-        conn.close()
+    with scratch_postgres(request.getfixturevalue("postgres_url"), "sardag_mig") as url:
+        yield url
 
 
 def _expected(url: str) -> list[str]:

@@ -10,9 +10,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import pytest
+
+from shared.testing import scratch_postgres
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.api, pytest.mark.database]
 
@@ -75,27 +76,11 @@ def _writer(ops: SimpleNamespace, url: str, burst: Burst, writer: int, deadline:
         burst.record(client_id, status, body, started)
 
 
-def _admin(url: str, statement: str) -> None:
-    import psycopg2
-
-    conn = psycopg2.connect(url, connect_timeout=5)
-    conn.autocommit = True
-    try:
-        with conn.cursor() as cur:
-            cur.execute(statement)
-    finally:
-        conn.close()
-
-
 @pytest.fixture
 def fresh_postgres(postgres_url: str) -> Iterator[str]:
     """A new, empty PostgreSQL database on the test server, dropped afterwards."""
-    name = f"sardag_ops_{uuid.uuid4().hex[:12]}"
-    _admin(postgres_url, f"CREATE DATABASE {name}")
-    try:
-        yield urlunsplit(urlsplit(postgres_url)._replace(path=f"/{name}"))
-    finally:
-        _admin(postgres_url, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    with scratch_postgres(postgres_url, "sardag_ops") as url:
+        yield url
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

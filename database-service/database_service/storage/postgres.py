@@ -37,13 +37,6 @@ log = logging.getLogger(__name__)
 MIGRATION_LOCK_KEY = 0x5A4D_4442  # "SMDB"
 BUCKET_LOCK_SPACE = 0x5A42  # two-int advisory locks (space, hour number) guard bucket refreshes
 
-SIGNAL_FIELDS = "symbol, action, price, confidence, strategy, timeframe, ts, metadata, client_id"
-SIGNAL_COLUMNS = f"id, {SIGNAL_FIELDS}, created_at"
-TRADE_FIELDS = (
-    "symbol, side, entry_price, exit_price, quantity, fees, pnl, pnl_percent, outcome, "
-    "strategy, signal_id, entry_time, exit_time, duration_seconds, metadata, client_id"
-)
-TRADE_COLUMNS = f"id, {TRADE_FIELDS}, created_at"
 UNAVAILABLE_ERRORS = (
     psycopg2.OperationalError,
     psycopg2.InterfaceError,
@@ -69,95 +62,25 @@ def _iso(value: Any) -> str | None:
     return None if value is None else us_to_iso(datetime_to_us(value))
 
 
-def _float(value: Any) -> float | None:
-    return None if value is None else float(value)
-
-
-def _signal_dict(row: Sequence[Any]) -> dict[str, Any]:
-    return {
-        "id": row[0],
-        "symbol": row[1],
-        "action": row[2],
-        "price": float(row[3]),
-        "confidence": row[4],
-        "strategy": row[5],
-        "timeframe": row[6],
-        "timestamp": _iso(row[7]),
-        "metadata": row[8],
-        "client_id": row[9],
-        "created_at": _iso(row[10]),
-    }
-
-
-def _trade_dict(row: Sequence[Any]) -> dict[str, Any]:
-    return {
-        "id": row[0],
-        "symbol": row[1],
-        "side": row[2],
-        "entry_price": float(row[3]),
-        "exit_price": float(row[4]),
-        "quantity": float(row[5]),
-        "fees": float(row[6]),
-        "pnl": float(row[7]),
-        "pnl_percent": row[8],
-        "outcome": row[9],
-        "strategy": row[10],
-        "signal_id": row[11],
-        "entry_time": _iso(row[12]),
-        "exit_time": _iso(row[13]),
-        "duration_seconds": row[14],
-        "metadata": row[15],
-        "client_id": row[16],
-        "created_at": _iso(row[17]),
-    }
-
-
-SIGNALS = TableSpec(
-    "signals", SIGNAL_FIELDS, SIGNAL_COLUMNS, "signal_client_ids", "signal_id", "ts", _signal_dict
-)
-TRADES = TableSpec(
-    "trades", TRADE_FIELDS, TRADE_COLUMNS, "trade_client_ids", "trade_id", "exit_time", _trade_dict
-)
-
-
 def _json(value: dict[str, Any] | None) -> Json | None:
     return None if value is None else Json(value)
 
 
-def _signal_values(signal: NewSignal) -> tuple[Any, ...]:
-    return (
-        signal.symbol,
-        signal.action,
-        signal.price,
-        signal.confidence,
-        signal.strategy,
-        signal.timeframe,
-        us_to_datetime(signal.ts_us),
-        _json(signal.metadata),
-        signal.client_id,
-    )
-
-
-def _trade_values(trade: NewTrade) -> tuple[Any, ...]:
-    entry = None if trade.entry_us is None else us_to_datetime(trade.entry_us)
-    return (
-        trade.symbol,
-        trade.side,
-        trade.entry_price,
-        trade.exit_price,
-        trade.quantity,
-        trade.fees,
-        trade.pnl,
-        trade.pnl_percent,
-        trade.outcome,
-        trade.strategy,
-        trade.signal_id,
-        entry,
-        us_to_datetime(trade.exit_us),
-        trade.duration_seconds,
-        _json(trade.metadata),
-        trade.client_id,
-    )
+# psycopg2 adapts Decimal and datetime itself and decodes jsonb into dicts.
+CODEC = sql.Codec(
+    placeholder="%s",
+    store_time=us_to_datetime,
+    store_number=sql.identity,
+    store_json=_json,
+    read_time=_iso,
+    read_json=sql.identity,
+)
+SIGNALS = TableSpec(
+    "signals", sql.SIGNAL_FIELDS, sql.SIGNAL_COLUMNS, "signal_client_ids", "signal_id", "ts", CODEC.signal_dict
+)
+TRADES = TableSpec(
+    "trades", sql.TRADE_FIELDS, sql.TRADE_COLUMNS, "trade_client_ids", "trade_id", "exit_time", CODEC.trade_dict
+)
 
 
 class PostgresStorage(Storage):
@@ -256,13 +179,13 @@ class PostgresStorage(Storage):
 
     def save_signals(self, signals: Sequence[NewSignal]) -> list[tuple[dict[str, Any], bool]]:
         """Insert signals in one transaction; known client_ids return the stored rows."""
-        rows = [_signal_values(s) for s in signals]
+        rows = [CODEC.signal_params(s) for s in signals]
         return self._save(SIGNALS, rows, [s.client_id for s in signals], 6)
 
     def save_trade(self, trade: NewTrade) -> tuple[dict[str, Any], bool]:
         """Insert one trade; a known client_id returns the stored row."""
         return self._save(
-            TRADES, [_trade_values(trade)], [trade.client_id], 12, lambda cur: _refresh_buckets(cur, trade)
+            TRADES, [CODEC.trade_params(trade)], [trade.client_id], 12, lambda cur: _refresh_buckets(cur, trade)
         )[0]
 
     def _save(
@@ -294,22 +217,19 @@ class PostgresStorage(Storage):
     def get_signal(self, signal_id: int) -> dict[str, Any] | None:
         """One signal by id."""
         with self._cursor() as cur:
-            cur.execute(f"SELECT {SIGNAL_COLUMNS} FROM signals WHERE id = %s LIMIT 1", (signal_id,))
+            cur.execute(CODEC.signal_by_id(), (signal_id,))
             row = cur.fetchone()
-        return _signal_dict(row) if row else None
+        return CODEC.signal_dict(row) if row else None
 
     def signal_history(
         self, filters: SignalFilter, after: tuple[int, int] | None, limit: int
     ) -> list[dict[str, Any]]:
         """Keyset page, newest first."""
-        where, params = sql.signal_where(filters, after, "%s", us_to_datetime)
+        query, params = CODEC.signal_page(filters, after, limit)
         with self._cursor() as cur:
-            cur.execute(
-                f"SELECT {SIGNAL_COLUMNS} FROM signals {where} ORDER BY ts DESC, id DESC LIMIT %s",
-                [*params, limit],
-            )
+            cur.execute(query, params)
             rows = cur.fetchall()
-        return [_signal_dict(row) for row in rows]
+        return [CODEC.signal_dict(row) for row in rows]
 
     def trade_stats(self, filters: TradeFilter, group_by: str | None) -> list[StatsAggregate]:
         """Combine hourly bucket segments (and the edge hours' trades) in the database."""

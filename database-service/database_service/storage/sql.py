@@ -4,16 +4,138 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 from database_service.storage.base import (
     GROUP_COLUMNS,
+    NewSignal,
+    NewTrade,
     SignalFilter,
     StatsAggregate,
     TradeFilter,
 )
 
 Convert = Callable[[int], Any]
+
+SIGNAL_FIELDS = "symbol, action, price, confidence, strategy, timeframe, ts, metadata, client_id"
+SIGNAL_COLUMNS = f"id, {SIGNAL_FIELDS}, created_at"
+TRADE_FIELDS = (
+    "symbol, side, entry_price, exit_price, quantity, fees, pnl, pnl_percent, outcome, "
+    "strategy, signal_id, entry_time, exit_time, duration_seconds, metadata, client_id"
+)
+TRADE_COLUMNS = f"id, {TRADE_FIELDS}, created_at"
+
+
+def identity(value: Any) -> Any:
+    """Return the value unchanged (a backend that needs no conversion)."""
+    return value
+
+
+def optional_float(value: Any) -> float | None:
+    """float(value), keeping None."""
+    # SQLite hands back REAL values that are whole numbers as int, e.g. from RETURNING.
+    return None if value is None else float(value)
+
+
+@dataclass(frozen=True)
+class Codec:
+    """What differs between backends in the SQL they take and the values they store."""
+
+    placeholder: str
+    store_time: Convert
+    store_number: Callable[[Decimal], Any]
+    store_json: Callable[[dict[str, Any] | None], Any]
+    read_time: Callable[[Any], str | None]
+    read_json: Callable[[Any], dict[str, Any] | None]
+
+    def signal_params(self, signal: NewSignal) -> tuple[Any, ...]:
+        """Values for SIGNAL_FIELDS, in order."""
+        return (
+            signal.symbol,
+            signal.action,
+            self.store_number(signal.price),
+            signal.confidence,
+            signal.strategy,
+            signal.timeframe,
+            self.store_time(signal.ts_us),
+            self.store_json(signal.metadata),
+            signal.client_id,
+        )
+
+    def trade_params(self, trade: NewTrade) -> tuple[Any, ...]:
+        """Values for TRADE_FIELDS, in order."""
+        entry = None if trade.entry_us is None else self.store_time(trade.entry_us)
+        return (
+            trade.symbol,
+            trade.side,
+            self.store_number(trade.entry_price),
+            self.store_number(trade.exit_price),
+            self.store_number(trade.quantity),
+            self.store_number(trade.fees),
+            self.store_number(trade.pnl),
+            trade.pnl_percent,
+            trade.outcome,
+            trade.strategy,
+            trade.signal_id,
+            entry,
+            self.store_time(trade.exit_us),
+            trade.duration_seconds,
+            self.store_json(trade.metadata),
+            trade.client_id,
+        )
+
+    def signal_dict(self, row: Sequence[Any]) -> dict[str, Any]:
+        """A row of SIGNAL_COLUMNS as the API returns it."""
+        return {
+            "id": row[0],
+            "symbol": row[1],
+            "action": row[2],
+            "price": float(row[3]),
+            "confidence": optional_float(row[4]),
+            "strategy": row[5],
+            "timeframe": row[6],
+            "timestamp": self.read_time(row[7]),
+            "metadata": self.read_json(row[8]),
+            "client_id": row[9],
+            "created_at": self.read_time(row[10]),
+        }
+
+    def trade_dict(self, row: Sequence[Any]) -> dict[str, Any]:
+        """A row of TRADE_COLUMNS as the API returns it."""
+        return {
+            "id": row[0],
+            "symbol": row[1],
+            "side": row[2],
+            "entry_price": float(row[3]),
+            "exit_price": float(row[4]),
+            "quantity": float(row[5]),
+            "fees": float(row[6]),
+            "pnl": float(row[7]),
+            "pnl_percent": float(row[8]),
+            "outcome": row[9],
+            "strategy": row[10],
+            "signal_id": row[11],
+            "entry_time": self.read_time(row[12]),
+            "exit_time": self.read_time(row[13]),
+            "duration_seconds": optional_float(row[14]),
+            "metadata": self.read_json(row[15]),
+            "client_id": row[16],
+            "created_at": self.read_time(row[17]),
+        }
+
+    def signal_by_id(self) -> str:
+        """SELECT of one signal by id."""
+        return f"SELECT {SIGNAL_COLUMNS} FROM signals WHERE id = {self.placeholder} LIMIT 1"
+
+    def signal_page(
+        self, filters: SignalFilter, after: tuple[int, int] | None, limit: int
+    ) -> tuple[str, list[Any]]:
+        """SELECT of one keyset page of signals, newest first, with its parameters."""
+        where, params = signal_where(filters, after, self.placeholder, self.store_time)
+        order = f"ORDER BY ts DESC, id DESC LIMIT {self.placeholder}"
+        return f"SELECT {SIGNAL_COLUMNS} FROM signals {where} {order}", [*params, limit]
 
 
 def signal_where(
@@ -101,10 +223,6 @@ def stats_query(
     return query, params
 
 
-def _float(value: Any) -> float | None:
-    return None if value is None else float(value)
-
-
 def aggregate_from_row(row: Sequence[Any]) -> StatsAggregate:
     """Build a StatsAggregate from a PostgreSQL row (stddev computed by the database)."""
     return StatsAggregate(
@@ -115,10 +233,10 @@ def aggregate_from_row(row: Sequence[Any]) -> StatsAggregate:
         total_pnl=float(row[4]),
         gross_profit=float(row[5]),
         gross_loss=float(row[6]),
-        best=_float(row[7]),
-        worst=_float(row[8]),
-        stddev=_float(row[9]),
-        avg_duration=_float(row[10]),
+        best=optional_float(row[7]),
+        worst=optional_float(row[8]),
+        stddev=optional_float(row[9]),
+        avg_duration=optional_float(row[10]),
         max_drawdown=float(row[11]),
     )
 
@@ -126,7 +244,7 @@ def aggregate_from_row(row: Sequence[Any]) -> StatsAggregate:
 def aggregate_from_sums(row: Sequence[Any]) -> StatsAggregate:
     """Build a StatsAggregate from a SQLite row, whose column 9 is the sum of squares."""
     values = list(row)
-    values[9] = sample_stddev(int(row[1]), float(row[4]), _float(row[9]))
+    values[9] = sample_stddev(int(row[1]), float(row[4]), optional_float(row[9]))
     return aggregate_from_row(values)
 
 

@@ -25,14 +25,6 @@ from database_service.storage.base import (
     us_to_iso,
 )
 
-SIGNAL_COLUMNS = (
-    "id, symbol, action, price, confidence, strategy, timeframe, ts, metadata, client_id, created_at"
-)
-TRADE_COLUMNS = (
-    "id, symbol, side, entry_price, exit_price, quantity, fees, pnl, pnl_percent, outcome, "
-    "strategy, signal_id, entry_time, exit_time, duration_seconds, metadata, client_id, created_at"
-)
-
 
 def sqlite_path(url: str) -> str:
     """Turn sqlite:///relative/path or sqlite:////absolute/path into a file path."""
@@ -46,6 +38,25 @@ def sqlite_path(url: str) -> str:
 
 def _now_us() -> int:
     return time.time_ns() // 1000
+
+
+def _insert_or_get(
+    cur: sqlite3.Cursor, table: tuple[str, str, str], values: tuple[Any, ...], client_id: str | None, now: int
+) -> tuple[Sequence[Any], bool]:
+    """Insert one row; on a known client_id return the stored row instead, and whether it is new."""
+    name, fields, columns = table
+    row = cur.execute(
+        f"INSERT INTO {name} ({fields}, created_at) VALUES ({', '.join('?' * (len(values) + 1))}) "
+        f"ON CONFLICT (client_id) WHERE client_id IS NOT NULL DO NOTHING RETURNING {columns}",
+        (*values, now),
+    ).fetchone()
+    if row is not None:
+        return row, True
+    return cur.execute(f"SELECT {columns} FROM {name} WHERE client_id = ?", (client_id,)).fetchone(), False
+
+
+SIGNALS = ("signals", sql.SIGNAL_FIELDS, sql.SIGNAL_COLUMNS)
+TRADES = ("trades", sql.TRADE_FIELDS, sql.TRADE_COLUMNS)
 
 
 class SQLiteStorage(Storage):
@@ -148,58 +159,36 @@ class SQLiteStorage(Storage):
         results = []
         with self._cursor(write=True) as cur:
             for signal in signals:
-                row = cur.execute(
-                    f"INSERT INTO signals (symbol, action, price, confidence, strategy, timeframe, "
-                    f"ts, metadata, client_id, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
-                    f"ON CONFLICT (client_id) WHERE client_id IS NOT NULL DO NOTHING "
-                    f"RETURNING {SIGNAL_COLUMNS}",
-                    _signal_params(signal, now),
-                ).fetchone()
-                if row is None:
-                    row = cur.execute(
-                        f"SELECT {SIGNAL_COLUMNS} FROM signals WHERE client_id = ?",
-                        (signal.client_id,),
-                    ).fetchone()
-                    results.append((_signal_dict(row), False))
-                else:
-                    results.append((_signal_dict(row), True))
+                row, new = _insert_or_get(cur, SIGNALS, CODEC.signal_params(signal), signal.client_id, now)
+                results.append((CODEC.signal_dict(row), new))
         return results
 
     def get_signal(self, signal_id: int) -> dict[str, Any] | None:
         """One signal by id."""
         with self._cursor() as cur:
-            row = cur.execute(f"SELECT {SIGNAL_COLUMNS} FROM signals WHERE id = ?", (signal_id,)).fetchone()
-        return _signal_dict(row) if row else None
+            row = cur.execute(CODEC.signal_by_id(), (signal_id,)).fetchone()
+        return CODEC.signal_dict(row) if row else None
 
     def signal_history(
         self, filters: SignalFilter, after: tuple[int, int] | None, limit: int
     ) -> list[dict[str, Any]]:
         """Keyset page, newest first."""
-        where, params = sql.signal_where(filters, after, "?", lambda us: us)
-        query = f"SELECT {SIGNAL_COLUMNS} FROM signals {where} ORDER BY ts DESC, id DESC LIMIT ?"
+        query, params = CODEC.signal_page(filters, after, limit)
         with self._cursor() as cur:
-            rows = cur.execute(query, [*params, limit]).fetchall()
-        return [_signal_dict(row) for row in rows]
+            rows = cur.execute(query, params).fetchall()
+        return [CODEC.signal_dict(row) for row in rows]
 
     def save_trade(self, trade: NewTrade) -> tuple[dict[str, Any], bool]:
         """Insert one trade; a known client_id returns the stored row."""
         with self._cursor(write=True) as cur:
-            row = cur.execute(
-                f"INSERT INTO trades ({TRADE_COLUMNS.removeprefix('id, ')}) VALUES "
-                f"({', '.join('?' * 17)}) ON CONFLICT (client_id) WHERE client_id IS NOT NULL "
-                f"DO NOTHING RETURNING {TRADE_COLUMNS}",
-                _trade_params(trade, _now_us()),
-            ).fetchone()
-            if row is not None:
-                return _trade_dict(row), True
-            row = cur.execute(
-                f"SELECT {TRADE_COLUMNS} FROM trades WHERE client_id = ?", (trade.client_id,)
-            ).fetchone()
-            return _trade_dict(row), False
+            row, new = _insert_or_get(cur, TRADES, CODEC.trade_params(trade), trade.client_id, _now_us())
+        return CODEC.trade_dict(row), new
 
     def trade_stats(self, filters: TradeFilter, group_by: str | None) -> list[StatsAggregate]:
         """Aggregates and drawdown by window functions; stddev from sum and sum of squares."""
-        query, params = sql.stats_query(filters, group_by, "?", lambda us: us, dialect="sqlite")
+        query, params = sql.stats_query(
+            filters, group_by, CODEC.placeholder, CODEC.store_time, dialect="sqlite"
+        )
         with self._cursor() as cur:
             rows = cur.execute(query, params).fetchall()
         return [sql.aggregate_from_sums(row) for row in rows]
@@ -239,82 +228,16 @@ def _dump(metadata: dict[str, Any] | None) -> str | None:
     return None if metadata is None else json.dumps(metadata, separators=(",", ":"))
 
 
-def _signal_params(signal: NewSignal, now: int) -> tuple[Any, ...]:
-    return (
-        signal.symbol,
-        signal.action,
-        float(signal.price),
-        signal.confidence,
-        signal.strategy,
-        signal.timeframe,
-        signal.ts_us,
-        _dump(signal.metadata),
-        signal.client_id,
-        now,
-    )
+def _load(text: str | None) -> dict[str, Any] | None:
+    return json.loads(text) if text else None
 
 
-def _trade_params(trade: NewTrade, now: int) -> tuple[Any, ...]:
-    return (
-        trade.symbol,
-        trade.side,
-        float(trade.entry_price),
-        float(trade.exit_price),
-        float(trade.quantity),
-        float(trade.fees),
-        float(trade.pnl),
-        trade.pnl_percent,
-        trade.outcome,
-        trade.strategy,
-        trade.signal_id,
-        trade.entry_us,
-        trade.exit_us,
-        trade.duration_seconds,
-        _dump(trade.metadata),
-        trade.client_id,
-        now,
-    )
-
-
-def _float(value: Any) -> float | None:
-    # SQLite hands back REAL values that are whole numbers as int, e.g. from RETURNING.
-    return None if value is None else float(value)
-
-
-def _signal_dict(row: Sequence[Any]) -> dict[str, Any]:
-    return {
-        "id": row[0],
-        "symbol": row[1],
-        "action": row[2],
-        "price": float(row[3]),
-        "confidence": _float(row[4]),
-        "strategy": row[5],
-        "timeframe": row[6],
-        "timestamp": us_to_iso(row[7]),
-        "metadata": json.loads(row[8]) if row[8] else None,
-        "client_id": row[9],
-        "created_at": us_to_iso(row[10]),
-    }
-
-
-def _trade_dict(row: Sequence[Any]) -> dict[str, Any]:
-    return {
-        "id": row[0],
-        "symbol": row[1],
-        "side": row[2],
-        "entry_price": float(row[3]),
-        "exit_price": float(row[4]),
-        "quantity": float(row[5]),
-        "fees": float(row[6]),
-        "pnl": float(row[7]),
-        "pnl_percent": float(row[8]),
-        "outcome": row[9],
-        "strategy": row[10],
-        "signal_id": row[11],
-        "entry_time": us_to_iso(row[12]),
-        "exit_time": us_to_iso(row[13]),
-        "duration_seconds": _float(row[14]),
-        "metadata": json.loads(row[15]) if row[15] else None,
-        "client_id": row[16],
-        "created_at": us_to_iso(row[17]),
-    }
+# SQLite stores times as epoch microseconds, numbers as REAL and JSON as text.
+CODEC = sql.Codec(
+    placeholder="?",
+    store_time=sql.identity,
+    store_number=float,
+    store_json=_dump,
+    read_time=us_to_iso,
+    read_json=_load,
+)
