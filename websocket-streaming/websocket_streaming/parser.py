@@ -111,10 +111,10 @@ def _trade(e: dict) -> PriceUpdate:
     return PriceUpdate(_symbol(e), e["e"], _time(e), price=dec(e["p"]), update_id=_opt_int(update_id))
 
 
-def _mini_ticker(e: dict) -> PriceUpdate:
+def _mini_ticker(e: dict, kind: str = MINI_TICKER) -> PriceUpdate:
     return PriceUpdate(
         _symbol(e),
-        MINI_TICKER,
+        kind,
         _time(e),
         price=dec(e["c"]),
         open_24h=dec(e["o"]),
@@ -125,20 +125,13 @@ def _mini_ticker(e: dict) -> PriceUpdate:
 
 
 def _ticker(e: dict) -> PriceUpdate:
-    return PriceUpdate(
-        _symbol(e),
-        TICKER,
-        _time(e),
-        price=dec(e["c"]),
-        bid=dec(e["b"]),
-        ask=dec(e["a"]),
-        open_24h=dec(e["o"]),
-        high_24h=dec(e["h"]),
-        low_24h=dec(e["l"]),
-        volume_24h=dec(e["v"]),
-        change_24h_percent=signed_dec(e["P"]),
-        update_id=_opt_int(e.get("L")),
-    )
+    """A 24hrTicker is a 24hrMiniTicker plus best bid/ask, the 24 h change and the last trade id."""
+    update = _mini_ticker(e, TICKER)
+    update.bid = dec(e["b"])
+    update.ask = dec(e["a"])
+    update.change_24h_percent = signed_dec(e["P"])
+    update.update_id = _opt_int(e.get("L"))
+    return update
 
 
 def _kline(e: dict) -> PriceUpdate:
