@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -40,6 +41,11 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     @app.get("/price/<symbol>")
     @rate_limit(requests_per_minute=300, scope="price")
     def price(symbol: str) -> dict[str, str]:
+        return {"symbol": symbol}
+
+    @app.get("/slow/<symbol>")
+    def slow(symbol: str) -> dict[str, str]:
+        time.sleep(0.01)  # holds a sync worker, so concurrent clients spread over workers
         return {"symbol": symbol}
 
     @app.get("/plain")

@@ -35,11 +35,11 @@ def test_counts_from_every_worker_are_summed(tmp_path: Path) -> None:
     server = start_gunicorn(port, env, workers=3)
     try:
         with ThreadPoolExecutor(max_workers=24) as pool:
-            answers = list(pool.map(lambda i: _get(port, f"/price/S{i % 50:02d}X"), range(300)))
+            answers = list(pool.map(lambda i: _get(port, f"/slow/S{i % 50:02d}X"), range(300)))
         _, _, text = _get(port, "/metrics")
     finally:
         stop(server)
     assert len({pid for _, pid, _ in answers}) >= 2, "requests were not spread over workers"
-    labels = r'method="GET",rule="/price/<symbol>",service="support-app",status="200"'
+    labels = r'method="GET",rule="/slow/<symbol>",service="support-app",status="200"'
     pattern = r"sardag_http_requests_total\{" + labels + r"\} (\S+)"
     assert [float(v) for v in re.findall(pattern, text)] == [300.0]
