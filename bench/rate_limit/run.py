@@ -23,7 +23,6 @@ import json
 import os
 import resource
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -40,6 +39,8 @@ import redis  # noqa: E402
 from app import DEFAULT_REDIS_URL, LIMITED, VARIANTS  # noqa: E402
 from micro import print_micro, run_micro  # noqa: E402
 from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
+
+from shared.testing import free_port  # noqa: E402
 
 WRK_INSTALL = "apt-get install -y wrk   (Debian/Ubuntu; macOS: brew install wrk)"
 SCRUBBED_ENV_PREFIXES = ("RATE_LIMIT_", "REDIS_", "LOG_", "SENTRY_", "PROMETHEUS_", "GUNICORN_")
@@ -113,13 +114,6 @@ def redis_cpu(client: redis.Redis) -> float:
     """CPU seconds the Redis server has used so far."""
     info = client.info("cpu")
     return float(info["used_cpu_sys"]) + float(info["used_cpu_user"])
-
-
-def free_port() -> int:
-    """A free TCP port on loopback."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def server_env(args: argparse.Namespace, port: int, metrics_dir: str) -> dict[str, str]:

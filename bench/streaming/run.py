@@ -25,6 +25,8 @@ from pathlib import Path
 
 from websocket_streaming.fake_exchange import trade_event
 
+from shared.testing import free_port
+
 ROOT = Path(__file__).resolve().parents[2]
 SERVICE_DIR = ROOT / "websocket-streaming"
 GUNICORN_CONF = SERVICE_DIR / "gunicorn.conf.py"
@@ -103,15 +105,6 @@ def bench_parse(count: int) -> list[Row]:
 
 
 # ---- gunicorn helpers ------------------------------------------------------------------------
-def free_port() -> int:
-    """A TCP port nothing listens on right now."""
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @contextmanager
 def gunicorn(app_spec: str, env: dict[str, str], cwd: Path) -> Iterator[str]:
     """Run `app_spec` under websocket-streaming's gunicorn.conf.py; yields the base URL."""
