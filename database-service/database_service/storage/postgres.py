@@ -20,7 +20,6 @@ from database_service.storage.base import (
     Migration,
     NewSignal,
     NewTrade,
-    SignalFilter,
     StatsAggregate,
     Storage,
     StorageUnavailable,
@@ -83,8 +82,10 @@ TRADES = TableSpec(
 )
 
 
-class PostgresStorage(Storage):
+class PostgresStorage(sql.SqlReads, Storage):
     """Storage on PostgreSQL through a thread-safe pool, created lazily on first use."""
+
+    codec = CODEC
 
     dialect = "postgresql"
 
@@ -213,23 +214,6 @@ class PostgresStorage(Storage):
             (inserted[ids[i]], True) if ids[i] in inserted else (stored[keys[i]], False)
             for i in range(len(rows))
         ]
-
-    def get_signal(self, signal_id: int) -> dict[str, Any] | None:
-        """One signal by id."""
-        with self._cursor() as cur:
-            cur.execute(CODEC.signal_by_id(), (signal_id,))
-            row = cur.fetchone()
-        return CODEC.signal_dict(row) if row else None
-
-    def signal_history(
-        self, filters: SignalFilter, after: tuple[int, int] | None, limit: int
-    ) -> list[dict[str, Any]]:
-        """Keyset page, newest first."""
-        query, params = CODEC.signal_page(filters, after, limit)
-        with self._cursor() as cur:
-            cur.execute(query, params)
-            rows = cur.fetchall()
-        return [CODEC.signal_dict(row) for row in rows]
 
     def trade_stats(self, filters: TradeFilter, group_by: str | None) -> list[StatsAggregate]:
         """Combine hourly bucket segments (and the edge hours' trades) in the database."""

@@ -258,3 +258,29 @@ def sample_stddev(n: int, total: float, sum_squares: float | None) -> float | No
     if variance <= 1e-12 * max(1.0, sum_squares / n):
         return 0.0
     return math.sqrt(variance)
+
+
+class SqlReads:
+    """Signal reads both SQL backends run the same way (they differ only in `codec`)."""
+
+    codec: Codec
+
+    def _cursor(self) -> Any:  # provided by the backend: a context manager yielding a cursor
+        raise NotImplementedError
+
+    def get_signal(self, signal_id: int) -> dict[str, Any] | None:
+        """One signal by id."""
+        with self._cursor() as cur:
+            cur.execute(self.codec.signal_by_id(), (signal_id,))
+            row = cur.fetchone()
+        return self.codec.signal_dict(row) if row else None
+
+    def signal_history(
+        self, filters: SignalFilter, after: tuple[int, int] | None, limit: int
+    ) -> list[dict[str, Any]]:
+        """Keyset page, newest first."""
+        query, params = self.codec.signal_page(filters, after, limit)
+        with self._cursor() as cur:
+            cur.execute(query, params)
+            rows = cur.fetchall()
+        return [self.codec.signal_dict(row) for row in rows]

@@ -16,7 +16,6 @@ from database_service.storage import sql
 from database_service.storage.base import (
     NewSignal,
     NewTrade,
-    SignalFilter,
     StatsAggregate,
     Storage,
     StorageUnavailable,
@@ -59,7 +58,7 @@ SIGNALS = ("signals", sql.SIGNAL_FIELDS, sql.SIGNAL_COLUMNS)
 TRADES = ("trades", sql.TRADE_FIELDS, sql.TRADE_COLUMNS)
 
 
-class SQLiteStorage(Storage):
+class SQLiteStorage(sql.SqlReads, Storage):
     """Storage on one SQLite file; readers never block the writer thanks to WAL."""
 
     dialect = "sqlite"
@@ -163,21 +162,6 @@ class SQLiteStorage(Storage):
                 results.append((CODEC.signal_dict(row), new))
         return results
 
-    def get_signal(self, signal_id: int) -> dict[str, Any] | None:
-        """One signal by id."""
-        with self._cursor() as cur:
-            row = cur.execute(CODEC.signal_by_id(), (signal_id,)).fetchone()
-        return CODEC.signal_dict(row) if row else None
-
-    def signal_history(
-        self, filters: SignalFilter, after: tuple[int, int] | None, limit: int
-    ) -> list[dict[str, Any]]:
-        """Keyset page, newest first."""
-        query, params = CODEC.signal_page(filters, after, limit)
-        with self._cursor() as cur:
-            rows = cur.execute(query, params).fetchall()
-        return [CODEC.signal_dict(row) for row in rows]
-
     def save_trade(self, trade: NewTrade) -> tuple[dict[str, Any], bool]:
         """Insert one trade; a known client_id returns the stored row."""
         with self._cursor(write=True) as cur:
@@ -241,3 +225,4 @@ CODEC = sql.Codec(
     read_time=us_to_iso,
     read_json=_load,
 )
+SQLiteStorage.codec = CODEC  # CODEC is built below the class, from the converters above it
