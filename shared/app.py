@@ -6,7 +6,7 @@ import logging
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from flask import Flask, request
+from flask import Flask, Request
 from werkzeug.exceptions import RequestEntityTooLarge
 from werkzeug.middleware.proxy_fix import ProxyFix
 
@@ -16,6 +16,7 @@ from shared.health_check import HealthCheck
 from shared.metrics import Metrics
 from shared.rate_limiter import RateLimiter
 from shared.redis_cache import Cache
+from shared.request_pipeline import get_pipeline
 
 MAX_BODY_BYTES = 1024 * 1024
 SHUTDOWN_EXTENSION = "sardag_shutdown"
@@ -54,28 +55,29 @@ def create_base_app(
     hops = int(app.config["TRUSTED_PROXIES"])
     if hops:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops)  # type: ignore[method-assign]
-    logger.init_app(app)
+    app.extensions[SHUTDOWN_EXTENSION] = []
+    logger.init_app(app)  # first: every later step and error answer has the request id
+    get_pipeline(app).add(before=_reject_large_bodies)
     errors.init_app(app)
     Metrics(app)
     HealthCheck(app)
     sentry_integration.init_app(app)
     Cache(app)
     RateLimiter(app)
-    app.before_request(_reject_large_bodies)
-    app.extensions[SHUTDOWN_EXTENSION] = []
     return app
 
 
-def _reject_large_bodies() -> None:
+def _reject_large_bodies(req: Request, state: Any) -> None:
     # Declared lengths are refused before any view runs; undeclared (chunked) bodies are
     # cut off by MAX_CONTENT_LENGTH when a view reads them.
-    if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
+    declared = req.environ.get("CONTENT_LENGTH")
+    if declared and req.content_length is not None and req.content_length > MAX_BODY_BYTES:
         raise RequestEntityTooLarge()
 
 
 def on_shutdown(app: Flask, callback: Callable[[], None]) -> None:
     """Run `callback` when the worker serving `app` exits (pool close, upstream close)."""
-    app.extensions[SHUTDOWN_EXTENSION].append(callback)
+    app.extensions.setdefault(SHUTDOWN_EXTENSION, []).append(callback)
 
 
 def shutdown(app: Flask) -> None:

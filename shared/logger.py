@@ -2,43 +2,74 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
+import math
 import random
 import re
 import sys
+import threading
 import time
-from datetime import UTC, datetime
+from queue import Empty, SimpleQueue
 from typing import Any
 
-from flask import Flask, Response, g, has_request_context, request
+from flask import Flask, Request, Response, g, has_request_context
+
+from shared.request_pipeline import elapsed_seconds, get_pipeline
 
 REQUEST_ID_HEADER = "X-Request-ID"
 _VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
-_STANDARD_ATTRS = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
+_STANDARD_ATTRS = frozenset(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
+_Entry = tuple[float, str, str, dict[str, Any]]  # created, logger, message, extra fields
+_ENCODER = json.JSONEncoder(default=str)  # built once: json.dumps(default=...) builds one per call
 
 
 class JsonFormatter(logging.Formatter):
     """Format a record as one JSON object; extra attributes become fields."""
 
+    def __init__(self) -> None:
+        super().__init__()
+        self._second: tuple[int, str] = (-1, "")  # the last whole second and its text
+
     def format(self, record: logging.LogRecord) -> str:
-        entry: dict[str, Any] = {
-            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
-            "level": record.levelname,
-            "logger": record.name,
-            "message": record.getMessage(),
-        }
-        entry.update({k: v for k, v in vars(record).items() if k not in _STANDARD_ATTRS})
+        extra = {k: v for k, v in record.__dict__.items() if k not in _STANDARD_ATTRS}
         if record.exc_info:
-            entry["exception"] = self.formatException(record.exc_info)
-        return json.dumps(entry, default=str)
+            extra["exception"] = self.formatException(record.exc_info)
+        return self.line(record.created, record.levelname, record.name, record.getMessage(), extra)
+
+    def line(self, created: float, level: str, logger: str, message: str, extra: dict[str, Any]) -> str:
+        """The JSON line of one entry: the fixed fields, then `extra` in its order."""
+        entry: dict[str, Any] = {
+            "time": self._utc_millis(created),
+            "level": level,
+            "logger": logger,
+            "message": message,
+        }
+        entry.update(extra)
+        return _ENCODER.encode(entry)
+
+    def _utc_millis(self, created: float) -> str:
+        """ISO 8601 UTC with milliseconds; the date part is computed once per second.
+
+        Rounded as `datetime.fromtimestamp` rounds (to the microsecond, then truncated).
+        """
+        fraction, whole = math.modf(created)
+        micros = round(fraction * 1e6)
+        if micros >= 1_000_000:
+            whole, micros = whole + 1, micros - 1_000_000
+        second = int(whole)
+        cached = self._second
+        if cached[0] != second:
+            cached = self._second = (second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second)))
+        return f"{cached[1]}.{micros // 1000:03d}+00:00"
 
 
 class RequestIdFilter(logging.Filter):
     """Attach the current request id (when inside a request) to every record."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if has_request_context() and not hasattr(record, "request_id"):
+        if "request_id" not in record.__dict__ and has_request_context():
             record.request_id = g.get("request_id")
         return True
 
@@ -55,18 +86,119 @@ class StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
         pass  # always follow sys.stderr
 
 
-def configure_logging(level: str = "INFO", fmt: str = "json") -> None:
-    """Point the root logger at stderr in the chosen format (idempotent)."""
-    root = logging.getLogger()
-    handler = next((h for h in root.handlers if getattr(h, "_sardag", False)), None)
-    if handler is None:
-        handler = StderrHandler()
-        handler._sardag = True  # type: ignore[attr-defined]
-        handler.addFilter(RequestIdFilter())
-        root.addHandler(handler)
+class BackgroundStderrHandler(logging.Handler):
+    """Formats in the logging thread; one writer thread writes the lines to stderr in batches.
+
+    For threaded servers: a write to stderr releases the GIL and, under StreamHandler, holds
+    the handler lock meanwhile, so every request thread that logs queues behind it. Here a
+    request thread only formats and appends to a queue; the writer wakes at most every
+    `interval` seconds and writes whatever has accumulated in one call. A line is lost only
+    if the process dies without running `close()` (gunicorn's worker exit and interpreter
+    exit both run it).
+    """
+
+    def __init__(self, interval: float = 0.05) -> None:
+        super().__init__()
+        self.interval = interval
+        self._lines: SimpleQueue[str | _Entry | None] = SimpleQueue()
+        self._writer = threading.Thread(target=self._write_forever, name="log-writer", daemon=True)
+        self._writer.start()
+
+    def createLock(self) -> None:
+        # emit() only formats and enqueues (SimpleQueue is thread-safe): no lock, so a
+        # thread preempted while formatting never makes the others wait.
+        self.lock = None  # type: ignore[assignment]
+
+    def emit(self, record: logging.LogRecord) -> None:
+        """Format `record` now (request context is here) and queue the line."""
+        try:
+            self._lines.put(self.format(record))
+        except Exception:
+            self.handleError(record)
+
+    def put_entry(self, created: float, logger: str, message: str, extra: dict[str, Any]) -> None:
+        """Queue an INFO entry that the writer formats (the access log's short cut past logging)."""
+        self._lines.put((created, logger, message, extra))
+
+    def close(self) -> None:
+        """Write every queued line, then stop the writer (idempotent)."""
+        if self._writer.is_alive():
+            self._lines.put(None)
+            self._writer.join(timeout=5)
+        super().close()
+
+    def _write_forever(self) -> None:
+        while True:
+            batch = [self._lines.get()]
+            if batch[0] is not None:
+                time.sleep(self.interval)  # let lines accumulate: one write for many
+            batch += _drain(self._lines)
+            lines = [self._text(item) for item in batch if item is not None]
+            if lines:
+                self._write("\n".join(lines) + "\n")
+            if None in batch:
+                return
+
+    def _text(self, item: str | _Entry) -> str:
+        if isinstance(item, str):
+            return item
+        formatter: JsonFormatter = self.formatter  # type: ignore[assignment]
+        created, logger, message, extra = item
+        return formatter.line(created, "INFO", logger, message, extra)
+
+    def _write(self, text: str) -> None:
+        try:
+            sys.stderr.write(text)
+            sys.stderr.flush()
+        except Exception:
+            self.handleError(logging.makeLogRecord({"msg": "could not write log lines to stderr"}))
+
+
+def _drain(lines: SimpleQueue[str | _Entry | None]) -> list[str | _Entry | None]:
+    found = []
+    while True:
+        try:
+            found.append(lines.get_nowait())
+        except Empty:
+            return found
+
+
+def configure_logging(level: str = "INFO", fmt: str = "json", *, background: bool = False) -> None:
+    """Point the root logger at stderr in the chosen format (idempotent).
+
+    `background=True` (gunicorn workers) writes from a separate thread in batches; a
+    handler installed that way stays when later calls (the app factory's) leave it out.
+    """
+    handler = _our_handler()
+    if handler is None or (background and not isinstance(handler, BackgroundStderrHandler)):
+        handler = _install(BackgroundStderrHandler() if background else StderrHandler())
     text = "%(asctime)s %(levelname)s %(name)s %(message)s"
     handler.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter(text))
-    root.setLevel(level)
+    logging.getLogger().setLevel(level)
+
+
+def stop_background_logging() -> None:
+    """Write out the queued lines and log synchronously from now on (gunicorn worker exit)."""
+    handler = _our_handler()
+    if isinstance(handler, BackgroundStderrHandler):
+        _install(StderrHandler()).setFormatter(handler.formatter)
+        handler.close()
+
+
+def _our_handler() -> logging.Handler | None:
+    return next((h for h in logging.getLogger().handlers if getattr(h, "_sardag", False)), None)
+
+
+def _install(handler: logging.Handler) -> logging.Handler:
+    """Make `handler` the root logger's stderr handler, replacing the previous one."""
+    root = logging.getLogger()
+    previous = _our_handler()
+    handler._sardag = True  # type: ignore[attr-defined]
+    handler.addFilter(RequestIdFilter())
+    root.addHandler(handler)
+    if previous is not None:
+        root.removeHandler(previous)
+    return handler
 
 
 def get_logger(name: str) -> logging.Logger:
@@ -77,9 +209,9 @@ def get_logger(name: str) -> logging.Logger:
 def init_app(app: Flask) -> None:
     """Configure logging and add request-id handling and access logging to `app`."""
     configure_logging(app.config.get("LOG_LEVEL", "INFO"), app.config.get("LOG_FORMAT", "json"))
-    app.extensions["sardag_logger"] = logging.getLogger(f"{app.config['SERVICE_NAME']}.access")
-    app.before_request(_start_request)
-    app.after_request(_finish_request)
+    access_log = logging.getLogger(f"{app.config['SERVICE_NAME']}.access")
+    app.extensions["sardag_logger"] = access_log
+    get_pipeline(app).add(before=_assign_request_id, after=functools.partial(_finish_request, access_log))
 
 
 def current_request_id() -> str | None:
@@ -97,31 +229,52 @@ def new_request_id() -> str:
     return f"{random.getrandbits(128):032x}"
 
 
-def _start_request() -> None:
-    state = g._get_current_object()  # one context lookup instead of one per attribute
-    given = request.headers.get(REQUEST_ID_HEADER, "")
+def _assign_request_id(req: Request, state: Any) -> None:
+    given = req.environ.get("HTTP_X_REQUEST_ID", "")
     state.request_id = given if _VALID_REQUEST_ID.match(given) else new_request_id()
-    state.request_started = time.perf_counter()
 
 
-def _finish_request(response: Response) -> Response:
-    from flask import current_app
-
-    state = g._get_current_object()
-    response.headers[REQUEST_ID_HEADER] = state.get("request_id", "")
-    access_log: logging.Logger = current_app.extensions["sardag_logger"]
+def _finish_request(access_log: logging.Logger, req: Request, state: Any, response: Response) -> None:
+    request_id = getattr(state, "request_id", "")
+    response.headers.add(REQUEST_ID_HEADER, request_id)
     if not access_log.isEnabledFor(logging.INFO):
-        return response
-    elapsed_ms = (time.perf_counter() - state.get("request_started", time.perf_counter())) * 1000
-    req = request._get_current_object()
-    access_log.info(
-        "request",
-        extra={
-            "method": req.method,
-            "path": req.path,
-            "status": response.status_code,
-            "duration_ms": round(elapsed_ms, 2),
-            "remote_addr": req.remote_addr,
-        },
+        return
+    seconds = elapsed_seconds(state)
+    fields = {
+        "method": req.method,
+        "path": req.path,
+        "status": response.status_code,
+        "duration_ms": None if seconds is None else round(seconds * 1000, 2),
+        "remote_addr": req.remote_addr,
+        "request_id": request_id,
+    }
+    handler = _sole_background_handler(access_log)
+    if handler is not None:
+        handler.put_entry(time.time(), access_log.name, "request", fields)
+        return
+    # makeRecord + handle: what Logger.info does, minus the caller lookup (no use here)
+    record = access_log.makeRecord(
+        access_log.name, logging.INFO, __file__, 0, "request", (), None, extra=fields
     )
-    return response
+    access_log.handle(record)
+
+
+def _sole_background_handler(log: logging.Logger) -> BackgroundStderrHandler | None:
+    """The handler an INFO record of `log` would reach alone, if it is ours in JSON; else None.
+
+    Then the access line can be formatted and queued directly: the same line for a third of
+    the cost of a LogRecord, its filters and handlers. Any other handler (a test's capture,
+    a text format) or filter on the way sends the line through logging as usual.
+    """
+    current: logging.Logger | None = log
+    while current is not None and not current.handlers:
+        if current.filters or not current.propagate:
+            return None
+        current = current.parent
+    if current is None or current.filters or len(current.handlers) != 1 or current.parent is not None:
+        return None
+    handler = current.handlers[0]
+    if not isinstance(handler, BackgroundStderrHandler) or not isinstance(handler.formatter, JsonFormatter):
+        return None
+    only_ours = all(isinstance(f, RequestIdFilter) for f in handler.filters)
+    return handler if only_ours and handler.level <= logging.INFO else None

@@ -11,13 +11,14 @@ import functools
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from flask import Flask, Response, current_app, g, request
+from flask import Flask, Request, Response, current_app, g, request
 
 from shared.errors import APIError
 from shared.rate_limiter.base import Backend, RateLimitResult
 from shared.rate_limiter.memory import MemoryBackend
 from shared.rate_limiter.redis_backend import FailoverBackend, RedisBackend
 from shared.redis_conn import FAST_TIMEOUT, CircuitBreaker, redis_client
+from shared.request_pipeline import get_pipeline
 
 __all__ = [
     "Backend",
@@ -81,8 +82,8 @@ class RateLimiter:
                 url, app.config["RATE_LIMIT_MAX_KEYS"], on_fallback, app.config["REDIS_TIMEOUT_SECONDS"]
             )
         app.extensions[EXTENSION] = self
-        app.before_request(_limit_undecorated_route)
-        app.after_request(_add_headers)
+        self._view_functions = app.view_functions
+        get_pipeline(app).add(before=self._limit_undecorated_route, after=_add_headers)
         if isinstance(self.backend, FailoverBackend):
             get_health(app).add_check("rate_limiter_redis", self.health, critical=False)
 
@@ -96,12 +97,11 @@ class RateLimiter:
         override = self.config.get("RATE_LIMITS", {}).get(scope)
         return int(override or default or self.config["RATE_LIMIT_DEFAULT"])
 
-    def check(self, scope: str, key: str, limit: int) -> RateLimitResult:
-        """Decide one request; raise the 429 APIError when it is over the limit."""
+    def check(self, scope: str, key: str, limit: int, state: Any = g) -> RateLimitResult:
+        """Decide one request (kept on `state` for the headers); 429 APIError when over."""
         assert self.backend is not None
         window = float(self.config.get("RATE_LIMIT_WINDOW_SECONDS", 60.0))
-        result = self.backend.hit(f"{scope}:{key}", limit, window)
-        g.rate_limit_result = result
+        result = state.rate_limit_result = self.backend.hit(f"{scope}:{key}", limit, window)
         if not result.allowed:
             self.rejections.labels(scope=scope).inc()
             raise APIError(
@@ -111,6 +111,14 @@ class RateLimiter:
                 headers={"Retry-After": result.retry_after_header},
             )
         return result
+
+    def _limit_undecorated_route(self, req: Request, state: Any) -> None:
+        endpoint = req.endpoint
+        if not self.enabled or endpoint is None or endpoint in EXEMPT_ENDPOINTS:
+            return
+        view = self._view_functions.get(endpoint)
+        if view is not None and not hasattr(view, "rate_limit_scope"):
+            self.check(endpoint, req.remote_addr or "unknown", self.limit_for(endpoint, None), state)
 
     def health(self) -> tuple[str, str]:
         """`degraded` while limiting in-process because Redis is unreachable."""
@@ -138,7 +146,9 @@ def rate_limit(
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             limiter = current_app._get_current_object().extensions.get(EXTENSION)
             if limiter is not None and limiter.enabled:
-                limiter.check(name, key_func(), limiter.limit_for(name, requests_per_minute))
+                g.rate_limit_result = limiter.check(
+                    name, key_func(), limiter.limit_for(name, requests_per_minute)
+                )
             return view(*args, **kwargs)
 
         wrapper.rate_limit_scope = name  # type: ignore[attr-defined]
@@ -147,23 +157,11 @@ def rate_limit(
     return decorator
 
 
-def _limit_undecorated_route() -> None:
-    app = current_app._get_current_object()  # one context lookup for both reads
-    limiter: RateLimiter | None = app.extensions.get(EXTENSION)
-    endpoint = request.endpoint
-    if limiter is None or not limiter.enabled or endpoint is None or endpoint in EXEMPT_ENDPOINTS:
-        return
-    view = app.view_functions.get(endpoint)
-    if view is not None and not hasattr(view, "rate_limit_scope"):
-        limiter.check(endpoint, client_ip(), limiter.limit_for(endpoint, None))
-
-
-def _add_headers(response: Response) -> Response:
-    result: RateLimitResult | None = g.get("rate_limit_result")
+def _add_headers(req: Request, state: Any, response: Response) -> None:
+    result: RateLimitResult | None = getattr(state, "rate_limit_result", None)
     if result is not None:
         # add, not set: the headers are new, and add skips set's scan for existing ones
         headers = response.headers
         headers.add("X-RateLimit-Limit", str(result.limit))
         headers.add("X-RateLimit-Remaining", str(result.remaining))
         headers.add("X-RateLimit-Reset", result.reset_header)
-    return response

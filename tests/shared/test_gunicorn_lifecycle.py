@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -45,13 +46,19 @@ def test_start_serve_and_sigterm_leave_a_clean_log(tmp_path: Path) -> None:
     server = subprocess.Popen(command, cwd=tmp_path, env=env, stderr=subprocess.PIPE, text=True)
     try:
         wait_for_http(f"http://127.0.0.1:{port}/health")
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/plain", timeout=5) as response:
-            assert response.status == 200
+        for n in range(20):
+            call = urllib.request.Request(f"http://127.0.0.1:{port}/plain", headers={"X-Request-ID": f"r-{n}"})
+            with urllib.request.urlopen(call, timeout=5) as response:
+                assert response.status == 200
     finally:
         server.send_signal(signal.SIGTERM)
         _, stderr = server.communicate(timeout=60)
     assert server.returncode == 0
     assert "Logging error" not in stderr
     assert "Traceback" not in stderr
-    assert '"message": "request"' in stderr  # the JSON access line of the request
+    # one JSON access line per request, written by the worker's log writer by the time it exits
+    access = [json.loads(line) for line in stderr.splitlines() if '"message": "request"' in line]
+    assert sorted(e["request_id"] for e in access if e["path"] == "/plain") == sorted(
+        f"r-{n}" for n in range(20)
+    )
     assert "Shutting down: Master" in stderr

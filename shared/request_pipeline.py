@@ -1,0 +1,64 @@
+"""One before- and one after-request hook per app, into which the shared extensions plug steps.
+
+Flask calls every hook on its own and each hook looks `request` and `g` up again through
+the context proxies. The shared base has six per-request concerns (body size, request id,
+rate limit, its headers, metrics, access log); as six hooks they cost a small route a
+third of its throughput on a threaded worker. Here both lookups happen once and every
+step gets the resolved objects.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from flask import Flask, Request, Response, g, request
+
+EXTENSION = "sardag_pipeline"
+BeforeStep = Callable[[Request, Any], None]  # (request, g)
+AfterStep = Callable[[Request, Any, Response], None]  # (request, g, response)
+
+
+class RequestPipeline:
+    """The ordered steps of one app; `g.request_started` is set before the first step."""
+
+    def __init__(self, app: Flask) -> None:
+        self.before: list[BeforeStep] = []
+        self.after: list[AfterStep] = []
+        app.before_request(self._run_before)
+        app.after_request(self._run_after)
+        app.extensions[EXTENSION] = self
+
+    def add(self, before: BeforeStep | None = None, after: AfterStep | None = None) -> None:
+        """Append steps; after-steps run in reverse order of adding, as Flask's hooks do."""
+        if before is not None:
+            self.before.append(before)
+        if after is not None:
+            self.after.insert(0, after)
+
+    def _run_before(self) -> None:
+        req = request._get_current_object()  # type: ignore[attr-defined]
+        state = g._get_current_object()  # type: ignore[attr-defined]
+        state.request_started = time.perf_counter()
+        for step in self.before:
+            step(req, state)
+
+    def _run_after(self, response: Response) -> Response:
+        req = request._get_current_object()  # type: ignore[attr-defined]
+        state = g._get_current_object()  # type: ignore[attr-defined]
+        for step in self.after:
+            step(req, state, response)
+        return response
+
+
+def get_pipeline(app: Flask) -> RequestPipeline:
+    """The pipeline of `app`, created (and hooked in) on first use."""
+    found: RequestPipeline | None = app.extensions.get(EXTENSION)
+    return found if found is not None else RequestPipeline(app)
+
+
+def elapsed_seconds(state: Any) -> float | None:
+    """Seconds since the pipeline started this request (None if it never did)."""
+    started: float | None = getattr(state, "request_started", None)
+    return None if started is None else time.perf_counter() - started
