@@ -18,6 +18,7 @@ class PriceRecord:
     """One symbol's latest known state; never mutated after it is published."""
 
     __slots__ = (
+        "answer_head",
         "ask",
         "bid",
         "change_24h_percent",
@@ -49,6 +50,7 @@ class PriceRecord:
         self.received_at = received_at
         self.source = source
         self.encoded: bytes | None = None  # SSE payload, filled by the first subscriber
+        self.answer_head: str | None = None  # the fixed part of the /price answer, filled once
 
     def to_dict(self) -> dict[str, object]:
         """Every field as JSON-ready values (decimals as strings), for Redis."""

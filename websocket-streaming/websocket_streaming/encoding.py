@@ -19,12 +19,20 @@ def price_answer(record: PriceRecord, stale_after: float, now: float | None = No
     the exchange's exact digits, so the object is written by hand (every field is a known
     type: the symbol was validated as [A-Z0-9], decimals are finite).
     """
+    head = record.answer_head
+    if head is None:  # records are never changed once published: the head is written once
+        head = record.answer_head = _answer_head(record)
     age = max(0.0, (time.time() if now is None else now) - record.received_at)
+    stale = "true" if age > stale_after else "false"
+    return f'{head},"age_seconds":{age:.3f},"stale":{stale},"source":"{record.source}"}}'
+
+
+def _answer_head(record: PriceRecord) -> str:
+    """The answer up to `age_seconds`: the part that depends on the record alone."""
     fields = ",".join(f'"{name}":{_num(getattr(record, name))}' for name in RECORD_FIELDS)
     return (
         f'{{"symbol":"{record.symbol}",{fields},"event_time":{_num(record.event_time)},'
-        f'"received_at":{int(record.received_at * 1000)},"age_seconds":{age:.3f},'
-        f'"stale":{"true" if age > stale_after else "false"},"source":"{record.source}"}}'
+        f'"received_at":{int(record.received_at * 1000)}'
     )
 
 

@@ -26,12 +26,12 @@ def get_service() -> StreamingService:
     return current_app.extensions[EXTENSION]
 
 
-def _tracked(raw: str, field: str = "symbol") -> str:
+def _tracked(service: StreamingService, raw: str, field: str = "symbol") -> str:
     """Validate and upper-case a symbol: 400 if malformed, 404 if not tracked."""
     if not SYMBOL_RE.match(raw):
         raise validation_error([{"field": field, "message": "must be 2-20 letters or digits"}])
     symbol = raw.upper()
-    if symbol not in get_service().book.symbols:
+    if symbol not in service.book.symbols:
         raise not_found(f"{symbol} is not a tracked symbol; see /symbols")
     return symbol
 
@@ -47,7 +47,7 @@ def symbols() -> Response:
 def price(symbol: str) -> Response:
     """The latest price of one symbol; 503 only while no price was ever received."""
     service = get_service()
-    record = service.book.get(_tracked(symbol))
+    record = service.book.get(_tracked(service, symbol))
     if record is None or record.price is None:
         raise unavailable(f"no price received yet for {symbol.upper()}", retry_after=1)
     return Response(price_answer(record, service.stale_after), mimetype=JSON)
@@ -76,7 +76,9 @@ def stream() -> Response:
     service = get_service()
     raw = request.args.get("symbols")
     wanted = (
-        None if raw is None else frozenset(_tracked(s.strip(), "symbols") for s in raw.split(",") if s.strip())
+        None
+        if raw is None
+        else frozenset(_tracked(service, s.strip(), "symbols") for s in raw.split(",") if s.strip())
     )
     slots: SubscriberSlots = current_app.extensions[f"{EXTENSION}.sse"]
     if not slots.acquire():
