@@ -21,7 +21,7 @@ from shared.request_pipeline import elapsed_seconds, get_pipeline
 REQUEST_ID_HEADER = "X-Request-ID"
 _VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 _STANDARD_ATTRS = frozenset(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
-_Entry = tuple[float, str, str, dict[str, Any]]  # created, logger, message, extra fields
+_Entry = tuple[float, str, str, str, dict[str, Any]]  # created, level, logger, message, extra
 _ENCODER = json.JSONEncoder(default=str)  # built once: json.dumps(default=...) builds one per call
 
 
@@ -94,12 +94,15 @@ class BackgroundStderrHandler(logging.Handler):
     request thread only formats and appends to a queue; the writer wakes at most every
     `interval` seconds and writes whatever has accumulated in one call. A line is lost only
     if the process dies without running `close()` (gunicorn's worker exit and interpreter
-    exit both run it).
+    exit both run it), or when stderr stops taking lines: past `max_queued` waiting lines
+    new ones are dropped and counted, and the count is written once stderr moves again.
     """
 
-    def __init__(self, interval: float = 0.05) -> None:
+    def __init__(self, interval: float = 0.05, max_queued: int = 100_000) -> None:
         super().__init__()
         self.interval = interval
+        self.max_queued = max_queued
+        self.dropped = 0
         self._lines: SimpleQueue[str | _Entry | None] = SimpleQueue()
         self._writer = threading.Thread(target=self._write_forever, name="log-writer", daemon=True)
         self._writer.start()
@@ -112,13 +115,19 @@ class BackgroundStderrHandler(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         """Format `record` now (request context is here) and queue the line."""
         try:
-            self._lines.put(self.format(record))
+            self._queue(self.format(record))
         except Exception:
             self.handleError(record)
 
     def put_entry(self, created: float, logger: str, message: str, extra: dict[str, Any]) -> None:
         """Queue an INFO entry that the writer formats (the access log's short cut past logging)."""
-        self._lines.put((created, logger, message, extra))
+        self._queue((created, "INFO", logger, message, extra))
+
+    def _queue(self, item: str | _Entry) -> None:
+        if self._lines.qsize() < self.max_queued:
+            self._lines.put(item)
+        else:
+            self.dropped += 1  # not exact under races; it only has to say lines were lost
 
     def close(self) -> None:
         """Write every queued line, then stop the writer (idempotent)."""
@@ -133,7 +142,11 @@ class BackgroundStderrHandler(logging.Handler):
             if batch[0] is not None:
                 time.sleep(self.interval)  # let lines accumulate: one write for many
             batch += _drain(self._lines)
-            lines = [self._text(item) for item in batch if item is not None]
+            lines = [line for item in batch if item is not None and (line := self._text(item))]
+            if self.dropped:
+                dropped, self.dropped = self.dropped, 0
+                warning = f"{dropped} log lines dropped: stderr did not keep up"
+                lines.append(self._text((time.time(), "WARNING", __name__, warning, {})))
             if lines:
                 self._write("\n".join(lines) + "\n")
             if None in batch:
@@ -142,9 +155,13 @@ class BackgroundStderrHandler(logging.Handler):
     def _text(self, item: str | _Entry) -> str:
         if isinstance(item, str):
             return item
-        formatter: JsonFormatter = self.formatter  # type: ignore[assignment]
-        created, logger, message, extra = item
-        return formatter.line(created, "INFO", logger, message, extra)
+        created, level, logger, message, extra = item
+        try:
+            formatter: JsonFormatter = self.formatter  # type: ignore[assignment]
+            return formatter.line(created, level, logger, message, extra)
+        except Exception:  # one bad entry must not stop the writer: report it, go on
+            self.handleError(logging.makeLogRecord({"name": logger, "msg": message}))
+            return ""
 
     def _write(self, text: str) -> None:
         try:

@@ -148,3 +148,46 @@ def test_rejected_requests_are_counted_and_logged_like_any_other(
     assert 'rule="/limited",service="support-app",status="429"} 1.0' in text
     assert 'rule="/write",service="support-app",status="413"} 1.0' in text
     logging.getLogger().setLevel("WARNING")
+
+
+def test_when_stderr_stops_taking_lines_they_are_dropped_and_counted(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    handler = logger.BackgroundStderrHandler(interval=0.01, max_queued=10)
+    handler.setFormatter(logger.JsonFormatter())
+    blocked = threading.Event()
+    release = threading.Event()
+    real_write = handler._write
+
+    def stuck_then_real(text: str) -> None:
+        blocked.set()
+        release.wait(5)
+        real_write(text)
+
+    handler._write = stuck_then_real  # type: ignore[method-assign]
+    record = logging.makeLogRecord({"msg": "first", "levelname": "INFO", "name": "t"})
+    handler.emit(record)
+    assert blocked.wait(5)  # the writer holds "first" and is stuck in the write
+    for n in range(25):
+        handler.emit(logging.makeLogRecord({"msg": f"m{n}", "levelname": "INFO", "name": "t"}))
+    release.set()
+    handler.close()
+    entries = _json_lines(capsys.readouterr().err)
+    messages = [e["message"] for e in entries]
+    assert messages[:11] == ["first"] + [f"m{n}" for n in range(10)]  # the queue held ten
+    assert {"level": "WARNING", "message": "15 log lines dropped: stderr did not keep up"}.items() <= entries[
+        -1
+    ].items()
+
+
+def test_an_entry_that_cannot_be_formatted_does_not_stop_the_writer(capsys: pytest.CaptureFixture[str]) -> None:
+    handler = logger.BackgroundStderrHandler(interval=0.01)
+    handler.setFormatter(logger.JsonFormatter())
+    circular: dict[str, object] = {}
+    circular["self"] = circular  # json cannot encode it
+    handler.put_entry(time.time(), "t", "broken", {"loop": circular})
+    handler.put_entry(time.time(), "t", "fine", {"n": 1})
+    handler.close()
+    err = capsys.readouterr().err
+    assert "--- Logging error ---" in err  # reported the standard logging way
+    assert [e["message"] for e in _json_lines(err)] == ["fine"]
