@@ -19,7 +19,6 @@ from shared.rate_limiter import rate_limit
 from shared.redis_cache import get_cache
 
 bp = Blueprint("performance", __name__)
-GENERATION_KEY = "stats:generation"
 
 
 @bp.post("/performance/track")
@@ -35,19 +34,21 @@ def track() -> tuple[Response, int]:
     if trade.entry_time is not None and trade.entry_time > exit_us:
         raise validation_error([{"field": "entry_time", "message": "must not be after exit_time"}])
     stored, created = get_storage().save_trade(new_trade(trade, exit_us))
-    if created:
-        # A new generation makes every cached statistics key unreachable at once.
-        get_cache().incr(GENERATION_KEY)
+    if created:  # the save raised the statistics version: cached statistics are unreachable
         current_app.extensions["database_service"].trades_tracked.inc()
     return jsonify(stored), 201 if created else 200
 
 
 @bp.get("/performance/stats")
 def performance_stats() -> Response:
-    """Statistics over closed trades, computed by the database, cached per generation."""
+    """Statistics over closed trades, computed by the database, cached per statistics version.
+
+    The version lives in the database and rises in every new trade's transaction, so no
+    worker or instance can serve statistics older than the last trade it could read.
+    """
     params = query(StatsQuery)
     cache = get_cache()
-    key = f"stats:{cache.get(GENERATION_KEY) or 0}:{_fingerprint(params)}"
+    key = f"stats:v{get_storage().stats_version()}:{_fingerprint(params)}"
     hit = cache.get(key)
     if hit is not None:
         return _answer(hit, "HIT")

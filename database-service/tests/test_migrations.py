@@ -48,13 +48,14 @@ def fresh_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
 def _expected(url: str) -> list[str]:
     """Every shipped migration, but TimescaleDB's only where the extension exists."""
     if url.startswith("sqlite"):
-        return ["0001_initial"]
+        return ["0001_initial", "0002_stats_version"]
     conn = psycopg2.connect(url)
     with conn, conn.cursor() as cur:
         cur.execute("SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb'")
         available = cur.fetchone() is not None
     conn.close()
-    return ["0001_initial", *(["0002_timescaledb"] if available else []), "0003_trade_buckets"]
+    timescale = ["0002_timescaledb"] if available else []
+    return ["0001_initial", *timescale, "0003_trade_buckets", "0004_stats_version"]
 
 
 def test_migrate_twice_is_a_no_op(fresh_url: str) -> None:

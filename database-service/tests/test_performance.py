@@ -6,6 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from flask import Flask
 from flask.testing import FlaskClient
 
 pytestmark = [pytest.mark.api, pytest.mark.database]
@@ -150,6 +151,29 @@ def test_stats_cached_and_invalidated_by_new_trade(client: FlaskClient) -> None:
     after = client.get("/performance/stats")
     assert after.headers["X-Cache"] == "MISS"
     assert after.get_json()["total_trades"] == 2
+
+
+def test_stats_cache_sees_a_trade_saved_by_another_worker(make_app: Callable[..., Flask]) -> None:
+    # Two apps on one database, each with its own in-process cache: two gunicorn workers
+    # without Redis. A trade saved through one must show in the other's next answer.
+    first, second = make_app().test_client(), make_app().test_client()
+    track_pnls(first, [10])
+    assert first.get("/performance/stats").headers["X-Cache"] == "MISS"
+    assert first.get("/performance/stats").headers["X-Cache"] == "HIT"
+    assert second.post("/performance/track", json=trade(exit_price=95)).status_code == 201
+    after = first.get("/performance/stats")
+    assert (after.headers["X-Cache"], after.get_json()["total_trades"]) == ("MISS", 2)
+
+
+def test_rebuild_stats_makes_cached_statistics_stale(make_app: Callable[..., Flask]) -> None:
+    app = make_app()
+    client = app.test_client()
+    track_pnls(client, [10])
+    client.get("/performance/stats")
+    assert client.get("/performance/stats").headers["X-Cache"] == "HIT"
+    result = app.test_cli_runner().invoke(args=["rebuild-stats"])
+    assert result.exit_code == 0, result.output
+    assert client.get("/performance/stats").headers["X-Cache"] == "MISS"
 
 
 def test_trade_client_id_is_idempotent(client: FlaskClient, rows: Callable[[], tuple[int, int]]) -> None:

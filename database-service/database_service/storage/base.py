@@ -191,9 +191,13 @@ class Storage(ABC):
     def trade_stats(self, filters: TradeFilter, group_by: str | None) -> list[StatsAggregate]:
         """Aggregate closed trades in the database, one row per group."""
 
+    @abstractmethod
+    def stats_version(self) -> int:
+        """A number raised by every new trade (and by rebuild_summaries): the statistics cache key."""
+
+    @abstractmethod
     def rebuild_summaries(self) -> None:
-        """Recompute pre-aggregated statistics from the trades; a no-op without any."""
-        return None
+        """Recompute pre-aggregated statistics from the trades and raise the statistics version."""
 
     @abstractmethod
     def counts(self) -> dict[str, int]:

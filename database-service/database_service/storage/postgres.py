@@ -186,8 +186,14 @@ class PostgresStorage(sql.SqlReads, Storage):
     def save_trade(self, trade: NewTrade) -> tuple[dict[str, Any], bool]:
         """Insert one trade; a known client_id returns the stored row."""
         return self._save(
-            TRADES, [CODEC.trade_params(trade)], [trade.client_id], 12, lambda cur: _refresh_buckets(cur, trade)
+            TRADES, [CODEC.trade_params(trade)], [trade.client_id], 12, lambda cur: _on_new_trade(cur, trade)
         )[0]
+
+    def stats_version(self) -> int:
+        """The statistics version (raised in every new trade's transaction)."""
+        with self._cursor() as cur:
+            cur.execute(sql.READ_STATS_VERSION)
+            return int(cur.fetchone()[0])
 
     def _save(
         self,
@@ -272,6 +278,14 @@ def _rebuild(cur: psycopg2.extensions.cursor) -> None:
     cur.execute("LOCK TABLE trade_buckets IN EXCLUSIVE MODE")
     for statement in pg_stats.rebuild_sql():
         cur.execute(statement)
+    cur.execute(sql.BUMP_STATS_VERSION)
+
+
+def _on_new_trade(cur: psycopg2.extensions.cursor, trade: NewTrade) -> None:
+    _refresh_buckets(cur, trade)
+    # Row-locks the version until commit: trade saves serialise on it, and a reader that
+    # sees the new version also sees the trade.
+    cur.execute(sql.BUMP_STATS_VERSION)
 
 
 def _refresh_buckets(cur: psycopg2.extensions.cursor, trade: NewTrade) -> None:

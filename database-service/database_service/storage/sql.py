@@ -19,6 +19,13 @@ from database_service.storage.base import (
 
 Convert = Callable[[int], Any]
 
+# The statistics version (migration *_stats_version): raised in every new trade's transaction.
+BUMP_STATS_VERSION = (
+    "INSERT INTO stats_version (id, version) VALUES (1, 1) "
+    "ON CONFLICT (id) DO UPDATE SET version = stats_version.version + 1"
+)
+READ_STATS_VERSION = "SELECT coalesce(max(version), 0) FROM stats_version"
+
 SIGNAL_FIELDS = "symbol, action, price, confidence, strategy, timeframe, ts, metadata, client_id"
 SIGNAL_COLUMNS = f"id, {SIGNAL_FIELDS}, created_at"
 TRADE_FIELDS = (

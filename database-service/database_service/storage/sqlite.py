@@ -166,7 +166,19 @@ class SQLiteStorage(sql.SqlReads, Storage):
         """Insert one trade; a known client_id returns the stored row."""
         with self._cursor(write=True) as cur:
             row, new = _insert_or_get(cur, TRADES, CODEC.trade_params(trade), trade.client_id, _now_us())
+            if new:
+                cur.execute(sql.BUMP_STATS_VERSION)
         return CODEC.trade_dict(row), new
+
+    def stats_version(self) -> int:
+        """The statistics version (raised in every new trade's transaction)."""
+        with self._cursor() as cur:
+            return int(cur.execute(sql.READ_STATS_VERSION).fetchone()[0])
+
+    def rebuild_summaries(self) -> None:
+        """No summaries on SQLite (statistics read the trades); only the version is raised."""
+        with self._cursor(write=True) as cur:
+            cur.execute(sql.BUMP_STATS_VERSION)
 
     def trade_stats(self, filters: TradeFilter, group_by: str | None) -> list[StatsAggregate]:
         """Aggregates and drawdown by window functions; stddev from sum and sum of squares."""
