@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
+
+T = TypeVar("T")
 
 
 def in_ci() -> bool:
@@ -23,6 +27,20 @@ def require_server(what: str, reason: str) -> None:
     if in_ci():
         pytest.fail(f"{message} (CI=true: integration servers are required)")
     pytest.skip(message)
+
+
+def wait_until(
+    check: Callable[[], T], timeout: float = 3.0, what: str = "condition", interval: float = 0.02
+) -> T:
+    """Poll `check` until it returns something truthy (returned); fail the test after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout:g} s waiting for {what}")
+        time.sleep(interval)
 
 
 def free_port() -> int:

@@ -10,10 +10,9 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
@@ -21,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from shared.testing import free_port, in_ci
+from shared.testing import free_port, in_ci, wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
@@ -81,16 +80,6 @@ def _decode(raw: bytes, content_type: str) -> Any:
     if content_type == "application/json":
         return json.loads(raw or b"null")
     return raw.decode("utf-8", "replace")
-
-
-def wait_until(check: Callable[[], bool], timeout: float, what: str, interval: float = 0.2) -> None:
-    """Poll `check` until it is true or `timeout` seconds pass (then fail naming `what`)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(interval)
-    pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
 def answers(url: str, statuses: tuple[int, ...] = (200,)) -> bool:

@@ -15,6 +15,7 @@ from flask import Flask
 
 from shared import logger
 from shared.metrics import FLUSH_SECONDS, get_metrics
+from shared.testing import wait_until
 
 pytestmark = [pytest.mark.unit]
 
@@ -125,10 +126,11 @@ def test_request_counts_reach_prometheus_without_a_scrape(memory_app: Flask) -> 
         client.get("/plain")
     registry = get_metrics(memory_app).registry
     labels = {"method": "GET", "rule": "/plain", "service": "support-app", "status": "200"}
-    deadline = time.monotonic() + 3 * FLUSH_SECONDS
-    while registry.get_sample_value("sardag_http_requests_total", labels) != 3 and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert registry.get_sample_value("sardag_http_requests_total", labels) == 3.0
+    wait_until(
+        lambda: registry.get_sample_value("sardag_http_requests_total", labels) == 3.0,
+        3 * FLUSH_SECONDS,
+        "3 requests in the registry",
+    )
     latency = {k: v for k, v in labels.items() if k != "status"}
     assert registry.get_sample_value("sardag_http_request_duration_seconds_count", latency) == 3.0
 

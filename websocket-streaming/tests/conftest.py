@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable, Iterator
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 from flask import Flask
@@ -13,20 +12,9 @@ from websocket_streaming import create_app, start_ingest, stop_ingest
 from websocket_streaming.fake_exchange import FakeExchange
 from werkzeug.serving import BaseWSGIServer, make_server
 
-T = TypeVar("T")
+from shared.testing import wait_until
+
 SYMBOLS = ("BTCUSDT", "ETHUSDT", "BNBUSDT", "BNBBTC")
-
-
-def wait_until(check: Callable[[], T], timeout: float = 3.0, what: str = "condition") -> T:
-    """Poll `check` until it returns something truthy; fail the test after `timeout`."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.02)
 
 
 def app_config(fake: FakeExchange, **overrides: Any) -> dict[str, Any]:

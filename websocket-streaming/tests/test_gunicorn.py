@@ -18,9 +18,8 @@ import redis
 import requests
 from websocket_streaming.fake_exchange import FakeExchange, trade_event
 
-from shared.testing import free_port
+from shared.testing import free_port, wait_until
 
-from .conftest import wait_until
 from .test_sse import collect_prices, open_stream
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.websocket, pytest.mark.api]

@@ -16,7 +16,9 @@ from websocket_streaming import create_app, get_service, start_ingest, stop_inge
 from websocket_streaming.fake_exchange import FakeExchange, trade_event
 from websocket_streaming.parser import PriceUpdate
 
-from .conftest import app_config, wait_until
+from shared.testing import wait_until
+
+from .conftest import app_config
 
 pytestmark = [pytest.mark.websocket, pytest.mark.api]
 FRAMES = (Path(__file__).parent / "frames" / "binance-frames.jsonl").read_text().splitlines()

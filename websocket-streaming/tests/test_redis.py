@@ -14,9 +14,7 @@ from flask import Flask
 from websocket_streaming import get_service, stop_ingest
 from websocket_streaming.fake_exchange import FakeExchange, trade_event
 
-from shared.testing import free_port
-
-from .conftest import wait_until
+from shared.testing import free_port, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.redis, pytest.mark.websocket]
 

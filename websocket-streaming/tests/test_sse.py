@@ -12,7 +12,7 @@ import requests
 from flask import Flask
 from websocket_streaming.fake_exchange import FakeExchange, trade_event
 
-from .conftest import wait_until
+from shared.testing import wait_until
 
 pytestmark = [pytest.mark.websocket, pytest.mark.api]
 
