@@ -34,6 +34,7 @@ def configure(
     metrics_dir = os.environ.setdefault(
         "PROMETHEUS_MULTIPROC_DIR", str(Path(tempfile.gettempdir()) / f"sardag-metrics-{service}")
     )
+    use_multiprocess_values()
     namespace.update(
         bind=[_bind(config["BIND"], config["PORT"])],
         workers=int(os.environ.get("WEB_CONCURRENCY", "2")),
@@ -59,6 +60,20 @@ def _post_fork(config: Mapping[str, Any]) -> None:
     # the GIL while holding the handler lock (the access log alone cost /price ~20 % of
     # its requests/s); here they enqueue and one writer thread writes batches.
     logger.configure_logging(config["LOG_LEVEL"], config["LOG_FORMAT"], background=True)
+
+
+def use_multiprocess_values() -> None:
+    """Make metrics created from now on write to PROMETHEUS_MULTIPROC_DIR.
+
+    prometheus_client chooses how to store values when it is first imported. A gunicorn
+    config imports the service (and so prometheus_client) before `configure` sets the
+    default directory; left alone, every worker would count in memory only and /metrics,
+    which reads the directory, would answer nothing.
+    """
+    from prometheus_client import values
+
+    if values.ValueClass is values.MutexValue:  # chosen while the variable was unset
+        values.ValueClass = values.get_value_class()
 
 
 def _bind(host: str, port: int) -> str:
