@@ -34,7 +34,6 @@ def configure(
     metrics_dir = os.environ.setdefault(
         "PROMETHEUS_MULTIPROC_DIR", str(Path(tempfile.gettempdir()) / f"sardag-metrics-{service}")
     )
-    use_multiprocess_values()
     namespace.update(
         bind=[_bind(config["BIND"], config["PORT"])],
         workers=int(os.environ.get("WEB_CONCURRENCY", "2")),
@@ -56,6 +55,7 @@ def configure(
 
 
 def _post_fork(config: Mapping[str, Any]) -> None:
+    use_multiprocess_values()
     # Request threads must not wait on stderr: under a threaded worker each write releases
     # the GIL while holding the handler lock (the access log alone cost /price ~20 % of
     # its requests/s); here they enqueue and one writer thread writes batches.
@@ -63,16 +63,17 @@ def _post_fork(config: Mapping[str, Any]) -> None:
 
 
 def use_multiprocess_values() -> None:
-    """Make metrics created from now on write to PROMETHEUS_MULTIPROC_DIR.
+    """Make metrics created from now on write to PROMETHEUS_MULTIPROC_DIR (in a worker).
 
     prometheus_client chooses how to store values when it is first imported. A gunicorn
     config imports the service (and so prometheus_client) before `configure` sets the
     default directory; left alone, every worker would count in memory only and /metrics,
-    which reads the directory, would answer nothing.
+    which reads the directory, would answer nothing. Called after fork, before the app
+    exists, so only worker processes change (never a test process calling `configure`).
     """
     from prometheus_client import values
 
-    if values.ValueClass is values.MutexValue:  # chosen while the variable was unset
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR") and values.ValueClass is values.MutexValue:
         values.ValueClass = values.get_value_class()
 
 
