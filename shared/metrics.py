@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import time
@@ -24,6 +25,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from shared.request_pipeline import elapsed_seconds, get_pipeline
 
 EXTENSION = "sardag_metrics"
+log = logging.getLogger("shared.metrics")
 PREFIX = "sardag_"
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 FLUSH_SECONDS = 1.0  # longest a worker's request counts wait before /metrics can see them
@@ -96,7 +98,10 @@ def _flush_forever(tally: weakref.ref[RequestTally], interval: float) -> None:
         current = tally()
         if current is None:
             return
-        current.flush()
+        try:
+            current.flush()
+        except Exception:  # counted requests are lost, the thread is not: say so and go on
+            log.exception("could not record request metrics")
         del current
 
 

@@ -193,3 +193,30 @@ def test_an_entry_that_cannot_be_formatted_does_not_stop_the_writer(capsys: pyte
     err = capsys.readouterr().err
     assert "--- Logging error ---" in err  # reported the standard logging way
     assert [e["message"] for e in _json_lines(err)] == ["fine"]
+
+
+def test_the_metrics_flusher_survives_a_failing_flush(
+    memory_app: Flask, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    metrics = get_metrics(memory_app)
+    real_observe = metrics.observe_request
+    failures = iter([OSError("metrics directory gone")])
+
+    def observe_once_failing(*args: object) -> None:
+        failure = next(failures, None)
+        if failure is not None:
+            raise failure
+        real_observe(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(metrics, "observe_request", observe_once_failing)
+    client = memory_app.test_client()
+    client.get("/plain")  # its count is lost with the failing flush
+    labels = {"method": "GET", "rule": "/plain", "service": "support-app", "status": "200"}
+    logged = "could not record request metrics"
+    wait_until(lambda: logged in caplog.text, 3 * FLUSH_SECONDS, "the logged failure")
+    client.get("/plain")
+    wait_until(
+        lambda: metrics.registry.get_sample_value("sardag_http_requests_total", labels) == 1.0,
+        3 * FLUSH_SECONDS,
+        "the next request recorded by the same thread",
+    )
