@@ -55,7 +55,6 @@ def create_base_app(
     hops = int(app.config["TRUSTED_PROXIES"])
     if hops:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops)  # type: ignore[method-assign]
-    app.extensions[SHUTDOWN_EXTENSION] = []
     logger.init_app(app)  # first: every later step and error answer has the request id
     get_pipeline(app).add(before=_reject_large_bodies)
     errors.init_app(app)

@@ -39,7 +39,11 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 def client_ip() -> str:
     """The client address: the socket peer, or the X-Forwarded-For hop ProxyFix trusts."""
-    return request.remote_addr or "unknown"
+    return _address(request)
+
+
+def _address(req: Request) -> str:
+    return req.remote_addr or "unknown"
 
 
 def storage_from_url(
@@ -118,7 +122,7 @@ class RateLimiter:
             return
         view = self._view_functions.get(endpoint)
         if view is not None and not hasattr(view, "rate_limit_scope"):
-            self.check(endpoint, req.remote_addr or "unknown", self.limit_for(endpoint, None), state)
+            self.check(endpoint, _address(req), self.limit_for(endpoint, None), state)
 
     def health(self) -> tuple[str, str]:
         """`degraded` while limiting in-process because Redis is unreachable."""
@@ -146,9 +150,7 @@ def rate_limit(
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             limiter = current_app._get_current_object().extensions.get(EXTENSION)
             if limiter is not None and limiter.enabled:
-                g.rate_limit_result = limiter.check(
-                    name, key_func(), limiter.limit_for(name, requests_per_minute)
-                )
+                limiter.check(name, key_func(), limiter.limit_for(name, requests_per_minute))
             return view(*args, **kwargs)
 
         wrapper.rate_limit_scope = name  # type: ignore[attr-defined]
