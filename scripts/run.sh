@@ -2,7 +2,8 @@
 # Install (if needed) and run both services on embedded defaults: database-service on
 # 127.0.0.1:5020 (SQLite under data/) and websocket-streaming on 127.0.0.1:5021 (prices in
 # memory). FEED=fake runs the shipped fake exchange as the price feed (no internet needed).
-# Ctrl-C stops everything. Usage: scripts/run.sh   or   FEED=fake scripts/run.sh
+# DATABASE_SERVICE_PORT, WEBSOCKET_STREAMING_PORT and FAKE_PORT move the ports (tests run it
+# on free ports). Ctrl-C stops everything. Usage: scripts/run.sh   or   FEED=fake scripts/run.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/bootstrap.sh
@@ -18,9 +19,11 @@ if [ "${FEED:-binance}" = "fake" ]; then
     pids+=($!)
     export BINANCE_WS_URL="ws://127.0.0.1:$FAKE_PORT" BINANCE_REST_URL="http://127.0.0.1:$FAKE_PORT"
 fi
-.venv/bin/gunicorn -c database-service/gunicorn.conf.py "database_service:create_app()" &
+DB_PORT="${DATABASE_SERVICE_PORT:-5020}"
+WS_PORT="${WEBSOCKET_STREAMING_PORT:-5021}"
+PORT="$DB_PORT" .venv/bin/gunicorn -c database-service/gunicorn.conf.py "database_service:create_app()" &
 pids+=($!)
-.venv/bin/gunicorn -c websocket-streaming/gunicorn.conf.py "websocket_streaming:create_app()" &
+PORT="$WS_PORT" .venv/bin/gunicorn -c websocket-streaming/gunicorn.conf.py "websocket_streaming:create_app()" &
 pids+=($!)
-echo "run: database-service http://127.0.0.1:5020  websocket-streaming http://127.0.0.1:5021 (Ctrl-C stops)" >&2
+echo "run: database-service http://127.0.0.1:$DB_PORT  websocket-streaming http://127.0.0.1:$WS_PORT (Ctrl-C stops)" >&2
 wait -n "${pids[@]}"
