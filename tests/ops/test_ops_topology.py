@@ -12,6 +12,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import re
 import signal
 import socket
 import statistics
@@ -227,10 +228,22 @@ def test_one_exchange_connection_and_the_same_fresh_price_everywhere(
         return answers if fresh and same else None
 
     answers = ops.wait_until(same_fresh_price, 15, "both instances and nginx to serve the same fresh price")
+    instances = cluster.instances["websocket-streaming"]
+    leaders = ops.wait_until(lambda: _leaders(instances), 10, "one instance to report sardag_ws_leader 1")
     print(
         f"\nexchange connections (30 samples over 3 s): {sorted(set(samples))}; "
-        f"BTCUSDT on both instances and nginx: {answers[0]}"
+        f"sardag_ws_leader per instance: {leaders}; BTCUSDT on both instances and nginx: {answers[0]}"
     )
+
+
+def _leaders(instances: list[Running]) -> list[float] | None:
+    """sardag_ws_leader of each instance (its workers' maximum), when exactly one leads."""
+    values = []
+    for running in instances:
+        text = call("GET", running.port, "/metrics")[1]
+        found = re.search(r"^sardag_ws_leader\{[^}]*\} (\S+)$", text, re.MULTILINE)
+        values.append(float(found[1]) if found else 0.0)
+    return values if sorted(values) == [0.0, 1.0] else None
 
 
 # ---- 3. SSE through nginx ----------------------------------------------------------------------
