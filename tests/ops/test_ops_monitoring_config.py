@@ -71,17 +71,14 @@ def test_promtool_check_config(ops: SimpleNamespace) -> None:
     assert "SUCCESS" in result.stdout + result.stderr
 
 
-def test_prometheus_scrapes_both_services(ops: SimpleNamespace) -> None:
+def test_prometheus_scrapes_every_instance_of_both_services(ops: SimpleNamespace) -> None:
+    """DNS discovery: one target per replica of each compose service (`--scale` included)."""
     from ruamel.yaml import YAML
 
     config = YAML(typ="safe").load((ops.REPO / PROMETHEUS_YML).read_text())
-    targets = {
-        target
-        for job in config["scrape_configs"]
-        for static in job.get("static_configs", [])
-        for target in static["targets"]
-    }
-    assert {"database-service:5020", "websocket-streaming:5021"} <= targets
+    jobs = {job["job_name"]: job.get("dns_sd_configs", []) for job in config["scrape_configs"]}
+    for service, port in (("database-service", 5020), ("websocket-streaming", 5021)):
+        assert [(sd["names"], sd["type"], sd["port"]) for sd in jobs[service]] == [([service], "A", port)]
 
 
 def test_every_dashboard_query_is_valid_promql(ops: SimpleNamespace, tmp_path: Path) -> None:
