@@ -133,3 +133,19 @@ def test_dashboard_provider_points_at_the_mounted_folder(ops: SimpleNamespace) -
     mounts = dict(v.split(":")[:2] for v in compose["services"]["grafana"]["volumes"])
     assert mounts["./deploy/grafana/dashboards"] == providers[0]["options"]["path"]
     assert providers[0]["folder"]
+
+
+def test_dashboard_shows_the_alert_states(ops: SimpleNamespace) -> None:
+    """An alert list of Prometheus's rules and a table of the ALERTS series, at the top."""
+    from ruamel.yaml import YAML
+
+    panels = list(walk_panels(load_dashboard(ops.REPO)["panels"]))
+    provisioning = ops.REPO / "deploy/grafana/provisioning/datasources/prometheus.yml"
+    sources = YAML(typ="safe").load(provisioning.read_text())
+    prometheus = sources["datasources"][0]
+    assert prometheus["jsonData"]["manageAlerts"] is True, "Grafana lists the rules of a managed source only"
+    lists = [p for p in panels if p["type"] == "alertlist"]
+    assert [p["options"]["datasource"] for p in lists] == [prometheus["name"]]
+    assert all(lists[0]["options"]["stateFilter"][state] for state in ("firing", "pending", "normal"))
+    assert lists[0]["gridPos"]["y"] <= 1, "alerts come first"
+    assert any("ALERTS" in expr for _, _, expr in dashboard_queries(ops.REPO))
