@@ -44,7 +44,7 @@ SERVICES = ("database-service", "websocket-streaming")
 LIMIT = 20  # RATE_LIMIT_SIGNALS_HISTORY and RATE_LIMIT_PRICE for this run
 LIMITED_ROUTES = {"database-service": "/signals/history", "websocket-streaming": "/price/BTCUSDT"}
 SYMBOLS = "BTCUSDT,ETHUSDT"
-LOCK_TTL = 3.0  # WS_LEADER_LOCK_TTL_SECONDS: a killed leader is replaced within this
+LOCK_TTL = 5.0  # WS_LEADER_LOCK_TTL_SECONDS: a killed leader is replaced within this
 LOAD_SOURCE = "127.0.0.3"  # the load test's client address, apart from the limit test's
 
 
