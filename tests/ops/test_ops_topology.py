@@ -16,6 +16,7 @@ import re
 import signal
 import socket
 import statistics
+import struct
 import threading
 import time
 import uuid
@@ -107,6 +108,42 @@ def btc(answer: Any) -> dict[str, Any] | None:
 
 
 # ---- the cluster ---------------------------------------------------------------------------
+def _service_env(redis_url: str, database_url: str, exchange: Any) -> dict[str, dict[str, str]]:
+    """Each service's settings: shared Redis, nginx as the one trusted hop, low test limits."""
+    common = {
+        "REDIS_URL": redis_url,
+        "TRUSTED_PROXIES": "1",
+        "RATE_LIMIT_DEFAULT": "1000000",
+        "RATE_LIMIT_SIGNALS_SAVE": "1000000",
+        "RATE_LIMIT_SIGNALS_HISTORY": str(LIMIT),
+        "RATE_LIMIT_PRICE": str(LIMIT),
+    }
+    streaming = {"SYMBOLS": SYMBOLS, "WS_LEADER_LOCK_TTL_SECONDS": str(LOCK_TTL)}
+    streaming |= {"BINANCE_WS_URL": exchange.ws_url, "BINANCE_REST_URL": exchange.rest_url}
+    return {
+        "database-service": {**common, "DATABASE_URL": database_url},
+        "websocket-streaming": {**common, **streaming},
+    }
+
+
+def _start_nginx(
+    ops: SimpleNamespace, launcher: Launcher, root: Path, instances: dict[str, list[Running]]
+) -> dict[str, int]:
+    """deploy/nginx rendered with loopback upstreams, started; its port per service."""
+    ports = {service: ops.free_port() for service in SERVICES}
+    values: dict[str, str | list[str]] = {"SARDAG_ACCESS_LOG": str(root / "access.log")}
+    for service in SERVICES:
+        name = service.upper().replace("-", "_")
+        values[f"SARDAG_{name}_LISTEN"] = f"127.0.0.1:{ports[service]}"
+        values[f"SARDAG_{name}_UPSTREAM"] = [f"127.0.0.1:{r.port}" for r in instances[service]]
+    proxy = launcher.start("nginx", ops.nginx_argv(ops.render_nginx(root, values)), ops.base_env(root))
+    for port in ports.values():
+        url = f"http://127.0.0.1:{port}/health"
+        ops.wait_until(lambda url=url: proxy.process.poll() is not None or ops.answers(url), 20, "nginx")
+    assert proxy.process.poll() is None, (root / "error.log").read_text()
+    return ports
+
+
 @pytest.fixture(scope="module")
 def cluster(
     tmp_path_factory: pytest.TempPathFactory, postgres_url: str, redis_url: str, ops: SimpleNamespace
@@ -114,73 +151,30 @@ def cluster(
     ops.require_service_code()
     ops.find_tool("nginx", Path("/usr/sbin/nginx"))  # skip (fail under CI) before starting anything
     import redis
-
-    redis.Redis.from_url(redis_url).flushdb()
     from websocket_streaming.fake_exchange.server import FakeExchange
 
+    redis.Redis.from_url(redis_url).flushdb()
     tmp = tmp_path_factory.mktemp("topology")
     exchange = FakeExchange("127.0.0.1", 0, rate=10.0).start()
-    with scratch_postgres(postgres_url, "topology") as database_url, Launcher(tmp) as launcher:
-        common = {
-            "REDIS_URL": redis_url,
-            "TRUSTED_PROXIES": "1",
-            "RATE_LIMIT_DEFAULT": "1000000",
-            "RATE_LIMIT_SIGNALS_SAVE": "1000000",
-            "RATE_LIMIT_SIGNALS_HISTORY": str(LIMIT),
-            "RATE_LIMIT_PRICE": str(LIMIT),
-        }
-        env = {
-            "database-service": {**common, "DATABASE_URL": database_url},
-            "websocket-streaming": {
-                **common,
-                "BINANCE_WS_URL": exchange.ws_url,
-                "BINANCE_REST_URL": exchange.rest_url,
-                "SYMBOLS": SYMBOLS,
-                "WS_LEADER_LOCK_TTL_SECONDS": str(LOCK_TTL),
-            },
-        }
+    try:
+        with scratch_postgres(postgres_url, "topology") as database_url, Launcher(tmp) as launcher:
+            env = _service_env(redis_url, database_url, exchange)
 
-        def start_instance(service: str, port: int) -> Running:
-            return launcher.gunicorn(service, workers=2, wait=False, port=port, **env[service])
+            def start_instance(service: str, port: int) -> Running:
+                return launcher.gunicorn(service, workers=2, wait=False, port=port, **env[service])
 
-        instances = {s: [start_instance(s, ops.free_port()) for _ in range(2)] for s in SERVICES}
-        for running in (r for group in instances.values() for r in group):
-            launcher.wait_healthy(running, timeout=90)
-        lb_ports = {service: ops.free_port() for service in SERVICES}
-        access_log = tmp / "nginx" / "access.log"
-        conf = ops.render_nginx(
-            tmp / "nginx",
-            {
-                "SARDAG_DATABASE_SERVICE_LISTEN": f"127.0.0.1:{lb_ports['database-service']}",
-                "SARDAG_WEBSOCKET_STREAMING_LISTEN": f"127.0.0.1:{lb_ports['websocket-streaming']}",
-                "SARDAG_DATABASE_SERVICE_UPSTREAM": [
-                    f"127.0.0.1:{r.port}" for r in instances["database-service"]
-                ],
-                "SARDAG_WEBSOCKET_STREAMING_UPSTREAM": [
-                    f"127.0.0.1:{r.port}" for r in instances["websocket-streaming"]
-                ],
-                "SARDAG_ACCESS_LOG": str(access_log),
-            },
-        )
-        proxy = launcher.start("nginx", ops.nginx_argv(conf), ops.base_env(tmp))
-        for port in lb_ports.values():
-            ops.wait_until(
-                lambda port=port: (
-                    proxy.process.poll() is not None or ops.answers(f"http://127.0.0.1:{port}/health")
-                ),
-                20,
-                "nginx",
-            )
-        assert proxy.process.poll() is None, (tmp / "nginx" / "error.log").read_text()
-        for running in instances["websocket-streaming"]:
-            ops.wait_until(
-                lambda r=running: btc(call("GET", r.port, "/prices")[1]), 30, f"a price on {running.name}"
-            )
-        try:
+            instances = {s: [start_instance(s, ops.free_port()) for _ in range(2)] for s in SERVICES}
+            for running in (r for group in instances.values() for r in group):
+                launcher.wait_healthy(running, timeout=90)
+            lb_ports = _start_nginx(ops, launcher, tmp / "nginx", instances)
+            for running in instances["websocket-streaming"]:
+                ops.wait_until(
+                    lambda r=running: btc(call("GET", r.port, "/prices")[1]), 30, f"a price on {running.name}"
+                )
+            access_log = tmp / "nginx/access.log"
             yield Cluster(launcher, exchange, database_url, lb_ports, instances, access_log, start_instance)
-        finally:
-            launcher.stop_all()
-            exchange.stop()
+    finally:  # Launcher stops every process it started when the `with` ends
+        exchange.stop()
 
 
 # ---- 1. limits through the balancer ----------------------------------------------------------
@@ -249,35 +243,50 @@ def _leaders(instances: list[Running]) -> list[float] | None:
 # ---- 3. SSE through nginx ----------------------------------------------------------------------
 @dataclass
 class Subscriber:
-    """Reads /stream on one port; keeps each event's arrival time by its content."""
+    """Reads /stream on one port; keeps the time each event reached the socket, by its content.
+
+    The times are the kernel's receive timestamps (SO_TIMESTAMPNS), read in small pieces so
+    each names the packet that ended its event: on a loaded machine the reading thread may
+    wake late, but what is compared is when nginx and gunicorn delivered, not when Python ran.
+    """
 
     port: int
     arrivals: dict[str, float] = field(default_factory=dict)
-    sock: socket.socket | None = None
 
     def run(self, until: float) -> None:
         """Read events until the monotonic time `until`."""
-        self.sock = socket.create_connection(("127.0.0.1", self.port), timeout=5)
-        request = (
-            f"GET /stream?symbols={SYMBOLS} HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n\r\n"
-        )
-        self.sock.sendall(request.encode())
-        buffer = b""
-        while time.monotonic() < until:
-            try:
-                chunk = self.sock.recv(65536)
-            except TimeoutError:
-                continue
-            if not chunk:
-                break
-            now = time.monotonic()
-            buffer += chunk
-            *lines, buffer = buffer.split(b"\n")
-            for line in lines:
-                if line.startswith(b"data: "):
-                    # The record's own fields; age_seconds and stale differ by instance.
-                    self.arrivals.setdefault(line[6:].split(b',"age_seconds"')[0].decode(), now)
-        self.sock.close()
+        with socket.create_connection(("127.0.0.1", self.port), timeout=1) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+            request = f"GET /stream?symbols={SYMBOLS} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+            sock.sendall(request.encode())
+            buffer = b""
+            while time.monotonic() < until:
+                try:
+                    chunk, received = _receive(sock)
+                except TimeoutError:
+                    continue
+                if not chunk:
+                    break
+                *lines, buffer = (buffer + chunk).split(b"\n")
+                for line in lines:
+                    if line.startswith(b"data: "):
+                        # The record's own fields; age_seconds and stale differ by instance.
+                        self.arrivals.setdefault(line[6:].split(b',"age_seconds"')[0].decode(), received)
+
+
+SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)  # Linux
+TIMESPEC = struct.Struct("@ll")
+
+
+def _receive(sock: socket.socket) -> tuple[bytes, float]:
+    """Up to 256 bytes and the kernel's receive time of the packet they end in (Unix seconds)."""
+    chunk, ancillary, _, _ = sock.recvmsg(256, socket.CMSG_SPACE(TIMESPEC.size))
+    stamps = [data for level, kind, data in ancillary if (level, kind) == (socket.SOL_SOCKET, SO_TIMESTAMPNS)]
+    if not chunk:
+        return chunk, 0.0
+    assert stamps, "the kernel gave no receive timestamp"
+    seconds, nanoseconds = TIMESPEC.unpack(stamps[0][: TIMESPEC.size])
+    return chunk, seconds + nanoseconds / 1e9
 
 
 def test_sse_through_nginx_adds_no_buffering_delay(cluster: Cluster) -> None:
