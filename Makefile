@@ -16,7 +16,7 @@ test-unit:      ## unit tests only
 install:        ## create .venv and install the project (dev, test and bench extras)
 	scripts/bootstrap.sh
 
-tools:          ## install Prometheus (promtool) and PM2 for the ops tests
+tools:          ## install Prometheus (promtool), nginx and PM2 for the ops tests
 	scripts/install-tools.sh
 
 lint:           ## ruff lint and format check

@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # Install the non-Python tools the ops tests use, on a fresh Debian machine (run as root):
 #   - promtool and a real Prometheus server: Debian's `prometheus` package
+#   - nginx, the load balancer of deploy/nginx: Debian's `nginx` package
 #   - pm2: `npm ci` from package-lock.json (node_modules/, git-ignored)
-# hadolint and check-jsonschema come from the Python `test` extra (pyproject.toml).
+# hadolint, check-jsonschema, actionlint and shellcheck come from the Python `test` extra
+# (pyproject.toml). The Debian packages are there for their binaries: the tests start them
+# on free ports; where policy-rc.d or no init system stops it, no service starts.
 # Idempotent and quick when everything is already there. Usage: scripts/install-tools.sh
 set -euo pipefail
 
@@ -21,19 +24,37 @@ as_root() {
     fi
 }
 
-install_prometheus() {
-    if command -v promtool >/dev/null 2>&1 && command -v prometheus >/dev/null 2>&1; then
-        log "prometheus and promtool already installed"
+apt_updated=0
+
+# apt_install PACKAGE BINARY...: install Debian's PACKAGE unless every BINARY is there.
+apt_install() {
+    local package=$1 binary missing=0
+    shift
+    for binary in "$@"; do
+        command -v "$binary" >/dev/null 2>&1 || [ -x "/usr/sbin/$binary" ] || missing=1
+    done
+    if [ "$missing" -eq 0 ]; then
+        log "$package already installed"
         return 0
     fi
     if ! command -v apt-get >/dev/null 2>&1; then
-        log "no apt-get: install Prometheus (promtool, prometheus) by hand"
+        log "no apt-get: install $package ($*) by hand"
         return 1
     fi
-    log "installing Debian's prometheus package (promtool + server)"
-    as_root apt-get update -qq
-    # policy-rc.d or no systemd: the package's service is not started, only the binaries are used.
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus
+    log "installing Debian's $package package"
+    if [ "$apt_updated" -eq 0 ]; then
+        as_root apt-get update -qq
+        apt_updated=1
+    fi
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$package"
+}
+
+install_prometheus() {
+    apt_install prometheus promtool prometheus
+}
+
+install_nginx() {
+    apt_install nginx nginx
 }
 
 install_pm2() {
@@ -51,5 +72,6 @@ install_pm2() {
 
 status=0
 install_prometheus || status=1
+install_nginx || status=1
 install_pm2 || status=1
 exit "$status"

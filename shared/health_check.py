@@ -11,6 +11,7 @@ from typing import Any
 from flask import Flask, Response, current_app, jsonify
 
 EXTENSION = "sardag_health"
+METRICS_EXTENSION = "sardag_metrics"  # shared.metrics.EXTENSION, when the app has metrics
 OK, DEGRADED, DOWN = "ok", "degraded", "down"
 CheckFunc = Callable[[], Any]
 log = logging.getLogger("shared.health_check")
@@ -32,14 +33,24 @@ class HealthCheck:
         self.checks: dict[str, Check] = {}
         self.started = time.monotonic()
         self.service = "app"
+        self._gauge: Any = None
         if app is not None:
             self.init_app(app)
 
     def init_app(self, app: Flask) -> None:
-        """Register `/health` on `app`."""
+        """Register `/health` on `app`; with metrics, export each check's status at every scrape."""
         self.service = app.config.get("SERVICE_NAME", app.name)
         app.extensions[EXTENSION] = self
         app.add_url_rule("/health", "health", self.view, methods=["GET"])
+        metrics = app.extensions.get(METRICS_EXTENSION)
+        if metrics is not None:
+            self._gauge = metrics.gauge(
+                "health_check",
+                "1 for the current status (ok, degraded, down) of each /health check",
+                ("check", "status"),
+                multiprocess_mode="livemostrecent",
+            )
+            metrics.before_expose(self.run)
 
     def add_check(self, name: str, func: CheckFunc, critical: bool = True) -> None:
         """Add (or replace) a named check."""
@@ -48,6 +59,7 @@ class HealthCheck:
     def run(self) -> dict[str, Any]:
         """Run every check and summarise."""
         results = {name: _run_one(check) for name, check in self.checks.items()}
+        self._record(results)
         return {
             "status": self._overall(results),
             "service": self.service,
@@ -61,6 +73,13 @@ class HealthCheck:
         if any(r["status"] != OK for r in results.values()):
             return "degraded"
         return "healthy"
+
+    def _record(self, results: dict[str, dict[str, Any]]) -> None:
+        if self._gauge is None:
+            return
+        for name, result in results.items():
+            for status in (OK, DEGRADED, DOWN):
+                self._gauge.labels(check=name, status=status).set(1 if result["status"] == status else 0)
 
     def view(self) -> tuple[Response, int]:
         """The `/health` endpoint."""

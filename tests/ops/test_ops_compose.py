@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import re
 import subprocess
 import sys
@@ -16,7 +17,17 @@ pytestmark = pytest.mark.unit
 
 APP_PORTS = {"database-service": 5020, "websocket-streaming": 5021}
 MONITORING = {"prometheus", "grafana"}
-ALL_SERVICES = {"redis", "timescaledb", *APP_PORTS, *MONITORING}
+ALL_SERVICES = {"redis", "timescaledb", "nginx", *APP_PORTS, *MONITORING}
+# Which containers may hold each secret (issue 11: no service gets .env as a whole).
+SECRET_HOLDERS = {
+    "API_KEY": {"database-service"},
+    "POSTGRES_PASSWORD": {"timescaledb", "database-service"},
+    "REDIS_PASSWORD": {"redis", "database-service", "websocket-streaming"},
+    "GRAFANA_ADMIN_PASSWORD": {"grafana"},
+    "SENTRY_DSN": {"database-service", "websocket-streaming"},
+}
+COMPOSE_REF = re.compile(r"\$\$|\$\{([A-Za-z0-9_]+)(?:(:?[-?])([^}]*))?\}")
+ENVIRON_READ = re.compile(r"os\.environ(?:\.get|\.setdefault)?[\[(]\s*\"([A-Z0-9_]+)\"")
 SECRET_KEY = re.compile(r"(PASSWORD|SECRET|TOKEN|API_KEY|DSN)", re.IGNORECASE)
 REQUIRED_REF = re.compile(r"^\$\{[A-Z0-9_]+:\?[^}]+\}$")
 VAR_REF = re.compile(r"(?<!\$)\$\{([A-Z0-9_]+)")
@@ -68,23 +79,74 @@ def test_no_version_key_and_expected_services(compose: dict[str, Any]) -> None:
 def test_app_service_build_and_env(compose: dict[str, Any], name: str) -> None:
     svc = compose["services"][name]
     assert svc["build"] == {"context": ".", "dockerfile": f"{name}/Dockerfile"}
-    assert ".env" in _as_list(svc["env_file"])
+    assert "env_file" not in svc, "a service must not get .env as a whole"
     env = svc["environment"]
-    assert _masked_url(env["DATABASE_URL"])[0].hostname == "timescaledb"
     assert _masked_url(env["REDIS_URL"])[0].hostname == "redis"
     assert env["BIND"] == "0.0.0.0"
-    assert REQUIRED_REF.match(env["API_KEY"]), "BIND 0.0.0.0 needs a required API_KEY"
+    assert str(env["TRUSTED_PROXIES"]) == "1", "nginx is one trusted hop"
     assert str(env["PORT"]) == str(APP_PORTS[name])
+    if name == "database-service":
+        assert _masked_url(env["DATABASE_URL"])[0].hostname == "timescaledb"
+        assert REQUIRED_REF.match(env["API_KEY"]), "BIND 0.0.0.0 needs a required API_KEY"
+    else:
+        assert "DATABASE_URL" not in env
+        assert "API_KEY" not in env
+        assert str(env["ALLOW_UNAUTHENTICATED"]) == "1", "no API_KEY: 0.0.0.0 must be allowed explicitly"
 
 
 @pytest.mark.parametrize("name", sorted(APP_PORTS))
-def test_app_service_port_health_restart(compose: dict[str, Any], name: str) -> None:
+def test_app_service_scales_behind_nginx(compose: dict[str, Any], name: str) -> None:
+    """`docker compose up --scale <service>=N` must not fail on a published port or a name."""
     svc = compose["services"][name]
+    assert "ports" not in svc
+    assert "container_name" not in svc
+    assert svc["deploy"]["replicas"] >= 2
     port = APP_PORTS[name]
-    assert any(str(p).endswith(f":{port}:{port}") for p in svc["ports"]), svc["ports"]
     test = " ".join(_as_list(svc["healthcheck"]["test"]))
     assert f"127.0.0.1:{port}/health" in test
     assert svc["restart"] in {"always", "unless-stopped", "on-failure"}
+    nginx = compose["services"]["nginx"]
+    assert f"${{SARDAG_PUBLISH_ADDR:-127.0.0.1}}:{port}:{port}" in nginx["ports"]
+
+
+def test_nginx_renders_every_template_variable(compose: dict[str, Any], ops: SimpleNamespace) -> None:
+    nginx = compose["services"]["nginx"]
+    assert "./deploy/nginx/templates:/etc/nginx/templates:ro" in nginx["volumes"]
+    env = nginx["environment"]
+    templates = sorted((ops.REPO / "deploy/nginx/templates").glob("*.template"))
+    used = {name for path in templates for name in re.findall(r"\$\{(\w+)\}", path.read_text())}
+    assert used, "no template variables found"
+    given = {key for key in env if key.startswith("SARDAG_")}
+    assert used == given, f"template uses {sorted(used)}, compose sets {sorted(given)}"
+    # The image's envsubst must leave nginx's own $variables alone.
+    assert all(re.search(env["NGINX_ENVSUBST_FILTER"], name) for name in used)
+    assert not re.search(env["NGINX_ENVSUBST_FILTER"], "host")
+    assert env["SARDAG_DATABASE_SERVICE_UPSTREAM"] == "database-service:5020"
+    assert env["SARDAG_WEBSOCKET_STREAMING_UPSTREAM"] == "websocket-streaming:5021"
+
+
+@pytest.mark.parametrize("secret", sorted(SECRET_HOLDERS))
+def test_each_secret_reaches_only_the_containers_that_need_it(
+    compose: dict[str, Any], ops: SimpleNamespace, secret: str
+) -> None:
+    dotenv = _sentinel_dotenv(ops.REPO)
+    holders = {
+        name
+        for name in compose["services"]
+        if any(dotenv[secret] in value for value in _container_env(compose, name, dotenv).values())
+    }
+    assert holders == SECRET_HOLDERS[secret]
+
+
+@pytest.mark.parametrize("name", sorted(APP_PORTS))
+def test_each_service_gets_only_variables_it_reads(
+    compose: dict[str, Any], ops: SimpleNamespace, tmp_path: Path, name: str
+) -> None:
+    given = set(_container_env(compose, name, _sentinel_dotenv(ops.REPO)))
+    reads = _variables_read_by(ops.REPO, name, tmp_path)
+    assert given <= reads, f"{name} is given variables it never reads: {sorted(given - reads)}"
+    # Every tuning variable is still reachable from .env (passed through when set).
+    assert {"LOG_LEVEL", "RATE_LIMIT_DEFAULT", "SENTRY_DSN", "WEB_CONCURRENCY"} <= given
 
 
 def test_depends_on_waits_for_healthy(compose: dict[str, Any]) -> None:
@@ -92,6 +154,7 @@ def test_depends_on_waits_for_healthy(compose: dict[str, Any]) -> None:
     expected = {
         "database-service": {"timescaledb", "redis"},
         "websocket-streaming": {"redis"},
+        "nginx": {"database-service", "websocket-streaming"},
         "grafana": {"prometheus"},
     }
     for name, deps in expected.items():
@@ -132,7 +195,7 @@ def test_monitoring_pair_under_profile(compose: dict[str, Any]) -> None:
 
 
 def test_monitoring_mounts_exist(compose: dict[str, Any], ops: SimpleNamespace) -> None:
-    for name in MONITORING:
+    for name in (*MONITORING, "nginx"):
         for volume in compose["services"][name]["volumes"]:
             source = volume.split(":")[0]
             if source.startswith("./"):
@@ -142,6 +205,8 @@ def test_monitoring_mounts_exist(compose: dict[str, Any], ops: SimpleNamespace) 
 def test_no_literal_secret(compose: dict[str, Any]) -> None:
     for name, svc in compose["services"].items():
         for key, value in _env_items(svc):
+            if value is None:  # passed from .env or the shell, never written here
+                continue
             if SECRET_KEY.search(key):
                 assert REQUIRED_REF.match(str(value)), f"{name}.{key} must be ${{{key}:?...}}"
             _assert_url_password_is_reference(f"{name}.{key}", str(value))
@@ -151,8 +216,69 @@ def test_every_variable_is_documented_in_env_example(compose: dict[str, Any], op
     example = (ops.REPO / ".env.example").read_text()
     used = {var for text in _strings(compose) for var in VAR_REF.findall(text)}
     assert {"API_KEY", "POSTGRES_PASSWORD", "GRAFANA_ADMIN_PASSWORD"} <= used
-    for var in used:
+    passed = {key for svc in compose["services"].values() for key, value in _env_items(svc) if value is None}
+    assert {"LOG_LEVEL", "SYMBOLS"} <= passed
+    for var in used | passed:
         assert re.search(rf"^#? ?{var}=", example, re.MULTILINE), f"{var} not in .env.example"
+
+
+def _sentinel_dotenv(repo: Path) -> dict[str, str]:
+    """A .env with every variable .env.example names set to a value that can be traced."""
+    names = re.findall(r"^#? ?([A-Z][A-Z0-9_]*)=", (repo / ".env.example").read_text(), re.MULTILINE)
+    return {name: f"sentinel-{name.lower()}" for name in names}
+
+
+def _interpolate(value: str, dotenv: dict[str, str]) -> str:
+    """Compose's ${VAR}, ${VAR:-default}, ${VAR-default}, ${VAR:?error}, ${VAR?error} and $$."""
+
+    def one(match: re.Match[str]) -> str:
+        if match[0] == "$$":
+            return "$"
+        name, operator, argument = match[1], match[2], match[3]
+        found = dotenv.get(name)
+        if operator in (":-", ":?") and not found:
+            found = None
+        if found is None and operator in (":?", "?"):
+            raise AssertionError(f"compose would stop: {name}: {argument}")
+        return found if found is not None else (argument or "")
+
+    return COMPOSE_REF.sub(one, value)
+
+
+def _container_env(compose: dict[str, Any], name: str, dotenv: dict[str, str]) -> dict[str, str]:
+    """The environment compose gives `name`'s container, for a project .env of `dotenv`."""
+    svc = compose["services"][name]
+    assert "env_file" not in svc, f"{name}: env_file passes a whole file"
+    env = {}
+    for key, value in _env_items(svc):
+        if value is None:  # passed from the project environment when set there
+            if key in dotenv:
+                env[key] = dotenv[key]
+        else:
+            env[key] = _interpolate(str(value), dotenv)
+    return env
+
+
+def _variables_read_by(repo: Path, service: str, tmp_path: Path) -> set[str]:
+    """Settings of `service`, its routes' RATE_LIMIT_<SCOPE>, and what its gunicorn setup reads."""
+    from shared.config import SHARED_SETTINGS
+
+    module = service.replace("-", "_")
+    own = importlib.import_module(f"{module}.settings").SETTINGS
+    names = {setting.name for setting in (*SHARED_SETTINGS, *own)}
+    app = importlib.import_module(module).create_app(
+        {"DATABASE_URL": f"sqlite:///{tmp_path / 'env.db'}", "REDIS_URL": None, "SENTRY_DSN": None}
+    )
+    scopes = set(app.view_functions)
+    scopes |= {getattr(view, "rate_limit_scope", "") for view in app.view_functions.values()}
+    names |= {f"RATE_LIMIT_{scope.upper()}" for scope in scopes if scope}
+    for path in (
+        repo / service / "gunicorn.conf.py",
+        repo / "shared/gunicorn_hooks.py",
+        repo / "shared/metrics.py",
+    ):
+        names |= set(ENVIRON_READ.findall(path.read_text()))
+    return names
 
 
 def _masked_url(value: str) -> tuple[SplitResult, list[str]]:

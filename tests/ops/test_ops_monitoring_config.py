@@ -71,17 +71,14 @@ def test_promtool_check_config(ops: SimpleNamespace) -> None:
     assert "SUCCESS" in result.stdout + result.stderr
 
 
-def test_prometheus_scrapes_both_services(ops: SimpleNamespace) -> None:
+def test_prometheus_scrapes_every_instance_of_both_services(ops: SimpleNamespace) -> None:
+    """DNS discovery: one target per replica of each compose service (`--scale` included)."""
     from ruamel.yaml import YAML
 
     config = YAML(typ="safe").load((ops.REPO / PROMETHEUS_YML).read_text())
-    targets = {
-        target
-        for job in config["scrape_configs"]
-        for static in job.get("static_configs", [])
-        for target in static["targets"]
-    }
-    assert {"database-service:5020", "websocket-streaming:5021"} <= targets
+    jobs = {job["job_name"]: job.get("dns_sd_configs", []) for job in config["scrape_configs"]}
+    for service, port in (("database-service", 5020), ("websocket-streaming", 5021)):
+        assert [(sd["names"], sd["type"], sd["port"]) for sd in jobs[service]] == [([service], "A", port)]
 
 
 def test_every_dashboard_query_is_valid_promql(ops: SimpleNamespace, tmp_path: Path) -> None:
@@ -136,3 +133,19 @@ def test_dashboard_provider_points_at_the_mounted_folder(ops: SimpleNamespace) -
     mounts = dict(v.split(":")[:2] for v in compose["services"]["grafana"]["volumes"])
     assert mounts["./deploy/grafana/dashboards"] == providers[0]["options"]["path"]
     assert providers[0]["folder"]
+
+
+def test_dashboard_shows_the_alert_states(ops: SimpleNamespace) -> None:
+    """An alert list of Prometheus's rules and a table of the ALERTS series, at the top."""
+    from ruamel.yaml import YAML
+
+    panels = list(walk_panels(load_dashboard(ops.REPO)["panels"]))
+    provisioning = ops.REPO / "deploy/grafana/provisioning/datasources/prometheus.yml"
+    sources = YAML(typ="safe").load(provisioning.read_text())
+    prometheus = sources["datasources"][0]
+    assert prometheus["jsonData"]["manageAlerts"] is True, "Grafana lists the rules of a managed source only"
+    lists = [p for p in panels if p["type"] == "alertlist"]
+    assert [p["options"]["datasource"] for p in lists] == [prometheus["name"]]
+    assert all(lists[0]["options"]["stateFilter"][state] for state in ("firing", "pending", "normal"))
+    assert lists[0]["gridPos"]["y"] <= 1, "alerts come first"
+    assert any("ALERTS" in expr for _, _, expr in dashboard_queries(ops.REPO))

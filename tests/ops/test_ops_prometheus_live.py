@@ -1,4 +1,5 @@
-"""A real Prometheus scrapes both running services; every dashboard query returns series."""
+"""A real Prometheus scrapes both running services with the alerting rules loaded: every
+rule evaluates, a feed outage makes its alert pending, every dashboard query returns series."""
 
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ SCRAPE_SECONDS = 1
 VARIABLES = {"$__rate_interval": "30s", "$__interval": "2s", "$__range": "5m"}
 HISTORY_LIMIT = 3  # low per-route limit on /signals/history, so the 429 panel has data
 DB_WORKERS = 2  # without Redis each worker limits on its own: up to HISTORY_LIMIT per worker
+ONLY_WITH_REDIS = {"sardag_redis_fallback_total"}  # these services run without Redis here
 
 
 def _dashboard_queries(repo: Path) -> list[tuple[str, str, str]]:
@@ -46,20 +48,24 @@ def _substitute(expr: str) -> str:
 
 
 def _prometheus_config(repo: Path, targets: dict[str, str], path: Path) -> None:
-    """deploy/prometheus/prometheus.yml with loopback targets and a 1 s scrape interval."""
+    """deploy/prometheus/prometheus.yml with loopback targets, its rules, a 1 s interval."""
     from ruamel.yaml import YAML
 
-    config = YAML(typ="safe").load((repo / "deploy/prometheus/prometheus.yml").read_text())
+    prometheus_dir = repo / "deploy/prometheus"
+    config = YAML(typ="safe").load((prometheus_dir / "prometheus.yml").read_text())
     config["global"].update(
         scrape_interval=f"{SCRAPE_SECONDS}s",
         scrape_timeout=f"{SCRAPE_SECONDS}s",
         evaluation_interval=f"{SCRAPE_SECONDS}s",
     )
+    config["rule_files"] = [str(prometheus_dir / pattern) for pattern in config["rule_files"]]
     jobs = []
     for job in config["scrape_configs"]:
-        for static in job.get("static_configs", []):
-            static["targets"] = [targets[t] for t in static["targets"] if t in targets]
-        if any(static["targets"] for static in job.get("static_configs", [])):
+        # Compose finds the instances through Docker's DNS; here they are on loopback.
+        names = [f"{name}:{sd['port']}" for sd in job.pop("dns_sd_configs", []) for name in sd["names"]]
+        names += [t for static in job.get("static_configs", []) for t in static["targets"]]
+        job["static_configs"] = [{"targets": [targets[name] for name in names if name in targets]}]
+        if job["static_configs"][0]["targets"]:
             jobs.append(job)
     config["scrape_configs"] = jobs
     path.write_text(json.dumps(config))
@@ -124,6 +130,21 @@ def _traffic(ops: SimpleNamespace, db: str, ws: str) -> None:
     assert 429 in statuses, f"no 429 from /signals/history with limit {HISTORY_LIMIT}: {statuses}"
 
 
+def _rules_evaluate(ops: SimpleNamespace, prometheus: str) -> list[dict[str, Any]]:
+    """Every alerting rule, once each has been evaluated without an error."""
+    _, body = ops.http("GET", f"{prometheus}/api/v1/rules?type=alert")
+    rules = [rule for group in body["data"]["groups"] for rule in group["rules"]]
+    assert rules, "Prometheus loaded no alerting rules"
+    broken = [f"{r['name']}: {r.get('lastError')}" for r in rules if r["health"] == "err"]
+    assert not broken, broken
+    return rules if all(r["health"] == "ok" for r in rules) else []
+
+
+def _alert_states(ops: SimpleNamespace, prometheus: str) -> dict[str, str]:
+    _, body = ops.http("GET", f"{prometheus}/api/v1/alerts")
+    return {alert["labels"]["alertname"]: alert["state"] for alert in body["data"]["alerts"]}
+
+
 def _reconnect(ops: SimpleNamespace, launcher: Any, exchange: Any, ws: str) -> Any:
     """Restart the fake exchange on its port so the service reconnects once."""
     exchange.stop(timeout=10)
@@ -147,11 +168,22 @@ def test_every_dashboard_query_returns_series(ops: SimpleNamespace, launcher: An
     jobs = {"database-service", "websocket-streaming"}
     ops.wait_until(lambda: _targets_up(ops, prometheus, jobs), 30, "both scrape targets up")
     _wait_for_prices(ops, ws.url)
-    _reconnect(ops, launcher, exchange, ws.url)
+    exchange = _reconnect(ops, launcher, exchange, ws.url)
     _traffic(ops, db.url, ws.url)
     time.sleep(5 * SCRAPE_SECONDS)
     _traffic(ops, db.url, ws.url)
-    time.sleep(4 * SCRAPE_SECONDS)
+    rules = ops.wait_until(lambda: _rules_evaluate(ops, prometheus), 30, "every alerting rule evaluated")
+    # The feed goes away: its alert must go pending (it fires after its `for`, 1 minute).
+    exchange.stop(timeout=10)
+    states = ops.wait_until(
+        lambda: (s := _alert_states(ops, prometheus)).get("SardagFeedDisconnected") == "pending" and s,
+        30,
+        "SardagFeedDisconnected to be pending",
+    )
+    print(f"{len(rules)} alerting rules evaluated; active after the feed stopped: {states}")
+    for metric in sorted({m for rule in rules for m in re.findall(r"sardag_[a-z0-9_]+", rule["query"])}):
+        if metric not in ONLY_WITH_REDIS:
+            assert _query(ops, prometheus, metric)["data"]["result"], f"an alert reads {metric}, never exported"
     queries = _dashboard_queries(ops.REPO)
     assert len(queries) >= 10, "the dashboard lost panels"
     problems = []

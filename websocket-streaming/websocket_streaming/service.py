@@ -179,7 +179,7 @@ class StreamingService:
         while not self._stop.wait(1.0):
             try:
                 self._rates.append((time.monotonic(), self.stats.total_messages()))
-                self.metrics.sync(self._price_times)
+                self.metrics.sync(self._price_times, leader=self.holds_upstream())
             except Exception as exc:
                 log.exception("metrics tick failed")
                 report(exc, {"what": "metrics tick"})
@@ -201,6 +201,10 @@ class StreamingService:
         if self.bridge is None:
             return "standalone"
         return "leader" if self.bridge.is_leader else "follower"
+
+    def holds_upstream(self) -> bool:
+        """True while this process runs the upstream as the leader, or alone without Redis."""
+        return self.upstream is not None and self.role != "follower"
 
     def alive(self) -> bool:
         """False when a thread that must run has died (the process cannot serve fresh data)."""

@@ -52,6 +52,9 @@ class MetricsSync:
             "sardag_ws_reconnects_total", "Upstream reconnect attempts after a lost connection"
         )
         self._connected = metrics.gauge("sardag_ws_connected", "1 while the upstream WebSocket is connected")
+        self._leader = metrics.gauge(
+            "sardag_ws_leader", "1 while this process holds the upstream (Redis lock, or alone without Redis)"
+        )
         self._updated = metrics.gauge(
             "sardag_price_updated_timestamp_seconds", "Unix time of the last price update", ["symbol"]
         )
@@ -60,13 +63,14 @@ class MetricsSync:
         self._parse_errors.inc(0)
         self._reconnects.inc(0)
 
-    def sync(self, latest: Callable[[], dict[str, float]]) -> None:
-        """Push every counter's growth since the last sync, the gauge and price times."""
+    def sync(self, latest: Callable[[], dict[str, float]], leader: bool = False) -> None:
+        """Push every counter's growth since the last sync, the gauges and price times."""
         for kind, count in list(self.stats.messages.items()):
             self._inc(self._messages.labels(type=kind), f"m:{kind}", count)
         self._inc(self._parse_errors, "parse", self.stats.parse_errors)
         self._inc(self._reconnects, "reconnects", self.stats.reconnects)
         self._connected.set(1 if self.stats.connected else 0)
+        self._leader.set(1 if leader else 0)
         for symbol, when in latest().items():
             self._updated.labels(symbol=symbol).set(when)
 
