@@ -187,13 +187,29 @@ NonNegative = _amount(Decimal(0), f"at least 0 and below 1e15; {DOUBLE_NOTE}")
 Confidence = Annotated[
     Decimal, BeforeValidator(_number), Field(ge=0, le=1), _number_schema(minimum=0, maximum=1)
 ]
+METADATA_NOTE = "JSON object, at most 16 KiB as compact JSON and 32 levels deep; no U+0000 in strings"
 Timestamp = Annotated[int, BeforeValidator(parse_timestamp), WithJsonSchema(TIMESTAMP_SCHEMA)]
 QueryTimestamp = Annotated[int, BeforeValidator(parse_query_timestamp), WithJsonSchema(TIMESTAMP_SCHEMA)]
 NO_NUL = r"^[^\x00]*$"  # neither database stores U+0000 in text
 Text64 = Annotated[str, Field(min_length=1, max_length=64, pattern=NO_NUL)]
 ClientId = Annotated[str, Field(min_length=1, max_length=128, pattern=NO_NUL)]
 Timeframe = Annotated[str, Field(pattern=_TIMEFRAME.pattern, max_length=5)]
-Metadata = Annotated[dict[str, Any], AfterValidator(_metadata)]
+METADATA_VALUE = "#/components/schemas/MetadataValue"
+NO_NUL_KEYS = {"propertyNames": {"pattern": NO_NUL}}
+# Any JSON value whose strings (keys too) have no U+0000; a component, as it is recursive.
+METADATA_VALUE_SCHEMA = {
+    "anyOf": [
+        {"type": ["null", "boolean", "number"]},
+        {"type": "string", "pattern": NO_NUL},
+        {"type": "array", "items": {"$ref": METADATA_VALUE}},
+        {"type": "object", **NO_NUL_KEYS, "additionalProperties": {"$ref": METADATA_VALUE}},
+    ]
+}
+Metadata = Annotated[
+    dict[str, Any],
+    AfterValidator(_metadata),
+    WithJsonSchema({"type": "object", **NO_NUL_KEYS, "additionalProperties": {"$ref": METADATA_VALUE}}),
+]
 BigId = Annotated[int, Strict(), Field(ge=1, le=MAX_BIGINT)]
 Action = Annotated[
     Literal["BUY", "SELL", "HOLD"],
@@ -219,7 +235,7 @@ class SignalIn(BaseModel):
     strategy: Text64 | None = None
     timeframe: Timeframe | None = Field(default=None, description="e.g. 1m, 15m, 4h, 1d")
     timestamp: Timestamp | None = Field(default=None, description="default: now; stored as UTC")
-    metadata: Metadata | None = Field(default=None, description="JSON object, at most 16 KiB")
+    metadata: Metadata | None = Field(default=None, description=METADATA_NOTE)
     client_id: ClientId | None = Field(default=None, description="idempotency key")
 
 
@@ -236,10 +252,10 @@ class TradeIn(BaseModel):
     fees: NonNegative = Decimal(0)
     strategy: Text64 | None = None
     signal_id: BigId | None = None
-    entry_time: Timestamp | None = None
+    entry_time: Timestamp | None = Field(default=None, description="must not be after exit_time")
     exit_time: Timestamp | None = Field(default=None, description="default: now")
     client_id: ClientId | None = Field(default=None, description="idempotency key")
-    metadata: Metadata | None = Field(default=None, description="JSON object, at most 16 KiB")
+    metadata: Metadata | None = Field(default=None, description=METADATA_NOTE)
 
 
 class HistoryQuery(BaseModel):

@@ -15,6 +15,7 @@ from pydantic.json_schema import models_json_schema
 
 from database_service.models import (
     MAX_BIGINT,
+    METADATA_VALUE_SCHEMA,
     Error,
     GroupedStats,
     HistoryQuery,
@@ -104,7 +105,7 @@ def _not_null(prop: dict[str, Any]) -> dict[str, Any]:
 def _components() -> dict[str, Any]:
     pairs = [(m, "validation") for m in INPUT_MODELS] + [(m, "serialization") for m in OUTPUT_MODELS]
     _, top = models_json_schema(pairs, ref_template=REF)
-    return top["$defs"]
+    return {**top["$defs"], "MetadataValue": METADATA_VALUE_SCHEMA}
 
 
 def _secured(operation: dict[str, Any], secured: bool) -> dict[str, Any]:
