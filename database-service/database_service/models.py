@@ -15,7 +15,6 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
-    Strict,
     WithJsonSchema,
 )
 
@@ -210,7 +209,19 @@ Metadata = Annotated[
     AfterValidator(_metadata),
     WithJsonSchema({"type": "object", **NO_NUL_KEYS, "additionalProperties": {"$ref": METADATA_VALUE}}),
 ]
-BigId = Annotated[int, Strict(), Field(ge=1, le=MAX_BIGINT)]
+def _whole(value: Any) -> int:
+    """A JSON integer: 7, or 7.0 / 7e0 (the same number to JSON Schema); never "7" or true."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    # Bounded first: int(Decimal("1e999999999")) would build a billion-digit number.
+    if isinstance(value, float | Decimal) and math.isfinite(value) and abs(value) <= 2**64:
+        whole = int(value)
+        if whole == value:
+            return whole
+    raise ValueError("must be an integer")
+
+
+BigId = Annotated[int, BeforeValidator(_whole), Field(ge=1, le=MAX_BIGINT)]
 Action = Annotated[
     Literal["BUY", "SELL", "HOLD"],
     BeforeValidator(_upper),

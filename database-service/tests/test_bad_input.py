@@ -157,6 +157,7 @@ BAD_TRADES: dict[str, tuple[Any, str]] = {
     "negative fees": (_with(GOOD_TRADE, fees=-0.01), "fees"),
     "unknown side": (_with(GOOD_TRADE, side="SIDEWAYS"), "side"),
     "signal_id as string": (_with(GOOD_TRADE, signal_id="7"), "signal_id"),
+    "signal_id with a fraction": (_with(GOOD_TRADE, signal_id=7.5), "signal_id"),
     "signal_id too big": (_with(GOOD_TRADE, signal_id=2**63), "signal_id"),
     "entry after exit": (
         _with(GOOD_TRADE, entry_time="2026-11-24T11:00:00Z", exit_time="2026-11-24T10:00:00Z"),

@@ -85,3 +85,10 @@ def test_the_smallest_trade_amounts_give_finite_figures(client: FlaskClient) -> 
     assert client.get("/performance/stats").get_json()["total_trades"] == 1
     below = client.post("/performance/track", json={**trade, "entry_price": 1e-19})
     assert below.status_code == 400
+
+
+def test_a_whole_number_written_with_a_fraction_is_an_integer(client: FlaskClient) -> None:
+    """JSON Schema's integer includes 7.0 (schemathesis sent it): signal_id takes it as 7."""
+    trade = {"symbol": "BTCUSDT", "entry_price": 1, "exit_price": 2}
+    assert client.post("/performance/track", json={**trade, "signal_id": 7.0}).get_json()["signal_id"] == 7
+    assert client.post("/performance/track", json={**trade, "signal_id": 7.5}).status_code == 400
