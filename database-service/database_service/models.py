@@ -209,6 +209,8 @@ Metadata = Annotated[
     AfterValidator(_metadata),
     WithJsonSchema({"type": "object", **NO_NUL_KEYS, "additionalProperties": {"$ref": METADATA_VALUE}}),
 ]
+
+
 def _whole(value: Any) -> int:
     """A JSON integer: 7, or 7.0 / 7e0 (the same number to JSON Schema); never "7" or true."""
     if isinstance(value, int) and not isinstance(value, bool):
@@ -221,7 +223,12 @@ def _whole(value: Any) -> int:
     raise ValueError("must be an integer")
 
 
-BigId = Annotated[int, BeforeValidator(_whole), Field(ge=1, le=MAX_BIGINT)]
+BigId = Annotated[
+    int,
+    BeforeValidator(_whole),
+    Field(ge=1, le=MAX_BIGINT),
+    WithJsonSchema({"type": "integer", "minimum": 1, "maximum": MAX_BIGINT}),
+]
 Action = Annotated[
     Literal["BUY", "SELL", "HOLD"],
     BeforeValidator(_upper),
