@@ -112,7 +112,7 @@ def test_database_service_with_api_keys(launcher: Launcher, tmp_path: Path) -> N
     """SQLite, two API keys: the key schemes are declared and a missing key must get 401."""
     service = launcher.gunicorn("database-service", workers=2, API_KEYS=",".join(KEYS), **RAISED_LIMITS)
     assert "securitySchemes" in http("GET", f"{service.url}/openapi.json")[1]["components"]
-    outcome = run_schemathesis(service, tmp_path, _examples(150, 8), f"X-API-Key: {KEYS[1]}")
+    outcome = run_schemathesis(service, tmp_path, _examples(300, 8), f"X-API-Key: {KEYS[1]}")
     check(outcome, service, "database-service (sqlite, API keys)", LONG_MIN_REQUESTS if LONG else 100)
     assert outcome.statuses[201] > 0  # writes with the key went through
     assert outcome.statuses[401] > 0  # and writes without it were refused
@@ -131,7 +131,7 @@ def test_database_service_on_postgresql(launcher: Launcher, tmp_path: Path, post
     """The same document against PostgreSQL storage (NUMERIC prices, text without NUL)."""
     with scratch_postgres(postgres_url, "sardag_st") as url:
         service = launcher.gunicorn("database-service", workers=1, DATABASE_URL=url, **RAISED_LIMITS)
-        outcome = run_schemathesis(service, tmp_path, _examples(100, 8))
+        outcome = run_schemathesis(service, tmp_path, _examples(200, 8))
         service.stop(timeout=15)
     check(outcome, service, "database-service (postgresql)", LONG_MIN_REQUESTS if LONG else 100)
 
