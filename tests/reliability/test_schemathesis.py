@@ -81,7 +81,8 @@ def run_schemathesis(service: Running, tmp: Path, max_examples: int, *headers: s
     for header in headers:
         argv += ["--header", header]
     env = {**os.environ, "SCHEMATHESIS_HOOKS": "st_hooks", "PYTHONPATH": str(HERE), "NO_COLOR": "1"}
-    done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=1800, check=False)
+    # cwd: the CLI keeps a .schemathesis cache in its working directory
+    done = subprocess.run(argv, cwd=tmp, env=env, capture_output=True, text=True, timeout=1800, check=False)
     entries = json.loads(har.read_text())["log"]["entries"] if har.exists() else []
     return Outcome(done.returncode, done.stdout + done.stderr, entries)
 
