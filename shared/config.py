@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from dotenv import dotenv_values
 
@@ -137,6 +137,11 @@ def parse_symbols(value: str) -> tuple[str, ...]:
     return symbols
 
 
+def parse_key_list(value: str) -> tuple[str, ...]:
+    """Comma-separated API keys (surrounding spaces dropped, no empty entries)."""
+    return tuple(dict.fromkeys(k.strip() for k in value.split(",") if k.strip()))
+
+
 def parse_log_level(value: str) -> str:
     """Parse a logging level name."""
     level = value.strip().upper()
@@ -150,6 +155,8 @@ SHARED_SETTINGS: tuple[Setting, ...] = (
     Setting("REDIS_URL", parse_url("redis", "rediss", "unix"), None),
     Setting("REDIS_TIMEOUT_SECONDS", parse_float(0.001, 10.0), 0.05),
     Setting("API_KEY", parse_str, None),
+    Setting("API_KEYS", parse_key_list, (), "more accepted keys, comma-separated (rotation)"),
+    Setting("API_KEYS_FILE", parse_str, None, "file of accepted keys, one a line, re-read on change"),
     Setting("BIND", parse_str, "127.0.0.1"),
     Setting("PORT", parse_int(1, 65535), 5000),
     Setting("ALLOW_UNAUTHENTICATED", parse_bool, False),
@@ -238,7 +245,8 @@ def _route_limits(raw: Mapping[str, str], overrides: Mapping[str, Any]) -> dict[
 
 def _check_bind(config: Mapping[str, Any]) -> None:
     bind = str(config["BIND"])
-    if _is_loopback(bind) or config["API_KEY"] or config["ALLOW_UNAUTHENTICATED"]:
+    keyed = config["API_KEY"] or config["API_KEYS"] or config["API_KEYS_FILE"]
+    if _is_loopback(bind) or keyed or config["ALLOW_UNAUTHENTICATED"]:
         return
     raise ConfigError(
         "BIND",
@@ -262,7 +270,7 @@ def exit_on_config_error(error: ConfigError) -> None:
     raise SystemExit(2)
 
 
-SECRET_NAMES = ("API_KEY", "SENTRY_DSN", "DATABASE_URL", "REDIS_URL")
+SECRET_NAMES = ("API_KEY", "API_KEYS", "SENTRY_DSN", "DATABASE_URL", "REDIS_URL")
 
 
 def redacted(config: Mapping[str, Any]) -> dict[str, Any]:
@@ -278,6 +286,17 @@ def redacted(config: Mapping[str, Any]) -> dict[str, Any]:
         else:
             safe[name] = "***"
     return safe
+
+
+def secret_values(config: Mapping[str, Any]) -> set[str]:
+    """Every secret string in `config`: API keys, URL passwords (as written and decoded), the DSN."""
+    found = {str(config.get("API_KEY") or ""), *config.get("API_KEYS", ())}
+    for name in ("DATABASE_URL", "REDIS_URL", "SENTRY_DSN"):
+        parts = urlsplit(str(config.get(name) or ""))
+        found.update({parts.password or "", unquote(parts.password or "")})
+    dsn = str(config.get("SENTRY_DSN") or "")
+    found.update({dsn, urlsplit(dsn).username or ""})  # a DSN's user part is its key
+    return {value for value in found if value}
 
 
 def main(argv: list[str] | None = None) -> None:

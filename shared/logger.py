@@ -16,7 +16,9 @@ from typing import Any
 
 from flask import Flask, Request, Response, g, has_request_context
 
+from shared.config import secret_values
 from shared.request_pipeline import elapsed_seconds, get_pipeline
+from shared.secrets import Secrets
 
 REQUEST_ID_HEADER = "X-Request-ID"
 _VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
@@ -25,12 +27,16 @@ _Entry = tuple[float, str, str, str, dict[str, Any]]  # created, level, logger, 
 _ENCODER = json.JSONEncoder(default=str)  # built once: json.dumps(default=...) builds one per call
 
 
-class JsonFormatter(logging.Formatter):
-    """Format a record as one JSON object; extra attributes become fields."""
+SECRETS_EXTENSION = "sardag_secrets"
 
-    def __init__(self) -> None:
+
+class JsonFormatter(logging.Formatter):
+    """Format a record as one JSON object; extra attributes become fields; secrets masked."""
+
+    def __init__(self, secrets: Secrets | None = None) -> None:
         super().__init__()
         self._second: tuple[int, str] = (-1, "")  # the last whole second and its text
+        self.secrets = secrets if secrets is not None else Secrets()
 
     def format(self, record: logging.LogRecord) -> str:
         extra = {k: v for k, v in record.__dict__.items() if k not in _STANDARD_ATTRS}
@@ -47,7 +53,7 @@ class JsonFormatter(logging.Formatter):
             "message": message,
         }
         entry.update(extra)
-        return _ENCODER.encode(entry)
+        return self.secrets.mask(_ENCODER.encode(entry))
 
     def _utc_millis(self, created: float) -> str:
         """ISO 8601 UTC with milliseconds; the date part is computed once per second.
@@ -63,6 +69,18 @@ class JsonFormatter(logging.Formatter):
         if cached[0] != second:
             cached = self._second = (second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second)))
         return f"{cached[1]}.{micros // 1000:03d}+00:00"
+
+
+class TextFormatter(logging.Formatter):
+    """The `text` format, secrets masked."""
+
+    def __init__(self, secrets: Secrets) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s %(message)s")
+        self.secrets = secrets
+
+    def format(self, record: logging.LogRecord) -> str:
+        """The line, with every secret replaced by `***`."""
+        return self.secrets.mask(super().format(record))
 
 
 class RequestIdFilter(logging.Filter):
@@ -186,12 +204,19 @@ def configure_logging(level: str = "INFO", fmt: str = "json", *, background: boo
     `background=True` (gunicorn workers) writes from a separate thread in batches; a
     handler installed that way stays when later calls (the app factory's) leave it out.
     """
+    secrets = log_secrets()
     handler = _our_handler()
     if handler is None or (background and not isinstance(handler, BackgroundStderrHandler)):
         handler = _install(BackgroundStderrHandler() if background else StderrHandler())
-    text = "%(asctime)s %(levelname)s %(name)s %(message)s"
-    handler.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter(text))
+    handler.setFormatter(JsonFormatter(secrets) if fmt == "json" else TextFormatter(secrets))
     logging.getLogger().setLevel(level)
+
+
+def log_secrets() -> Secrets:
+    """The secrets the process's log lines are masked with (one set, kept across reconfiguring)."""
+    handler = _our_handler()
+    found = getattr(handler.formatter, "secrets", None) if handler is not None else None
+    return found if isinstance(found, Secrets) else Secrets()
 
 
 def stop_background_logging() -> None:
@@ -226,6 +251,9 @@ def get_logger(name: str) -> logging.Logger:
 def init_app(app: Flask) -> None:
     """Configure logging and add request-id handling and access logging to `app`."""
     configure_logging(app.config.get("LOG_LEVEL", "INFO"), app.config.get("LOG_FORMAT", "json"))
+    secrets = log_secrets()
+    secrets.add(secret_values(app.config))
+    app.extensions[SECRETS_EXTENSION] = secrets
     access_log = logging.getLogger(f"{app.config['SERVICE_NAME']}.access")
     app.extensions["sardag_logger"] = access_log
     get_pipeline(app).add(before=_assign_request_id, after=functools.partial(_finish_request, access_log))

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from collections.abc import Mapping
 from typing import Any
 
 from flask import Flask
+
+from shared.secrets import Secrets
 
 EXTENSION = "sardag_sentry"
 SENSITIVE_HEADERS = frozenset({"x-api-key", "authorization", "cookie", "proxy-authorization"})
@@ -20,8 +23,11 @@ except ImportError:  # optional at run time: the services work without it
     sentry_sdk = None  # type: ignore[assignment]
 
 
-def scrub_event(event: dict[str, Any], hint: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """Replace credentials in the event's request headers (and cookies) before sending."""
+def scrub_event(
+    event: dict[str, Any], hint: Mapping[str, Any] | None = None, secrets: Secrets | None = None
+) -> dict[str, Any]:
+    """Replace credentials in the event's request headers (and cookies), then mask every
+    known secret anywhere in the event (messages, stack locals, breadcrumbs) before sending."""
     request = event.get("request") or {}
     headers = request.get("headers")
     if isinstance(headers, dict):
@@ -32,7 +38,7 @@ def scrub_event(event: dict[str, Any], hint: Mapping[str, Any] | None = None) ->
         request["headers"] = [[k, FILTERED if str(k).lower() in SENSITIVE_HEADERS else v] for k, v in headers]
     if "cookies" in request:
         request["cookies"] = FILTERED
-    return event
+    return secrets.mask_deep(event) if secrets else event
 
 
 def init_sentry(
@@ -42,6 +48,7 @@ def init_sentry(
     *,
     dsn: str | None = None,
     traces_sample_rate: float = 0.0,
+    secrets: Secrets | None = None,
     **options: Any,
 ) -> bool:
     """Start Sentry for `service`; return False (logged) when off or misconfigured."""
@@ -60,7 +67,8 @@ def init_sentry(
             environment=environment or os.environ.get("SENTRY_ENVIRONMENT"),
             release=release or os.environ.get("SENTRY_RELEASE"),
             traces_sample_rate=traces_sample_rate,
-            before_send=scrub_event,
+            before_send=functools.partial(scrub_event, secrets=secrets),
+            before_send_transaction=functools.partial(scrub_event, secrets=secrets),
             server_name=service,
             **options,
         )
@@ -80,6 +88,7 @@ def init_app(app: Flask) -> None:
         app.config.get("SENTRY_RELEASE"),
         dsn=app.config.get("SENTRY_DSN") or "",
         traces_sample_rate=float(app.config.get("SENTRY_TRACES_SAMPLE_RATE") or 0.0),
+        secrets=app.extensions.get("sardag_secrets"),
     )
     app.extensions[EXTENSION] = enabled
 

@@ -32,7 +32,9 @@ def new_signal(signal: SignalIn, default_us: int) -> NewSignal:
 def trade_pnl(side: str, entry: Decimal, exit_: Decimal, quantity: Decimal, fees: Decimal) -> Decimal:
     """LONG: (exit - entry) * qty - fees; SHORT: (entry - exit) * qty - fees; exact."""
     with localcontext() as ctx:
-        ctx.prec = 80  # inputs have <= 33 significant digits each: nothing is rounded
+        # Inputs are doubles written with <= 17 digits, prices and quantity >= 1e-18 and
+        # fees >= 5e-324: the exact result spans fewer than 400 digits, so nothing is rounded.
+        ctx.prec = 400
         move = exit_ - entry if side == "LONG" else entry - exit_
         return move * quantity - fees
 

@@ -8,6 +8,7 @@ from flask import Blueprint, Response, current_app, jsonify
 
 from database_service.openapi import build_openapi
 from database_service.storage import get_storage
+from shared.auth import api_keys
 from shared.redis_cache import get_cache
 
 bp = Blueprint("meta", __name__)
@@ -32,8 +33,5 @@ def service_stats() -> Response:
 
 @bp.get("/openapi.json")
 def openapi() -> Response:
-    """The OpenAPI 3.1 document, built once per app from the validating models."""
-    state = current_app.extensions["database_service"]
-    if state.openapi is None:
-        state.openapi = build_openapi()
-    return jsonify(state.openapi)
+    """The OpenAPI 3.1 document, built from the validating models (security: when keys are set)."""
+    return jsonify(build_openapi(secured=api_keys().required))

@@ -15,18 +15,29 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
-    Strict,
     WithJsonSchema,
 )
 
-MIN_TIME_US = 0  # 1970-01-01T00:00:00Z
-MAX_TIME_US = 7_258_118_400_000_000  # 2200-01-01T00:00:00Z
+# Timestamps: years 1970 to 2199 as written (an ISO string's zone offset may move the UTC
+# instant up to a day outside), or epoch milliseconds in [0, 2200-01-01).
+MIN_EPOCH_MS = 0
+MAX_EPOCH_MS = 7_258_118_400_000  # 2200-01-01T00:00:00Z, exclusive
+DAY_US = 86_400_000_000
+MIN_TIME_US = MIN_EPOCH_MS * 1000 - DAY_US  # the earliest instant any accepted timestamp names
+MAX_TIME_US = MAX_EPOCH_MS * 1000 + DAY_US  # exclusive
+YEAR_PATTERN = "^(19[7-9][0-9]|2[01][0-9]{2})-"
+# Money amounts: JSON numbers stored as the nearest IEEE 754 double on both backends.
+MIN_PRICE = Decimal("5e-324")  # the smallest positive double: every positive double is a price
+MIN_TRADE_AMOUNT = Decimal("1e-18")  # keeps pnl_percent = pnl / (entry * quantity) a finite double
+MAX_AMOUNT = Decimal(10**15)
 METADATA_MAX_BYTES = 16 * 1024
 METADATA_MAX_DEPTH = 32
 MAX_BIGINT = 2**63 - 1
-_SYMBOL = re.compile(r"^[A-Z0-9]{2,20}$")
+_SYMBOL = re.compile(r"[A-Z0-9]{2,20}")
 _TIMEFRAME = re.compile(r"^[1-9][0-9]{0,3}[smhdwM]$")
-_EPOCH_MS = re.compile(r"^-?[0-9]{1,16}$")
+_YEAR = re.compile(YEAR_PATTERN)
+_QUERY_NUMBER = re.compile(r"-?[0-9]+(\.[0-9]+)?([eE][-+]?[0-9]+)?")
+_TIME_MESSAGE = "must be an ISO 8601 date-time with a time zone (years 1970-2199) or epoch milliseconds"
 
 
 def _number(value: Any) -> Decimal:
@@ -39,51 +50,67 @@ def _number(value: Any) -> Decimal:
     return result
 
 
+def nearest_double(value: Decimal) -> Decimal:
+    """The double nearest `value`, as its shortest decimal: what SQLite (REAL) and PostgreSQL
+    (NUMERIC) both store, and what every answer shows, so the two backends agree exactly."""
+    return Decimal(repr(float(value)))
+
+
 def _symbol(value: Any) -> str:
     if not isinstance(value, str):
         raise ValueError("must be a string")
-    upper = value.upper()
-    if not _SYMBOL.match(upper):
+    # ASCII first: str.upper() maps a few non-ASCII letters to ASCII ones ("ß" -> "SS").
+    if not (value.isascii() and _SYMBOL.fullmatch(value.upper())):
         raise ValueError("must be 2-20 characters, letters A-Z or digits")
-    return upper
+    return value.upper()
 
 
 def _upper(value: Any) -> Any:
-    return value.upper() if isinstance(value, str) else value
+    # ASCII only, as for symbols: the long s (U+017F) upper-cases to S.
+    return value.upper() if isinstance(value, str) and value.isascii() else value
+
+
+def _any_case(*words: str) -> str:
+    """A JSON Schema pattern matching `words` in any letter case (patterns have no flags)."""
+    spelled = ("".join(f"[{c.upper()}{c.lower()}]" for c in word) for word in words)
+    return f"^({'|'.join(spelled)})$"
 
 
 def parse_timestamp(value: Any) -> int:
-    """ISO 8601 with a zone, or epoch milliseconds (number or digit string) -> UTC epoch us."""
-    if isinstance(value, bool):
-        raise ValueError("must be an ISO 8601 string with a time zone or epoch milliseconds")
-    if isinstance(value, str) and _EPOCH_MS.match(value.strip()):
-        value = int(value.strip())
-    if isinstance(value, int | float | Decimal):
-        millis = _number(value)
-        if abs(millis) > MAX_TIME_US:  # refuse before converting a huge exponent to int
-            raise ValueError("must be between 1970-01-01 and 2200-01-01")
-        micros = millis * 1000
-        return _in_range(int(micros.to_integral_value(rounding="ROUND_FLOOR")))
+    """An ISO 8601 string with a zone, or epoch milliseconds as a JSON number -> UTC epoch us."""
     if isinstance(value, str):
-        return _in_range(_iso_to_us(value))
-    raise ValueError("must be an ISO 8601 string with a time zone or epoch milliseconds")
+        return _iso_to_us(value)
+    if isinstance(value, bool) or not isinstance(value, int | float | Decimal):
+        raise ValueError(_TIME_MESSAGE)
+    return _millis_to_us(_number(value))
+
+
+def parse_query_timestamp(value: Any) -> int:
+    """Like `parse_timestamp`, for a query string: a number written as text is epoch ms."""
+    if isinstance(value, str) and _QUERY_NUMBER.fullmatch(value):
+        return _millis_to_us(Decimal(value))
+    return parse_timestamp(value)
+
+
+def _millis_to_us(millis: Decimal) -> int:
+    if not MIN_EPOCH_MS <= millis < MAX_EPOCH_MS:  # checked before a huge exponent meets int()
+        raise ValueError("epoch milliseconds must be in [0, 7258118400000) (1970-01-01 to 2200-01-01)")
+    return int((millis * 1000).to_integral_value(rounding="ROUND_FLOOR"))
 
 
 def _iso_to_us(text: str) -> int:
-    try:
-        parsed = datetime.fromisoformat(text.strip())
+    if not text.isascii():  # fromisoformat reads other scripts' digits too
+        raise ValueError(f"{_TIME_MESSAGE}, e.g. 2026-11-24T10:00:00Z")
+    try:  # RFC 3339 allows a lower-case t and z; fromisoformat does not
+        parsed = datetime.fromisoformat(text[:10] + text[10:].upper())
     except ValueError:
-        raise ValueError("must be an ISO 8601 date-time, e.g. 2026-11-24T10:00:00Z") from None
+        raise ValueError(f"{_TIME_MESSAGE}, e.g. 2026-11-24T10:00:00Z") from None
     if parsed.tzinfo is None or parsed.utcoffset() is None:
         raise ValueError("must include a time zone (Z or +hh:mm)")
-    delta = parsed.astimezone(UTC) - datetime(1970, 1, 1, tzinfo=UTC)
+    if not _YEAR.match(text):
+        raise ValueError("must be a date-time in the years 1970 to 2199")
+    delta = parsed - datetime(1970, 1, 1, tzinfo=UTC)
     return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
-
-
-def _in_range(us: int) -> int:
-    if not MIN_TIME_US <= us < MAX_TIME_US:
-        raise ValueError("must be between 1970-01-01 and 2200-01-01")
-    return us
 
 
 def _metadata(value: dict[str, Any]) -> dict[str, Any]:
@@ -114,10 +141,36 @@ def _number_schema(**extra: Any) -> WithJsonSchema:
     return WithJsonSchema({"type": "number", **extra})
 
 
+def _amount(minimum: Decimal, description: str) -> Any:
+    """A money amount in [minimum, 1e15), stored and answered as the nearest double."""
+    inclusive = minimum > 0
+    return Annotated[
+        Decimal,
+        BeforeValidator(_number),
+        Field(ge=minimum, lt=MAX_AMOUNT),
+        AfterValidator(nearest_double),
+        _number_schema(
+            minimum=float(minimum) if inclusive else 0,
+            exclusiveMaximum=int(MAX_AMOUNT),
+            description=description,
+        ),
+    ]
+
+
 TIMESTAMP_SCHEMA = {
     "oneOf": [
-        {"type": "string", "format": "date-time", "description": "ISO 8601 with a time zone"},
-        {"type": "integer", "description": "epoch milliseconds"},
+        {
+            "type": "string",
+            "format": "date-time",
+            "pattern": YEAR_PATTERN,
+            "description": "RFC 3339 date-time with a zone, years 1970 to 2199",
+        },
+        {
+            "type": "number",
+            "minimum": MIN_EPOCH_MS,
+            "exclusiveMaximum": MAX_EPOCH_MS,
+            "description": "epoch milliseconds (fractions kept to the microsecond)",
+        },
     ]
 }
 
@@ -126,29 +179,66 @@ Symbol = Annotated[
     BeforeValidator(_symbol),
     WithJsonSchema({"type": "string", "pattern": "^[A-Za-z0-9]{2,20}$", "description": "upper-cased"}),
 ]
-Price = Annotated[
-    Decimal,
-    BeforeValidator(_number),
-    Field(gt=0, lt=10**15, decimal_places=18),
-    _number_schema(exclusiveMinimum=0, exclusiveMaximum=10**15),
-]
-NonNegative = Annotated[
-    Decimal,
-    BeforeValidator(_number),
-    Field(ge=0, lt=10**15, decimal_places=18),
-    _number_schema(minimum=0, exclusiveMaximum=10**15),
-]
+DOUBLE_NOTE = "stored and answered as the nearest IEEE 754 double"
+Price = _amount(MIN_PRICE, f"greater than 0 (at least 5e-324) and below 1e15; {DOUBLE_NOTE}")
+TradeAmount = _amount(MIN_TRADE_AMOUNT, f"at least 1e-18 and below 1e15; {DOUBLE_NOTE}")
+NonNegative = _amount(Decimal(0), f"at least 0 and below 1e15; {DOUBLE_NOTE}")
 Confidence = Annotated[
     Decimal, BeforeValidator(_number), Field(ge=0, le=1), _number_schema(minimum=0, maximum=1)
 ]
+METADATA_NOTE = "JSON object, at most 16 KiB as compact JSON and 32 levels deep; no U+0000 in strings"
 Timestamp = Annotated[int, BeforeValidator(parse_timestamp), WithJsonSchema(TIMESTAMP_SCHEMA)]
-Text64 = Annotated[str, Field(min_length=1, max_length=64)]
-ClientId = Annotated[str, Field(min_length=1, max_length=128)]
+QueryTimestamp = Annotated[int, BeforeValidator(parse_query_timestamp), WithJsonSchema(TIMESTAMP_SCHEMA)]
+NO_NUL = r"^[^\x00]*$"  # neither database stores U+0000 in text
+Text64 = Annotated[str, Field(min_length=1, max_length=64, pattern=NO_NUL)]
+ClientId = Annotated[str, Field(min_length=1, max_length=128, pattern=NO_NUL)]
 Timeframe = Annotated[str, Field(pattern=_TIMEFRAME.pattern, max_length=5)]
-Metadata = Annotated[dict[str, Any], AfterValidator(_metadata)]
-BigId = Annotated[int, Strict(), Field(ge=1, le=MAX_BIGINT)]
-Action = Annotated[Literal["BUY", "SELL", "HOLD"], BeforeValidator(_upper)]
-Side = Annotated[Literal["LONG", "SHORT"], BeforeValidator(_upper)]
+METADATA_VALUE = "#/components/schemas/MetadataValue"
+NO_NUL_KEYS = {"propertyNames": {"pattern": NO_NUL}}
+# Any JSON value whose strings (keys too) have no U+0000; a component, as it is recursive.
+METADATA_VALUE_SCHEMA = {
+    "anyOf": [
+        {"type": ["null", "boolean", "number"]},
+        {"type": "string", "pattern": NO_NUL},
+        {"type": "array", "items": {"$ref": METADATA_VALUE}},
+        {"type": "object", **NO_NUL_KEYS, "additionalProperties": {"$ref": METADATA_VALUE}},
+    ]
+}
+Metadata = Annotated[
+    dict[str, Any],
+    AfterValidator(_metadata),
+    WithJsonSchema({"type": "object", **NO_NUL_KEYS, "additionalProperties": {"$ref": METADATA_VALUE}}),
+]
+
+
+def _whole(value: Any) -> int:
+    """A JSON integer: 7, or 7.0 / 7e0 (the same number to JSON Schema); never "7" or true."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    # Bounded first: int(Decimal("1e999999999")) would build a billion-digit number.
+    if isinstance(value, float | Decimal) and math.isfinite(value) and abs(value) <= 2**64:
+        whole = int(value)
+        if whole == value:
+            return whole
+    raise ValueError("must be an integer")
+
+
+BigId = Annotated[
+    int,
+    BeforeValidator(_whole),
+    Field(ge=1, le=MAX_BIGINT),
+    WithJsonSchema({"type": "integer", "minimum": 1, "maximum": MAX_BIGINT}),
+]
+Action = Annotated[
+    Literal["BUY", "SELL", "HOLD"],
+    BeforeValidator(_upper),
+    WithJsonSchema({"type": "string", "pattern": _any_case("BUY", "SELL", "HOLD")}),
+]
+Side = Annotated[
+    Literal["LONG", "SHORT"],
+    BeforeValidator(_upper),
+    WithJsonSchema({"type": "string", "pattern": _any_case("LONG", "SHORT")}),
+]
 
 
 class SignalIn(BaseModel):
@@ -163,7 +253,7 @@ class SignalIn(BaseModel):
     strategy: Text64 | None = None
     timeframe: Timeframe | None = Field(default=None, description="e.g. 1m, 15m, 4h, 1d")
     timestamp: Timestamp | None = Field(default=None, description="default: now; stored as UTC")
-    metadata: Metadata | None = Field(default=None, description="JSON object, at most 16 KiB")
+    metadata: Metadata | None = Field(default=None, description=METADATA_NOTE)
     client_id: ClientId | None = Field(default=None, description="idempotency key")
 
 
@@ -173,17 +263,17 @@ class TradeIn(BaseModel):
     model_config = ConfigDict(extra="forbid", title="TradeIn")
 
     symbol: Symbol
-    entry_price: Price
-    exit_price: Price
+    entry_price: TradeAmount
+    exit_price: TradeAmount
     side: Side = Field(default="LONG", description="LONG or SHORT (case-insensitive)")
-    quantity: Price = Decimal(1)
+    quantity: TradeAmount = Decimal(1)
     fees: NonNegative = Decimal(0)
     strategy: Text64 | None = None
     signal_id: BigId | None = None
-    entry_time: Timestamp | None = None
+    entry_time: Timestamp | None = Field(default=None, description="must not be after exit_time")
     exit_time: Timestamp | None = Field(default=None, description="default: now")
     client_id: ClientId | None = Field(default=None, description="idempotency key")
-    metadata: Metadata | None = Field(default=None, description="JSON object, at most 16 KiB")
+    metadata: Metadata | None = Field(default=None, description=METADATA_NOTE)
 
 
 class HistoryQuery(BaseModel):
@@ -194,10 +284,14 @@ class HistoryQuery(BaseModel):
     symbol: Symbol | None = None
     strategy: Text64 | None = None
     action: Action | None = None
-    since: Timestamp | None = Field(default=None, description="inclusive")
-    until: Timestamp | None = Field(default=None, description="exclusive")
+    since: QueryTimestamp | None = Field(default=None, description="inclusive")
+    until: QueryTimestamp | None = Field(default=None, description="exclusive")
     limit: int = Field(default=100, ge=1, le=1000)
-    cursor: str | None = Field(default=None, max_length=200, description="next_cursor of the previous page")
+    cursor: str | None = Field(
+        default=None,
+        json_schema_extra={"pattern": "^[A-Za-z0-9_-]{22}$"},
+        description="next_cursor of the previous page (any value of this shape is a position)",
+    )
 
 
 class StatsQuery(BaseModel):
@@ -207,8 +301,8 @@ class StatsQuery(BaseModel):
 
     strategy: Text64 | None = None
     symbol: Symbol | None = None
-    since: Timestamp | None = Field(default=None, description="inclusive")
-    until: Timestamp | None = Field(default=None, description="exclusive")
+    since: QueryTimestamp | None = Field(default=None, description="inclusive")
+    until: QueryTimestamp | None = Field(default=None, description="exclusive")
     group_by: Literal["strategy", "symbol"] | None = None
 
 

@@ -1,13 +1,21 @@
-"""OpenAPI 3.1 document generated from the pydantic models that validate requests."""
+"""OpenAPI 3.1 document generated from the pydantic models that validate requests.
+
+Deliberate deviations from what the document can state (see docs/api-conformance.md):
+`metadata` is bounded to 16 KiB of compact JSON and 32 levels of nesting, and a request line
+longer than gunicorn's limit (4094 bytes) is answered 414 by gunicorn itself, as HTML.
+"""
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any
 
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from database_service.models import (
+    MAX_BIGINT,
+    METADATA_VALUE_SCHEMA,
     Error,
     GroupedStats,
     HistoryQuery,
@@ -40,6 +48,7 @@ ERRORS = {
     "404": "not_found",
     "405": "method_not_allowed",
     "413": "payload_too_large: body over 1 MiB",
+    "414": "the request line is longer than 4094 bytes (answered by gunicorn, as HTML)",
     "415": "unsupported_media_type: Content-Type is not application/json",
     "429": "rate_limited (Retry-After, X-RateLimit-* headers)",
     "500": "internal_error",
@@ -55,10 +64,14 @@ def _json(schema: dict[str, Any]) -> dict[str, Any]:
     return {"application/json": {"schema": schema}}
 
 
+GUNICORN_414 = {"text/html": {"schema": {"type": "string"}}}
+
+
 def _responses(ok: dict[str, Any], errors: tuple[str, ...]) -> dict[str, Any]:
     responses = dict(ok)
     for status in (*errors, "405", "500"):
         responses[status] = {"description": ERRORS[status], "content": _json(_ref(Error))}
+    responses["414"] = {"description": ERRORS["414"], "content": GUNICORN_414}
     return responses
 
 
@@ -73,17 +86,34 @@ def _parameters(model: type[BaseModel]) -> list[dict[str, Any]]:
             "name": name,
             "in": "query",
             "required": name in schema.get("required", []),
-            "schema": prop,
+            "schema": _not_null(prop),
             **({"description": prop["description"]} if "description" in prop else {}),
         }
         for name, prop in schema["properties"].items()
     ]
 
 
+def _not_null(prop: dict[str, Any]) -> dict[str, Any]:
+    """A query value is never JSON null: an optional parameter is simply left out."""
+    branches = [b for b in prop.get("anyOf", ()) if b != {"type": "null"}]
+    if len(branches) != 1:
+        return prop
+    rest = {k: v for k, v in prop.items() if k not in ("anyOf", "default")}
+    return {**branches[0], **rest}
+
+
 def _components() -> dict[str, Any]:
     pairs = [(m, "validation") for m in INPUT_MODELS] + [(m, "serialization") for m in OUTPUT_MODELS]
     _, top = models_json_schema(pairs, ref_template=REF)
-    return top["$defs"]
+    return {**top["$defs"], "MetadataValue": METADATA_VALUE_SCHEMA}
+
+
+def _secured(operation: dict[str, Any], secured: bool) -> dict[str, Any]:
+    """Declare the API-key schemes (and 401) only where the service has keys configured."""
+    if not secured:
+        return operation
+    responses = {**operation["responses"], "401": {"description": ERRORS["401"], "content": _json(_ref(Error))}}
+    return {**operation, "security": [{"apiKey": []}, {"bearer": []}], "responses": responses}
 
 
 def _save_signals() -> dict[str, Any]:
@@ -91,14 +121,13 @@ def _save_signals() -> dict[str, Any]:
     either = {"oneOf": [_ref(SignalOut), _ref(SignalBatchOut)]}
     return {
         "summary": "Save one signal, or an array of up to 1000 in one transaction",
-        "security": [{"apiKey": []}, {"bearer": []}],
         "requestBody": {"required": True, "content": _json({"oneOf": [_ref(SignalIn), batch]})},
         "responses": _responses(
             {
                 **_ok("stored (at least one new signal)", either, "201"),
                 **_ok("every client_id was already stored: the stored signals", either),
             },
-            ("400", "401", "413", "415", "429", "503"),
+            ("400", "413", "415", "429", "503"),
         ),
     }
 
@@ -115,7 +144,12 @@ def _get_signal() -> dict[str, Any]:
     return {
         "summary": "One signal",
         "parameters": [
-            {"name": "signal_id", "in": "path", "required": True, "schema": {"type": "integer", "minimum": 1}}
+            {
+                "name": "signal_id",
+                "in": "path",
+                "required": True,
+                "schema": {"type": "integer", "minimum": 1, "maximum": MAX_BIGINT},
+            }
         ],
         "responses": _responses(_ok("the signal", _ref(SignalOut)), ("404", "429", "503")),
     }
@@ -124,14 +158,13 @@ def _get_signal() -> dict[str, Any]:
 def _track() -> dict[str, Any]:
     return {
         "summary": "Record one closed trade",
-        "security": [{"apiKey": []}, {"bearer": []}],
         "requestBody": {"required": True, "content": _json(_ref(TradeIn))},
         "responses": _responses(
             {
                 **_ok("stored", _ref(TradeOut), "201"),
                 **_ok("client_id already stored: the stored trade", _ref(TradeOut)),
             },
-            ("400", "401", "413", "415", "429", "503"),
+            ("400", "413", "415", "429", "503"),
         ),
     }
 
@@ -163,9 +196,13 @@ def _health() -> dict[str, Any]:
     }
 
 
-def build_openapi(version: str = "0.1.0") -> dict[str, Any]:
-    """The whole OpenAPI 3.1 document of database-service."""
-    return {
+@lru_cache(maxsize=4)
+def build_openapi(version: str = "0.1.0", secured: bool = False) -> dict[str, Any]:
+    """The whole OpenAPI 3.1 document of database-service (shared: do not mutate it).
+
+    `secured`: the service has API keys, so the write operations declare the key schemes.
+    """
+    document = {
         "openapi": "3.1.0",
         "info": {"title": "Sardag database-service", "version": version},
         "paths": {
@@ -173,17 +210,17 @@ def build_openapi(version: str = "0.1.0") -> dict[str, Any]:
             "/stats": {"get": _simple("Counts, backend and uptime", _json(_ref(ServiceStats)))},
             "/metrics": {"get": _simple("Prometheus metrics", {"text/plain": {"schema": {"type": "string"}}})},
             "/openapi.json": {"get": _simple("This document", _json({"type": "object"}))},
-            "/signals/save": {"post": _save_signals()},
+            "/signals/save": {"post": _secured(_save_signals(), secured)},
             "/signals/history": {"get": _history()},
             "/signals/{signal_id}": {"get": _get_signal()},
-            "/performance/track": {"post": _track()},
+            "/performance/track": {"post": _secured(_track(), secured)},
             "/performance/stats": {"get": _stats()},
         },
-        "components": {
-            "schemas": _components(),
-            "securitySchemes": {
-                "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
-                "bearer": {"type": "http", "scheme": "bearer"},
-            },
-        },
+        "components": {"schemas": _components()},
     }
+    if secured:
+        document["components"]["securitySchemes"] = {
+            "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+            "bearer": {"type": "http", "scheme": "bearer"},
+        }
+    return document

@@ -118,5 +118,12 @@ def validate_many(adapter: TypeAdapter[Any], data: Any) -> Any:
 
 
 def query(model: type[M]) -> M:
-    """Validate the query string (first value of each name) against a model."""
+    """Validate the query string against a model; a parameter given twice is refused.
+
+    Every documented parameter is a single value: silently keeping the first of
+    `?symbol=A&symbol=B` would answer a question the client did not ask.
+    """
+    repeated = [name for name, values in request.args.lists() if len(values) > 1]
+    if repeated:
+        raise validation_error([{"field": name, "message": "must be given at most once"} for name in repeated])
     return validate(model, request.args.to_dict())

@@ -157,6 +157,7 @@ BAD_TRADES: dict[str, tuple[Any, str]] = {
     "negative fees": (_with(GOOD_TRADE, fees=-0.01), "fees"),
     "unknown side": (_with(GOOD_TRADE, side="SIDEWAYS"), "side"),
     "signal_id as string": (_with(GOOD_TRADE, signal_id="7"), "signal_id"),
+    "signal_id with a fraction": (_with(GOOD_TRADE, signal_id=7.5), "signal_id"),
     "signal_id too big": (_with(GOOD_TRADE, signal_id=2**63), "signal_id"),
     "entry after exit": (
         _with(GOOD_TRADE, entry_time="2026-11-24T11:00:00Z", exit_time="2026-11-24T10:00:00Z"),
@@ -185,7 +186,8 @@ BAD_QUERIES: dict[str, tuple[str, str]] = {
     "limit=100000": ("/signals/history?limit=100000", "limit"),
     "limit=abc": ("/signals/history?limit=abc", "limit"),
     "bad cursor": ("/signals/history?cursor=not-a-cursor", "cursor"),
-    "base64 garbage cursor": ("/signals/history?cursor=djE6eHl6", "cursor"),
+    "cursor of the wrong length": ("/signals/history?cursor=djE6eHl6", "cursor"),
+    "repeated parameter": ("/signals/history?symbol=BTCUSDT&symbol=ETHUSDT", "symbol"),
     "bad since": ("/signals/history?since=yesterday", "since"),
     "bad action": ("/signals/history?action=SHORT", "action"),
     "unknown parameter": ("/signals/history?symbl=BTCUSDT", "symbl"),

@@ -8,7 +8,7 @@ from decimal import Decimal
 import pytest
 from database_service.cursor import BadCursor, decode_cursor, encode_cursor
 from database_service.domain import outcome, trade_pnl
-from database_service.models import SignalIn, parse_timestamp
+from database_service.models import SignalIn, parse_query_timestamp, parse_timestamp
 from database_service.parsing import details
 from database_service.stats import empty, finalize, sqn
 from database_service.storage import StatsAggregate
@@ -25,8 +25,9 @@ pytestmark = pytest.mark.unit
         ("2026-11-24T10:00:00Z", 1795514400_000000),
         ("2026-11-24T12:00:00+02:00", 1795514400_000000),
         ("2026-11-24T10:00:00.123456Z", 1795514400_123456),
+        ("2026-11-24t10:00:00z", 1795514400_000000),
+        ("1970-01-01T00:00:00+01:00", -3600_000000),
         (1795514400123, 1795514400_123000),
-        ("1795514400123", 1795514400_123000),
         (Decimal("1795514400123.5"), 1795514400_123500),
     ],
 )
@@ -34,8 +35,26 @@ def test_timestamps_become_utc_microseconds(value: object, expected: int) -> Non
     assert parse_timestamp(value) == expected
 
 
+def test_a_query_string_number_is_epoch_milliseconds() -> None:
+    assert parse_query_timestamp("1795514400123") == 1795514400_123000
+    assert parse_query_timestamp("1.5e3") == 1_500_000
+    with pytest.raises(ValueError):  # noqa: PT011
+        parse_timestamp("1795514400123")  # in a JSON body, epoch milliseconds are a number
+
+
 @pytest.mark.parametrize(
-    "value", ["2026-11-24T10:00:00", "yesterday", True, -1, 10**20, "9999-01-01T00:00:00Z", None]
+    "value",
+    [
+        "2026-11-24T10:00:00",
+        "yesterday",
+        True,
+        -1,
+        10**20,
+        "9999-01-01T00:00:00Z",
+        "1969-12-31T23:59:59Z",
+        "\uff12\uff10\uff12\uff16-11-24T10:00:00Z",
+        None,
+    ],
 )
 def test_bad_timestamps_are_refused(value: object) -> None:
     with pytest.raises(ValueError):  # noqa: PT011 - the message varies by case
@@ -50,10 +69,18 @@ def test_cursor_round_trip() -> None:
     assert decode_cursor(encode_cursor(1795514400_123456, 42)) == (1795514400_123456, 42)
 
 
-@pytest.mark.parametrize("cursor", ["", "!!!", "bm9wZQ", encode_cursor(1, 0), "djE6MTox" + "A" * 50])
+@pytest.mark.parametrize("cursor", ["", "!!!", "bm9wZQ", "A" * 21, "A" * 23, "A" * 21 + "=", "A" * 22 + "\n"])
 def test_bad_cursors_are_refused(cursor: str) -> None:
     with pytest.raises(BadCursor):
         decode_cursor(cursor)
+
+
+def test_any_cursor_of_the_documented_shape_is_a_position() -> None:
+    assert decode_cursor("A" * 22) == (0, 0)
+    ts_us, row_id = decode_cursor("_" * 22)  # (-1, -1)
+    assert (ts_us, row_id) == (-1, -1)
+    far_future = encode_cursor(2**62, 5)
+    assert decode_cursor(far_future)[0] < 2**62  # clamped into what both databases represent
 
 
 def _aggregate(pnls: list[float]) -> StatsAggregate:

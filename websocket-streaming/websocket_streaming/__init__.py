@@ -12,6 +12,7 @@ from shared.config import ConfigError
 from shared.health_check import get_health
 from shared.metrics import get_metrics
 
+from . import openapi
 from .routes import EXTENSION, bp
 from .service import StreamingService, combined_url, stream_names
 from .settings import SETTINGS
@@ -30,6 +31,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.extensions[EXTENSION] = service
     app.extensions[f"{EXTENSION}.sse"] = SubscriberSlots(int(app.config["SSE_MAX_SUBSCRIBERS"]))
     app.register_blueprint(bp)
+    openapi.init_app(app)
     health = get_health(app)
     health.add_check("ingest", lambda: _ingest_check(service), critical=True)
     health.add_check("upstream", lambda: _upstream_check(service), critical=False)

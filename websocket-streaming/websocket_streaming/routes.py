@@ -74,12 +74,10 @@ def _json_list(symbols: list[str]) -> str:
 def stream() -> Response:
     """Server-Sent Events: `event: price` per update; `?symbols=BTCUSDT,ETHUSDT` filters."""
     service = get_service()
-    raw = request.args.get("symbols")
-    wanted = (
-        None
-        if raw is None
-        else frozenset(_tracked(service, s.strip(), "symbols") for s in raw.split(",") if s.strip())
-    )
+    given = request.args.getlist("symbols")
+    if len(given) > 1:  # keeping only the first would answer a question the client did not ask
+        raise validation_error([{"field": "symbols", "message": "must be given at most once"}])
+    wanted = frozenset(_tracked(service, s, "symbols") for s in given[0].split(",")) if given else None
     slots: SubscriberSlots = current_app.extensions[f"{EXTENSION}.sse"]
     if not slots.acquire():
         raise unavailable("too many stream subscribers; retry later", retry_after=5)

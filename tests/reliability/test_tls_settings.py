@@ -1,0 +1,73 @@
+"""rediss:// and PostgreSQL sslmode (and every other query parameter) reach the clients untouched."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg2.extensions
+import psycopg2.pool
+import pytest
+import redis
+from database_service.storage import open_storage
+
+from shared.config import load_config, redacted
+from shared.redis_conn import redis_client
+
+pytestmark = pytest.mark.unit
+
+REDIS_URL = "rediss://:r3dis-pw@cache.internal:6380/2?ssl_cert_reqs=required&ssl_ca_certs=/etc/ssl/ca.pem"
+PG_QUERY = (
+    "sslmode=verify-full&sslrootcert=/etc/ssl/root.crt&application_name=sardag&target_session_attrs=read-write"
+)
+DATABASE_URL = f"postgresql://app:pg-pw@db.internal:5432/sardag?{PG_QUERY}"
+
+
+def _config() -> dict[str, Any]:
+    return load_config("svc", environ={"REDIS_URL": REDIS_URL, "DATABASE_URL": DATABASE_URL}, env_file=None)
+
+
+def test_the_parsed_settings_are_the_urls_as_given() -> None:
+    config = _config()
+    assert config["REDIS_URL"] == REDIS_URL
+    assert config["DATABASE_URL"] == DATABASE_URL
+    shown = redacted(config)  # what `python -m shared.config` prints: only the passwords change
+    assert shown["DATABASE_URL"] == DATABASE_URL.replace("pg-pw", "***")
+    assert shown["REDIS_URL"] == REDIS_URL.replace("r3dis-pw", "***")
+
+
+def test_redis_gets_tls_and_its_options() -> None:
+    client = redis_client(_config()["REDIS_URL"])
+    pool = client.connection_pool
+    assert issubclass(pool.connection_class, redis.SSLConnection)
+    given = pool.connection_kwargs
+    assert (given["host"], given["port"], given["db"], given["password"]) == (
+        "cache.internal",
+        6380,
+        2,
+        "r3dis-pw",
+    )
+    assert (given["ssl_cert_reqs"], given["ssl_ca_certs"]) == ("required", "/etc/ssl/ca.pem")
+
+
+@pytest.mark.parametrize("scheme", ["postgresql", "postgres", "postgresql+psycopg2"])
+def test_postgresql_gets_sslmode_and_every_other_parameter(
+    scheme: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    given: list[str] = []
+
+    class RecordingPool:
+        def __init__(self, minconn: int, maxconn: int, dsn: str, **kwargs: Any) -> None:
+            given.append(dsn)
+
+    monkeypatch.setattr(psycopg2.pool, "ThreadedConnectionPool", RecordingPool)
+    storage = open_storage(DATABASE_URL.replace("postgresql", scheme, 1))
+    storage._get_pool()  # type: ignore[attr-defined]  # what psycopg2 is handed, without connecting
+    # libpq reads postgresql:// and postgres://; only another scheme's name is rewritten
+    expected = DATABASE_URL.replace("postgresql", "postgres", 1) if scheme == "postgres" else DATABASE_URL
+    assert given == [expected]
+    options = psycopg2.extensions.parse_dsn(given[0])
+    assert options["sslmode"] == "verify-full"
+    assert options["sslrootcert"] == "/etc/ssl/root.crt"
+    assert options["application_name"] == "sardag"
+    assert options["target_session_attrs"] == "read-write"
+    assert (options["user"], options["password"], options["host"]) == ("app", "pg-pw", "db.internal")

@@ -1,0 +1,218 @@
+"""OpenAPI 3.1 document of websocket-streaming, served at /openapi.json.
+
+Written by hand (the service has no request models): each route, its parameters, the price
+answer, the SSE stream and the JSON error shape of DESIGN.md. tests/reliability/
+test_schemathesis.py runs schemathesis against it, so the document and the service agree.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any
+
+from flask import Flask, Response, jsonify
+
+SYMBOL_PATTERN = "^[A-Za-z0-9]{2,20}$"
+SYMBOLS_PATTERN = "^[A-Za-z0-9]{2,20}(,[A-Za-z0-9]{2,20})*$"
+REF = "#/components/schemas/"
+DECIMAL = {"type": ["number", "null"], "description": "written from the exchange's exact decimal string"}
+
+ERROR_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["error", "message"],
+    "properties": {
+        "error": {"type": "string", "description": "machine-readable code, e.g. validation_error"},
+        "message": {"type": "string"},
+        "details": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["field", "message"],
+                "properties": {"field": {"type": "string"}, "message": {"type": "string"}},
+            },
+        },
+    },
+}
+PRICE_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["symbol", "price", "event_time", "received_at", "age_seconds", "stale", "source"],
+    "properties": {
+        "symbol": {"type": "string", "pattern": "^[A-Z0-9]{2,20}$"},
+        "price": {"type": "number", "description": "written from the exchange's exact decimal string"},
+        **{
+            name: DECIMAL
+            for name in ("bid", "ask", "open_24h", "high_24h", "low_24h", "volume_24h", "change_24h_percent")
+        },
+        "event_time": {"type": ["integer", "null"], "description": "exchange event time, epoch ms"},
+        "received_at": {"type": "integer", "description": "epoch ms"},
+        "age_seconds": {"type": "number", "minimum": 0},
+        "stale": {"type": "boolean", "description": "older than PRICE_STALE_SECONDS"},
+        "source": {"type": "string", "enum": ["websocket", "rest"]},
+    },
+}
+HEALTH_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["status", "service", "checks"],
+    "properties": {
+        "status": {"type": "string", "enum": ["healthy", "degraded", "unhealthy"]},
+        "service": {"type": "string"},
+        "uptime_seconds": {"type": "number"},
+        "checks": {"type": "object"},
+    },
+}
+STATS_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["messages_total", "reconnects", "connected", "sse_subscribers"],
+    "properties": {
+        "role": {"type": "string"},
+        "messages_total": {"type": "integer", "minimum": 0},
+        "messages_by_type": {"type": "object", "additionalProperties": {"type": "integer"}},
+        "reconnects": {"type": "integer", "minimum": 0},
+        "connected": {"type": "boolean"},
+        "last_message_age_seconds": {"type": ["number", "null"]},
+        "sse_subscribers": {"type": "integer", "minimum": 0},
+    },
+}
+DESCRIPTIONS = {
+    "400": "validation_error: a malformed symbol",
+    "404": "not_found: the symbol is not tracked (see /symbols)",
+    "405": "method_not_allowed",
+    "414": "the request line is longer than 4094 bytes (answered by gunicorn, as HTML)",
+    "429": "rate_limited (Retry-After, X-RateLimit-* headers)",
+    "500": "internal_error",
+    "503": "unavailable: no price received yet, or too many stream subscribers (Retry-After)",
+}
+
+
+def _json(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"application/json": {"schema": schema}}
+
+
+def _text(media_type: str) -> dict[str, Any]:
+    return {media_type: {"schema": {"type": "string"}}}
+
+
+def _operation(summary: str, ok: dict[str, Any], *errors: str, **extra: Any) -> dict[str, Any]:
+    responses = {"200": ok}
+    for status in (*errors, "405", "500"):
+        responses[status] = {"description": DESCRIPTIONS[status], "content": _json({"$ref": f"{REF}Error"})}
+    responses["414"] = {
+        "description": DESCRIPTIONS["414"],
+        "content": {"text/html": {"schema": {"type": "string"}}},
+    }
+    return {"summary": summary, **extra, "responses": responses}
+
+
+def _ok(description: str, schema: dict[str, Any]) -> dict[str, Any]:
+    return {"description": description, "content": _json(schema)}
+
+
+def _health() -> dict[str, Any]:
+    operation = _operation("Liveness, ingest and upstream status", _ok("healthy or degraded", HEALTH_SCHEMA))
+    operation["responses"]["503"] = _ok("unhealthy: an ingest thread died", HEALTH_SCHEMA)
+    return operation
+
+
+def _price() -> dict[str, Any]:
+    symbol = {
+        "name": "symbol",
+        "in": "path",
+        "required": True,
+        "schema": {"type": "string", "pattern": SYMBOL_PATTERN},
+    }
+    return _operation(
+        "Latest price of one symbol (case-insensitive)",
+        _ok("the price", {"$ref": f"{REF}Price"}),
+        "400",
+        "404",
+        "429",
+        "503",
+        parameters=[symbol],
+    )
+
+
+def _prices() -> dict[str, Any]:
+    body = {
+        "type": "object",
+        "required": ["prices", "missing"],
+        "properties": {
+            "prices": {"type": "array", "items": {"$ref": f"{REF}Price"}},
+            "missing": {"type": "array", "items": {"type": "string"}, "description": "no price yet"},
+        },
+    }
+    return _operation("Every tracked symbol's latest price", _ok("the prices", body))
+
+
+def _stream() -> dict[str, Any]:
+    symbols = {
+        "name": "symbols",
+        "in": "query",
+        "required": False,
+        "description": "comma-separated tracked symbols (default: all), given at most once",
+        "schema": {"type": "string", "pattern": SYMBOLS_PATTERN},
+    }
+    event = {  # OpenAPI 3.1 has no itemSchema: a text/event-stream schema describes each event
+        "type": "object",
+        "required": ["event", "data"],
+        "properties": {
+            "event": {"const": "price"},
+            "data": {
+                "type": "string",
+                "contentMediaType": "application/json",
+                "contentSchema": {"$ref": f"{REF}Price"},
+            },
+            "id": {"type": "string"},
+        },
+    }
+    events = {
+        "description": "one `event: price` per update with the price answer as data; comment heartbeats",
+        "content": {"text/event-stream": {"schema": event}},
+    }
+    return _operation(
+        "Server-Sent Events: one price event per update",
+        events,
+        "400",
+        "404",
+        "429",
+        "503",
+        parameters=[symbols],
+    )
+
+
+@lru_cache(maxsize=1)
+def build_openapi(version: str = "0.1.0") -> dict[str, Any]:
+    """The whole OpenAPI 3.1 document of websocket-streaming (shared: do not mutate it)."""
+    symbols = {"type": "object", "required": ["symbols"], "properties": {"symbols": {"type": "array"}}}
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "Sardag websocket-streaming", "version": version},
+        "paths": {
+            "/health": {"get": _health()},
+            "/stats": {"get": _operation("Ingest counters", _ok("counters", STATS_SCHEMA))},
+            "/metrics": {
+                "get": _operation(
+                    "Prometheus metrics",
+                    {
+                        "description": "text exposition",
+                        "content": {"text/plain": {"schema": {"type": "string"}}},
+                    },
+                )
+            },
+            "/openapi.json": {"get": _operation("This document", _ok("OpenAPI 3.1", {"type": "object"}))},
+            "/symbols": {"get": _operation("Tracked symbols", _ok("upper-case symbols", symbols))},
+            "/price/{symbol}": {"get": _price()},
+            "/prices": {"get": _prices()},
+            "/stream": {"get": _stream()},
+        },
+        "components": {"schemas": {"Error": ERROR_SCHEMA, "Price": PRICE_SCHEMA}},
+    }
+
+
+def openapi_view() -> Response:
+    """GET /openapi.json."""
+    return jsonify(build_openapi())
+
+
+def init_app(app: Flask) -> None:
+    """Serve the document at /openapi.json."""
+    app.add_url_rule("/openapi.json", "openapi", openapi_view, methods=["GET"])
