@@ -117,6 +117,10 @@ class Running:
         """Send `signum` to the process (not its children)."""
         self.process.send_signal(signum)
 
+    def children(self) -> list[int]:
+        """Pids of the process's live children (a gunicorn master's workers), sorted."""
+        return child_pids(self.process.pid)
+
     def stop(self, timeout: float = 40.0) -> int:
         """SIGTERM, wait up to `timeout`, then SIGKILL the process group; returns the exit code."""
         if self.process.poll() is None:
@@ -154,9 +158,20 @@ class Launcher:
         return running
 
     def gunicorn(
-        self, service: str, workers: int = 2, *, wait: bool = True, port: int | None = None, **env: str
+        self,
+        service: str,
+        workers: int = 2,
+        *,
+        wait: bool = True,
+        port: int | None = None,
+        app: str | None = None,
+        pythonpath: tuple[Path, ...] = (),
+        **env: str,
     ) -> Running:
-        """Start `service` under gunicorn with its gunicorn.conf.py on a free loopback port."""
+        """Start `service` under gunicorn with its gunicorn.conf.py on a free loopback port.
+
+        `app` replaces the app spec (`module:create_app()`), importable from `pythonpath`.
+        """
         port = port or free_port()
         full_env = service_env(
             self.tmp,
@@ -165,7 +180,10 @@ class Launcher:
             PROMETHEUS_MULTIPROC_DIR=str(self.tmp / f"metrics-{service}-{port}"),
             **env,
         )
-        argv = [str(VENV_BIN / "gunicorn"), "-c", f"{service}/gunicorn.conf.py", app_spec(service)]
+        if pythonpath:
+            full_env["PYTHONPATH"] = os.pathsep.join([*map(str, pythonpath), full_env["PYTHONPATH"]])
+        spec = app or app_spec(service)
+        argv = [str(VENV_BIN / "gunicorn"), "-c", f"{service}/gunicorn.conf.py", spec]
         running = self.start(f"{service}-{port}", argv, full_env, port)
         if wait:
             self.wait_healthy(running)
@@ -195,6 +213,25 @@ class Launcher:
         """Stop every process, newest first."""
         for running in reversed(self.running):
             running.stop(timeout=15)
+
+
+def child_pids(pid: int) -> list[int]:
+    """Pids of the live children of `pid` (Linux /proc), sorted."""
+    found = []
+    for task in Path(f"/proc/{pid}/task").glob("*/children"):
+        try:
+            found += [int(child) for child in task.read_text().split()]
+        except OSError:
+            continue  # the thread ended meanwhile
+    return sorted(set(found))
+
+
+def rss_kib(pid: int) -> int:
+    """Resident memory of `pid` in KiB (VmRSS)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise ProcessLookupError(pid)
 
 
 def app_spec(service: str) -> str:
