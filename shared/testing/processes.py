@@ -109,6 +109,10 @@ class Running:
         """Everything the process printed so far."""
         return self.log.read_text(errors="replace") if self.log.exists() else ""
 
+    def log_messages(self) -> list[str]:
+        """Every line printed so far, JSON log lines reduced to their `message`."""
+        return [_message(line) for line in self.log_text().splitlines()]
+
     def log_tail(self, lines: int = 40) -> str:
         """The last `lines` lines the process printed."""
         return "\n".join(self.log_text().splitlines()[-lines:])
@@ -213,6 +217,17 @@ class Launcher:
         """Stop every process, newest first."""
         for running in reversed(self.running):
             running.stop(timeout=15)
+
+
+def _message(line: str) -> str:
+    if line.startswith("{"):
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            return line
+        if isinstance(entry, dict) and "message" in entry:
+            return str(entry["message"])
+    return line
 
 
 def child_pids(pid: int) -> list[int]:
