@@ -7,6 +7,7 @@ Each test prints its figure (`-s` shows it; the README table quotes them).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -68,3 +69,17 @@ def streaming_env(fake: Running, **extra: str) -> dict[str, str]:
 def streaming_settings() -> Callable[..., dict[str, str]]:
     """`streaming_env` for test modules (importlib mode: they cannot import this file)."""
     return streaming_env
+
+
+LONG_FORM = [
+    pytest.mark.skipif(
+        os.environ.get("RELIABILITY_LONG", "") != "1",
+        reason="long form of a fault test: run with RELIABILITY_LONG=1 (the README table's figures)",
+    )
+]
+
+
+@pytest.fixture(params=["short", pytest.param("long", marks=LONG_FORM)])
+def form(request: pytest.FixtureRequest) -> str:
+    """`short` (every run, CI included) or `long` (only with RELIABILITY_LONG=1)."""
+    return str(request.param)
