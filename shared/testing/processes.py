@@ -170,11 +170,13 @@ class Launcher:
         port: int | None = None,
         app: str | None = None,
         pythonpath: tuple[Path, ...] = (),
+        prefix: tuple[str, ...] = (),
         **env: str,
     ) -> Running:
         """Start `service` under gunicorn with its gunicorn.conf.py on a free loopback port.
 
         `app` replaces the app spec (`module:create_app()`), importable from `pythonpath`.
+        `prefix` is a command gunicorn runs under, one that execs it (e.g. `setpriv ... --`).
         """
         port = port or free_port()
         full_env = service_env(
@@ -187,7 +189,7 @@ class Launcher:
         if pythonpath:
             full_env["PYTHONPATH"] = os.pathsep.join([*map(str, pythonpath), full_env["PYTHONPATH"]])
         spec = app or app_spec(service)
-        argv = [str(VENV_BIN / "gunicorn"), "-c", f"{service}/gunicorn.conf.py", spec]
+        argv = [*prefix, str(VENV_BIN / "gunicorn"), "-c", f"{service}/gunicorn.conf.py", spec]
         running = self.start(f"{service}-{port}", argv, full_env, port)
         if wait:
             self.wait_healthy(running)
