@@ -14,6 +14,7 @@ from urllib.parse import unquote, urlsplit
 
 from database_service.storage import sql
 from database_service.storage.base import (
+    UNAVAILABLE_MESSAGE,
     NewSignal,
     NewTrade,
     StatsAggregate,
@@ -33,6 +34,14 @@ def sqlite_path(url: str) -> str:
         raise ValueError("DATABASE_URL: sqlite URL needs a file path, e.g. sqlite:///data/sardag.db")
     # sqlite:///data/x.db has path "/data/x.db": relative, like SQLAlchemy and limits.
     return path[1:]
+
+
+PUBLIC_MESSAGES = {
+    sqlite3.SQLITE_READONLY: "The database file is read-only: writes are refused until it is writable "
+    "again. Reads still work.",
+    sqlite3.SQLITE_FULL: "The disk holding the database is full: writes are refused until space is "
+    "freed. Reads still work.",
+}
 
 
 def _now_us() -> int:
@@ -118,15 +127,52 @@ class SQLiteStorage(sql.SqlReads, Storage):
             cur.execute("BEGIN IMMEDIATE")
             try:
                 yield cur
+                conn.commit()
             except BaseException:
-                conn.rollback()
+                self._roll_back(conn)  # also after a failed COMMIT, which leaves it open
                 raise
-            conn.commit()
         except sqlite3.OperationalError as exc:
-            raise StorageUnavailable(f"sqlite: {exc}") from exc
+            raise self._unavailable(exc) from exc
+
+    def _roll_back(self, conn: sqlite3.Connection) -> None:
+        try:
+            if conn.in_transaction:
+                conn.rollback()
+        except sqlite3.Error:
+            self._forget_connection()  # in an unknown state: the next call opens another
+
+    def _unavailable(self, error: sqlite3.OperationalError) -> StorageUnavailable:
+        """The 503 for a failed statement: read-only file and full disk told apart."""
+        code = getattr(error, "sqlite_errorcode", 0) & 0xFF
+        if code == sqlite3.SQLITE_READONLY:
+            # SQLite opened the file read-only and stays so: reopen once it is writable again.
+            self._forget_connection()
+        public = PUBLIC_MESSAGES.get(code, UNAVAILABLE_MESSAGE)
+        return StorageUnavailable(f"sqlite: {error} ({self.path})", public)
+
+    def _forget_connection(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            return
+        self._local.conn = None
+        with self._lock:
+            if conn in self._all:
+                self._all.remove(conn)
+        conn.close()
+
+    def _pending(self) -> bool:
+        """Whether a migration is pending, found without the write lock (a read-only file has none)."""
+        with self._cursor() as cur:
+            table = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations'"
+            if cur.execute(table).fetchone() is None:
+                return True
+            done = {row[0] for row in cur.execute("SELECT version FROM schema_migrations")}
+        return any(m.version not in done for m in load_migrations(self.dialect))
 
     def migrate(self) -> list[str]:
         """Apply pending migrations under BEGIN IMMEDIATE, so concurrent runs serialise."""
+        if not self._pending():
+            return []
         applied = []
         with self._cursor(write=True) as cur:
             cur.execute(
@@ -143,7 +189,7 @@ class SQLiteStorage(sql.SqlReads, Storage):
                     "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)",
                     (migration.version, migration.name, _now_us()),
                 )
-                applied.append(f"{migration.version:04d}_{migration.name}")
+                applied.append(migration.label)
         return applied
 
     def applied_migrations(self) -> list[str]:
