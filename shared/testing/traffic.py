@@ -14,6 +14,7 @@ from __future__ import annotations
 import http.client
 import json
 import math
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -182,3 +183,48 @@ def statuses(answers: Iterable[Answer]) -> dict[int, int]:
     for answer in answers:
         counts[answer.status] = counts.get(answer.status, 0) + 1
     return dict(sorted(counts.items()))
+
+
+class SlowClients:
+    """`count` connections that send a request's head one byte every `interval` s (slowloris).
+
+    They never finish it within a test's time (the head is ~100 bytes). A server that gives
+    each of them a thread until the head is complete runs out of threads.
+    """
+
+    HEAD = b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: slow-client\r\nAccept: */*\r\n\r\n"
+
+    def __init__(self, base_url: str, count: int = 200, interval: float = 1.0) -> None:
+        parts = urlsplit(base_url)
+        self.address = (parts.hostname or "127.0.0.1", parts.port or 80)
+        self.count = count
+        self.interval = interval
+        self.sockets: list[socket.socket] = []
+        self.sent = 0  # bytes each connection has sent
+        self.closed_by_server = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._drip, name="slow-clients", daemon=True)
+
+    def __enter__(self) -> SlowClients:
+        for _ in range(self.count):
+            self.sockets.append(socket.create_connection(self.address, timeout=5))
+        self._thread.start()
+        return self
+
+    def _drip(self) -> None:
+        while not self._stop.is_set() and self.sent < len(self.HEAD) - 1:
+            byte = self.HEAD[self.sent : self.sent + 1]
+            for sock in list(self.sockets):
+                try:
+                    sock.sendall(byte)
+                except OSError:
+                    self.sockets.remove(sock)
+                    self.closed_by_server += 1
+            self.sent += 1
+            self._stop.wait(self.interval)
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(10)
+        for sock in self.sockets:
+            sock.close()
