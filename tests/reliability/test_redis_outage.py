@@ -7,8 +7,14 @@ that waited on Redis stands out from the machine's noise: the check is "under ti
 0.8 s", which a request that waited twice (or without a timeout) cannot meet.
 
 Faults: `stopped` (redis-server killed: connections refused, then a new empty server on
-the same port) and, in the long form, `frozen` (SIGSTOP: connections hang until the timeout).
-Short form: stopped for 3 s. Long form: stopped 10 s, then frozen 10 s.
+the same port) and `frozen` (SIGSTOP: connections hang until the timeout).
+Short form: stopped 3 s, then frozen 3 s. Long form: 10 s each.
+
+Besides the two loaded services, two one-worker database-service instances make two
+failures deterministic: `quiet` gets nothing but /health polls (its /health must notice
+Redis is away although no request of its own touched Redis), `lone` gets nothing but
+/performance/stats (the first request after Redis froze uses both the limiter and the
+cache, and must wait one timeout, not one per user of Redis).
 """
 
 from __future__ import annotations
@@ -31,7 +37,8 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.redis, pyte
 REDIS_TIMEOUT = 1.0
 WAIT_MARGIN = 0.8
 HEALTHY_WITHIN = 5.0
-OUTAGES = {"short": [("stopped", 3.0)], "long": [("stopped", 10.0), ("frozen", 10.0)]}
+OUTAGES = {"short": [("stopped", 3.0), ("frozen", 3.0)], "long": [("stopped", 10.0), ("frozen", 10.0)]}
+HEALTH_KINDS = ("db-health", "ws-health", "quiet-health")
 UNLIMITED = {
     name: "1000000"
     for name in (
@@ -82,6 +89,8 @@ def steps() -> dict[str, tuple[str, Callable[[Client, int], Answer], int]]:
         "price": ("ws", lambda c, n: c.get(f"/price/{next(symbols)}"), 2),
         "db-health": ("db", lambda c, n: c.get("/health"), 1),
         "ws-health": ("ws", lambda c, n: c.get("/health"), 1),
+        "quiet-health": ("quiet", lambda c, n: c.get("/health"), 1),
+        "lone-stats": ("lone", lambda c, n: c.get("/performance/stats"), 1),
     }
 
 
@@ -98,11 +107,12 @@ def test_redis_outage_under_mixed_load(
     streaming_settings: Callable[..., dict[str, str]],
 ) -> None:
     common = {"REDIS_URL": private_redis.url, "REDIS_TIMEOUT_SECONDS": str(REDIS_TIMEOUT), **UNLIMITED}
+    ws_env = streaming_settings(fake_exchange, **common)
     services = {
         "db": launcher.gunicorn("database-service", workers=2, **common),
-        "ws": launcher.gunicorn(
-            "websocket-streaming", workers=2, **streaming_settings(fake_exchange, **common)
-        ),
+        "ws": launcher.gunicorn("websocket-streaming", workers=2, **ws_env),
+        "quiet": launcher.gunicorn("database-service", workers=1, **common),
+        "lone": launcher.gunicorn("database-service", workers=1, **common),
     }
     wait_until(lambda: Client(services["ws"].url).get("/price/BTCUSDT").status == 200, 30, "a price")
     outages = []
@@ -131,7 +141,7 @@ def violations(answers: list[Answer], outages: list[Outage]) -> list[str]:
         slow = [a for a in during if a.elapsed > REDIS_TIMEOUT + WAIT_MARGIN]
         if slow:
             found.append(f"{outage.kind}: requests waited longer than the Redis timeout: {slow[:3]}")
-        for kind in ("db-health", "ws-health"):
+        for kind in HEALTH_KINDS:
             polls = [a for a in answers if a.kind == kind]
             seen = {health(a) for a in polls if outage.start + 1.0 <= a.started <= outage.start + outage.down}
             if seen != {"degraded"}:
@@ -160,7 +170,7 @@ def report(answers: list[Answer], outages: list[Outage]) -> None:
         stale = [p for p in prices if p.get("stale")]
         oldest = max((float(p.get("age_seconds") or 0) for p in prices), default=0.0)
         print(f"    /price during the outage: {len(stale)} answers marked stale, oldest price {oldest:.1f} s")
-        for kind in ("db-health", "ws-health"):
+        for kind in HEALTH_KINDS:
             print(f"    {kind}: {health_timeline(answers, kind, outage)}")
 
 
