@@ -147,7 +147,7 @@ def violations(answers: list[Answer], outages: list[Outage]) -> list[str]:
             if seen != {"degraded"}:
                 found.append(f"{outage.kind}: {kind} during the outage said {sorted(seen)}")
             after = outage.end + HEALTHY_WITHIN
-            late = {health(a) for a in polls if after <= a.started < after + 3.0}
+            late = {health(a) for a in polls if after <= a.started and a.ended <= after + 2.5}
             if late != {"healthy"}:
                 found.append(f"{outage.kind}: {kind} {HEALTHY_WITHIN:g} s after the outage said {sorted(late)}")
     return found
