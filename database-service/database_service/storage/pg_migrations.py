@@ -14,7 +14,7 @@ from __future__ import annotations
 import enum
 import logging
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
 
 import psycopg2
@@ -68,32 +68,36 @@ class State:
 
 
 def apply_pending(connect: Connect, finish: Finish) -> list[str]:
-    """Apply every pending migration under a session advisory lock; return those applied now.
+    """Apply every pending migration under an advisory lock; return those applied now.
 
+    The lock is held by a session of its own, so it outlives a migration session the
+    server ends: another process waiting for it finds the migration recorded as deferred.
     `finish(cursor, applied)` runs in the last transaction, once every migration ran.
     """
     run = Run()
-    while True:
-        with _locked_session(connect) as conn:
-            cur = conn.cursor()
-            for statement in BOOKKEEPING:
-                cur.execute(statement)
-            _record_ended(conn, run)  # reconnected: the server is up, it ended the session on purpose
-            if _one_pass(conn, _state(cur), run):
-                finish(cur, run.applied)
-                conn.commit()
-                return run.applied
+    with _migration_lock(connect):
+        while True:
+            with closing(connect()) as conn:
+                cur = conn.cursor()
+                for statement in BOOKKEEPING:
+                    cur.execute(statement)
+                _record_ended(conn, run)  # reconnected: the server is up, it ended the session on purpose
+                if _one_pass(conn, _state(cur), run):
+                    finish(cur, run.applied)
+                    conn.commit()
+                    return run.applied
 
 
 @contextmanager
-def _locked_session(connect: Connect) -> Iterator[Connection]:
+def _migration_lock(connect: Connect) -> Iterator[None]:
     conn = connect()
     try:
+        conn.autocommit = True
         with conn.cursor() as cur:
             cur.execute("SELECT pg_advisory_lock(%s)", (MIGRATION_LOCK_KEY,))
-        yield conn
+        yield
     finally:
-        conn.close()  # ends the session: uncommitted work rolls back, the lock is released
+        conn.close()  # ends the session, which releases the lock
 
 
 def _state(cur: Cursor) -> State:
