@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import threading
 import time
@@ -36,11 +37,19 @@ def sqlite_path(url: str) -> str:
     return path[1:]
 
 
+_WRITE_FAILED = (
+    "The database file could not be written (I/O error): writes are refused until it can be "
+    "written again. Reads still work."
+)
+# Errors a client is told about in words of its own (extended codes first, then primary ones).
 PUBLIC_MESSAGES = {
     sqlite3.SQLITE_READONLY: "The database file is read-only: writes are refused until it is writable "
     "again. Reads still work.",
     sqlite3.SQLITE_FULL: "The disk holding the database is full: writes are refused until space is "
     "freed. Reads still work.",
+    sqlite3.SQLITE_IOERR_WRITE: _WRITE_FAILED,  # e.g. an immutable file (chattr +i), EPERM on write
+    sqlite3.SQLITE_IOERR_FSYNC: _WRITE_FAILED,
+    sqlite3.SQLITE_IOERR_TRUNCATE: _WRITE_FAILED,
 }
 
 
@@ -99,6 +108,8 @@ class SQLiteStorage(sql.SqlReads, Storage):
         self._enable_wal(conn)
         conn.execute("PRAGMA synchronous = NORMAL")
         self._local.conn = conn
+        # SQLite opens a file it may not write read-only, and the connection stays so.
+        self._local.opened_read_only = not _writable(self.path)
         with self._lock:
             self._all.append(conn)
         return conn
@@ -120,6 +131,9 @@ class SQLiteStorage(sql.SqlReads, Storage):
     def _cursor(self, write: bool = False) -> Iterator[sqlite3.Cursor]:
         try:
             conn = self._connect()
+            if write and self._local.opened_read_only and _writable(self.path):
+                self._forget_connection()  # the file is writable again: so is a new connection
+                conn = self._connect()
             cur = conn.cursor()
             if not write:
                 yield cur
@@ -143,12 +157,13 @@ class SQLiteStorage(sql.SqlReads, Storage):
 
     def _unavailable(self, error: sqlite3.OperationalError) -> StorageUnavailable:
         """The 503 for a failed statement: read-only file and full disk told apart."""
-        code = getattr(error, "sqlite_errorcode", 0) & 0xFF
-        if code == sqlite3.SQLITE_READONLY:
+        code = getattr(error, "sqlite_errorcode", 0)
+        if code & 0xFF == sqlite3.SQLITE_READONLY:
             # SQLite opened the file read-only and stays so: reopen once it is writable again.
             self._forget_connection()
-        public = PUBLIC_MESSAGES.get(code, UNAVAILABLE_MESSAGE)
-        return StorageUnavailable(f"sqlite: {error} ({self.path})", public)
+        public = PUBLIC_MESSAGES.get(code) or PUBLIC_MESSAGES.get(code & 0xFF, UNAVAILABLE_MESSAGE)
+        name = getattr(error, "sqlite_errorname", "")
+        return StorageUnavailable(f"sqlite: {error} [{name}] ({self.path})", public)
 
     def _forget_connection(self) -> None:
         conn = getattr(self._local, "conn", None)
@@ -255,6 +270,15 @@ class SQLiteStorage(sql.SqlReads, Storage):
         for conn in conns:
             conn.close()
         self._local = threading.local()
+
+
+def _writable(path: str) -> bool:
+    """Whether this process may write `path` now.
+
+    access(2), not a trial open: closing any descriptor of the file would drop the POSIX
+    locks SQLite's connections hold on it.
+    """
+    return os.access(path, os.W_OK)
 
 
 def _statements(script: str) -> Iterator[str]:
