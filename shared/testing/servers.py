@@ -71,11 +71,6 @@ class PrivateRedis:
             self.process.wait(10)
         self.process = None
 
-    def restart(self) -> None:
-        """Start the server again on the same port, empty (nothing is saved)."""
-        self.stop()
-        self.start()
-
     def __enter__(self) -> PrivateRedis:
         return self.start()
 

@@ -164,11 +164,6 @@ class Traffic:
         self.stop()
 
 
-def between(answers: Iterable[Answer], start: float, end: float) -> list[Answer]:
-    """Answers to requests that were in flight at some moment of [start, end]."""
-    return [a for a in answers if a.started <= end and a.ended >= start]
-
-
 def percentile(values: Sequence[float], fraction: float) -> float:
     """The `fraction` quantile (nearest rank) of `values`; nan when empty."""
     if not values:
