@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 import redis
 from flask import Flask, current_app
 
-from shared.redis_conn import REDIS_ERRORS, CircuitBreaker, redis_client
+from shared.redis_conn import REDIS_ERRORS, CircuitBreaker, app_breaker, probe, redis_client
 
 EXTENSION = "sardag_cache"
 F = TypeVar("F", bound=Callable[..., Any])
@@ -81,6 +81,7 @@ class Cache:
         url = app.config.get("REDIS_URL")
         if url:
             self.redis = redis_client(url, timeout=app.config.get("REDIS_TIMEOUT_SECONDS", 0.05))
+            self.breaker = app_breaker(app)
             counter = get_metrics(app).counter("redis_fallback_total", "", ("component",))
             self._on_fallback = counter.labels(component="cache").inc
             get_health(app).add_check("cache_redis", self.health, critical=False)
@@ -127,7 +128,9 @@ class Cache:
 
     def health(self) -> tuple[str, str]:
         """`degraded` while the cache runs in-process because Redis is unreachable."""
-        return ("degraded", "redis unreachable; in-process cache") if self.breaker.is_open else ("ok", "redis")
+        if self.redis is not None and probe(self.redis, self.breaker):
+            return "ok", "redis"
+        return "degraded", "redis unreachable; in-process cache"
 
 
 def get_cache(app: Flask | None = None) -> Cache:

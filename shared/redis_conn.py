@@ -6,10 +6,14 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
+
+if TYPE_CHECKING:
+    from flask import Flask
 
 FAST_TIMEOUT = 0.05  # seconds: a request never waits longer than this on a sick Redis
 REDIS_ERRORS: tuple[type[BaseException], ...] = (redis.RedisError, OSError)
@@ -76,3 +80,34 @@ class CircuitBreaker:
             self._opened_at, self._probing = self._clock(), False
         if first:
             self._log.warning("redis unreachable (%s); %s falls back to in-process", error, self.name)
+
+
+BREAKER_EXTENSION = "sardag_redis_breaker"
+
+
+def app_breaker(app: Flask) -> CircuitBreaker:
+    """The one breaker of `app`'s Redis users (rate limiter, cache).
+
+    Shared, so that a request which uses both waits on a hung Redis once, not once each.
+    """
+    breaker: CircuitBreaker = app.extensions.setdefault(
+        BREAKER_EXTENSION, CircuitBreaker("rate limiter and cache")
+    )
+    return breaker
+
+
+def probe(client: redis.Redis, breaker: CircuitBreaker) -> bool:
+    """Whether Redis answers a PING now (for /health), updating `breaker` with the outcome.
+
+    A worker whose requests have not touched Redis lately would otherwise report a closed
+    breaker as healthy during an outage. Skipped (False) while the breaker is open.
+    """
+    if not breaker.allow():
+        return False
+    try:
+        client.ping()
+    except REDIS_ERRORS as exc:
+        breaker.record_failure(exc)
+        return False
+    breaker.record_success()
+    return True

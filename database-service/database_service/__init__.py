@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import logging
+import math
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import click
-from flask import Flask, Response
+from flask import Flask, Response, current_app
 
 from database_service import meta, performance, signals
 from database_service.settings import DEFAULTS, SERVICE, SETTINGS
@@ -17,6 +19,27 @@ from shared.app import create_base_app, on_shutdown
 from shared.errors import error_response
 from shared.health_check import get_health
 from shared.metrics import get_metrics
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ReasonLog:
+    """Logs why the database fails: a new reason at once, the same one at most every `interval` s.
+
+    During an outage every request fails the same way; one line per request would bury the
+    cause, and none would leave the operator with nothing but 503s in the access log.
+    """
+
+    interval: float = 10.0
+    last: tuple[str, float] = ("", -math.inf)
+
+    def report(self, reason: str) -> None:
+        """Log `reason` unless it was logged less than `interval` seconds ago."""
+        now = time.monotonic()
+        if reason != self.last[0] or now - self.last[1] >= self.interval:
+            self.last = (reason, now)
+            log.warning("database unavailable, answering 503: %s", reason)
 
 
 @dataclass
@@ -27,6 +50,7 @@ class ServiceState:
     trades_tracked: Any
     started: float = field(default_factory=time.monotonic)
     openapi: dict[str, Any] | None = None
+    storage_errors: ReasonLog = field(default_factory=ReasonLog)
 
 
 def create_app(config: Mapping[str, Any] | None = None) -> Flask:
@@ -55,9 +79,9 @@ def _database_check(storage: Storage) -> tuple[str, str]:
 
 
 def _storage_unavailable(error: StorageUnavailable) -> Response:
-    return error_response(
-        "unavailable", "The database is unavailable; retry shortly.", 503, headers={"Retry-After": "2"}
-    )
+    state: ServiceState = current_app.extensions["database_service"]
+    state.storage_errors.report(str(error))
+    return error_response("unavailable", error.public_message, 503, headers={"Retry-After": "2"})
 
 
 def run_migrations(app: Flask) -> int:

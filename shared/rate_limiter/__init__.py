@@ -17,7 +17,7 @@ from shared.errors import APIError
 from shared.rate_limiter.base import Backend, RateLimitResult
 from shared.rate_limiter.memory import MemoryBackend
 from shared.rate_limiter.redis_backend import FailoverBackend, RedisBackend
-from shared.redis_conn import FAST_TIMEOUT, CircuitBreaker, redis_client
+from shared.redis_conn import FAST_TIMEOUT, CircuitBreaker, app_breaker, redis_client
 from shared.request_pipeline import get_pipeline
 
 __all__ = [
@@ -51,13 +51,14 @@ def storage_from_url(
     max_keys: int = 100_000,
     on_fallback: Callable[[], None] = lambda: None,
     timeout: float = FAST_TIMEOUT,
+    breaker: CircuitBreaker | None = None,
 ) -> Backend:
     """Build a backend from `memory://` or a `redis://` URL (with in-process failover)."""
     if url.startswith("memory://"):
         return MemoryBackend(max_keys=max_keys)
     if url.startswith(("redis://", "rediss://", "unix://")):
         primary = RedisBackend(redis_client(url, timeout=timeout))
-        breaker = CircuitBreaker("rate limiter")
+        breaker = breaker or CircuitBreaker("rate limiter")
         return FailoverBackend(primary, MemoryBackend(max_keys), breaker, on_fallback)
     raise ValueError(f"unknown rate-limit storage URL {url!r}")
 
@@ -83,7 +84,11 @@ class RateLimiter:
             url = app.config.get("REDIS_URL") or "memory://"
             on_fallback = fallback.labels(component="rate_limiter").inc
             self.backend = storage_from_url(
-                url, app.config["RATE_LIMIT_MAX_KEYS"], on_fallback, app.config["REDIS_TIMEOUT_SECONDS"]
+                url,
+                app.config["RATE_LIMIT_MAX_KEYS"],
+                on_fallback,
+                app.config["REDIS_TIMEOUT_SECONDS"],
+                app_breaker(app),
             )
         app.extensions[EXTENSION] = self
         self._view_functions = app.view_functions
@@ -126,7 +131,7 @@ class RateLimiter:
 
     def health(self) -> tuple[str, str]:
         """`degraded` while limiting in-process because Redis is unreachable."""
-        if isinstance(self.backend, FailoverBackend) and self.backend.degraded:
+        if isinstance(self.backend, FailoverBackend) and not self.backend.reachable():
             return "degraded", "redis unreachable; limiting in-process"
         return "ok", "redis"
 

@@ -8,7 +8,7 @@ from collections.abc import Callable
 import redis
 
 from shared.rate_limiter.base import Backend, RateLimitResult
-from shared.redis_conn import REDIS_ERRORS, CircuitBreaker
+from shared.redis_conn import REDIS_ERRORS, CircuitBreaker, probe
 
 KEY_PREFIX = "sardag:rl:"
 
@@ -93,6 +93,10 @@ class FailoverBackend:
     def degraded(self) -> bool:
         """True while requests are limited in-process because Redis failed."""
         return self.breaker.is_open
+
+    def reachable(self) -> bool:
+        """Whether Redis answers now (a PING unless the breaker is open)."""
+        return probe(self.primary.client, self.breaker)
 
     def hit(self, key: str, limit: int, window: float) -> RateLimitResult:
         """Decide on Redis, or in-process while the breaker is open."""

@@ -109,6 +109,10 @@ class Running:
         """Everything the process printed so far."""
         return self.log.read_text(errors="replace") if self.log.exists() else ""
 
+    def log_messages(self) -> list[str]:
+        """Every line printed so far, JSON log lines reduced to their `message`."""
+        return [_message(line) for line in self.log_text().splitlines()]
+
     def log_tail(self, lines: int = 40) -> str:
         """The last `lines` lines the process printed."""
         return "\n".join(self.log_text().splitlines()[-lines:])
@@ -116,6 +120,10 @@ class Running:
     def signal(self, signum: int) -> None:
         """Send `signum` to the process (not its children)."""
         self.process.send_signal(signum)
+
+    def children(self) -> list[int]:
+        """Pids of the process's live children (a gunicorn master's workers), sorted."""
+        return child_pids(self.process.pid)
 
     def stop(self, timeout: float = 40.0) -> int:
         """SIGTERM, wait up to `timeout`, then SIGKILL the process group; returns the exit code."""
@@ -154,9 +162,22 @@ class Launcher:
         return running
 
     def gunicorn(
-        self, service: str, workers: int = 2, *, wait: bool = True, port: int | None = None, **env: str
+        self,
+        service: str,
+        workers: int = 2,
+        *,
+        wait: bool = True,
+        port: int | None = None,
+        app: str | None = None,
+        pythonpath: tuple[Path, ...] = (),
+        prefix: tuple[str, ...] = (),
+        **env: str,
     ) -> Running:
-        """Start `service` under gunicorn with its gunicorn.conf.py on a free loopback port."""
+        """Start `service` under gunicorn with its gunicorn.conf.py on a free loopback port.
+
+        `app` replaces the app spec (`module:create_app()`), importable from `pythonpath`.
+        `prefix` is a command gunicorn runs under, one that execs it (e.g. `setpriv ... --`).
+        """
         port = port or free_port()
         full_env = service_env(
             self.tmp,
@@ -165,7 +186,10 @@ class Launcher:
             PROMETHEUS_MULTIPROC_DIR=str(self.tmp / f"metrics-{service}-{port}"),
             **env,
         )
-        argv = [str(VENV_BIN / "gunicorn"), "-c", f"{service}/gunicorn.conf.py", app_spec(service)]
+        if pythonpath:
+            full_env["PYTHONPATH"] = os.pathsep.join([*map(str, pythonpath), full_env["PYTHONPATH"]])
+        spec = app or app_spec(service)
+        argv = [*prefix, str(VENV_BIN / "gunicorn"), "-c", f"{service}/gunicorn.conf.py", spec]
         running = self.start(f"{service}-{port}", argv, full_env, port)
         if wait:
             self.wait_healthy(running)
@@ -195,6 +219,36 @@ class Launcher:
         """Stop every process, newest first."""
         for running in reversed(self.running):
             running.stop(timeout=15)
+
+
+def _message(line: str) -> str:
+    if line.startswith("{"):
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            return line
+        if isinstance(entry, dict) and "message" in entry:
+            return str(entry["message"])
+    return line
+
+
+def child_pids(pid: int) -> list[int]:
+    """Pids of the live children of `pid` (Linux /proc), sorted."""
+    found = []
+    for task in Path(f"/proc/{pid}/task").glob("*/children"):
+        try:
+            found += [int(child) for child in task.read_text().split()]
+        except OSError:
+            continue  # the thread ended meanwhile
+    return sorted(set(found))
+
+
+def rss_kib(pid: int) -> int:
+    """Resident memory of `pid` in KiB (VmRSS)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise ProcessLookupError(pid)
 
 
 def app_spec(service: str) -> str:

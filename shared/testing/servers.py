@@ -13,6 +13,7 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
+from urllib.parse import quote
 
 from shared.testing import free_port, require_server
 
@@ -84,11 +85,14 @@ class PrivatePostgres:
     PostgreSQL refuses to start as root.
     """
 
-    def __init__(self, port: int | None = None, settings: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, port: int | None = None, settings: dict[str, str] | None = None, password: str | None = None
+    ) -> None:
         self.initdb = _binary("initdb", *_pg_bin_dirs())
         self.pg_ctl = _binary("pg_ctl", *_pg_bin_dirs())
         self.port = port or free_port()
         self.settings = settings or {}
+        self.password = password  # set: TCP logins need it (scram-sha-256); unset: trust
         self.root = Path(tempfile.mkdtemp(prefix="sardag-pg-"))
         self.data = self.root / "data"
         self.logfile = self.root / "server.log"
@@ -96,8 +100,14 @@ class PrivatePostgres:
 
     @property
     def url(self) -> str:
-        """`postgresql://postgres@127.0.0.1:<port>/postgres`."""
-        return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+        """`postgresql://postgres[:password]@127.0.0.1:<port>/postgres`."""
+        return self.database_url("postgres")
+
+    def database_url(self, database: str, password: str | None = None) -> str:
+        """URL of `database` on this server (with this server's password unless `password`)."""
+        secret = self.password if password is None else password
+        user = f"postgres:{quote(secret, safe='')}" if secret else "postgres"
+        return f"postgresql://{user}@127.0.0.1:{self.port}/{database}"
 
     def _run(self, *argv: str, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
         command = ["runuser", "-u", "postgres", "--", *argv] if self._as_postgres else list(argv)
@@ -107,14 +117,42 @@ class PrivatePostgres:
         """initdb a new cluster (trust auth) with `settings` in postgresql.conf."""
         if self._as_postgres:
             shutil.chown(self.root, "postgres", "postgres")
-        done = self._run(self.initdb, "-D", str(self.data), "-U", "postgres", "--auth=trust", "-E", "UTF8")
+        done = self._run(self.initdb, "-D", str(self.data), "-U", "postgres", "-E", "UTF8", *self._auth())
         if done.returncode != 0:
             raise RuntimeError(f"initdb failed: {done.stderr.strip()}")
         lines = [f"port = {self.port}", "listen_addresses = '127.0.0.1'", "unix_socket_directories = ''"]
-        lines += ["fsync = off", *(f"{k} = '{v}'" for k, v in self.settings.items())]
-        with (self.data / "postgresql.conf").open("a") as conf:
-            conf.write("\n".join(lines) + "\n")
+        self._append_conf([*lines, "fsync = off"], self.settings)
         return self
+
+    def _auth(self) -> list[str]:
+        if not self.password:
+            return ["--auth=trust"]
+        pwfile = self.root / "pwfile"
+        pwfile.write_text(self.password + "\n")
+        if self._as_postgres:
+            shutil.chown(pwfile, "postgres", "postgres")
+        return ["--auth-local=trust", "--auth-host=scram-sha-256", f"--pwfile={pwfile}"]
+
+    def _append_conf(self, lines: list[str], settings: dict[str, str]) -> None:
+        with (self.data / "postgresql.conf").open("a") as conf:
+            conf.write("\n".join([*lines, *(f"{k} = '{v}'" for k, v in settings.items())]) + "\n")
+
+    def configure(self, **settings: str) -> None:
+        """Add `settings` to postgresql.conf (later lines win); they apply at the next start."""
+        self._append_conf([], settings)
+
+    def execute(self, statement: str, database: str = "postgres") -> list[tuple[object, ...]]:
+        """Run one statement in autocommit mode; return its rows (none for a command)."""
+        import psycopg2
+
+        conn = psycopg2.connect(self.database_url(database), connect_timeout=5)
+        conn.autocommit = True
+        try:
+            with conn.cursor() as cur:
+                cur.execute(statement)
+                return list(cur.fetchall()) if cur.description else []
+        finally:
+            conn.close()
 
     def start(self, timeout: float = 30.0) -> PrivatePostgres:
         """Start the server and wait until it accepts connections."""

@@ -142,7 +142,7 @@ class StreamingService:
         with self._upstream_lock:
             if self.upstream is not None or self._stop.is_set():
                 return
-            self.upstream = UpstreamManager(
+            upstream = UpstreamManager(
                 self.url,
                 self.handle_frame,
                 self.stats,
@@ -150,7 +150,10 @@ class StreamingService:
                 on_gap=self._on_gap,
                 report=report,
             )
-            self.upstream.start()
+            upstream.start()
+            # Published once its thread runs: alive() would see a manager not yet started as
+            # one whose thread died, and /health answered 503 during a leadership change.
+            self.upstream = upstream
 
     def _on_gap(self) -> None:
         if self.config["WS_BACKFILL_ENABLED"]:

@@ -10,9 +10,13 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from importlib import resources
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 ONE_MICROSECOND = timedelta(microseconds=1)
+
+
+UNAVAILABLE_MESSAGE = "The database is unavailable; retry shortly."
 
 
 class StorageError(Exception):
@@ -20,7 +24,30 @@ class StorageError(Exception):
 
 
 class StorageUnavailable(StorageError):
-    """The database cannot be reached or is busy; the caller should retry later."""
+    """The database cannot be reached or is busy; the caller should retry later.
+
+    `str(error)` is the reason for operators (the driver's message, credentials masked);
+    `public_message` is what a client is told in the 503 answer.
+    """
+
+    def __init__(self, reason: str, public_message: str = UNAVAILABLE_MESSAGE) -> None:
+        super().__init__(reason)
+        self.public_message = public_message
+
+
+def one_line(text: str) -> str:
+    """`text` with every run of whitespace (newlines, tabs) collapsed into one space."""
+    return " ".join(text.split())
+
+
+def masked(text: str, url: str) -> str:
+    """`text` with the password of `url` (plain and percent-encoded) replaced by ***."""
+    password = urlsplit(url).password
+    if not password:
+        return text
+    for form in {password, unquote(password)}:
+        text = text.replace(form, "***")
+    return text
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +134,11 @@ class Migration:
     name: str
     sql: str
     requires_extension: str | None
+
+    @property
+    def label(self) -> str:
+        """`0002_timescaledb`: how schema_migrations, logs and the CLI name it."""
+        return f"{self.version:04d}_{self.name}"
 
 
 _MIGRATION_FILE = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -15,9 +14,8 @@ import psycopg2.extensions
 import psycopg2.pool
 from psycopg2.extras import Json, execute_values
 
-from database_service.storage import pg_stats, sql
+from database_service.storage import pg_migrations, pg_stats, sql
 from database_service.storage.base import (
-    Migration,
     NewSignal,
     NewTrade,
     StatsAggregate,
@@ -25,15 +23,12 @@ from database_service.storage.base import (
     StorageUnavailable,
     TradeFilter,
     datetime_to_us,
-    load_migrations,
+    masked,
+    one_line,
     us_to_datetime,
     us_to_iso,
 )
 
-log = logging.getLogger(__name__)
-
-# Arbitrary constant shared by every process that migrates this database.
-MIGRATION_LOCK_KEY = 0x5A4D_4442  # "SMDB"
 BUCKET_LOCK_SPACE = 0x5A42  # two-int advisory locks (space, hour number) guard bucket refreshes
 
 UNAVAILABLE_ERRORS = (
@@ -127,7 +122,7 @@ class PostgresStorage(sql.SqlReads, Storage):
         try:
             yield from self._transaction()
         except UNAVAILABLE_ERRORS as exc:
-            raise StorageUnavailable(f"postgresql: {type(exc).__name__}") from exc
+            raise StorageUnavailable(self.reason(exc)) from exc
         finally:
             self._slots.release()
 
@@ -146,26 +141,23 @@ class PostgresStorage(sql.SqlReads, Storage):
             pool.putconn(conn, close=bool(conn.closed))
 
     def migrate(self) -> list[str]:
-        """Apply pending migrations in one transaction under an advisory lock."""
-        with self._cursor() as cur:
-            cur.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK_KEY,))
-            cur.execute(
-                "CREATE TABLE IF NOT EXISTS schema_migrations (version integer PRIMARY KEY, "
-                "name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())"
-            )
-            cur.execute("SELECT version FROM schema_migrations")
-            done = {row[0] for row in cur.fetchall()}
-            cur.execute("SELECT name FROM pg_available_extensions")
-            available = {row[0] for row in cur.fetchall()}
-            applied = [
-                f"{m.version:04d}_{m.name}"
-                for m in load_migrations("postgres")
-                if m.version not in done and _apply(cur, m, available)
-            ]
-            if "0003_trade_buckets" in applied:
-                _rebuild(cur)  # existing trades fill the new buckets
+        """Apply pending migrations (see pg_migrations: optional ones cannot undo the others)."""
+        try:
+            applied = pg_migrations.apply_pending(self._connect, _after_migrations)
+        except UNAVAILABLE_ERRORS as exc:
+            raise StorageUnavailable(self.reason(exc)) from exc
         self._backend = None
         return applied
+
+    def _connect(self) -> psycopg2.extensions.connection:
+        if self._closed:
+            raise StorageUnavailable("storage is closed")
+        return psycopg2.connect(self.url, connect_timeout=self.connect_timeout)
+
+    def reason(self, error: BaseException) -> str:
+        """Why the database failed, for the log: the driver's message with the password masked."""
+        detail = one_line(str(error)) or type(error).__name__
+        return f"postgresql: {masked(detail, self.url)}"
 
     def rebuild_summaries(self) -> None:
         """Recompute every trade bucket from the trades (after a bulk load that bypassed the API)."""
@@ -251,27 +243,9 @@ class PostgresStorage(sql.SqlReads, Storage):
             pool.closeall()
 
 
-def _apply(cur: psycopg2.extensions.cursor, migration: Migration, available: set[str]) -> bool:
-    """Run one migration; an optional one that cannot run is skipped and stays pending."""
-    needed = migration.requires_extension
-    if needed and needed not in available:
-        log.info("migration %04d skipped: extension %s not available", migration.version, needed)
-        return False
-    cur.execute("SAVEPOINT migration")
-    try:
-        cur.execute(migration.sql)
-    except psycopg2.Error as exc:
-        if not needed:
-            raise
-        # e.g. timescaledb is installed but not in shared_preload_libraries.
-        cur.execute("ROLLBACK TO SAVEPOINT migration")
-        log.warning("migration %04d skipped: %s", migration.version, str(exc).strip())
-        return False
-    cur.execute(
-        "INSERT INTO schema_migrations (version, name) VALUES (%s, %s)",
-        (migration.version, migration.name),
-    )
-    return True
+def _after_migrations(cur: psycopg2.extensions.cursor, applied: list[str]) -> None:
+    if "0003_trade_buckets" in applied:
+        _rebuild(cur)  # existing trades fill the new buckets
 
 
 def _rebuild(cur: psycopg2.extensions.cursor) -> None:

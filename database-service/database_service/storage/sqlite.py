@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import threading
 import time
@@ -14,6 +15,7 @@ from urllib.parse import unquote, urlsplit
 
 from database_service.storage import sql
 from database_service.storage.base import (
+    UNAVAILABLE_MESSAGE,
     NewSignal,
     NewTrade,
     StatsAggregate,
@@ -33,6 +35,22 @@ def sqlite_path(url: str) -> str:
         raise ValueError("DATABASE_URL: sqlite URL needs a file path, e.g. sqlite:///data/sardag.db")
     # sqlite:///data/x.db has path "/data/x.db": relative, like SQLAlchemy and limits.
     return path[1:]
+
+
+_WRITE_FAILED = (
+    "The database file could not be written (I/O error): writes are refused until it can be "
+    "written again. Reads still work."
+)
+# Errors a client is told about in words of its own (extended codes first, then primary ones).
+PUBLIC_MESSAGES = {
+    sqlite3.SQLITE_READONLY: "The database file is read-only: writes are refused until it is writable "
+    "again. Reads still work.",
+    sqlite3.SQLITE_FULL: "The disk holding the database is full: writes are refused until space is "
+    "freed. Reads still work.",
+    sqlite3.SQLITE_IOERR_WRITE: _WRITE_FAILED,  # e.g. an immutable file (chattr +i), EPERM on write
+    sqlite3.SQLITE_IOERR_FSYNC: _WRITE_FAILED,
+    sqlite3.SQLITE_IOERR_TRUNCATE: _WRITE_FAILED,
+}
 
 
 def _now_us() -> int:
@@ -90,6 +108,8 @@ class SQLiteStorage(sql.SqlReads, Storage):
         self._enable_wal(conn)
         conn.execute("PRAGMA synchronous = NORMAL")
         self._local.conn = conn
+        # SQLite opens a file it may not write read-only, and the connection stays so.
+        self._local.opened_read_only = not _writable(self.path)
         with self._lock:
             self._all.append(conn)
         return conn
@@ -111,6 +131,9 @@ class SQLiteStorage(sql.SqlReads, Storage):
     def _cursor(self, write: bool = False) -> Iterator[sqlite3.Cursor]:
         try:
             conn = self._connect()
+            if write and self._local.opened_read_only and _writable(self.path):
+                self._forget_connection()  # the file is writable again: so is a new connection
+                conn = self._connect()
             cur = conn.cursor()
             if not write:
                 yield cur
@@ -118,15 +141,53 @@ class SQLiteStorage(sql.SqlReads, Storage):
             cur.execute("BEGIN IMMEDIATE")
             try:
                 yield cur
+                conn.commit()
             except BaseException:
-                conn.rollback()
+                self._roll_back(conn)  # also after a failed COMMIT, which leaves it open
                 raise
-            conn.commit()
         except sqlite3.OperationalError as exc:
-            raise StorageUnavailable(f"sqlite: {exc}") from exc
+            raise self._unavailable(exc) from exc
+
+    def _roll_back(self, conn: sqlite3.Connection) -> None:
+        try:
+            if conn.in_transaction:
+                conn.rollback()
+        except sqlite3.Error:
+            self._forget_connection()  # in an unknown state: the next call opens another
+
+    def _unavailable(self, error: sqlite3.OperationalError) -> StorageUnavailable:
+        """The 503 for a failed statement: read-only file and full disk told apart."""
+        code = getattr(error, "sqlite_errorcode", 0)
+        if code & 0xFF == sqlite3.SQLITE_READONLY:
+            # SQLite opened the file read-only and stays so: reopen once it is writable again.
+            self._forget_connection()
+        public = PUBLIC_MESSAGES.get(code) or PUBLIC_MESSAGES.get(code & 0xFF, UNAVAILABLE_MESSAGE)
+        name = getattr(error, "sqlite_errorname", "")
+        return StorageUnavailable(f"sqlite: {error} [{name}] ({self.path})", public)
+
+    def _forget_connection(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            return
+        self._local.conn = None
+        with self._lock:
+            if conn in self._all:
+                self._all.remove(conn)
+        conn.close()
+
+    def _pending(self) -> bool:
+        """Whether a migration is pending, found without the write lock (a read-only file has none)."""
+        with self._cursor() as cur:
+            table = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations'"
+            if cur.execute(table).fetchone() is None:
+                return True
+            done = {row[0] for row in cur.execute("SELECT version FROM schema_migrations")}
+        return any(m.version not in done for m in load_migrations(self.dialect))
 
     def migrate(self) -> list[str]:
         """Apply pending migrations under BEGIN IMMEDIATE, so concurrent runs serialise."""
+        if not self._pending():
+            return []
         applied = []
         with self._cursor(write=True) as cur:
             cur.execute(
@@ -143,7 +204,7 @@ class SQLiteStorage(sql.SqlReads, Storage):
                     "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)",
                     (migration.version, migration.name, _now_us()),
                 )
-                applied.append(f"{migration.version:04d}_{migration.name}")
+                applied.append(migration.label)
         return applied
 
     def applied_migrations(self) -> list[str]:
@@ -209,6 +270,15 @@ class SQLiteStorage(sql.SqlReads, Storage):
         for conn in conns:
             conn.close()
         self._local = threading.local()
+
+
+def _writable(path: str) -> bool:
+    """Whether this process may write `path` now.
+
+    access(2), not a trial open: closing any descriptor of the file would drop the POSIX
+    locks SQLite's connections hold on it.
+    """
+    return os.access(path, os.W_OK)
 
 
 def _statements(script: str) -> Iterator[str]:
