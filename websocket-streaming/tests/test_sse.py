@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from decimal import Decimal
 
 import pytest
@@ -17,32 +18,65 @@ from shared.testing import wait_until
 pytestmark = [pytest.mark.websocket, pytest.mark.api]
 
 
-def sse_messages(response: requests.Response) -> Iterator[tuple[str, str]]:
-    """(kind, text) per SSE message: ("comment", text) or (event name, data)."""
-    event, data = "message", ""
-    for line in response.iter_lines(decode_unicode=True):
-        if line.startswith(":"):
-            yield "comment", line[1:].strip()
-        elif line.startswith("event:"):
-            event = line.removeprefix("event:").strip()
-        elif line.startswith("data:"):
-            data = line.removeprefix("data:").strip()
-        elif line == "" and data:
-            yield event, data
-            event, data = "message", ""
+class EventStream:
+    """Reads /stream like a browser's EventSource: yields (kind, text) per message, where kind
+    is "comment" or the event name; keeps `last_id` and `retry` as EventSource does."""
+
+    def __init__(self, response: requests.Response) -> None:
+        self.response = response
+        self.last_id: str | None = None
+        self.retry: int | None = None
+        self.ids: list[str | None] = []  # the id of every event, in order
+        self._messages = self._read()
+
+    def __iter__(self) -> Iterator[tuple[str, str]]:
+        return self._messages
+
+    def __next__(self) -> tuple[str, str]:
+        return next(self._messages)
+
+    def _read(self) -> Iterator[tuple[str, str]]:
+        event, data, comment, block_id = "message", "", None, None
+        for line in self.response.iter_lines(decode_unicode=True):
+            field, _, value = line.partition(":")
+            value = value.removeprefix(" ")
+            if line.startswith(":"):
+                comment = line[1:].strip()
+            elif field == "event":
+                event = value
+            elif field == "data":
+                data = value
+            elif field == "id":
+                block_id = value
+            elif field == "retry":
+                self.retry = int(value)
+            elif line == "":
+                if block_id is not None:  # set on dispatch, even without data (spec)
+                    self.last_id = block_id
+                if comment is not None:
+                    yield "comment", comment
+                if data:
+                    self.ids.append(block_id)
+                    yield event, data
+                event, data, comment, block_id = "message", "", None, None
+
+    def close(self) -> None:
+        """Drop the connection, as a browser losing the network would."""
+        self.response.close()
 
 
-def open_stream(base: str, query: str = "") -> tuple[requests.Response, Iterator[tuple[str, str]]]:
+def open_stream(base: str, query: str = "", last_event_id: str | None = None) -> EventStream:
     """Subscribe and wait for the `: connected` comment, so no later update can be missed."""
-    response = requests.get(f"{base}/stream{query}", stream=True, timeout=5)
+    headers = {} if last_event_id is None else {"Last-Event-ID": last_event_id}
+    response = requests.get(f"{base}/stream{query}", stream=True, timeout=5, headers=headers)
     assert response.status_code == 200
     assert response.headers["Content-Type"].startswith("text/event-stream")
-    messages = sse_messages(response)
-    assert next(messages) == ("comment", "connected")
-    return response, messages
+    stream = EventStream(response)
+    assert next(stream) == ("comment", "connected")
+    return stream
 
 
-def collect_prices(messages: Iterator[tuple[str, str]], count: int) -> list[tuple[str, Decimal]]:
+def collect_prices(messages: Iterable[tuple[str, str]], count: int) -> list[tuple[str, Decimal]]:
     """The next `count` price events as (symbol, price)."""
     prices = []
     for kind, data in messages:
@@ -59,12 +93,12 @@ def test_stream_receives_every_update_in_order(
     app: Flask,
     serve: Callable[[Flask], str],
 ) -> None:
-    response, messages = open_stream(serve(app))
+    messages = open_stream(serve(app))
     sent = [(("BTCUSDT", "ETHUSDT")[i % 2], Decimal(f"{100 + i}.5")) for i in range(300)]
     for i, (symbol, price) in enumerate(sent):
         fake.send(trade_event(symbol, str(price), i), stream=f"{symbol.lower()}@trade")
     assert collect_prices(messages, len(sent)) == sent
-    response.close()
+    messages.close()
 
 
 def test_stream_filter_sends_only_the_chosen_symbols(
@@ -72,13 +106,13 @@ def test_stream_filter_sends_only_the_chosen_symbols(
     app: Flask,
     serve: Callable[[Flask], str],
 ) -> None:
-    response, messages = open_stream(serve(app), "?symbols=ethusdt")
+    messages = open_stream(serve(app), "?symbols=ethusdt")
     for i in range(10):
         fake.send(trade_event("BTCUSDT", f"{i}.1", i), stream="btcusdt@trade")
         fake.send(trade_event("ETHUSDT", f"{i}.2", i), stream="ethusdt@trade")
     got = collect_prices(messages, 10)
     assert got == [("ETHUSDT", Decimal(f"{i}.2")) for i in range(10)]
-    response.close()
+    messages.close()
 
 
 def test_stream_sends_heartbeat_comments(
@@ -86,12 +120,12 @@ def test_stream_sends_heartbeat_comments(
     serve: Callable[[Flask], str],
 ) -> None:
     base = serve(make_app(SSE_HEARTBEAT_SECONDS=0.2))
-    response, messages = open_stream(base)
+    messages = open_stream(base)
     started = time.monotonic()
     assert next(messages) == ("comment", "heartbeat")
     assert next(messages) == ("comment", "heartbeat")
     assert 0.3 <= time.monotonic() - started < 2.0
-    response.close()
+    messages.close()
 
 
 def test_subscriber_cap_answers_503_and_frees_the_slot_on_close(
@@ -100,8 +134,8 @@ def test_subscriber_cap_answers_503_and_frees_the_slot_on_close(
 ) -> None:
     # A dead client is noticed at the next write: the heartbeat bounds how long that takes.
     base = serve(make_app(SSE_MAX_SUBSCRIBERS=2, SSE_HEARTBEAT_SECONDS=0.2))
-    first, _ = open_stream(base)
-    second, _ = open_stream(base)
+    first = open_stream(base)
+    second = open_stream(base)
     refused = requests.get(f"{base}/stream", timeout=5)
     assert refused.status_code == 503
     assert refused.json()["error"] == "unavailable"
@@ -114,4 +148,128 @@ def test_subscriber_cap_answers_503_and_frees_the_slot_on_close(
         return answer.status_code == 200
 
     wait_until(reopened, 3.0, "the closed stream's slot")
+    second.close()
+
+
+class Feed:
+    """Keeps updates flowing through the fake: numbered trades of alternating symbols."""
+
+    def __init__(self, fake: FakeExchange, symbols: tuple[str, ...] = ("BTCUSDT", "ETHUSDT")) -> None:
+        self.fake = fake
+        self.symbols = symbols
+        self.sent: list[tuple[str, Decimal]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> Feed:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+    def _run(self) -> None:
+        n = 0
+        while not self._stop.wait(0.002):
+            symbol = self.symbols[n % len(self.symbols)]
+            price = Decimal(f"{1000 + n}.5")
+            self.fake.send(trade_event(symbol, str(price), n), stream=f"{symbol.lower()}@trade")
+            self.sent.append((symbol, price))
+            n += 1
+
+    def wait_for(self, count: int) -> None:
+        """Wait until `count` updates were sent in all."""
+        wait_until(lambda: len(self.sent) >= count, 10.0, f"{count} updates sent")
+
+
+def send_trades(fake: FakeExchange, trades: list[tuple[str, str]]) -> None:
+    """Send (symbol, price) trades in order."""
+    for n, (symbol, price) in enumerate(trades):
+        fake.send(trade_event(symbol, price, n), stream=f"{symbol.lower()}@trade")
+
+
+def test_a_reconnect_with_last_event_id_gets_exactly_the_events_it_missed_then_live_ones(
+    fake: FakeExchange,
+    app: Flask,
+    serve: Callable[[Flask], str],
+) -> None:
+    base = serve(app)
+    first = open_stream(base)
+    assert first.retry == 1000  # SSE_RETRY_SECONDS: EventSource waits this long to reconnect
+    with Feed(fake) as feed:
+        before = collect_prices(first, 50)
+        first.close()  # mid-stream, while updates keep flowing
+        feed.wait_for(len(feed.sent) + 200)
+        second = open_stream(base, last_event_id=first.last_id)
+        feed.wait_for(len(feed.sent) + 100)  # and live ones after the replay
+    after = collect_prices(second, len(feed.sent) - len(before))
+    second.close()
+    assert before + after == feed.sent
+    ids = first.ids + second.ids
+    assert None not in ids
+    assert len(set(ids)) == len(ids)
+
+
+def test_an_id_older_than_the_ring_gets_one_snapshot_event_per_symbol_then_live_ones(
+    fake: FakeExchange,
+    make_app: Callable[..., Flask],
+    serve: Callable[[Flask], str],
+) -> None:
+    base = serve(make_app(WS_RING_SIZE=16))
+    first = open_stream(base)
+    send_trades(fake, [("BTCUSDT", "1.5")])
+    assert collect_prices(first, 1) == [("BTCUSDT", Decimal("1.5"))]
+    first.close()
+    send_trades(fake, [(("ETHUSDT", "BTCUSDT")[n % 2], f"{n}.25") for n in range(2, 40)])
+    watcher = open_stream(base, "?symbols=BNBUSDT")  # a live stream shows when the feed is through
+    send_trades(fake, [("BNBUSDT", "600.1")])
+    assert collect_prices(watcher, 1) == [("BNBUSDT", Decimal("600.1"))]
+    watcher.close()
+
+    second = open_stream(base, last_event_id=first.last_id)
+    snapshot = collect_prices(second, 3)
+    send_trades(fake, [("ETHUSDT", "99.5")])
+    live = collect_prices(second, 1)
+    second.close()
+    assert snapshot == [
+        ("ETHUSDT", Decimal("38.25")),
+        ("BTCUSDT", Decimal("39.25")),
+        ("BNBUSDT", Decimal("600.1")),
+    ]
+    assert live == [("ETHUSDT", Decimal("99.5"))]
+
+
+@pytest.mark.parametrize("last_id", ["not-an-id", "0123456789-5", "../../etc/passwd", "x" * 2000])
+def test_an_unknown_last_event_id_gets_the_snapshot_never_an_error(
+    fake: FakeExchange,
+    app: Flask,
+    serve: Callable[[Flask], str],
+    last_id: str,
+) -> None:
+    base = serve(app)
+    watcher = open_stream(base)
+    send_trades(fake, [("BTCUSDT", "10.5"), ("ETHUSDT", "20.5")])
+    assert len(collect_prices(watcher, 2)) == 2
+    watcher.close()
+    stream = open_stream(base, last_event_id=last_id)
+    assert collect_prices(stream, 2) == [("BTCUSDT", Decimal("10.5")), ("ETHUSDT", Decimal("20.5"))]
+    stream.close()
+
+
+def test_heartbeats_keep_a_filtered_streams_id_inside_the_ring(
+    fake: FakeExchange,
+    make_app: Callable[..., Flask],
+    serve: Callable[[Flask], str],
+) -> None:
+    base = serve(make_app(WS_RING_SIZE=16, SSE_HEARTBEAT_SECONDS=0.2))
+    first = open_stream(base, "?symbols=ETHUSDT")
+    send_trades(fake, [("ETHUSDT", "3000.5")])
+    assert collect_prices(first, 1) == [("ETHUSDT", Decimal("3000.5"))]
+    send_trades(fake, [("BTCUSDT", f"{n}.5") for n in range(40)])  # pushes that event out of the ring
+    wait_until(lambda: next(first) == ("comment", "heartbeat") and first.last_id != first.ids[-1], 5.0, "an id")
+    first.close()
+    second = open_stream(base, "?symbols=ETHUSDT", last_event_id=first.last_id)
+    send_trades(fake, [("ETHUSDT", "3001.5")])
+    assert collect_prices(second, 1) == [("ETHUSDT", Decimal("3001.5"))]  # no snapshot replayed
     second.close()
