@@ -9,13 +9,18 @@ from collections.abc import Callable, Iterable, Iterator
 from decimal import Decimal
 
 import pytest
+import redis
 import requests
 from flask import Flask
+from websocket_streaming import get_service
+from websocket_streaming.book import PriceBook, PriceRecord
 from websocket_streaming.fake_exchange import FakeExchange, trade_event
+from websocket_streaming.parser import PriceUpdate
 
 from shared.testing import wait_until
 
 pytestmark = [pytest.mark.websocket, pytest.mark.api]
+unit = pytest.mark.unit  # the app, the fake exchange and the HTTP server all run in this process
 
 
 class EventStream:
@@ -65,7 +70,9 @@ class EventStream:
         self.response.close()
 
 
-def open_stream(base: str, query: str = "", last_event_id: str | None = None) -> EventStream:
+def open_stream(
+    base: str, query: str = "", last_event_id: str | None = None
+) -> tuple[requests.Response, EventStream]:
     """Subscribe and wait for the `: connected` comment, so no later update can be missed."""
     headers = {} if last_event_id is None else {"Last-Event-ID": last_event_id}
     response = requests.get(f"{base}/stream{query}", stream=True, timeout=5, headers=headers)
@@ -73,7 +80,7 @@ def open_stream(base: str, query: str = "", last_event_id: str | None = None) ->
     assert response.headers["Content-Type"].startswith("text/event-stream")
     stream = EventStream(response)
     assert next(stream) == ("comment", "connected")
-    return stream
+    return response, stream
 
 
 def collect_prices(messages: Iterable[tuple[str, str]], count: int) -> list[tuple[str, Decimal]]:
@@ -88,54 +95,58 @@ def collect_prices(messages: Iterable[tuple[str, str]], count: int) -> list[tupl
     return prices
 
 
+@unit
 def test_stream_receives_every_update_in_order(
     fake: FakeExchange,
     app: Flask,
     serve: Callable[[Flask], str],
 ) -> None:
-    messages = open_stream(serve(app))
+    response, messages = open_stream(serve(app))
     sent = [(("BTCUSDT", "ETHUSDT")[i % 2], Decimal(f"{100 + i}.5")) for i in range(300)]
     for i, (symbol, price) in enumerate(sent):
         fake.send(trade_event(symbol, str(price), i), stream=f"{symbol.lower()}@trade")
     assert collect_prices(messages, len(sent)) == sent
-    messages.close()
+    response.close()
 
 
+@unit
 def test_stream_filter_sends_only_the_chosen_symbols(
     fake: FakeExchange,
     app: Flask,
     serve: Callable[[Flask], str],
 ) -> None:
-    messages = open_stream(serve(app), "?symbols=ethusdt")
+    response, messages = open_stream(serve(app), "?symbols=ethusdt")
     for i in range(10):
         fake.send(trade_event("BTCUSDT", f"{i}.1", i), stream="btcusdt@trade")
         fake.send(trade_event("ETHUSDT", f"{i}.2", i), stream="ethusdt@trade")
     got = collect_prices(messages, 10)
     assert got == [("ETHUSDT", Decimal(f"{i}.2")) for i in range(10)]
-    messages.close()
+    response.close()
 
 
+@unit
 def test_stream_sends_heartbeat_comments(
     make_app: Callable[..., Flask],
     serve: Callable[[Flask], str],
 ) -> None:
     base = serve(make_app(SSE_HEARTBEAT_SECONDS=0.2))
-    messages = open_stream(base)
+    response, messages = open_stream(base)
     started = time.monotonic()
     assert next(messages) == ("comment", "heartbeat")
     assert next(messages) == ("comment", "heartbeat")
     assert 0.3 <= time.monotonic() - started < 2.0
-    messages.close()
+    response.close()
 
 
+@unit
 def test_subscriber_cap_answers_503_and_frees_the_slot_on_close(
     make_app: Callable[..., Flask],
     serve: Callable[[Flask], str],
 ) -> None:
     # A dead client is noticed at the next write: the heartbeat bounds how long that takes.
     base = serve(make_app(SSE_MAX_SUBSCRIBERS=2, SSE_HEARTBEAT_SECONDS=0.2))
-    first = open_stream(base)
-    second = open_stream(base)
+    first, _ = open_stream(base)
+    second, _ = open_stream(base)
     refused = requests.get(f"{base}/stream", timeout=5)
     assert refused.status_code == 503
     assert refused.json()["error"] == "unavailable"
@@ -189,20 +200,21 @@ def send_trades(fake: FakeExchange, trades: list[tuple[str, str]]) -> None:
         fake.send(trade_event(symbol, price, n), stream=f"{symbol.lower()}@trade")
 
 
+@unit
 def test_a_reconnect_with_last_event_id_gets_exactly_the_events_it_missed_then_live_ones(
     fake: FakeExchange,
     app: Flask,
     serve: Callable[[Flask], str],
 ) -> None:
     base = serve(app)
-    first = open_stream(base)
+    _, first = open_stream(base)
     assert first.retry == 1000  # SSE_RETRY_SECONDS: EventSource waits this long to reconnect
     with Feed(fake) as feed:
         before = collect_prices(first, 50)
         first.close()  # mid-stream, while updates keep flowing
-        feed.wait_for(len(feed.sent) + 200)
-        second = open_stream(base, last_event_id=first.last_id)
-        feed.wait_for(len(feed.sent) + 100)  # and live ones after the replay
+        feed.wait_for(len(feed.sent) + 100)
+        _, second = open_stream(base, last_event_id=first.last_id)
+        feed.wait_for(len(feed.sent) + 50)  # and live ones after the replay
     after = collect_prices(second, len(feed.sent) - len(before))
     second.close()
     assert before + after == feed.sent
@@ -211,23 +223,24 @@ def test_a_reconnect_with_last_event_id_gets_exactly_the_events_it_missed_then_l
     assert len(set(ids)) == len(ids)
 
 
+@unit
 def test_an_id_older_than_the_ring_gets_one_snapshot_event_per_symbol_then_live_ones(
     fake: FakeExchange,
     make_app: Callable[..., Flask],
     serve: Callable[[Flask], str],
 ) -> None:
     base = serve(make_app(WS_RING_SIZE=16))
-    first = open_stream(base)
+    _, first = open_stream(base)
     send_trades(fake, [("BTCUSDT", "1.5")])
     assert collect_prices(first, 1) == [("BTCUSDT", Decimal("1.5"))]
     first.close()
     send_trades(fake, [(("ETHUSDT", "BTCUSDT")[n % 2], f"{n}.25") for n in range(2, 40)])
-    watcher = open_stream(base, "?symbols=BNBUSDT")  # a live stream shows when the feed is through
+    _, watcher = open_stream(base, "?symbols=BNBUSDT")  # a live stream shows when the feed is through
     send_trades(fake, [("BNBUSDT", "600.1")])
     assert collect_prices(watcher, 1) == [("BNBUSDT", Decimal("600.1"))]
     watcher.close()
 
-    second = open_stream(base, last_event_id=first.last_id)
+    _, second = open_stream(base, last_event_id=first.last_id)
     snapshot = collect_prices(second, 3)
     send_trades(fake, [("ETHUSDT", "99.5")])
     live = collect_prices(second, 1)
@@ -240,6 +253,7 @@ def test_an_id_older_than_the_ring_gets_one_snapshot_event_per_symbol_then_live_
     assert live == [("ETHUSDT", Decimal("99.5"))]
 
 
+@unit
 @pytest.mark.parametrize("last_id", ["not-an-id", "0123456789-5", "../../etc/passwd", "x" * 2000])
 def test_an_unknown_last_event_id_gets_the_snapshot_never_an_error(
     fake: FakeExchange,
@@ -248,28 +262,103 @@ def test_an_unknown_last_event_id_gets_the_snapshot_never_an_error(
     last_id: str,
 ) -> None:
     base = serve(app)
-    watcher = open_stream(base)
+    _, watcher = open_stream(base)
     send_trades(fake, [("BTCUSDT", "10.5"), ("ETHUSDT", "20.5")])
     assert len(collect_prices(watcher, 2)) == 2
     watcher.close()
-    stream = open_stream(base, last_event_id=last_id)
+    _, stream = open_stream(base, last_event_id=last_id)
     assert collect_prices(stream, 2) == [("BTCUSDT", Decimal("10.5")), ("ETHUSDT", Decimal("20.5"))]
     stream.close()
 
 
+@unit
 def test_heartbeats_keep_a_filtered_streams_id_inside_the_ring(
     fake: FakeExchange,
     make_app: Callable[..., Flask],
     serve: Callable[[Flask], str],
 ) -> None:
     base = serve(make_app(WS_RING_SIZE=16, SSE_HEARTBEAT_SECONDS=0.2))
-    first = open_stream(base, "?symbols=ETHUSDT")
+    _, first = open_stream(base, "?symbols=ETHUSDT")
     send_trades(fake, [("ETHUSDT", "3000.5")])
     assert collect_prices(first, 1) == [("ETHUSDT", Decimal("3000.5"))]
     send_trades(fake, [("BTCUSDT", f"{n}.5") for n in range(40)])  # pushes that event out of the ring
     wait_until(lambda: next(first) == ("comment", "heartbeat") and first.last_id != first.ids[-1], 5.0, "an id")
     first.close()
-    second = open_stream(base, "?symbols=ETHUSDT", last_event_id=first.last_id)
+    _, second = open_stream(base, "?symbols=ETHUSDT", last_event_id=first.last_id)
     send_trades(fake, [("ETHUSDT", "3001.5")])
     assert collect_prices(second, 1) == [("ETHUSDT", Decimal("3001.5"))]  # no snapshot replayed
     second.close()
+
+
+@pytest.mark.integration
+@pytest.mark.redis
+@pytest.mark.parametrize("leader_first", [True, False], ids=["leader-to-follower", "follower-to-leader"])
+def test_an_id_from_one_worker_resumes_exactly_on_another_sharing_redis(
+    fake: FakeExchange,
+    redis_app: Callable[..., Flask],
+    serve: Callable[[Flask], str],
+    leader_first: bool,
+) -> None:
+    # Two apps sharing one Redis stand for two workers (or instances) behind one address.
+    apps = [redis_app(), redis_app()]
+    wait_until(lambda: fake.open_connections() == 1, 3.0, "one upstream connection")
+    apps.sort(key=lambda app: get_service(app).role != "leader", reverse=not leader_first)
+    here, there = (serve(app) for app in apps)
+    _, first = open_stream(here)
+    with Feed(fake) as feed:
+        before = collect_prices(first, 50)
+        first.close()
+        feed.wait_for(len(feed.sent) + 100)
+        _, second = open_stream(there, last_event_id=first.last_id)
+        feed.wait_for(len(feed.sent) + 50)
+    after = collect_prices(second, len(feed.sent) - len(before))
+    second.close()
+    assert before + after == feed.sent
+
+
+@pytest.mark.integration
+@pytest.mark.redis
+def test_ids_from_before_a_hole_in_the_publishers_sequence_fall_back_to_the_snapshot(
+    redis_app: Callable[..., Flask],
+    serve: Callable[[Flask], str],
+    redis_url: str,
+    prefix: str,
+) -> None:
+    reader = redis_app(INGEST_ENABLED=False)  # serves only what a leader publishes
+    wait_until(lambda: get_service(reader).role == "follower", 3.0, "a follower")
+    base = serve(reader)
+    leader = PriceBook(["BTCUSDT", "ETHUSDT"])  # another instance's book, published by hand
+    made = [
+        leader.apply(PriceUpdate(s, "trade", n, price=Decimal(f"{n}.5")))
+        for n, s in enumerate(["BTCUSDT", "ETHUSDT"] * 4)
+    ]
+    client = redis.Redis.from_url(redis_url)
+
+    def publish(*records: PriceRecord | None, last: int = 0) -> None:
+        batch = [r.to_dict() for r in records if r is not None]
+        message = {"origin": "elsewhere", "epoch": leader.epoch, "last": last, "records": batch}
+        client.publish(f"{prefix}price-updates", json.dumps(message))
+
+    def resumed(record: PriceRecord | None, count: int) -> list[tuple[str, Decimal]]:
+        assert record is not None
+        _, stream = open_stream(base, last_event_id=record.event_id)
+        got = collect_prices(stream, count)
+        stream.close()
+        return got
+
+    def price(n: int) -> tuple[str, Decimal]:
+        return (("BTCUSDT", "ETHUSDT")[n % 2], Decimal(f"{n}.5"))
+
+    publish(*made[:3])
+    wait_until(lambda: get_service(reader).book.seq == 3, 3.0, "three updates")
+    assert resumed(made[0], 2) == [price(1), price(2)]  # no hole yet: exact replay
+    publish(made[5])  # made[3] and made[4] were lost on the way
+    wait_until(lambda: get_service(reader).book.seq == 4, 3.0, "the fourth update")
+    assert resumed(made[0], 2) == [price(2), price(5)]  # before the hole: the snapshot
+    _, stream = open_stream(base, last_event_id=made[5].event_id)  # type: ignore[union-attr]
+    publish(made[6])
+    assert collect_prices(stream, 1) == [price(6)]  # after the hole: exact (nothing missed)
+    stream.close()
+    publish(last=8)  # a heartbeat: the publisher is at 8, so made[7] never arrived here
+    wait_until(lambda: get_service(reader).book.resume(made[6].event_id)[1], 3.0, "the hole")  # type: ignore[union-attr]
+    assert resumed(made[6], 2) == [price(5), price(6)]
