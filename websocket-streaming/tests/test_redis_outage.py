@@ -15,7 +15,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,7 +27,7 @@ from flask import Flask
 from websocket_streaming import get_service
 from websocket_streaming.fake_exchange import FakeExchange
 
-from shared.testing import wait_until
+from shared.testing import repeating, wait_until
 from shared.testing.processes import Launcher, Running, http
 from shared.testing.servers import PrivateRedis
 
@@ -49,33 +49,24 @@ class Sample:
 
 
 class Sampler:
-    """Reads `rate` times a second in a thread, like a client polling the service."""
+    """Reads `rate` times a second while the `with` block runs, like a client polling."""
 
     def __init__(self, read: Callable[[], tuple[int, Any]], rate: float = 20.0) -> None:
         self.read = read
         self.rate = rate
         self.samples: list[Sample] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def __enter__(self) -> Sampler:
-        self._thread.start()
-        return self
+    def running(self) -> AbstractContextManager[None]:
+        """Sample while the `with` block runs."""
+        return repeating(self.sample, 1 / self.rate)
 
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(10)
-
-    def _run(self) -> None:
-        next_at = time.monotonic()
-        while not self._stop.is_set():
-            at = time.monotonic()
-            try:
-                self.samples.append(Sample(at, *self.read()))
-            except OSError as exc:  # unanswered: a sample like any other, counted as bad
-                self.samples.append(Sample(at, 0, str(exc)))
-            next_at += 1 / self.rate
-            self._stop.wait(max(0.0, next_at - time.monotonic()))
+    def sample(self) -> None:
+        """Read once."""
+        at = time.monotonic()
+        try:
+            self.samples.append(Sample(at, *self.read()))
+        except OSError as exc:  # unanswered: a sample like any other, counted as bad
+            self.samples.append(Sample(at, 0, str(exc)))
 
     def between(self, start: float, end: float) -> list[Sample]:
         """The samples taken from `start` to `end`."""
@@ -113,7 +104,8 @@ def test_a_short_redis_outage_starves_no_app_and_one_connection_comes_back(
         apps = [make_app(connect=False, **settings) for _ in range(2)]
         wait_until(lambda: roles(apps) == ["follower", "leader"], 5.0, "a leader and a follower")
         fake.set_rate(20)
-        with Sampler(client_read(apps)) as sampler:
+        sampler = Sampler(client_read(apps))
+        with sampler.running():
             wait_until(lambda: len(sampler.samples) > 10 and not bad(sampler.samples[-4:]), 5.0, "fresh prices")
             server.stop()
             down = time.monotonic()
@@ -280,7 +272,7 @@ def measure_outage(tmp_path: Path, outage: float) -> dict[str, Any]:
     """Redis stopped for `outage` s under two workers while /price is read 20 times a second."""
     with two_workers(tmp_path) as (fake, server, service):
         prices, stats = samplers(service)
-        with prices, stats:
+        with prices.running(), stats.running():
             time.sleep(2.0)
             server.stop()
             down = time.monotonic()
@@ -344,7 +336,7 @@ def test_a_paused_leader_worker_starves_nobody_and_never_publishes_after_resumin
     # the TTL the other worker leads; SIGCONT: what the old one had queued must not land.
     with two_workers(tmp_path) as (fake, server, service):
         prices, stats = samplers(service)
-        with prices, stats, ChannelLog(server.url, "price-updates") as channel:
+        with prices.running(), stats.running(), ChannelLog(server.url, "price-updates") as channel:
             leader = wait_until(lambda: pids(stats.samples[-10:], "leader"), 10.0, "the leader's pid").pop()
             os.kill(leader, signal.SIGSTOP)
             paused = time.monotonic()

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import json
-import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import AbstractContextManager
 from decimal import Decimal
 
 import pytest
@@ -17,7 +17,7 @@ from websocket_streaming.book import PriceBook, PriceRecord
 from websocket_streaming.fake_exchange import FakeExchange, trade_event
 from websocket_streaming.parser import PriceUpdate
 
-from shared.testing import wait_until
+from shared.testing import repeating, wait_until
 
 pytestmark = [pytest.mark.websocket, pytest.mark.api]
 unit = pytest.mark.unit  # the app, the fake exchange and the HTTP server all run in this process
@@ -163,31 +163,24 @@ def test_subscriber_cap_answers_503_and_frees_the_slot_on_close(
 
 
 class Feed:
-    """Keeps updates flowing through the fake: numbered trades of alternating symbols."""
+    """Numbered trades of alternating symbols through the fake; `step` sends the next one."""
 
     def __init__(self, fake: FakeExchange, symbols: tuple[str, ...] = ("BTCUSDT", "ETHUSDT")) -> None:
         self.fake = fake
         self.symbols = symbols
         self.sent: list[tuple[str, Decimal]] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def __enter__(self) -> Feed:
-        self._thread.start()
-        return self
+    def step(self) -> None:
+        """Send the next trade."""
+        n = len(self.sent)
+        symbol = self.symbols[n % len(self.symbols)]
+        price = Decimal(f"{1000 + n}.5")
+        self.fake.send(trade_event(symbol, str(price), n), stream=f"{symbol.lower()}@trade")
+        self.sent.append((symbol, price))
 
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(5)
-
-    def _run(self) -> None:
-        n = 0
-        while not self._stop.wait(0.002):
-            symbol = self.symbols[n % len(self.symbols)]
-            price = Decimal(f"{1000 + n}.5")
-            self.fake.send(trade_event(symbol, str(price), n), stream=f"{symbol.lower()}@trade")
-            self.sent.append((symbol, price))
-            n += 1
+    def flowing(self) -> AbstractContextManager[None]:
+        """Keep updates flowing (one every 2 ms) while the `with` block runs."""
+        return repeating(self.step, 0.002)
 
     def wait_for(self, count: int) -> None:
         """Wait until `count` updates were sent in all."""
@@ -209,7 +202,8 @@ def test_a_reconnect_with_last_event_id_gets_exactly_the_events_it_missed_then_l
     base = serve(app)
     _, first = open_stream(base)
     assert first.retry == 1000  # SSE_RETRY_SECONDS: EventSource waits this long to reconnect
-    with Feed(fake) as feed:
+    feed = Feed(fake)
+    with feed.flowing():
         before = collect_prices(first, 50)
         first.close()  # mid-stream, while updates keep flowing
         feed.wait_for(len(feed.sent) + 100)
@@ -305,7 +299,8 @@ def test_an_id_from_one_worker_resumes_exactly_on_another_sharing_redis(
     apps.sort(key=lambda app: get_service(app).role != "leader", reverse=not leader_first)
     here, there = (serve(app) for app in apps)
     _, first = open_stream(here)
-    with Feed(fake) as feed:
+    feed = Feed(fake)
+    with feed.flowing():
         before = collect_prices(first, 50)
         first.close()
         feed.wait_for(len(feed.sent) + 100)
