@@ -187,6 +187,12 @@ class Feed:
         wait_until(lambda: len(self.sent) >= count, 10.0, f"{count} updates sent")
 
 
+def subscribed(app: Flask) -> bool:
+    """True once /health says the app's Redis subscription (and lock calls) work."""
+    upstream = app.test_client().get("/health").get_json()["checks"]["upstream"]
+    return upstream["detail"].get("redis") == "ok"
+
+
 def send_trades(fake: FakeExchange, trades: list[tuple[str, str]]) -> None:
     """Send (symbol, price) trades in order."""
     for n, (symbol, price) in enumerate(trades):
@@ -296,6 +302,7 @@ def test_an_id_from_one_worker_resumes_exactly_on_another_sharing_redis(
     # Two apps sharing one Redis stand for two workers (or instances) behind one address.
     apps = [redis_app(), redis_app()]
     wait_until(lambda: fake.open_connections() == 1, 3.0, "one upstream connection")
+    wait_until(lambda: all(subscribed(app) for app in apps), 3.0, "both apps subscribed")
     apps.sort(key=lambda app: get_service(app).role != "leader", reverse=not leader_first)
     here, there = (serve(app) for app in apps)
     _, first = open_stream(here)
@@ -320,7 +327,7 @@ def test_ids_from_before_a_hole_in_the_publishers_sequence_fall_back_to_the_snap
     prefix: str,
 ) -> None:
     reader = redis_app(INGEST_ENABLED=False)  # serves only what a leader publishes
-    wait_until(lambda: get_service(reader).role == "follower", 3.0, "a follower")
+    wait_until(lambda: subscribed(reader), 3.0, "the subscription")
     base = serve(reader)
     leader = PriceBook(["BTCUSDT", "ETHUSDT"])  # another instance's book, published by hand
     made = [

@@ -120,7 +120,8 @@ class RedisBridge:
         self.role = FOLLOWER
         self._lease_until = 0.0
         self._lock_ok = False
-        self._subscribed = True  # until a subscription fails: no solo start while the first connects
+        self._subscribed = False  # a subscription is established now
+        self._unsubscribed = False  # the last subscription attempt failed (not: still connecting)
         self._heard_at = time.monotonic()  # start-up grace: a leader has `silence` s to be heard
         self._solo_since = 0.0
         self._epochs: dict[str, int] = {}  # last sequence number heard per publisher epoch
@@ -207,7 +208,7 @@ class RedisBridge:
             return FOLLOWER
         if now < self._lease_until:
             return LEADER
-        heard = self._subscribed and now - self._heard_at <= self.silence
+        heard = not self._unsubscribed and now - self._heard_at <= self.silence
         if self.role == SOLO:  # back only for a leader heard since, and not too soon
             heard = heard and self._heard_at > self._solo_since and now - self._solo_since >= self.min_solo
         return FOLLOWER if heard else SOLO
@@ -230,7 +231,7 @@ class RedisBridge:
             self.on_role(role)
 
     def _subscription_failed(self) -> None:
-        self._subscribed = False
+        self._subscribed, self._unsubscribed = False, True
         self._refresh()
 
     def _lock_failed(self) -> None:
@@ -314,7 +315,7 @@ class RedisBridge:
             self.book.mark_gap()  # whatever was published while not subscribed is unknown here
             self._epochs.clear()
             self._load_snapshot()
-            self._subscribed = True
+            self._subscribed, self._unsubscribed = True, False
             poll = min(0.5, self.silence / 4)
             while not self._stop.is_set():
                 message = pubsub.get_message(timeout=poll)
