@@ -121,9 +121,9 @@ class StreamingService:
         self._stop.set()
         self.book.close()
         self.backfiller.stop()
+        self._stop_upstream()  # before the lock goes: the next leader's connection is then the only one
         if self.bridge is not None:
             self.bridge.stop()
-        self._stop_upstream()
 
     def _bridge(self) -> RedisBridge:
         """The Redis bridge; a follower that hears no leader for half the stale threshold
