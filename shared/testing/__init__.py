@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -41,6 +42,27 @@ def wait_until(
         if time.monotonic() > deadline:
             pytest.fail(f"timed out after {timeout:g} s waiting for {what}")
         time.sleep(interval)
+
+
+@contextmanager
+def repeating(step: Callable[[], object], interval: float) -> Iterator[None]:
+    """Call `step` every `interval` s in a background thread while the `with` block runs."""
+    stop = threading.Event()
+
+    def run() -> None:
+        next_at = time.monotonic()
+        while not stop.is_set():
+            step()
+            next_at += interval
+            stop.wait(max(0.0, next_at - time.monotonic()))
+
+    thread = threading.Thread(target=run, daemon=True, name="repeating")
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(10)
 
 
 def free_port() -> int:

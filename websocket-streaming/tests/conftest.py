@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import threading
+import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+import redis
 from flask import Flask
 from websocket_streaming import create_app, start_ingest, stop_ingest
 from websocket_streaming.fake_exchange import FakeExchange
@@ -92,3 +94,29 @@ def serve() -> Iterator[Callable[[Flask], str]]:
     for server, thread in servers:
         server.shutdown()
         thread.join(5)
+
+
+@pytest.fixture
+def prefix(redis_url: str) -> Iterator[str]:
+    """A key prefix of this test's own; its keys are deleted afterwards."""
+    name = f"test-{uuid.uuid4().hex[:8]}:"
+    yield name
+    client = redis.Redis.from_url(redis_url)
+    keys = list(client.scan_iter(f"{name}*"))
+    if keys:
+        client.delete(*keys)
+
+
+@pytest.fixture
+def redis_app(
+    make_app: Callable[..., Flask],
+    redis_url: str,
+    prefix: str,
+) -> Callable[..., Flask]:
+    """Factory: an app in Redis mode (this test's key prefix, a short lock TTL)."""
+
+    def factory(**overrides: object) -> Flask:
+        settings = {"REDIS_URL": redis_url, "REDIS_KEY_PREFIX": prefix, "WS_LEADER_LOCK_TTL_SECONDS": 0.6}
+        return make_app(connect=False, **{**settings, **overrides})
+
+    return factory

@@ -163,3 +163,104 @@ def test_dedup_lets_one_copy_of_each_frame_through() -> None:
     assert dedup.duplicate(1, b"c")
     assert dedup.duplicate(2, b"b")
     assert not dedup.duplicate(2, b"b")  # a genuinely repeated frame still counts once more
+
+
+# ---- event ids and resuming (SSE Last-Event-ID) ------------------------------------------
+def prices_of(records: list[PriceRecord]) -> list[str]:
+    return [str(r.price) for r in records]
+
+
+def resume_replay(book: PriceBook, last_id: str) -> list[str]:
+    """The prices a stream resuming after `last_id` is sent before it goes live."""
+    cursor, first = book.resume(last_id)
+    return prices_of(first) + prices_of(book.since(cursor)[1])
+
+
+def test_records_made_here_are_numbered_in_order_under_one_epoch() -> None:
+    book = PriceBook(["BTCUSDT", "ETHUSDT"])
+    first = book.apply(trade("BTCUSDT", "1", 1))
+    second = book.apply(trade("ETHUSDT", "2", 2))
+    assert first is not None
+    assert second is not None
+    assert first.event_id == f"{book.epoch}-1"
+    assert second.event_id == f"{book.epoch}-2"
+    book.new_epoch()
+    third = book.apply(trade("BTCUSDT", "3", 3))
+    assert third is not None
+    assert third.epoch != first.epoch
+    assert third.seq == 1
+
+
+def test_a_record_from_redis_keeps_the_id_its_publisher_gave_it() -> None:
+    leader, follower = PriceBook(["BTCUSDT"]), PriceBook(["BTCUSDT"])
+    made = leader.apply(trade("BTCUSDT", "7", 1))
+    assert made is not None
+    received = PriceRecord.from_dict(json.loads(json.dumps(made.to_dict())))
+    assert follower.put(received)
+    assert follower.get("BTCUSDT").event_id == made.event_id  # type: ignore[union-attr]
+    assert not follower.put(PriceRecord.from_dict(made.to_dict()))  # the same event twice: once
+
+
+def test_resume_replays_exactly_the_updates_after_the_id() -> None:
+    book = PriceBook(["BTCUSDT", "ETHUSDT"])
+    ids = [book.apply(trade(("BTCUSDT", "ETHUSDT")[i % 2], str(i), i)).event_id for i in range(10)]  # type: ignore[union-attr]
+    assert resume_replay(book, ids[3]) == [str(i) for i in range(4, 10)]
+    assert resume_replay(book, ids[-1]) == []
+    assert book.resume(None) == (book.seq, [])  # no id: live updates only
+
+
+def test_an_unknown_id_gets_one_snapshot_record_per_symbol_newest_last() -> None:
+    book = PriceBook(["BTCUSDT", "ETHUSDT", "BNBUSDT"], ring_size=16)
+    for i, symbol in enumerate(["ETHUSDT", "BTCUSDT", "BNBUSDT", "ETHUSDT"]):
+        book.apply(trade(symbol, str(i), i))
+    for last_id in ["garbage", "", "x-y", f"{book.epoch}-999", "0123456789-1", "-5", "a" * 500]:
+        cursor, first = book.resume(last_id)
+        assert cursor == book.seq
+        assert [(r.symbol, str(r.price)) for r in first] == [
+            ("BTCUSDT", "1"),
+            ("BNBUSDT", "2"),
+            ("ETHUSDT", "3"),
+        ]
+
+
+def test_an_id_older_than_the_ring_gets_the_snapshot() -> None:
+    book = PriceBook(["BTCUSDT", "ETHUSDT"], ring_size=16)
+    old = book.apply(trade("BTCUSDT", "0", 0))
+    assert old is not None
+    for i in range(1, 40):
+        book.apply(trade("ETHUSDT", str(i), i))
+    assert resume_replay(book, old.event_id) == ["0", "39"]
+
+
+def test_an_id_before_a_gap_gets_the_snapshot_one_after_it_resumes_exactly() -> None:
+    book = PriceBook(["BTCUSDT", "ETHUSDT"])
+    before = book.apply(trade("BTCUSDT", "1", 1))
+    book.mark_gap()  # e.g. the Redis subscription was lost: updates may be missing here
+    after = book.apply(trade("ETHUSDT", "2", 2))
+    book.apply(trade("ETHUSDT", "3", 3))
+    assert before is not None
+    assert after is not None
+    assert resume_replay(book, before.event_id) == ["1", "3"]  # snapshot: BTC, then ETH
+    assert resume_replay(book, after.event_id) == ["3"]
+
+
+def test_an_older_record_from_redis_is_refused_and_resumes_before_it_fall_back() -> None:
+    book = PriceBook(["BTCUSDT"])
+    mine = book.apply(trade("BTCUSDT", "5", 5), received_at=200.0)
+    other = PriceBook(["BTCUSDT"])
+    late = other.apply(trade("BTCUSDT", "4", 4), received_at=100.0)
+    assert mine is not None
+    assert late is not None
+    assert not book.put(PriceRecord.from_dict(late.to_dict()))
+    assert book.get("BTCUSDT") is mine
+    assert book.resume(mine.event_id)[1] == [mine]  # the ring skipped an event: snapshot
+
+
+def test_id_at_names_the_update_at_a_ring_position() -> None:
+    book = PriceBook(["BTCUSDT"], ring_size=16)
+    assert book.id_at(0) is None
+    records = [book.apply(trade("BTCUSDT", str(i), i)) for i in range(20)]
+    assert book.id_at(20) == records[19].event_id  # type: ignore[union-attr]
+    assert book.id_at(5) == records[4].event_id  # type: ignore[union-attr]
+    assert book.id_at(4) is None  # left the ring
+    assert book.id_at(21) is None

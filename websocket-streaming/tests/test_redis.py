@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from decimal import Decimal
 
 import pytest
@@ -17,37 +16,6 @@ from websocket_streaming.fake_exchange import FakeExchange, trade_event
 from shared.testing import free_port, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.redis, pytest.mark.websocket]
-
-
-@pytest.fixture
-def prefix(redis_url: str) -> Iterator[str]:
-    """A key prefix of this test's own; its keys are deleted afterwards."""
-    name = f"test-{uuid.uuid4().hex[:8]}:"
-    yield name
-    client = redis.Redis.from_url(redis_url)
-    keys = list(client.scan_iter(f"{name}*"))
-    if keys:
-        client.delete(*keys)
-
-
-@pytest.fixture
-def redis_app(
-    make_app: Callable[..., Flask],
-    redis_url: str,
-    prefix: str,
-) -> Callable[..., Flask]:
-    """Factory: an app in Redis mode with a short lock TTL."""
-
-    def factory(**overrides: object) -> Flask:
-        return make_app(
-            connect=False,
-            REDIS_URL=redis_url,
-            REDIS_KEY_PREFIX=prefix,
-            WS_LEADER_LOCK_TTL_SECONDS=0.6,
-            **overrides,
-        )
-
-    return factory
 
 
 def price(app: Flask, symbol: str) -> Decimal | None:

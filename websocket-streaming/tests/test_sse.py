@@ -4,45 +4,86 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import AbstractContextManager
 from decimal import Decimal
 
 import pytest
+import redis
 import requests
 from flask import Flask
+from websocket_streaming import get_service
+from websocket_streaming.book import PriceBook, PriceRecord
 from websocket_streaming.fake_exchange import FakeExchange, trade_event
+from websocket_streaming.parser import PriceUpdate
 
-from shared.testing import wait_until
+from shared.testing import repeating, wait_until
 
 pytestmark = [pytest.mark.websocket, pytest.mark.api]
+unit = pytest.mark.unit  # the app, the fake exchange and the HTTP server all run in this process
 
 
-def sse_messages(response: requests.Response) -> Iterator[tuple[str, str]]:
-    """(kind, text) per SSE message: ("comment", text) or (event name, data)."""
-    event, data = "message", ""
-    for line in response.iter_lines(decode_unicode=True):
-        if line.startswith(":"):
-            yield "comment", line[1:].strip()
-        elif line.startswith("event:"):
-            event = line.removeprefix("event:").strip()
-        elif line.startswith("data:"):
-            data = line.removeprefix("data:").strip()
-        elif line == "" and data:
-            yield event, data
-            event, data = "message", ""
+class EventStream:
+    """Reads /stream like a browser's EventSource: yields (kind, text) per message, where kind
+    is "comment" or the event name; keeps `last_id` and `retry` as EventSource does."""
+
+    def __init__(self, response: requests.Response) -> None:
+        self.response = response
+        self.last_id: str | None = None
+        self.retry: int | None = None
+        self.ids: list[str | None] = []  # the id of every event, in order
+        self._messages = self._read()
+
+    def __iter__(self) -> Iterator[tuple[str, str]]:
+        return self._messages
+
+    def __next__(self) -> tuple[str, str]:
+        return next(self._messages)
+
+    def _read(self) -> Iterator[tuple[str, str]]:
+        event, data, comment, block_id = "message", "", None, None
+        for line in self.response.iter_lines(decode_unicode=True):
+            field, _, value = line.partition(":")
+            value = value.removeprefix(" ")
+            if line.startswith(":"):
+                comment = line[1:].strip()
+            elif field == "event":
+                event = value
+            elif field == "data":
+                data = value
+            elif field == "id":
+                block_id = value
+            elif field == "retry":
+                self.retry = int(value)
+            elif line == "":
+                if block_id is not None:  # set on dispatch, even without data (spec)
+                    self.last_id = block_id
+                if comment is not None:
+                    yield "comment", comment
+                if data:
+                    self.ids.append(block_id)
+                    yield event, data
+                event, data, comment, block_id = "message", "", None, None
+
+    def close(self) -> None:
+        """Drop the connection, as a browser losing the network would."""
+        self.response.close()
 
 
-def open_stream(base: str, query: str = "") -> tuple[requests.Response, Iterator[tuple[str, str]]]:
+def open_stream(
+    base: str, query: str = "", last_event_id: str | None = None
+) -> tuple[requests.Response, EventStream]:
     """Subscribe and wait for the `: connected` comment, so no later update can be missed."""
-    response = requests.get(f"{base}/stream{query}", stream=True, timeout=5)
+    headers = {} if last_event_id is None else {"Last-Event-ID": last_event_id}
+    response = requests.get(f"{base}/stream{query}", stream=True, timeout=5, headers=headers)
     assert response.status_code == 200
     assert response.headers["Content-Type"].startswith("text/event-stream")
-    messages = sse_messages(response)
-    assert next(messages) == ("comment", "connected")
-    return response, messages
+    stream = EventStream(response)
+    assert next(stream) == ("comment", "connected")
+    return response, stream
 
 
-def collect_prices(messages: Iterator[tuple[str, str]], count: int) -> list[tuple[str, Decimal]]:
+def collect_prices(messages: Iterable[tuple[str, str]], count: int) -> list[tuple[str, Decimal]]:
     """The next `count` price events as (symbol, price)."""
     prices = []
     for kind, data in messages:
@@ -54,6 +95,7 @@ def collect_prices(messages: Iterator[tuple[str, str]], count: int) -> list[tupl
     return prices
 
 
+@unit
 def test_stream_receives_every_update_in_order(
     fake: FakeExchange,
     app: Flask,
@@ -67,6 +109,7 @@ def test_stream_receives_every_update_in_order(
     response.close()
 
 
+@unit
 def test_stream_filter_sends_only_the_chosen_symbols(
     fake: FakeExchange,
     app: Flask,
@@ -81,6 +124,7 @@ def test_stream_filter_sends_only_the_chosen_symbols(
     response.close()
 
 
+@unit
 def test_stream_sends_heartbeat_comments(
     make_app: Callable[..., Flask],
     serve: Callable[[Flask], str],
@@ -94,6 +138,7 @@ def test_stream_sends_heartbeat_comments(
     response.close()
 
 
+@unit
 def test_subscriber_cap_answers_503_and_frees_the_slot_on_close(
     make_app: Callable[..., Flask],
     serve: Callable[[Flask], str],
@@ -115,3 +160,207 @@ def test_subscriber_cap_answers_503_and_frees_the_slot_on_close(
 
     wait_until(reopened, 3.0, "the closed stream's slot")
     second.close()
+
+
+class Feed:
+    """Numbered trades of alternating symbols through the fake; `step` sends the next one."""
+
+    def __init__(self, fake: FakeExchange, symbols: tuple[str, ...] = ("BTCUSDT", "ETHUSDT")) -> None:
+        self.fake = fake
+        self.symbols = symbols
+        self.sent: list[tuple[str, Decimal]] = []
+
+    def step(self) -> None:
+        """Send the next trade."""
+        n = len(self.sent)
+        symbol = self.symbols[n % len(self.symbols)]
+        price = Decimal(f"{1000 + n}.5")
+        self.fake.send(trade_event(symbol, str(price), n), stream=f"{symbol.lower()}@trade")
+        self.sent.append((symbol, price))
+
+    def flowing(self) -> AbstractContextManager[None]:
+        """Keep updates flowing (one every 2 ms) while the `with` block runs."""
+        return repeating(self.step, 0.002)
+
+    def wait_for(self, count: int) -> None:
+        """Wait until `count` updates were sent in all."""
+        wait_until(lambda: len(self.sent) >= count, 10.0, f"{count} updates sent")
+
+
+def subscribed(app: Flask) -> bool:
+    """True once /health says the app's Redis subscription (and lock calls) work."""
+    upstream = app.test_client().get("/health").get_json()["checks"]["upstream"]
+    return upstream["detail"].get("redis") == "ok"
+
+
+def send_trades(fake: FakeExchange, trades: list[tuple[str, str]]) -> None:
+    """Send (symbol, price) trades in order."""
+    for n, (symbol, price) in enumerate(trades):
+        fake.send(trade_event(symbol, price, n), stream=f"{symbol.lower()}@trade")
+
+
+@unit
+def test_a_reconnect_with_last_event_id_gets_exactly_the_events_it_missed_then_live_ones(
+    fake: FakeExchange,
+    app: Flask,
+    serve: Callable[[Flask], str],
+) -> None:
+    base = serve(app)
+    _, first = open_stream(base)
+    assert first.retry == 1000  # SSE_RETRY_SECONDS: EventSource waits this long to reconnect
+    feed = Feed(fake)
+    with feed.flowing():
+        before = collect_prices(first, 50)
+        first.close()  # mid-stream, while updates keep flowing
+        feed.wait_for(len(feed.sent) + 100)
+        _, second = open_stream(base, last_event_id=first.last_id)
+        feed.wait_for(len(feed.sent) + 50)  # and live ones after the replay
+    after = collect_prices(second, len(feed.sent) - len(before))
+    second.close()
+    assert before + after == feed.sent
+    ids = first.ids + second.ids
+    assert None not in ids
+    assert len(set(ids)) == len(ids)
+
+
+@unit
+def test_an_id_older_than_the_ring_gets_one_snapshot_event_per_symbol_then_live_ones(
+    fake: FakeExchange,
+    make_app: Callable[..., Flask],
+    serve: Callable[[Flask], str],
+) -> None:
+    base = serve(make_app(WS_RING_SIZE=16))
+    _, first = open_stream(base)
+    send_trades(fake, [("BTCUSDT", "1.5")])
+    assert collect_prices(first, 1) == [("BTCUSDT", Decimal("1.5"))]
+    first.close()
+    send_trades(fake, [(("ETHUSDT", "BTCUSDT")[n % 2], f"{n}.25") for n in range(2, 40)])
+    _, watcher = open_stream(base, "?symbols=BNBUSDT")  # a live stream shows when the feed is through
+    send_trades(fake, [("BNBUSDT", "600.1")])
+    assert collect_prices(watcher, 1) == [("BNBUSDT", Decimal("600.1"))]
+    watcher.close()
+
+    _, second = open_stream(base, last_event_id=first.last_id)
+    snapshot = collect_prices(second, 3)
+    send_trades(fake, [("ETHUSDT", "99.5")])
+    live = collect_prices(second, 1)
+    second.close()
+    assert snapshot == [
+        ("ETHUSDT", Decimal("38.25")),
+        ("BTCUSDT", Decimal("39.25")),
+        ("BNBUSDT", Decimal("600.1")),
+    ]
+    assert live == [("ETHUSDT", Decimal("99.5"))]
+
+
+@unit
+@pytest.mark.parametrize("last_id", ["not-an-id", "0123456789-5", "../../etc/passwd", "x" * 2000])
+def test_an_unknown_last_event_id_gets_the_snapshot_never_an_error(
+    fake: FakeExchange,
+    app: Flask,
+    serve: Callable[[Flask], str],
+    last_id: str,
+) -> None:
+    base = serve(app)
+    _, watcher = open_stream(base)
+    send_trades(fake, [("BTCUSDT", "10.5"), ("ETHUSDT", "20.5")])
+    assert len(collect_prices(watcher, 2)) == 2
+    watcher.close()
+    _, stream = open_stream(base, last_event_id=last_id)
+    assert collect_prices(stream, 2) == [("BTCUSDT", Decimal("10.5")), ("ETHUSDT", Decimal("20.5"))]
+    stream.close()
+
+
+@unit
+def test_heartbeats_keep_a_filtered_streams_id_inside_the_ring(
+    fake: FakeExchange,
+    make_app: Callable[..., Flask],
+    serve: Callable[[Flask], str],
+) -> None:
+    base = serve(make_app(WS_RING_SIZE=16, SSE_HEARTBEAT_SECONDS=0.2))
+    _, first = open_stream(base, "?symbols=ETHUSDT")
+    send_trades(fake, [("ETHUSDT", "3000.5")])
+    assert collect_prices(first, 1) == [("ETHUSDT", Decimal("3000.5"))]
+    send_trades(fake, [("BTCUSDT", f"{n}.5") for n in range(40)])  # pushes that event out of the ring
+    wait_until(lambda: next(first) == ("comment", "heartbeat") and first.last_id != first.ids[-1], 5.0, "an id")
+    first.close()
+    _, second = open_stream(base, "?symbols=ETHUSDT", last_event_id=first.last_id)
+    send_trades(fake, [("ETHUSDT", "3001.5")])
+    assert collect_prices(second, 1) == [("ETHUSDT", Decimal("3001.5"))]  # no snapshot replayed
+    second.close()
+
+
+@pytest.mark.integration
+@pytest.mark.redis
+@pytest.mark.parametrize("leader_first", [True, False], ids=["leader-to-follower", "follower-to-leader"])
+def test_an_id_from_one_worker_resumes_exactly_on_another_sharing_redis(
+    fake: FakeExchange,
+    redis_app: Callable[..., Flask],
+    serve: Callable[[Flask], str],
+    leader_first: bool,
+) -> None:
+    # Two apps sharing one Redis stand for two workers (or instances) behind one address.
+    apps = [redis_app(), redis_app()]
+    wait_until(lambda: fake.open_connections() == 1, 3.0, "one upstream connection")
+    wait_until(lambda: all(subscribed(app) for app in apps), 3.0, "both apps subscribed")
+    apps.sort(key=lambda app: get_service(app).role != "leader", reverse=not leader_first)
+    here, there = (serve(app) for app in apps)
+    _, first = open_stream(here)
+    feed = Feed(fake)
+    with feed.flowing():
+        before = collect_prices(first, 50)
+        first.close()
+        feed.wait_for(len(feed.sent) + 100)
+        _, second = open_stream(there, last_event_id=first.last_id)
+        feed.wait_for(len(feed.sent) + 50)
+    after = collect_prices(second, len(feed.sent) - len(before))
+    second.close()
+    assert before + after == feed.sent
+
+
+@pytest.mark.integration
+@pytest.mark.redis
+def test_ids_from_before_a_hole_in_the_publishers_sequence_fall_back_to_the_snapshot(
+    redis_app: Callable[..., Flask],
+    serve: Callable[[Flask], str],
+    redis_url: str,
+    prefix: str,
+) -> None:
+    reader = redis_app(INGEST_ENABLED=False)  # serves only what a leader publishes
+    wait_until(lambda: subscribed(reader), 3.0, "the subscription")
+    base = serve(reader)
+    leader = PriceBook(["BTCUSDT", "ETHUSDT"])  # another instance's book, published by hand
+    made = [
+        leader.apply(PriceUpdate(s, "trade", n, price=Decimal(f"{n}.5")))
+        for n, s in enumerate(["BTCUSDT", "ETHUSDT"] * 4)
+    ]
+    client = redis.Redis.from_url(redis_url)
+
+    def publish(*records: PriceRecord | None, last: int = 0) -> None:
+        batch = [r.to_dict() for r in records if r is not None]
+        message = {"origin": "elsewhere", "epoch": leader.epoch, "last": last, "records": batch}
+        client.publish(f"{prefix}price-updates", json.dumps(message))
+
+    def resumed(record: PriceRecord | None, count: int) -> list[tuple[str, Decimal]]:
+        assert record is not None
+        _, stream = open_stream(base, last_event_id=record.event_id)
+        got = collect_prices(stream, count)
+        stream.close()
+        return got
+
+    def price(n: int) -> tuple[str, Decimal]:
+        return (("BTCUSDT", "ETHUSDT")[n % 2], Decimal(f"{n}.5"))
+
+    publish(*made[:3])
+    wait_until(lambda: get_service(reader).book.seq == 3, 3.0, "three updates")
+    assert resumed(made[0], 2) == [price(1), price(2)]  # no hole yet: exact replay
+    publish(made[5])  # made[3] and made[4] were lost on the way
+    wait_until(lambda: get_service(reader).book.seq == 4, 3.0, "the fourth update")
+    assert resumed(made[0], 2) == [price(2), price(5)]  # before the hole: the snapshot
+    _, stream = open_stream(base, last_event_id=made[5].event_id)  # type: ignore[union-attr]
+    publish(made[6])
+    assert collect_prices(stream, 1) == [price(6)]  # after the hole: exact (nothing missed)
+    stream.close()
+    publish(last=8)  # a heartbeat: the publisher is at 8, so made[7] never arrived here
+    wait_until(lambda: get_service(reader).book.resume(made[6].event_id)[1], 3.0, "the hole")  # type: ignore[union-attr]
+    assert resumed(made[6], 2) == [price(5), price(6)]

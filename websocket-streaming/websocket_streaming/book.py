@@ -1,7 +1,15 @@
-"""The price book: the latest merged record per symbol and an ordered ring of updates."""
+"""The price book: the latest merged record per symbol and an ordered ring of updates.
+
+Event ids (what SSE sends as `id:`): `<epoch>-<seq>`, given once, by the process that made
+the record from an upstream frame or a REST backfill. `epoch` is random per serving process,
+`seq` counts that process's records. Records received through Redis keep the id their
+publisher gave them, so every worker sharing one Redis knows an event by the same id, and a
+new leader's ids can never be confused with the old leader's.
+"""
 
 from __future__ import annotations
 
+import secrets
 import threading
 import time
 from collections import deque
@@ -23,13 +31,16 @@ class PriceRecord:
         "bid",
         "change_24h_percent",
         "encoded",
+        "epoch",
         "event_time",
         "high_24h",
         "low_24h",
         "open_24h",
+        "pos",
         "price",
         "price_time",
         "received_at",
+        "seq",
         "source",
         "symbol",
         "volume_24h",
@@ -49,8 +60,16 @@ class PriceRecord:
         self.price_time: int | None = None
         self.received_at = received_at
         self.source = source
+        self.epoch = ""  # event id `<epoch>-<seq>`: given by the book that made the record
+        self.seq = 0
+        self.pos = 0  # position in this process's ring (set when the book publishes it)
         self.encoded: bytes | None = None  # SSE payload, filled by the first subscriber
         self.answer_head: str | None = None  # the fixed part of the /price answer, filled once
+
+    @property
+    def event_id(self) -> str:
+        """`<epoch>-<seq>`: the SSE id of this update, the same in every worker."""
+        return f"{self.epoch}-{self.seq}"
 
     def to_dict(self) -> dict[str, object]:
         """Every field as JSON-ready values (decimals as strings), for Redis."""
@@ -63,6 +82,7 @@ class PriceRecord:
             price_time=self.price_time,
             received_at=self.received_at,
             source=self.source,
+            id=self.event_id,
         )
         return data
 
@@ -75,7 +95,25 @@ class PriceRecord:
             setattr(record, name, None if value is None else Decimal(value))
         record.event_time = data.get("event_time")
         record.price_time = data.get("price_time")
+        parsed = parse_event_id(data.get("id"))
+        if parsed is not None:
+            record.epoch, record.seq = parsed
         return record
+
+
+def parse_event_id(value: object) -> tuple[str, int] | None:
+    """(epoch, seq) of an event id, or None when it is not one (garbage, foreign, empty)."""
+    if not isinstance(value, str) or len(value) > 64:
+        return None
+    epoch, _, seq = value.rpartition("-")
+    if not epoch or not seq.isdigit() or not seq.isascii():
+        return None
+    return epoch, int(seq)
+
+
+def new_epoch() -> str:
+    """A fresh random epoch: ten hex digits."""
+    return secrets.token_hex(5)
 
 
 _EMPTY = PriceRecord("", 0.0)
@@ -107,27 +145,36 @@ def merge(old: PriceRecord | None, update: PriceUpdate, received_at: float, sour
 class PriceBook:
     """Latest record per tracked symbol plus a bounded, numbered ring of every update.
 
-    Readers of the ring (SSE streams, the Redis publisher) keep a cursor; one that falls
-    more than `ring_size` updates behind is told so and resynchronises from the snapshot.
+    Readers of the ring (SSE streams) keep a cursor (a ring position); one that falls more
+    than `ring_size` updates behind is told so and resynchronises from the snapshot. A
+    reconnecting SSE client names its last event id: `resume` finds it in the ring.
     """
 
     def __init__(self, symbols: Iterable[str], ring_size: int = 65536) -> None:
         self.symbols = tuple(symbols)
         self._tracked = frozenset(self.symbols)
         self._records: dict[str, PriceRecord] = {}
-        self._ring: deque[tuple[int, PriceRecord]] = deque(maxlen=ring_size)
-        self._seq = 0
+        self._ring: deque[PriceRecord] = deque(maxlen=ring_size)
+        self._seq = 0  # ring position of the newest update
+        self._floor = 0  # resuming from a position below this could miss events (a gap)
+        self.epoch = new_epoch()
+        self._made = 0  # records made here: the `seq` of their event ids
         self._cond = threading.Condition(threading.Lock())
         self._waiting = 0
         self._closed = False
         # Called (under the book's lock, so in order) with every record made here rather
-        # than received from Redis: the Redis publisher's feed.
+        # than received from Redis: the Redis publisher's feed while this process leads.
         self.sink: Callable[[PriceRecord], None] | None = None
 
     @property
     def seq(self) -> int:
-        """Number of the newest update (0 before the first)."""
+        """Ring position of the newest update (0 before the first)."""
         return self._seq
+
+    def new_epoch(self) -> None:
+        """Number this process's records afresh (call in each serving process, after fork)."""
+        with self._cond:
+            self.epoch, self._made = new_epoch(), 0
 
     def get(self, symbol: str) -> PriceRecord | None:
         """The latest record of `symbol`, or None."""
@@ -165,20 +212,37 @@ class PriceBook:
         return True
 
     def put(self, record: PriceRecord) -> bool:
-        """Store a complete record (from Redis or REST) unless the book has a newer one."""
+        """Store a complete record from Redis unless the book has it or a newer one.
+
+        A newer one means this ring now differs from what the publisher's subscribers saw,
+        so a client naming an earlier id gets the snapshot rather than a replay with a hole.
+        """
         if record.symbol not in self._tracked:
             return False
         with self._cond:
             current = self._records.get(record.symbol)
-            if current is not None and current.received_at > record.received_at:
-                return False
+            if current is not None:
+                if current.seq == record.seq and current.epoch == record.epoch:
+                    return False
+                if current.received_at > record.received_at:
+                    self._floor = self._seq + 1
+                    return False
             self._publish(record, local=False)
         return True
 
+    def mark_gap(self) -> None:
+        """Updates may have been missed before the next one: resume no earlier than it."""
+        with self._cond:
+            self._floor = self._seq + 1
+
     def _publish(self, record: PriceRecord, local: bool) -> None:
-        self._records[record.symbol] = record
+        if not record.epoch:  # made here (or read from Redis written by a version without ids)
+            self._made += 1
+            record.epoch, record.seq = self.epoch, self._made
         self._seq += 1
-        self._ring.append((self._seq, record))
+        record.pos = self._seq
+        self._records[record.symbol] = record
+        self._ring.append(record)
         if self._waiting:
             self._cond.notify_all()
         if local and self.sink is not None:
@@ -195,7 +259,8 @@ class PriceBook:
             return self._seq, [], False
         lost = count > len(self._ring)
         newest = list(islice(reversed(self._ring), min(count, len(self._ring))))
-        return self._seq, [record for _, record in reversed(newest)], lost
+        newest.reverse()
+        return self._seq, newest, lost
 
     def wait_since(self, cursor: int, timeout: float) -> tuple[int, list[PriceRecord], bool]:
         """Like `since`, but first block up to `timeout` for an update (or the book closing).
@@ -212,6 +277,43 @@ class PriceBook:
                     self._waiting -= 1
             return self._since(cursor)
 
+    def ordered_snapshot(self) -> tuple[int, list[PriceRecord]]:
+        """(cursor, every symbol's latest record, oldest first): the last is the newest update."""
+        with self._cond:
+            return self._seq, sorted(self._records.values(), key=_position)
+
+    def resume(self, last_id: str | None) -> tuple[int, list[PriceRecord]]:
+        """Where a stream that last saw `last_id` continues: (cursor, records to send first).
+
+        No id: live updates only. An id found in the ring past any gap: the cursor right
+        after it, nothing first (the ring replays the rest). Any other id (older than the
+        ring, before a gap, another process's solo updates, garbage): the snapshot.
+        """
+        if last_id is None:
+            return self._seq, []
+        wanted = parse_event_id(last_id)
+        if wanted is not None:
+            position = self._find(*wanted)
+            if position is not None:
+                return position, []
+        return self.ordered_snapshot()
+
+    def _find(self, epoch: str, seq: int) -> int | None:
+        with self._cond:  # a copy, so the search itself never holds up the feed
+            ring, floor = list(self._ring), self._floor
+        for record in reversed(ring):
+            if record.seq == seq and record.epoch == epoch:
+                return record.pos if record.pos >= floor else None
+        return None
+
+    def id_at(self, cursor: int) -> str | None:
+        """The event id at ring position `cursor`, None when it left the ring or never was."""
+        with self._cond:
+            back = self._seq - cursor
+            if cursor <= 0 or back < 0 or back >= len(self._ring):
+                return None
+            return self._ring[-1 - back].event_id
+
     def close(self) -> None:
         """Wake every waiter for good (shutdown)."""
         with self._cond:
@@ -222,3 +324,7 @@ class PriceBook:
     def closed(self) -> bool:
         """True once the book was closed for shutdown."""
         return self._closed
+
+
+def _position(record: PriceRecord) -> int:
+    return record.pos

@@ -37,9 +37,10 @@ def _answer_head(record: PriceRecord) -> str:
 
 
 def sse_event(record: PriceRecord, stale_after: float) -> bytes:
-    """One `event: price` SSE message, encoded once per record and shared by all streams."""
+    """One `event: price` SSE message with its `id:`, encoded once per record for all streams."""
     encoded = record.encoded
     if encoded is None:
-        encoded = f"event: price\ndata: {price_answer(record, stale_after)}\n\n".encode()
+        data = price_answer(record, stale_after)
+        encoded = f"id: {record.epoch}-{record.seq}\nevent: price\ndata: {data}\n\n".encode()
         record.encoded = encoded
     return encoded

@@ -1,10 +1,26 @@
 """Redis mode: one instance holds the Binance connection; every worker serves the same book.
 
-- Leadership: `SET <lock> <instance> NX PX ttl`, renewed by a compare-and-extend script.
-  The holder runs the upstream connection; the others retry and take over once it lapses.
-- The leader writes each record to `price:<SYMBOL>` (TTL) and publishes it, in order and
-  in batches, on one channel. Every worker (the leader included) subscribes; each applies
-  what other instances published and loads the `price:*` snapshot when it starts.
+Each worker has one of three roles, decided again whenever what it knows changes:
+
+- leader: holds the lock (`<lock>` = this instance, PX ttl, renewed every ttl/3). It runs the
+  upstream connection and publishes every record it makes, in order and in batches. Its lease
+  counts from before each renewal was sent, so it never outlives the key; and every publish
+  is a script that checks the lock first, so a leader that lost it (paused, cut off while
+  another took over) can never publish into a Redis another instance leads.
+- follower: subscribed, and another instance's messages were heard in the last `silence`
+  seconds: serve what it publishes; no upstream connection.
+- solo: the shared book is lost (the subscription or the lock call failed, or the leader fell
+  silent): ingest on this worker's own upstream connection so its prices stay fresh, publish
+  nothing. Back to follower once a leader is heard again, but no sooner than `min_solo`
+  seconds after going solo, so a flapping Redis cannot spend Binance's connection budget.
+
+Messages: `{"origin", "epoch", "last", "records"}`. Records carry their event ids
+(`<epoch>-<seq>`, see book.py). A receiver that sees a sequence jump within an epoch (a
+batch lost while Redis failed) or that subscribes again marks a gap in its book, so an SSE
+client resuming from before the gap gets the snapshot, not a replay with a hole. A leader
+with nothing to publish sends an empty message every `silence / 5` s: a heartbeat.
+A new leader also writes its whole book to `price:<SYMBOL>` (TTL), where late workers load
+it from when they subscribe.
 """
 
 from __future__ import annotations
@@ -15,6 +31,7 @@ import os
 import queue
 import socket
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -26,9 +43,19 @@ from .book import PriceBook, PriceRecord
 log = logging.getLogger("websocket_streaming.redis")
 Reporter = Callable[[BaseException, dict[str, Any]], None]
 
-RENEW_SCRIPT = """
-if redis.call('get', KEYS[1]) == ARGV[1] then
-  return redis.call('pexpire', KEYS[1], ARGV[2])
+LEADER, FOLLOWER, SOLO = "leader", "follower", "solo"
+INGESTING = frozenset({LEADER, SOLO})  # the roles that hold an upstream connection
+
+# 1: renewed, 2: taken, 0: another instance holds it.
+LOCK_SCRIPT = """
+local holder = redis.call('get', KEYS[1])
+if holder == ARGV[1] then
+  redis.call('pexpire', KEYS[1], ARGV[2])
+  return 1
+end
+if not holder then
+  redis.call('set', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 2
 end
 return 0
 """
@@ -37,6 +64,19 @@ if redis.call('get', KEYS[1]) == ARGV[1] then
   return redis.call('del', KEYS[1])
 end
 return 0
+"""
+# KEYS: lock, price keys; ARGV: instance, price TTL, channel, message ('' = none), records.
+PUBLISH_SCRIPT = """
+if redis.call('get', KEYS[1]) ~= ARGV[1] then
+  return 0
+end
+for i = 2, #KEYS do
+  redis.call('set', KEYS[i], ARGV[i + 3], 'EX', ARGV[2])
+end
+if ARGV[4] ~= '' then
+  redis.call('publish', ARGV[3], ARGV[4])
+end
+return 1
 """
 
 
@@ -52,40 +92,61 @@ class RedisBridge:
         self,
         url: str,
         book: PriceBook,
-        on_leadership: Callable[[bool], None],
+        on_role: Callable[[str], None],
         *,
         prefix: str = "",
         lock_ttl: float = 10.0,
         price_ttl: int = 3600,
+        silence: float = 5.0,
+        min_solo: float = 5.0,
         report: Reporter | None = None,
         lead: bool = True,
     ) -> None:
         self.book = book
-        self.on_leadership = on_leadership
+        self.on_role = on_role
         self.id = instance_id()
         self.lock_key = f"{prefix}lock:websocket-streaming:upstream"
         self.channel = f"{prefix}price-updates"
         self.key_prefix = f"{prefix}price:"
         self.lock_ttl = lock_ttl
         self.price_ttl = price_ttl
+        self.silence = silence
+        self.heartbeat = silence / 5
+        self.min_solo = min_solo
         self.report = report
-        self.lead = lead  # False: never compete for the lock, only serve what others publish
+        self.lead = lead  # False: never compete for the lock nor ingest, only serve what others publish
         self.redis = redis_client(url, timeout=max(0.5, lock_ttl / 4))
-        self.is_leader = False
-        self.healthy = False
+        self._publish_script = self.redis.register_script(PUBLISH_SCRIPT)
+        self.role = FOLLOWER
+        self._lease_until = 0.0
+        self._lock_ok = False
+        self._subscribed = False  # a subscription is established now
+        self._unsubscribed = False  # the last subscription attempt failed (not: still connecting)
+        self._heard_at = time.monotonic()  # start-up grace: a leader has `silence` s to be heard
+        self._solo_since = 0.0
+        self._epochs: dict[str, int] = {}  # last sequence number heard per publisher epoch
+        self._sent_at = 0.0
+        self._last_sent = 0
+        self._store_due = False
         self._outbox: queue.SimpleQueue[PriceRecord] = queue.SimpleQueue()
+        self._role_lock = threading.Lock()
+        self._logged: dict[str, float] = {}  # thread name -> when its last error was logged
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
 
     # ---- lifecycle -------------------------------------------------------------------
     def start(self) -> None:
         """Start the subscriber and, when leading is allowed, the leadership and publisher."""
-        self.book.sink = self._outbox.put
-        loops = [("redis-subscribe", self._subscribe)]
+        loops: list[tuple[str, Callable[[], None], Callable[[], None]]] = [
+            ("redis-subscribe", self._subscribe, self._subscription_failed)
+        ]
         if self.lead:
-            loops += [("redis-leader", self._lead), ("redis-publish", self._publish)]
-        for name, target in loops:
-            thread = threading.Thread(target=self._guarded, args=(target,), daemon=True, name=name)
+            loops += [
+                ("redis-leader", self._lead, self._lock_failed),
+                ("redis-publish", self._publish, self._refresh),
+            ]
+        for name, target, on_error in loops:
+            thread = threading.Thread(target=self._guarded, args=(target, on_error), daemon=True, name=name)
             thread.start()
             self._threads.append(thread)
 
@@ -95,8 +156,8 @@ class RedisBridge:
         self.book.sink = None
         for thread in self._threads:
             thread.join(timeout)
-        if self.is_leader:
-            self._set_leader(False)
+        if self._lease_until > time.monotonic():
+            self._lease_until = 0.0
             try:
                 self.redis.eval(RELEASE_SCRIPT, 1, self.lock_key, self.id)
             except REDIS_ERRORS as exc:
@@ -107,40 +168,92 @@ class RedisBridge:
         """True while every bridge thread runs."""
         return bool(self._threads) and all(t.is_alive() for t in self._threads)
 
-    def _guarded(self, target: Callable[[], None]) -> None:
+    @property
+    def healthy(self) -> bool:
+        """True while the subscription and (when leading is allowed) the lock calls work."""
+        return self._subscribed and (self._lock_ok or not self.lead)
+
+    @property
+    def is_leader(self) -> bool:
+        """True while this instance holds the lock and the upstream connection."""
+        return self.role == LEADER
+
+    def _guarded(self, target: Callable[[], None], on_error: Callable[[], None]) -> None:
         """Run a loop body forever: errors are logged, reported, and the loop goes on."""
+        name = threading.current_thread().name
         while not self._stop.is_set():
             try:
                 target()
             except REDIS_ERRORS as exc:
-                self.healthy = False
-                log.warning("redis error in %s: %s", threading.current_thread().name, exc)
-                self._stop.wait(min(1.0, self.lock_ttl / 3))
+                self._log_error(name, exc)
+                on_error()
+                self._stop.wait(min(0.5, self.lock_ttl / 3))
             except Exception as exc:
-                log.exception("unexpected error in %s", threading.current_thread().name)
+                log.exception("unexpected error in %s", name)
                 if self.report is not None:
-                    self.report(exc, {"thread": threading.current_thread().name})
+                    self.report(exc, {"thread": name})
+                on_error()
                 self._stop.wait(1.0)
+
+    def _log_error(self, name: str, exc: BaseException) -> None:
+        """One line per thread per 10 s however long Redis stays away."""
+        now = time.monotonic()
+        if now - self._logged.get(name, -10.0) >= 10.0:
+            self._logged[name] = now
+            log.warning("redis error in %s: %s", name, exc)
+
+    # ---- roles -----------------------------------------------------------------------
+    def _decide(self, now: float) -> str:
+        if not self.lead:
+            return FOLLOWER
+        if now < self._lease_until:
+            return LEADER
+        heard = not self._unsubscribed and now - self._heard_at <= self.silence
+        if self.role == SOLO:  # back only for a leader heard since, and not too soon
+            heard = heard and self._heard_at > self._solo_since and now - self._solo_since >= self.min_solo
+        return FOLLOWER if heard else SOLO
+
+    def _refresh(self) -> None:
+        """Take the role the current facts call for; start or stop what it needs."""
+        with self._role_lock:
+            now = time.monotonic()
+            role = self._decide(now)
+            if role == self.role or self._stop.is_set():
+                return
+            log.log(logging.WARNING if role == SOLO else logging.INFO, _ROLE_LOG[role], self.id)
+            if role == SOLO:
+                self._solo_since = now
+            if role == LEADER:  # from now on only another leader's messages count as heard
+                self._heard_at = float("-inf")
+            self.role = role
+            self._store_due = role == LEADER
+            self.book.sink = self._outbox.put if role == LEADER else None
+            self.on_role(role)
+
+    def _subscription_failed(self) -> None:
+        self._subscribed, self._unsubscribed = False, True
+        self._refresh()
+
+    def _lock_failed(self) -> None:
+        self._lock_ok = False
+        self._lease_until = 0.0
+        self._refresh()
 
     # ---- leadership ------------------------------------------------------------------
     def _lead(self) -> None:
         while not self._stop.is_set():
-            ttl_ms = int(self.lock_ttl * 1000)
-            if self.is_leader:
-                still = self.redis.eval(RENEW_SCRIPT, 1, self.lock_key, self.id, ttl_ms)
-                if not still:
-                    log.warning("lost the upstream lock to another instance")
-                    self._set_leader(False)
-            elif self.redis.set(self.lock_key, self.id, nx=True, px=ttl_ms):
-                log.info("took the upstream lock (%s)", self.id)
-                self._set_leader(True)
-            self.healthy = True
+            self._hold_lock()
             self._stop.wait(self.lock_ttl / 3)
 
-    def _set_leader(self, leader: bool) -> None:
-        if leader != self.is_leader:
-            self.is_leader = leader
-            self.on_leadership(leader)
+    def _hold_lock(self) -> None:
+        """Renew the lock if ours, take it if free; the lease counts from before the call."""
+        sent = time.monotonic()
+        held = self.redis.eval(LOCK_SCRIPT, 1, self.lock_key, self.id, int(self.lock_ttl * 1000))
+        self._lock_ok = True
+        if not held and self.role == LEADER:
+            log.warning("lost the upstream lock to another instance")
+        self._lease_until = sent + self.lock_ttl if held else 0.0
+        self._refresh()
 
     def holder(self) -> str | None:
         """Who holds the upstream lock now (None if nobody)."""
@@ -150,38 +263,65 @@ class RedisBridge:
     # ---- publishing (leader) ---------------------------------------------------------
     def _publish(self) -> None:
         while not self._stop.is_set():
+            if self._store_due:  # a new leader: its whole book into price:* for late joiners
+                self._store_due = False
+                self._run(list(self.book.snapshot().values()), "")
+            batch = self._take()
+            now = time.monotonic()
+            if now >= self._lease_until:  # not the holder (any more): publish nothing
+                self._refresh()
+            elif batch or now - self._sent_at >= self.heartbeat:
+                self._send(batch)
+
+    def _take(self) -> list[PriceRecord]:
+        try:
+            batch = [self._outbox.get(timeout=self.heartbeat)]
+        except queue.Empty:
+            return []
+        while len(batch) < 1000:
             try:
-                batch = [self._outbox.get(timeout=0.5)]
+                batch.append(self._outbox.get_nowait())
             except queue.Empty:
-                continue
-            while len(batch) < 1000:
-                try:
-                    batch.append(self._outbox.get_nowait())
-                except queue.Empty:
-                    break
-            self._send(batch)
+                break
+        return batch
 
     def _send(self, batch: list[PriceRecord]) -> None:
-        """One round trip: the latest record per symbol stored, the whole batch published."""
-        pipe = self.redis.pipeline(transaction=False)
-        latest = {r.symbol: r for r in batch}
-        for symbol, record in latest.items():
-            pipe.set(self.key_prefix + symbol, json.dumps(record.to_dict()), ex=self.price_ttl)
-        message = {"origin": self.id, "records": [r.to_dict() for r in batch]}
-        pipe.publish(self.channel, json.dumps(message))
-        pipe.execute()
+        """Publish a batch (or, empty, a heartbeat) with the latest record per symbol stored."""
+        if batch:
+            self._last_sent = batch[-1].seq
+        message = {
+            "origin": self.id,
+            "epoch": self.book.epoch,
+            "last": self._last_sent,
+            "records": [r.to_dict() for r in batch],
+        }
+        self._sent_at = time.monotonic()
+        self._run(list({r.symbol: r for r in batch}.values()), json.dumps(message))
+
+    def _run(self, records: list[PriceRecord], message: str) -> None:
+        """One fenced round trip: stores `records`, publishes `message`, if the lock is ours."""
+        keys = [self.lock_key, *(self.key_prefix + r.symbol for r in records)]
+        args = [self.id, self.price_ttl, self.channel, message, *(json.dumps(r.to_dict()) for r in records)]
+        if not self._publish_script(keys=keys, args=args):
+            log.warning("publish refused: the upstream lock is no longer ours")
+            self._lease_until = 0.0
+            self._refresh()
 
     # ---- subscribing (every worker) --------------------------------------------------
     def _subscribe(self) -> None:
         pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
-        pubsub.subscribe(self.channel)
         try:
+            pubsub.subscribe(self.channel)
+            self.book.mark_gap()  # whatever was published while not subscribed is unknown here
+            self._epochs.clear()
             self._load_snapshot()
-            self.healthy = True
+            self._subscribed, self._unsubscribed = True, False
+            poll = min(0.5, self.silence / 4)
             while not self._stop.is_set():
-                message = pubsub.get_message(timeout=0.5)
+                message = pubsub.get_message(timeout=poll)
                 if message is not None:
                     self._receive(message["data"])
+                self._refresh()
         finally:
             pubsub.close()
 
@@ -192,8 +332,34 @@ class RedisBridge:
                 self.book.put(PriceRecord.from_dict(json.loads(raw)))
 
     def _receive(self, data: bytes) -> None:
-        message = json.loads(data)
-        if message.get("origin") == self.id:
+        try:
+            message = json.loads(data)
+            if message.get("origin") == self.id:
+                return
+            records = [PriceRecord.from_dict(item) for item in message["records"]]
+        except (ValueError, KeyError, TypeError, AttributeError, ArithmeticError) as exc:
+            log.warning("unreadable message on %s: %s", self.channel, exc)
+            self.book.mark_gap()
             return
-        for item in message.get("records", []):
-            self.book.put(PriceRecord.from_dict(item))
+        self._heard_at = time.monotonic()
+        for record in records:
+            self._follow(record.epoch, record.seq - 1)
+            self._epochs[record.epoch] = record.seq
+            self.book.put(record)
+        if not records:
+            self._follow(str(message.get("epoch")), message.get("last"))
+
+    def _follow(self, epoch: str, previous: object) -> None:
+        """Mark a gap when the publisher's sequence went past what was heard from it."""
+        heard = self._epochs.get(epoch)
+        if heard is not None and heard != previous:
+            self.book.mark_gap()
+        if isinstance(previous, int):
+            self._epochs[epoch] = previous
+
+
+_ROLE_LOG = {
+    LEADER: "took the upstream lock (%s): leading",
+    FOLLOWER: "following the upstream leader through redis (%s)",
+    SOLO: "shared book lost (redis or leader unreachable): %s ingests on its own connection",
+}

@@ -72,7 +72,10 @@ def _json_list(symbols: list[str]) -> str:
 @bp.get("/stream")
 @rate_limit(requests_per_minute=60, scope="stream")  # opening streams; RATE_LIMIT_STREAM
 def stream() -> Response:
-    """Server-Sent Events: `event: price` per update; `?symbols=BTCUSDT,ETHUSDT` filters."""
+    """Server-Sent Events: `event: price` per update; `?symbols=BTCUSDT,ETHUSDT` filters.
+
+    `Last-Event-ID` (sent by a reconnecting EventSource) resumes after that event.
+    """
     service = get_service()
     given = request.args.getlist("symbols")
     if len(given) > 1:  # keeping only the first would answer a question the client did not ask
@@ -83,10 +86,11 @@ def stream() -> Response:
         raise unavailable("too many stream subscribers; retry later", retry_after=5)
     events = price_events(
         service.book,
-        service.book.seq,
+        request.headers.get("Last-Event-ID") or None,
         wanted or None,
         service.stale_after,
         float(current_app.config["SSE_HEARTBEAT_SECONDS"]),
+        float(current_app.config["SSE_RETRY_SECONDS"]),
         service.stats,
     )
     response = Response(

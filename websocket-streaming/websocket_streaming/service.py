@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections import deque
@@ -16,7 +17,7 @@ from shared.sentry_integration import capture_exception
 from .backfill import Backfiller
 from .book import PriceBook
 from .parser import ParseError, parse_frame
-from .redis_bridge import RedisBridge
+from .redis_bridge import INGESTING, RedisBridge
 from .stats import IngestStats, MetricsSync
 from .upstream import UpstreamManager, UpstreamSettings
 
@@ -106,17 +107,9 @@ class StreamingService:
             return
         self.started = True
         self._stop.clear()
+        self.book.new_epoch()  # here, in the serving process: workers forked from one app differ
         if self.config.get("REDIS_URL"):
-            self.bridge = RedisBridge(
-                self.config["REDIS_URL"],
-                self.book,
-                self._on_leadership,
-                prefix=self.config["REDIS_KEY_PREFIX"],
-                lock_ttl=float(self.config["WS_LEADER_LOCK_TTL_SECONDS"]),
-                price_ttl=int(self.config["PRICE_REDIS_TTL_SECONDS"]),
-                report=report,
-                lead=bool(self.config["INGEST_ENABLED"]),
-            )
+            self.bridge = self._bridge()
             self.bridge.start()
         elif self.config["INGEST_ENABLED"]:
             self._start_upstream()
@@ -128,12 +121,30 @@ class StreamingService:
         self._stop.set()
         self.book.close()
         self.backfiller.stop()
+        self._stop_upstream()  # before the lock goes: the next leader's connection is then the only one
         if self.bridge is not None:
             self.bridge.stop()
-        self._stop_upstream()
 
-    def _on_leadership(self, leader: bool) -> None:
-        if leader:
+    def _bridge(self) -> RedisBridge:
+        """The Redis bridge; a follower that hears no leader for half the stale threshold
+        ingests on its own (connecting takes well under the other half)."""
+        lock_ttl = float(self.config["WS_LEADER_LOCK_TTL_SECONDS"])
+        return RedisBridge(
+            self.config["REDIS_URL"],
+            self.book,
+            self._on_role,
+            prefix=self.config["REDIS_KEY_PREFIX"],
+            lock_ttl=lock_ttl,
+            price_ttl=int(self.config["PRICE_REDIS_TTL_SECONDS"]),
+            silence=max(0.2, self.stale_after / 2),
+            min_solo=min(5.0, lock_ttl),
+            report=report,
+            lead=bool(self.config["INGEST_ENABLED"]),
+        )
+
+    def _on_role(self, role: str) -> None:
+        """Hold the upstream connection as leader or solo, never as follower."""
+        if role in INGESTING:
             self._start_upstream()
         else:
             self._stop_upstream()
@@ -200,10 +211,11 @@ class StreamingService:
     # ---- state for /health and /stats ------------------------------------------------
     @property
     def role(self) -> str:
-        """`standalone` (no Redis), `leader` (holds upstream) or `follower`."""
+        """`standalone` (no Redis), `leader` (holds upstream), `follower`, or `solo` (Redis
+        or the leader unreachable: ingesting on its own connection)."""
         if self.bridge is None:
             return "standalone"
-        return "leader" if self.bridge.is_leader else "follower"
+        return self.bridge.role
 
     def holds_upstream(self) -> bool:
         """True while this process runs the upstream as the leader, or alone without Redis."""
@@ -229,6 +241,7 @@ class StreamingService:
         age = s.last_message_age()
         return {
             "role": self.role,
+            "pid": os.getpid(),
             "uptime_seconds": round(time.time() - s.started_at, 3),
             "messages_total": s.total_messages(),
             "messages_by_type": dict(s.messages),

@@ -61,5 +61,6 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("PRICE_REDIS_TTL_SECONDS", parse_int(1), 3600),
     Setting("REDIS_KEY_PREFIX", parse_prefix, ""),
     Setting("SSE_HEARTBEAT_SECONDS", parse_float(0.05, 300.0), 15.0),
+    Setting("SSE_RETRY_SECONDS", parse_float(0.1, 300.0), 1.0, "reconnect delay told to SSE clients (retry:)"),
     Setting("SSE_MAX_SUBSCRIBERS", parse_int(1, 10_000), 256),
 )

@@ -1,4 +1,11 @@
-"""Server-Sent Events: one `price` event per book update, in order, plus heartbeats."""
+"""Server-Sent Events: one `price` event per book update, in order, plus heartbeats.
+
+Every event carries its update's id (`<epoch>-<seq>`, see book.py). A client reconnecting
+with `Last-Event-ID` gets exactly the events after that id from the ring, then live ones;
+when the id cannot be resumed exactly it gets one snapshot event per symbol instead.
+Heartbeats carry the id of the stream's position too, so a filtered stream's id keeps up
+with the ring instead of ageing out of it.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +18,7 @@ from .encoding import sse_event
 from .stats import IngestStats
 
 CONNECTED = b": connected\n\n"
-HEARTBEAT = b": heartbeat\n\n"
+HEARTBEAT = b": heartbeat\n"
 
 
 class SubscriberSlots:
@@ -38,26 +45,35 @@ class SubscriberSlots:
 
 def price_events(
     book: PriceBook,
-    cursor: int,
+    last_event_id: str | None,
     symbols: frozenset[str] | None,
     stale_after: float,
     heartbeat: float,
+    retry: float,
     stats: IngestStats,
 ) -> Iterator[bytes]:
-    """Yield SSE chunks for every update after `cursor` until the book closes."""
-    yield CONNECTED
+    """Yield SSE chunks: what a client resuming after `last_event_id` missed, then live updates."""
+    cursor, first = book.resume(last_event_id)
+    if first:
+        stats.sse_resyncs += 1
+    yield f"retry: {round(retry * 1000)}\n".encode() + CONNECTED + _chunk(first, symbols, stale_after)
     beat_at = time.monotonic() + heartbeat
     while not book.closed:
         cursor, records, lost = book.wait_since(cursor, max(0.0, beat_at - time.monotonic()))
         if lost:  # this client fell a whole ring behind: resend current state instead
             stats.sse_resyncs += 1
-            records = list(book.snapshot().values())
+            cursor, records = book.ordered_snapshot()
         chunk = _chunk(records, symbols, stale_after)
         if chunk:
             yield chunk
         if time.monotonic() >= beat_at:
             beat_at = time.monotonic() + heartbeat
-            yield HEARTBEAT
+            yield _heartbeat(book.id_at(cursor))
+
+
+def _heartbeat(position: str | None) -> bytes:
+    """A comment, plus `id:` when known: sets the client's last id without firing an event."""
+    return HEARTBEAT + (b"\n" if position is None else f"id: {position}\n\n".encode())
 
 
 def _chunk(records: list[PriceRecord], symbols: frozenset[str] | None, stale_after: float) -> bytes:
