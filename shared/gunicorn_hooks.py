@@ -17,6 +17,7 @@ from typing import Any
 
 from shared import logger
 from shared.config import ConfigError, Setting, exit_on_config_error, load_config
+from shared.lifecycle import shutdown
 
 
 def configure(
@@ -94,8 +95,6 @@ def _child_exit(server: Any, worker: Any) -> None:
 
 
 def _worker_exit(server: Any, worker: Any) -> None:
-    from shared.app import shutdown
-
     app = getattr(worker, "wsgi", None)
     if app is not None and hasattr(app, "extensions"):
         shutdown(app)

@@ -10,6 +10,8 @@ from typing import Any
 
 from flask import Flask, Response, current_app, jsonify
 
+from shared.lifecycle import required
+
 EXTENSION = "sardag_health"
 OK, DEGRADED, DOWN = "ok", "degraded", "down"
 CheckFunc = Callable[[], Any]
@@ -92,6 +94,7 @@ def _normalise(outcome: Any) -> dict[str, Any]:
     return {"status": DOWN}
 
 
-def get_health(app: Flask | None = None) -> HealthCheck:
-    """The health extension of `app` (default: the current app)."""
-    return (app or current_app).extensions[EXTENSION]
+def get_health(app: Flask | None = None, user: str = "get_health()") -> HealthCheck:
+    """The health extension of `app` (default: the current app); `user` names who needs it."""
+    found: HealthCheck = required(app or current_app, EXTENSION, "HealthCheck", user)
+    return found

@@ -22,6 +22,7 @@ from prometheus_client import (
 )
 from prometheus_client.multiprocess import MultiProcessCollector
 
+from shared.lifecycle import on_shutdown, required
 from shared.request_pipeline import elapsed_seconds, get_pipeline
 
 EXTENSION = "sardag_metrics"
@@ -133,8 +134,6 @@ class Metrics:
         )
         app.extensions[EXTENSION] = self
         get_pipeline(app).add(after=self._record_request)
-        from shared.app import on_shutdown  # here: shared.app imports this module
-
         on_shutdown(app, self.tally.flush)
         app.add_url_rule("/metrics", "metrics", self.expose, methods=["GET"])
 
@@ -221,6 +220,7 @@ def _name(name: str) -> str:
     return name if name.startswith(PREFIX) else PREFIX + name
 
 
-def get_metrics(app: Flask | None = None) -> Metrics:
-    """The metrics extension of `app` (default: the current app)."""
-    return (app or current_app).extensions[EXTENSION]
+def get_metrics(app: Flask | None = None, user: str = "get_metrics()") -> Metrics:
+    """The metrics extension of `app` (default: the current app); `user` names who needs it."""
+    found: Metrics = required(app or current_app, EXTENSION, "Metrics", user)
+    return found

@@ -13,7 +13,9 @@ from typing import Any, TypeVar
 import redis
 from flask import Flask, current_app
 
-from shared.redis_conn import REDIS_ERRORS, CircuitBreaker, redis_client
+from shared.health_check import get_health
+from shared.metrics import get_metrics
+from shared.redis_conn import REDIS_ERRORS, CircuitBreaker, fallback_counter, redis_client
 
 EXTENSION = "sardag_cache"
 F = TypeVar("F", bound=Callable[..., Any])
@@ -74,16 +76,13 @@ class Cache:
 
     def init_app(self, app: Flask) -> None:
         """Connect to `REDIS_URL` when set; register a non-critical health check."""
-        from shared.health_check import get_health
-        from shared.metrics import get_metrics
-
+        metrics, health = get_metrics(app, "Cache"), get_health(app, "Cache")
         self.prefix = f"sardag:cache:{app.config['SERVICE_NAME']}:"
         url = app.config.get("REDIS_URL")
         if url:
             self.redis = redis_client(url, timeout=app.config.get("REDIS_TIMEOUT_SECONDS", 0.05))
-            counter = get_metrics(app).counter("redis_fallback_total", "", ("component",))
-            self._on_fallback = counter.labels(component="cache").inc
-            get_health(app).add_check("cache_redis", self.health, critical=False)
+            self._on_fallback = fallback_counter(metrics, "cache")
+            health.add_check("cache_redis", self.health, critical=False)
         app.extensions[EXTENSION] = self
 
     @property

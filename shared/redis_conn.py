@@ -6,10 +6,14 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
+
+if TYPE_CHECKING:
+    from shared.metrics import Metrics
 
 FAST_TIMEOUT = 0.05  # seconds: a request never waits longer than this on a sick Redis
 REDIS_ERRORS: tuple[type[BaseException], ...] = (redis.RedisError, OSError)
@@ -25,6 +29,17 @@ def redis_client(url: str, timeout: float = FAST_TIMEOUT, **kwargs: object) -> r
         health_check_interval=0,
         **kwargs,  # type: ignore[arg-type]
     )
+
+
+def fallback_counter(metrics: Metrics, component: str) -> Callable[[], None]:
+    """Count one call of `component` served in-process because Redis was unreachable."""
+    counter = metrics.counter(
+        "redis_fallback_total",
+        "Calls served in-process because Redis was unreachable, by component",
+        ("component",),
+    )
+    inc: Callable[[], None] = counter.labels(component=component).inc
+    return inc
 
 
 class CircuitBreaker:

@@ -13,9 +13,10 @@ from flask import Flask, Response
 from database_service import meta, performance, signals
 from database_service.settings import DEFAULTS, SERVICE, SETTINGS
 from database_service.storage import Storage, StorageExtension, StorageUnavailable
-from shared.app import create_base_app, on_shutdown
+from shared.app import create_base_app
 from shared.errors import error_response
 from shared.health_check import get_health
+from shared.lifecycle import on_shutdown
 from shared.metrics import get_metrics
 
 

@@ -19,12 +19,13 @@ from pydantic import (
     WithJsonSchema,
 )
 
+from shared.symbols import SYMBOL_PATTERN, normalise_symbol
+
 MIN_TIME_US = 0  # 1970-01-01T00:00:00Z
 MAX_TIME_US = 7_258_118_400_000_000  # 2200-01-01T00:00:00Z
 METADATA_MAX_BYTES = 16 * 1024
 METADATA_MAX_DEPTH = 32
 MAX_BIGINT = 2**63 - 1
-_SYMBOL = re.compile(r"^[A-Z0-9]{2,20}$")
 _TIMEFRAME = re.compile(r"^[1-9][0-9]{0,3}[smhdwM]$")
 _EPOCH_MS = re.compile(r"^-?[0-9]{1,16}$")
 
@@ -42,10 +43,7 @@ def _number(value: Any) -> Decimal:
 def _symbol(value: Any) -> str:
     if not isinstance(value, str):
         raise ValueError("must be a string")
-    upper = value.upper()
-    if not _SYMBOL.match(upper):
-        raise ValueError("must be 2-20 characters, letters A-Z or digits")
-    return upper
+    return normalise_symbol(value)
 
 
 def _upper(value: Any) -> Any:
@@ -124,7 +122,7 @@ TIMESTAMP_SCHEMA = {
 Symbol = Annotated[
     str,
     BeforeValidator(_symbol),
-    WithJsonSchema({"type": "string", "pattern": "^[A-Za-z0-9]{2,20}$", "description": "upper-cased"}),
+    WithJsonSchema({"type": "string", "pattern": SYMBOL_PATTERN, "description": "upper-cased"}),
 ]
 Price = Annotated[
     Decimal,

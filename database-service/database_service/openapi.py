@@ -21,6 +21,7 @@ from database_service.models import (
     TradeIn,
     TradeOut,
 )
+from shared import __version__
 
 REF = "#/components/schemas/{model}"
 INPUT_MODELS: tuple[type[BaseModel], ...] = (SignalIn, TradeIn)
@@ -163,12 +164,28 @@ def _health() -> dict[str, Any]:
     }
 
 
-def build_openapi(version: str = "0.1.0") -> dict[str, Any]:
+INDEX_SCHEMA = {
+    "type": "object",
+    "required": ["service", "version", "links"],
+    "properties": {
+        "service": {"type": "string"},
+        "version": {"type": "string"},
+        "links": {"type": "object", "additionalProperties": {"type": "string"}},
+    },
+}
+
+
+def build_openapi(version: str = __version__) -> dict[str, Any]:
     """The whole OpenAPI 3.1 document of database-service."""
     return {
         "openapi": "3.1.0",
         "info": {"title": "Sardag database-service", "version": version},
         "paths": {
+            "/": {
+                "get": _simple(
+                    "Service name, version and links to /health, /openapi.json, /metrics", _json(INDEX_SCHEMA)
+                )
+            },
             "/health": {"get": _health()},
             "/stats": {"get": _simple("Counts, backend and uptime", _json(_ref(ServiceStats)))},
             "/metrics": {"get": _simple("Prometheus metrics", {"text/plain": {"schema": {"type": "string"}}})},

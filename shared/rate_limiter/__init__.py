@@ -17,7 +17,7 @@ from shared.errors import APIError
 from shared.rate_limiter.base import Backend, RateLimitResult
 from shared.rate_limiter.memory import MemoryBackend
 from shared.rate_limiter.redis_backend import FailoverBackend, RedisBackend
-from shared.redis_conn import FAST_TIMEOUT, CircuitBreaker, redis_client
+from shared.redis_conn import FAST_TIMEOUT, CircuitBreaker, fallback_counter, redis_client
 from shared.request_pipeline import get_pipeline
 
 __all__ = [
@@ -75,13 +75,12 @@ class RateLimiter:
         from shared.health_check import get_health
         from shared.metrics import get_metrics
 
-        metrics = get_metrics(app)
+        metrics, health = get_metrics(app, "RateLimiter"), get_health(app, "RateLimiter")
         self.rejections = metrics.counter("rate_limited_total", "Requests rejected (429)", ("scope",))
-        fallback = metrics.counter("redis_fallback_total", "Fell back from Redis", ("component",))
         self.config = app.config
         if self.backend is None:
             url = app.config.get("REDIS_URL") or "memory://"
-            on_fallback = fallback.labels(component="rate_limiter").inc
+            on_fallback = fallback_counter(metrics, "rate_limiter")
             self.backend = storage_from_url(
                 url, app.config["RATE_LIMIT_MAX_KEYS"], on_fallback, app.config["REDIS_TIMEOUT_SECONDS"]
             )
@@ -89,7 +88,7 @@ class RateLimiter:
         self._view_functions = app.view_functions
         get_pipeline(app).add(before=self._limit_undecorated_route, after=_add_headers)
         if isinstance(self.backend, FailoverBackend):
-            get_health(app).add_check("rate_limiter_redis", self.health, critical=False)
+            health.add_check("rate_limiter_redis", self.health, critical=False)
 
     @property
     def enabled(self) -> bool:

@@ -11,8 +11,8 @@ import pytest
 from flask import Flask
 
 from shared import gunicorn_hooks
-from shared.app import on_shutdown, shutdown
 from shared.config import main as config_main
+from shared.lifecycle import on_shutdown, shutdown
 from shared.rate_limiter.__main__ import main as rate_limiter_main
 from shared.sentry_integration import _self_check as sentry_self_check
 

@@ -1,0 +1,45 @@
+"""What an app's extensions need from each other: set-up order, and shutdown callbacks.
+
+Kept apart from `shared.app` so every extension can use it without importing the app
+factory (which imports every extension).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from flask import Flask
+
+SHUTDOWN_EXTENSION = "sardag_shutdown"
+log = logging.getLogger("shared.lifecycle")
+
+
+class ExtensionOrderError(RuntimeError):
+    """An extension was set up before one it needs (e.g. the cache before the metrics)."""
+
+
+def required(app: Flask, key: str, provider: str, user: str) -> Any:
+    """`app.extensions[key]`, or an error saying that `user` needs `provider` set up first."""
+    try:
+        return app.extensions[key]
+    except KeyError:
+        raise ExtensionOrderError(
+            f"{user} needs {provider} on app {app.name!r}: call {provider}(app) before {user}(app) "
+            "(shared.app.create_base_app sets them up in order)"
+        ) from None
+
+
+def on_shutdown(app: Flask, callback: Callable[[], None]) -> None:
+    """Run `callback` when the worker serving `app` exits (pool close, upstream close)."""
+    app.extensions.setdefault(SHUTDOWN_EXTENSION, []).append(callback)
+
+
+def shutdown(app: Flask) -> None:
+    """Run the shutdown callbacks, newest first; one failing does not stop the others."""
+    for callback in reversed(app.extensions.get(SHUTDOWN_EXTENSION, [])):
+        try:
+            callback()
+        except Exception:
+            log.exception("shutdown callback %r failed", callback)
