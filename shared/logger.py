@@ -1,4 +1,4 @@
-"""Structured logging: JSON lines, and one access line per request with a request id."""
+"""Structured logging: JSON (or text) lines, and one access line per request with a request id."""
 
 from __future__ import annotations
 
@@ -25,6 +25,11 @@ _Entry = tuple[float, str, str, str, dict[str, Any]]  # created, level, logger, 
 _ENCODER = json.JSONEncoder(default=str)  # built once: json.dumps(default=...) builds one per call
 
 
+def extra_fields(record: logging.LogRecord) -> dict[str, Any]:
+    """The attributes a caller added to `record` (`extra=`, the request id), in their order."""
+    return {k: v for k, v in record.__dict__.items() if k not in _STANDARD_ATTRS}
+
+
 class JsonFormatter(logging.Formatter):
     """Format a record as one JSON object; extra attributes become fields."""
 
@@ -33,7 +38,7 @@ class JsonFormatter(logging.Formatter):
         self._second: tuple[int, str] = (-1, "")  # the last whole second and its text
 
     def format(self, record: logging.LogRecord) -> str:
-        extra = {k: v for k, v in record.__dict__.items() if k not in _STANDARD_ATTRS}
+        extra = extra_fields(record)
         if record.exc_info:
             extra["exception"] = self.formatException(record.exc_info)
         return self.line(record.created, record.levelname, record.name, record.getMessage(), extra)
@@ -63,6 +68,29 @@ class JsonFormatter(logging.Formatter):
         if cached[0] != second:
             cached = self._second = (second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second)))
         return f"{cached[1]}.{micros // 1000:03d}+00:00"
+
+
+class TextFormatter(logging.Formatter):
+    """`<time> <LEVEL> <logger> <message> key=value ...`: the JSON line's fields, for the eye."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        head = f"{self.formatTime(record)} {record.levelname} {record.name} {record.getMessage()}"
+        fields = " ".join(f"{key}={_text_value(value)}" for key, value in extra_fields(record).items())
+        line = f"{head} {fields}" if fields else head
+        return f"{line}\n{self.formatException(record.exc_info)}" if record.exc_info else line
+
+
+def _text_value(value: Any) -> str:
+    if value is None:
+        return "-"
+    text = value if isinstance(value, str) else _ENCODER.encode(value)
+    plain = text and not any(c.isspace() or c in '"=' for c in text)
+    return text if plain else _ENCODER.encode(text)
+
+
+def make_formatter(fmt: str) -> logging.Formatter:
+    """The formatter of LOG_FORMAT `fmt`: `json` or `text`."""
+    return JsonFormatter() if fmt == "json" else TextFormatter()
 
 
 class RequestIdFilter(logging.Filter):
@@ -189,8 +217,7 @@ def configure_logging(level: str = "INFO", fmt: str = "json", *, background: boo
     handler = _our_handler()
     if handler is None or (background and not isinstance(handler, BackgroundStderrHandler)):
         handler = _install(BackgroundStderrHandler() if background else StderrHandler())
-    text = "%(asctime)s %(levelname)s %(name)s %(message)s"
-    handler.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter(text))
+    handler.setFormatter(make_formatter(fmt))
     logging.getLogger().setLevel(level)
 
 

@@ -12,6 +12,8 @@ from flask import Flask
 EXTENSION = "sardag_sentry"
 SENSITIVE_HEADERS = frozenset({"x-api-key", "authorization", "cookie", "proxy-authorization"})
 FILTERED = "[Filtered]"
+# Set by the gunicorn master once it said whether Sentry reports: its workers stay quiet.
+ANNOUNCED_ENV = "SARDAG_SENTRY_ANNOUNCED"
 log = logging.getLogger("shared.sentry")
 
 try:
@@ -42,16 +44,56 @@ def init_sentry(
     *,
     dsn: str | None = None,
     traces_sample_rate: float = 0.0,
+    quiet: bool = False,
     **options: Any,
 ) -> bool:
-    """Start Sentry for `service`; return False (logged) when off or misconfigured."""
+    """Start Sentry for `service`; return False (logged unless `quiet`) when off or misconfigured."""
     dsn = dsn if dsn is not None else os.environ.get("SENTRY_DSN")
+    problem = _missing(dsn)
+    if problem is None and dsn:
+        problem = _start(service, dsn, environment, release, traces_sample_rate, options)
+    if problem is not None:
+        if not quiet:
+            log.log(*problem)
+        return False
+    sentry_sdk.set_tag("service", service)
+    if not quiet:
+        log.info("sentry enabled for %s", service)
+    return True
+
+
+def announce(service: str, dsn: str | None) -> None:
+    """Say once (the gunicorn master does) whether `service` will report to Sentry."""
+    level, message = _missing(dsn) or _invalid(dsn) or (logging.INFO, f"sentry enabled for {service}")
+    log.log(level, message)
+    os.environ[ANNOUNCED_ENV] = "1"
+
+
+def _missing(dsn: str | None) -> tuple[int, str] | None:
     if not dsn:
-        log.info("sentry disabled: no SENTRY_DSN")
-        return False
+        return logging.INFO, "sentry disabled: no SENTRY_DSN"
     if sentry_sdk is None:
-        log.warning("sentry disabled: sentry-sdk is not installed")
-        return False
+        return logging.WARNING, "sentry disabled: sentry-sdk is not installed"
+    return None
+
+
+def _invalid(dsn: str | None) -> tuple[int, str] | None:
+    try:
+        sentry_sdk.utils.Dsn(dsn)
+    except Exception as exc:
+        return logging.WARNING, f"sentry disabled: invalid SENTRY_DSN ({type(exc).__name__})"
+    return None
+
+
+def _start(
+    service: str,
+    dsn: str,
+    environment: str | None,
+    release: str | None,
+    traces_sample_rate: float,
+    options: dict[str, Any],
+) -> tuple[int, str] | None:
+    """Initialise the SDK; the reason it refused (a malformed DSN), or None."""
     try:
         # PII stays off: the SDK's default is send_default_pii=False (the option itself is
         # deprecated in recent SDKs, so it is not passed); scrub_event is the second guard.
@@ -65,11 +107,8 @@ def init_sentry(
             **options,
         )
     except Exception as exc:  # BadDsn and friends: report, keep serving
-        log.warning("sentry disabled: invalid SENTRY_DSN (%s)", type(exc).__name__)
-        return False
-    sentry_sdk.set_tag("service", service)
-    log.info("sentry enabled for %s", service)
-    return True
+        return logging.WARNING, f"sentry disabled: invalid SENTRY_DSN ({type(exc).__name__})"
+    return None
 
 
 def init_app(app: Flask) -> None:
@@ -80,6 +119,7 @@ def init_app(app: Flask) -> None:
         app.config.get("SENTRY_RELEASE"),
         dsn=app.config.get("SENTRY_DSN") or "",
         traces_sample_rate=float(app.config.get("SENTRY_TRACES_SAMPLE_RATE") or 0.0),
+        quiet=os.environ.get(ANNOUNCED_ENV) == "1",
     )
     app.extensions[EXTENSION] = enabled
 

@@ -15,7 +15,7 @@ from flask import Flask
 from sentry_sdk.envelope import Envelope
 from sentry_sdk.transport import Transport
 
-from shared.sentry_integration import capture_exception, init_sentry, scrub_event
+from shared.sentry_integration import ANNOUNCED_ENV, announce, capture_exception, init_sentry, scrub_event
 
 pytestmark = pytest.mark.unit
 
@@ -53,6 +53,31 @@ def test_malformed_dsn_warns_and_the_app_runs(
     assert "invalid SENTRY_DSN" in caplog.text
     assert "definitely" not in caplog.text  # the DSN itself is a secret
     assert app.test_client().get("/health").status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("dsn", "level", "said"),
+    [
+        ("", logging.INFO, "sentry disabled: no SENTRY_DSN"),
+        ("definitely not a dsn", logging.WARNING, "sentry disabled: invalid SENTRY_DSN (BadDsn)"),
+        ("https://key@o1.ingest.example.invalid/42", logging.INFO, "sentry enabled for svc"),
+    ],
+)
+def test_the_master_announces_once_and_its_workers_stay_quiet(
+    dsn: str,
+    level: int,
+    said: str,
+    make_app: Callable[..., Flask],
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+    sentry_off: None,
+) -> None:
+    monkeypatch.setenv(ANNOUNCED_ENV, "")  # restored after the test
+    with caplog.at_level(logging.INFO, logger="shared.sentry"):
+        announce("svc", dsn)  # gunicorn's on_starting, in the master
+        make_app(REDIS_URL=None, SENTRY_DSN=dsn)  # a worker, twice
+        make_app(REDIS_URL=None, SENTRY_DSN=dsn)
+    assert [(r.levelno, r.getMessage()) for r in caplog.records] == [(level, said)]
 
 
 def test_credentials_are_scrubbed_from_events(make_app: Callable[..., Flask], sentry_off: None) -> None:
