@@ -14,6 +14,10 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from support_app import BASE_CONFIG, create_app
 
+from shared.testing.processes import SOURCE_PATH, Launcher, Running
+
+HERE = Path(__file__).parent
+
 
 @pytest.fixture
 def make_app(tmp_path: Path) -> Callable[..., Flask]:
@@ -43,3 +47,21 @@ def app(make_app: Callable[..., Flask], backend_config: dict[str, Any]) -> Flask
 def memory_app(make_app: Callable[..., Flask]) -> Iterator[Flask]:
     """The support app on the in-process backend only."""
     return make_app(REDIS_URL=None)
+
+
+@pytest.fixture
+def support_gunicorn(tmp_path: Path) -> Iterator[Callable[..., Running]]:
+    """Start the support app under gunicorn with the shared hooks (tests/shared/gunicorn.conf.py).
+
+    `start(workers, **env)` returns once /health answers; every server stops after the test.
+    """
+    with Launcher(tmp_path) as launch:
+
+        def start(workers: int = 2, **env: str) -> Running:
+            conf = HERE / "gunicorn.conf.py"
+            paths = [*SOURCE_PATH, HERE]
+            return launch.gunicorn_app(
+                "support_app:create_app()", conf, workers, name="support-app", pythonpath=paths, **env
+            )
+
+        yield start
