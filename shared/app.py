@@ -6,6 +6,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from flask import Flask, Request, Response, current_app, jsonify
+from flask.json.provider import DefaultJSONProvider
 from werkzeug.exceptions import RequestEntityTooLarge
 from werkzeug.middleware.proxy_fix import ProxyFix
 
@@ -16,7 +17,7 @@ from shared.lifecycle import on_shutdown, shutdown
 from shared.metrics import Metrics
 from shared.rate_limiter import RateLimiter
 from shared.redis_cache import Cache
-from shared.request_pipeline import get_pipeline
+from shared.request_pipeline import RequestState, get_pipeline
 
 __all__ = ["MAX_BODY_BYTES", "ServiceFlask", "create_base_app", "on_shutdown", "shutdown"]
 
@@ -53,7 +54,8 @@ def create_base_app(
     app = ServiceFlask(import_name)
     app.config.update(load_config(service, config, settings=settings, defaults=defaults))
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
-    app.json.sort_keys = False  # type: ignore[attr-defined]
+    if isinstance(app.json, DefaultJSONProvider):
+        app.json.sort_keys = False
     hops = int(app.config["TRUSTED_PROXIES"])
     if hops:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops)  # type: ignore[method-assign]
@@ -76,7 +78,7 @@ def _index() -> Response:
     return jsonify({"service": current_app.config["SERVICE_NAME"], "version": __version__, "links": links})
 
 
-def _reject_large_bodies(req: Request, state: Any) -> None:
+def _reject_large_bodies(req: Request, state: RequestState) -> None:
     # Declared lengths are refused before any view runs; undeclared (chunked) bodies are
     # cut off by MAX_CONTENT_LENGTH when a view reads them.
     declared = req.environ.get("CONTENT_LENGTH")

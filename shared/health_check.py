@@ -14,7 +14,9 @@ from shared.lifecycle import required
 
 EXTENSION = "sardag_health"
 OK, DEGRADED, DOWN = "ok", "degraded", "down"
-CheckFunc = Callable[[], Any]
+# True/"ok", "degraded", or anything else for down; optionally paired with a detail
+CheckResult = bool | str | tuple[bool | str, object]
+CheckFunc = Callable[[], CheckResult]
 log = logging.getLogger("shared.health_check")
 
 
@@ -83,7 +85,7 @@ def _run_one(check: Check) -> dict[str, Any]:
     return _normalise(outcome)
 
 
-def _normalise(outcome: Any) -> dict[str, Any]:
+def _normalise(outcome: CheckResult) -> dict[str, Any]:
     if isinstance(outcome, tuple):
         status, detail = outcome
         return {"status": _normalise(status)["status"], "detail": detail}
@@ -96,5 +98,4 @@ def _normalise(outcome: Any) -> dict[str, Any]:
 
 def get_health(app: Flask | None = None, user: str = "get_health()") -> HealthCheck:
     """The health extension of `app` (default: the current app); `user` names who needs it."""
-    found: HealthCheck = required(app or current_app, EXTENSION, "HealthCheck", user)
-    return found
+    return required(app or current_app, EXTENSION, HealthCheck, user)

@@ -8,27 +8,29 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import TypeVar
 
 from flask import Flask
 
 SHUTDOWN_EXTENSION = "sardag_shutdown"
 log = logging.getLogger("shared.lifecycle")
+T = TypeVar("T")
 
 
 class ExtensionOrderError(RuntimeError):
     """An extension was set up before one it needs (e.g. the cache before the metrics)."""
 
 
-def required(app: Flask, key: str, provider: str, user: str) -> Any:
-    """`app.extensions[key]`, or an error saying that `user` needs `provider` set up first."""
-    try:
-        return app.extensions[key]
-    except KeyError:
-        raise ExtensionOrderError(
-            f"{user} needs {provider} on app {app.name!r}: call {provider}(app) before {user}(app) "
-            "(shared.app.create_base_app sets them up in order)"
-        ) from None
+def required(app: Flask, key: str, kind: type[T], user: str) -> T:
+    """`app.extensions[key]`, a `kind`; or an error saying that `user` needs it set up first."""
+    found = app.extensions.get(key)
+    if isinstance(found, kind):
+        return found
+    provider = kind.__name__
+    raise ExtensionOrderError(
+        f"{user} needs {provider} on app {app.name!r}: call {provider}(app) before {user}(app) "
+        "(shared.app.create_base_app sets them up in order)"
+    )
 
 
 def on_shutdown(app: Flask, callback: Callable[[], None]) -> None:

@@ -12,11 +12,11 @@ import sys
 import threading
 import time
 from queue import Empty, SimpleQueue
-from typing import Any
+from typing import Any, TextIO
 
 from flask import Flask, Request, Response, g, has_request_context
 
-from shared.request_pipeline import elapsed_seconds, get_pipeline
+from shared.request_pipeline import RequestState, elapsed_seconds, get_pipeline
 
 REQUEST_ID_HEADER = "X-Request-ID"
 _VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
@@ -102,15 +102,15 @@ class RequestIdFilter(logging.Filter):
         return True
 
 
-class StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+class StderrHandler(logging.StreamHandler[TextIO]):
     """Writes to whatever `sys.stderr` is at emit time (test capture, gunicorn redirects)."""
 
-    @property  # type: ignore[override]
-    def stream(self) -> Any:
+    @property
+    def stream(self) -> TextIO:
         return sys.stderr
 
     @stream.setter
-    def stream(self, value: Any) -> None:
+    def stream(self, value: TextIO) -> None:
         pass  # always follow sys.stderr
 
 
@@ -138,7 +138,7 @@ class BackgroundStderrHandler(logging.Handler):
     def createLock(self) -> None:
         # emit() only formats and enqueues (SimpleQueue is thread-safe): no lock, so a
         # thread preempted while formatting never makes the others wait.
-        self.lock = None  # type: ignore[assignment]
+        self.lock = None
 
     def emit(self, record: logging.LogRecord) -> None:
         """Format `record` now (request context is here) and queue the line."""
@@ -185,7 +185,8 @@ class BackgroundStderrHandler(logging.Handler):
             return item
         created, level, logger, message, extra = item
         try:
-            formatter: JsonFormatter = self.formatter  # type: ignore[assignment]
+            formatter = self.formatter
+            assert isinstance(formatter, JsonFormatter), "entries are queued in JSON mode only"
             return formatter.line(created, level, logger, message, extra)
         except Exception:  # one bad entry must not stop the writer: report it, go on
             self.handleError(logging.makeLogRecord({"name": logger, "msg": message}))
@@ -229,15 +230,19 @@ def stop_background_logging() -> None:
         handler.close()
 
 
+def is_ours(handler: logging.Handler) -> bool:
+    """True for the stderr handler `configure_logging` installs (either kind)."""
+    return isinstance(handler, StderrHandler | BackgroundStderrHandler)
+
+
 def _our_handler() -> logging.Handler | None:
-    return next((h for h in logging.getLogger().handlers if getattr(h, "_sardag", False)), None)
+    return next((h for h in logging.getLogger().handlers if is_ours(h)), None)
 
 
 def _install(handler: logging.Handler) -> logging.Handler:
     """Make `handler` the root logger's stderr handler, replacing the previous one."""
     root = logging.getLogger()
     previous = _our_handler()
-    handler._sardag = True  # type: ignore[attr-defined]
     handler.addFilter(RequestIdFilter())
     root.addHandler(handler)
     if previous is not None:
@@ -273,12 +278,12 @@ def new_request_id() -> str:
     return f"{random.getrandbits(128):032x}"
 
 
-def _assign_request_id(req: Request, state: Any) -> None:
+def _assign_request_id(req: Request, state: RequestState) -> None:
     given = req.environ.get("HTTP_X_REQUEST_ID", "")
     state.request_id = given if _VALID_REQUEST_ID.match(given) else new_request_id()
 
 
-def _finish_request(access_log: logging.Logger, req: Request, state: Any, response: Response) -> None:
+def _finish_request(access_log: logging.Logger, req: Request, state: RequestState, response: Response) -> None:
     request_id = getattr(state, "request_id", "")
     response.headers.add(REQUEST_ID_HEADER, request_id)
     if not access_log.isEnabledFor(logging.INFO):

@@ -8,12 +8,13 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import redis
 from flask import Flask, current_app
 
 from shared.health_check import get_health
+from shared.lifecycle import required
 from shared.metrics import get_metrics
 from shared.redis_conn import REDIS_ERRORS, CircuitBreaker, fallback_counter, redis_client
 
@@ -131,7 +132,7 @@ class Cache:
 
 def get_cache(app: Flask | None = None) -> Cache:
     """The cache extension of `app` (default: the current app)."""
-    return (app or current_app).extensions[EXTENSION]
+    return required(app or current_app, EXTENSION, Cache, "get_cache()")
 
 
 def cached(ttl: float, key: Callable[..., str] | None = None) -> Callable[[F], F]:
@@ -149,6 +150,6 @@ def cached(ttl: float, key: Callable[..., str] | None = None) -> Callable[[F], F
             cache.set(name, value, ttl)
             return value
 
-        return wrapper  # type: ignore[return-value]
+        return cast(F, wrapper)
 
     return decorator

@@ -6,7 +6,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import redis
 from redis.backoff import NoBackoff
@@ -19,7 +19,7 @@ FAST_TIMEOUT = 0.05  # seconds: a request never waits longer than this on a sick
 REDIS_ERRORS: tuple[type[BaseException], ...] = (redis.RedisError, OSError)
 
 
-def redis_client(url: str, timeout: float = FAST_TIMEOUT, **kwargs: object) -> redis.Redis:
+def redis_client(url: str, timeout: float = FAST_TIMEOUT, **kwargs: Any) -> redis.Redis:
     """A client with bounded connect/read timeouts and no hidden retries."""
     return redis.Redis.from_url(
         url,
@@ -27,7 +27,7 @@ def redis_client(url: str, timeout: float = FAST_TIMEOUT, **kwargs: object) -> r
         socket_connect_timeout=timeout,
         retry=Retry(NoBackoff(), 0),
         health_check_interval=0,
-        **kwargs,  # type: ignore[arg-type]
+        **kwargs,
     )
 
 

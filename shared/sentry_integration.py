@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flask import Flask
 
@@ -16,13 +16,16 @@ FILTERED = "[Filtered]"
 ANNOUNCED_ENV = "SARDAG_SENTRY_ANNOUNCED"
 log = logging.getLogger("shared.sentry")
 
+if TYPE_CHECKING:
+    from sentry_sdk._types import Event, Hint
+
 try:
     import sentry_sdk
 except ImportError:  # optional at run time: the services work without it
     sentry_sdk = None  # type: ignore[assignment]
 
 
-def scrub_event(event: dict[str, Any], hint: Mapping[str, Any] | None = None) -> dict[str, Any]:
+def scrub_event(event: Event, hint: Hint | None = None) -> Event:
     """Replace credentials in the event's request headers (and cookies) before sending."""
     request = event.get("request") or {}
     headers = request.get("headers")
@@ -64,7 +67,7 @@ def init_sentry(
 
 def announce(service: str, dsn: str | None) -> None:
     """Say once (the gunicorn master does) whether `service` will report to Sentry."""
-    level, message = _missing(dsn) or _invalid(dsn) or (logging.INFO, f"sentry enabled for {service}")
+    level, message = _missing(dsn) or _invalid(dsn or "") or (logging.INFO, f"sentry enabled for {service}")
     log.log(level, message)
     os.environ[ANNOUNCED_ENV] = "1"
 
@@ -77,7 +80,7 @@ def _missing(dsn: str | None) -> tuple[int, str] | None:
     return None
 
 
-def _invalid(dsn: str | None) -> tuple[int, str] | None:
+def _invalid(dsn: str) -> tuple[int, str] | None:
     try:
         sentry_sdk.utils.Dsn(dsn)
     except Exception as exc:
@@ -147,8 +150,9 @@ def _self_check() -> None:
     print("  no DSN -> disabled, no error: ok")
     assert init_sentry("self-check", dsn="not a dsn") is False
     print("  malformed DSN -> warning, disabled, no crash: ok")
-    event = scrub_event({"request": {"headers": {"X-API-Key": "s3cret", "Authorization": "Bearer t"}}})
-    assert set(event["request"]["headers"].values()) == {FILTERED}
+    headers = {"X-API-Key": "s3cret", "Authorization": "Bearer t"}
+    scrub_event({"request": {"headers": headers}})
+    assert set(headers.values()) == {FILTERED}
     print("  X-API-Key and Authorization scrubbed: ok")
     assert capture_exception(RuntimeError("x")) is None
     print("  capture_exception without Sentry is a no-op: ok")

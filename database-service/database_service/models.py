@@ -86,7 +86,7 @@ def _in_range(us: int) -> int:
 
 def _metadata(value: dict[str, Any]) -> dict[str, Any]:
     """Numbers become floats (JSONB and SQLite store them so); size and depth are bounded."""
-    cleaned = _floats(value, 0)
+    cleaned: dict[str, Any] = _floats(value, 0)
     size = len(json.dumps(cleaned, separators=(",", ":"), ensure_ascii=False).encode())
     if size > METADATA_MAX_BYTES:
         raise ValueError(f"must be at most {METADATA_MAX_BYTES} bytes as JSON, got {size}")

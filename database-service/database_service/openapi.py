@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from pydantic import BaseModel
-from pydantic.json_schema import models_json_schema
+from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
 from database_service.models import (
     Error,
@@ -82,9 +82,11 @@ def _parameters(model: type[BaseModel]) -> list[dict[str, Any]]:
 
 
 def _components() -> dict[str, Any]:
-    pairs = [(m, "validation") for m in INPUT_MODELS] + [(m, "serialization") for m in OUTPUT_MODELS]
+    pairs: list[tuple[type[BaseModel], JsonSchemaMode]] = [(m, "validation") for m in INPUT_MODELS]
+    pairs += [(m, "serialization") for m in OUTPUT_MODELS]
     _, top = models_json_schema(pairs, ref_template=REF)
-    return top["$defs"]
+    schemas: dict[str, Any] = top["$defs"]
+    return schemas
 
 
 def _save_signals() -> dict[str, Any]:

@@ -132,7 +132,8 @@ class RateLimiter:
 
 def get_limiter(app: Flask | None = None) -> RateLimiter:
     """The rate-limiter extension of `app` (default: the current app)."""
-    return (app or current_app).extensions[EXTENSION]
+    found: RateLimiter = (app or current_app).extensions[EXTENSION]
+    return found
 
 
 def rate_limit(
@@ -147,7 +148,7 @@ def rate_limit(
 
         @functools.wraps(view)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
-            limiter = current_app._get_current_object().extensions.get(EXTENSION)
+            limiter = current_app.extensions.get(EXTENSION)
             if limiter is not None and limiter.enabled:
                 limiter.check(name, key_func(), limiter.limit_for(name, requests_per_minute))
             return view(*args, **kwargs)
