@@ -12,8 +12,6 @@ from urllib.parse import SplitResult, urlsplit
 
 import pytest
 
-pytestmark = pytest.mark.unit
-
 APP_PORTS = {"database-service": 5020, "websocket-streaming": 5021}
 MONITORING = {"prometheus", "grafana"}
 ALL_SERVICES = {"redis", "timescaledb", *APP_PORTS, *MONITORING}
@@ -36,6 +34,7 @@ def compose(compose_path: Path) -> dict[str, Any]:
     return data
 
 
+@pytest.mark.integration
 def test_compose_validates_against_compose_spec(compose_path: Path, ops: SimpleNamespace) -> None:
     try:
         import check_jsonschema  # noqa: F401
@@ -59,11 +58,13 @@ def test_compose_validates_against_compose_spec(compose_path: Path, ops: SimpleN
     assert "ok -- validation done" in result.stdout
 
 
+@pytest.mark.unit
 def test_no_version_key_and_expected_services(compose: dict[str, Any]) -> None:
     assert "version" not in compose
     assert set(compose["services"]) == ALL_SERVICES
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("name", sorted(APP_PORTS))
 def test_app_service_build_and_env(compose: dict[str, Any], name: str) -> None:
     svc = compose["services"][name]
@@ -77,6 +78,7 @@ def test_app_service_build_and_env(compose: dict[str, Any], name: str) -> None:
     assert str(env["PORT"]) == str(APP_PORTS[name])
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("name", sorted(APP_PORTS))
 def test_app_service_port_health_restart(compose: dict[str, Any], name: str) -> None:
     svc = compose["services"][name]
@@ -87,6 +89,7 @@ def test_app_service_port_health_restart(compose: dict[str, Any], name: str) -> 
     assert svc["restart"] in {"always", "unless-stopped", "on-failure"}
 
 
+@pytest.mark.unit
 def test_depends_on_waits_for_healthy(compose: dict[str, Any]) -> None:
     services = compose["services"]
     expected = {
@@ -107,6 +110,7 @@ def test_depends_on_waits_for_healthy(compose: dict[str, Any]) -> None:
     )
 
 
+@pytest.mark.unit
 def test_timescaledb_pinned_volume_and_healthcheck(compose: dict[str, Any]) -> None:
     db = compose["services"]["timescaledb"]
     assert re.fullmatch(r"timescale/timescaledb:\d+\.\d+\.\d+-pg17", db["image"]), db["image"]
@@ -117,6 +121,7 @@ def test_timescaledb_pinned_volume_and_healthcheck(compose: dict[str, Any]) -> N
     assert "$$POSTGRES_USER" in test
 
 
+@pytest.mark.unit
 def test_every_image_is_pinned(compose: dict[str, Any]) -> None:
     for name, svc in compose["services"].items():
         if "image" in svc and "build" not in svc:
@@ -125,12 +130,14 @@ def test_every_image_is_pinned(compose: dict[str, Any]) -> None:
             assert "latest" not in tag, f"{name}: {svc['image']}"
 
 
+@pytest.mark.unit
 def test_monitoring_pair_under_profile(compose: dict[str, Any]) -> None:
     for name, svc in compose["services"].items():
         expected = ["monitoring"] if name in MONITORING else None
         assert svc.get("profiles") == expected, name
 
 
+@pytest.mark.unit
 def test_monitoring_mounts_exist(compose: dict[str, Any], ops: SimpleNamespace) -> None:
     for name in MONITORING:
         for volume in compose["services"][name]["volumes"]:
@@ -139,6 +146,7 @@ def test_monitoring_mounts_exist(compose: dict[str, Any], ops: SimpleNamespace) 
                 assert (ops.REPO / source).exists(), f"{name} mounts missing {source}"
 
 
+@pytest.mark.unit
 def test_no_literal_secret(compose: dict[str, Any]) -> None:
     for name, svc in compose["services"].items():
         for key, value in _env_items(svc):
@@ -147,6 +155,7 @@ def test_no_literal_secret(compose: dict[str, Any]) -> None:
             _assert_url_password_is_reference(f"{name}.{key}", str(value))
 
 
+@pytest.mark.unit
 def test_every_variable_is_documented_in_env_example(compose: dict[str, Any], ops: SimpleNamespace) -> None:
     example = (ops.REPO / ".env.example").read_text()
     used = {var for text in _strings(compose) for var in VAR_REF.findall(text)}

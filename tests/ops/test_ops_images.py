@@ -12,8 +12,6 @@ from types import ModuleType, SimpleNamespace
 
 import pytest
 
-pytestmark = pytest.mark.unit
-
 DOCKERFILES = ["Dockerfile.template", "database-service/Dockerfile", "websocket-streaming/Dockerfile"]
 SERVICES = {
     "database-service": ("database_service", 5020),
@@ -22,6 +20,7 @@ SERVICES = {
 IGNORED = ["tests", "**/tests", ".env", "data", "node_modules", ".venv", "**/__pycache__", ".pytest_cache"]
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("dockerfile", DOCKERFILES)
 def test_hadolint_reports_no_error(dockerfile: str, ops: SimpleNamespace) -> None:
     hadolint = ops.find_tool("hadolint")
@@ -38,6 +37,7 @@ def test_hadolint_reports_no_error(dockerfile: str, ops: SimpleNamespace) -> Non
     assert result.returncode in (0, 1), result.stderr
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("dockerfile", DOCKERFILES)
 def test_dockerfile_shape(dockerfile: str, ops: SimpleNamespace) -> None:
     steps = ops.dockerfile_instructions(ops.REPO / dockerfile)
@@ -55,6 +55,7 @@ def test_dockerfile_shape(dockerfile: str, ops: SimpleNamespace) -> None:
     assert "create_app()" in cmd
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("dockerfile", DOCKERFILES)
 def test_dependencies_are_a_layer_before_the_code(dockerfile: str, ops: SimpleNamespace) -> None:
     steps = ops.dockerfile_instructions(ops.REPO / dockerfile)
@@ -65,6 +66,7 @@ def test_dependencies_are_a_layer_before_the_code(dockerfile: str, ops: SimpleNa
     assert "-r /tmp/requirements.txt" in steps[install][1]
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("service", sorted(SERVICES))
 def test_service_dockerfile_matches_its_service(service: str, ops: SimpleNamespace) -> None:
     package, port = SERVICES[service]
@@ -77,6 +79,7 @@ def test_service_dockerfile_matches_its_service(service: str, ops: SimpleNamespa
         assert (ops.REPO / source).exists(), f"COPY source {source} does not exist"
 
 
+@pytest.mark.unit
 def test_service_dockerfiles_share_the_template_base(ops: SimpleNamespace) -> None:
     bases = {next(a for k, a in ops.dockerfile_instructions(ops.REPO / f) if k == "FROM") for f in DOCKERFILES}
     assert len(bases) == 1, bases
@@ -93,6 +96,7 @@ def _lock_module(repo: Path) -> ModuleType:
     return sys.modules["sardag_lock"]
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("service", sorted(SERVICES))
 def test_requirements_are_the_lock_of_pyproject(service: str, ops: SimpleNamespace) -> None:
     # exactly the closure of pyproject's base dependencies plus this service's extra, each
@@ -101,6 +105,7 @@ def test_requirements_are_the_lock_of_pyproject(service: str, ops: SimpleNamespa
     assert lock.problems(service, ops.REPO / service / "requirements.txt") == []
 
 
+@pytest.mark.unit
 def test_each_image_gets_only_its_own_service_dependencies(ops: SimpleNamespace) -> None:
     lock = _lock_module(ops.REPO)
     database = set(lock.read_pins(ops.REPO / "database-service" / "requirements.txt"))
@@ -110,6 +115,7 @@ def test_each_image_gets_only_its_own_service_dependencies(ops: SimpleNamespace)
     assert "websockets" not in database | streaming  # the fake exchange runs in no image
 
 
+@pytest.mark.unit
 def test_dockerignore_keeps_local_state_out(ops: SimpleNamespace) -> None:
     lines = {
         line.strip()

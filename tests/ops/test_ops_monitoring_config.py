@@ -12,8 +12,6 @@ from typing import Any
 
 import pytest
 
-pytestmark = pytest.mark.unit
-
 DASHBOARD = "deploy/grafana/dashboards/sardag.json"
 PROMETHEUS_YML = "deploy/prometheus/prometheus.yml"
 # Each panel the issue asks for, by a word of its title, and the metric its queries use.
@@ -58,6 +56,7 @@ def substitute(expr: str, variables: dict[str, str] = GRAFANA_VARIABLES) -> str:
     return expr
 
 
+@pytest.mark.integration
 def test_promtool_check_config(ops: SimpleNamespace) -> None:
     promtool = ops.find_tool("promtool")
     result = subprocess.run(
@@ -71,6 +70,7 @@ def test_promtool_check_config(ops: SimpleNamespace) -> None:
     assert "SUCCESS" in result.stdout + result.stderr
 
 
+@pytest.mark.unit
 def test_prometheus_scrapes_both_services(ops: SimpleNamespace) -> None:
     from ruamel.yaml import YAML
 
@@ -84,6 +84,7 @@ def test_prometheus_scrapes_both_services(ops: SimpleNamespace) -> None:
     assert {"database-service:5020", "websocket-streaming:5021"} <= targets
 
 
+@pytest.mark.integration
 def test_every_dashboard_query_is_valid_promql(ops: SimpleNamespace, tmp_path: Path) -> None:
     """promtool parses each query as a recording rule: a syntax error fails the check."""
     promtool = ops.find_tool("promtool")
@@ -99,6 +100,7 @@ def test_every_dashboard_query_is_valid_promql(ops: SimpleNamespace, tmp_path: P
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+@pytest.mark.unit
 def test_dashboard_has_every_required_panel(ops: SimpleNamespace) -> None:
     queries = dashboard_queries(ops.REPO)
     for word, metric in REQUIRED_PANELS.items():
@@ -107,6 +109,7 @@ def test_dashboard_has_every_required_panel(ops: SimpleNamespace) -> None:
         assert any(metric in expr for expr in matching), f"{word!r} panel does not query {metric}"
 
 
+@pytest.mark.unit
 def test_dashboard_uses_only_documented_metrics(ops: SimpleNamespace) -> None:
     documented = set(re.findall(r"sardag_[a-z0-9_]+", (ops.REPO / "docs/shared-api.md").read_text()))
     for title, ref, expr in dashboard_queries(ops.REPO):
@@ -115,6 +118,7 @@ def test_dashboard_uses_only_documented_metrics(ops: SimpleNamespace) -> None:
             assert base in documented, f"{title}/{ref}: {metric} is not in docs/shared-api.md"
 
 
+@pytest.mark.unit
 def test_dashboard_datasource_is_the_provisioned_uid(ops: SimpleNamespace) -> None:
     from ruamel.yaml import YAML
 
@@ -127,6 +131,7 @@ def test_dashboard_datasource_is_the_provisioned_uid(ops: SimpleNamespace) -> No
             assert target["datasource"]["uid"] in uids, panel["title"]
 
 
+@pytest.mark.unit
 def test_dashboard_provider_points_at_the_mounted_folder(ops: SimpleNamespace) -> None:
     from ruamel.yaml import YAML
 

@@ -29,7 +29,12 @@ def make_app(tmp_path: Path) -> Callable[..., Flask]:
     return build
 
 
-@pytest.fixture(params=["memory", pytest.param("redis", marks=[pytest.mark.redis, pytest.mark.integration])])
+@pytest.fixture(
+    params=[
+        pytest.param("memory", marks=pytest.mark.unit),
+        pytest.param("redis", marks=[pytest.mark.redis, pytest.mark.integration]),
+    ]
+)
 def backend_config(request: pytest.FixtureRequest) -> dict[str, Any]:
     """Config selecting one limiter backend: in-process, or the real Redis server."""
     if request.param == "memory":

@@ -17,8 +17,6 @@ from sentry_sdk.transport import Transport
 
 from shared.sentry_integration import ANNOUNCED_ENV, announce, capture_exception, init_sentry, scrub_event
 
-pytestmark = pytest.mark.unit
-
 
 class RecordingTransport(Transport):
     """Keeps the envelopes Sentry would have sent."""
@@ -39,12 +37,14 @@ def sentry_off() -> Iterator[None]:
     sentry_sdk.init()
 
 
+@pytest.mark.unit
 def test_no_dsn_is_a_logged_no_op(caplog: pytest.LogCaptureFixture, sentry_off: None) -> None:
     with caplog.at_level(logging.INFO, logger="shared.sentry"):
         assert init_sentry("svc", dsn="") is False
     assert "no SENTRY_DSN" in caplog.text
 
 
+@pytest.mark.unit
 def test_malformed_dsn_warns_and_the_app_runs(
     make_app: Callable[..., Flask], caplog: pytest.LogCaptureFixture, sentry_off: None
 ) -> None:
@@ -63,6 +63,7 @@ def test_malformed_dsn_warns_and_the_app_runs(
         ("https://key@o1.ingest.example.invalid/42", logging.INFO, "sentry enabled for svc"),
     ],
 )
+@pytest.mark.unit
 def test_the_master_announces_once_and_its_workers_stay_quiet(
     dsn: str,
     level: int,
@@ -80,6 +81,7 @@ def test_the_master_announces_once_and_its_workers_stay_quiet(
     assert [(r.levelno, r.getMessage()) for r in caplog.records] == [(level, said)]
 
 
+@pytest.mark.unit
 def test_credentials_are_scrubbed_from_events(make_app: Callable[..., Flask], sentry_off: None) -> None:
     app = make_app(REDIS_URL=None)
     transport = RecordingTransport()
@@ -95,6 +97,7 @@ def test_credentials_are_scrubbed_from_events(make_app: Callable[..., Flask], se
     assert "tok-456-secret" not in text
 
 
+@pytest.mark.unit
 def test_scrub_event_handles_header_lists_and_cookies() -> None:
     event = {"request": {"headers": [["x-api-key", "a"], ["Accept", "b"]], "cookies": "session=1"}}
     scrubbed = scrub_event(event)
@@ -103,6 +106,7 @@ def test_scrub_event_handles_header_lists_and_cookies() -> None:
     assert scrub_event({"message": "no request"}) == {"message": "no request"}
 
 
+@pytest.mark.unit
 def test_capture_exception_with_context(sentry_off: None) -> None:
     transport = RecordingTransport()
     init_sentry("svc", dsn="https://public@sentry.invalid/1", transport=transport)
@@ -113,6 +117,7 @@ def test_capture_exception_with_context(sentry_off: None) -> None:
     assert "btcusdt@trade" in text
 
 
+@pytest.mark.integration
 def test_self_check_command_runs() -> None:
     result = subprocess.run(
         [sys.executable, "-m", "shared.sentry_integration"],
@@ -125,6 +130,7 @@ def test_self_check_command_runs() -> None:
     assert "X-API-Key and Authorization scrubbed: ok" in result.stdout
 
 
+@pytest.mark.integration
 def test_rate_limiter_self_check_command_runs() -> None:
     result = subprocess.run(
         [sys.executable, "-m", "shared.rate_limiter"], capture_output=True, text=True, timeout=120
