@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -131,6 +132,7 @@ def test_route_limits(client: FlaskClient) -> None:
     assert track.headers["X-RateLimit-Limit"] == "100"
 
 
+@pytest.mark.unit  # nothing listens on port 1: the connection is refused at once
 @pytest.mark.parametrize("database_url", ["postgresql://postgres@127.0.0.1:1/nowhere"])
 def test_database_down_is_503_not_500(make_app: Callable[..., Flask]) -> None:
     client = make_app().test_client()
@@ -152,3 +154,13 @@ def test_redis_down_falls_back_without_errors(make_app: Callable[..., Flask]) ->
     assert client.post("/performance/track", json=TRADE).status_code == 201
     assert client.get("/performance/stats").status_code == 200
     assert client.get("/performance/stats").headers["X-Cache"] == "HIT"
+    # served in-process because the configured Redis is down (not because REDIS_URL was ignored)
+    health = client.get("/health").get_json()
+    assert health["status"] == "degraded"
+    assert health["checks"]["cache_redis"]["status"] == "degraded"
+    assert health["checks"]["rate_limiter_redis"]["status"] == "degraded"
+    metrics = client.get("/metrics").get_data(as_text=True)
+    fallbacks = re.findall(
+        r'sardag_redis_fallback_total\{component="(\w+)",service="database-service"\} (\S+)', metrics
+    )
+    assert {component for component, count in fallbacks if float(count) > 0} == {"cache", "rate_limiter"}

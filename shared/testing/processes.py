@@ -207,7 +207,11 @@ class Launcher:
         port = free_port()
         argv = [sys.executable, "-m", "websocket_streaming.fake_exchange", "--port", str(port), *args]
         running = self.start(f"fake-exchange-{port}", argv, service_env(self.tmp), port)
-        wait_until(lambda: listening(port) or running.process.poll() is not None, 20, "fake exchange")
+
+        def ready() -> bool:  # it prints its URLs once it listens; tests read them from the log
+            return running.process.poll() is not None or "BINANCE_REST_URL=" in running.log_text()
+
+        wait_until(ready, 20, "fake exchange")
         if running.process.poll() is not None:
             pytest.fail(f"fake exchange exited:\n{running.log_tail()}")
         return running
