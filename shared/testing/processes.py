@@ -187,15 +187,10 @@ class Launcher:
         unset (the config's default applies), `env` overrides the service's settings.
         """
         port = port or free_port()
-        extra = {"PROMETHEUS_MULTIPROC_DIR": str(self.tmp / f"metrics-{name}-{port}")} if metrics_dir else {}
-        full_env = service_env(
-            self.tmp,
-            bin_dir=bin_dir,
-            pythonpath=pythonpath,
-            PORT=str(port),
-            WEB_CONCURRENCY=str(workers),
-            **{**extra, **env},
-        )
+        extra = {"PORT": str(port), "WEB_CONCURRENCY": str(workers)}
+        if metrics_dir:
+            extra["PROMETHEUS_MULTIPROC_DIR"] = str(self.tmp / f"metrics-{name}-{port}")
+        full_env = service_env(self.tmp, bin_dir=bin_dir, pythonpath=pythonpath, **{**extra, **env})
         argv = [str(bin_dir / "gunicorn"), "-c", str(conf), spec]
         running = self.start(f"{name}-{port}", argv, full_env, port, cwd)
         if wait:

@@ -58,15 +58,22 @@ def memory_app(make_app: Callable[..., Flask]) -> Iterator[Flask]:
 def support_gunicorn(tmp_path: Path) -> Iterator[Callable[..., Running]]:
     """Start the support app under gunicorn with the shared hooks (tests/shared/gunicorn.conf.py).
 
-    `start(workers, **env)` returns once /health answers; every server stops after the test.
+    `start(workers, **env)` returns once /health answers (`wait=False`: at once); every server
+    stops after the test.
     """
     with Launcher(tmp_path) as launch:
 
-        def start(workers: int = 2, **env: str) -> Running:
+        def start(workers: int = 2, *, wait: bool = True, **env: str) -> Running:
             conf = HERE / "gunicorn.conf.py"
             paths = [*SOURCE_PATH, HERE]
             return launch.gunicorn_app(
-                "support_app:create_app()", conf, workers, name="support-app", pythonpath=paths, **env
+                "support_app:create_app()",
+                conf,
+                workers,
+                name="support-app",
+                wait=wait,
+                pythonpath=paths,
+                **env,
             )
 
         yield start

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -20,7 +21,7 @@ from shared.config import (
     redacted,
     service_settings,
 )
-from shared.testing.processes import Launcher, http
+from shared.testing.processes import Launcher, Running, http
 
 ROOT = Path(__file__).resolve().parents[2]
 # Free-text settings: no value is wrong for them.
@@ -279,21 +280,11 @@ def test_config_command_names_its_services_and_refuses_others(tmp_path: Path) ->
 
 
 @pytest.mark.integration
-def test_gunicorn_with_a_bad_value_exits_with_one_line(tmp_path: Path) -> None:
-    conf = tmp_path / "gunicorn.conf.py"
-    conf.write_text(
-        "from shared.gunicorn_hooks import configure\nconfigure(globals(), 'svc', defaults={'PORT': 5999})\n"
-    )
-    result = subprocess.run(
-        [sys.executable, "-m", "gunicorn", "-c", str(conf), "support_app:create_app()"],
-        env={**os.environ, "PORT": "not-a-port"},
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert result.returncode == 2
-    assert result.stderr.strip() == "configuration error: PORT: must be an integer, got 'not-a-port'"
+@pytest.mark.slow
+def test_gunicorn_with_a_bad_value_exits_with_one_line(support_gunicorn: Callable[..., Running]) -> None:
+    server = support_gunicorn(1, wait=False, PORT="not-a-port")
+    assert server.process.wait(60) == 2
+    assert server.log_text().strip() == "configuration error: PORT: must be an integer, got 'not-a-port'"
 
 
 @pytest.mark.integration
