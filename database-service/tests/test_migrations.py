@@ -38,7 +38,7 @@ def _child_env(url: str) -> dict[str, str]:
 @pytest.fixture(
     params=[
         pytest.param("sqlite", marks=pytest.mark.unit),
-        pytest.param("postgresql", marks=pytest.mark.integration),
+        pytest.param("postgresql", marks=[pytest.mark.integration, pytest.mark.slow]),
     ]
 )
 def fresh_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:

@@ -114,6 +114,7 @@ def test_writes_need_the_api_key_when_set(make_app: Callable[..., Flask], backen
     assert client.get("/signals/history").status_code == 200  # reads stay open
 
 
+@pytest.mark.slow  # 101 writes
 def test_save_is_limited_to_100_per_minute(client: FlaskClient) -> None:
     statuses = [client.post("/signals/save", json=SIGNAL).status_code for _ in range(101)]
     assert statuses[:100] == [201] * 100

@@ -35,6 +35,7 @@ def compose(compose_path: Path) -> dict[str, Any]:
 
 
 @pytest.mark.integration
+@pytest.mark.slow
 def test_compose_validates_against_compose_spec(compose_path: Path, ops: SimpleNamespace) -> None:
     try:
         import check_jsonschema  # noqa: F401

@@ -245,6 +245,7 @@ def _config_command(*args: str, cwd: Path, **env: str) -> subprocess.CompletedPr
 
 
 @pytest.mark.integration
+@pytest.mark.slow
 def test_config_command_names_its_services_and_refuses_others(tmp_path: Path) -> None:
     usage = _config_command("--help", cwd=tmp_path)
     assert usage.returncode == 0

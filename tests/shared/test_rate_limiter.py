@@ -79,6 +79,7 @@ def test_window_slides_one_request_at_a_time_in_process(make_app: Callable[..., 
 
 @pytest.mark.integration
 @pytest.mark.redis
+@pytest.mark.slow
 def test_window_slides_on_redis(make_app: Callable[..., Flask], clean_redis: str) -> None:
     app = make_app(REDIS_URL=clean_redis, RATE_LIMITS={"limited": 3}, RATE_LIMIT_WINDOW_SECONDS=1.0)
     client = app.test_client()

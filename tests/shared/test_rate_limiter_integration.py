@@ -54,6 +54,7 @@ def _zcard(port: int) -> int:
     return sum(client.zcard(key) for key in client.scan_iter("sardag:rl:*"))
 
 
+@pytest.mark.slow
 def test_redis_outage_fails_open_then_recovers(private_redis: PrivateRedis) -> None:
     from support_app import create_app
 

@@ -120,6 +120,7 @@ def test_json_time_is_iso_utc_with_milliseconds(created: float) -> None:
     assert line["time"] == datetime.fromtimestamp(created, UTC).isoformat(timespec="milliseconds")
 
 
+@pytest.mark.slow  # waits for the flusher thread (FLUSH_SECONDS)
 def test_request_counts_reach_prometheus_without_a_scrape(memory_app: Flask) -> None:
     client = memory_app.test_client()
     for _ in range(3):
@@ -195,6 +196,7 @@ def test_an_entry_that_cannot_be_formatted_does_not_stop_the_writer(capsys: pyte
     assert [e["message"] for e in _json_lines(err)] == ["fine"]
 
 
+@pytest.mark.slow  # waits for the flusher thread (FLUSH_SECONDS)
 def test_the_metrics_flusher_survives_a_failing_flush(
     memory_app: Flask, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:

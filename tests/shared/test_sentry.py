@@ -118,6 +118,7 @@ def test_capture_exception_with_context(sentry_off: None) -> None:
 
 
 @pytest.mark.integration
+@pytest.mark.slow
 def test_self_check_command_runs() -> None:
     result = subprocess.run(
         [sys.executable, "-m", "shared.sentry_integration"],
@@ -131,6 +132,7 @@ def test_self_check_command_runs() -> None:
 
 
 @pytest.mark.integration
+@pytest.mark.slow
 def test_rate_limiter_self_check_command_runs() -> None:
     result = subprocess.run(
         [sys.executable, "-m", "shared.rate_limiter"], capture_output=True, text=True, timeout=120
