@@ -48,14 +48,17 @@ def _imported(tree: ast.Module, modules: set[str]) -> set[str]:
 
 
 def _cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One import cycle of `graph`, as a path back to its start; None when there is none."""
+    done: set[str] = set()
+
     def visit(name: str, path: list[str]) -> list[str] | None:
         if name in path:
             return [*path[path.index(name) :], name]
-        for target in sorted(graph.get(name, ())):
-            found = visit(target, [*path, name])
-            if found:
-                return found
-        return None
+        if name in done:
+            return None
+        found = next((c for t in sorted(graph.get(name, ())) if (c := visit(t, [*path, name]))), None)
+        done.add(name)
+        return found
 
     return next((c for name in sorted(graph) if (c := visit(name, []))), None)
 
