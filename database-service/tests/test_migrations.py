@@ -109,6 +109,7 @@ def test_two_processes_migrate_at_once(fresh_url: str) -> None:
         storage.close()
 
 
+@pytest.mark.slow
 @pytest.mark.integration
 @pytest.mark.parametrize("fresh_url", ["postgresql"], indirect=True)
 def test_timescaledb_migration_waits_for_the_extension(fresh_url: str) -> None:

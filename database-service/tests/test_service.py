@@ -74,6 +74,7 @@ def test_openapi_covers_every_route(app: Flask, client: FlaskClient) -> None:
     assert {"symbol", "action", "price", "confidence", "metadata", "client_id"} <= set(properties)
 
 
+@pytest.mark.slow
 def test_responses_match_the_openapi_schemas(client: FlaskClient) -> None:
     spec = client.get("/openapi.json").get_json()
     cases = [
@@ -92,6 +93,7 @@ def test_responses_match_the_openapi_schemas(client: FlaskClient) -> None:
         jsonschema.validate(response.get_json(), _schema_of(spec, path, method, status))
 
 
+@pytest.mark.slow
 def test_openapi_rejects_what_the_api_rejects(client: FlaskClient) -> None:
     spec = client.get("/openapi.json").get_json()
     schema = {**spec["components"]["schemas"]["SignalIn"], "components": spec["components"]}

@@ -77,6 +77,7 @@ def test_client_id_is_idempotent(client: FlaskClient, rows: Callable[[], tuple[i
     assert rows() == (1, 0)
 
 
+@pytest.mark.slow  # twenty threads
 def test_concurrent_duplicate_client_id_is_stored_once(
     make_app: Callable[..., Flask], rows: Callable[[], tuple[int, int]]
 ) -> None:

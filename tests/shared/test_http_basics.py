@@ -81,6 +81,7 @@ def test_one_json_access_line_per_request(
     assert "sekrit" not in json.dumps(lines)
 
 
+@pytest.mark.slow  # 679 requests
 def test_metrics_use_the_url_rule_not_the_raw_path(memory_app: Flask) -> None:
     client = memory_app.test_client()
     letters = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"

@@ -33,6 +33,7 @@ def _json_lines(text: str) -> list[dict[str, object]]:
     return [json.loads(line) for line in text.splitlines() if line.startswith("{")]
 
 
+@pytest.mark.slow
 def test_background_writer_keeps_every_line_and_each_threads_order(
     background_logging: None, capsys: pytest.CaptureFixture[str]
 ) -> None:
