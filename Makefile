@@ -1,26 +1,32 @@
 # Entry points; each target installs what it needs first (see scripts/).
-.PHONY: run run-offline test test-unit lint format bench install tools
+.PHONY: run run-offline test test-unit lint typecheck format bench install lock tools
 
-run:            ## install, then run both services on embedded defaults (5020, 5021)
-	scripts/run.sh
+run:            ## install the runtime only, then run both services (5020, 5021) on embedded defaults
+	@scripts/run.sh
 
-run-offline:    ## same, with the shipped fake exchange as the Binance feed
-	FEED=fake scripts/run.sh
+run-offline:    ## same, with the shipped fake exchange as the Binance feed (waits until it listens)
+	@FEED=fake scripts/run.sh
 
-test:           ## install, then run the whole test suite with coverage
+test:           ## install the runtime plus test, lint and bench tools, then run the whole suite
 	scripts/test.sh
 
-test-unit:      ## unit tests only
+test-unit:      ## unit tests only (no server needed)
 	scripts/test.sh -m unit
 
-install:        ## create .venv and install the project (dev, test and bench extras)
+install:        ## create .venv and install the project with its dev, test and bench extras
 	scripts/bootstrap.sh
+
+lock:           ## regenerate each service image's requirements.txt from pyproject.toml
+	scripts/bootstrap.sh && .venv/bin/python scripts/lock.py
 
 tools:          ## install Prometheus (promtool), nginx and PM2 for the ops tests
 	scripts/install-tools.sh
 
-lint:           ## ruff lint and format check
-	scripts/bootstrap.sh && .venv/bin/ruff check . && .venv/bin/ruff format --check .
+lint:           ## ruff lint and format check, mypy
+	scripts/bootstrap.sh && .venv/bin/ruff check . && .venv/bin/ruff format --check . && .venv/bin/mypy
+
+typecheck:      ## mypy only
+	scripts/bootstrap.sh && .venv/bin/mypy
 
 format:
 	scripts/bootstrap.sh && .venv/bin/ruff check --fix . && .venv/bin/ruff format .

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
@@ -15,6 +16,7 @@ from flask import Flask
 from flask.testing import FlaskClient, FlaskCliRunner
 
 from shared.testing import free_port, in_ci, require_server
+from shared.testing.markers import check_kinds, install_server_guard, report_slow_unmarked
 
 __all__ = ["free_port", "in_ci", "require_server"]
 
@@ -70,3 +72,20 @@ def clean_redis(redis_url: str) -> Iterator[str]:
     yield redis_url
     client.flushdb()
     client.close()
+
+
+@pytest.hookimpl(trylast=True)  # after each folder's conftest added the marks it derives
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Every test is exactly one of unit or integration, and a unit test asks for no server."""
+    check_kinds(items, Path(str(config.rootpath)))
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Under SARDAG_UNIT_GUARD=1 (the CI's unit step) a test reaching for a server fails."""
+    if os.environ.get("SARDAG_UNIT_GUARD") == "1":
+        install_server_guard()
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Name the tests that took over a second without the `slow` mark."""
+    report_slow_unmarked(terminalreporter)

@@ -3,24 +3,64 @@
 # 127.0.0.1:5020 (SQLite under data/) and websocket-streaming on 127.0.0.1:5021 (prices in
 # memory). FEED=fake runs the shipped fake exchange as the price feed (no internet needed).
 # DATABASE_SERVICE_PORT, WEBSOCKET_STREAMING_PORT and FAKE_PORT move the ports (tests run it
-# on free ports). Ctrl-C stops everything. Usage: scripts/run.sh   or   FEED=fake scripts/run.sh
+# on free ports). A port already taken stops it before anything starts, with one line
+# saying which and by what. Ctrl-C stops everything.
+# Usage: scripts/run.sh   or   FEED=fake scripts/run.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/bootstrap.sh
+
+DB_PORT="${DATABASE_SERVICE_PORT:-5020}"
+WS_PORT="${WEBSOCKET_STREAMING_PORT:-5021}"
+FAKE_PORT="${FAKE_PORT:-9443}"
+fake=0
+[ "${FEED:-binance}" = "fake" ] && fake=1
+
+listening() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+held() {  # the sockets on local port $1 that keep gunicorn from binding it (ss, when installed)
+    command -v ss >/dev/null 2>&1 && ss -Htanp exclude time-wait "sport = :$1" 2>/dev/null
+}
+
+owner() {  # "gunicorn (pid 123)" when the system says who holds port $1
+    local found
+    found=$(held "$1" | grep -o 'users:(("[^"]*",pid=[0-9]*' | head -n 1 \
+        | sed 's/users:(("\([^"]*\)",pid=\([0-9]*\)/\1 (pid \2)/' || true)
+    echo "${found:-a process this user cannot see}"
+}
+
+check_port() {  # name, port, variable that moves it
+    if listening "$2" || [ -n "$(held "$2" || true)" ]; then
+        echo "run: port $2 for $1 is taken by $(owner "$2"); stop it or set $3" >&2
+        exit 1
+    fi
+}
+
+check_port database-service "$DB_PORT" DATABASE_SERVICE_PORT
+check_port websocket-streaming "$WS_PORT" WEBSOCKET_STREAMING_PORT
+[ "$fake" = 1 ] && check_port "the fake exchange" "$FAKE_PORT" FAKE_PORT
+
+scripts/bootstrap.sh run
 mkdir -p data
 
+# Job control puts each server in a process group of its own: Ctrl-C reaches this script
+# only, and the trap stops each server with one SIGTERM. A gunicorn worker that gets the
+# terminal's SIGINT and its master's SIGQUIT at once can hang in its own shutdown.
+set -m
 pids=()
 stop_all() { kill -TERM "${pids[@]}" 2>/dev/null || true; wait "${pids[@]}" 2>/dev/null || true; }
 trap stop_all EXIT INT TERM
 
-if [ "${FEED:-binance}" = "fake" ]; then
-    FAKE_PORT="${FAKE_PORT:-9443}"
+if [ "$fake" = 1 ]; then
     .venv/bin/python -m websocket_streaming.fake_exchange --port "$FAKE_PORT" &
     pids+=($!)
+    for _ in $(seq 200); do  # up to 20 s: the services' first connection must find it
+        listening "$FAKE_PORT" && break
+        kill -0 "${pids[0]}" 2>/dev/null || { echo "run: the fake exchange exited" >&2; exit 1; }
+        sleep 0.1
+    done
+    listening "$FAKE_PORT" || { echo "run: the fake exchange did not listen on $FAKE_PORT" >&2; exit 1; }
     export BINANCE_WS_URL="ws://127.0.0.1:$FAKE_PORT" BINANCE_REST_URL="http://127.0.0.1:$FAKE_PORT"
 fi
-DB_PORT="${DATABASE_SERVICE_PORT:-5020}"
-WS_PORT="${WEBSOCKET_STREAMING_PORT:-5021}"
 PORT="$DB_PORT" .venv/bin/gunicorn -c database-service/gunicorn.conf.py "database_service:create_app()" &
 pids+=($!)
 PORT="$WS_PORT" .venv/bin/gunicorn -c websocket-streaming/gunicorn.conf.py "websocket_streaming:create_app()" &

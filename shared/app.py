@@ -2,25 +2,28 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from flask import Flask, Request
+from flask import Flask, Request, Response, current_app, jsonify
+from flask.json.provider import DefaultJSONProvider
 from werkzeug.exceptions import RequestEntityTooLarge
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from shared import errors, logger, sentry_integration
+from shared import __version__, errors, logger, sentry_integration
 from shared.config import Setting, load_config
 from shared.health_check import HealthCheck
+from shared.lifecycle import on_shutdown, shutdown
 from shared.metrics import Metrics
 from shared.rate_limiter import RateLimiter
 from shared.redis_cache import Cache
-from shared.request_pipeline import get_pipeline
+from shared.request_pipeline import RequestState, get_pipeline
+
+__all__ = ["MAX_BODY_BYTES", "ServiceFlask", "create_base_app", "on_shutdown", "shutdown"]
 
 MAX_BODY_BYTES = 1024 * 1024
-SHUTDOWN_EXTENSION = "sardag_shutdown"
-log = logging.getLogger("shared.app")
+# What `/` links to, when the app has the route: name -> path.
+INDEX_LINKS = {"health": "/health", "openapi": "/openapi.json", "metrics": "/metrics"}
 
 
 class ServiceFlask(Flask):
@@ -51,7 +54,8 @@ def create_base_app(
     app = ServiceFlask(import_name)
     app.config.update(load_config(service, config, settings=settings, defaults=defaults))
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
-    app.json.sort_keys = False  # type: ignore[attr-defined]
+    if isinstance(app.json, DefaultJSONProvider):
+        app.json.sort_keys = False
     hops = int(app.config["TRUSTED_PROXIES"])
     if hops:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops)  # type: ignore[method-assign]
@@ -63,26 +67,20 @@ def create_base_app(
     sentry_integration.init_app(app)
     Cache(app)
     RateLimiter(app)
+    app.add_url_rule("/", "index", _index, methods=["GET"])
     return app
 
 
-def _reject_large_bodies(req: Request, state: Any) -> None:
+def _index() -> Response:
+    """`/`: which service this is, its version, and where to look next."""
+    routes = {rule.rule for rule in current_app.url_map.iter_rules()}
+    links = {name: path for name, path in INDEX_LINKS.items() if path in routes}
+    return jsonify({"service": current_app.config["SERVICE_NAME"], "version": __version__, "links": links})
+
+
+def _reject_large_bodies(req: Request, state: RequestState) -> None:
     # Declared lengths are refused before any view runs; undeclared (chunked) bodies are
     # cut off by MAX_CONTENT_LENGTH when a view reads them.
     declared = req.environ.get("CONTENT_LENGTH")
     if declared and req.content_length is not None and req.content_length > MAX_BODY_BYTES:
         raise RequestEntityTooLarge()
-
-
-def on_shutdown(app: Flask, callback: Callable[[], None]) -> None:
-    """Run `callback` when the worker serving `app` exits (pool close, upstream close)."""
-    app.extensions.setdefault(SHUTDOWN_EXTENSION, []).append(callback)
-
-
-def shutdown(app: Flask) -> None:
-    """Run the shutdown callbacks, newest first; one failing does not stop the others."""
-    for callback in reversed(app.extensions.get(SHUTDOWN_EXTENSION, [])):
-        try:
-            callback()
-        except Exception:
-            log.exception("shutdown callback %r failed", callback)

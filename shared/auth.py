@@ -107,7 +107,7 @@ def init_app(app: Flask) -> ApiKeys:
 
 def api_keys(app: Flask | None = None) -> ApiKeys:
     """The key set of `app` (default: the current app)."""
-    return init_app(app or current_app)  # type: ignore[arg-type]
+    return init_app(app or current_app)
 
 
 def presented_key() -> str | None:

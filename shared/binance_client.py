@@ -61,30 +61,36 @@ class BinanceClient:
 
     def ticker_price(self, symbol: str) -> dict[str, str]:
         """`{"symbol", "price"}` for one symbol (price as Binance's exact string)."""
-        return self._get("/api/v3/ticker/price", {"symbol": symbol.upper()})
+        found: dict[str, str] = self._get("/api/v3/ticker/price", {"symbol": symbol.upper()})
+        return found
 
     def ticker_prices(self, symbols: Iterable[str]) -> list[dict[str, str]]:
         """Latest prices for several symbols in one request."""
-        return self._get("/api/v3/ticker/price", {"symbols": _symbols_param(symbols)})
+        found: list[dict[str, str]] = self._get("/api/v3/ticker/price", {"symbols": _symbols_param(symbols)})
+        return found
 
     def ticker_24hr(self, symbol: str) -> dict[str, Any]:
         """The rolling 24 h ticker of one symbol."""
-        return self._get("/api/v3/ticker/24hr", {"symbol": symbol.upper()})
+        found: dict[str, Any] = self._get("/api/v3/ticker/24hr", {"symbol": symbol.upper()})
+        return found
 
     def tickers_24hr(self, symbols: Iterable[str]) -> list[dict[str, Any]]:
         """The rolling 24 h tickers of several symbols."""
-        return self._get("/api/v3/ticker/24hr", {"symbols": _symbols_param(symbols)})
+        found: list[dict[str, Any]] = self._get("/api/v3/ticker/24hr", {"symbols": _symbols_param(symbols)})
+        return found
 
     def klines(self, symbol: str, interval: str = "1m", limit: int = 500) -> list[list[Any]]:
         """Candles: lists of 12 fields, oldest first."""
         params = {"symbol": symbol.upper(), "interval": interval, "limit": limit}
-        return self._get("/api/v3/klines", params)
+        found: list[list[Any]] = self._get("/api/v3/klines", params)
+        return found
 
     def blocked_for(self) -> float:
         """Seconds left before Binance's `Retry-After` allows another request."""
         return max(0.0, self._blocked_until - self._clock())
 
     def _get(self, path: str, params: dict[str, Any]) -> Any:
+        """The decoded JSON answer (its shape is Binance's, documented by each caller's type)."""
         self._raise_if_blocked()
         try:
             response = self.session.get(self.base_url + path, params=params, timeout=self.timeout)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import argparse
+import importlib
 import ipaddress
 import math
 import os
 import sys
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -126,17 +128,6 @@ def parse_choice(*choices: str) -> Parser:
     return parse
 
 
-def parse_symbols(value: str) -> tuple[str, ...]:
-    """Parse a comma-separated list of exchange symbols, upper-cased, no duplicates."""
-    symbols = tuple(dict.fromkeys(s.strip().upper() for s in value.split(",") if s.strip()))
-    if not symbols:
-        raise ValueError("must name at least one symbol")
-    bad = [s for s in symbols if not (2 <= len(s) <= 20 and s.isascii() and s.isalnum())]
-    if bad:
-        raise ValueError(f"invalid symbol {bad[0]!r}: 2-20 letters or digits")
-    return symbols
-
-
 def parse_key_list(value: str) -> tuple[str, ...]:
     """Comma-separated API keys (surrounding spaces dropped, no empty entries)."""
     return tuple(dict.fromkeys(k.strip() for k in value.split(",") if k.strip()))
@@ -150,8 +141,8 @@ def parse_log_level(value: str) -> str:
     return level
 
 
+# What every service reads; a setting one service alone uses lives in its settings module.
 SHARED_SETTINGS: tuple[Setting, ...] = (
-    Setting("DATABASE_URL", parse_url("sqlite", "postgresql", "postgres"), "sqlite:///data/sardag.db"),
     Setting("REDIS_URL", parse_url("redis", "rediss", "unix"), None),
     Setting("REDIS_TIMEOUT_SECONDS", parse_float(0.001, 10.0), 0.05),
     Setting("API_KEY", parse_str, None),
@@ -165,10 +156,6 @@ SHARED_SETTINGS: tuple[Setting, ...] = (
     Setting("RATE_LIMIT_ENABLED", parse_bool, True),
     Setting("RATE_LIMIT_WINDOW_SECONDS", parse_float(0.001), 60.0),
     Setting("RATE_LIMIT_MAX_KEYS", parse_int(1), 100_000),
-    Setting("SYMBOLS", parse_symbols, ("BTCUSDT", "ETHUSDT", "BNBUSDT", "SOLUSDT", "XRPUSDT")),
-    Setting("BINANCE_WS_URL", parse_url("ws", "wss"), "wss://stream.binance.com:9443"),
-    Setting("BINANCE_REST_URL", parse_url("http", "https"), "https://api.binance.com"),
-    Setting("PRICE_STALE_SECONDS", parse_float(0.1), 10.0),
     Setting("SENTRY_DSN", parse_str, None),
     Setting("SENTRY_ENVIRONMENT", parse_str, None),
     Setting("SENTRY_RELEASE", parse_str, None),
@@ -176,6 +163,28 @@ SHARED_SETTINGS: tuple[Setting, ...] = (
     Setting("LOG_LEVEL", parse_log_level, "INFO"),
     Setting("LOG_FORMAT", parse_choice("json", "text"), "json"),
 )
+
+
+@dataclass(frozen=True)
+class ServiceSettings:
+    """What one service declares: its name, its own settings, its defaults for shared ones."""
+
+    name: str
+    settings: tuple[Setting, ...] = ()
+    defaults: Mapping[str, Any] = field(default_factory=dict)
+
+
+# Service name -> the module declaring SERVICE, SETTINGS and DEFAULTS (light to import).
+SERVICES = {
+    "database-service": "database_service.settings",
+    "websocket-streaming": "websocket_streaming.settings",
+}
+
+
+def service_settings(name: str) -> ServiceSettings:
+    """The declared settings of the service `name` (KeyError for an unknown name)."""
+    module = importlib.import_module(SERVICES[name])
+    return ServiceSettings(module.SERVICE, tuple(module.SETTINGS), dict(module.DEFAULTS))
 
 
 def load_config(
@@ -300,14 +309,26 @@ def secret_values(config: Mapping[str, Any]) -> set[str]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """`python -m shared.config [service]`: validate the configuration and print it (redacted)."""
-    args = sys.argv[1:] if argv is None else argv
+    """`python -m shared.config <service>`: validate what the service validates, print it redacted."""
+    parser = argparse.ArgumentParser(
+        prog="python -m shared.config",
+        description="Validate a service's configuration (.env, then the environment) as it "
+        "validates it at start-up, and print it with secrets masked.",
+    )
+    parser.add_argument("service", choices=sorted(SERVICES), help="the service whose settings to check")
+    name = parser.parse_args(argv).service
     try:
-        config = load_config(args[0] if args else "config-check")
+        spec = service_settings(name)
+    except ImportError as exc:
+        print(f"configuration error: {name} is not installed here ({exc})", file=sys.stderr)
+        raise SystemExit(2) from None
+    try:
+        config = load_config(spec.name, settings=spec.settings, defaults=spec.defaults)
     except ConfigError as exc:
         exit_on_config_error(exc)
-    for name, value in sorted(redacted(config).items()):
-        print(f"{name}={value}")
+    for key, value in sorted(redacted(config).items()):
+        print(f"{key}={value}")
+    print(f"{name}: configuration valid; it would listen on {config['BIND']}:{config['PORT']}")
 
 
 if __name__ == "__main__":

@@ -15,8 +15,15 @@ from collections.abc import Iterable, Mapping, MutableMapping
 from pathlib import Path
 from typing import Any
 
-from shared import logger
-from shared.config import ConfigError, Setting, exit_on_config_error, load_config
+from gunicorn.arbiter import Arbiter
+from gunicorn.config import Config
+from gunicorn.glogging import Logger as GunicornLogger
+from gunicorn.workers.base import Worker
+
+from shared import logger, sentry_integration
+from shared.config import ConfigError, Setting, exit_on_config_error, load_config, secret_values
+from shared.lifecycle import shutdown
+from shared.secrets import Secrets
 
 
 def configure(
@@ -46,12 +53,34 @@ def configure(
         # gunicorn 27's control socket defaults to one path per user: several masters on a
         # host (Redis mode, tests, PM2 next to compose) would take it from each other.
         control_socket_disable=True,
-        on_starting=lambda server: reset_metrics_dir(metrics_dir) if metrics_dir else None,
+        logger_class=service_logger(config["LOG_FORMAT"], Secrets(secret_values(config))),
+        on_starting=lambda server: _on_starting(config, metrics_dir),
         post_fork=lambda server, worker: _post_fork(config),
         child_exit=_child_exit,
         worker_exit=_worker_exit,
     )
     return config
+
+
+def service_logger(fmt: str, secrets: Secrets | None = None) -> type[GunicornLogger]:
+    """gunicorn's logger class writing its own lines (start, workers, signals) in LOG_FORMAT."""
+
+    class ServiceLogger(GunicornLogger):
+        def setup(self, cfg: Config) -> None:
+            super().setup(cfg)
+            for log in (self.error_log, self.access_log):
+                for handler in log.handlers:
+                    handler.setFormatter(logger.make_formatter(fmt, secrets))
+
+    return ServiceLogger
+
+
+def _on_starting(config: Mapping[str, Any], metrics_dir: str) -> None:
+    """Master, once per start: empty the metrics directory, say whether Sentry reports."""
+    if metrics_dir:
+        reset_metrics_dir(metrics_dir)
+    logger.configure_logging(config["LOG_LEVEL"], config["LOG_FORMAT"])
+    sentry_integration.announce(config["SERVICE_NAME"], config.get("SENTRY_DSN"))
 
 
 def _post_fork(config: Mapping[str, Any]) -> None:
@@ -87,15 +116,13 @@ def reset_metrics_dir(path: str) -> None:
     os.makedirs(path, exist_ok=True)
 
 
-def _child_exit(server: Any, worker: Any) -> None:
+def _child_exit(server: Arbiter, worker: Worker) -> None:
     from prometheus_client import multiprocess
 
     multiprocess.mark_process_dead(worker.pid)
 
 
-def _worker_exit(server: Any, worker: Any) -> None:
-    from shared.app import shutdown
-
+def _worker_exit(server: Arbiter, worker: Worker) -> None:
     app = getattr(worker, "wsgi", None)
     if app is not None and hasattr(app, "extensions"):
         shutdown(app)

@@ -10,10 +10,14 @@ from typing import Any
 
 from flask import Flask, Response, current_app, jsonify
 
+from shared.lifecycle import required
+
 EXTENSION = "sardag_health"
 METRICS_EXTENSION = "sardag_metrics"  # shared.metrics.EXTENSION, when the app has metrics
 OK, DEGRADED, DOWN = "ok", "degraded", "down"
-CheckFunc = Callable[[], Any]
+# True/"ok", "degraded", or anything else for down; optionally paired with a detail
+CheckResult = bool | str | tuple[bool | str, object]
+CheckFunc = Callable[[], CheckResult]
 log = logging.getLogger("shared.health_check")
 
 
@@ -100,7 +104,7 @@ def _run_one(check: Check) -> dict[str, Any]:
     return _normalise(outcome)
 
 
-def _normalise(outcome: Any) -> dict[str, Any]:
+def _normalise(outcome: CheckResult) -> dict[str, Any]:
     if isinstance(outcome, tuple):
         status, detail = outcome
         return {"status": _normalise(status)["status"], "detail": detail}
@@ -111,6 +115,6 @@ def _normalise(outcome: Any) -> dict[str, Any]:
     return {"status": DOWN}
 
 
-def get_health(app: Flask | None = None) -> HealthCheck:
-    """The health extension of `app` (default: the current app)."""
-    return (app or current_app).extensions[EXTENSION]
+def get_health(app: Flask | None = None, user: str = "get_health()") -> HealthCheck:
+    """The health extension of `app` (default: the current app); `user` names who needs it."""
+    return required(app or current_app, EXTENSION, HealthCheck, user)

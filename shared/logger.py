@@ -1,4 +1,4 @@
-"""Structured logging: JSON lines, and one access line per request with a request id."""
+"""Structured logging: JSON (or text) lines, and one access line per request with a request id."""
 
 from __future__ import annotations
 
@@ -12,12 +12,12 @@ import sys
 import threading
 import time
 from queue import Empty, SimpleQueue
-from typing import Any
+from typing import Any, TextIO
 
 from flask import Flask, Request, Response, g, has_request_context
 
 from shared.config import secret_values
-from shared.request_pipeline import elapsed_seconds, get_pipeline
+from shared.request_pipeline import RequestState, elapsed_seconds, get_pipeline
 from shared.secrets import Secrets
 
 REQUEST_ID_HEADER = "X-Request-ID"
@@ -30,6 +30,11 @@ _ENCODER = json.JSONEncoder(default=str)  # built once: json.dumps(default=...) 
 SECRETS_EXTENSION = "sardag_secrets"
 
 
+def extra_fields(record: logging.LogRecord) -> dict[str, Any]:
+    """The attributes a caller added to `record` (`extra=`, the request id), in their order."""
+    return {k: v for k, v in record.__dict__.items() if k not in _STANDARD_ATTRS}
+
+
 class JsonFormatter(logging.Formatter):
     """Format a record as one JSON object; extra attributes become fields; secrets masked."""
 
@@ -39,7 +44,7 @@ class JsonFormatter(logging.Formatter):
         self.secrets = secrets if secrets is not None else Secrets()
 
     def format(self, record: logging.LogRecord) -> str:
-        extra = {k: v for k, v in record.__dict__.items() if k not in _STANDARD_ATTRS}
+        extra = extra_fields(record)
         if record.exc_info:
             extra["exception"] = self.formatException(record.exc_info)
         return self.line(record.created, record.levelname, record.name, record.getMessage(), extra)
@@ -72,15 +77,35 @@ class JsonFormatter(logging.Formatter):
 
 
 class TextFormatter(logging.Formatter):
-    """The `text` format, secrets masked."""
+    """`<time> <LEVEL> <logger> <message> key=value ...`: the JSON line's fields, for the eye.
 
-    def __init__(self, secrets: Secrets) -> None:
-        super().__init__("%(asctime)s %(levelname)s %(name)s %(message)s")
-        self.secrets = secrets
+    Secrets are masked, as in the JSON format.
+    """
+
+    def __init__(self, secrets: Secrets | None = None) -> None:
+        super().__init__()
+        self.secrets = secrets if secrets is not None else Secrets()
 
     def format(self, record: logging.LogRecord) -> str:
-        """The line, with every secret replaced by `***`."""
-        return self.secrets.mask(super().format(record))
+        """The line (and the traceback, if any), with every secret replaced by `***`."""
+        head = f"{self.formatTime(record)} {record.levelname} {record.name} {record.getMessage()}"
+        fields = " ".join(f"{key}={_text_value(value)}" for key, value in extra_fields(record).items())
+        line = f"{head} {fields}" if fields else head
+        text = f"{line}\n{self.formatException(record.exc_info)}" if record.exc_info else line
+        return self.secrets.mask(text)
+
+
+def _text_value(value: Any) -> str:
+    if value is None:
+        return "-"
+    text = value if isinstance(value, str) else _ENCODER.encode(value)
+    plain = text and not any(c.isspace() or c in '"=' for c in text)
+    return text if plain else _ENCODER.encode(text)
+
+
+def make_formatter(fmt: str, secrets: Secrets | None = None) -> logging.Formatter:
+    """The formatter of LOG_FORMAT `fmt` (`json` or `text`), masking `secrets`."""
+    return JsonFormatter(secrets) if fmt == "json" else TextFormatter(secrets)
 
 
 class RequestIdFilter(logging.Filter):
@@ -92,15 +117,15 @@ class RequestIdFilter(logging.Filter):
         return True
 
 
-class StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+class StderrHandler(logging.StreamHandler[TextIO]):
     """Writes to whatever `sys.stderr` is at emit time (test capture, gunicorn redirects)."""
 
-    @property  # type: ignore[override]
-    def stream(self) -> Any:
+    @property
+    def stream(self) -> TextIO:
         return sys.stderr
 
     @stream.setter
-    def stream(self, value: Any) -> None:
+    def stream(self, value: TextIO) -> None:
         pass  # always follow sys.stderr
 
 
@@ -128,7 +153,7 @@ class BackgroundStderrHandler(logging.Handler):
     def createLock(self) -> None:
         # emit() only formats and enqueues (SimpleQueue is thread-safe): no lock, so a
         # thread preempted while formatting never makes the others wait.
-        self.lock = None  # type: ignore[assignment]
+        self.lock = None
 
     def emit(self, record: logging.LogRecord) -> None:
         """Format `record` now (request context is here) and queue the line."""
@@ -175,7 +200,8 @@ class BackgroundStderrHandler(logging.Handler):
             return item
         created, level, logger, message, extra = item
         try:
-            formatter: JsonFormatter = self.formatter  # type: ignore[assignment]
+            formatter = self.formatter
+            assert isinstance(formatter, JsonFormatter), "entries are queued in JSON mode only"
             return formatter.line(created, level, logger, message, extra)
         except Exception:  # one bad entry must not stop the writer: report it, go on
             self.handleError(logging.makeLogRecord({"name": logger, "msg": message}))
@@ -208,7 +234,7 @@ def configure_logging(level: str = "INFO", fmt: str = "json", *, background: boo
     handler = _our_handler()
     if handler is None or (background and not isinstance(handler, BackgroundStderrHandler)):
         handler = _install(BackgroundStderrHandler() if background else StderrHandler())
-    handler.setFormatter(JsonFormatter(secrets) if fmt == "json" else TextFormatter(secrets))
+    handler.setFormatter(make_formatter(fmt, secrets))
     logging.getLogger().setLevel(level)
 
 
@@ -227,15 +253,19 @@ def stop_background_logging() -> None:
         handler.close()
 
 
+def is_ours(handler: logging.Handler) -> bool:
+    """True for the stderr handler `configure_logging` installs (either kind)."""
+    return isinstance(handler, StderrHandler | BackgroundStderrHandler)
+
+
 def _our_handler() -> logging.Handler | None:
-    return next((h for h in logging.getLogger().handlers if getattr(h, "_sardag", False)), None)
+    return next((h for h in logging.getLogger().handlers if is_ours(h)), None)
 
 
 def _install(handler: logging.Handler) -> logging.Handler:
     """Make `handler` the root logger's stderr handler, replacing the previous one."""
     root = logging.getLogger()
     previous = _our_handler()
-    handler._sardag = True  # type: ignore[attr-defined]
     handler.addFilter(RequestIdFilter())
     root.addHandler(handler)
     if previous is not None:
@@ -274,12 +304,12 @@ def new_request_id() -> str:
     return f"{random.getrandbits(128):032x}"
 
 
-def _assign_request_id(req: Request, state: Any) -> None:
+def _assign_request_id(req: Request, state: RequestState) -> None:
     given = req.environ.get("HTTP_X_REQUEST_ID", "")
     state.request_id = given if _VALID_REQUEST_ID.match(given) else new_request_id()
 
 
-def _finish_request(access_log: logging.Logger, req: Request, state: Any, response: Response) -> None:
+def _finish_request(access_log: logging.Logger, req: Request, state: RequestState, response: Response) -> None:
     request_id = getattr(state, "request_id", "")
     response.headers.add(REQUEST_ID_HEADER, request_id)
     if not access_log.isEnabledFor(logging.INFO):

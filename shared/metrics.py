@@ -8,7 +8,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Generic, Literal, TypeVar
 
 from flask import Flask, Request, Response, current_app
 from prometheus_client import (
@@ -22,7 +22,8 @@ from prometheus_client import (
 )
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from shared.request_pipeline import elapsed_seconds, get_pipeline
+from shared.lifecycle import on_shutdown, required
+from shared.request_pipeline import RequestState, elapsed_seconds, get_pipeline
 
 EXTENSION = "sardag_metrics"
 log = logging.getLogger("shared.metrics")
@@ -30,20 +31,27 @@ PREFIX = "sardag_"
 # 0.2: the p99 latency target (deploy/prometheus/rules), so the alert's quantile is exact there.
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 FLUSH_SECONDS = 1.0  # longest a worker's request counts wait before /metrics can see them
+MultiprocessMode = Literal[
+    "all", "liveall", "min", "livemin", "max", "livemax", "sum", "livesum", "mostrecent", "livemostrecent"
+]
 _KNOWN_METHODS = {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"}
 
 
-class ServiceMetric:
+M = TypeVar("M", Counter, Gauge, Histogram)
+
+
+class ServiceMetric(Generic[M]):
     """A metric whose `service` label is bound once, so callers never pass it."""
 
-    def __init__(self, metric: Any, service: str, labelled: bool) -> None:
-        self._metric = metric
+    def __init__(self, metric: M, service: str, labelled: bool) -> None:
+        self._metric: M = metric
         self._service = service
         self._labelled = labelled
 
-    def labels(self, **labels: str) -> Any:
+    def labels(self, **labels: str) -> M:
         """The child for these labels (service added)."""
-        return self._metric.labels(service=self._service, **labels)
+        child: M = self._metric.labels(service=self._service, **labels)
+        return child
 
     def __getattr__(self, name: str) -> Any:
         if self._labelled:
@@ -113,8 +121,8 @@ class Metrics:
         self.registry = CollectorRegistry(auto_describe=True)
         self.service = "app"
         self.multiprocess_dir: str | None = None
-        self._created: dict[str, ServiceMetric] = {}
-        self._request_children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+        self._created: dict[str, ServiceMetric[Any]] = {}
+        self._request_children: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
         self._before_expose: list[Callable[[], object]] = []
         self.tally = RequestTally(self)
         if app is not None:
@@ -135,12 +143,10 @@ class Metrics:
         )
         app.extensions[EXTENSION] = self
         get_pipeline(app).add(after=self._record_request)
-        from shared.app import on_shutdown  # here: shared.app imports this module
-
         on_shutdown(app, self.tally.flush)
         app.add_url_rule("/metrics", "metrics", self.expose, methods=["GET"])
 
-    def counter(self, name: str, doc: str, labelnames: Sequence[str] = ()) -> ServiceMetric:
+    def counter(self, name: str, doc: str, labelnames: Sequence[str] = ()) -> ServiceMetric[Counter]:
         """Create (or return the existing) counter in this app's registry."""
         return self._get_or_create(
             name,
@@ -148,18 +154,21 @@ class Metrics:
             labelnames,
         )
 
-    def _get_or_create(self, name: str, factory: Any, labelnames: Sequence[str]) -> ServiceMetric:
+    def _get_or_create(
+        self, name: str, factory: Callable[[], M], labelnames: Sequence[str]
+    ) -> ServiceMetric[M]:
         if name not in self._created:
             self._created[name] = ServiceMetric(factory(), self.service, bool(labelnames))
-        return self._created[name]
+        found: ServiceMetric[M] = self._created[name]
+        return found
 
     def gauge(
         self,
         name: str,
         doc: str,
         labelnames: Sequence[str] = (),
-        multiprocess_mode: str = "livemax",
-    ) -> ServiceMetric:
+        multiprocess_mode: MultiprocessMode = "livemax",
+    ) -> ServiceMetric[Gauge]:
         """Create a gauge; across gunicorn workers the live processes' maximum is reported."""
         return self._get_or_create(
             name,
@@ -179,7 +188,7 @@ class Metrics:
         doc: str,
         labelnames: Sequence[str] = (),
         buckets: Sequence[float] = LATENCY_BUCKETS,
-    ) -> ServiceMetric:
+    ) -> ServiceMetric[Histogram]:
         """Create a histogram in this app's registry."""
         return self._get_or_create(
             name,
@@ -207,7 +216,7 @@ class Metrics:
             if seconds is not None:
                 children[1].observe(seconds)
 
-    def _record_request(self, req: Request, state: Any, response: Response) -> None:
+    def _record_request(self, req: Request, state: RequestState, response: Response) -> None:
         url_rule = req.url_rule
         rule = url_rule.rule if url_rule is not None else "<unmatched>"
         method = req.method if req.method in _KNOWN_METHODS else "OTHER"
@@ -229,6 +238,6 @@ def _name(name: str) -> str:
     return name if name.startswith(PREFIX) else PREFIX + name
 
 
-def get_metrics(app: Flask | None = None) -> Metrics:
-    """The metrics extension of `app` (default: the current app)."""
-    return (app or current_app).extensions[EXTENSION]
+def get_metrics(app: Flask | None = None, user: str = "get_metrics()") -> Metrics:
+    """The metrics extension of `app` (default: the current app); `user` names who needs it."""
+    return required(app or current_app, EXTENSION, Metrics, user)

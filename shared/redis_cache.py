@@ -8,12 +8,15 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import redis
 from flask import Flask, current_app
 
-from shared.redis_conn import REDIS_ERRORS, CircuitBreaker, app_breaker, probe, redis_client
+from shared.health_check import get_health
+from shared.lifecycle import required
+from shared.metrics import get_metrics
+from shared.redis_conn import REDIS_ERRORS, CircuitBreaker, app_breaker, fallback_counter, probe, redis_client
 
 EXTENSION = "sardag_cache"
 F = TypeVar("F", bound=Callable[..., Any])
@@ -74,17 +77,14 @@ class Cache:
 
     def init_app(self, app: Flask) -> None:
         """Connect to `REDIS_URL` when set; register a non-critical health check."""
-        from shared.health_check import get_health
-        from shared.metrics import get_metrics
-
+        metrics, health = get_metrics(app, "Cache"), get_health(app, "Cache")
         self.prefix = f"sardag:cache:{app.config['SERVICE_NAME']}:"
         url = app.config.get("REDIS_URL")
         if url:
             self.redis = redis_client(url, timeout=app.config.get("REDIS_TIMEOUT_SECONDS", 0.05))
             self.breaker = app_breaker(app)
-            counter = get_metrics(app).counter("redis_fallback_total", "", ("component",))
-            self._on_fallback = counter.labels(component="cache").inc
-            get_health(app).add_check("cache_redis", self.health, critical=False)
+            self._on_fallback = fallback_counter(metrics, "cache")
+            health.add_check("cache_redis", self.health, critical=False)
         app.extensions[EXTENSION] = self
 
     @property
@@ -135,7 +135,7 @@ class Cache:
 
 def get_cache(app: Flask | None = None) -> Cache:
     """The cache extension of `app` (default: the current app)."""
-    return (app or current_app).extensions[EXTENSION]
+    return required(app or current_app, EXTENSION, Cache, "get_cache()")
 
 
 def cached(ttl: float, key: Callable[..., str] | None = None) -> Callable[[F], F]:
@@ -153,6 +153,6 @@ def cached(ttl: float, key: Callable[..., str] | None = None) -> Callable[[F], F
             cache.set(name, value, ttl)
             return value
 
-        return wrapper  # type: ignore[return-value]
+        return cast(F, wrapper)
 
     return decorator

@@ -6,7 +6,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import redis
 from redis.backoff import NoBackoff
@@ -15,11 +15,13 @@ from redis.retry import Retry
 if TYPE_CHECKING:
     from flask import Flask
 
+    from shared.metrics import Metrics
+
 FAST_TIMEOUT = 0.05  # seconds: a request never waits longer than this on a sick Redis
 REDIS_ERRORS: tuple[type[BaseException], ...] = (redis.RedisError, OSError)
 
 
-def redis_client(url: str, timeout: float = FAST_TIMEOUT, **kwargs: object) -> redis.Redis:
+def redis_client(url: str, timeout: float = FAST_TIMEOUT, **kwargs: Any) -> redis.Redis:
     """A client with bounded connect/read timeouts and no hidden retries."""
     return redis.Redis.from_url(
         url,
@@ -27,8 +29,19 @@ def redis_client(url: str, timeout: float = FAST_TIMEOUT, **kwargs: object) -> r
         socket_connect_timeout=timeout,
         retry=Retry(NoBackoff(), 0),
         health_check_interval=0,
-        **kwargs,  # type: ignore[arg-type]
+        **kwargs,
     )
+
+
+def fallback_counter(metrics: Metrics, component: str) -> Callable[[], None]:
+    """Count one call of `component` served in-process because Redis was unreachable."""
+    counter = metrics.counter(
+        "redis_fallback_total",
+        "Calls served in-process because Redis was unreachable, by component",
+        ("component",),
+    )
+    inc: Callable[[], None] = counter.labels(component=component).inc
+    return inc
 
 
 class CircuitBreaker:

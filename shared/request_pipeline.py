@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any
 
 from flask import Flask, Request, Response, g, request
+from flask.ctx import _AppCtxGlobals
 
 EXTENSION = "sardag_pipeline"
-BeforeStep = Callable[[Request, Any], None]  # (request, g)
-AfterStep = Callable[[Request, Any, Response], None]  # (request, g, response)
+RequestState = _AppCtxGlobals  # what `g` is: per-request attributes the steps share
+BeforeStep = Callable[[Request, RequestState], None]  # (request, g)
+AfterStep = Callable[[Request, RequestState, Response], None]  # (request, g, response)
 
 
 class RequestPipeline:
@@ -39,14 +40,14 @@ class RequestPipeline:
 
     def _run_before(self) -> None:
         req = request._get_current_object()  # type: ignore[attr-defined]
-        state = g._get_current_object()  # type: ignore[attr-defined]
+        state = g._get_current_object()
         state.request_started = time.perf_counter()
         for step in self.before:
             step(req, state)
 
     def _run_after(self, response: Response) -> Response:
         req = request._get_current_object()  # type: ignore[attr-defined]
-        state = g._get_current_object()  # type: ignore[attr-defined]
+        state = g._get_current_object()
         for step in self.after:
             step(req, state, response)
         return response
@@ -58,7 +59,7 @@ def get_pipeline(app: Flask) -> RequestPipeline:
     return found if found is not None else RequestPipeline(app)
 
 
-def elapsed_seconds(state: Any) -> float | None:
+def elapsed_seconds(state: RequestState) -> float | None:
     """Seconds since the pipeline started this request (None if it never did)."""
     started: float | None = getattr(state, "request_started", None)
     return None if started is None else time.perf_counter() - started

@@ -6,7 +6,7 @@ import functools
 import logging
 import os
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flask import Flask
 
@@ -15,7 +15,12 @@ from shared.secrets import Secrets
 EXTENSION = "sardag_sentry"
 SENSITIVE_HEADERS = frozenset({"x-api-key", "authorization", "cookie", "proxy-authorization"})
 FILTERED = "[Filtered]"
+# Set by the gunicorn master once it said whether Sentry reports: its workers stay quiet.
+ANNOUNCED_ENV = "SARDAG_SENTRY_ANNOUNCED"
 log = logging.getLogger("shared.sentry")
+
+if TYPE_CHECKING:
+    from sentry_sdk._types import Event, Hint
 
 try:
     import sentry_sdk
@@ -23,9 +28,7 @@ except ImportError:  # optional at run time: the services work without it
     sentry_sdk = None  # type: ignore[assignment]
 
 
-def scrub_event(
-    event: dict[str, Any], hint: Mapping[str, Any] | None = None, secrets: Secrets | None = None
-) -> dict[str, Any]:
+def scrub_event(event: Event, hint: Hint | None = None, secrets: Secrets | None = None) -> Event:
     """Replace credentials in the event's request headers (and cookies), then mask every
     known secret anywhere in the event (messages, stack locals, breadcrumbs) before sending."""
     request = event.get("request") or {}
@@ -38,7 +41,10 @@ def scrub_event(
         request["headers"] = [[k, FILTERED if str(k).lower() in SENSITIVE_HEADERS else v] for k, v in headers]
     if "cookies" in request:
         request["cookies"] = FILTERED
-    return secrets.mask_deep(event) if secrets else event
+    if not secrets:
+        return event
+    masked: Event = secrets.mask_deep(event)
+    return masked
 
 
 def init_sentry(
@@ -49,16 +55,57 @@ def init_sentry(
     dsn: str | None = None,
     traces_sample_rate: float = 0.0,
     secrets: Secrets | None = None,
+    quiet: bool = False,
     **options: Any,
 ) -> bool:
-    """Start Sentry for `service`; return False (logged) when off or misconfigured."""
+    """Start Sentry for `service`; return False (logged unless `quiet`) when off or misconfigured."""
     dsn = dsn if dsn is not None else os.environ.get("SENTRY_DSN")
+    problem = _missing(dsn)
+    if problem is None and dsn:
+        problem = _start(service, dsn, environment, release, traces_sample_rate, options, secrets)
+    if problem is not None:
+        if not quiet:
+            log.log(*problem)
+        return False
+    sentry_sdk.set_tag("service", service)
+    if not quiet:
+        log.info("sentry enabled for %s", service)
+    return True
+
+
+def announce(service: str, dsn: str | None) -> None:
+    """Say once (the gunicorn master does) whether `service` will report to Sentry."""
+    level, message = _missing(dsn) or _invalid(dsn or "") or (logging.INFO, f"sentry enabled for {service}")
+    log.log(level, message)
+    os.environ[ANNOUNCED_ENV] = "1"
+
+
+def _missing(dsn: str | None) -> tuple[int, str] | None:
     if not dsn:
-        log.info("sentry disabled: no SENTRY_DSN")
-        return False
+        return logging.INFO, "sentry disabled: no SENTRY_DSN"
     if sentry_sdk is None:
-        log.warning("sentry disabled: sentry-sdk is not installed")
-        return False
+        return logging.WARNING, "sentry disabled: sentry-sdk is not installed"
+    return None
+
+
+def _invalid(dsn: str) -> tuple[int, str] | None:
+    try:
+        sentry_sdk.utils.Dsn(dsn)
+    except Exception as exc:
+        return logging.WARNING, f"sentry disabled: invalid SENTRY_DSN ({type(exc).__name__})"
+    return None
+
+
+def _start(
+    service: str,
+    dsn: str,
+    environment: str | None,
+    release: str | None,
+    traces_sample_rate: float,
+    options: dict[str, Any],
+    secrets: Secrets | None,
+) -> tuple[int, str] | None:
+    """Initialise the SDK; the reason it refused (a malformed DSN), or None."""
     try:
         # PII stays off: the SDK's default is send_default_pii=False (the option itself is
         # deprecated in recent SDKs, so it is not passed); scrub_event is the second guard.
@@ -73,11 +120,8 @@ def init_sentry(
             **options,
         )
     except Exception as exc:  # BadDsn and friends: report, keep serving
-        log.warning("sentry disabled: invalid SENTRY_DSN (%s)", type(exc).__name__)
-        return False
-    sentry_sdk.set_tag("service", service)
-    log.info("sentry enabled for %s", service)
-    return True
+        return logging.WARNING, f"sentry disabled: invalid SENTRY_DSN ({type(exc).__name__})"
+    return None
 
 
 def init_app(app: Flask) -> None:
@@ -89,6 +133,7 @@ def init_app(app: Flask) -> None:
         dsn=app.config.get("SENTRY_DSN") or "",
         traces_sample_rate=float(app.config.get("SENTRY_TRACES_SAMPLE_RATE") or 0.0),
         secrets=app.extensions.get("sardag_secrets"),
+        quiet=os.environ.get(ANNOUNCED_ENV) == "1",
     )
     app.extensions[EXTENSION] = enabled
 
@@ -116,8 +161,9 @@ def _self_check() -> None:
     print("  no DSN -> disabled, no error: ok")
     assert init_sentry("self-check", dsn="not a dsn") is False
     print("  malformed DSN -> warning, disabled, no crash: ok")
-    event = scrub_event({"request": {"headers": {"X-API-Key": "s3cret", "Authorization": "Bearer t"}}})
-    assert set(event["request"]["headers"].values()) == {FILTERED}
+    headers = {"X-API-Key": "s3cret", "Authorization": "Bearer t"}
+    scrub_event({"request": {"headers": headers}})
+    assert set(headers.values()) == {FILTERED}
     print("  X-API-Key and Authorization scrubbed: ok")
     assert capture_exception(RuntimeError("x")) is None
     print("  capture_exception without Sentry is a no-op: ok")

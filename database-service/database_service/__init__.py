@@ -11,14 +11,16 @@ from typing import Any
 
 import click
 from flask import Flask, Response, current_app
+from prometheus_client import Counter
 
 from database_service import meta, performance, signals
 from database_service.settings import DEFAULTS, SERVICE, SETTINGS
 from database_service.storage import Storage, StorageExtension, StorageUnavailable
-from shared.app import create_base_app, on_shutdown
+from shared.app import create_base_app
 from shared.errors import error_response
 from shared.health_check import get_health
-from shared.metrics import get_metrics
+from shared.lifecycle import on_shutdown
+from shared.metrics import ServiceMetric, get_metrics
 
 log = logging.getLogger(__name__)
 
@@ -46,8 +48,8 @@ class ReasonLog:
 class ServiceState:
     """Per-app state of database-service: its metrics and the cached OpenAPI document."""
 
-    signals_saved: Any
-    trades_tracked: Any
+    signals_saved: ServiceMetric[Counter]
+    trades_tracked: ServiceMetric[Counter]
     started: float = field(default_factory=time.monotonic)
     openapi: dict[str, Any] | None = None
     storage_errors: ReasonLog = field(default_factory=ReasonLog)

@@ -18,6 +18,8 @@ from pydantic import (
     WithJsonSchema,
 )
 
+from shared.symbols import SYMBOL_PATTERN, normalise_symbol
+
 # Timestamps: years 1970 to 2199 as written (an ISO string's zone offset may move the UTC
 # instant up to a day outside), or epoch milliseconds in [0, 2200-01-01).
 MIN_EPOCH_MS = 0
@@ -33,7 +35,6 @@ MAX_AMOUNT = Decimal(10**15)
 METADATA_MAX_BYTES = 16 * 1024
 METADATA_MAX_DEPTH = 32
 MAX_BIGINT = 2**63 - 1
-_SYMBOL = re.compile(r"[A-Z0-9]{2,20}")
 _TIMEFRAME = re.compile(r"^[1-9][0-9]{0,3}[smhdwM]$")
 _YEAR = re.compile(YEAR_PATTERN)
 _QUERY_NUMBER = re.compile(r"-?[0-9]+(\.[0-9]+)?([eE][-+]?[0-9]+)?")
@@ -59,10 +60,7 @@ def nearest_double(value: Decimal) -> Decimal:
 def _symbol(value: Any) -> str:
     if not isinstance(value, str):
         raise ValueError("must be a string")
-    # ASCII first: str.upper() maps a few non-ASCII letters to ASCII ones ("ß" -> "SS").
-    if not (value.isascii() and _SYMBOL.fullmatch(value.upper())):
-        raise ValueError("must be 2-20 characters, letters A-Z or digits")
-    return value.upper()
+    return normalise_symbol(value)
 
 
 def _upper(value: Any) -> Any:
@@ -115,7 +113,7 @@ def _iso_to_us(text: str) -> int:
 
 def _metadata(value: dict[str, Any]) -> dict[str, Any]:
     """Numbers become floats (JSONB and SQLite store them so); size and depth are bounded."""
-    cleaned = _floats(value, 0)
+    cleaned: dict[str, Any] = _floats(value, 0)
     size = len(json.dumps(cleaned, separators=(",", ":"), ensure_ascii=False).encode())
     if size > METADATA_MAX_BYTES:
         raise ValueError(f"must be at most {METADATA_MAX_BYTES} bytes as JSON, got {size}")
@@ -141,20 +139,14 @@ def _number_schema(**extra: Any) -> WithJsonSchema:
     return WithJsonSchema({"type": "number", **extra})
 
 
-def _amount(minimum: Decimal, description: str) -> Any:
-    """A money amount in [minimum, 1e15), stored and answered as the nearest double."""
+def _amount_schema(minimum: Decimal, description: str) -> WithJsonSchema:
+    """The JSON Schema of a money amount in [minimum, 1e15) (exclusive 0 for a price)."""
     inclusive = minimum > 0
-    return Annotated[
-        Decimal,
-        BeforeValidator(_number),
-        Field(ge=minimum, lt=MAX_AMOUNT),
-        AfterValidator(nearest_double),
-        _number_schema(
-            minimum=float(minimum) if inclusive else 0,
-            exclusiveMaximum=int(MAX_AMOUNT),
-            description=description,
-        ),
-    ]
+    return _number_schema(
+        minimum=float(minimum) if inclusive else 0,
+        exclusiveMaximum=int(MAX_AMOUNT),
+        description=description,
+    )
 
 
 TIMESTAMP_SCHEMA = {
@@ -177,12 +169,31 @@ TIMESTAMP_SCHEMA = {
 Symbol = Annotated[
     str,
     BeforeValidator(_symbol),
-    WithJsonSchema({"type": "string", "pattern": "^[A-Za-z0-9]{2,20}$", "description": "upper-cased"}),
+    WithJsonSchema({"type": "string", "pattern": SYMBOL_PATTERN, "description": "upper-cased"}),
 ]
 DOUBLE_NOTE = "stored and answered as the nearest IEEE 754 double"
-Price = _amount(MIN_PRICE, f"greater than 0 (at least 5e-324) and below 1e15; {DOUBLE_NOTE}")
-TradeAmount = _amount(MIN_TRADE_AMOUNT, f"at least 1e-18 and below 1e15; {DOUBLE_NOTE}")
-NonNegative = _amount(Decimal(0), f"at least 0 and below 1e15; {DOUBLE_NOTE}")
+# Money amounts in [minimum, 1e15), stored and answered as the nearest double.
+Price = Annotated[
+    Decimal,
+    BeforeValidator(_number),
+    Field(ge=MIN_PRICE, lt=MAX_AMOUNT),
+    AfterValidator(nearest_double),
+    _amount_schema(MIN_PRICE, f"greater than 0 (at least 5e-324) and below 1e15; {DOUBLE_NOTE}"),
+]
+TradeAmount = Annotated[
+    Decimal,
+    BeforeValidator(_number),
+    Field(ge=MIN_TRADE_AMOUNT, lt=MAX_AMOUNT),
+    AfterValidator(nearest_double),
+    _amount_schema(MIN_TRADE_AMOUNT, f"at least 1e-18 and below 1e15; {DOUBLE_NOTE}"),
+]
+NonNegative = Annotated[
+    Decimal,
+    BeforeValidator(_number),
+    Field(ge=0, lt=MAX_AMOUNT),
+    AfterValidator(nearest_double),
+    _amount_schema(Decimal(0), f"at least 0 and below 1e15; {DOUBLE_NOTE}"),
+]
 Confidence = Annotated[
     Decimal, BeforeValidator(_number), Field(ge=0, le=1), _number_schema(minimum=0, maximum=1)
 ]
@@ -216,7 +227,7 @@ def _whole(value: Any) -> int:
     if isinstance(value, int) and not isinstance(value, bool):
         return value
     # Bounded first: int(Decimal("1e999999999")) would build a billion-digit number.
-    if isinstance(value, float | Decimal) and math.isfinite(value) and abs(value) <= 2**64:
+    if isinstance(value, float | Decimal) and math.isfinite(value) and -(2**64) <= value <= 2**64:
         whole = int(value)
         if whole == value:
             return whole

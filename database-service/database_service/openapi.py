@@ -11,7 +11,7 @@ from functools import lru_cache
 from typing import Any
 
 from pydantic import BaseModel
-from pydantic.json_schema import models_json_schema
+from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
 from database_service.models import (
     MAX_BIGINT,
@@ -29,6 +29,7 @@ from database_service.models import (
     TradeIn,
     TradeOut,
 )
+from shared import __version__
 
 REF = "#/components/schemas/{model}"
 INPUT_MODELS: tuple[type[BaseModel], ...] = (SignalIn, TradeIn)
@@ -103,9 +104,11 @@ def _not_null(prop: dict[str, Any]) -> dict[str, Any]:
 
 
 def _components() -> dict[str, Any]:
-    pairs = [(m, "validation") for m in INPUT_MODELS] + [(m, "serialization") for m in OUTPUT_MODELS]
+    pairs: list[tuple[type[BaseModel], JsonSchemaMode]] = [(m, "validation") for m in INPUT_MODELS]
+    pairs += [(m, "serialization") for m in OUTPUT_MODELS]
     _, top = models_json_schema(pairs, ref_template=REF)
-    return {**top["$defs"], "MetadataValue": METADATA_VALUE_SCHEMA}
+    schemas: dict[str, Any] = {**top["$defs"], "MetadataValue": METADATA_VALUE_SCHEMA}
+    return schemas
 
 
 def _secured(operation: dict[str, Any], secured: bool) -> dict[str, Any]:
@@ -196,16 +199,32 @@ def _health() -> dict[str, Any]:
     }
 
 
+INDEX_SCHEMA = {
+    "type": "object",
+    "required": ["service", "version", "links"],
+    "properties": {
+        "service": {"type": "string"},
+        "version": {"type": "string"},
+        "links": {"type": "object", "additionalProperties": {"type": "string"}},
+    },
+}
+
+
 @lru_cache(maxsize=4)
-def build_openapi(version: str = "0.1.0", secured: bool = False) -> dict[str, Any]:
+def build_openapi(version: str = __version__, secured: bool = False) -> dict[str, Any]:
     """The whole OpenAPI 3.1 document of database-service (shared: do not mutate it).
 
     `secured`: the service has API keys, so the write operations declare the key schemes.
     """
-    document = {
+    document: dict[str, Any] = {
         "openapi": "3.1.0",
         "info": {"title": "Sardag database-service", "version": version},
         "paths": {
+            "/": {
+                "get": _simple(
+                    "Service name, version and links to /health, /openapi.json, /metrics", _json(INDEX_SCHEMA)
+                )
+            },
             "/health": {"get": _health()},
             "/stats": {"get": _simple("Counts, backend and uptime", _json(_ref(ServiceStats)))},
             "/metrics": {"get": _simple("Prometheus metrics", {"text/plain": {"schema": {"type": "string"}}})},

@@ -8,6 +8,7 @@ from typing import Any, NoReturn, TypeVar
 
 from flask import request
 from pydantic import BaseModel, TypeAdapter, ValidationError
+from pydantic_core import ErrorDetails
 
 from shared.errors import APIError, validation_error
 
@@ -88,7 +89,13 @@ def field_path(loc: tuple[str | int, ...]) -> str:
     return path or "body"
 
 
-def _message(error: dict[str, Any]) -> str:
+# pydantic's own words for these name internal classes ("instance of SignalIn")
+_TYPE_MESSAGES = {"model_type": "must be a JSON object", "dict_type": "must be a JSON object"}
+
+
+def _message(error: ErrorDetails) -> str:
+    if error["type"] in _TYPE_MESSAGES:
+        return _TYPE_MESSAGES[error["type"]]
     message = str(error["msg"])
     return message.removeprefix("Value error, ").removeprefix("Assertion failed, ")
 

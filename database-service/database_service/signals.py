@@ -6,6 +6,7 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from flask import Blueprint, Response, current_app, jsonify
+from prometheus_client import Counter
 from pydantic import Field, TypeAdapter
 
 from database_service.cursor import BadCursor, decode_cursor, encode_cursor
@@ -16,6 +17,7 @@ from database_service.storage import SignalFilter, get_storage
 from database_service.storage.base import datetime_to_us
 from shared.auth import require_api_key
 from shared.errors import not_found, validation_error
+from shared.metrics import ServiceMetric
 from shared.rate_limiter import rate_limit
 
 MAX_BATCH = 1000
@@ -23,8 +25,9 @@ bp = Blueprint("signals", __name__)
 BATCH = TypeAdapter(Annotated[list[SignalIn], Field(min_length=1, max_length=MAX_BATCH)])
 
 
-def _counter() -> Any:
-    return current_app.extensions["database_service"].signals_saved
+def _counter() -> ServiceMetric[Counter]:
+    counter: ServiceMetric[Counter] = current_app.extensions["database_service"].signals_saved
+    return counter
 
 
 @bp.post("/signals/save")

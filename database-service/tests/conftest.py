@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import psycopg2
@@ -12,7 +13,7 @@ from database_service import create_app
 from flask import Flask
 from flask.testing import FlaskClient
 
-from shared.app import shutdown
+from shared.lifecycle import shutdown
 from shared.testing import scratch_postgres
 
 PG_TABLES = "signals, trades, signal_client_ids, trade_client_ids, trade_buckets"
@@ -20,6 +21,19 @@ BACKENDS = [
     pytest.param("sqlite", id="sqlite"),
     pytest.param("postgresql", id="postgresql", marks=pytest.mark.integration),
 ]
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """A test not marked otherwise is `unit` on SQLite (in the test process) and `integration`
+    on PostgreSQL (a real server), decided by the `database_url` backend it runs on."""
+    here = Path(__file__).parent
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        backend = callspec.params.get("database_url") if callspec is not None else None
+        marked = item.get_closest_marker("unit") or item.get_closest_marker("integration")
+        if marked or backend not in ("sqlite", "postgresql") or not item.path.is_relative_to(here):
+            continue
+        item.add_marker(pytest.mark.integration if backend == "postgresql" else pytest.mark.unit)
 
 
 @pytest.fixture(scope="session")

@@ -209,3 +209,17 @@ def test_wrong_method_is_405_json(client: FlaskClient) -> None:
     response = client.get("/signals/save")
     assert response.status_code == 405
     assert response.get_json()["error"] == "method_not_allowed"
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [([GOOD, 5], "[1]"), ([GOOD, "x"], "[1]"), (_with(GOOD, metadata=[1]), "metadata")],
+    ids=["number in an array", "string in an array", "metadata an array"],
+)
+def test_a_non_object_is_named_a_json_object_not_an_internal_class(
+    client: FlaskClient, body: Any, field: str
+) -> None:
+    error = client.post("/signals/save", json=body).get_json()
+    assert {"field": field, "message": "must be a JSON object"} in error["details"]
+    assert "SignalIn" not in json.dumps(error)
+    assert "instance of" not in json.dumps(error)

@@ -35,7 +35,12 @@ def _child_env(url: str) -> dict[str, str]:
     return env
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.integration)])
+@pytest.fixture(
+    params=[
+        pytest.param("sqlite", marks=pytest.mark.unit),
+        pytest.param("postgresql", marks=[pytest.mark.integration, pytest.mark.slow]),
+    ]
+)
 def fresh_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """An empty database that no migration has touched yet."""
     if request.param == "sqlite":
@@ -68,6 +73,7 @@ def test_migrate_twice_is_a_no_op(fresh_url: str) -> None:
         storage.close()
 
 
+@pytest.mark.unit
 def test_sqlite_file_created_on_first_start(tmp_path: Path) -> None:
     storage = open_storage(f"sqlite:///{tmp_path}/a/b/sardag.db")
     try:
@@ -77,6 +83,9 @@ def test_sqlite_file_created_on_first_start(tmp_path: Path) -> None:
         storage.close()
 
 
+@pytest.mark.integration
+@pytest.mark.slow
+@pytest.mark.parametrize("fresh_url", ["sqlite", "postgresql"], indirect=True)  # processes: integration
 def test_two_processes_migrate_at_once(fresh_url: str) -> None:
     start_at = str(time.time() + 2.0)
     children = [
@@ -100,6 +109,7 @@ def test_two_processes_migrate_at_once(fresh_url: str) -> None:
         storage.close()
 
 
+@pytest.mark.slow
 @pytest.mark.integration
 @pytest.mark.parametrize("fresh_url", ["postgresql"], indirect=True)
 def test_timescaledb_migration_waits_for_the_extension(fresh_url: str) -> None:
@@ -124,6 +134,9 @@ def test_flask_cli_migrate(runner: FlaskCliRunner, backend: str) -> None:
     assert f"schema ({backend}): 0001_initial" in result.output
 
 
+@pytest.mark.integration
+@pytest.mark.slow
+@pytest.mark.parametrize("fresh_url", ["sqlite", "postgresql"], indirect=True)  # processes: integration
 def test_python_m_migrate(fresh_url: str, tmp_path: Path) -> None:
     command = [sys.executable, "-m", "database_service", "migrate"]
     first = subprocess.run(
@@ -137,6 +150,8 @@ def test_python_m_migrate(fresh_url: str, tmp_path: Path) -> None:
     assert "applied now: nothing (up to date)" in second.stdout
 
 
+@pytest.mark.integration
+@pytest.mark.slow
 def test_python_m_migrate_reports_an_unreachable_database(tmp_path: Path) -> None:
     url = "postgresql://postgres@127.0.0.1:1/nowhere"
     result = subprocess.run(

@@ -14,7 +14,7 @@ from database_service.storage.base import us_to_datetime
 from database_service.storage.postgres import PostgresStorage
 from database_service.storage.sql import aggregate_from_row, stats_query
 
-pytestmark = [pytest.mark.database, pytest.mark.integration]
+pytestmark = [pytest.mark.database, pytest.mark.integration, pytest.mark.slow]  # 300 trades to set up
 
 BASE_US = 1_795_514_400_000_000  # 2026-11-24T10:00:00Z
 HOUR = 3_600_000_000

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -14,6 +15,15 @@ pytestmark = [pytest.mark.api, pytest.mark.database]
 
 SIGNAL = {"symbol": "BTCUSDT", "action": "BUY", "price": 1.5}
 TRADE = {"symbol": "BTCUSDT", "entry_price": 100, "exit_price": 110}
+
+
+def test_index_links_health_openapi_and_metrics(client: FlaskClient) -> None:
+    body = client.get("/").get_json()
+    assert body["service"] == "database-service"
+    assert body["version"] == client.get("/openapi.json").get_json()["info"]["version"]
+    assert body["links"] == {"health": "/health", "openapi": "/openapi.json", "metrics": "/metrics"}
+    for path in body["links"].values():
+        assert client.get(path).status_code == 200
 
 
 def test_health_reports_database(client: FlaskClient, backend: str) -> None:
@@ -64,6 +74,7 @@ def test_openapi_covers_every_route(app: Flask, client: FlaskClient) -> None:
     assert {"symbol", "action", "price", "confidence", "metadata", "client_id"} <= set(properties)
 
 
+@pytest.mark.slow
 def test_responses_match_the_openapi_schemas(client: FlaskClient) -> None:
     spec = client.get("/openapi.json").get_json()
     cases = [
@@ -82,6 +93,7 @@ def test_responses_match_the_openapi_schemas(client: FlaskClient) -> None:
         jsonschema.validate(response.get_json(), _schema_of(spec, path, method, status))
 
 
+@pytest.mark.slow
 def test_openapi_rejects_what_the_api_rejects(client: FlaskClient) -> None:
     spec = client.get("/openapi.json").get_json()
     schema = {**spec["components"]["schemas"]["SignalIn"], "components": spec["components"]}
@@ -104,6 +116,7 @@ def test_writes_need_the_api_key_when_set(make_app: Callable[..., Flask], backen
     assert client.get("/signals/history").status_code == 200  # reads stay open
 
 
+@pytest.mark.slow  # 101 writes
 def test_save_is_limited_to_100_per_minute(client: FlaskClient) -> None:
     statuses = [client.post("/signals/save", json=SIGNAL).status_code for _ in range(101)]
     assert statuses[:100] == [201] * 100
@@ -122,6 +135,7 @@ def test_route_limits(client: FlaskClient) -> None:
     assert track.headers["X-RateLimit-Limit"] == "100"
 
 
+@pytest.mark.unit  # nothing listens on port 1: the connection is refused at once
 @pytest.mark.parametrize("database_url", ["postgresql://postgres@127.0.0.1:1/nowhere"])
 def test_database_down_is_503_not_500(make_app: Callable[..., Flask]) -> None:
     client = make_app().test_client()
@@ -143,3 +157,13 @@ def test_redis_down_falls_back_without_errors(make_app: Callable[..., Flask]) ->
     assert client.post("/performance/track", json=TRADE).status_code == 201
     assert client.get("/performance/stats").status_code == 200
     assert client.get("/performance/stats").headers["X-Cache"] == "HIT"
+    # served in-process because the configured Redis is down (not because REDIS_URL was ignored)
+    health = client.get("/health").get_json()
+    assert health["status"] == "degraded"
+    assert health["checks"]["cache_redis"]["status"] == "degraded"
+    assert health["checks"]["rate_limiter_redis"]["status"] == "degraded"
+    metrics = client.get("/metrics").get_data(as_text=True)
+    fallbacks = re.findall(
+        r'sardag_redis_fallback_total\{component="(\w+)",service="database-service"\} (\S+)', metrics
+    )
+    assert {component for component, count in fallbacks if float(count) > 0} == {"cache", "rate_limiter"}

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import json
+import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from flask import Flask
 from flask.testing import FlaskClient
 
 pytestmark = [pytest.mark.api, pytest.mark.database]
@@ -70,6 +74,27 @@ def test_client_id_is_idempotent(client: FlaskClient, rows: Callable[[], tuple[i
     second = client.post("/signals/save", json=signal(client_id="order-1", price=1))
     assert (first.status_code, second.status_code) == (201, 200)
     assert second.get_json() == first.get_json()
+    assert rows() == (1, 0)
+
+
+@pytest.mark.slow  # twenty threads
+def test_concurrent_duplicate_client_id_is_stored_once(
+    make_app: Callable[..., Flask], rows: Callable[[], tuple[int, int]]
+) -> None:
+    app = make_app(RATE_LIMIT_ENABLED=False)
+    start = threading.Barrier(20)
+
+    def post(n: int) -> tuple[int, Any]:
+        client = app.test_client()
+        start.wait(timeout=30)  # all twenty leave together
+        response = client.post("/signals/save", json=signal(client_id="race-1", price=100 + n))
+        return response.status_code, response.get_json()
+
+    with ThreadPoolExecutor(max_workers=20) as pool:
+        answers = list(pool.map(post, range(20)))
+    assert sorted(status for status, _ in answers) == [200] * 19 + [201], answers
+    stored = {json.dumps(body, sort_keys=True) for _, body in answers}
+    assert len(stored) == 1  # every answer is the one stored signal
     assert rows() == (1, 0)
 
 

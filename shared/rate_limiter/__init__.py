@@ -17,7 +17,7 @@ from shared.errors import APIError
 from shared.rate_limiter.base import Backend, RateLimitResult
 from shared.rate_limiter.memory import MemoryBackend
 from shared.rate_limiter.redis_backend import FailoverBackend, RedisBackend
-from shared.redis_conn import FAST_TIMEOUT, CircuitBreaker, app_breaker, redis_client
+from shared.redis_conn import FAST_TIMEOUT, CircuitBreaker, app_breaker, fallback_counter, redis_client
 from shared.request_pipeline import get_pipeline
 
 __all__ = [
@@ -76,13 +76,12 @@ class RateLimiter:
         from shared.health_check import get_health
         from shared.metrics import get_metrics
 
-        metrics = get_metrics(app)
+        metrics, health = get_metrics(app, "RateLimiter"), get_health(app, "RateLimiter")
         self.rejections = metrics.counter("rate_limited_total", "Requests rejected (429)", ("scope",))
-        fallback = metrics.counter("redis_fallback_total", "Fell back from Redis", ("component",))
         self.config = app.config
         if self.backend is None:
             url = app.config.get("REDIS_URL") or "memory://"
-            on_fallback = fallback.labels(component="rate_limiter").inc
+            on_fallback = fallback_counter(metrics, "rate_limiter")
             self.backend = storage_from_url(
                 url,
                 app.config["RATE_LIMIT_MAX_KEYS"],
@@ -94,7 +93,7 @@ class RateLimiter:
         self._view_functions = app.view_functions
         get_pipeline(app).add(before=self._limit_undecorated_route, after=_add_headers)
         if isinstance(self.backend, FailoverBackend):
-            get_health(app).add_check("rate_limiter_redis", self.health, critical=False)
+            health.add_check("rate_limiter_redis", self.health, critical=False)
 
     @property
     def enabled(self) -> bool:
@@ -138,7 +137,8 @@ class RateLimiter:
 
 def get_limiter(app: Flask | None = None) -> RateLimiter:
     """The rate-limiter extension of `app` (default: the current app)."""
-    return (app or current_app).extensions[EXTENSION]
+    found: RateLimiter = (app or current_app).extensions[EXTENSION]
+    return found
 
 
 def rate_limit(
@@ -153,7 +153,7 @@ def rate_limit(
 
         @functools.wraps(view)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
-            limiter = current_app._get_current_object().extensions.get(EXTENSION)
+            limiter = current_app.extensions.get(EXTENSION)
             if limiter is not None and limiter.enabled:
                 limiter.check(name, key_func(), limiter.limit_for(name, requests_per_minute))
             return view(*args, **kwargs)

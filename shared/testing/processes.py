@@ -1,8 +1,9 @@
-"""Processes a test starts: a service under gunicorn (waited for on /health), the fake exchange.
+"""Processes a test starts: an app under gunicorn (waited for on /health), the fake exchange.
 
     with Launcher(tmp_path) as launch:
         db = launch.gunicorn("database-service", workers=2, REDIS_URL=url)
         status, body = http("GET", f"{db.url}/health")
+        app = launch.gunicorn_app("support_app:create_app()", conf, pythonpath=[tests_dir])
 
 Every process gets its own log file (printed in failure messages) and its own session, so a
 stop reaches its whole process tree.
@@ -18,6 +19,7 @@ import subprocess
 import sys
 import urllib.error
 import urllib.request
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -71,14 +73,17 @@ def listening(port: int, host: str = "127.0.0.1") -> bool:
         return sock.connect_ex((host, port)) == 0
 
 
-def service_env(tmp: Path, **extra: str) -> dict[str, str]:
-    """A clean environment for a service: venv on PATH, repo importable, no stray settings."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PROMETHEUS_", "WEB_CONC"))}
+SOURCE_PATH = [REPO, REPO / "database-service", REPO / "websocket-streaming"]
+
+
+def service_env(
+    tmp: Path, *, bin_dir: Path = VENV_BIN, pythonpath: Iterable[Path] = SOURCE_PATH, **extra: str
+) -> dict[str, str]:
+    """A clean environment for a service: `bin_dir` on PATH, `pythonpath` importable, no stray settings."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PROMETHEUS_", "WEB_CONC", "PYTHONPATH"))}
     env.update(
-        PATH=f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}",
-        PYTHONPATH=os.pathsep.join(
-            [str(REPO), str(REPO / "database-service"), str(REPO / "websocket-streaming")]
-        ),
+        PATH=f"{bin_dir}{os.pathsep}{env.get('PATH', '')}",
+        PYTHONPATH=os.pathsep.join(str(p) for p in pythonpath),
         PYTHONUNBUFFERED="1",
         BIND="127.0.0.1",
         LOG_LEVEL="WARNING",
@@ -150,47 +155,57 @@ class Launcher:
     def __exit__(self, *exc: object) -> None:
         self.stop_all()
 
-    def start(self, name: str, argv: list[str], env: dict[str, str], port: int = 0) -> Running:
+    def start(
+        self, name: str, argv: list[str], env: dict[str, str], port: int = 0, cwd: Path = REPO
+    ) -> Running:
         """Start `argv` in its own session with output to `<tmp>/<name>.log`."""
         log = self.tmp / f"{name}.log"
         with log.open("ab") as sink:
             process = subprocess.Popen(
-                argv, cwd=REPO, env=env, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True
+                argv, cwd=cwd, env=env, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True
             )
         running = Running(name, process, log, port, env)
         self.running.append(running)
         return running
 
-    def gunicorn(
+    def gunicorn(self, service: str, workers: int = 2, *, app: str | None = None, **options: Any) -> Running:
+        """Start `service` under gunicorn with its gunicorn.conf.py (options: see `gunicorn_app`).
+
+        `app` replaces the service's app spec (`module:create_app()`).
+        """
+        conf = REPO / service / "gunicorn.conf.py"
+        return self.gunicorn_app(app or app_spec(service), conf, workers, name=service, **options)
+
+    def gunicorn_app(
         self,
-        service: str,
+        spec: str,
+        conf: Path,
         workers: int = 2,
         *,
+        name: str = "app",
         wait: bool = True,
         port: int | None = None,
-        app: str | None = None,
-        pythonpath: tuple[Path, ...] = (),
-        prefix: tuple[str, ...] = (),
+        bin_dir: Path = VENV_BIN,
+        pythonpath: Iterable[Path] = SOURCE_PATH,
+        cwd: Path = REPO,
+        metrics_dir: bool = True,
+        prefix: Sequence[str] = (),
         **env: str,
     ) -> Running:
-        """Start `service` under gunicorn with its gunicorn.conf.py on a free loopback port.
+        """Start `spec` under gunicorn with `conf` on a free loopback port; wait for /health.
 
-        `app` replaces the app spec (`module:create_app()`), importable from `pythonpath`.
-        `prefix` is a command gunicorn runs under, one that execs it (e.g. `setpriv ... --`).
+        `bin_dir` is where gunicorn is (another venv: an installed wheel), `pythonpath` what
+        it may import besides that venv, `metrics_dir=False` leaves PROMETHEUS_MULTIPROC_DIR
+        unset (the config's default applies), `prefix` is a command gunicorn runs under, one
+        that execs it (e.g. `setpriv ... --`), `env` overrides the service's settings.
         """
         port = port or free_port()
-        full_env = service_env(
-            self.tmp,
-            PORT=str(port),
-            WEB_CONCURRENCY=str(workers),
-            PROMETHEUS_MULTIPROC_DIR=str(self.tmp / f"metrics-{service}-{port}"),
-            **env,
-        )
-        if pythonpath:
-            full_env["PYTHONPATH"] = os.pathsep.join([*map(str, pythonpath), full_env["PYTHONPATH"]])
-        spec = app or app_spec(service)
-        argv = [*prefix, str(VENV_BIN / "gunicorn"), "-c", f"{service}/gunicorn.conf.py", spec]
-        running = self.start(f"{service}-{port}", argv, full_env, port)
+        extra = {"PORT": str(port), "WEB_CONCURRENCY": str(workers)}
+        if metrics_dir:
+            extra["PROMETHEUS_MULTIPROC_DIR"] = str(self.tmp / f"metrics-{name}-{port}")
+        full_env = service_env(self.tmp, bin_dir=bin_dir, pythonpath=pythonpath, **{**extra, **env})
+        argv = [*prefix, str(bin_dir / "gunicorn"), "-c", str(conf), spec]
+        running = self.start(f"{name}-{port}", argv, full_env, port, cwd)
         if wait:
             self.wait_healthy(running)
         return running
@@ -200,7 +215,11 @@ class Launcher:
         port = free_port()
         argv = [sys.executable, "-m", "websocket_streaming.fake_exchange", "--port", str(port), *args]
         running = self.start(f"fake-exchange-{port}", argv, service_env(self.tmp), port)
-        wait_until(lambda: listening(port) or running.process.poll() is not None, 20, "fake exchange")
+
+        def ready() -> bool:  # it prints its URLs once it listens; tests read them from the log
+            return running.process.poll() is not None or "BINANCE_REST_URL=" in running.log_text()
+
+        wait_until(ready, 20, "fake exchange")
         if running.process.poll() is not None:
             pytest.fail(f"fake exchange exited:\n{running.log_tail()}")
         return running

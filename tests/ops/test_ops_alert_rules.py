@@ -11,8 +11,6 @@ from typing import Any
 
 import pytest
 
-pytestmark = pytest.mark.unit
-
 RULES = "deploy/prometheus/rules/sardag.rules.yml"
 RULE_TESTS = "deploy/prometheus/tests/sardag.rules.test.yml"
 # What the issue asks an alert for, by a word of the alert's name.
@@ -40,23 +38,27 @@ def promtool(ops: SimpleNamespace, *args: str) -> str:
     return output
 
 
+@pytest.mark.integration
 def test_promtool_check_rules(ops: SimpleNamespace) -> None:
     output = promtool(ops, "check", "rules", RULES)
     assert f"SUCCESS: {len(alerts(ops.REPO))} rules found" in output
 
 
+@pytest.mark.integration
 def test_promtool_test_rules(ops: SimpleNamespace) -> None:
     output = promtool(ops, "test", "rules", RULE_TESTS)
     print(output)
     assert "SUCCESS" in output
 
 
+@pytest.mark.unit
 def test_every_required_alert_exists(ops: SimpleNamespace) -> None:
     names = list(alerts(ops.REPO))
     for word in REQUIRED:
         assert any(word in name for name in names), f"no alert for {word}"
 
 
+@pytest.mark.unit
 def test_every_alert_is_tested_firing_and_not_firing(ops: SimpleNamespace) -> None:
     cases: dict[str, set[bool]] = {}
     for group in load_yaml(ops.REPO / RULE_TESTS)["tests"]:
@@ -66,6 +68,7 @@ def test_every_alert_is_tested_firing_and_not_firing(ops: SimpleNamespace) -> No
         assert cases.get(name) == {True, False}, f"{name}: tested firing/not firing = {cases.get(name)}"
 
 
+@pytest.mark.unit
 def test_every_alert_links_to_its_runbook_section(ops: SimpleNamespace) -> None:
     runbook = (ops.REPO / "docs/runbook.md").read_text()
     sections = dict(re.findall(r"^## (\S+)\n(.*?)(?=^## |\Z)", runbook, re.MULTILINE | re.DOTALL))
@@ -77,6 +80,7 @@ def test_every_alert_links_to_its_runbook_section(ops: SimpleNamespace) -> None:
         assert rule["labels"]["severity"] in {"critical", "warning"}, name
 
 
+@pytest.mark.unit
 def test_alerts_read_documented_metrics(ops: SimpleNamespace) -> None:
     documented = set(re.findall(r"sardag_[a-z0-9_]+", (ops.REPO / "docs/shared-api.md").read_text()))
     for name, rule in alerts(ops.REPO).items():
@@ -84,6 +88,7 @@ def test_alerts_read_documented_metrics(ops: SimpleNamespace) -> None:
             assert re.sub(r"_(bucket|sum|count)$", "", metric) in documented, f"{name}: {metric}"
 
 
+@pytest.mark.unit
 def test_prometheus_loads_the_rules_in_compose(ops: SimpleNamespace) -> None:
     config = load_yaml(ops.REPO / "deploy/prometheus/prometheus.yml")
     prometheus_dir = ops.REPO / "deploy/prometheus"

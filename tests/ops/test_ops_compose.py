@@ -13,8 +13,6 @@ from urllib.parse import SplitResult, urlsplit
 
 import pytest
 
-pytestmark = pytest.mark.unit
-
 APP_PORTS = {"database-service": 5020, "websocket-streaming": 5021}
 MONITORING = {"prometheus", "grafana"}
 ALL_SERVICES = {"redis", "timescaledb", "nginx", *APP_PORTS, *MONITORING}
@@ -47,6 +45,8 @@ def compose(compose_path: Path) -> dict[str, Any]:
     return data
 
 
+@pytest.mark.integration
+@pytest.mark.slow
 def test_compose_validates_against_compose_spec(compose_path: Path, ops: SimpleNamespace) -> None:
     try:
         import check_jsonschema  # noqa: F401
@@ -70,11 +70,13 @@ def test_compose_validates_against_compose_spec(compose_path: Path, ops: SimpleN
     assert "ok -- validation done" in result.stdout
 
 
+@pytest.mark.unit
 def test_no_version_key_and_expected_services(compose: dict[str, Any]) -> None:
     assert "version" not in compose
     assert set(compose["services"]) == ALL_SERVICES
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("name", sorted(APP_PORTS))
 def test_app_service_build_and_env(compose: dict[str, Any], name: str) -> None:
     svc = compose["services"][name]
@@ -94,6 +96,7 @@ def test_app_service_build_and_env(compose: dict[str, Any], name: str) -> None:
         assert str(env["ALLOW_UNAUTHENTICATED"]) == "1", "no API_KEY: 0.0.0.0 must be allowed explicitly"
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("name", sorted(APP_PORTS))
 def test_app_service_scales_behind_nginx(compose: dict[str, Any], name: str) -> None:
     """`docker compose up --scale <service>=N` must not fail on a published port or a name."""
@@ -109,6 +112,7 @@ def test_app_service_scales_behind_nginx(compose: dict[str, Any], name: str) -> 
     assert f"${{SARDAG_PUBLISH_ADDR:-127.0.0.1}}:{port}:{port}" in nginx["ports"]
 
 
+@pytest.mark.unit
 def test_nginx_renders_every_template_variable(compose: dict[str, Any], ops: SimpleNamespace) -> None:
     nginx = compose["services"]["nginx"]
     assert "./deploy/nginx/templates:/etc/nginx/templates:ro" in nginx["volumes"]
@@ -125,6 +129,7 @@ def test_nginx_renders_every_template_variable(compose: dict[str, Any], ops: Sim
     assert env["SARDAG_WEBSOCKET_STREAMING_UPSTREAM"] == "websocket-streaming:5021"
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("secret", sorted(SECRET_HOLDERS))
 def test_each_secret_reaches_only_the_containers_that_need_it(
     compose: dict[str, Any], ops: SimpleNamespace, secret: str
@@ -138,6 +143,7 @@ def test_each_secret_reaches_only_the_containers_that_need_it(
     assert holders == SECRET_HOLDERS[secret]
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("name", sorted(APP_PORTS))
 def test_each_service_gets_only_variables_it_reads(
     compose: dict[str, Any], ops: SimpleNamespace, tmp_path: Path, name: str
@@ -149,6 +155,7 @@ def test_each_service_gets_only_variables_it_reads(
     assert {"LOG_LEVEL", "RATE_LIMIT_DEFAULT", "SENTRY_DSN", "WEB_CONCURRENCY"} <= given
 
 
+@pytest.mark.unit
 def test_depends_on_waits_for_healthy(compose: dict[str, Any]) -> None:
     services = compose["services"]
     expected = {
@@ -170,6 +177,7 @@ def test_depends_on_waits_for_healthy(compose: dict[str, Any]) -> None:
     )
 
 
+@pytest.mark.unit
 def test_timescaledb_pinned_volume_and_healthcheck(compose: dict[str, Any]) -> None:
     db = compose["services"]["timescaledb"]
     assert re.fullmatch(r"timescale/timescaledb:\d+\.\d+\.\d+-pg17", db["image"]), db["image"]
@@ -180,6 +188,7 @@ def test_timescaledb_pinned_volume_and_healthcheck(compose: dict[str, Any]) -> N
     assert "$$POSTGRES_USER" in test
 
 
+@pytest.mark.unit
 def test_every_image_is_pinned(compose: dict[str, Any]) -> None:
     for name, svc in compose["services"].items():
         if "image" in svc and "build" not in svc:
@@ -188,12 +197,14 @@ def test_every_image_is_pinned(compose: dict[str, Any]) -> None:
             assert "latest" not in tag, f"{name}: {svc['image']}"
 
 
+@pytest.mark.unit
 def test_monitoring_pair_under_profile(compose: dict[str, Any]) -> None:
     for name, svc in compose["services"].items():
         expected = ["monitoring"] if name in MONITORING else None
         assert svc.get("profiles") == expected, name
 
 
+@pytest.mark.unit
 def test_monitoring_mounts_exist(compose: dict[str, Any], ops: SimpleNamespace) -> None:
     for name in (*MONITORING, "nginx"):
         for volume in compose["services"][name]["volumes"]:
@@ -202,6 +213,7 @@ def test_monitoring_mounts_exist(compose: dict[str, Any], ops: SimpleNamespace) 
                 assert (ops.REPO / source).exists(), f"{name} mounts missing {source}"
 
 
+@pytest.mark.unit
 def test_no_literal_secret(compose: dict[str, Any]) -> None:
     for name, svc in compose["services"].items():
         for key, value in _env_items(svc):
@@ -212,6 +224,7 @@ def test_no_literal_secret(compose: dict[str, Any]) -> None:
             _assert_url_password_is_reference(f"{name}.{key}", str(value))
 
 
+@pytest.mark.unit
 def test_every_variable_is_documented_in_env_example(compose: dict[str, Any], ops: SimpleNamespace) -> None:
     example = (ops.REPO / ".env.example").read_text()
     used = {var for text in _strings(compose) for var in VAR_REF.findall(text)}

@@ -12,8 +12,6 @@ from typing import Any
 
 import pytest
 
-pytestmark = pytest.mark.unit
-
 # DESIGN.md's configuration table, plus what docker-compose needs.
 DESIGN_VARIABLES = [
     "DATABASE_URL",
@@ -63,6 +61,7 @@ def _block_comments(lines: list[str], index: int) -> list[str]:
     return comments
 
 
+@pytest.mark.unit
 def test_env_example_has_every_variable_with_a_comment(ops: SimpleNamespace) -> None:
     entries = {name: comments for name, _, comments, _ in env_example(ops.REPO)}
     for name in DESIGN_VARIABLES + COMPOSE_VARIABLES:
@@ -70,6 +69,7 @@ def test_env_example_has_every_variable_with_a_comment(ops: SimpleNamespace) -> 
         assert entries[name], f"{name} has no comment"
 
 
+@pytest.mark.unit
 def test_env_example_covers_every_setting(ops: SimpleNamespace) -> None:
     """Every Setting of shared/config.py and of both services appears in .env.example."""
     from database_service.settings import SETTINGS as DATABASE_SETTINGS
@@ -83,12 +83,14 @@ def test_env_example_covers_every_setting(ops: SimpleNamespace) -> None:
     assert not missing, f".env.example lacks {missing}"
 
 
+@pytest.mark.unit
 def test_env_example_holds_no_secret(ops: SimpleNamespace) -> None:
     values = {name: value for name, value, _, _ in env_example(ops.REPO)}
     for name in SECRETS:
         assert values[name] == "", f"{name} must be empty in .env.example"
 
 
+@pytest.mark.unit
 def test_env_example_values_parse(ops: SimpleNamespace) -> None:
     """The active values, and the commented-out examples too, load through shared.config."""
     from database_service.settings import SETTINGS as DATABASE_SETTINGS
@@ -124,6 +126,7 @@ def ecosystem(ops: SimpleNamespace, tmp_path_factory: pytest.TempPathFactory) ->
     return json.loads(result.stdout)
 
 
+@pytest.mark.integration
 def test_ecosystem_runs_both_services_under_gunicorn(ecosystem: dict[str, Any], ops: SimpleNamespace) -> None:
     apps = {app["name"]: app for app in ecosystem["apps"]}
     assert set(apps) == set(ops.SERVICES)
@@ -139,6 +142,7 @@ def test_ecosystem_runs_both_services_under_gunicorn(ecosystem: dict[str, Any], 
         assert int(app["env"]["WEB_CONCURRENCY"]) >= 1
 
 
+@pytest.mark.integration
 def test_ecosystem_restart_policy_logs_and_metrics(ecosystem: dict[str, Any]) -> None:
     metric_dirs = set()
     for app in ecosystem["apps"]:
@@ -153,6 +157,7 @@ def test_ecosystem_restart_policy_logs_and_metrics(ecosystem: dict[str, Any]) ->
     assert len(metric_dirs) == 2, "each service needs its own metrics directory"
 
 
+@pytest.mark.unit
 def test_gunicorn_hook_wipes_the_metrics_directory(tmp_path: Path) -> None:
     from shared.gunicorn_hooks import reset_metrics_dir
 
@@ -164,6 +169,7 @@ def test_gunicorn_hook_wipes_the_metrics_directory(tmp_path: Path) -> None:
     assert list(stale.parent.iterdir()) == []
 
 
+@pytest.mark.integration
 def test_install_tools_script_is_valid_bash(ops: SimpleNamespace) -> None:
     script = ops.REPO / "scripts/install-tools.sh"
     result = subprocess.run(["bash", "-n", str(script)], capture_output=True, text=True, check=False)

@@ -1,19 +1,16 @@
-"""Dockerfiles (hadolint, layout), requirements.txt vs pyproject.toml, .dockerignore."""
+"""Dockerfiles (hadolint, layout), requirements.txt as the lock of pyproject.toml, .dockerignore."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import re
 import subprocess
-import tomllib
+import sys
 from pathlib import Path
-from types import SimpleNamespace
+from types import ModuleType, SimpleNamespace
 
 import pytest
-from packaging.requirements import Requirement
-from packaging.utils import canonicalize_name
-
-pytestmark = pytest.mark.unit
 
 DOCKERFILES = ["Dockerfile.template", "database-service/Dockerfile", "websocket-streaming/Dockerfile"]
 SERVICES = {
@@ -23,6 +20,7 @@ SERVICES = {
 IGNORED = ["tests", "**/tests", ".env", "data", "node_modules", ".venv", "**/__pycache__", ".pytest_cache"]
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("dockerfile", DOCKERFILES)
 def test_hadolint_reports_no_error(dockerfile: str, ops: SimpleNamespace) -> None:
     hadolint = ops.find_tool("hadolint")
@@ -39,6 +37,7 @@ def test_hadolint_reports_no_error(dockerfile: str, ops: SimpleNamespace) -> Non
     assert result.returncode in (0, 1), result.stderr
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("dockerfile", DOCKERFILES)
 def test_dockerfile_shape(dockerfile: str, ops: SimpleNamespace) -> None:
     steps = ops.dockerfile_instructions(ops.REPO / dockerfile)
@@ -56,6 +55,7 @@ def test_dockerfile_shape(dockerfile: str, ops: SimpleNamespace) -> None:
     assert "create_app()" in cmd
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("dockerfile", DOCKERFILES)
 def test_dependencies_are_a_layer_before_the_code(dockerfile: str, ops: SimpleNamespace) -> None:
     steps = ops.dockerfile_instructions(ops.REPO / dockerfile)
@@ -66,6 +66,7 @@ def test_dependencies_are_a_layer_before_the_code(dockerfile: str, ops: SimpleNa
     assert "-r /tmp/requirements.txt" in steps[install][1]
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("service", sorted(SERVICES))
 def test_service_dockerfile_matches_its_service(service: str, ops: SimpleNamespace) -> None:
     package, port = SERVICES[service]
@@ -78,41 +79,43 @@ def test_service_dockerfile_matches_its_service(service: str, ops: SimpleNamespa
         assert (ops.REPO / source).exists(), f"COPY source {source} does not exist"
 
 
+@pytest.mark.unit
 def test_service_dockerfiles_share_the_template_base(ops: SimpleNamespace) -> None:
     bases = {next(a for k, a in ops.dockerfile_instructions(ops.REPO / f) if k == "FROM") for f in DOCKERFILES}
     assert len(bases) == 1, bases
 
 
-def _pins(path: Path) -> dict[str, Requirement]:
-    pins = {}
-    for line in path.read_text().splitlines():
-        line = line.split("#", 1)[0].strip()
-        if line:
-            requirement = Requirement(line)
-            pins[canonicalize_name(requirement.name)] = requirement
-    return pins
+def _lock_module(repo: Path) -> ModuleType:
+    """scripts/lock.py, imported (it is a script, not a package module)."""
+    if "sardag_lock" not in sys.modules:
+        spec = importlib.util.spec_from_file_location("sardag_lock", repo / "scripts" / "lock.py")
+        assert spec is not None
+        assert spec.loader is not None
+        sys.modules["sardag_lock"] = module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    return sys.modules["sardag_lock"]
 
 
-def _runtime_dependencies(repo: Path) -> dict[str, Requirement]:
-    project = tomllib.loads((repo / "pyproject.toml").read_text())["project"]
-    return {canonicalize_name(r.name): r for r in map(Requirement, project["dependencies"])}
-
-
+@pytest.mark.unit
 @pytest.mark.parametrize("service", sorted(SERVICES))
-def test_requirements_pinned_within_pyproject_ranges(service: str, ops: SimpleNamespace) -> None:
-    pins = _pins(ops.REPO / service / "requirements.txt")
-    wanted = _runtime_dependencies(ops.REPO)
-    for name, pin in pins.items():
-        specs = list(pin.specifier)
-        assert len(specs) == 1, f"{name}: pin exactly one version"
-        assert specs[0].operator == "==", f"{name}: {pin} is not pinned with =="
-        if name in wanted:
-            assert wanted[name].specifier.contains(specs[0].version), f"{pin} outside {wanted[name]}"
-            assert pin.extras == wanted[name].extras, f"{name}: extras differ from pyproject.toml"
-    missing = sorted(set(wanted) - set(pins))
-    assert not missing, f"{service}/requirements.txt lacks {missing}"
+def test_requirements_are_the_lock_of_pyproject(service: str, ops: SimpleNamespace) -> None:
+    # exactly the closure of pyproject's base dependencies plus this service's extra, each
+    # pinned inside every declared range (scripts/lock.py writes it; `make lock`)
+    lock = _lock_module(ops.REPO)
+    assert lock.problems(service, ops.REPO / service / "requirements.txt") == []
 
 
+@pytest.mark.unit
+def test_each_image_gets_only_its_own_service_dependencies(ops: SimpleNamespace) -> None:
+    lock = _lock_module(ops.REPO)
+    database = set(lock.read_pins(ops.REPO / "database-service" / "requirements.txt"))
+    streaming = set(lock.read_pins(ops.REPO / "websocket-streaming" / "requirements.txt"))
+    assert {"psycopg2-binary", "pydantic"} <= database - streaming
+    assert {"websocket-client", "requests"} <= streaming - database
+    assert "websockets" not in database | streaming  # the fake exchange runs in no image
+
+
+@pytest.mark.unit
 def test_dockerignore_keeps_local_state_out(ops: SimpleNamespace) -> None:
     lines = {
         line.strip()

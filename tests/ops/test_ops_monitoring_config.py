@@ -12,8 +12,6 @@ from typing import Any
 
 import pytest
 
-pytestmark = pytest.mark.unit
-
 DASHBOARD = "deploy/grafana/dashboards/sardag.json"
 PROMETHEUS_YML = "deploy/prometheus/prometheus.yml"
 # Each panel the issue asks for, by a word of its title, and the metric its queries use.
@@ -58,6 +56,7 @@ def substitute(expr: str, variables: dict[str, str] = GRAFANA_VARIABLES) -> str:
     return expr
 
 
+@pytest.mark.integration
 def test_promtool_check_config(ops: SimpleNamespace) -> None:
     promtool = ops.find_tool("promtool")
     result = subprocess.run(
@@ -71,6 +70,7 @@ def test_promtool_check_config(ops: SimpleNamespace) -> None:
     assert "SUCCESS" in result.stdout + result.stderr
 
 
+@pytest.mark.unit
 def test_prometheus_scrapes_every_instance_of_both_services(ops: SimpleNamespace) -> None:
     """DNS discovery: one target per replica of each compose service (`--scale` included)."""
     from ruamel.yaml import YAML
@@ -81,6 +81,7 @@ def test_prometheus_scrapes_every_instance_of_both_services(ops: SimpleNamespace
         assert [(sd["names"], sd["type"], sd["port"]) for sd in jobs[service]] == [([service], "A", port)]
 
 
+@pytest.mark.integration
 def test_every_dashboard_query_is_valid_promql(ops: SimpleNamespace, tmp_path: Path) -> None:
     """promtool parses each query as a recording rule: a syntax error fails the check."""
     promtool = ops.find_tool("promtool")
@@ -96,6 +97,7 @@ def test_every_dashboard_query_is_valid_promql(ops: SimpleNamespace, tmp_path: P
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+@pytest.mark.unit
 def test_dashboard_has_every_required_panel(ops: SimpleNamespace) -> None:
     queries = dashboard_queries(ops.REPO)
     for word, metric in REQUIRED_PANELS.items():
@@ -104,6 +106,7 @@ def test_dashboard_has_every_required_panel(ops: SimpleNamespace) -> None:
         assert any(metric in expr for expr in matching), f"{word!r} panel does not query {metric}"
 
 
+@pytest.mark.unit
 def test_dashboard_uses_only_documented_metrics(ops: SimpleNamespace) -> None:
     documented = set(re.findall(r"sardag_[a-z0-9_]+", (ops.REPO / "docs/shared-api.md").read_text()))
     for title, ref, expr in dashboard_queries(ops.REPO):
@@ -112,6 +115,7 @@ def test_dashboard_uses_only_documented_metrics(ops: SimpleNamespace) -> None:
             assert base in documented, f"{title}/{ref}: {metric} is not in docs/shared-api.md"
 
 
+@pytest.mark.unit
 def test_dashboard_datasource_is_the_provisioned_uid(ops: SimpleNamespace) -> None:
     from ruamel.yaml import YAML
 
@@ -124,6 +128,7 @@ def test_dashboard_datasource_is_the_provisioned_uid(ops: SimpleNamespace) -> No
             assert target["datasource"]["uid"] in uids, panel["title"]
 
 
+@pytest.mark.unit
 def test_dashboard_provider_points_at_the_mounted_folder(ops: SimpleNamespace) -> None:
     from ruamel.yaml import YAML
 
@@ -135,6 +140,7 @@ def test_dashboard_provider_points_at_the_mounted_folder(ops: SimpleNamespace) -
     assert providers[0]["folder"]
 
 
+@pytest.mark.unit
 def test_dashboard_shows_the_alert_states(ops: SimpleNamespace) -> None:
     """An alert list of Prometheus's rules and a table of the ALERTS series, at the top."""
     from ruamel.yaml import YAML

@@ -9,8 +9,6 @@ from types import SimpleNamespace
 
 import pytest
 
-pytestmark = pytest.mark.unit
-
 TEMPLATES = "deploy/nginx/templates"
 
 
@@ -25,6 +23,7 @@ def loopback_values(tmp_path: Path, ports: list[int]) -> dict[str, str | list[st
     }
 
 
+@pytest.mark.integration
 def test_nginx_t_accepts_the_rendered_configuration(ops: SimpleNamespace, tmp_path: Path) -> None:
     conf = ops.render_nginx(tmp_path, loopback_values(tmp_path, [ops.free_port() for _ in range(6)]))
     result = subprocess.run(ops.nginx_argv(conf, "-t"), capture_output=True, text=True, timeout=60, check=False)
@@ -34,6 +33,7 @@ def test_nginx_t_accepts_the_rendered_configuration(ops: SimpleNamespace, tmp_pa
     assert len(re.findall(r"^\s*server 127\.0\.0\.1:\d+ max_fails=", rendered, re.MULTILINE)) == 4
 
 
+@pytest.mark.integration
 def test_nginx_t_rejects_a_broken_configuration(ops: SimpleNamespace, tmp_path: Path) -> None:
     """The check above can fail: the same run on a configuration with a typo does."""
     conf = ops.render_nginx(tmp_path, loopback_values(tmp_path, [ops.free_port() for _ in range(6)]))
@@ -44,6 +44,7 @@ def test_nginx_t_rejects_a_broken_configuration(ops: SimpleNamespace, tmp_path: 
     assert "proxy_read_timeout" in result.stderr
 
 
+@pytest.mark.unit
 def test_templates_use_only_sardag_variables(ops: SimpleNamespace) -> None:
     """envsubst in the nginx image must never touch one of nginx's own $variables."""
     for path in (ops.REPO / TEMPLATES).glob("*.template"):

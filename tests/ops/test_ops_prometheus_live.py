@@ -145,18 +145,40 @@ def _alert_states(ops: SimpleNamespace, prometheus: str) -> dict[str, str]:
     return {alert["labels"]["alertname"]: alert["state"] for alert in body["data"]["alerts"]}
 
 
+def _upstream(ops: SimpleNamespace, ws: str) -> dict[str, Any]:
+    """The upstream check's detail in websocket-streaming's /health (connected, reconnects...)."""
+    try:
+        _, body = ops.http("GET", f"{ws}/health")
+    except OSError:
+        return {}
+    detail: dict[str, Any] = body.get("checks", {}).get("upstream", {}).get("detail", {})
+    return detail
+
+
 def _reconnect(ops: SimpleNamespace, launcher: Any, exchange: Any, ws: str) -> Any:
-    """Restart the fake exchange on its port so the service reconnects once."""
+    """Restart the fake exchange on its port; return once the service saw the drop and reconnected.
+
+    /health answers 200 while disconnected too (degraded), so the wait is on the upstream
+    check itself: disconnected first, then connected again with one more reconnect counted.
+    """
+    before = int(_upstream(ops, ws)["reconnects"])
     exchange.stop(timeout=10)
-    time.sleep(1.0)
+    ops.wait_until(lambda: _upstream(ops, ws).get("connected") is False, 30, "the service to see the drop")
     restarted = launcher.start(f"{exchange.name}-again", exchange.process.args, exchange.env, exchange.port)
-    ops.wait_until(lambda: ops.answers(f"{ws}/health"), 30, "websocket-streaming after the reconnect")
+
+    def reconnected() -> bool:
+        upstream = _upstream(ops, ws)
+        return upstream.get("connected") is True and int(upstream.get("reconnects", 0)) > before
+
+    ops.wait_until(reconnected, 60, "websocket-streaming to reconnect to the restarted exchange")
     return restarted
 
 
 def test_every_dashboard_query_returns_series(ops: SimpleNamespace, launcher: Any) -> None:
     exchange = launcher.fake_exchange()
-    ws = launcher.gunicorn("websocket-streaming", workers=1, **_fake_exchange_urls(exchange))
+    # a short backoff cap: the reconnect after the exchange's restart comes within seconds
+    urls = _fake_exchange_urls(exchange)
+    ws = launcher.gunicorn("websocket-streaming", workers=1, WS_BACKOFF_CAP_SECONDS="2", **urls)
     db = launcher.gunicorn(
         "database-service", workers=DB_WORKERS, RATE_LIMIT_SIGNALS_HISTORY=str(HISTORY_LIMIT)
     )

@@ -1,4 +1,5 @@
-"""SIGTERM during a burst of writes: every signal answered 2xx is in the database afterwards."""
+"""SIGTERM during a burst of writes: requests in flight are answered, and every signal answered
+2xx is in the database afterwards."""
 
 from __future__ import annotations
 
@@ -18,6 +19,8 @@ from shared.testing import scratch_postgres
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.api, pytest.mark.database]
 
 WRITERS = 8
+BATCH_WRITERS = 2  # 200 signals a request: long requests, so some are mid-way at SIGTERM
+BATCH_SIZE = 200
 MAX_REQUESTS_PER_WRITER = 400
 BURST_SECONDS = 20.0
 SIGNAL_AFTER_ANSWERS = 60
@@ -35,14 +38,16 @@ class Burst:
     sigterm_at: float | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def record(self, client_id: str, status: int, body: Any, started: float) -> None:
+    def record(self, client_ids: list[str], status: int, body: Any, started: float) -> None:
+        """One answer: its signals by client_id; in flight at SIGTERM when sent before it."""
         with self.lock:
             if 200 <= status < 300:
-                self.accepted[client_id] = _signal_id(body)
+                signals = body["signals"] if isinstance(body, dict) and "signals" in body else [body]
+                self.accepted.update(zip(client_ids, map(_signal_id, signals), strict=True))
+                if self.sigterm_at is not None and started < self.sigterm_at:
+                    self.answered_after_sigterm += 1  # sent before SIGTERM, answered after it
             else:
                 self.other[status] = self.other.get(status, 0) + 1
-            if self.sigterm_at is not None and started < self.sigterm_at:
-                self.answered_after_sigterm += 1
 
 
 def _signal_id(body: Any) -> Any:
@@ -51,29 +56,36 @@ def _signal_id(body: Any) -> Any:
     return signal_body["id"]
 
 
-def _writer(ops: SimpleNamespace, url: str, burst: Burst, writer: int, deadline: float) -> None:
+def _signal(burst: Burst, client_id: str, index: int) -> dict[str, Any]:
+    return {
+        "symbol": "BTCUSDT",
+        "action": "BUY",
+        "price": 90000 + index,
+        "confidence": 0.5,
+        "strategy": f"sigterm-{burst.marker}",
+        "client_id": client_id,
+    }
+
+
+def _writer(ops: SimpleNamespace, url: str, burst: Burst, writer: int, deadline: float, size: int = 1) -> None:
+    """Post signals (one per request, or batches of `size`) until `deadline` or the server goes."""
     for index in range(MAX_REQUESTS_PER_WRITER):
         if time.monotonic() > deadline:
             return
-        client_id = f"{burst.marker}-{writer}-{index}"
-        payload = {
-            "symbol": "BTCUSDT",
-            "action": "BUY",
-            "price": 90000 + index,
-            "confidence": 0.5,
-            "strategy": f"sigterm-{burst.marker}",
-            "client_id": client_id,
-        }
+        client_ids = [f"{burst.marker}-{writer}-{index}-{n}" for n in range(size)]
+        signals = [_signal(burst, client_id, index) for client_id in client_ids]
         started = time.monotonic()
         try:
-            status, body = ops.http("POST", f"{url}/signals/save", payload, timeout=30)
+            status, body = ops.http(
+                "POST", f"{url}/signals/save", signals if size > 1 else signals[0], timeout=30
+            )
         except OSError:
             with burst.lock:
                 burst.unanswered += 1
             if burst.sigterm_at is not None:
                 return  # the listener is closed: the server is going away
             continue
-        burst.record(client_id, status, body, started)
+        burst.record(client_ids, status, body, started)
 
 
 @pytest.fixture
@@ -101,6 +113,12 @@ def test_sigterm_during_write_burst_loses_no_acknowledged_signal(
         threading.Thread(target=_writer, args=(ops, server.url, burst, n, deadline), daemon=True)
         for n in range(WRITERS)
     ]
+    threads += [
+        threading.Thread(
+            target=_writer, args=(ops, server.url, burst, WRITERS + n, deadline, BATCH_SIZE), daemon=True
+        )
+        for n in range(BATCH_WRITERS)
+    ]
     for thread in threads:
         thread.start()
     ops.wait_until(lambda: len(burst.accepted) >= SIGNAL_AFTER_ANSWERS, 30, "the first answers")
@@ -110,17 +128,27 @@ def test_sigterm_during_write_burst_loses_no_acknowledged_signal(
         thread.join(BURST_SECONDS + 35)
     assert exit_code == 0, f"gunicorn exited with {exit_code}:\n{server.log_tail()}"
     assert not [s for s in burst.other if s >= 500], f"5xx during shutdown: {burst.other}"
+    # graceful: requests already sent when SIGTERM came were still answered, with success
+    assert burst.answered_after_sigterm >= 1, (
+        f"no request sent before SIGTERM was answered ({burst.unanswered} unanswered, {burst.other})"
+    )
     _assert_all_stored(ops, launcher, env, burst)
 
 
 def _assert_all_stored(ops: SimpleNamespace, launcher: Any, env: dict[str, str], burst: Burst) -> None:
     """Start the service again on the same database and read back every acknowledged signal."""
     server = launcher.gunicorn("database-service", workers=1, **env)
-    lost = []
-    for client_id, signal_id in sorted(burst.accepted.items()):
-        status, body = ops.http("GET", f"{server.url}/signals/{signal_id}", timeout=10)
-        if status != 200 or body.get("client_id") != client_id:
-            lost.append((client_id, signal_id, status))
+    stored: dict[str, Any] = {}
+    cursor = ""
+    while True:  # every signal of this burst, a page of 1000 at a time
+        query = f"strategy=sigterm-{burst.marker}&limit=1000" + (f"&cursor={cursor}" if cursor else "")
+        status, page = ops.http("GET", f"{server.url}/signals/history?{query}", timeout=30)
+        assert status == 200, page
+        stored.update((s["client_id"], s["id"]) for s in page["signals"])
+        if not page["next_cursor"]:
+            break
+        cursor = page["next_cursor"]
+    lost = [(c, i, stored.get(c)) for c, i in sorted(burst.accepted.items()) if stored.get(c) != i]
     summary = (
         f"{len(burst.accepted)} acknowledged, {burst.answered_after_sigterm} answered after SIGTERM, "
         f"{burst.unanswered} unanswered, other statuses {burst.other}"

@@ -13,8 +13,6 @@ from urllib.parse import urlsplit
 
 import pytest
 
-pytestmark = pytest.mark.unit
-
 WORKFLOW = ".github/workflows/ci.yml"
 
 
@@ -34,6 +32,7 @@ def workflow(ops: SimpleNamespace) -> dict[str, Any]:
     return YAML(typ="safe").load((ops.REPO / WORKFLOW).read_text())
 
 
+@pytest.mark.integration
 def test_actionlint_accepts_every_workflow(ops: SimpleNamespace) -> None:
     paths = sorted((ops.REPO / ".github/workflows").glob("*.yml"))
     assert paths, "no workflow"
@@ -43,6 +42,7 @@ def test_actionlint_accepts_every_workflow(ops: SimpleNamespace) -> None:
     assert "Found total 0 errors" in result.stderr
 
 
+@pytest.mark.integration
 def test_actionlint_finds_a_script_injection(ops: SimpleNamespace, tmp_path: Path) -> None:
     """The check above can fail: a workflow with an untrusted expression in `run:` does."""
     broken = tmp_path / ".github/workflows/broken.yml"
@@ -54,6 +54,7 @@ def test_actionlint_finds_a_script_injection(ops: SimpleNamespace, tmp_path: Pat
     assert "github.event.pull_request.title" in result.stdout
 
 
+@pytest.mark.unit
 def test_tests_job_runs_ci_run_against_service_containers(workflow: dict[str, Any]) -> None:
     job = workflow["jobs"]["test"]
     commands = [step.get("run", "") for step in job["steps"]]
@@ -68,12 +69,14 @@ def test_tests_job_runs_ci_run_against_service_containers(workflow: dict[str, An
         assert f"{port}:{port}" in [str(p) for p in services[service]["ports"]], variable
 
 
+@pytest.mark.unit
 def test_lint_job_runs_make_lint(workflow: dict[str, Any], ops: SimpleNamespace) -> None:
     commands = [step.get("run", "").strip() for step in workflow["jobs"]["lint"]["steps"]]
     assert "make lint" in commands
     assert re.search(r"^lint:", (ops.REPO / "Makefile").read_text(), re.MULTILINE)
 
 
+@pytest.mark.unit
 def test_python_version_is_the_projects_minimum(workflow: dict[str, Any], ops: SimpleNamespace) -> None:
     import tomllib
 

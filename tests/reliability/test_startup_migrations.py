@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from shared.testing import wait_until
-from shared.testing.processes import Launcher, Running, http, service_env
+from shared.testing.processes import SOURCE_PATH, Launcher, Running, http, service_env
 from shared.testing.servers import PrivatePostgres
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.database, pytest.mark.api]
@@ -41,7 +41,9 @@ def warnings_naming_the_fix(server: Running) -> list[str]:
 
 def start_service(launcher: Launcher, pg: PrivatePostgres) -> Running:
     """database-service (two workers) on `pg`, with the stand-in migration 0002."""
-    return launcher.gunicorn("database-service", workers=2, app=APP, pythonpath=(HERE,), DATABASE_URL=pg.url)
+    return launcher.gunicorn(
+        "database-service", workers=2, app=APP, pythonpath=(HERE, *SOURCE_PATH), DATABASE_URL=pg.url
+    )
 
 
 def preload_and_restart(pg: PrivatePostgres) -> None:

@@ -8,6 +8,7 @@ import psycopg2.extensions
 import psycopg2.pool
 import pytest
 import redis
+from database_service.settings import SERVICE, SETTINGS
 from database_service.storage import open_storage
 
 from shared.config import load_config, redacted
@@ -23,7 +24,8 @@ DATABASE_URL = f"postgresql://app:pg-pw@db.internal:5432/sardag?{PG_QUERY}"
 
 
 def _config() -> dict[str, Any]:
-    return load_config("svc", environ={"REDIS_URL": REDIS_URL, "DATABASE_URL": DATABASE_URL}, env_file=None)
+    environ = {"REDIS_URL": REDIS_URL, "DATABASE_URL": DATABASE_URL}
+    return load_config(SERVICE, settings=SETTINGS, environ=environ, env_file=None)
 
 
 def test_the_parsed_settings_are_the_urls_as_given() -> None:

@@ -14,6 +14,10 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from support_app import BASE_CONFIG, create_app
 
+from shared.testing.processes import SOURCE_PATH, Launcher, Running
+
+HERE = Path(__file__).parent
+
 
 @pytest.fixture
 def make_app(tmp_path: Path) -> Callable[..., Flask]:
@@ -25,7 +29,12 @@ def make_app(tmp_path: Path) -> Callable[..., Flask]:
     return build
 
 
-@pytest.fixture(params=["memory", pytest.param("redis", marks=[pytest.mark.redis, pytest.mark.integration])])
+@pytest.fixture(
+    params=[
+        pytest.param("memory", marks=pytest.mark.unit),
+        pytest.param("redis", marks=[pytest.mark.redis, pytest.mark.integration]),
+    ]
+)
 def backend_config(request: pytest.FixtureRequest) -> dict[str, Any]:
     """Config selecting one limiter backend: in-process, or the real Redis server."""
     if request.param == "memory":
@@ -43,3 +52,28 @@ def app(make_app: Callable[..., Flask], backend_config: dict[str, Any]) -> Flask
 def memory_app(make_app: Callable[..., Flask]) -> Iterator[Flask]:
     """The support app on the in-process backend only."""
     return make_app(REDIS_URL=None)
+
+
+@pytest.fixture
+def support_gunicorn(tmp_path: Path) -> Iterator[Callable[..., Running]]:
+    """Start the support app under gunicorn with the shared hooks (tests/shared/gunicorn.conf.py).
+
+    `start(workers, **env)` returns once /health answers (`wait=False`: at once); every server
+    stops after the test.
+    """
+    with Launcher(tmp_path) as launch:
+
+        def start(workers: int = 2, *, wait: bool = True, **env: str) -> Running:
+            conf = HERE / "gunicorn.conf.py"
+            paths = [*SOURCE_PATH, HERE]
+            return launch.gunicorn_app(
+                "support_app:create_app()",
+                conf,
+                workers,
+                name="support-app",
+                wait=wait,
+                pythonpath=paths,
+                **env,
+            )
+
+        yield start

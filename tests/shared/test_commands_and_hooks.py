@@ -11,9 +11,9 @@ import pytest
 from flask import Flask
 
 from shared import gunicorn_hooks
-from shared.app import on_shutdown, shutdown
-from shared.config import main as config_main
+from shared.lifecycle import on_shutdown, shutdown
 from shared.rate_limiter.__main__ import main as rate_limiter_main
+from shared.sentry_integration import ANNOUNCED_ENV
 from shared.sentry_integration import _self_check as sentry_self_check
 
 pytestmark = pytest.mark.unit
@@ -42,25 +42,12 @@ def test_sentry_self_check(capsys: pytest.CaptureFixture[str]) -> None:
     assert "malformed DSN -> warning, disabled, no crash: ok" in capsys.readouterr().out
 
 
-def test_config_command_prints_and_fails_cleanly(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
-) -> None:
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("API_KEY", "abc")
-    config_main(["svc"])
-    assert "API_KEY=***" in capsys.readouterr().out
-    monkeypatch.setenv("TRUSTED_PROXIES", "-1")
-    with pytest.raises(SystemExit) as stop:
-        config_main([])
-    assert stop.value.code == 2
-    assert capsys.readouterr().err.strip() == "configuration error: TRUSTED_PROXIES: must be at least 0, got -1"
-
-
 def test_configure_sets_bind_workers_and_hooks(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path / "metrics"))
     monkeypatch.setenv("PORT", "6100")
     monkeypatch.setenv("WEB_CONCURRENCY", "3")
+    monkeypatch.setenv(ANNOUNCED_ENV, "")  # on_starting sets it; restored after the test
     namespace: dict[str, Any] = {}
     gunicorn_hooks.configure(namespace, "svc", defaults={"PORT": 5020})
     assert namespace["bind"] == ["127.0.0.1:6100"]

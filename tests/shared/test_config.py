@@ -1,35 +1,90 @@
-"""The typed configuration loader: sources, precedence and one-line errors."""
+"""The typed configuration loader, each service's own settings, and `python -m shared.config`."""
 
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from shared.config import ConfigError, Setting, load_config, parse_int, redacted
-
-pytestmark = pytest.mark.unit
+from shared.config import (
+    SERVICES,
+    SHARED_SETTINGS,
+    ConfigError,
+    Setting,
+    load_config,
+    main,
+    parse_int,
+    redacted,
+    service_settings,
+)
+from shared.testing.processes import Launcher, Running, http
 
 ROOT = Path(__file__).resolve().parents[2]
+# Free-text settings: no value is wrong for them.
+ACCEPTS_ANY = {"REDIS_KEY_PREFIX"}
+NOT_A_VALUE = "not-a-value"
 
 
-def test_defaults_match_the_design() -> None:
+@pytest.fixture
+def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> pytest.MonkeyPatch:
+    """No .env (cwd is empty) and no setting of any service in the environment."""
+    monkeypatch.chdir(tmp_path)
+    names = {s.name for s in SHARED_SETTINGS} | {s.name for n in SERVICES for s in service_settings(n).settings}
+    for name in names | {"ALLOW_UNAUTHENTICATED"}:
+        monkeypatch.delenv(name, raising=False)
+    return monkeypatch
+
+
+def _check(service: str, capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    """`python -m shared.config <service>` in-process: (exit code, stdout, stderr)."""
+    try:
+        main([service])
+        code = 0
+    except SystemExit as stop:
+        code = int(stop.code or 0)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+@pytest.mark.unit
+def test_shared_defaults_match_the_design() -> None:
     config = load_config("svc", environ={}, env_file=None)
-    assert config["DATABASE_URL"] == "sqlite:///data/sardag.db"
     assert config["REDIS_URL"] is None
     assert config["BIND"] == "127.0.0.1"
     assert config["TRUSTED_PROXIES"] == 0
     assert config["RATE_LIMIT_DEFAULT"] == 60
     assert config["RATE_LIMIT_ENABLED"] is True
-    assert config["SYMBOLS"] == ("BTCUSDT", "ETHUSDT", "BNBUSDT", "SOLUSDT", "XRPUSDT")
-    assert config["PRICE_STALE_SECONDS"] == 10.0
     assert config["LOG_FORMAT"] == "json"
     assert config["SERVICE_NAME"] == "svc"
 
 
+@pytest.mark.unit
+def test_each_service_declares_its_own_settings() -> None:
+    database = service_settings("database-service")
+    streaming = service_settings("websocket-streaming")
+    shared = {s.name for s in SHARED_SETTINGS}
+    assert {"DATABASE_URL", "DATABASE_POOL_SIZE"} <= {s.name for s in database.settings}
+    assert {"SYMBOLS", "BINANCE_WS_URL", "BINANCE_REST_URL", "PRICE_STALE_SECONDS"} <= {
+        s.name for s in streaming.settings
+    }
+    assert not shared & {"DATABASE_URL", "SYMBOLS", "BINANCE_WS_URL", "BINANCE_REST_URL", "PRICE_STALE_SECONDS"}
+    config = load_config(
+        "db", settings=database.settings, defaults=database.defaults, environ={}, env_file=None
+    )
+    assert (config["PORT"], config["DATABASE_URL"]) == (5020, "sqlite:///data/sardag.db")
+    config = load_config(
+        "ws", settings=streaming.settings, defaults=streaming.defaults, environ={}, env_file=None
+    )
+    assert config["PORT"] == 5021
+    assert config["SYMBOLS"] == ("BTCUSDT", "ETHUSDT", "BNBUSDT", "SOLUSDT", "XRPUSDT")
+    assert config["PRICE_STALE_SECONDS"] == 10.0
+
+
+@pytest.mark.unit
 def test_precedence_env_file_then_environment_then_overrides(tmp_path: Path) -> None:
     env_file = tmp_path / ".env"
     env_file.write_text("PORT=7001\nRATE_LIMIT_DEFAULT=7\nLOG_LEVEL=debug\n")
@@ -42,6 +97,7 @@ def test_precedence_env_file_then_environment_then_overrides(tmp_path: Path) -> 
     assert config["TESTING"] is True  # unknown keys pass through
 
 
+@pytest.mark.unit
 def test_service_settings_and_defaults() -> None:
     extra = [Setting("WS_MAX_AGE", parse_int(1), 86_000)]
     config = load_config("svc", settings=extra, defaults={"PORT": 5021}, environ={}, env_file=None)
@@ -49,16 +105,22 @@ def test_service_settings_and_defaults() -> None:
     assert config["WS_MAX_AGE"] == 86_000
 
 
+@pytest.mark.unit
 def test_symbols_are_normalised() -> None:
-    config = load_config("svc", environ={"SYMBOLS": " btcusdt, ETHUSDT ,btcusdt"}, env_file=None)
+    streaming = service_settings("websocket-streaming")
+    config = load_config(
+        "ws", settings=streaming.settings, environ={"SYMBOLS": " btcusdt, ETHUSDT ,btcusdt"}, env_file=None
+    )
     assert config["SYMBOLS"] == ("BTCUSDT", "ETHUSDT")
 
 
+@pytest.mark.unit
 def test_per_route_limits_from_environment() -> None:
     config = load_config("svc", environ={"RATE_LIMIT_SIGNALS_SAVE": "250"}, env_file=None)
     assert config["RATE_LIMITS"] == {"signals_save": 250}
 
 
+@pytest.mark.unit
 def test_non_loopback_bind_needs_an_api_key_or_explicit_opt_out() -> None:
     with pytest.raises(ConfigError, match="BIND"):
         load_config("svc", environ={"BIND": "0.0.0.0"}, env_file=None)
@@ -69,10 +131,12 @@ def test_non_loopback_bind_needs_an_api_key_or_explicit_opt_out() -> None:
         assert load_config("svc", environ={"BIND": loopback}, env_file=None)["BIND"] == loopback
 
 
+@pytest.mark.unit
 def test_redaction_hides_secrets() -> None:
     config = load_config(
         "svc",
-        environ={"API_KEY": "topsecret", "DATABASE_URL": "postgresql://u:pw123@db:5432/x"},
+        {"DATABASE_URL": "postgresql://u:pw123@db:5432/x"},
+        environ={"API_KEY": "topsecret"},
         env_file=None,
     )
     safe = redacted(config)
@@ -81,73 +145,158 @@ def test_redaction_hides_secrets() -> None:
     assert safe["DATABASE_URL"] == "postgresql://u:***@db:5432/x"
 
 
-BAD_VALUES = [
+SHARED_BAD_VALUES = [
     ("PORT", "abc", "must be an integer"),
     ("PORT", "70000", "at most 65535"),
-    ("DATABASE_URL", "mysql://root@db/x", "unknown URL scheme"),
     ("REDIS_URL", "http://localhost", "unknown URL scheme"),
     ("RATE_LIMIT_DEFAULT", "-5", "at least 1"),
     ("RATE_LIMIT_ENABLED", "maybe", "must be a boolean"),
     ("TRUSTED_PROXIES", "two", "must be an integer"),
-    ("PRICE_STALE_SECONDS", "nan", "finite"),
     ("SENTRY_TRACES_SAMPLE_RATE", "2", "at most 1.0"),
     ("LOG_FORMAT", "xml", "must be one of"),
     ("LOG_LEVEL", "LOUD", "must be DEBUG"),
-    ("SYMBOLS", ",", "at least one symbol"),
-    ("SYMBOLS", "BTC-USDT", "invalid symbol"),
-    ("BINANCE_WS_URL", "https://x", "unknown URL scheme"),
     ("RATE_LIMIT_SIGNALS_SAVE", "0", "at least 1"),
     ("BIND", "0.0.0.0", "without API_KEY"),
 ]
+SERVICE_BAD_VALUES = [
+    ("database-service", "DATABASE_URL", "mysql://root@db/x", "unknown URL scheme"),
+    ("database-service", "DATABASE_URL", "sqlite://", "needs a file path"),
+    ("database-service", "DATABASE_POOL_SIZE", "abc", "must be an integer"),
+    ("websocket-streaming", "SYMBOLS", ",", "at least one symbol"),
+    ("websocket-streaming", "SYMBOLS", "BTC-USDT", "invalid symbol 'BTC-USDT': 2-20 letters or digits"),
+    ("websocket-streaming", "BINANCE_WS_URL", "https://x", "unknown URL scheme"),
+    ("websocket-streaming", "PRICE_STALE_SECONDS", "nan", "finite"),
+]
 
 
-@pytest.mark.parametrize(("name", "value", "expected"), BAD_VALUES)
-def test_each_bad_value_is_one_clear_line_and_a_non_zero_exit(
-    name: str, value: str, expected: str, tmp_path: Path
-) -> None:
-    env = {k: v for k, v in os.environ.items() if k not in {"API_KEY", "ALLOW_UNAUTHENTICATED"}}
-    result = subprocess.run(
-        [sys.executable, "-m", "shared.config", "svc"],
-        env={**env, name: value},
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert result.returncode == 2
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
+def _assert_one_line_exit_2(code: int, err: str, name: str, expected: str) -> None:
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
     assert lines[0].startswith(f"configuration error: {name}: ")
     assert expected in lines[0]
-    assert "Traceback" not in result.stderr
+    assert "Traceback" not in err
 
 
-def test_gunicorn_with_a_bad_value_exits_with_one_line(tmp_path: Path) -> None:
-    conf = tmp_path / "gunicorn.conf.py"
-    conf.write_text(
-        "from shared.gunicorn_hooks import configure\nconfigure(globals(), 'svc', defaults={'PORT': 5999})\n"
-    )
-    result = subprocess.run(
-        [sys.executable, "-m", "gunicorn", "-c", str(conf), "support_app:create_app()"],
-        env={**os.environ, "PORT": "not-a-port"},
-        cwd=tmp_path,
+BAD_VALUES = [(s, *bad) for s in sorted(SERVICES) for bad in SHARED_BAD_VALUES] + SERVICE_BAD_VALUES
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize(("service", "name", "value", "expected"), BAD_VALUES)
+def test_a_bad_value_stops_the_services_that_read_it_with_one_line(
+    service: str,
+    name: str,
+    value: str,
+    expected: str,
+    clean_env: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    clean_env.setenv(name, value)
+    _assert_one_line_exit_2(*_check(service, capsys)[::2], name, expected)
+    if (service, name, value, expected) in SERVICE_BAD_VALUES:  # the other service does not read it
+        (other,) = set(SERVICES) - {service}
+        code, out, err = _check(other, capsys)
+        assert (code, err) == (0, ""), f"a bad {name} stopped {other}"
+        assert out.splitlines()[-1].startswith(f"{other}: configuration valid")
+
+
+def _every_service_setting() -> list[tuple[str, str]]:
+    return [
+        (n, s.name) for n in sorted(SERVICES) for s in service_settings(n).settings if s.name not in ACCEPTS_ANY
+    ]
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize(("service", "name"), _every_service_setting())
+def test_every_service_setting_refuses_a_bad_value_with_one_line(
+    service: str, name: str, clean_env: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    clean_env.setenv(name, NOT_A_VALUE)
+    code, _, err = _check(service, capsys)
+    _assert_one_line_exit_2(code, err, name, "")
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize(("service", "port"), [("database-service", 5020), ("websocket-streaming", 5021)])
+def test_config_command_prints_the_real_port_and_a_verdict(
+    service: str, port: int, clean_env: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    clean_env.setenv("API_KEY", "hunter2")
+    code, out, err = _check(service, capsys)
+    assert (code, err) == (0, "")
+    lines = out.splitlines()
+    assert f"PORT={port}" in lines
+    assert f"SERVICE_NAME={service}" in lines
+    assert "API_KEY=***" in lines
+    assert "hunter2" not in out
+    assert lines[-1] == f"{service}: configuration valid; it would listen on 127.0.0.1:{port}"
+
+
+def _config_command(*args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    base = {k: v for k, v in os.environ.items() if k not in {"API_KEY", "ALLOW_UNAUTHENTICATED", "PORT"}}
+    return subprocess.run(
+        [sys.executable, "-m", "shared.config", *args],
+        env={**base, **env},
+        cwd=cwd,
         capture_output=True,
         text=True,
         timeout=60,
     )
-    assert result.returncode == 2
-    assert result.stderr.strip() == "configuration error: PORT: must be an integer, got 'not-a-port'"
 
 
-def test_a_valid_configuration_prints_redacted(tmp_path: Path) -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "shared.config", "svc"],
-        env={**os.environ, "API_KEY": "hunter2", "PORT": "6001"},
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=60,
+@pytest.mark.integration
+@pytest.mark.slow
+def test_config_command_names_its_services_and_refuses_others(tmp_path: Path) -> None:
+    usage = _config_command("--help", cwd=tmp_path)
+    assert usage.returncode == 0
+    assert usage.stdout.startswith("usage: python -m shared.config")
+    assert "database-service,websocket-streaming" in usage.stdout
+    for wrong in (["nope"], []):
+        refused = _config_command(*wrong, cwd=tmp_path)
+        assert refused.returncode == 2, refused
+        assert refused.stdout == ""
+        assert "usage: python -m shared.config" in refused.stderr
+    bad = _config_command("database-service", cwd=tmp_path, DATABASE_POOL_SIZE="abc")
+    assert (bad.returncode, bad.stderr) == (
+        2,
+        "configuration error: DATABASE_POOL_SIZE: must be an integer, got 'abc'\n",
     )
-    assert result.returncode == 0, result.stderr
-    assert "PORT=6001" in result.stdout.splitlines()
-    assert "hunter2" not in result.stdout
+    good = _config_command("websocket-streaming", cwd=tmp_path, PORT="6001")
+    assert good.returncode == 0, good.stderr
+    assert (
+        good.stdout.splitlines()[-1]
+        == "websocket-streaming: configuration valid; it would listen on 127.0.0.1:6001"
+    )
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_gunicorn_with_a_bad_value_exits_with_one_line(support_gunicorn: Callable[..., Running]) -> None:
+    server = support_gunicorn(1, wait=False, PORT="not-a-port")
+    assert server.process.wait(60) == 2
+    assert server.log_text().strip() == "configuration error: PORT: must be an integer, got 'not-a-port'"
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("service", "name", "value"),
+    [("database-service", "DATABASE_POOL_SIZE", "abc"), ("websocket-streaming", "WS_RING_SIZE", "8")],
+)
+def test_each_service_under_gunicorn_refuses_its_own_bad_setting(
+    service: str, name: str, value: str, tmp_path: Path
+) -> None:
+    with Launcher(tmp_path) as launch:
+        server = launch.gunicorn(service, wait=False, **{name: value})
+        assert server.process.wait(60) == 2
+    lines = server.log_text().strip().splitlines()
+    assert len(lines) == 1, lines
+    assert lines[0].startswith(f"configuration error: {name}: ")
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_a_bad_symbols_does_not_stop_database_service(tmp_path: Path) -> None:
+    with Launcher(tmp_path) as launch:
+        server = launch.gunicorn("database-service", workers=1, SYMBOLS="BTC-USD,,??")
+        assert http("GET", f"{server.url}/health")[0] == 200

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Callable
 
 import pytest
@@ -80,6 +81,7 @@ def test_one_json_access_line_per_request(
     assert "sekrit" not in json.dumps(lines)
 
 
+@pytest.mark.slow  # 679 requests
 def test_metrics_use_the_url_rule_not_the_raw_path(memory_app: Flask) -> None:
     client = memory_app.test_client()
     letters = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
@@ -150,8 +152,24 @@ def test_writes_are_open_without_an_api_key(memory_app: Flask) -> None:
     assert memory_app.test_client().post("/write").status_code == 201
 
 
-def test_text_log_format(make_app: Callable[..., Flask], capsys: pytest.CaptureFixture[str]) -> None:
-    make_app(REDIS_URL=None, LOG_FORMAT="text", LOG_LEVEL="INFO").test_client().get("/plain")
-    err = capsys.readouterr().err
-    assert " INFO support-app.access request" in err
-    make_app(REDIS_URL=None, LOG_FORMAT="json")  # restore the default for later tests
+def test_text_log_format_carries_every_access_field(
+    make_app: Callable[..., Flask], capsys: pytest.CaptureFixture[str]
+) -> None:
+    app = make_app(REDIS_URL=None, LOG_FORMAT="text", LOG_LEVEL="INFO")
+    try:
+        app.test_client().get("/plain?x=1", headers={"X-Request-ID": "req-7"})
+        lines = [line for line in capsys.readouterr().err.splitlines() if " support-app.access " in line]
+    finally:
+        make_app(REDIS_URL=None, LOG_FORMAT="json")  # the default again for later tests
+    assert len(lines) == 1, lines
+    head, _, fields = lines[0].partition(" INFO support-app.access request ")
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}", head), lines[0]
+    values = dict(field.split("=", 1) for field in fields.split(" "))
+    assert values.pop("duration_ms").replace(".", "").isdigit()
+    assert values == {
+        "method": "GET",
+        "path": "/plain",
+        "status": "200",
+        "remote_addr": "127.0.0.1",
+        "request_id": "req-7",
+    }

@@ -25,7 +25,6 @@ class FakeClock:
         return self.now
 
 
-@pytest.mark.unit
 def test_55_requests_on_a_50_per_minute_route(client: FlaskClient) -> None:
     responses = [client.get("/limited") for _ in range(55)]
     assert [r.status_code for r in responses] == [200] * 50 + [429] * 5
@@ -40,7 +39,6 @@ def test_55_requests_on_a_50_per_minute_route(client: FlaskClient) -> None:
         assert response.get_json()["message"]
 
 
-@pytest.mark.unit
 def test_retry_after_counts_down_to_when_the_oldest_request_leaves(client: FlaskClient) -> None:
     for _ in range(50):
         client.get("/limited")
@@ -81,6 +79,7 @@ def test_window_slides_one_request_at_a_time_in_process(make_app: Callable[..., 
 
 @pytest.mark.integration
 @pytest.mark.redis
+@pytest.mark.slow
 def test_window_slides_on_redis(make_app: Callable[..., Flask], clean_redis: str) -> None:
     app = make_app(REDIS_URL=clean_redis, RATE_LIMITS={"limited": 3}, RATE_LIMIT_WINDOW_SECONDS=1.0)
     client = app.test_client()
@@ -93,7 +92,6 @@ def test_window_slides_on_redis(make_app: Callable[..., Flask], clean_redis: str
     assert [client.get("/limited").status_code for _ in range(2)] == [200, 429]
 
 
-@pytest.mark.unit
 def test_limits_are_per_client_address(client: FlaskClient) -> None:
     for _ in range(50):
         client.get("/limited", environ_base={"REMOTE_ADDR": "10.0.0.1"})
@@ -101,7 +99,6 @@ def test_limits_are_per_client_address(client: FlaskClient) -> None:
     assert client.get("/limited", environ_base={"REMOTE_ADDR": "10.0.0.2"}).status_code == 200
 
 
-@pytest.mark.unit
 def test_limits_are_per_route_scope(client: FlaskClient) -> None:
     for _ in range(50):
         client.get("/limited")
@@ -109,7 +106,6 @@ def test_limits_are_per_route_scope(client: FlaskClient) -> None:
     assert client.get("/hundred").status_code == 200
 
 
-@pytest.mark.unit
 def test_spoofed_forwarded_for_is_ignored_without_trusted_proxies(
     make_app: Callable[..., Flask], backend_config: dict[str, object]
 ) -> None:
@@ -120,7 +116,6 @@ def test_spoofed_forwarded_for_is_ignored_without_trusted_proxies(
     assert statuses == [200] * 50 + [429] * 5
 
 
-@pytest.mark.unit
 def test_forwarded_for_is_the_key_behind_one_trusted_proxy(
     make_app: Callable[..., Flask], backend_config: dict[str, object]
 ) -> None:

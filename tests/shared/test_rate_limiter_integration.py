@@ -3,22 +3,18 @@
 from __future__ import annotations
 
 import http.client
-import sys
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import pytest
 import redis
-
-sys.path.insert(0, str(Path(__file__).parent))
-
-from servers import redis_server_binary, start_gunicorn, start_redis, stop
 from support_app import BASE_CONFIG
 
 from shared.rate_limiter import get_limiter
-from shared.testing import free_port, require_server
+from shared.testing import free_port
+from shared.testing.processes import Running
+from shared.testing.servers import PrivateRedis
 
 pytestmark = [pytest.mark.integration, pytest.mark.redis]
 
@@ -35,29 +31,22 @@ def _get(port: int, path: str) -> tuple[int, str]:
 
 
 @pytest.mark.slow
-def test_limit_is_exact_across_gunicorn_workers(clean_redis: str) -> None:
-    port = free_port()
-    server = start_gunicorn(port, {"REDIS_URL": clean_redis}, workers=3)
-    try:
-        with ThreadPoolExecutor(max_workers=48) as pool:
-            answers = list(pool.map(lambda _: _get(port, "/hundred"), range(400)))
-    finally:
-        stop(server)
+def test_limit_is_exact_across_gunicorn_workers(
+    clean_redis: str, support_gunicorn: Callable[..., Running]
+) -> None:
+    server = support_gunicorn(3, REDIS_URL=clean_redis, REDIS_TIMEOUT_SECONDS="1", GUNICORN_THREADS="8")
+    with ThreadPoolExecutor(max_workers=48) as pool:
+        answers = list(pool.map(lambda _: _get(server.port, "/hundred"), range(400)))
     statuses = Counter(status for status, _ in answers)
     assert statuses == {200: 100, 429: 300}
     assert len({pid for _, pid in answers}) >= 2, "the requests were not spread over workers"
 
 
 @pytest.fixture
-def private_redis() -> Iterator[int]:
+def private_redis() -> Iterator[PrivateRedis]:
     """A redis-server of this test's own, which the test may stop and restart."""
-    if redis_server_binary() is None:
-        require_server("redis-server binary", "not installed")
-    port = free_port()
-    process = start_redis(port)
-    holder = {"process": process}
-    yield port
-    stop(holder["process"])
+    with PrivateRedis() as server:
+        yield server
 
 
 def _zcard(port: int) -> int:
@@ -65,10 +54,11 @@ def _zcard(port: int) -> int:
     return sum(client.zcard(key) for key in client.scan_iter("sardag:rl:*"))
 
 
-def test_redis_outage_fails_open_then_recovers(private_redis: int) -> None:
+@pytest.mark.slow
+def test_redis_outage_fails_open_then_recovers(private_redis: PrivateRedis) -> None:
     from support_app import create_app
 
-    port = private_redis
+    port = private_redis.port
     app = create_app({**BASE_CONFIG, "REDIS_URL": f"redis://127.0.0.1:{port}/0"})
     client = app.test_client()
     assert [client.get("/limited").status_code for _ in range(10)] == [200] * 10
@@ -84,14 +74,11 @@ def test_redis_outage_fails_open_then_recovers(private_redis: int) -> None:
     metrics = client.get("/metrics").get_data(as_text=True)
     assert 'sardag_redis_fallback_total{component="rate_limiter",service="support-app"} 51.0' in metrics
 
-    restarted = start_redis(port)
-    try:
-        get_limiter(app).backend.breaker.reset_seconds = 0.0  # type: ignore[union-attr]
-        assert client.get("/hundred").status_code == 200
-        assert _zcard(port) == 1  # back on Redis: the new server holds the window
-        assert client.get("/health").get_json()["status"] == "healthy"
-    finally:
-        stop(restarted)
+    private_redis.start()
+    get_limiter(app).backend.breaker.reset_seconds = 0.0  # type: ignore[union-attr]
+    assert client.get("/hundred").status_code == 200
+    assert _zcard(port) == 1  # back on Redis: the new server holds the window
+    assert client.get("/health").get_json()["status"] == "healthy"
 
 
 def test_unreachable_redis_at_start_serves_in_process() -> None:

@@ -33,6 +33,7 @@ def _json_lines(text: str) -> list[dict[str, object]]:
     return [json.loads(line) for line in text.splitlines() if line.startswith("{")]
 
 
+@pytest.mark.slow
 def test_background_writer_keeps_every_line_and_each_threads_order(
     background_logging: None, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -73,7 +74,7 @@ def _access_line(app: Flask, capsys: pytest.CaptureFixture[str]) -> dict[str, ob
 def _only_our_handler(monkeypatch: pytest.MonkeyPatch) -> None:
     """Hide pytest's capture handlers from the root logger, as in a real worker."""
     root = logging.getLogger()
-    monkeypatch.setattr(root, "handlers", [h for h in root.handlers if getattr(h, "_sardag", False)])
+    monkeypatch.setattr(root, "handlers", [h for h in root.handlers if logger.is_ours(h)])
 
 
 def test_access_line_short_cut_writes_what_logging_writes(
@@ -120,6 +121,7 @@ def test_json_time_is_iso_utc_with_milliseconds(created: float) -> None:
     assert line["time"] == datetime.fromtimestamp(created, UTC).isoformat(timespec="milliseconds")
 
 
+@pytest.mark.slow  # waits for the flusher thread (FLUSH_SECONDS)
 def test_request_counts_reach_prometheus_without_a_scrape(memory_app: Flask) -> None:
     client = memory_app.test_client()
     for _ in range(3):
@@ -128,7 +130,7 @@ def test_request_counts_reach_prometheus_without_a_scrape(memory_app: Flask) -> 
     labels = {"method": "GET", "rule": "/plain", "service": "support-app", "status": "200"}
     wait_until(
         lambda: registry.get_sample_value("sardag_http_requests_total", labels) == 3.0,
-        3 * FLUSH_SECONDS,
+        10 * FLUSH_SECONDS,
         "3 requests in the registry",
     )
     latency = {k: v for k, v in labels.items() if k != "status"}
@@ -195,6 +197,7 @@ def test_an_entry_that_cannot_be_formatted_does_not_stop_the_writer(capsys: pyte
     assert [e["message"] for e in _json_lines(err)] == ["fine"]
 
 
+@pytest.mark.slow  # waits for the flusher thread (FLUSH_SECONDS)
 def test_the_metrics_flusher_survives_a_failing_flush(
     memory_app: Flask, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -213,10 +216,10 @@ def test_the_metrics_flusher_survives_a_failing_flush(
     client.get("/plain")  # its count is lost with the failing flush
     labels = {"method": "GET", "rule": "/plain", "service": "support-app", "status": "200"}
     logged = "could not record request metrics"
-    wait_until(lambda: logged in caplog.text, 3 * FLUSH_SECONDS, "the logged failure")
+    wait_until(lambda: logged in caplog.text, 10 * FLUSH_SECONDS, "the logged failure")
     client.get("/plain")
     wait_until(
         lambda: metrics.registry.get_sample_value("sardag_http_requests_total", labels) == 1.0,
-        3 * FLUSH_SECONDS,
+        10 * FLUSH_SECONDS,
         "the next request recorded by the same thread",
     )

@@ -15,9 +15,7 @@ from flask import Flask
 from sentry_sdk.envelope import Envelope
 from sentry_sdk.transport import Transport
 
-from shared.sentry_integration import capture_exception, init_sentry, scrub_event
-
-pytestmark = pytest.mark.unit
+from shared.sentry_integration import ANNOUNCED_ENV, announce, capture_exception, init_sentry, scrub_event
 
 
 class RecordingTransport(Transport):
@@ -39,12 +37,14 @@ def sentry_off() -> Iterator[None]:
     sentry_sdk.init()
 
 
+@pytest.mark.unit
 def test_no_dsn_is_a_logged_no_op(caplog: pytest.LogCaptureFixture, sentry_off: None) -> None:
     with caplog.at_level(logging.INFO, logger="shared.sentry"):
         assert init_sentry("svc", dsn="") is False
     assert "no SENTRY_DSN" in caplog.text
 
 
+@pytest.mark.unit
 def test_malformed_dsn_warns_and_the_app_runs(
     make_app: Callable[..., Flask], caplog: pytest.LogCaptureFixture, sentry_off: None
 ) -> None:
@@ -55,6 +55,33 @@ def test_malformed_dsn_warns_and_the_app_runs(
     assert app.test_client().get("/health").status_code == 200
 
 
+@pytest.mark.parametrize(
+    ("dsn", "level", "said"),
+    [
+        ("", logging.INFO, "sentry disabled: no SENTRY_DSN"),
+        ("definitely not a dsn", logging.WARNING, "sentry disabled: invalid SENTRY_DSN (BadDsn)"),
+        ("https://key@o1.ingest.example.invalid/42", logging.INFO, "sentry enabled for svc"),
+    ],
+)
+@pytest.mark.unit
+def test_the_master_announces_once_and_its_workers_stay_quiet(
+    dsn: str,
+    level: int,
+    said: str,
+    make_app: Callable[..., Flask],
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+    sentry_off: None,
+) -> None:
+    monkeypatch.setenv(ANNOUNCED_ENV, "")  # restored after the test
+    with caplog.at_level(logging.INFO, logger="shared.sentry"):
+        announce("svc", dsn)  # gunicorn's on_starting, in the master
+        make_app(REDIS_URL=None, SENTRY_DSN=dsn)  # a worker, twice
+        make_app(REDIS_URL=None, SENTRY_DSN=dsn)
+    assert [(r.levelno, r.getMessage()) for r in caplog.records] == [(level, said)]
+
+
+@pytest.mark.unit
 def test_credentials_are_scrubbed_from_events(make_app: Callable[..., Flask], sentry_off: None) -> None:
     app = make_app(REDIS_URL=None)
     transport = RecordingTransport()
@@ -70,6 +97,7 @@ def test_credentials_are_scrubbed_from_events(make_app: Callable[..., Flask], se
     assert "tok-456-secret" not in text
 
 
+@pytest.mark.unit
 def test_scrub_event_handles_header_lists_and_cookies() -> None:
     event = {"request": {"headers": [["x-api-key", "a"], ["Accept", "b"]], "cookies": "session=1"}}
     scrubbed = scrub_event(event)
@@ -78,6 +106,7 @@ def test_scrub_event_handles_header_lists_and_cookies() -> None:
     assert scrub_event({"message": "no request"}) == {"message": "no request"}
 
 
+@pytest.mark.unit
 def test_capture_exception_with_context(sentry_off: None) -> None:
     transport = RecordingTransport()
     init_sentry("svc", dsn="https://public@sentry.invalid/1", transport=transport)
@@ -88,6 +117,8 @@ def test_capture_exception_with_context(sentry_off: None) -> None:
     assert "btcusdt@trade" in text
 
 
+@pytest.mark.integration
+@pytest.mark.slow
 def test_self_check_command_runs() -> None:
     result = subprocess.run(
         [sys.executable, "-m", "shared.sentry_integration"],
@@ -100,6 +131,8 @@ def test_self_check_command_runs() -> None:
     assert "X-API-Key and Authorization scrubbed: ok" in result.stdout
 
 
+@pytest.mark.integration
+@pytest.mark.slow
 def test_rate_limiter_self_check_command_runs() -> None:
     result = subprocess.run(
         [sys.executable, "-m", "shared.rate_limiter"], capture_output=True, text=True, timeout=120

@@ -2,20 +2,19 @@
 
 from __future__ import annotations
 
-import re
 import time
 
 from flask import Blueprint, Response, current_app, jsonify, request
 
 from shared.errors import not_found, unavailable, validation_error
 from shared.rate_limiter import rate_limit
+from shared.symbols import SYMBOL_RE
 
 from .encoding import price_answer
 from .service import StreamingService
 from .sse import SubscriberSlots, price_events
 
 EXTENSION = "websocket_streaming"
-SYMBOL_RE = re.compile(r"^[A-Za-z0-9]{2,20}$")
 JSON = "application/json"
 
 bp = Blueprint("streaming", __name__)

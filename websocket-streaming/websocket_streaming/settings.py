@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import re
 
-from shared.config import Setting, parse_bool, parse_float, parse_int, parse_str
+from shared.config import Setting, parse_bool, parse_float, parse_int, parse_str, parse_url
+from shared.symbols import SYMBOL_RULE, is_symbol
 
+SERVICE = "websocket-streaming"
+DEFAULTS = {"PORT": 5021}
 STREAM_KINDS = ("trade", "aggTrade", "miniTicker", "ticker", "bookTicker")
 KLINE_RE = re.compile(r"^kline_(1s|1m|3m|5m|15m|30m|1h|2h|4h|6h|8h|12h|1d|3d|1w|1M)$")
 
@@ -21,12 +24,27 @@ def parse_stream_kinds(value: str) -> tuple[str, ...]:
     return kinds
 
 
+def parse_symbols(value: str) -> tuple[str, ...]:
+    """Parse a comma-separated list of exchange symbols, upper-cased, no duplicates."""
+    symbols = tuple(dict.fromkeys(s.strip().upper() for s in value.split(",") if s.strip()))
+    if not symbols:
+        raise ValueError("must name at least one symbol")
+    bad = [s for s in symbols if not is_symbol(s)]
+    if bad:
+        raise ValueError(f"invalid symbol {bad[0]!r}: {SYMBOL_RULE}")
+    return symbols
+
+
 def parse_prefix(value: str) -> str:
     """A Redis key prefix; empty is allowed."""
     return parse_str(value) or ""
 
 
 SETTINGS: tuple[Setting, ...] = (
+    Setting("SYMBOLS", parse_symbols, ("BTCUSDT", "ETHUSDT", "BNBUSDT", "SOLUSDT", "XRPUSDT")),
+    Setting("BINANCE_WS_URL", parse_url("ws", "wss"), "wss://stream.binance.com:9443"),
+    Setting("BINANCE_REST_URL", parse_url("http", "https"), "https://api.binance.com"),
+    Setting("PRICE_STALE_SECONDS", parse_float(0.1), 10.0),
     Setting(
         "INGEST_ENABLED",
         parse_bool,

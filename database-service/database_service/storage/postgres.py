@@ -185,7 +185,7 @@ class PostgresStorage(sql.SqlReads, Storage):
         """The statistics version (raised in every new trade's transaction)."""
         with self._cursor() as cur:
             cur.execute(sql.READ_STATS_VERSION)
-            return int(cur.fetchone()[0])
+            return int(_one_row(cur)[0])
 
     def _save(
         self,
@@ -208,9 +208,10 @@ class PostgresStorage(sql.SqlReads, Storage):
                 on_insert(cur)
             dupes = [k for i, k in enumerate(keys) if k is not None and ids[i] not in won]
             stored = _stored_by_key(cur, spec, dupes)
+        # a row not inserted is one whose client_id another row already holds
         return [
-            (inserted[ids[i]], True) if ids[i] in inserted else (stored[keys[i]], False)
-            for i in range(len(rows))
+            (inserted[i], True) if i in inserted else (stored[str(k)], False)
+            for i, k in zip(ids, keys, strict=True)
         ]
 
     def trade_stats(self, filters: TradeFilter, group_by: str | None) -> list[StatsAggregate]:
@@ -225,7 +226,7 @@ class PostgresStorage(sql.SqlReads, Storage):
         """Exact row counts."""
         with self._cursor() as cur:
             cur.execute("SELECT (SELECT count(*) FROM signals), (SELECT count(*) FROM trades)")
-            signals, trades = cur.fetchone()
+            signals, trades = _one_row(cur)
         return {"signals": signals, "trades": trades}
 
     def ping(self) -> None:
@@ -322,3 +323,11 @@ def _stored_by_key(
         (wanted,),
     )
     return {row[0]: spec.to_dict(row[1:]) for row in cur.fetchall()}
+
+
+def _one_row(cur: psycopg2.extensions.cursor) -> tuple[Any, ...]:
+    """The row of a query that always returns exactly one (an aggregate, a counter)."""
+    row = cur.fetchone()
+    if row is None:
+        raise StorageUnavailable("the database answered no row to a single-row query")
+    return row

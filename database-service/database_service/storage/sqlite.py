@@ -96,9 +96,9 @@ class SQLiteStorage(sql.SqlReads, Storage):
         return "sqlite"
 
     def _connect(self) -> sqlite3.Connection:
-        conn = getattr(self._local, "conn", None)
-        if conn is not None:
-            return conn
+        found: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if found is not None:
+            return found
         if self._closed:
             raise StorageUnavailable("storage is closed")
         conn = sqlite3.connect(

@@ -1,0 +1,82 @@
+"""The suite's marker rules: exactly one of unit or integration, and no server for a unit test."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from shared.testing.markers import UNSORTED_FOLDERS, kind_problems
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@dataclass
+class FakeItem:
+    """What kind_problems reads of a collected test."""
+
+    nodeid: str
+    marks: set[str]
+    fixturenames: list[str] = field(default_factory=list)
+
+    @property
+    def path(self) -> Path:
+        return ROOT / self.nodeid.split("::")[0]
+
+    def get_closest_marker(self, name: str) -> Any:
+        return name if name in self.marks else None
+
+
+@pytest.mark.unit
+def test_exactly_one_kind_and_no_server_for_a_unit_test() -> None:
+    items = [
+        FakeItem("tests/x/test_a.py::test_ok", {"unit"}),
+        FakeItem("tests/x/test_a.py::test_both", {"unit", "integration"}),
+        FakeItem("tests/x/test_a.py::test_neither", {"slow"}),
+        FakeItem("tests/x/test_a.py::test_redis", {"unit"}, ["clean_redis", "tmp_path"]),
+        FakeItem("tests/x/test_a.py::test_real_redis", {"integration"}, ["clean_redis"]),
+        FakeItem(f"{UNSORTED_FOLDERS[0]}/test_b.py::test_not_sorted_yet", set()),
+    ]
+    assert kind_problems(items, ROOT) == [  # FakeItem stands in for pytest.Item
+        "tests/x/test_a.py::test_both: marked unit and integration",
+        "tests/x/test_a.py::test_neither: marked neither unit nor integration",
+        "tests/x/test_a.py::test_redis: marked unit but uses clean_redis",
+    ]
+
+
+GUARDED = """
+import socket, subprocess, sys
+from shared.testing.markers import install_server_guard
+install_server_guard()
+for attempt in (
+    lambda: subprocess.run([sys.executable, "-c", "pass"], check=True),
+    lambda: socket.create_connection(("127.0.0.1", 6379), timeout=1),
+    lambda: __import__("psycopg2").connect("postgresql://postgres@127.0.0.1:5432/test"),
+):
+    try:
+        attempt()
+        print("allowed")
+    except Exception as exc:
+        print(type(exc).__name__, exc)
+subprocess.run(["git", "--version"], capture_output=True, check=True)
+print("git allowed")
+"""
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_the_unit_guard_refuses_processes_and_servers() -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(GUARDED)], capture_output=True, text=True, timeout=60, cwd=ROOT
+    )
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith("RuntimeError unit tests start no process")
+    assert lines[1] == "ConnectionRefusedError unit tests reach no server (port 6379)"
+    assert lines[2] == "OperationalError unit tests reach no PostgreSQL server"
+    assert lines[3] == "git allowed"
