@@ -13,28 +13,9 @@ from flask import Flask
 from shared import gunicorn_hooks
 from shared.app import on_shutdown, shutdown
 from shared.config import main as config_main
-from shared.rate_limiter.__main__ import main as rate_limiter_main
 from shared.sentry_integration import _self_check as sentry_self_check
 
 pytestmark = pytest.mark.unit
-
-
-def test_rate_limiter_self_check_reports_each_verification(capsys: pytest.CaptureFixture[str]) -> None:
-    rate_limiter_main()
-    out = capsys.readouterr().out
-    assert "memory: 55 hits on a 50/min key -> 50 allowed, 5 rejected: ok" in out
-    assert "window slides by exactly one request: ok" in out
-    assert "1,000 kept (LRU): ok" in out
-
-
-def test_rate_limiter_self_check_without_redis(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    from shared.testing import free_port
-
-    monkeypatch.setenv("REDIS_URL", f"redis://127.0.0.1:{free_port()}/0")
-    rate_limiter_main()
-    assert "skipped, not reachable" in capsys.readouterr().out
 
 
 def test_sentry_self_check(capsys: pytest.CaptureFixture[str]) -> None:
