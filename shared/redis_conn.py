@@ -34,10 +34,13 @@ class CircuitBreaker:
         self,
         name: str,
         reset_seconds: float = 5.0,
+        *,
+        store: str = "redis",
         clock: Callable[[], float] = time.monotonic,
         logger: logging.Logger | None = None,
     ) -> None:
         self.name = name
+        self.store = store
         self.reset_seconds = reset_seconds
         self._clock = clock
         self._log = logger or logging.getLogger("shared.redis")
@@ -67,7 +70,7 @@ class CircuitBreaker:
             return
         with self._lock:
             self._opened_at, self._probing = None, False
-        self._log.warning("redis reachable again; %s back on redis", self.name)
+        self._log.warning("%s reachable again; %s back on it", self.store, self.name)
 
     def record_failure(self, error: BaseException) -> None:
         """Open (or keep open) the breaker, logging once per outage."""
@@ -75,4 +78,4 @@ class CircuitBreaker:
             first = self._opened_at is None
             self._opened_at, self._probing = self._clock(), False
         if first:
-            self._log.warning("redis unreachable (%s); %s falls back to in-process", error, self.name)
+            self._log.warning("%s unreachable (%s); %s falls back to in-process", self.store, error, self.name)

@@ -222,10 +222,12 @@ class Server:
         return counts
 
 
-def run_wrk(wrk: str, url: str, args: argparse.Namespace, seconds: int) -> tuple[dict[str, int], float]:
-    """Run wrk against /ping; return its JSON summary and its CPU seconds."""
+def run_wrk(
+    wrk: str, url: str, args: argparse.Namespace, seconds: int, path: str = "/ping", script: str | None = None
+) -> tuple[dict[str, int], float]:
+    """Run wrk against `path`; return its JSON summary and its CPU seconds."""
     cmd = [wrk, f"-t{args.wrk_threads}", f"-c{args.connections}", f"-d{seconds}s", "--timeout", "5s"]
-    cmd += ["-s", str(HERE / "report.lua"), f"{url}/ping"]
+    cmd += ["-s", str(HERE / (script or "report.lua")), f"{url}{path}"]
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     out = subprocess.run(cmd, capture_output=True, text=True, check=True, timeout=seconds + 30).stdout
     after = resource.getrusage(resource.RUSAGE_CHILDREN)

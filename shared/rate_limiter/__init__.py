@@ -1,13 +1,16 @@
-"""Exact sliding-window rate limiting for Flask views, in-process or on Redis.
+"""Exact sliding-window rate limiting for Flask views, in-process, host-wide or on Redis.
 
 `@rate_limit(requests_per_minute=100, scope="signals_save")` limits one view; routes with
 no decorator get `RATE_LIMIT_DEFAULT`. The backend is chosen by URL like the `limits`
-library: `memory://` or `redis://...` (from `REDIS_URL`).
+library: `redis://...` (from `REDIS_URL`); else `file:///path`, the store a gunicorn master
+with several workers shares among them (`SARDAG_RATE_LIMIT_HOST_STORE`, set by
+shared/gunicorn_hooks.py); else `memory://` (one process).
 """
 
 from __future__ import annotations
 
 import functools
+import os
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -15,6 +18,7 @@ from flask import Flask, Request, Response, current_app, g, request
 
 from shared.errors import APIError
 from shared.rate_limiter.base import Backend, RateLimitResult
+from shared.rate_limiter.host import HOST_ERRORS, HOST_STORE_ENV, HostBackend, host_store_path
 from shared.rate_limiter.memory import MemoryBackend
 from shared.rate_limiter.redis_backend import FailoverBackend, RedisBackend
 from shared.redis_conn import FAST_TIMEOUT, CircuitBreaker, redis_client
@@ -23,6 +27,7 @@ from shared.request_pipeline import get_pipeline
 __all__ = [
     "Backend",
     "FailoverBackend",
+    "HostBackend",
     "MemoryBackend",
     "RateLimitResult",
     "RateLimiter",
@@ -52,14 +57,26 @@ def storage_from_url(
     on_fallback: Callable[[], None] = lambda: None,
     timeout: float = FAST_TIMEOUT,
 ) -> Backend:
-    """Build a backend from `memory://` or a `redis://` URL (with in-process failover)."""
+    """Build a backend from `memory://`, `file:///path` or a `redis://` URL.
+
+    The shared stores fail open to the in-process backend while they fail.
+    """
     if url.startswith("memory://"):
         return MemoryBackend(max_keys=max_keys)
     if url.startswith(("redis://", "rediss://", "unix://")):
         primary = RedisBackend(redis_client(url, timeout=timeout))
         breaker = CircuitBreaker("rate limiter")
         return FailoverBackend(primary, MemoryBackend(max_keys), breaker, on_fallback)
+    if url.startswith("file://"):
+        host = HostBackend(host_store_path(url), max_keys)
+        breaker = CircuitBreaker("rate limiter", store=f"host store {host.path}")
+        return FailoverBackend(host, MemoryBackend(max_keys), breaker, on_fallback, errors=HOST_ERRORS)
     raise ValueError(f"unknown rate-limit storage URL {url!r}")
+
+
+def storage_url(config: Any) -> str:
+    """REDIS_URL when set; else the host store a gunicorn master shares; else in-process."""
+    return config.get("REDIS_URL") or os.environ.get(HOST_STORE_ENV) or "memory://"
 
 
 class RateLimiter:
@@ -80,7 +97,7 @@ class RateLimiter:
         fallback = metrics.counter("redis_fallback_total", "Fell back from Redis", ("component",))
         self.config = app.config
         if self.backend is None:
-            url = app.config.get("REDIS_URL") or "memory://"
+            url = storage_url(app.config)
             on_fallback = fallback.labels(component="rate_limiter").inc
             self.backend = storage_from_url(
                 url, app.config["RATE_LIMIT_MAX_KEYS"], on_fallback, app.config["REDIS_TIMEOUT_SECONDS"]
@@ -89,7 +106,7 @@ class RateLimiter:
         self._view_functions = app.view_functions
         get_pipeline(app).add(before=self._limit_undecorated_route, after=_add_headers)
         if isinstance(self.backend, FailoverBackend):
-            get_health(app).add_check("rate_limiter_redis", self.health, critical=False)
+            get_health(app).add_check(f"rate_limiter_{self.backend.name}", self.health, critical=False)
 
     @property
     def enabled(self) -> bool:
@@ -125,10 +142,11 @@ class RateLimiter:
             self.check(endpoint, _address(req), self.limit_for(endpoint, None), state)
 
     def health(self) -> tuple[str, str]:
-        """`degraded` while limiting in-process because Redis is unreachable."""
+        """`degraded` while limiting in-process because the shared store fails."""
+        name = self.backend.name if self.backend is not None else "memory"
         if isinstance(self.backend, FailoverBackend) and self.backend.degraded:
-            return "degraded", "redis unreachable; limiting in-process"
-        return "ok", "redis"
+            return "degraded", f"{name} unreachable; limiting in-process"
+        return "ok", name
 
 
 def get_limiter(app: Flask | None = None) -> RateLimiter:

@@ -73,33 +73,34 @@ class RedisBackend:
 
 
 class FailoverBackend:
-    """Redis first; the in-process backend while Redis is unreachable (fail open)."""
-
-    name = "redis"
+    """A shared store first; the in-process backend while it fails (fail open)."""
 
     def __init__(
         self,
-        primary: RedisBackend,
+        primary: Backend,
         fallback: Backend,
         breaker: CircuitBreaker,
         on_fallback: Callable[[], None] = lambda: None,
+        errors: tuple[type[BaseException], ...] = REDIS_ERRORS,
     ) -> None:
         self.primary = primary
         self.fallback = fallback
         self.breaker = breaker
+        self.name = primary.name
         self._on_fallback = on_fallback
+        self._errors = errors
 
     @property
     def degraded(self) -> bool:
-        """True while requests are limited in-process because Redis failed."""
+        """True while requests are limited in-process because the shared store failed."""
         return self.breaker.is_open
 
     def hit(self, key: str, limit: int, window: float) -> RateLimitResult:
-        """Decide on Redis, or in-process while the breaker is open."""
+        """Decide on the shared store, or in-process while the breaker is open."""
         if self.breaker.allow():
             try:
                 result = self.primary.hit(key, limit, window)
-            except REDIS_ERRORS as exc:
+            except self._errors as exc:
                 self.breaker.record_failure(exc)
             else:
                 self.breaker.record_success()
@@ -112,5 +113,5 @@ class FailoverBackend:
         self.fallback.clear()
         try:
             self.primary.clear()
-        except REDIS_ERRORS as exc:
-            logging.getLogger("shared.rate_limiter").warning("could not clear redis: %s", exc)
+        except self._errors as exc:
+            logging.getLogger("shared.rate_limiter").warning("could not clear %s: %s", self.name, exc)

@@ -49,7 +49,8 @@ def test_configure_sets_bind_workers_and_hooks(monkeypatch: pytest.MonkeyPatch, 
     assert namespace["worker_class"] == "gthread"
     (tmp_path / "metrics").mkdir()
     (tmp_path / "metrics" / "counter_123.db").write_bytes(b"stale")
-    namespace["on_starting"](None)
+    master = SimpleNamespace(cfg=SimpleNamespace(workers=1), log=SimpleNamespace(info=lambda *args: None))
+    namespace["on_starting"](master)
     assert list((tmp_path / "metrics").iterdir()) == []  # wiped at start
 
 
