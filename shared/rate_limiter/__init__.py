@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 from flask import Flask, Request, Response, current_app, g, request
 
-from shared.errors import APIError
+from shared.errors import APIError, error_response
 from shared.rate_limiter.base import Backend, RateLimitResult
 from shared.rate_limiter.host import HOST_ERRORS, HOST_STORE_ENV, HostBackend, host_store_path
 from shared.rate_limiter.memory import MemoryBackend
@@ -96,6 +96,9 @@ class RateLimiter:
         self.rejections = metrics.counter("rate_limited_total", "Requests rejected (429)", ("scope",))
         fallback = metrics.counter("redis_fallback_total", "Fell back from Redis", ("component",))
         self.config = app.config
+        self._limits: dict[tuple[str, int | None], int] = {}
+        self._rejected: dict[str, Any] = {}
+        self._bodies: dict[int, bytes] = {}
         if self.backend is None:
             url = storage_url(app.config)
             on_fallback = fallback.labels(component="rate_limiter").inc
@@ -115,23 +118,40 @@ class RateLimiter:
 
     def limit_for(self, scope: str, default: int | None) -> int:
         """The env override for `scope`, else the decorator's value, else the default."""
-        override = self.config.get("RATE_LIMITS", {}).get(scope)
-        return int(override or default or self.config["RATE_LIMIT_DEFAULT"])
+        limit = self._limits.get((scope, default))
+        if limit is None:
+            override = self.config.get("RATE_LIMITS", {}).get(scope)
+            limit = int(override or default or self.config["RATE_LIMIT_DEFAULT"])
+            self._limits[(scope, default)] = limit
+        return limit
 
-    def check(self, scope: str, key: str, limit: int, state: Any = g) -> RateLimitResult:
-        """Decide one request (kept on `state` for the headers); 429 APIError when over."""
+    def decide(self, scope: str, key: str, limit: int, state: Any) -> RateLimitResult:
+        """Decide one request and keep the result on `state` (the request's `g`) for the headers."""
         assert self.backend is not None
-        window = float(self.config.get("RATE_LIMIT_WINDOW_SECONDS", 60.0))
+        window = self.config["RATE_LIMIT_WINDOW_SECONDS"]
         result = state.rate_limit_result = self.backend.hit(f"{scope}:{key}", limit, window)
         if not result.allowed:
-            self.rejections.labels(scope=scope).inc()
+            counter = self._rejected.get(scope)
+            if counter is None:
+                counter = self._rejected[scope] = self.rejections.labels(scope=scope)
+            counter.inc()
+        return result
+
+    def check(self, scope: str, key: str, limit: int, state: Any = g) -> RateLimitResult:
+        """Decide one request; raise the 429 APIError when it is over the limit."""
+        result = self.decide(scope, key, limit, state)
+        if not result.allowed:
             raise APIError(
-                "rate_limited",
-                f"Rate limit of {limit} requests per minute exceeded; retry later.",
-                429,
-                headers={"Retry-After": result.retry_after_header},
+                "rate_limited", _message(limit), 429, headers={"Retry-After": result.retry_after_header}
             )
         return result
+
+    def rejection(self, result: RateLimitResult) -> Response:
+        """The 429 answer for a rejected result, built without raising (the decorator's path)."""
+        body = self._bodies.get(result.limit)
+        if body is None:
+            body = self._bodies[result.limit] = error_response("rate_limited", _message(result.limit), 429).data
+        return Response(body, 429, {"Retry-After": result.retry_after_header}, mimetype="application/json")
 
     def _limit_undecorated_route(self, req: Request, state: Any) -> None:
         endpoint = req.endpoint
@@ -166,15 +186,22 @@ def rate_limit(
 
         @functools.wraps(view)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
-            limiter = current_app._get_current_object().extensions.get(EXTENSION)
+            limiter = current_app.extensions.get(EXTENSION)
             if limiter is not None and limiter.enabled:
-                limiter.check(name, key_func(), limiter.limit_for(name, requests_per_minute))
+                limit = limiter.limit_for(name, requests_per_minute)
+                result = limiter.decide(name, key_func(), limit, g._get_current_object())
+                if not result.allowed:
+                    return limiter.rejection(result)
             return view(*args, **kwargs)
 
         wrapper.rate_limit_scope = name  # type: ignore[attr-defined]
         return wrapper  # type: ignore[return-value]
 
     return decorator
+
+
+def _message(limit: int) -> str:
+    return f"Rate limit of {limit} requests per minute exceeded; retry later."
 
 
 def _add_headers(req: Request, state: Any, response: Response) -> None:

@@ -130,8 +130,11 @@ def _config(**overrides: Any) -> dict[str, Any]:
 @pytest.fixture
 def master_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     """A master's environment: no host store yet, temporary files under tmp_path."""
-    monkeypatch.delenv(HOST_STORE_ENV, raising=False)
+    monkeypatch.setenv(HOST_STORE_ENV, "")  # recorded, so teardown removes what a test sets
+    monkeypatch.delenv(HOST_STORE_ENV)
     monkeypatch.setenv("TMPDIR", str(tmp_path))
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path / "metrics"))  # configure() sets it
+    monkeypatch.chdir(tmp_path)  # no stray .env
     monkeypatch.setattr("tempfile.tempdir", None)
     return tmp_path
 
