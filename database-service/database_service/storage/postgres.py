@@ -203,6 +203,8 @@ class PostgresStorage(sql.SqlReads, Storage):
         time_at: int,
         on_insert: Callable[[psycopg2.extensions.cursor], None] | None = None,
     ) -> list[tuple[dict[str, Any], bool]]:
+        if not any(keys):
+            return self._save_unkeyed(spec, rows, on_insert)
         with self._cursor() as cur:
             cur.execute(
                 f"SELECT nextval(pg_get_serial_sequence('{spec.table}', 'id')) FROM generate_series(1, %s)",
@@ -220,6 +222,25 @@ class PostgresStorage(sql.SqlReads, Storage):
             (inserted[ids[i]], True) if ids[i] in inserted else (stored[keys[i]], False)
             for i in range(len(rows))
         ]
+
+    def _save_unkeyed(
+        self,
+        spec: TableSpec,
+        rows: list[tuple[Any, ...]],
+        on_insert: Callable[[psycopg2.extensions.cursor], None] | None,
+    ) -> list[tuple[dict[str, Any], bool]]:
+        """Rows without idempotency keys: the ids come from the INSERT itself, no round trip first."""
+        with self._cursor() as cur:
+            returned = execute_values(
+                cur,
+                f"INSERT INTO {spec.table} ({spec.fields}) VALUES %s RETURNING {spec.columns}",
+                rows,
+                page_size=len(rows),
+                fetch=True,
+            )
+            if on_insert is not None:
+                on_insert(cur)
+        return [(spec.to_dict(row), True) for row in returned]
 
     def trade_stats(self, filters: TradeFilter, group_by: str | None) -> list[StatsAggregate]:
         """Combine hourly bucket segments (and the edge hours' trades) in the database."""
