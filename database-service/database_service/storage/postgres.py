@@ -55,6 +55,7 @@ class TableSpec:
     key_id: str
     time: str
     to_dict: Callable[[Sequence[Any]], dict[str, Any]]
+    types: tuple[str, ...]  # SQL type of each of `fields`, for unnest
 
 
 def _iso(value: Any) -> str | None:
@@ -74,11 +75,30 @@ CODEC = sql.Codec(
     read_time=_iso,
     read_json=sql.identity,
 )
+SIGNAL_TYPES = ("text", "text", "numeric", "float8", "text", "text", "timestamptz", "jsonb", "text")
+TRADE_TYPES = (
+    *("text", "text", "numeric", "numeric", "numeric", "numeric", "numeric", "float8", "text", "text"),
+    *("bigint", "timestamptz", "timestamptz", "float8", "jsonb", "text"),
+)
 SIGNALS = TableSpec(
-    "signals", sql.SIGNAL_FIELDS, sql.SIGNAL_COLUMNS, "signal_client_ids", "signal_id", "ts", CODEC.signal_dict
+    "signals",
+    sql.SIGNAL_FIELDS,
+    sql.SIGNAL_COLUMNS,
+    "signal_client_ids",
+    "signal_id",
+    "ts",
+    CODEC.signal_dict,
+    SIGNAL_TYPES,
 )
 TRADES = TableSpec(
-    "trades", sql.TRADE_FIELDS, sql.TRADE_COLUMNS, "trade_client_ids", "trade_id", "exit_time", CODEC.trade_dict
+    "trades",
+    sql.TRADE_FIELDS,
+    sql.TRADE_COLUMNS,
+    "trade_client_ids",
+    "trade_id",
+    "exit_time",
+    CODEC.trade_dict,
+    TRADE_TYPES,
 )
 
 
@@ -229,15 +249,21 @@ class PostgresStorage(sql.SqlReads, Storage):
         rows: list[tuple[Any, ...]],
         on_insert: Callable[[psycopg2.extensions.cursor], None] | None,
     ) -> list[tuple[dict[str, Any], bool]]:
-        """Rows without idempotency keys: the ids come from the INSERT itself, no round trip first."""
+        """Rows without idempotency keys: the ids come from the INSERT itself, no round trip first.
+
+        A batch goes as one array per column through unnest: psycopg2 adapts ten arrays in C
+        instead of formatting each of up to 1000 rows in Python (execute_values).
+        """
+        insert = f"INSERT INTO {spec.table} ({spec.fields})"
         with self._cursor() as cur:
-            returned = execute_values(
-                cur,
-                f"INSERT INTO {spec.table} ({spec.fields}) VALUES %s RETURNING {spec.columns}",
-                rows,
-                page_size=len(rows),
-                fetch=True,
-            )
+            if len(rows) == 1:
+                values = ", ".join(["%s"] * len(rows[0]))
+                cur.execute(f"{insert} VALUES ({values}) RETURNING {spec.columns}", rows[0])
+            else:
+                arrays = ", ".join(f"%s::{kind}[]" for kind in spec.types)
+                columns = [list(column) for column in zip(*rows, strict=True)]
+                cur.execute(f"{insert} SELECT * FROM unnest({arrays}) RETURNING {spec.columns}", columns)
+            returned = cur.fetchall()
             if on_insert is not None:
                 on_insert(cur)
         return [(spec.to_dict(row), True) for row in returned]
