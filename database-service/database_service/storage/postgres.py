@@ -134,9 +134,15 @@ class PostgresStorage(sql.SqlReads, Storage):
             if self._closed:
                 raise StorageUnavailable("storage is closed")
             if self._pool is None:
-                self._pool = psycopg2.pool.ThreadedConnectionPool(
+                pool = psycopg2.pool.ThreadedConnectionPool(
                     1, self.pool_size, self.url, connect_timeout=self.connect_timeout
                 )
+                # psycopg2 closes a returned connection whenever minconn are already idle, so
+                # with minconn=1 two concurrent requests meant a new PostgreSQL connection for
+                # one of them (most of a single save's time under 4 clients). Raised after the
+                # pool opened its first one, so connections still open on demand, then stay.
+                pool.minconn = self.pool_size
+                self._pool = pool
             return self._pool
 
     @contextmanager
