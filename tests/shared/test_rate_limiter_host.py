@@ -82,6 +82,33 @@ def test_keys_left_idle_are_swept_and_the_rest_bounded(tmp_path: Path) -> None:
 
 
 @pytest.mark.unit
+def test_a_sweep_keeps_partly_expired_keys_exact(tmp_path: Path) -> None:
+    clock = FakeClock()
+    store = HostBackend(str(tmp_path / "limits.sqlite"), clock=clock)
+    for _ in range(3):  # t = 0, 10, 20 (relative)
+        assert store.hit("busy", 3, 60.0).allowed
+        clock.now += 10
+    clock.now += 35  # t = 65: the first hit has left, the other two have not
+    for i in range(PURGE_EVERY):  # enough writes to sweep while "busy" is partly expired
+        store.hit(f"other{i}", 3, 60.0)
+    assert [store.hit("busy", 3, 60.0).allowed for _ in range(2)] == [True, False]
+
+
+@pytest.mark.unit
+def test_a_huge_limit_is_exact_too(tmp_path: Path) -> None:
+    clock = FakeClock()
+    store = HostBackend(str(tmp_path / "limits.sqlite"), clock=clock)
+    results = []
+    for _ in range(5001):
+        results.append(store.hit("k", 5000, 60.0))
+        clock.now += 0.001
+    assert [r.allowed for r in results].count(True) == 5000
+    assert results[4999].remaining == 0
+    assert not results[5000].allowed
+    assert results[5000].retry_after == pytest.approx(60.0 - 5.0, abs=0.01)
+
+
+@pytest.mark.unit
 def test_an_unusable_store_fails_open_in_process(tmp_path: Path) -> None:
     backend = storage_from_url(f"file://{tmp_path}/missing-dir/limits.sqlite")
     assert isinstance(backend, FailoverBackend)
