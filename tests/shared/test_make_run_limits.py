@@ -68,19 +68,27 @@ class MakeRun:
     ws_port: int
 
 
-def request(port: int, method: str, path: str, body: Any = None, source: str = "127.0.0.1") -> Answer:
+def request(
+    port: int,
+    method: str,
+    path: str,
+    body: Any = None,
+    source: str = "127.0.0.1",
+    headers: dict[str, str] | None = None,
+) -> Answer:
     """One request on a fresh connection from `source` (an SSE stream is closed after its headers)."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30, source_address=(source, 0))
     try:
         data = None if body is None else json.dumps(body).encode()
-        conn.request(method, path, body=data, headers={"Content-Type": "application/json"} if data else {})
+        sent = {**(headers or {}), **({"Content-Type": "application/json"} if data else {})}
+        conn.request(method, path, body=data, headers=sent)
         response = conn.getresponse()
         streaming = response.getheader("Content-Type", "").startswith("text/event-stream")
         raw = b"" if streaming else response.read()
         error = json.loads(raw).get("error") if response.status >= 400 and raw else None
         names = ("X-RateLimit-Limit", "X-RateLimit-Remaining", "X-RateLimit-Reset", "Retry-After")
-        headers = {n: response.getheader(n) for n in names if response.getheader(n) is not None}
-        return Answer(response.status, headers, error)
+        found = {n: response.getheader(n) for n in names if response.getheader(n) is not None}
+        return Answer(response.status, found, error)
     finally:
         conn.close()
 
@@ -138,10 +146,12 @@ def _priced(port: int) -> bool:
     return request(port, "GET", "/price/BTCUSDT", source="127.0.0.2").status == 200
 
 
-def burst(port: int, method: str, path: str, body: Any, count: int) -> list[Answer]:
+def burst(
+    port: int, method: str, path: str, body: Any, count: int, headers: dict[str, str] | None = None
+) -> list[Answer]:
     """`count` rapid requests from 8 threads, each on a fresh connection."""
     with ThreadPoolExecutor(max_workers=8) as pool:
-        return list(pool.map(lambda _: request(port, method, path, body), range(count)))
+        return list(pool.map(lambda _: request(port, method, path, body, headers=headers), range(count)))
 
 
 def check_exact(answers: list[Answer], limit: int, where: str) -> None:
