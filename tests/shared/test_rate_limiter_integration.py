@@ -18,7 +18,7 @@ from servers import redis_server_binary, start_gunicorn, start_redis, stop
 from support_app import BASE_CONFIG
 
 from shared.rate_limiter import get_limiter
-from shared.testing import free_port, require_server
+from shared.testing import free_port, require_server, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.redis]
 
@@ -39,6 +39,8 @@ def test_limit_is_exact_across_gunicorn_workers(clean_redis: str) -> None:
     port = free_port()
     server = start_gunicorn(port, {"REDIS_URL": clean_redis}, workers=3)
     try:
+        # /health answers once one worker is up; the burst must wait for the others to boot
+        wait_until(lambda: _workers_answering(port) >= 2, 60, "a second worker to answer")
         with ThreadPoolExecutor(max_workers=48) as pool:
             answers = list(pool.map(lambda _: _get(port, "/hundred"), range(400)))
     finally:
@@ -46,6 +48,11 @@ def test_limit_is_exact_across_gunicorn_workers(clean_redis: str) -> None:
     statuses = Counter(status for status, _ in answers)
     assert statuses == {200: 100, 429: 300}
     assert len({pid for _, pid in answers}) >= 2, "the requests were not spread over workers"
+
+
+def _workers_answering(port: int) -> int:
+    with ThreadPoolExecutor(max_workers=12) as pool:
+        return len({pid for _, pid in pool.map(lambda _: _get(port, "/health"), range(24))})
 
 
 @pytest.fixture
