@@ -34,7 +34,7 @@ import psycopg2
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from client import Http, concurrent_posts, latencies
+from client import Http, concurrent_posts, latencies, run_threads
 from database_service.cursor import encode_cursor
 from database_service.storage import open_storage
 from database_service.storage.base import datetime_to_us
@@ -166,13 +166,9 @@ def copy_rate(url: str, batches: list[list[dict[str, object]]], clients: int) ->
                 cur.copy_expert(f"COPY signals ({COPY_COLUMNS}) FROM STDIN", io.StringIO(text))
             conn.commit()
 
-    threads = [threading.Thread(target=load, args=pair) for pair in zip(connections, shares, strict=True)]
-    started = time.perf_counter()
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    elapsed = time.perf_counter() - started
+    elapsed = run_threads(
+        [threading.Thread(target=load, args=p) for p in zip(connections, shares, strict=True)]
+    )
     for conn in connections:
         conn.close()
     return sum(len(b) for b in batches) / elapsed

@@ -43,6 +43,16 @@ def wait_until(
         time.sleep(interval)
 
 
+class FakeClock:
+    """A clock a test moves by hand (`clock.now += 10`), for code that takes a clock callable."""
+
+    def __init__(self, now: float = 1000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
 def free_port() -> int:
     """A TCP port on loopback that nothing listens on right now."""
     with socket.socket() as sock:

@@ -174,20 +174,16 @@ def check_exact(answers: list[Answer], limit: int, where: str) -> None:
         assert abs(int(answer.headers["X-RateLimit-Reset"]) - math.ceil(now + retry_after)) <= 2, where
 
 
-@pytest.mark.parametrize(("method", "path", "body", "limit"), DATABASE_ROUTES)
-def test_database_service_routes_admit_exactly_their_limit(
-    make_run: MakeRun, method: str, path: str, body: Any, limit: int
-) -> None:
-    answers = burst(make_run.db_port, method, path, body, limit + 5)
-    check_exact(answers, limit, f"database-service {method} {path}")
+ROUTES = [("database-service", *route) for route in DATABASE_ROUTES]
+ROUTES += [("websocket-streaming", *route) for route in STREAMING_ROUTES]
 
 
-@pytest.mark.parametrize(("method", "path", "body", "limit"), STREAMING_ROUTES)
-def test_websocket_streaming_routes_admit_exactly_their_limit(
-    make_run: MakeRun, method: str, path: str, body: Any, limit: int
+@pytest.mark.parametrize(("service", "method", "path", "body", "limit"), ROUTES)
+def test_each_limited_route_admits_exactly_its_limit(
+    make_run: MakeRun, service: str, method: str, path: str, body: Any, limit: int
 ) -> None:
-    answers = burst(make_run.ws_port, method, path, body, limit + 5)
-    check_exact(answers, limit, f"websocket-streaming {method} {path}")
+    port = make_run.db_port if service == "database-service" else make_run.ws_port
+    check_exact(burst(port, method, path, body, limit + 5), limit, f"{service} {method} {path}")
 
 
 def test_the_start_up_log_says_how_each_service_counts(make_run: MakeRun) -> None:

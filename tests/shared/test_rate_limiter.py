@@ -11,18 +11,9 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from shared.rate_limiter import MemoryBackend, RateLimiter, get_limiter
+from shared.testing import FakeClock
 
 pytestmark = pytest.mark.api
-
-
-class FakeClock:
-    """A monotonic clock the test moves by hand."""
-
-    def __init__(self) -> None:
-        self.now = 5000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.mark.unit
@@ -51,7 +42,7 @@ def test_retry_after_counts_down_to_when_the_oldest_request_leaves(client: Flask
 
 @pytest.mark.unit
 def test_rejected_requests_do_not_count(make_app: Callable[..., Flask]) -> None:
-    clock = FakeClock()
+    clock = FakeClock(5000.0)
     app = make_app(REDIS_URL=None)
     get_limiter(app).backend = MemoryBackend(clock=clock)
     client = app.test_client()
@@ -65,7 +56,7 @@ def test_rejected_requests_do_not_count(make_app: Callable[..., Flask]) -> None:
 
 @pytest.mark.unit
 def test_window_slides_one_request_at_a_time_in_process(make_app: Callable[..., Flask]) -> None:
-    clock = FakeClock()
+    clock = FakeClock(5000.0)
     app = make_app(REDIS_URL=None, RATE_LIMITS={"limited": 3})
     get_limiter(app).backend = MemoryBackend(clock=clock)
     client = app.test_client()

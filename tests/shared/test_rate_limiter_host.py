@@ -14,21 +14,12 @@ import pytest
 from shared import gunicorn_hooks
 from shared.rate_limiter import FailoverBackend, HostBackend, storage_from_url
 from shared.rate_limiter.host import HOST_STORE_ENV, PURGE_EVERY
-
-
-class FakeClock:
-    """A monotonic clock the test moves by hand."""
-
-    def __init__(self) -> None:
-        self.now = 7000.0
-
-    def __call__(self) -> float:
-        return self.now
+from shared.testing import FakeClock
 
 
 @pytest.mark.unit
 def test_55_hits_on_a_50_limit_and_what_the_headers_say(tmp_path: Path) -> None:
-    clock = FakeClock()
+    clock = FakeClock(7000.0)
     store = HostBackend(str(tmp_path / "limits.sqlite"), clock=clock, wall_clock=lambda: 1_000_000.0)
     results = []
     for _ in range(55):
@@ -44,7 +35,7 @@ def test_55_hits_on_a_50_limit_and_what_the_headers_say(tmp_path: Path) -> None:
 
 @pytest.mark.unit
 def test_window_slides_by_one_hit_and_rejections_do_not_count(tmp_path: Path) -> None:
-    clock = FakeClock()
+    clock = FakeClock(7000.0)
     store = HostBackend(str(tmp_path / "limits.sqlite"), clock=clock)
     for _ in range(3):
         assert store.hit("k", 3, 60.0).allowed
@@ -66,7 +57,7 @@ def test_two_stores_on_one_file_share_every_count(tmp_path: Path) -> None:
 
 @pytest.mark.unit
 def test_keys_left_idle_are_swept_and_the_rest_bounded(tmp_path: Path) -> None:
-    clock = FakeClock()
+    clock = FakeClock(7000.0)
     store = HostBackend(str(tmp_path / "limits.sqlite"), max_keys=100, clock=clock)
     for i in range(PURGE_EVERY):
         store.hit(f"k{i}", 5, 60.0)
@@ -83,7 +74,7 @@ def test_keys_left_idle_are_swept_and_the_rest_bounded(tmp_path: Path) -> None:
 
 @pytest.mark.unit
 def test_a_sweep_keeps_partly_expired_keys_exact(tmp_path: Path) -> None:
-    clock = FakeClock()
+    clock = FakeClock(7000.0)
     store = HostBackend(str(tmp_path / "limits.sqlite"), clock=clock)
     for _ in range(3):  # t = 0, 10, 20 (relative)
         assert store.hit("busy", 3, 60.0).allowed
@@ -96,7 +87,7 @@ def test_a_sweep_keeps_partly_expired_keys_exact(tmp_path: Path) -> None:
 
 @pytest.mark.unit
 def test_a_huge_limit_is_exact_too(tmp_path: Path) -> None:
-    clock = FakeClock()
+    clock = FakeClock(7000.0)
     store = HostBackend(str(tmp_path / "limits.sqlite"), clock=clock)
     results = []
     for _ in range(5001):
@@ -119,6 +110,7 @@ def test_an_unusable_store_fails_open_in_process(tmp_path: Path) -> None:
 HAMMER = """
 import sys
 from shared.rate_limiter import HostBackend
+from shared.testing import FakeClock
 store = HostBackend(sys.argv[1])
 print(sum(store.hit("shared-key", 100, 60.0).allowed for _ in range(150)))
 """

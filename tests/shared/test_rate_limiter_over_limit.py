@@ -15,17 +15,8 @@ from support_app import BASE_CONFIG, create_app
 
 from shared.rate_limiter import RateLimitResult
 from shared.rate_limiter.redis_backend import OverLimitCache
+from shared.testing import FakeClock
 from shared.testing.servers import PrivateRedis
-
-
-class FakeClock:
-    """A monotonic clock the test moves by hand."""
-
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def _rejected(limit: int = 5, retry_after: float = 10.0) -> RateLimitResult:
@@ -34,7 +25,7 @@ def _rejected(limit: int = 5, retry_after: float = 10.0) -> RateLimitResult:
 
 @pytest.mark.unit
 def test_a_rejection_is_repeated_locally_until_the_slot_frees() -> None:
-    clock = FakeClock()
+    clock = FakeClock(100.0)
     cache = OverLimitCache(clock=clock)
     cache.add("scope:10.0.0.1", _rejected(retry_after=10.0), asked_at=99.5)  # asked before the answer
     clock.now = 109.0
@@ -49,7 +40,7 @@ def test_a_rejection_is_repeated_locally_until_the_slot_frees() -> None:
 
 @pytest.mark.unit
 def test_other_keys_and_a_changed_limit_go_to_the_store() -> None:
-    cache = OverLimitCache(clock=FakeClock())
+    cache = OverLimitCache(clock=FakeClock(100.0))
     cache.add("scope:10.0.0.1", _rejected(limit=5), asked_at=100.0)
     assert cache.get("scope:10.0.0.2", 5) is None
     assert cache.get("other:10.0.0.1", 5) is None
@@ -58,7 +49,7 @@ def test_other_keys_and_a_changed_limit_go_to_the_store() -> None:
 
 @pytest.mark.unit
 def test_the_cache_is_bounded() -> None:
-    clock = FakeClock()
+    clock = FakeClock(100.0)
     cache = OverLimitCache(max_keys=100, clock=clock)
     for i in range(1000):
         cache.add(f"k{i}", _rejected(retry_after=60.0), asked_at=clock.now)
