@@ -14,6 +14,9 @@
 //   WEBSOCKET_STREAMING_PORT (5021), WEBSOCKET_STREAMING_WORKERS (1).
 // Everything else (DATABASE_URL, REDIS_URL, API_KEY, ...) comes from `.env` in the
 // repository root or from that shell's environment, which PM2 passes on.
+// Rate limits are exact with any worker count: on Redis with REDIS_URL, else database-
+// service's workers share a store on this host that gunicorn creates at start (its log
+// says "rate limits: ..."); websocket-streaming runs one worker without Redis.
 "use strict";
 
 const fs = require("fs");

@@ -23,6 +23,7 @@ from gunicorn.workers.base import Worker
 from shared import logger, sentry_integration
 from shared.config import ConfigError, Setting, exit_on_config_error, load_config, secret_values
 from shared.lifecycle import shutdown
+from shared.rate_limiter.host import HOST_ERRORS, HOST_STORE_ENV, HostBackend, host_store_path
 from shared.secrets import Secrets
 
 
@@ -54,7 +55,9 @@ def configure(
         # host (Redis mode, tests, PM2 next to compose) would take it from each other.
         control_socket_disable=True,
         logger_class=service_logger(config["LOG_FORMAT"], Secrets(secret_values(config))),
-        on_starting=lambda server: _on_starting(config, metrics_dir),
+        on_starting=lambda server: _on_starting(server, config, metrics_dir),
+        on_exit=lambda server: remove_host_store(),
+        nworkers_changed=lambda server, new, old: _check_worker_change(server, config, new),
         post_fork=lambda server, worker: _post_fork(config),
         child_exit=_child_exit,
         worker_exit=_worker_exit,
@@ -75,12 +78,73 @@ def service_logger(fmt: str, secrets: Secrets | None = None) -> type[GunicornLog
     return ServiceLogger
 
 
-def _on_starting(config: Mapping[str, Any], metrics_dir: str) -> None:
-    """Master, once per start: empty the metrics directory, say whether Sentry reports."""
+def _on_starting(server: Arbiter, config: Mapping[str, Any], metrics_dir: str) -> None:
+    """Master, once per start: empty the metrics directory, say whether Sentry reports and
+    how the rate limits are shared."""
     if metrics_dir:
         reset_metrics_dir(metrics_dir)
     logger.configure_logging(config["LOG_LEVEL"], config["LOG_FORMAT"])
     sentry_integration.announce(config["SERVICE_NAME"], config.get("SENTRY_DSN"))
+    share_rate_limits(server, config)
+
+
+def share_rate_limits(server: Any, config: Mapping[str, Any]) -> None:
+    """Make each limit exact across this master's workers, say how, or refuse to start.
+
+    Redis is shared by every worker and instance; one worker is exact in-process. Several
+    workers without Redis get one store on this host (a SQLite file under a file lock,
+    shared/rate_limiter/host.py), created here, before the fork, and named to the workers
+    in SARDAG_RATE_LIMIT_HOST_STORE. If it cannot be created the master stops with one
+    line rather than let each worker count on its own.
+    """
+    workers = int(server.cfg.workers)
+    os.environ.pop(HOST_STORE_ENV, None)
+    if not config["RATE_LIMIT_ENABLED"]:
+        server.log.info("rate limits: off (RATE_LIMIT_ENABLED=0)")
+    elif config["REDIS_URL"]:
+        server.log.info("rate limits: on Redis, exact across %d workers and every instance", workers)
+    elif workers == 1:
+        server.log.info("rate limits: in-process, exact (1 worker, no REDIS_URL)")
+    else:
+        path = _create_host_store(config["SERVICE_NAME"], workers)
+        os.environ[HOST_STORE_ENV] = f"file://{path}"
+        server.log.info("rate limits: exact across %d workers through a store on this host (%s)", workers, path)
+
+
+def _create_host_store(service: str, workers: int) -> str:
+    try:
+        directory = tempfile.mkdtemp(prefix=f"sardag-ratelimit-{service}-")
+        store = HostBackend(str(Path(directory) / "limits.sqlite"))
+        len(store)  # creates the file and its table: a failure shows now, not per request
+        store.close()
+        return store.path
+    except HOST_ERRORS as exc:
+        problem = (
+            f"{workers} workers without REDIS_URL need a rate-limit store on this host, which could "
+            f"not be created ({exc}); set REDIS_URL, or WEB_CONCURRENCY=1, or RATE_LIMIT_ENABLED=0"
+        )
+        exit_on_config_error(ConfigError("WEB_CONCURRENCY", problem))
+        raise  # not reached: exit_on_config_error exits
+
+
+def remove_host_store() -> None:
+    """Delete the host store this master created (at exit)."""
+    url = os.environ.get(HOST_STORE_ENV)
+    if url:
+        shutil.rmtree(Path(host_store_path(url)).parent, ignore_errors=True)
+
+
+def _check_worker_change(server: Any, config: Mapping[str, Any], workers: int) -> None:
+    # TTIN past one worker, started without a shared store: never count per worker silently.
+    shared = config["REDIS_URL"] or os.environ.get(HOST_STORE_ENV)
+    if workers > 1 and config["RATE_LIMIT_ENABLED"] and not shared:
+        server.log.error(
+            "rate limits: now counted per worker (%d workers, no REDIS_URL, started with one): "
+            "a client may get up to %dx its limit until restarted with WEB_CONCURRENCY=%d",
+            workers,
+            workers,
+            workers,
+        )
 
 
 def _post_fork(config: Mapping[str, Any]) -> None:

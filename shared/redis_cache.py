@@ -128,7 +128,7 @@ class Cache:
 
     def health(self) -> tuple[str, str]:
         """`degraded` while the cache runs in-process because Redis is unreachable."""
-        if self.redis is not None and probe(self.redis, self.breaker):
+        if self.redis is not None and probe(self.redis.ping, self.breaker):
             return "ok", "redis"
         return "degraded", "redis unreachable; in-process cache"
 

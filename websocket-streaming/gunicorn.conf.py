@@ -24,6 +24,13 @@ _config = configure(globals(), "websocket-streaming", defaults={"PORT": 5021}, s
 
 REST_THREADS = int(os.environ.get("REST_THREADS", "32"))
 workers = int(os.environ.get("WEB_CONCURRENCY", "2")) if _config["REDIS_URL"] else 1
+if not _config["REDIS_URL"] and int(os.environ.get("WEB_CONCURRENCY", "1")) > 1:
+    # never silently: the operator asked for more workers than this configuration can use
+    print(
+        f"websocket-streaming: WEB_CONCURRENCY={os.environ['WEB_CONCURRENCY']} ignored without REDIS_URL: "
+        "one worker holds the price book (and counts rate limits exactly)",
+        file=sys.stderr,
+    )
 threads = int(os.environ.get("GUNICORN_THREADS", _config["SSE_MAX_SUBSCRIBERS"] + REST_THREADS))
 if _config["SSE_MAX_SUBSCRIBERS"] > threads - min(REST_THREADS, threads // 2):
     # GUNICORN_THREADS was set lower: shrink the SSE cap (the workers read it from the

@@ -28,6 +28,16 @@ class Http:
         return status, data
 
 
+def run_threads(threads: list[threading.Thread]) -> float:
+    """Start every thread, wait for all; return the seconds it took."""
+    started = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return time.perf_counter() - started
+
+
 def concurrent_posts(port: int, path: str, bodies: list[Any], clients: int) -> float:
     """POST every body (pre-encoded) from `clients` threads; return requests per second."""
     encoded = [json.dumps(b).encode() for b in bodies]
@@ -41,13 +51,7 @@ def concurrent_posts(port: int, path: str, bodies: list[Any], clients: int) -> f
             if status != 201:
                 errors.append(status)
 
-    threads = [threading.Thread(target=worker, args=(share,)) for share in shares]
-    started = time.perf_counter()
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    elapsed = time.perf_counter() - started
+    elapsed = run_threads([threading.Thread(target=worker, args=(share,)) for share in shares])
     if errors:
         raise SystemExit(f"ingest failed: statuses {sorted(set(errors))}")
     return len(bodies) / elapsed

@@ -1,42 +1,58 @@
-"""database-service benchmark on PostgreSQL: ingest, history latency, statistics vs a naive baseline.
+"""database-service benchmark on PostgreSQL: ingest, history latency, statistics, each against a baseline.
 
     python bench/database/run.py                 # 1,000,000 signals and 1,000,000 trades
-    python bench/database/run.py --rows 20000    # quick check
+    python bench/database/run.py --rows 20000    # quick check (about two minutes)
 
 Everything goes through the HTTP API of the real server: gunicorn with
 database-service/gunicorn.conf.py (2 gthread workers x 4 threads), rate limiting off, the
-statistics cache in Redis when it answers. The database `sardag_bench` is dropped and
-re-created on every run, so tests are never disturbed.
+statistics cache in Redis when it answers. Rates do not travel between machines, so each
+has a baseline measured in the same run, on the same database and tables:
+- batches of 1000 against `COPY` of the same rows (same clients, 1000 rows per COPY and commit);
+- single saves against a minimal Flask route doing one `INSERT ... RETURNING` and a commit
+  per request with psycopg2 (bench/database/minimal_app.py), under the same gunicorn settings;
+- uncached statistics against fetching every trade into Python.
+Rounds alternate service and baseline; the table shows the median of the per-round ratios.
+The run creates a scratch database of its own on the server and drops it at the end.
 """
 
 from __future__ import annotations
 
 import argparse
 import http.client
+import io
 import math
 import os
 import statistics
 import subprocess
 import sys
+import threading
 import time
+from datetime import UTC, datetime
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 import psycopg2
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from client import Http, concurrent_posts, latencies
+from client import Http, concurrent_posts, latencies, run_threads
 from database_service.cursor import encode_cursor
 from database_service.storage import open_storage
 from database_service.storage.base import datetime_to_us
 from load import SYMBOLS, load
 from naive import naive_stats
 
-from shared.testing import free_port
+from shared.testing import free_port, scratch_postgres
 
-ROOT = Path(__file__).resolve().parents[2]
-GOALS = {"batch": 20_000.0, "history_p99_ms": 15.0, "stats_ratio": 10.0, "cached_p99_ms": 5.0}
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parents[1]
+GOALS = {
+    "batch_vs_copy": 0.5,
+    "single_vs_minimal": 0.7,
+    "history_p99_ms": 15.0,
+    "stats_ratio": 10.0,
+    "cached_p99_ms": 5.0,
+}
+BATCH = 1000
 
 
 def parse_args() -> argparse.Namespace:
@@ -46,22 +62,15 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--postgres", default=os.environ.get("TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
     )
-    parser.add_argument("--database", default="sardag_bench", help="database to (re)create")
-    parser.add_argument("--redis", default="redis://127.0.0.1:6379/14", help="'' for the in-process cache")
+    parser.add_argument(
+        "--redis", default="redis://127.0.0.1:6379/14", help="FLUSHED; '' for the in-process cache"
+    )
     parser.add_argument("--samples", type=int, default=300, help="requests per latency measurement")
     parser.add_argument("--clients", type=int, default=4, help="concurrent HTTP clients for ingest")
+    parser.add_argument("--rounds", type=int, default=3, help="ingest rounds, service and baseline in turn")
+    parser.add_argument("--singles", type=int, default=1000, help="single saves per round and side")
+    parser.add_argument("--batches", type=int, default=20, help="batches of 1000 per round and side")
     return parser.parse_args()
-
-
-def recreate_database(admin_url: str, name: str) -> str:
-    """Drop and create the bench database; return its URL."""
-    conn = psycopg2.connect(admin_url)
-    conn.autocommit = True
-    with conn.cursor() as cur:
-        cur.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-        cur.execute(f"CREATE DATABASE {name}")
-    conn.close()
-    return urlunsplit(urlsplit(admin_url)._replace(path=f"/{name}"))
 
 
 def redis_ok(url: str) -> bool:
@@ -78,8 +87,10 @@ def redis_ok(url: str) -> bool:
         return False
 
 
-def start_gunicorn(database_url: str, redis_url: str, port: int, workdir: Path) -> subprocess.Popen[bytes]:
-    """Start the service exactly as production does, with limits off."""
+def start_gunicorn(
+    database_url: str, redis_url: str, port: int, workdir: Path, conf: Path, app: str
+) -> subprocess.Popen[bytes]:
+    """Start `app` under `conf` with the production settings (2 workers x 4 threads), limits off."""
     env = {k: v for k, v in os.environ.items() if k not in {"API_KEY", "BIND", "REDIS_URL"}}
     env.update(
         DATABASE_URL=database_url,
@@ -87,27 +98,27 @@ def start_gunicorn(database_url: str, redis_url: str, port: int, workdir: Path) 
         RATE_LIMIT_ENABLED="0",
         LOG_LEVEL="WARNING",
         WEB_CONCURRENCY="2",
-        PROMETHEUS_MULTIPROC_DIR=str(workdir / "metrics"),
+        PROMETHEUS_MULTIPROC_DIR=str(workdir / f"metrics-{port}"),
+        PYTHONPATH=os.pathsep.join([str(ROOT), str(HERE)]),
     )
     if redis_url:
         env["REDIS_URL"] = redis_url
-    command = [
-        sys.executable,
-        "-m",
-        "gunicorn",
-        "-c",
-        str(ROOT / "database-service/gunicorn.conf.py"),
-        "database_service:create_app()",
-    ]
+    command = [sys.executable, "-m", "gunicorn", "-c", str(conf), app]
     process = subprocess.Popen(command, cwd=workdir, env=env, stderr=subprocess.DEVNULL)
-    for _ in range(150):
+    for _ in range(300):
         try:
             if Http("127.0.0.1", port).get("/health")[0] == 200:
                 return process
         except (OSError, http.client.HTTPException):
             time.sleep(0.2)
     process.kill()
-    raise SystemExit("gunicorn did not start")
+    raise SystemExit(f"gunicorn ({app}) did not start")
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM and wait."""
+    process.terminate()
+    process.wait(timeout=60)
 
 
 def signal_body(i: int) -> dict[str, object]:
@@ -122,13 +133,61 @@ def signal_body(i: int) -> dict[str, object]:
     }
 
 
-def ingest(port: int, clients: int) -> dict[str, float]:
-    """Signals per second for single saves and for batches of 1000."""
-    singles = [signal_body(i) for i in range(2_000)]
-    batches = [[signal_body(b * 1000 + i) for i in range(1000)] for b in range(100)]
-    single_rate = concurrent_posts(port, "/signals/save", singles, clients) * 1
-    batch_rate = concurrent_posts(port, "/signals/save", batches, clients) * 1000
-    return {"single": single_rate, "batch": batch_rate}
+def ingest(args: argparse.Namespace, url: str, port: int, minimal_port: int) -> dict[str, list[float]]:
+    """Per round: single saves (service, minimal route) and batches (service, COPY), signals/s."""
+    rates: dict[str, list[float]] = {"single": [], "minimal": [], "batch": [], "copy": []}
+    for rnd in range(args.rounds):
+        first = rnd * 1_000_000
+        singles = [signal_body(first + i) for i in range(args.singles)]
+        rates["single"].append(concurrent_posts(port, "/signals/save", singles, args.clients))
+        rates["minimal"].append(concurrent_posts(minimal_port, "/signals/save", singles, args.clients))
+        batches = [[signal_body(first + b * BATCH + i) for i in range(BATCH)] for b in range(args.batches)]
+        rates["batch"].append(concurrent_posts(port, "/signals/save", batches, args.clients) * BATCH)
+        rates["copy"].append(copy_rate(url, batches, args.clients))
+        last = {name: f"{values[-1]:,.0f}/s" for name, values in rates.items()}
+        print(
+            f"  ingest round {rnd + 1}: single {last['single']}, minimal route {last['minimal']}; "
+            f"batches {last['batch']}, COPY {last['copy']}",
+            flush=True,
+        )
+    return rates
+
+
+def copy_rate(url: str, batches: list[list[dict[str, object]]], clients: int) -> float:
+    """Rows/s to COPY the same rows into signals: `clients` connections, one COPY and commit per batch."""
+    now = datetime.now(UTC).isoformat()
+    texts = ["".join(_copy_line(row, now) for row in batch) for batch in batches]
+    shares = [texts[i::clients] for i in range(clients)]
+    connections = [psycopg2.connect(url) for _ in shares]
+
+    def load(conn: psycopg2.extensions.connection, share: list[str]) -> None:
+        for text in share:
+            with conn.cursor() as cur:
+                cur.copy_expert(f"COPY signals ({COPY_COLUMNS}) FROM STDIN", io.StringIO(text))
+            conn.commit()
+
+    elapsed = run_threads(
+        [threading.Thread(target=load, args=p) for p in zip(connections, shares, strict=True)]
+    )
+    for conn in connections:
+        conn.close()
+    return sum(len(b) for b in batches) / elapsed
+
+
+COPY_COLUMNS = "symbol, action, price, confidence, strategy, timeframe, ts"
+
+
+def _copy_line(row: dict[str, object], ts: str) -> str:
+    values = (
+        row["symbol"],
+        row["action"],
+        row["price"],
+        row["confidence"],
+        row["strategy"],
+        row["timeframe"],
+        ts,
+    )
+    return "\t".join(str(v) for v in values) + "\n"
 
 
 def page_cursor(database_url: str, symbol: str, page: int, limit: int) -> str | None:
@@ -177,7 +236,14 @@ def main() -> int:
     args = parse_args()
     workdir = ROOT / "bench/results"
     workdir.mkdir(parents=True, exist_ok=True)
-    url = recreate_database(args.postgres, args.database)
+    with scratch_postgres(args.postgres, "sardag_bench") as url:
+        results = run(args, url, workdir)
+    print_table(args, results, "redis" if results["redis"] else "in-process")
+    return 0
+
+
+def run(args: argparse.Namespace, url: str, workdir: Path) -> dict[str, object]:
+    """Load the rows, start the service and the minimal baseline, measure."""
     storage = open_storage(url)
     storage.migrate()
     storage.close()
@@ -191,19 +257,24 @@ def main() -> int:
     storage.close()
     print(f"rebuilt the hourly trade buckets in {time.perf_counter() - started:.1f} s", flush=True)
     redis_url = args.redis if redis_ok(args.redis) else ""
-    port = free_port()
-    server = start_gunicorn(url, redis_url, port, workdir)
+    port, minimal_port = free_port(), free_port()
+    conf = ROOT / "database-service/gunicorn.conf.py"
+    server = start_gunicorn(url, redis_url, port, workdir, conf, "database_service:create_app()")
+    minimal = start_gunicorn(
+        url, "", minimal_port, workdir, HERE / "gunicorn.conf.py", "minimal_app:create_app()"
+    )
     try:
         results = measure(args, url, port)
+        results["ingest"] = ingest(args, url, port, minimal_port)
     finally:
-        server.terminate()
-        server.wait(timeout=60)
-    print_table(args, results, "redis" if redis_url else "in-process")
-    return 0
+        stop(server)
+        stop(minimal)
+    results["redis"] = bool(redis_url)
+    return results
 
 
 def measure(args: argparse.Namespace, url: str, port: int) -> dict[str, object]:
-    """History and statistics first (on exactly --rows rows), ingest last."""
+    """History and statistics (on exactly --rows rows, before any ingest)."""
     results: dict[str, object] = {"history": history(port, url, args.rows, args.samples)}
     results["stats"] = stats_timings(port, args.samples)
     naive_runs = []
@@ -217,7 +288,6 @@ def measure(args: argparse.Namespace, url: str, port: int) -> dict[str, object]:
         math.isclose(api[k], naive_result[k], rel_tol=1e-6, abs_tol=1e-6)
         for k in ("total_pnl", "win_rate", "max_drawdown", "sqn", "profit_factor")
     )
-    results["ingest"] = ingest(port, args.clients)
     return results
 
 
@@ -226,14 +296,21 @@ def print_table(args: argparse.Namespace, r: dict[str, object], cache: str) -> N
     ingest_r, hist, st = r["ingest"], r["history"], r["stats"]
     uncached_p50 = statistics.median(st["uncached"])
     ratio = r["naive"] / uncached_p50
+    med = statistics.median
+    batch_ratio = med(a / b for a, b in zip(ingest_r["batch"], ingest_r["copy"], strict=True))
+    single_ratio = med(a / b for a, b in zip(ingest_r["single"], ingest_r["minimal"], strict=True))
     rows = [
-        ("single saves (signals/s)", f"{ingest_r['single']:,.0f}", "", ""),
+        ("single saves (signals/s)", f"{med(ingest_r['single']):,.0f}", "", ""),
+        ("minimal INSERT ... RETURNING route (signals/s)", f"{med(ingest_r['minimal']):,.0f}", "", ""),
         (
-            "batches of 1000 (signals/s)",
-            f"{ingest_r['batch']:,.0f}",
-            ">= 20,000",
-            _ok(ingest_r["batch"] >= GOALS["batch"]),
+            "single saves / minimal route",
+            f"{single_ratio:.2f}",
+            ">= 0.70",
+            _ok(single_ratio >= GOALS["single_vs_minimal"]),
         ),
+        ("batches of 1000 (signals/s)", f"{med(ingest_r['batch']):,.0f}", "", ""),
+        ("COPY of the same rows (signals/s)", f"{med(ingest_r['copy']):,.0f}", "", ""),
+        ("batches / COPY", f"{batch_ratio:.2f}", ">= 0.50", _ok(batch_ratio >= GOALS["batch_vs_copy"])),
     ]
     for name, (p50, p99, _) in hist.items():
         rows.append(
@@ -263,7 +340,9 @@ def print_table(args: argparse.Namespace, r: dict[str, object], cache: str) -> N
     ]
     print(
         f"\ndatabase-service on PostgreSQL, {args.rows:,} signals + {args.rows:,} trades preloaded; "
-        f"gunicorn 2 workers x 4 threads, HTTP keep-alive, {args.clients} clients for ingest; cache: {cache}"
+        f"gunicorn 2 workers x 4 threads, HTTP keep-alive, {args.clients} clients for ingest; cache: {cache}\n"
+        f"ingest: {args.rounds} rounds of {args.singles} single saves and {args.batches} batches per side; "
+        "ratios are medians of per-round ratios"
     )
     width = max(len(row[0]) for row in rows)
     print(f"{'measurement':<{width}}  {'result':>17}  {'goal':>10}  ok")

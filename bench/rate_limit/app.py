@@ -16,10 +16,10 @@ from typing import Any
 from flask import Flask
 
 from shared.app import create_base_app
-from shared.rate_limiter import rate_limit
+from shared.rate_limiter import MemoryBackend, get_limiter, rate_limit
 from shared.redis_conn import redis_client
 
-LIMITED = ("ours-memory", "ours-redis", "flask-limiter-memory", "flask-limiter-redis")
+LIMITED = ("ours-memory", "ours-host", "ours-redis", "flask-limiter-memory", "flask-limiter-redis")
 VARIANTS = ("bare", *LIMITED, "redis-ping")
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/14"
 HIGH_LIMIT = 10_000_000  # per minute: far above what a run sends, so nothing is rejected
@@ -56,6 +56,10 @@ def create_app(variant: str) -> Flask:
     ours = variant.startswith("ours-")
     app = create_base_app(__name__, "bench-rate-limit", _config(ours, variant == "ours-redis"))
     wrap = _ours_wrap if ours else _no_wrap
+    if variant == "ours-memory":
+        # each worker's own in-process store: what the limiter's code costs, as one worker pays
+        # it (two workers without Redis get the host store: ours-host)
+        get_limiter(app).backend = MemoryBackend()
     if variant.startswith("flask-limiter-"):
         wrap = _flask_limiter_wrap(app, variant.endswith("redis"))
     elif variant == "redis-ping":

@@ -44,7 +44,15 @@ from shared.testing import free_port  # noqa: E402
 
 WRK_INSTALL = "apt-get install -y wrk   (Debian/Ubuntu; macOS: brew install wrk)"
 SCRUBBED_ENV_PREFIXES = ("RATE_LIMIT_", "REDIS_", "LOG_", "SENTRY_", "PROMETHEUS_", "GUNICORN_")
-GOALS = {"ours-memory": 0.90, "ours-redis": 0.75}
+# name: (server variant, path, the status every answer should have)
+TARGETS = {v: (v, "/ping", "200") for v in VARIANTS}
+TARGETS["ours-redis-over"] = ("ours-redis", "/probe", "429")  # one client, always over its limit
+# name: (baseline, goal): median over rounds of name's req/s / baseline's req/s in that round
+GOALS = {
+    "ours-memory": ("bare", 0.90),
+    "ours-redis": ("redis-ping", 0.90),
+    "ours-redis-over": ("bare", 0.85),
+}
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -68,7 +76,7 @@ class VariantStats:
     runs: list[RunResult] = field(default_factory=list)
     ratios: list[float] = field(default_factory=list)
     cpu_ratios: list[float] = field(default_factory=list)
-    non_200: int = 0
+    unexpected: int = 0  # answers (counted by the server) whose status is not the target's
 
 
 def parse_args() -> argparse.Namespace:
@@ -81,7 +89,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--wrk-threads", type=int, default=1, help="wrk threads (default 1: 2 shared cores)")
     p.add_argument("--workers", type=int, default=2, help="gunicorn workers (default 2)")
     p.add_argument("--threads", type=int, default=4, help="gthread threads per worker (default 4)")
-    p.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS))
+    p.add_argument("--variants", nargs="+", choices=list(TARGETS), default=list(TARGETS))
     p.add_argument("--redis-url", default=DEFAULT_REDIS_URL, help="FLUSHED; default db 14")
     p.add_argument("--micro-iterations", type=int, default=20_000, help="hits per micro round")
     p.add_argument("--micro-rounds", type=int, default=3, help="micro rounds (default 3)")
@@ -89,6 +97,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--skip-micro", action="store_true", help="only the HTTP part")
     args = p.parse_args()
     args.variants = ["bare", *(v for v in dict.fromkeys(args.variants) if v != "bare")]
+    args.servers = list(dict.fromkeys(TARGETS[v][0] for v in args.variants))
     return args
 
 
@@ -211,21 +220,23 @@ class Server:
                 total += int(fields[11]) + int(fields[12])  # utime, stime
         return total / CLOCK_TICKS
 
-    def ping_statuses(self) -> dict[str, int]:
-        """Server-side count of /ping answers by status over all workers (Prometheus)."""
+    def statuses(self, rule: str) -> dict[str, int]:
+        """Server-side count of `rule`'s answers by status over all workers (Prometheus)."""
         counts: dict[str, int] = {}
         for family in text_string_to_metric_families(self.get("/metrics")[1]):
             for sample in family.samples:
-                if sample.name.endswith("http_requests_total") and sample.labels.get("rule") == "/ping":
+                if sample.name.endswith("http_requests_total") and sample.labels.get("rule") == rule:
                     status = sample.labels["status"]
                     counts[status] = counts.get(status, 0) + int(sample.value)
         return counts
 
 
-def run_wrk(wrk: str, url: str, args: argparse.Namespace, seconds: int) -> tuple[dict[str, int], float]:
-    """Run wrk against /ping; return its JSON summary and its CPU seconds."""
+def run_wrk(
+    wrk: str, url: str, args: argparse.Namespace, seconds: int, path: str = "/ping", script: str | None = None
+) -> tuple[dict[str, int], float]:
+    """Run wrk against `path`; return its JSON summary and its CPU seconds."""
     cmd = [wrk, f"-t{args.wrk_threads}", f"-c{args.connections}", f"-d{seconds}s", "--timeout", "5s"]
-    cmd += ["-s", str(HERE / "report.lua"), f"{url}/ping"]
+    cmd += ["-s", str(HERE / (script or "report.lua")), f"{url}{path}"]
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     out = subprocess.run(cmd, capture_output=True, text=True, check=True, timeout=seconds + 30).stdout
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -236,10 +247,10 @@ def run_wrk(wrk: str, url: str, args: argparse.Namespace, seconds: int) -> tuple
     return json.loads(line.removeprefix("BENCH_JSON ")), cpu
 
 
-def measure(server: Server, wrk: str, args: argparse.Namespace, rds: redis.Redis) -> RunResult:
-    """One wrk session, with the server's and Redis' CPU time over it."""
+def measure(server: Server, path: str, wrk: str, args: argparse.Namespace, rds: redis.Redis) -> RunResult:
+    """One wrk session on `path`, with the server's and Redis' CPU time over it."""
     cpu0, redis0 = server.worker_cpu(), redis_cpu(rds)
-    summary, client_cpu = run_wrk(wrk, server.url, args, args.duration)
+    summary, client_cpu = run_wrk(wrk, server.url, args, args.duration, path=path)
     cpu1, redis1 = server.worker_cpu(), redis_cpu(rds)
     seconds, requests = summary["duration_us"] / 1e6, max(1, summary["requests"])
     return RunResult(
@@ -263,17 +274,18 @@ def start_servers(servers: list[Server], wrk: str, args: argparse.Namespace) -> 
             run_wrk(wrk, server.url, args, args.warmup)
 
 
-def run_rounds(servers: list[Server], wrk: str, args: argparse.Namespace) -> list[VariantStats]:
-    """Every round drives every variant once, order rotated; ratios against that round's bare."""
+def run_rounds(servers: dict[str, Server], wrk: str, args: argparse.Namespace) -> list[VariantStats]:
+    """Every round drives every target once, order rotated; ratios against that round's bare."""
     rds = redis_conn(args.redis_url)
-    stats = {s.variant: VariantStats(s.variant) for s in servers}
+    stats = {name: VariantStats(name) for name in args.variants}
     for rnd in range(args.rounds):
-        shift = rnd % len(servers)
-        for server in servers[shift:] + servers[:shift]:
-            result = measure(server, wrk, args, rds)
-            stats[server.variant].runs.append(result)
+        shift = rnd % len(args.variants)
+        for name in args.variants[shift:] + args.variants[:shift]:
+            variant, path, _ = TARGETS[name]
+            result = measure(servers[variant], path, wrk, args, rds)
+            stats[name].runs.append(result)
             print(
-                f"  round {rnd + 1} {server.variant:<21} {result.rps:7.0f} req/s  p99 {result.p99_ms:6.2f} ms"
+                f"  round {rnd + 1} {name:<21} {result.rps:7.0f} req/s  p99 {result.p99_ms:6.2f} ms"
                 f"  server {result.server_us:5.0f} µs/req",
                 flush=True,
             )
@@ -281,9 +293,10 @@ def run_rounds(servers: list[Server], wrk: str, args: argparse.Namespace) -> lis
         for s in stats.values():
             s.ratios.append(s.runs[-1].rps / bare.rps)
             s.cpu_ratios.append(bare.server_us / s.runs[-1].server_us)
-    for server in servers:
-        counts = server.ping_statuses()
-        stats[server.variant].non_200 = sum(n for status, n in counts.items() if status != "200")
+    for name, s in stats.items():
+        variant, path, expected = TARGETS[name]
+        counts = servers[variant].statuses(path)
+        s.unexpected = sum(n for status, n in counts.items() if status != expected)
     return list(stats.values())
 
 
@@ -292,12 +305,12 @@ def run_http(args: argparse.Namespace) -> list[VariantStats]:
     wrk = require_wrk()
     redis_conn(args.redis_url).flushdb()
     with tempfile.TemporaryDirectory(prefix="bench-rate-limit-") as workdir:
-        servers = [Server(v, args, workdir) for v in args.variants]
+        servers = {v: Server(v, args, workdir) for v in args.servers}
         try:
-            start_servers(servers, wrk, args)
+            start_servers(list(servers.values()), wrk, args)
             return run_rounds(servers, wrk, args)
         finally:
-            for server in servers:
+            for server in servers.values():
                 server.stop()
             redis_conn(args.redis_url).flushdb()
 
@@ -305,35 +318,38 @@ def run_http(args: argparse.Namespace) -> list[VariantStats]:
 def print_table(stats: list[VariantStats], args: argparse.Namespace) -> None:
     """The HTTP table and the goal verdicts."""
     print(
-        f"\nHTTP /ping: gunicorn {args.workers} workers x gthread {args.threads} threads, "
+        f"\nHTTP: gunicorn {args.workers} workers x gthread {args.threads} threads, "
         f"wrk -t{args.wrk_threads} -c{args.connections} keep-alive, {args.rounds} rounds x "
-        f"{args.duration} s per variant; medians over rounds"
+        f"{args.duration} s per target; medians over rounds; Redis {args.redis_url}"
     )
     print(
-        f"{'variant':<21} {'req/s':>7} {'p99 ms':>7} {'ratio':>6} {'cpu-ratio':>9} {'srv µs/req':>10} "
-        f"{'redis µs/req':>12} {'non-200':>7} {'wrk err':>7} {'wrk cpu':>7}  per-round req/s"
+        f"{'target':<16} {'path':<7} {'req/s':>7} {'p99 ms':>7} {'ratio':>6} {'cpu-ratio':>9} "
+        f"{'srv µs/req':>10} {'redis µs/req':>12} {'unexpected':>10} {'wrk cpu':>7}  per-round req/s"
     )
     for s in stats:
         med = statistics.median
         rounds = " ".join(f"{r.rps:.0f}" for r in s.runs)
-        errors = sum(r.wrk_errors for r in s.runs)
         print(
-            f"{s.name:<21} {med(r.rps for r in s.runs):>7.0f} {med(r.p99_ms for r in s.runs):>7.2f} "
-            f"{med(s.ratios):>6.2f} {med(s.cpu_ratios):>9.2f} {med(r.server_us for r in s.runs):>10.0f} "
-            f"{med(r.redis_us for r in s.runs):>12.1f} {s.non_200:>7} {errors:>7} "
-            f"{med(r.client_cpu for r in s.runs):>7.0%}  {rounds}"
+            f"{s.name:<16} {TARGETS[s.name][1]:<7} {med(r.rps for r in s.runs):>7.0f} "
+            f"{med(r.p99_ms for r in s.runs):>7.2f} {med(s.ratios):>6.2f} {med(s.cpu_ratios):>9.2f} "
+            f"{med(r.server_us for r in s.runs):>10.0f} {med(r.redis_us for r in s.runs):>12.1f} "
+            f"{s.unexpected:>10} {med(r.client_cpu for r in s.runs):>7.0%}  {rounds}"
         )
     print_goals(stats)
 
 
 def print_goals(stats: list[VariantStats]) -> None:
-    """One line per goal: met or not."""
-    for s in stats:
-        goal = GOALS.get(s.name)
-        if goal is not None:
-            ratio = statistics.median(s.ratios)
-            verdict = "met" if ratio >= goal else "NOT met"
-            print(f"goal: {s.name} >= {goal:.2f} x bare req/s: {ratio:.3f} -> {verdict}")
+    """One line per goal: the median over rounds of the per-round ratio to its baseline."""
+    by_name = {s.name: s for s in stats}
+    for name, (baseline, goal) in GOALS.items():
+        if name not in by_name or baseline not in by_name:
+            continue
+        pairs = zip(by_name[name].runs, by_name[baseline].runs, strict=True)
+        ratio = statistics.median(r.rps / b.rps for r, b in pairs)
+        pairs = zip(by_name[name].runs, by_name[baseline].runs, strict=True)
+        cpu = statistics.median(b.server_us / r.server_us for r, b in pairs)
+        verdict = "met" if ratio >= goal else "NOT met"
+        print(f"goal: {name} >= {goal:.2f} x {baseline} req/s: {ratio:.3f} -> {verdict} (by CPU: {cpu:.3f})")
 
 
 def main() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from decimal import Decimal
 from typing import Any, NoReturn, TypeVar
 
@@ -45,8 +46,15 @@ def json_body() -> Any:
         raise _invalid_json("Malformed JSON: nested too deeply.") from None
     except ValueError as exc:
         raise _invalid_json(f"Malformed JSON: {str(exc)[:200]}") from None
-    _check_strings(body)
+    if _ESCAPED_NUL_OR_SURROGATE.search(text):
+        _check_strings(body)
     return body
+
+
+# Strict JSON strings hold no raw control characters and UTF-8 holds no surrogates, so a
+# NUL or a lone surrogate can only come from a \u escape: most bodies skip the walk below
+# (which cost a batch of 1000 signals more than its validation).
+_ESCAPED_NUL_OR_SURROGATE = re.compile(r"\\u(?:0000|[dD][89a-fA-F])")
 
 
 def _check_strings(body: Any) -> None:

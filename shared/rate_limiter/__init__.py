@@ -1,20 +1,24 @@
-"""Exact sliding-window rate limiting for Flask views, in-process or on Redis.
+"""Exact sliding-window rate limiting for Flask views, in-process, host-wide or on Redis.
 
 `@rate_limit(requests_per_minute=100, scope="signals_save")` limits one view; routes with
 no decorator get `RATE_LIMIT_DEFAULT`. The backend is chosen by URL like the `limits`
-library: `memory://` or `redis://...` (from `REDIS_URL`).
+library: `redis://...` (from `REDIS_URL`); else `file:///path`, the store a gunicorn master
+with several workers shares among them (`SARDAG_RATE_LIMIT_HOST_STORE`, set by
+shared/gunicorn_hooks.py); else `memory://` (one process).
 """
 
 from __future__ import annotations
 
 import functools
+import os
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 from flask import Flask, Request, Response, current_app, g, request
 
-from shared.errors import APIError
+from shared.errors import APIError, error_response
 from shared.rate_limiter.base import Backend, RateLimitResult
+from shared.rate_limiter.host import HOST_ERRORS, HOST_STORE_ENV, HostBackend, host_store_path
 from shared.rate_limiter.memory import MemoryBackend
 from shared.rate_limiter.redis_backend import FailoverBackend, RedisBackend
 from shared.redis_conn import FAST_TIMEOUT, CircuitBreaker, app_breaker, fallback_counter, redis_client
@@ -23,6 +27,7 @@ from shared.request_pipeline import get_pipeline
 __all__ = [
     "Backend",
     "FailoverBackend",
+    "HostBackend",
     "MemoryBackend",
     "RateLimitResult",
     "RateLimiter",
@@ -53,14 +58,26 @@ def storage_from_url(
     timeout: float = FAST_TIMEOUT,
     breaker: CircuitBreaker | None = None,
 ) -> Backend:
-    """Build a backend from `memory://` or a `redis://` URL (with in-process failover)."""
+    """Build a backend from `memory://`, `file:///path` or a `redis://` URL.
+
+    The shared stores fail open to the in-process backend while they fail.
+    """
     if url.startswith("memory://"):
         return MemoryBackend(max_keys=max_keys)
     if url.startswith(("redis://", "rediss://", "unix://")):
         primary = RedisBackend(redis_client(url, timeout=timeout))
         breaker = breaker or CircuitBreaker("rate limiter")
         return FailoverBackend(primary, MemoryBackend(max_keys), breaker, on_fallback)
+    if url.startswith("file://"):
+        host = HostBackend(host_store_path(url), max_keys)
+        breaker = CircuitBreaker("rate limiter", store=f"host store {host.path}")
+        return FailoverBackend(host, MemoryBackend(max_keys), breaker, on_fallback, errors=HOST_ERRORS)
     raise ValueError(f"unknown rate-limit storage URL {url!r}")
+
+
+def storage_url(config: Any) -> str:
+    """REDIS_URL when set; else the host store a gunicorn master shares; else in-process."""
+    return config.get("REDIS_URL") or os.environ.get(HOST_STORE_ENV) or "memory://"
 
 
 class RateLimiter:
@@ -79,8 +96,11 @@ class RateLimiter:
         metrics, health = get_metrics(app, "RateLimiter"), get_health(app, "RateLimiter")
         self.rejections = metrics.counter("rate_limited_total", "Requests rejected (429)", ("scope",))
         self.config = app.config
+        self._limits: dict[tuple[str, int | None], int] = {}
+        self._rejected: dict[str, Any] = {}
+        self._bodies: dict[int, bytes] = {}
         if self.backend is None:
-            url = app.config.get("REDIS_URL") or "memory://"
+            url = storage_url(app.config)
             on_fallback = fallback_counter(metrics, "rate_limiter")
             self.backend = storage_from_url(
                 url,
@@ -93,7 +113,7 @@ class RateLimiter:
         self._view_functions = app.view_functions
         get_pipeline(app).add(before=self._limit_undecorated_route, after=_add_headers)
         if isinstance(self.backend, FailoverBackend):
-            health.add_check("rate_limiter_redis", self.health, critical=False)
+            health.add_check(f"rate_limiter_{self.backend.name}", self.health, critical=False)
 
     @property
     def enabled(self) -> bool:
@@ -102,23 +122,43 @@ class RateLimiter:
 
     def limit_for(self, scope: str, default: int | None) -> int:
         """The env override for `scope`, else the decorator's value, else the default."""
-        override = self.config.get("RATE_LIMITS", {}).get(scope)
-        return int(override or default or self.config["RATE_LIMIT_DEFAULT"])
+        limit = self._limits.get((scope, default))
+        if limit is None:
+            override = self.config.get("RATE_LIMITS", {}).get(scope)
+            limit = int(override or default or self.config["RATE_LIMIT_DEFAULT"])
+            self._limits[(scope, default)] = limit
+        return limit
 
-    def check(self, scope: str, key: str, limit: int, state: Any = g) -> RateLimitResult:
-        """Decide one request (kept on `state` for the headers); 429 APIError when over."""
+    def decide(self, scope: str, key: str, limit: int, state: Any) -> RateLimitResult:
+        """Decide one request and keep the result on `state` (the request's `g`) for the headers."""
         assert self.backend is not None
-        window = float(self.config.get("RATE_LIMIT_WINDOW_SECONDS", 60.0))
+        window = self.config["RATE_LIMIT_WINDOW_SECONDS"]
         result = state.rate_limit_result = self.backend.hit(f"{scope}:{key}", limit, window)
         if not result.allowed:
-            self.rejections.labels(scope=scope).inc()
+            counter = self._rejected.get(scope)
+            if counter is None:
+                counter = self._rejected[scope] = self.rejections.labels(scope=scope)
+            counter.inc()
+        return result
+
+    def check(self, scope: str, key: str, limit: int, state: Any = g) -> RateLimitResult:
+        """Decide one request; raise the 429 APIError when it is over the limit."""
+        result = self.decide(scope, key, limit, state)
+        if not result.allowed:
             raise APIError(
-                "rate_limited",
-                f"Rate limit of {limit} requests per minute exceeded; retry later.",
-                429,
-                headers={"Retry-After": result.retry_after_header},
+                "rate_limited", _message(limit), 429, headers={"Retry-After": result.retry_after_header}
             )
         return result
+
+    def rejection(self, result: RateLimitResult) -> Response:
+        """The 429 answer for a rejected result, built without raising (the decorator's path)."""
+        body = self._bodies.get(result.limit)
+        if body is None:
+            body = self._bodies[result.limit] = error_response("rate_limited", _message(result.limit), 429).data
+        # content_type, then add: a third cheaper than Response(headers=..., mimetype=...)
+        response = Response(body, 429, content_type="application/json")
+        response.headers.add("Retry-After", result.retry_after_header)
+        return response
 
     def _limit_undecorated_route(self, req: Request, state: Any) -> None:
         endpoint = req.endpoint
@@ -129,10 +169,11 @@ class RateLimiter:
             self.check(endpoint, _address(req), self.limit_for(endpoint, None), state)
 
     def health(self) -> tuple[str, str]:
-        """`degraded` while limiting in-process because Redis is unreachable."""
+        """`degraded` while limiting in-process because the shared store is unreachable."""
+        name = self.backend.name if self.backend is not None else "memory"
         if isinstance(self.backend, FailoverBackend) and not self.backend.reachable():
-            return "degraded", "redis unreachable; limiting in-process"
-        return "ok", "redis"
+            return "degraded", f"{name} unreachable; limiting in-process"
+        return "ok", name
 
 
 def get_limiter(app: Flask | None = None) -> RateLimiter:
@@ -155,13 +196,20 @@ def rate_limit(
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             limiter = current_app.extensions.get(EXTENSION)
             if limiter is not None and limiter.enabled:
-                limiter.check(name, key_func(), limiter.limit_for(name, requests_per_minute))
+                limit = limiter.limit_for(name, requests_per_minute)
+                result = limiter.decide(name, key_func(), limit, g._get_current_object())
+                if not result.allowed:
+                    return limiter.rejection(result)
             return view(*args, **kwargs)
 
         wrapper.rate_limit_scope = name  # type: ignore[attr-defined]
         return wrapper  # type: ignore[return-value]
 
     return decorator
+
+
+def _message(limit: int) -> str:
+    return f"Rate limit of {limit} requests per minute exceeded; retry later."
 
 
 def _add_headers(req: Request, state: Any, response: Response) -> None:

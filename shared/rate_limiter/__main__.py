@@ -1,10 +1,17 @@
-"""`python -m shared.rate_limiter`: a short self-check of both backends."""
+"""`python -m shared.rate_limiter [REDIS_URL]`: a short self-check of the backends.
+
+The in-process checks always run. Redis is checked only when a URL is given, as the
+argument or in REDIS_URL (the argument wins); with neither, nothing is sent anywhere.
+The Redis check uses one fresh key and deletes it afterwards.
+"""
 
 from __future__ import annotations
 
 import os
+import sys
 import uuid
 
+from shared.config import redacted
 from shared.rate_limiter.memory import MemoryBackend
 from shared.rate_limiter.redis_backend import RedisBackend
 from shared.redis_conn import REDIS_ERRORS, redis_client
@@ -50,18 +57,40 @@ def check_bound() -> None:
     print("  memory: 20,000 keys through a 1,000-key store -> 1,000 kept (LRU): ok")
 
 
-def main() -> None:
-    """Run every check and say what was verified."""
+def redis_target(argv: list[str], environ: dict[str, str]) -> tuple[str | None, str]:
+    """The Redis URL to check and where it came from (argument, REDIS_URL, or nowhere)."""
+    if argv:
+        return argv[0], "the command line"
+    url = environ.get("REDIS_URL", "").strip()
+    return (url, "REDIS_URL") if url else (None, "")
+
+
+def check_redis(url: str, source: str) -> None:
+    """The 55-hit check on Redis, on a fresh key deleted afterwards."""
+    shown = redacted({"REDIS_URL": url})["REDIS_URL"]
+    backend = RedisBackend(redis_client(url, timeout=1.0))
+    key = f"self-check-{uuid.uuid4().hex}"
+    try:
+        check_backend(backend, key)
+        backend.client.delete(backend.prefix + key)
+    except REDIS_ERRORS as exc:
+        print(f"  redis ({shown}, from {source}): skipped, not reachable: {exc}")
+        return
+    print(f"  redis: checked {shown} (from {source}); its test key deleted")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run every check and say what was verified, and what was not."""
+    args = sys.argv[1:] if argv is None else argv
     print("rate limiter self-check")
     check_backend(MemoryBackend(), "self-check")
     check_sliding(FakeClock())
     check_bound()
-    url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/15")
-    backend = RedisBackend(redis_client(url, timeout=1.0))
-    try:
-        check_backend(backend, f"self-check-{uuid.uuid4().hex}")
-    except REDIS_ERRORS as exc:
-        print(f"  redis ({url}): skipped, not reachable: {exc}")
+    url, source = redis_target(args, dict(os.environ))
+    if url is None:
+        print("  redis: not checked (no URL given: `python -m shared.rate_limiter redis://...` or REDIS_URL)")
+        return
+    check_redis(url, source)
 
 
 if __name__ == "__main__":

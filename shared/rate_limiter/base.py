@@ -37,6 +37,10 @@ class Backend(Protocol):
         """Decide one request for `key` and record it when allowed."""
         ...
 
+    def ping(self) -> None:
+        """Raise unless the store answers now (for /health)."""
+        ...
+
     def clear(self) -> None:
         """Forget every key (tests and admin use)."""
         ...

@@ -62,6 +62,9 @@ class MemoryBackend:
             self._windows.move_to_end(key)
         return stamps
 
+    def ping(self) -> None:
+        """Always answers: the store is this process's memory."""
+
     def clear(self) -> None:
         """Forget every key."""
         with self._lock:

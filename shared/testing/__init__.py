@@ -65,6 +65,16 @@ def repeating(step: Callable[[], object], interval: float) -> Iterator[None]:
         thread.join(10)
 
 
+class FakeClock:
+    """A clock a test moves by hand (`clock.now += 10`), for code that takes a clock callable."""
+
+    def __init__(self, now: float = 1000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
 def free_port() -> int:
     """A TCP port on loopback that nothing listens on right now."""
     with socket.socket() as sock:

@@ -30,20 +30,23 @@ def _binary(name: str, *extra_dirs: str) -> str:
 class PrivateRedis:
     """A throw-away redis-server on its own port (nothing saved to disk)."""
 
-    def __init__(self, port: int | None = None) -> None:
+    def __init__(self, port: int | None = None, password: str | None = None) -> None:
         self.binary = _binary("redis-server")
         self.port = port or free_port()
+        self.password = password
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
-        """`redis://127.0.0.1:<port>/0`."""
-        return f"redis://127.0.0.1:{self.port}/0"
+        """`redis://[:password@]127.0.0.1:<port>/0`."""
+        auth = f":{self.password}@" if self.password else ""
+        return f"redis://{auth}127.0.0.1:{self.port}/0"
 
     def start(self) -> PrivateRedis:
         """Start (or restart) the server and wait until it answers PING."""
         command = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1"]
         command += ["--save", "", "--appendonly", "no", "--protected-mode", "no"]
+        command += ["--requirepass", self.password] if self.password else []
         self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         self._wait_ping()
         return self
@@ -51,7 +54,7 @@ class PrivateRedis:
     def _wait_ping(self, timeout: float = 10.0) -> None:
         import redis
 
-        client = redis.Redis(port=self.port, socket_connect_timeout=0.2)
+        client = redis.Redis(port=self.port, password=self.password, socket_connect_timeout=0.2)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             try:

@@ -16,13 +16,12 @@ def main() -> None:
     """Hit the key until the duration is over, printing allowed hits' server times (µs)."""
     url, key, limit, window, duration = sys.argv[1:6]
     backend = RedisBackend(redis_client(url, timeout=2.0))
-    script = backend._script
     deadline = time.monotonic() + float(duration)
     allowed: list[str] = []
     while time.monotonic() < deadline:
-        ok, _, _, now = script(keys=[backend.prefix + key], args=[int(limit), int(float(window) * 1e6)])
-        if ok:
-            allowed.append(str(int(now)))
+        ok, _, _, now = backend.decide(key, int(limit), float(window)).split()  # never the local cache
+        if ok == b"1":
+            allowed.append(now.decode())
     print(" ".join(allowed))
 
 

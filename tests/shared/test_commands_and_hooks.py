@@ -12,29 +12,10 @@ from flask import Flask
 
 from shared import gunicorn_hooks
 from shared.lifecycle import on_shutdown, shutdown
-from shared.rate_limiter.__main__ import main as rate_limiter_main
 from shared.sentry_integration import ANNOUNCED_ENV
 from shared.sentry_integration import _self_check as sentry_self_check
 
 pytestmark = pytest.mark.unit
-
-
-def test_rate_limiter_self_check_reports_each_verification(capsys: pytest.CaptureFixture[str]) -> None:
-    rate_limiter_main()
-    out = capsys.readouterr().out
-    assert "memory: 55 hits on a 50/min key -> 50 allowed, 5 rejected: ok" in out
-    assert "window slides by exactly one request: ok" in out
-    assert "1,000 kept (LRU): ok" in out
-
-
-def test_rate_limiter_self_check_without_redis(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    from shared.testing import free_port
-
-    monkeypatch.setenv("REDIS_URL", f"redis://127.0.0.1:{free_port()}/0")
-    rate_limiter_main()
-    assert "skipped, not reachable" in capsys.readouterr().out
 
 
 def test_sentry_self_check(capsys: pytest.CaptureFixture[str]) -> None:
@@ -55,7 +36,8 @@ def test_configure_sets_bind_workers_and_hooks(monkeypatch: pytest.MonkeyPatch, 
     assert namespace["worker_class"] == "gthread"
     (tmp_path / "metrics").mkdir()
     (tmp_path / "metrics" / "counter_123.db").write_bytes(b"stale")
-    namespace["on_starting"](None)
+    master = SimpleNamespace(cfg=SimpleNamespace(workers=1), log=SimpleNamespace(info=lambda *args: None))
+    namespace["on_starting"](master)
     assert list((tmp_path / "metrics").iterdir()) == []  # wiped at start
 
 

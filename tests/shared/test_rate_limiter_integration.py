@@ -12,7 +12,7 @@ import redis
 from support_app import BASE_CONFIG
 
 from shared.rate_limiter import get_limiter
-from shared.testing import free_port
+from shared.testing import free_port, wait_until
 from shared.testing.processes import Running
 from shared.testing.servers import PrivateRedis
 
@@ -35,11 +35,18 @@ def test_limit_is_exact_across_gunicorn_workers(
     clean_redis: str, support_gunicorn: Callable[..., Running]
 ) -> None:
     server = support_gunicorn(3, REDIS_URL=clean_redis, REDIS_TIMEOUT_SECONDS="1", GUNICORN_THREADS="8")
+    # /health answers once one worker is up; the burst must wait for the others to boot
+    wait_until(lambda: _workers_answering(server.port) >= 2, 60, "a second worker to answer")
     with ThreadPoolExecutor(max_workers=48) as pool:
         answers = list(pool.map(lambda _: _get(server.port, "/hundred"), range(400)))
     statuses = Counter(status for status, _ in answers)
     assert statuses == {200: 100, 429: 300}
     assert len({pid for _, pid in answers}) >= 2, "the requests were not spread over workers"
+
+
+def _workers_answering(port: int) -> int:
+    with ThreadPoolExecutor(max_workers=12) as pool:
+        return len({pid for _, pid in pool.map(lambda _: _get(port, "/health"), range(24))})
 
 
 @pytest.fixture
