@@ -71,9 +71,11 @@ def app(make_app: Callable[..., Flask]) -> Flask:
 
 
 @pytest.fixture
-def idle_app(fake: FakeExchange) -> Flask:
+def idle_app(fake: FakeExchange) -> Iterator[Flask]:
     """The service with ingest off: nothing was ever received."""
-    return create_app(app_config(fake, INGEST_ENABLED=False))
+    app = create_app(app_config(fake, INGEST_ENABLED=False))
+    yield app
+    stop_ingest(app)  # its first request started the (idle) service
 
 
 @pytest.fixture
