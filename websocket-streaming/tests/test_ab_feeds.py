@@ -33,8 +33,8 @@ def test_two_connections_open_at_different_moments_and_each_update_is_published_
     time.sleep(1.0)  # both deliver every trade
     received = events.wait_for(trades.stop())
     assert_exactly_once(received, trades.sent)
-    service = get_service(app)
-    assert service.updates.duplicates >= len(trades.sent) // 3  # B's twins, dropped
+    stats = get_service(app).report()
+    assert stats["twin_frames_skipped"] + stats["duplicates_dropped"] >= len(trades.sent) // 3  # B's twins
     lines = app.test_client().get("/health").get_json()["checks"]["upstream"]["detail"]["lines"]
     assert [(line["line"], line["delivering"]) for line in lines] == [("A", True), ("B", True)]
 
@@ -64,3 +64,20 @@ def test_a_fault_on_one_connection_leaves_no_stale_price_and_no_missing_or_repea
     assert len(sampler.samples) > 30
     assert sampler.stale(limit=1.0) == []  # every sample a 200 with a price under 1 s old
     assert_exactly_once(received, trades.sent)
+
+
+def test_server_shutdown_on_both_connections_rotates_each_without_a_gap(
+    fake: FakeExchange,
+    make_app: Callable[..., Flask],
+    serve: Callable[[Flask], str],
+) -> None:
+    app = make_app(**AB)
+    events = SseReader(serve(app)).start()
+    trades = NumberedTrades(fake, rate=100).start()
+    wait_until(lambda: get_service(app).upstream.delivering() == 2, 5.0, "both feeds delivering")  # type: ignore[union-attr]
+    fake.server_shutdown()  # the same frame on both: each connection still rotates
+    wait_until(lambda: get_service(app).stats.rotations == 2, 5.0, "both rotated")
+    wait_until(lambda: len(fake.closed) == 2 and fake.open_connections() == 2, 5.0, "the old pair closed")
+    received = events.wait_for(trades.stop())
+    assert_exactly_once(received, trades.sent)
+    assert get_service(app).stats.reconnects == 0

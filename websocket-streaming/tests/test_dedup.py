@@ -8,7 +8,7 @@ from decimal import Decimal
 import pytest
 from flask import Flask
 from websocket_streaming import get_service
-from websocket_streaming.dedup import UpdateFilter
+from websocket_streaming.dedup import TwinFrames, UpdateFilter
 from websocket_streaming.parser import PriceUpdate
 
 pytestmark = pytest.mark.unit
@@ -74,6 +74,23 @@ def test_a_late_twin_beyond_the_window_is_let_through_rather_than_remembered_for
     assert seen.admit("btcusdt@trade", trade(2, 2))  # forgotten: memory stays bounded
 
 
+def test_a_byte_equal_frame_from_the_other_connection_is_its_twin_once() -> None:
+    twins = TwinFrames()
+    twins.remember(b"frame-1", 1, "trade")
+    assert twins.twin_of(b"frame-1", 1) is None  # the same connection again: not a twin
+    assert twins.twin_of(b"frame-1", 2) == "trade"
+    assert twins.twin_of(b"frame-1", 2) is None  # forgotten once matched
+    assert twins.skipped == 1
+
+
+def test_twin_frames_forget_the_oldest_past_the_window() -> None:
+    twins = TwinFrames(window=2)
+    for n in range(3):
+        twins.remember(b"frame-%d" % n, 1, "trade")
+    assert twins.twin_of(b"frame-0", 2) is None
+    assert twins.twin_of(b"frame-2", 2) == "trade"
+
+
 def frame(stream: str, data: dict[str, object]) -> bytes:
     return json.dumps({"stream": stream, "data": data}).encode()
 
@@ -113,3 +130,15 @@ def test_an_older_price_never_overwrites_a_newer_one(idle_app: Flask) -> None:
     _, records, _ = book.since(0)
     assert [r.event_time for r in records] == [2000, 1000, 3000]  # each applied update published once
     assert service.report()["late_updates"] == 1
+
+
+def test_a_twin_frame_is_counted_but_not_parsed_again(idle_app: Flask) -> None:
+    service = get_service(idle_app)
+    assert service.handle_frame(trade_frame(1, 1000, "10.5"), 1.0, 1) == "trade"
+    assert service.handle_frame(trade_frame(1, 1000, "10.5"), 1.1, 2) == "trade"
+    assert service.handle_frame(b"not json", 1.2, 1) is None
+    report = service.report()
+    assert (report["twin_frames_skipped"], report["duplicates_dropped"]) == (1, 0)
+    assert report["messages_by_type"] == {"trade": 2}
+    assert report["parse_errors"] == 1
+    assert service.book.seq == 1

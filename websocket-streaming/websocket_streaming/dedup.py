@@ -4,6 +4,8 @@ Two connections deliver the same updates while a rotation overlaps, and all the 
 the A/B feeds of `WS_CONNECTIONS=2`. An update's identity is its stream and its trade id
 (`trade`), aggregate id (`aggTrade`) or book update id (`bookTicker`), or its event time
 for the ticker kinds (`24hrTicker`, `24hrMiniTicker`, `kline`), which carry no id of their own.
+`UpdateFilter` decides by identity; `TwinFrames` only spares the parse of a frame the other
+connection already delivered byte for byte.
 """
 
 from __future__ import annotations
@@ -87,3 +89,35 @@ class UpdateFilter:
         state.order.append(ident)
         if len(state.order) > self.window:
             state.seen.discard(state.order.popleft())
+
+
+class TwinFrames:
+    """Frames handled so far, byte for byte, with the connection that delivered them.
+
+    With two live connections, every frame arrives twice; the second copy is recognised
+    here before it is parsed (parsing is most of a frame's cost). An optimisation only:
+    `UpdateFilter` alone guarantees one copy of each update. A frame is remembered until
+    its twin arrives or `window` newer frames push it out. Not thread-safe.
+    """
+
+    def __init__(self, window: int = 4096) -> None:
+        self.window = window
+        self.skipped = 0
+        self._first: dict[bytes, tuple[int, str]] = {}
+        self._order: deque[bytes] = deque()
+
+    def twin_of(self, data: bytes, connection: int) -> str | None:
+        """The kind of `data` if another connection delivered the same frame (then forgotten)."""
+        first = self._first.get(data)
+        if first is None or first[0] == connection:
+            return None
+        del self._first[data]
+        self.skipped += 1
+        return first[1]
+
+    def remember(self, data: bytes, connection: int, kind: str) -> None:
+        """Note that `connection` delivered `data`, a frame of `kind`."""
+        self._first[data] = (connection, kind)
+        self._order.append(data)
+        if len(self._order) > self.window:
+            self._first.pop(self._order.popleft(), None)

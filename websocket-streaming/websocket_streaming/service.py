@@ -16,7 +16,7 @@ from shared.sentry_integration import capture_exception
 
 from .backfill import Backfiller
 from .book import PriceBook
-from .dedup import UpdateFilter
+from .dedup import TwinFrames, UpdateFilter
 from .parser import ParseError, parse_frame
 from .redis_bridge import RedisBridge
 from .stats import IngestStats, MetricsSync
@@ -61,6 +61,7 @@ class StreamingService:
         )
         self.backfiller = self._new_backfiller()
         self.updates = UpdateFilter()  # drops the twins of a rotation overlap or of A/B feeds
+        self.twins = TwinFrames()  # ... and spares parsing those that are byte-equal
         self.upstream: UpstreamManager | None = None
         self.bridge: RedisBridge | None = None
         self.metrics = MetricsSync(self.stats, metrics)
@@ -81,8 +82,18 @@ class StreamingService:
         return Backfiller(client, self.book, self.symbols, self.stats, report)
 
     # ---- the hot path: called by the reader thread for every frame -------------------
-    def handle_frame(self, data: bytes | str, received_at: float) -> str | None:
-        """Parse one frame and apply its updates; returns the frame kind (None if invalid)."""
+    def handle_frame(self, data: bytes, received_at: float, connection: int | None = None) -> str | None:
+        """Parse one frame and apply its updates; returns the frame kind (None if invalid).
+
+        `connection` names the connection that delivered it while another one is open too:
+        a byte-equal twin of a frame the other delivered is then counted and skipped.
+        """
+        if connection is not None:
+            with self._ingest_lock:
+                kind = self.twins.twin_of(data, connection)
+                if kind is not None:
+                    self.stats.messages[kind] += 1
+                    return kind
         try:
             frame = parse_frame(data)
         except ParseError as exc:
@@ -97,6 +108,8 @@ class StreamingService:
             for update in frame.updates:
                 if admit(stream, update):
                     apply(update, received_at)
+            if connection is not None:
+                self.twins.remember(data, connection, frame.kind)
         return frame.kind
 
     def _log_parse_error(self, exc: ParseError, data: bytes | str) -> None:
@@ -136,7 +149,7 @@ class StreamingService:
         one of them held would stay held here, so start from a clean book."""
         self.book = PriceBook(self.symbols, int(self.config["WS_RING_SIZE"]))
         self.backfiller = self._new_backfiller()
-        self.updates = UpdateFilter()
+        self.updates, self.twins = UpdateFilter(), TwinFrames()
         self.upstream = self.bridge = self._ticker = None
         self.started = False
         self.stats.connected = False
@@ -285,6 +298,7 @@ class StreamingService:
             "unknown_fields": s.unknown_fields,
             "handler_errors": s.handler_errors,
             "duplicates_dropped": self.updates.duplicates,
+            "twin_frames_skipped": self.twins.skipped,
             "late_updates": self.updates.late,
             "reconnects": s.reconnects,
             "rotations": s.rotations,

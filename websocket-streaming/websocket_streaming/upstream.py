@@ -38,7 +38,7 @@ from .stats import IngestStats
 
 log = logging.getLogger("websocket_streaming.upstream")
 
-FrameHandler = Callable[[bytes, float], str | None]
+FrameHandler = Callable[[bytes, float, int | None], str | None]  # (frame, received at, connection)
 Reporter = Callable[[BaseException, dict[str, Any]], None]
 POLICY_VIOLATION = 1008  # Binance: too many messages from the client; back off
 ROTATION_SPREAD = 0.125  # line B rotates at 7/8 of the maximum age, apart from line A
@@ -265,6 +265,7 @@ class UpstreamManager:
         self._events: queue.SimpleQueue[tuple[str, Connection, Any]] = queue.SimpleQueue()
         self._ids = count(1)
         self._gap_pending = True
+        self._open = 0  # connections open now; above 1, the handler looks for twin frames
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -330,7 +331,7 @@ class UpstreamManager:
         if conn.messages == 1:
             self.post("first", conn, None)
         try:
-            kind = self.handler(data, received_at)
+            kind = self.handler(data, received_at, conn.id if self._open > 1 else None)
         except Exception as exc:
             self._failed("frame handler failed", exc, conn)
             return
@@ -469,6 +470,7 @@ class UpstreamManager:
 
     # ---- supervisor event handlers ---------------------------------------------------
     def _on_opened(self, conn: Connection, _detail: object) -> None:
+        self._open += 1
         line = conn.line
         if conn is not line.candidate:
             conn.close()
@@ -519,6 +521,8 @@ class UpstreamManager:
 
     def _on_closed(self, conn: Connection, ended: Ended) -> None:
         now = time.monotonic()
+        if conn.opened_at is not None:
+            self._open -= 1
         line = conn.line
         line.draining.pop(conn, None)
         if conn is line.candidate:

@@ -72,11 +72,13 @@ class NumberedTrades:
 
 @dataclass(frozen=True)
 class Sample:
-    """One /price answer: when it was taken (monotonic), its status and the price's age."""
+    """One /price answer: when it was asked (monotonic), its status, the price's age and
+    when the service received that price (epoch ms; None unless 200)."""
 
     at: float
     status: int
     age_seconds: float | None
+    received_at: float | None = None
 
 
 class PriceSampler:
@@ -107,10 +109,13 @@ class PriceSampler:
             at = time.monotonic()
             try:
                 answer = session.get(self.url, timeout=2)
-                age = answer.json().get("age_seconds") if answer.status_code == 200 else None
-                self.samples.append(Sample(at, answer.status_code, age))
             except requests.RequestException:
                 self.samples.append(Sample(at, 0, None))
+            else:
+                body = answer.json() if answer.status_code == 200 else {}
+                self.samples.append(
+                    Sample(at, answer.status_code, body.get("age_seconds"), body.get("received_at"))
+                )
             next_at += self.interval
             self._stop.wait(max(0.0, next_at - time.monotonic()))
 
