@@ -26,6 +26,7 @@ def app_config(fake: FakeExchange, **overrides: Any) -> dict[str, Any]:
         "BINANCE_REST_URL": fake.rest_url,
         "SYMBOLS": SYMBOLS,
         "WS_STREAMS": ("aggTrade", "ticker"),
+        "WS_CONNECTIONS": 1,  # one connection's mechanics; the A/B tests ask for two
         "PRICE_STALE_SECONDS": 5.0,
         "WS_BACKOFF_BASE_SECONDS": 0.1,
         "WS_BACKOFF_CAP_SECONDS": 1.0,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -85,13 +86,16 @@ def test_every_way_of_serving_the_app_ingests_and_serves_a_fresh_price(
         assert status == 200
         assert health["checks"]["ingest"] == {"status": "ok", "detail": "standalone"}
         assert health["checks"]["upstream"]["detail"]["connected"] is True
-        assert live.open_connections() == 1  # one serving process, one connection
+        # One serving process: its A and B connections (WS_CONNECTIONS=2, the default), no more.
+        wait_until(lambda: live.open_connections() == 2, 10.0, "the A and B connections")
+        time.sleep(0.5)
+        assert len(live.connection_attempts) == 2
 
 
 def test_preload_with_two_workers_ingests_in_each_worker_never_in_the_master(
     live: FakeExchange, tmp_path: Path
 ) -> None:
-    env = feed_env(live, tmp_path)
+    env = {**feed_env(live, tmp_path), "WS_CONNECTIONS": "1"}  # one connection per ingest
     port = free_port()
     argv = [str(VENV_BIN / "gunicorn"), "--preload", "-w", "2", "-b", f"127.0.0.1:{port}", APP]
     with Launcher(tmp_path) as launch:
@@ -114,7 +118,8 @@ import os, sys, time
 from websocket_streaming import create_app, get_service, start_ingest
 
 app = create_app({"BINANCE_WS_URL": sys.argv[1], "SYMBOLS": ("BTCUSDT",), "WS_STREAMS": ("trade",),
-                  "WS_BACKFILL_ENABLED": False, "REDIS_URL": None, "RATE_LIMIT_ENABLED": False})
+                  "WS_CONNECTIONS": 1, "WS_BACKFILL_ENABLED": False, "REDIS_URL": None,
+                  "RATE_LIMIT_ENABLED": False})
 start_ingest(app)
 while get_service(app).book.get("BTCUSDT") is None:
     time.sleep(0.02)
@@ -134,7 +139,7 @@ os._exit(1)
 
 
 def test_a_process_forked_after_ingest_started_starts_its_own(live: FakeExchange, tmp_path: Path) -> None:
-    env = feed_env(live, tmp_path)
+    env = {**feed_env(live, tmp_path), "WS_CONNECTIONS": "1"}
     script = textwrap.dedent(FORK_SCRIPT)
     done = subprocess.run(
         [sys.executable, "-c", script, live.ws_url], env=env, capture_output=True, text=True, timeout=60

@@ -49,8 +49,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "WS_CONNECTIONS",
         parse_int(1, 2),
-        1,
-        "2: an A and a B feed, two connections to the same streams; each update applied once",
+        2,
+        "2: an A and a B feed, two connections to the same streams, each update applied once; "
+        "1: a single connection (a fault costs a reconnect's gap)",
     ),
     Setting("WS_BACKOFF_BASE_SECONDS", parse_float(0.001, 1.0), 0.5, "first delay after a failed attempt"),
     Setting("WS_BACKOFF_CAP_SECONDS", parse_float(0.01, 600.0), 30.0),
