@@ -48,6 +48,13 @@ def wait_price(client: FlaskClient, symbol: str, **expected: Any) -> dict[str, A
     return wait_until(matches, 3.0, f"{symbol} with {expected}")
 
 
+def wait_price_after(client: FlaskClient, since: float, timeout: float, what: str) -> dict[str, Any]:
+    """Wait until /price/BTCUSDT shows a price received after `since` (epoch seconds)."""
+    return wait_until(
+        lambda: (a := answer(client, "BTCUSDT")) and a["received_at"] > since * 1000 and a, timeout, what
+    )
+
+
 D = Decimal
 
 
@@ -246,12 +253,7 @@ def test_close_1008_backs_off_without_a_reconnect_storm(
     attempts = len(fake.connection_attempts) - before
     assert 2 <= attempts <= 12  # without backoff this is hundreds in 3 s
     fake.resume()
-    resumed_at = time.time()
-    wait_until(
-        lambda: (a := answer(client, "BTCUSDT")) and a["received_at"] > resumed_at * 1000,
-        4.0,
-        "prices after the exchange stops closing with 1008",
-    )
+    wait_price_after(client, time.time(), 4.0, "prices after the exchange stops closing with 1008")
 
 
 def test_refused_connections_are_retried_with_backoff(
@@ -494,12 +496,7 @@ def test_connections_closed_before_their_first_message_back_off(
     assert detail["lines"][0]["consecutive_failures"] >= 2
     assert "close 1000" in detail["last_error"]
     fake.resume()
-    resumed_at = time.time()
-    wait_until(
-        lambda: (a := answer(client, "BTCUSDT")) and a["received_at"] > resumed_at * 1000,
-        4.0,
-        "prices once connections are kept again",
-    )
+    wait_price_after(client, time.time(), 4.0, "prices once connections are kept again")
 
 
 @pytest.mark.slow

@@ -20,6 +20,7 @@ import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Self
 from urllib.parse import urlsplit
 
 import requests
@@ -30,44 +31,59 @@ from .server import FakeExchange
 Update = tuple[str, int]  # (symbol, event time in ms)
 
 
-class NumberedTrades:
+class Paced:
+    """Calls `step` `rate` times a second in a background thread, from `start` to `stop`."""
+
+    def __init__(self, rate: float, name: str) -> None:
+        self.period = 1 / rate
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True, name=name)
+
+    def start(self) -> Self:
+        """Start stepping in the background."""
+        self._thread.start()
+        return self
+
+    def _halt(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+    def _loop(self) -> None:
+        next_at = time.monotonic()
+        while not self._stop.is_set():
+            self.step()
+            next_at += self.period
+            self._stop.wait(max(0.0, next_at - time.monotonic()))
+
+    def step(self) -> None:
+        """One step of the loop."""
+        raise NotImplementedError
+
+
+class NumberedTrades(Paced):
     """Sends `rate` trades per second, round-robin over `symbols`, each with a new id and event time."""
 
     def __init__(
         self, fake: FakeExchange, symbols: Iterable[str] = ("BTCUSDT", "ETHUSDT"), rate: float = 100.0
     ) -> None:
+        super().__init__(rate, "numbered-trades")
         self.fake = fake
         self.symbols = tuple(symbols)
-        self.rate = rate
         self.sent: list[Update] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True, name="numbered-trades")
         self._first_ms = int(time.time() * 1000)
-
-    def start(self) -> NumberedTrades:
-        """Start sending in the background."""
-        self._thread.start()
-        return self
 
     def stop(self) -> list[Update]:
         """Stop sending; returns every update sent."""
-        self._stop.set()
-        self._thread.join(5)
+        self._halt()
         return self.sent
 
-    def _run(self) -> None:
-        n = 0
-        next_at = time.monotonic()
-        while not self._stop.is_set():
-            symbol = self.symbols[n % len(self.symbols)]
-            when = self._first_ms + n  # strictly increasing: one event time per update
-            self.fake.send(
-                trade_event(symbol, f"{1000 + n}.5", n, now_ms=when), stream=f"{symbol.lower()}@trade"
-            )
-            self.sent.append((symbol, when))
-            n += 1
-            next_at += 1 / self.rate
-            self._stop.wait(max(0.0, next_at - time.monotonic()))
+    def step(self) -> None:
+        """Send the next trade."""
+        n = len(self.sent)
+        symbol = self.symbols[n % len(self.symbols)]
+        when = self._first_ms + n  # strictly increasing: one event time per update
+        self.fake.send(trade_event(symbol, f"{1000 + n}.5", n, now_ms=when), stream=f"{symbol.lower()}@trade")
+        self.sent.append((symbol, when))
 
 
 @dataclass(frozen=True)
@@ -81,43 +97,30 @@ class Sample:
     received_at: float | None = None
 
 
-class PriceSampler:
+class PriceSampler(Paced):
     """Reads `/price/<symbol>` every `interval` seconds from a thread."""
 
     def __init__(self, base_url: str, symbol: str = "BTCUSDT", interval: float = 0.1) -> None:
+        super().__init__(1 / interval, "price-sampler")
         self.url = f"{base_url}/price/{symbol}"
-        self.interval = interval
         self.samples: list[Sample] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True, name="price-sampler")
-
-    def start(self) -> PriceSampler:
-        """Start sampling in the background."""
-        self._thread.start()
-        return self
+        self._session = requests.Session()
 
     def stop(self) -> list[Sample]:
         """Stop sampling; returns every sample."""
-        self._stop.set()
-        self._thread.join(5)
+        self._halt()
         return self.samples
 
-    def _run(self) -> None:
-        session = requests.Session()
-        next_at = time.monotonic()
-        while not self._stop.is_set():
-            at = time.monotonic()
-            try:
-                answer = session.get(self.url, timeout=2)
-            except requests.RequestException:
-                self.samples.append(Sample(at, 0, None))
-            else:
-                body = answer.json() if answer.status_code == 200 else {}
-                self.samples.append(
-                    Sample(at, answer.status_code, body.get("age_seconds"), body.get("received_at"))
-                )
-            next_at += self.interval
-            self._stop.wait(max(0.0, next_at - time.monotonic()))
+    def step(self) -> None:
+        """Ask for the price once."""
+        at = time.monotonic()
+        try:
+            answer = self._session.get(self.url, timeout=2)
+        except requests.RequestException:
+            self.samples.append(Sample(at, 0, None))
+            return
+        body = answer.json() if answer.status_code == 200 else {}
+        self.samples.append(Sample(at, answer.status_code, body.get("age_seconds"), body.get("received_at")))
 
     def stale(self, limit: float = 1.0, after: float = 0.0) -> list[Sample]:
         """Samples taken after `after` that were not a 200 with a price younger than `limit`."""
