@@ -57,24 +57,28 @@ class UpdateFilter:
 
     def admit(self, stream: str | None, update: PriceUpdate) -> bool:
         """True when `update` is news: apply and publish it; False for a duplicate."""
-        ident = identity(update)
+        kind = update.kind  # identity() inlined: this runs for every update
+        ident = update.event_time if kind in TIME_KEYED_KINDS else update.update_id
         if ident is None:
             return True
-        state = self._streams.get((stream or update.kind, update.symbol))
+        state = self._streams.get((stream or kind, update.symbol))
         if state is None:
-            state = self._track(stream or update.kind, update)
+            state = self._track(stream or kind, update)
             if state is None:
                 return True
+        seen = state.seen
         if ident > state.high:
             state.high = ident
-            if state.seen is not None:
-                self._remember(state, ident)
-            return True
-        if ident == state.high or state.seen is None or ident in state.seen:
+        elif ident == state.high or seen is None or ident in seen:
             self.duplicates += 1
             return False
-        self.late += 1
-        self._remember(state, ident)
+        else:
+            self.late += 1
+        if seen is not None:
+            seen.add(ident)
+            state.order.append(ident)
+            if len(state.order) > self.window:
+                seen.discard(state.order.popleft())
         return True
 
     def _track(self, stream: str, update: PriceUpdate) -> _Stream | None:
@@ -82,13 +86,6 @@ class UpdateFilter:
             return None
         state = self._streams[(stream, update.symbol)] = _Stream(update.kind in EVENT_KINDS)
         return state
-
-    def _remember(self, state: _Stream, ident: int) -> None:
-        assert state.seen is not None
-        state.seen.add(ident)
-        state.order.append(ident)
-        if len(state.order) > self.window:
-            state.seen.discard(state.order.popleft())
 
 
 class TwinFrames:

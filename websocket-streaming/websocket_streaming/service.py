@@ -97,7 +97,8 @@ class StreamingService:
         try:
             frame = parse_frame(data)
         except ParseError as exc:
-            self.stats.parse_errors += 1
+            with self._ingest_lock:
+                self.stats.parse_errors += 1
             self._log_parse_error(exc, data)
             return None
         stream, apply, admit = frame.stream, self.book.apply, self.updates.admit
