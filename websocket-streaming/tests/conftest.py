@@ -28,6 +28,7 @@ def app_config(fake: FakeExchange, **overrides: Any) -> dict[str, Any]:
         "BINANCE_REST_URL": fake.rest_url,
         "SYMBOLS": SYMBOLS,
         "WS_STREAMS": ("aggTrade", "ticker"),
+        "WS_CONNECTIONS": 1,  # one connection's mechanics; the A/B tests ask for two
         "PRICE_STALE_SECONDS": 5.0,
         "WS_BACKOFF_BASE_SECONDS": 0.1,
         "WS_BACKOFF_CAP_SECONDS": 1.0,
@@ -73,9 +74,11 @@ def app(make_app: Callable[..., Flask]) -> Flask:
 
 
 @pytest.fixture
-def idle_app(fake: FakeExchange) -> Flask:
+def idle_app(fake: FakeExchange) -> Iterator[Flask]:
     """The service with ingest off: nothing was ever received."""
-    return create_app(app_config(fake, INGEST_ENABLED=False))
+    app = create_app(app_config(fake, INGEST_ENABLED=False))
+    yield app
+    stop_ingest(app)  # its first request started the (idle) service
 
 
 @pytest.fixture

@@ -95,20 +95,20 @@ def test_stream_rejects_malformed_and_untracked_symbol_filters(idle_app: Flask) 
     assert client.get("/stream?symbols=BTCUSDT,DOGEUSDT").status_code == 404
 
 
-def test_stats_and_health_answer_before_ingest_starts(idle_app: Flask) -> None:
-    client = idle_app.test_client()
-    stats = client.get("/stats").get_json()
+def test_stats_answer_while_nothing_was_received(idle_app: Flask) -> None:
+    stats = idle_app.test_client().get("/stats").get_json()
     assert stats["messages_total"] == 0
     assert stats["parse_errors"] == 0
     assert stats["reconnects"] == 0
     assert stats["uptime_seconds"] >= 0
-    health = client.get("/health")
-    assert health.status_code == 200  # no price is degraded, not unhealthy: it can serve
-    upstream = health.get_json()["checks"]["upstream"]
+
+
+def test_health_is_unhealthy_when_nothing_can_ever_feed_the_process(idle_app: Flask) -> None:
+    health = idle_app.test_client().get("/health")  # INGEST_ENABLED=0 and no REDIS_URL
+    assert health.status_code == 503
+    body = health.get_json()
+    assert body["status"] == "unhealthy"
+    assert "nothing feeds this process" in body["checks"]["ingest"]["detail"]
+    upstream = body["checks"]["upstream"]
     assert upstream["status"] == "degraded"
     assert upstream["detail"]["connected"] is False
-
-
-def test_metrics_are_exposed(idle_app: Flask) -> None:
-    text = idle_app.test_client().get("/metrics").get_data(as_text=True)
-    assert "sardag_http_requests_total" in text

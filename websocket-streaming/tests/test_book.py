@@ -12,7 +12,6 @@ from websocket_streaming.backoff import AttemptWindow, Backoff
 from websocket_streaming.book import PriceBook, PriceRecord
 from websocket_streaming.encoding import price_answer
 from websocket_streaming.parser import PriceUpdate
-from websocket_streaming.upstream import DedupWindow
 
 pytestmark = pytest.mark.unit
 
@@ -152,17 +151,6 @@ def test_attempt_window_allows_300_per_5_minutes_sliding() -> None:
     assert window.wait_time() == pytest.approx(150.0)  # the first attempt (t=0) expires at 300
     now[0] = 300.0
     assert window.wait_time() == 0
-
-
-def test_dedup_lets_one_copy_of_each_frame_through() -> None:
-    dedup = DedupWindow()
-    assert not dedup.duplicate(1, b"a")
-    assert not dedup.duplicate(1, b"b")
-    assert dedup.duplicate(2, b"a")
-    assert not dedup.duplicate(2, b"c")
-    assert dedup.duplicate(1, b"c")
-    assert dedup.duplicate(2, b"b")
-    assert not dedup.duplicate(2, b"b")  # a genuinely repeated frame still counts once more
 
 
 # ---- event ids and resuming (SSE Last-Event-ID) ------------------------------------------

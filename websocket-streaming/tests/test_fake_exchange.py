@@ -172,3 +172,80 @@ def test_rest_429_and_418_carry_retry_after(live: FakeExchange) -> None:
     assert banned.status_code == 418
     assert banned.json()["code"] == -1003
     assert requests.get(f"{live.rest_url}/api/v3/ticker/price", timeout=3).status_code == 200
+
+
+@pytest.mark.parametrize(("status", "retry_after"), [(429, 3), (418, 120)])
+def test_handshake_can_be_refused_with_429_or_418_and_retry_after(
+    live: FakeExchange, status: int, retry_after: int
+) -> None:
+    live.refuse_connections(status, retry_after)
+    with pytest.raises(websocket.WebSocketBadStatusException) as refused:
+        connect(live, "/stream?streams=btcusdt@trade")
+    assert refused.value.status_code == status
+    assert refused.value.resp_headers["retry-after"] == str(retry_after)
+    assert json.loads(refused.value.resp_body)["code"] == -1003
+    live.resume()
+    connect(live, "/stream?streams=btcusdt@trade").close()
+    assert len(live.connection_attempts) == 2
+
+
+def test_close_on_connect_closes_before_the_first_message(live: FakeExchange) -> None:
+    live.close_on_connect(1011)
+    ws = connect(live, "/stream?streams=btcusdt@trade")
+    opcode, data = ws.recv_data()
+    assert opcode == websocket.ABNF.OPCODE_CLOSE
+    assert int.from_bytes(data[:2], "big") == 1011
+    live.resume()
+    assert next_json(connect(live, "/stream?streams=btcusdt@trade"))["stream"] == "btcusdt@trade"
+
+
+def test_a_fault_hits_only_the_connection_it_targets(live: FakeExchange) -> None:
+    older = connect(live, "/stream?streams=btcusdt@trade")
+    time.sleep(0.05)
+    newer = connect(live, "/stream?streams=btcusdt@trade")
+    live.fault("close_1011", only=0)
+    opcode, data = older.recv_data()
+    while opcode != websocket.ABNF.OPCODE_CLOSE:
+        opcode, data = older.recv_data()
+    assert int.from_bytes(data[:2], "big") == 1011
+    assert next_json(newer)["stream"] == "btcusdt@trade"  # the other one goes on
+    assert live.open_connections() == 1
+    with pytest.raises(ValueError, match="unknown fault"):
+        live.fault("meteor")
+    newer.close()
+
+
+def test_two_connections_receive_byte_identical_frames(live: FakeExchange) -> None:
+    first = connect(live, "/stream?streams=btcusdt@trade/ethusdt@ticker")
+    second = connect(live, "/stream?streams=btcusdt@trade/ethusdt@ticker")
+    seen = [read_for(first, 0.5), read_for(second, 0.5)]
+    common = set(seen[0]) & set(seen[1])
+    assert len(common) >= 5
+    assert [f for f in seen[0] if f in common] == [f for f in seen[1] if f in common]
+    first.close()
+    second.close()
+
+
+def read_for(ws: websocket.WebSocket, seconds: float) -> list[str]:
+    """Every text frame received in the next `seconds` (pings answered on the way)."""
+    frames = []
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        opcode, data = ws.recv_data()
+        if opcode == websocket.ABNF.OPCODE_TEXT:
+            frames.append(data.decode())
+    return frames
+
+
+def test_server_shutdown_without_close_leaves_the_connection_to_the_client(live: FakeExchange) -> None:
+    live.shutdown_grace = 0.1
+    ws = connect(live, "/stream?streams=btcusdt@trade")
+    live.server_shutdown(close=False)
+    assert next_json(ws, "serverShutdown")["data"]["e"] == "serverShutdown"
+    time.sleep(0.3)
+    assert live.open_connections() == 1  # past the grace time, still open
+    ws.close()
+    deadline = time.monotonic() + 3
+    while not live.closed and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert [(c.code, c.by_client) for c in live.closed] == [(1000, True)]

@@ -85,6 +85,7 @@ def start_service(fake: FakeExchange, tmp_path: Path) -> Iterator[Callable[..., 
             "BINANCE_REST_URL": fake.rest_url,
             "SYMBOLS": "BTCUSDT,ETHUSDT",
             "WS_STREAMS": "trade",
+            "WS_CONNECTIONS": "1",  # these tests count upstream connections
             "PRICE_STALE_SECONDS": "5",
             "WS_BACKFILL_ENABLED": "0",
             "LOG_FORMAT": "text",

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import logging
+import re
 import time
 from collections.abc import Callable
 from decimal import Decimal
@@ -20,7 +22,7 @@ from shared.testing import wait_until
 
 from .conftest import app_config
 
-pytestmark = [pytest.mark.websocket, pytest.mark.api]
+pytestmark = [pytest.mark.unit, pytest.mark.websocket, pytest.mark.api]
 FRAMES = (Path(__file__).parent / "frames" / "binance-frames.jsonl").read_text().splitlines()
 
 
@@ -44,6 +46,13 @@ def wait_price(client: FlaskClient, symbol: str, **expected: Any) -> dict[str, A
         return got if ok else None
 
     return wait_until(matches, 3.0, f"{symbol} with {expected}")
+
+
+def wait_price_after(client: FlaskClient, since: float, timeout: float, what: str) -> dict[str, Any]:
+    """Wait until /price/BTCUSDT shows a price received after `since` (epoch seconds)."""
+    return wait_until(
+        lambda: (a := answer(client, "BTCUSDT")) and a["received_at"] > since * 1000 and a, timeout, what
+    )
 
 
 D = Decimal
@@ -244,12 +253,7 @@ def test_close_1008_backs_off_without_a_reconnect_storm(
     attempts = len(fake.connection_attempts) - before
     assert 2 <= attempts <= 12  # without backoff this is hundreds in 3 s
     fake.resume()
-    resumed_at = time.time()
-    wait_until(
-        lambda: (a := answer(client, "BTCUSDT")) and a["received_at"] > resumed_at * 1000,
-        4.0,
-        "prices after the exchange stops closing with 1008",
-    )
+    wait_price_after(client, time.time(), 4.0, "prices after the exchange stops closing with 1008")
 
 
 def test_refused_connections_are_retried_with_backoff(
@@ -435,3 +439,79 @@ def test_server_pings_are_answered_so_the_connection_stays() -> None:
             assert strict.open_connections() == 1
         finally:
             stop_ingest(app)
+
+
+def retry_delays(caplog: pytest.LogCaptureFixture) -> list[float]:
+    """The delays the upstream logged after each lost connection ("...; retry in 0.12 s")."""
+    found = (re.search(r"lost \(.*\); retry in ([\d.]+) s", r.getMessage()) for r in caplog.records)
+    return [float(m.group(1)) for m in found if m]
+
+
+@pytest.mark.slow
+def test_a_connection_that_delivered_is_replaced_at_once_however_often_it_drops(
+    fake: FakeExchange,
+    make_app: Callable[..., Flask],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING, "websocket_streaming.upstream")
+    # A backoff this steep would wait up to 1, 2, 4, 8... s if drops counted as failures.
+    app = make_app(WS_BACKOFF_BASE_SECONDS=1.0, WS_BACKOFF_CAP_SECONDS=30.0)
+    client = app.test_client()
+    fake.set_rate(20)
+    since = 0.0
+    for n in range(8):
+        wait_until(
+            lambda n=n, since=since: (
+                get_service(app).stats.reconnects == n
+                and (a := answer(client, "BTCUSDT"))
+                and a["received_at"] > since * 1000
+            ),
+            3.0,
+            f"prices on connection {n + 1}",
+        )
+        fake.drop()
+        since = time.time()
+    wait_until(lambda: len(retry_delays(caplog)) == 8, 3.0, "eight reconnects")
+    assert max(retry_delays(caplog)) <= 0.25
+    line = client.get("/health").get_json()["checks"]["upstream"]["detail"]["lines"][0]
+    assert line["consecutive_failures"] == 0
+
+
+@pytest.mark.slow
+def test_connections_closed_before_their_first_message_back_off(
+    fake: FakeExchange,
+    make_app: Callable[..., Flask],
+) -> None:
+    app = make_app(WS_BACKOFF_BASE_SECONDS=0.2, WS_BACKOFF_CAP_SECONDS=2.0)
+    client = app.test_client()
+    fake.set_rate(20)
+    wait_price(client, "BTCUSDT")
+    fake.close_on_connect(1000)  # accepted, then closed before any data: a failed attempt
+    before = len(fake.connection_attempts)
+    fake.drop()
+    time.sleep(3.0)
+    attempts = len(fake.connection_attempts) - before
+    assert 2 <= attempts <= 12  # at once every time, this would be dozens
+    detail = client.get("/health").get_json()["checks"]["upstream"]["detail"]
+    assert detail["lines"][0]["consecutive_failures"] >= 2
+    assert "close 1000" in detail["last_error"]
+    fake.resume()
+    wait_price_after(client, time.time(), 4.0, "prices once connections are kept again")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("status", [429, 418])
+def test_http_429_or_418_at_the_handshake_waits_for_retry_after(
+    fake: FakeExchange,
+    make_app: Callable[..., Flask],
+    status: int,
+) -> None:
+    fake.refuse_connections(status, retry_after=1)
+    app = make_app(connect=False, WS_BACKOFF_BASE_SECONDS=0.01, WS_BACKOFF_CAP_SECONDS=0.02)
+    wait_until(lambda: len(fake.connection_attempts) >= 3, 5.0, "three attempts")
+    fake.resume()
+    gaps = [b - a for a, b in zip(fake.connection_attempts, fake.connection_attempts[1:], strict=False)]
+    assert min(gaps[:2]) >= 0.95  # the backoff alone would retry within 20 ms
+    detail = app.test_client().get("/health").get_json()["checks"]["upstream"]["detail"]
+    assert detail["last_error"] == f"HTTP {status} at handshake (Retry-After 1 s)"
+    wait_until(lambda: fake.open_connections() == 1, 3.0, "a connection once accepted again")

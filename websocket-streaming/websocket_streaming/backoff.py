@@ -43,12 +43,28 @@ class AttemptWindow:
 
     def wait_time(self) -> float:
         """Seconds to wait before another attempt fits in the window (0 = go now)."""
-        now = self._clock()
-        while self._attempts and now - self._attempts[0] >= self.window:
-            self._attempts.popleft()
+        now = self._expire()
         if len(self._attempts) < self.limit:
             return 0.0
         return self._attempts[0] + self.window - now
+
+    def spacing(self) -> float:
+        """Seconds to wait so that attempts made without backoff never use the budget up.
+
+        0 while less than half of the budget is used; past that, attempts are spread at
+        half the budget's average rate (2 s apart for 300 per 5 minutes), so a feed that
+        keeps dropping cannot fill the window and leave nothing for the next failure.
+        """
+        now = self._expire()
+        if len(self._attempts) < self.limit // 2 or not self._attempts:
+            return 0.0
+        return max(0.0, self._attempts[-1] + 2 * self.window / self.limit - now)
+
+    def _expire(self) -> float:
+        now = self._clock()
+        while self._attempts and now - self._attempts[0] >= self.window:
+            self._attempts.popleft()
+        return now
 
     def record(self) -> None:
         """Count one attempt made now."""

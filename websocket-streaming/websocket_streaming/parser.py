@@ -53,11 +53,13 @@ class PriceUpdate:
 
 @dataclass(slots=True)
 class Frame:
-    """One parsed frame: its kind, the updates it carries and whether it had unknown fields."""
+    """One parsed frame: its kind, the updates it carries, whether it had unknown fields and
+    the combined-stream name it came on (None for a raw payload)."""
 
     kind: str
     updates: list[PriceUpdate]
     unknown_fields: bool = False
+    stream: str | None = None
 
 
 def dec(value: object) -> Decimal:
@@ -218,5 +220,8 @@ def parse_frame(text: str | bytes) -> Frame:
     except (ValueError, RecursionError):  # RecursionError: absurdly deep nesting
         raise ParseError("frame is not valid JSON") from None
     if type(message) is dict and "stream" in message and "data" in message:
-        message = message["data"]
+        stream = message["stream"]
+        frame = parse_event(message["data"])
+        frame.stream = stream if type(stream) is str else None
+        return frame
     return parse_event(message)

@@ -16,6 +16,7 @@ from shared.sentry_integration import capture_exception
 
 from .backfill import Backfiller
 from .book import PriceBook
+from .dedup import TwinFrames, UpdateFilter
 from .parser import ParseError, parse_frame
 from .redis_bridge import INGESTING, RedisBridge
 from .stats import IngestStats, MetricsSync
@@ -58,34 +59,58 @@ class StreamingService:
         self.url = combined_url(
             config["BINANCE_WS_URL"], stream_names(self.symbols, tuple(config["WS_STREAMS"]))
         )
-        self.backfiller = Backfiller(
-            BinanceClient(config["BINANCE_REST_URL"]), self.book, self.symbols, self.stats, report
-        )
+        self.backfiller = self._new_backfiller()
+        self.updates = UpdateFilter()  # drops the twins of a rotation overlap or of A/B feeds
+        self.twins = TwinFrames()  # ... and spares parsing those that are byte-equal
         self.upstream: UpstreamManager | None = None
         self.bridge: RedisBridge | None = None
         self.metrics = MetricsSync(self.stats, metrics)
         self.started = False
+        self.start_error: str | None = None
+        self._pid: int | None = None  # the process ingest was started in
+        self._start_lock = threading.Lock()
+        self._failed_start_at = float("-inf")
         self._rates: deque[tuple[float, int]] = deque(maxlen=11)
         self._upstream_lock = threading.Lock()
+        self._ingest_lock = threading.Lock()
         self._stop = threading.Event()
         self._parse_log_at = 0.0
         self._ticker: threading.Thread | None = None
 
+    def _new_backfiller(self) -> Backfiller:
+        client = BinanceClient(self.config["BINANCE_REST_URL"])
+        return Backfiller(client, self.book, self.symbols, self.stats, report)
+
     # ---- the hot path: called by the reader thread for every frame -------------------
-    def handle_frame(self, data: bytes | str, received_at: float) -> str | None:
-        """Parse one frame and apply its updates; returns the frame kind (None if invalid)."""
+    def handle_frame(self, data: bytes, received_at: float, connection: int | None = None) -> str | None:
+        """Parse one frame and apply its updates; returns the frame kind (None if invalid).
+
+        `connection` names the connection that delivered it while another one is open too:
+        a byte-equal twin of a frame the other delivered is then counted and skipped.
+        """
+        if connection is not None:
+            with self._ingest_lock:
+                kind = self.twins.twin_of(data, connection)
+                if kind is not None:
+                    self.stats.messages[kind] += 1
+                    return kind
         try:
             frame = parse_frame(data)
         except ParseError as exc:
-            self.stats.parse_errors += 1
+            with self._ingest_lock:
+                self.stats.parse_errors += 1
             self._log_parse_error(exc, data)
             return None
-        self.stats.messages[frame.kind] += 1
-        if frame.unknown_fields:
-            self.stats.unknown_fields += 1
-        apply = self.book.apply
-        for update in frame.updates:
-            apply(update, received_at)
+        stream, apply, admit = frame.stream, self.book.apply, self.updates.admit
+        with self._ingest_lock:  # two connections deliver at once (rotation overlap, A/B feeds)
+            self.stats.messages[frame.kind] += 1
+            if frame.unknown_fields:
+                self.stats.unknown_fields += 1
+            for update in frame.updates:
+                if admit(stream, update):
+                    apply(update, received_at)
+            if connection is not None:
+                self.twins.remember(data, connection, frame.kind)
         return frame.kind
 
     def _log_parse_error(self, exc: ParseError, data: bytes | str) -> None:
@@ -97,6 +122,46 @@ class StreamingService:
             )
 
     # ---- lifecycle -------------------------------------------------------------------
+    def ensure_started(self) -> None:
+        """Start ingest unless it already runs in this process: called on every request.
+
+        Whatever server runs the app, the first request of each serving process starts
+        its ingest, after any fork and never in a process that does not serve (a gunicorn
+        master, a reloader). A failed start is retried at most every 5 seconds.
+        """
+        pid = os.getpid()
+        if self._pid == pid:
+            return
+        with self._start_lock:
+            if self._pid == pid or time.monotonic() - self._failed_start_at < 5.0:
+                return
+            if self._pid is not None:
+                self._forget_parent()
+            try:
+                self.start()
+            except Exception as exc:
+                self._failed_start_at = time.monotonic()
+                self.start_error = f"{type(exc).__name__}: {exc}"
+                log.exception("ingest did not start")
+                report(exc, {"what": "ingest start"})
+
+    def _forget_parent(self) -> None:
+        """Forked from a process that ingested: none of its threads came along, and a lock
+        one of them held would stay held here, so start from a clean book."""
+        self.book = PriceBook(self.symbols, int(self.config["WS_RING_SIZE"]))
+        self.backfiller = self._new_backfiller()
+        self.updates, self.twins = UpdateFilter(), TwinFrames()
+        self.upstream = self.bridge = self._ticker = None
+        self.started = False
+        self.stats.connected = False
+        self._upstream_lock = threading.Lock()
+        self._ingest_lock = threading.Lock()
+        self._stop = threading.Event()
+
+    def running_here(self) -> bool:
+        """True when ingest was started in this very process (not inherited through a fork)."""
+        return self.started and self._pid == os.getpid()
+
     def start(self) -> None:
         """Start ingesting: directly, or through the Redis leadership when REDIS_URL is set.
 
@@ -106,6 +171,8 @@ class StreamingService:
         if self.started:
             return
         self.started = True
+        self._pid = os.getpid()
+        self.start_error = None
         self._stop.clear()
         self.book.new_epoch()  # here, in the serving process: workers forked from one app differ
         if self.config.get("REDIS_URL"):
@@ -186,6 +253,7 @@ class StreamingService:
             backoff_reset_after=float(c["WS_BACKOFF_RESET_SECONDS"]),
             attempt_limit=int(c["WS_CONNECT_ATTEMPTS_PER_5_MIN"]),
             overlap=float(c["WS_ROTATION_OVERLAP_SECONDS"]),
+            connections=int(c["WS_CONNECTIONS"]),
         )
 
     # ---- background tick: Prometheus sync and message rate --------------------------
@@ -249,6 +317,9 @@ class StreamingService:
             "parse_errors": s.parse_errors,
             "unknown_fields": s.unknown_fields,
             "handler_errors": s.handler_errors,
+            "duplicates_dropped": self.updates.duplicates,
+            "twin_frames_skipped": self.twins.skipped,
+            "late_updates": self.updates.late,
             "reconnects": s.reconnects,
             "rotations": s.rotations,
             "watchdog_reconnects": s.watchdog_reconnects,

@@ -64,9 +64,21 @@ SETTINGS: tuple[Setting, ...] = (
         23.5 * 3600,
         "rotate (make-before-break) before Binance's 24 h cut",
     ),
-    Setting("WS_BACKOFF_BASE_SECONDS", parse_float(0.001, 1.0), 0.5),
+    Setting(
+        "WS_CONNECTIONS",
+        parse_int(1, 2),
+        2,
+        "2: an A and a B feed, two connections to the same streams, each update applied once; "
+        "1: a single connection (a fault costs a reconnect's gap)",
+    ),
+    Setting("WS_BACKOFF_BASE_SECONDS", parse_float(0.001, 1.0), 0.5, "first delay after a failed attempt"),
     Setting("WS_BACKOFF_CAP_SECONDS", parse_float(0.01, 600.0), 30.0),
-    Setting("WS_BACKOFF_RESET_SECONDS", parse_float(0.1), 60.0, "a connection up this long resets the backoff"),
+    Setting(
+        "WS_BACKOFF_RESET_SECONDS",
+        parse_float(0.1),
+        60.0,
+        "a connection up this long starts the failure count over (a close 1008 after it counts as the first)",
+    ),
     Setting("WS_CONNECT_ATTEMPTS_PER_5_MIN", parse_int(1, 300), 300),
     Setting(
         "WS_ROTATION_OVERLAP_SECONDS",

@@ -1,22 +1,34 @@
-"""The upstream WebSocket: one combined-stream connection kept alive whatever happens.
+"""The upstream WebSocket: combined-stream connections kept alive whatever happens.
 
-Threads: one supervisor (connect, backoff, watchdog, rotation) and one reader per open
-connection. Readers hand every text frame to the frame handler directly (no queue, so
-nothing can fill up and drop); the supervisor learns about opens, closes and first
-messages through an unbounded event queue.
+`WS_CONNECTIONS` lines (1, or 2 for an A and a B feed) each keep one live connection to
+the same streams. Threads: one supervisor (connect, backoff, watchdog, rotation) and one
+reader per open connection. Readers hand every text frame to the frame handler directly
+(no queue, so nothing can fill up and drop; the handler drops the twins two connections
+deliver); the supervisor learns about opens, closes and first messages through an
+unbounded event queue.
+
+Pacing: a connection that delivered and then went away is replaced at once (a jitter of
+at most `reconnect_jitter`); only consecutive *failed* attempts back off exponentially: a
+refused or failed handshake (HTTP 429/418 with their `Retry-After` honoured), a connection
+closed before its first message, a close 1008. Every attempt counts against Binance's
+budget of 300 per 5 minutes.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import queue
+import random
+import re
+import socket
 import threading
 import time
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from itertools import count
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import websocket
 
@@ -26,8 +38,11 @@ from .stats import IngestStats
 
 log = logging.getLogger("websocket_streaming.upstream")
 
-FrameHandler = Callable[[bytes, float], str | None]
+FrameHandler = Callable[[bytes, float, int | None], str | None]  # (frame, received at, connection)
 Reporter = Callable[[BaseException, dict[str, Any]], None]
+POLICY_VIOLATION = 1008  # Binance: too many messages from the client; back off
+ROTATION_SPREAD = 0.125  # line B rotates at 7/8 of the maximum age, apart from line A
+LINE_NAMES = "AB"
 
 
 @dataclass(frozen=True)
@@ -44,15 +59,82 @@ class UpstreamSettings:
     overlap: float = 1.0
     connect_timeout: float = 10.0
     tick: float = 0.05
+    connections: int = 1
+    reconnect_jitter: float = 0.25
+    stagger: float = 1.0  # line B opens this long after line A first delivered
+
+
+@dataclass(frozen=True)
+class Ended:
+    """Why a connection attempt failed or a connection ended."""
+
+    text: str
+    code: int | None = None  # the close code the server sent
+    retry_after: float = 0.0  # the server's Retry-After when it refused the handshake
+    unresolved: bool = False  # the host name could not be resolved
+
+
+def host_of(url: str) -> str:
+    """`host:port` of a URL: never its user name or password."""
+    parts = urlsplit(url)
+    default = 443 if parts.scheme == "wss" else 80
+    return f"{parts.hostname or ''}:{parts.port or default}"
+
+
+def stream_count(url: str) -> int:
+    """How many streams a combined-stream URL names."""
+    raw = parse_qs(urlsplit(url).query).get("streams", [""])[0]
+    return len([s for s in raw.split("/") if s])
+
+
+def redact(text: str) -> str:
+    """`text` with the user name and password taken out of any URL in it."""
+    return re.sub(r"(?<=//)[^/@\s]+@", "", text)
+
+
+def ended_by_error(exc: BaseException) -> Ended:
+    """A connection error as a short, credential-free reason."""
+    if isinstance(exc, websocket.WebSocketBadStatusException):
+        retry = _retry_after(exc.resp_headers)
+        hint = f" (Retry-After {retry:g} s)" if retry else ""
+        return Ended(f"HTTP {exc.status_code} at handshake{hint}", retry_after=retry)
+    if isinstance(exc, websocket.WebSocketAddressException | socket.gaierror):
+        return Ended(f"cannot resolve the host: {exc}", unresolved=True)
+    if isinstance(exc, ConnectionRefusedError):
+        return Ended("connection refused")
+    if isinstance(exc, TimeoutError | websocket.WebSocketTimeoutException):
+        return Ended("timed out")
+    if isinstance(exc, websocket.WebSocketConnectionClosedException | ConnectionResetError):
+        return Ended("connection cut without a close frame")
+    return Ended(redact(f"{type(exc).__name__}: {exc}")[:200])
+
+
+def ended_by_close(data: bytes) -> Ended:
+    """`close <code> <reason>` from a close frame payload."""
+    if len(data) < 2:
+        return Ended("close (no code)")
+    code = int.from_bytes(data[:2], "big")
+    return Ended(f"close {code} {data[2:].decode('utf-8', 'replace')}".strip(), code=code)
+
+
+def _retry_after(headers: dict[str, str] | None) -> float:
+    for name, value in (headers or {}).items():
+        if name.lower() == "retry-after":
+            try:
+                return max(0.0, float(value))
+            except ValueError:
+                return 0.0
+    return 0.0
 
 
 class Connection:
     """One WebSocket connection that connects and reads in its own thread."""
 
-    def __init__(self, conn_id: int, url: str, manager: UpstreamManager) -> None:
+    def __init__(self, conn_id: int, url: str, manager: UpstreamManager, line: Line) -> None:
         self.id = conn_id
         self.url = url
         self.manager = manager
+        self.line = line
         self.ws: websocket.WebSocket | None = None
         self.opened_at: float | None = None
         self.last_message_at: float | None = None
@@ -73,7 +155,7 @@ class Connection:
                 enable_multithread=True,
             )
         except Exception as exc:
-            self.manager.post("failed", self, exc)
+            self.manager.post("failed", self, ended_by_error(exc))
             return
         ws.settimeout(None)  # reads block; the watchdog aborts a silent socket
         self.ws = ws
@@ -85,15 +167,15 @@ class Connection:
         ws.shutdown()  # release the socket now, not whenever the object is collected
         self.manager.post("closed", self, why)
 
-    def _read(self, ws: websocket.WebSocket) -> object:
+    def _read(self, ws: websocket.WebSocket) -> Ended:
         """Read until the connection ends; returns why it ended."""
         while True:
             try:
                 opcode, data = ws.recv_data()
             except Exception as exc:
-                return exc
+                return ended_by_error(exc)
             if opcode == websocket.ABNF.OPCODE_CLOSE:
-                return close_reason(data)
+                return ended_by_close(data)
             if opcode == websocket.ABNF.OPCODE_TEXT:
                 self.last_message_at = time.monotonic()
                 self.messages += 1
@@ -116,38 +198,50 @@ class Connection:
         return 0.0 if self.opened_at is None else now - self.opened_at
 
 
-def close_reason(data: bytes) -> str:
-    """`close <code> <reason>` from a close frame payload."""
-    if len(data) < 2:
-        return "close (no code)"
-    code = int.from_bytes(data[:2], "big")
-    return f"close {code} {data[2:].decode('utf-8', 'replace')}".strip()
+class Line:
+    """One feed: its live connection, the one replacing it, the ones draining, its backoff."""
 
+    def __init__(self, index: int, settings: UpstreamSettings) -> None:
+        self.index = index
+        self.name = LINE_NAMES[index] if index < len(LINE_NAMES) else str(index)
+        self.max_age = settings.max_age * (1 - ROTATION_SPREAD * index)
+        self.backoff = Backoff(settings.backoff_base, settings.backoff_cap)
+        self.active: Connection | None = None
+        self.candidate: Connection | None = None
+        self.draining: dict[Connection, float] = {}
+        self.next_attempt = 0.0 if index == 0 else math.inf  # B waits until A delivered
+        self.rotate_soon = False
+        self.attempted = False
+        self.delivered_once = False
+        self.last_error: Ended | None = None
+        self.last_error_at: float | None = None
 
-class DedupWindow:
-    """While two connections overlap, let through one copy of each frame."""
+    def connections(self) -> list[Connection]:
+        """Every connection of this line that may still be open."""
+        conns = [self.active, self.candidate, *self.draining]
+        return [c for c in conns if c is not None]
 
-    def __init__(self) -> None:
-        self.pending: dict[int, Counter[bytes]] = {}
+    def failed(self, ended: Ended) -> None:
+        """Remember why the line lost its connection or an attempt (for /health)."""
+        self.last_error, self.last_error_at = ended, time.time()
 
-    def duplicate(self, conn_id: int, data: bytes) -> bool:
-        """True when another connection already delivered this exact frame."""
-        for other, frames in self.pending.items():
-            if other != conn_id and frames[data] > 0:
-                frames[data] -= 1
-                if frames[data] == 0:
-                    del frames[data]
-                return True
-        self.pending.setdefault(conn_id, Counter())[data] += 1
-        return False
-
-    def clear(self) -> None:
-        """Forget everything once only one connection is left."""
-        self.pending.clear()
+    def status(self, now: float) -> dict[str, Any]:
+        """This line's state for /health."""
+        active = self.active
+        return {
+            "line": self.name,
+            "connected": active is not None,
+            "delivering": active is not None and active.messages > 0,
+            "connection_age_seconds": None if active is None else round(active.age(now), 3),
+            "consecutive_failures": self.backoff.failures,
+            "next_attempt_in_seconds": None
+            if active is not None or math.isinf(self.next_attempt)
+            else round(max(0.0, self.next_attempt - now), 3),
+        }
 
 
 class UpstreamManager:
-    """Keeps one live combined-stream connection: backoff, watchdog, make-before-break."""
+    """Keeps each line's combined-stream connection live: backoff, watchdog, make-before-break."""
 
     def __init__(
         self,
@@ -159,23 +253,19 @@ class UpstreamManager:
         report: Reporter | None = None,
     ) -> None:
         self.url = url
+        self.host = host_of(url)
+        self.stream_count = stream_count(url)
         self.handler = handler
         self.stats = stats
         self.settings = settings or UpstreamSettings()
         self.on_gap = on_gap
         self.report = report
-        self.backoff = Backoff(self.settings.backoff_base, self.settings.backoff_cap)
         self.window = AttemptWindow(self.settings.attempt_limit, self.settings.attempt_window)
-        self.active: Connection | None = None
-        self.candidate: Connection | None = None
-        self.draining: dict[Connection, float] = {}
-        self._events: queue.SimpleQueue[tuple[str, Connection, object]] = queue.SimpleQueue()
+        self.lines = [Line(i, self.settings) for i in range(max(1, self.settings.connections))]
+        self._events: queue.SimpleQueue[tuple[str, Connection, Any]] = queue.SimpleQueue()
         self._ids = count(1)
-        self._dedup = DedupWindow()
-        self._deliver_lock = threading.Lock()
-        self._next_attempt = 0.0
         self._gap_pending = True
-        self._rotate_soon = False
+        self._open = 0  # connections open now; above 1, the handler looks for twin frames
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -195,8 +285,9 @@ class UpstreamManager:
             conn.close()
         for conn in self._connections():
             conn.thread.join(max(0.1, timeout / 4))
-        self.active = self.candidate = None
-        self.draining.clear()
+        for line in self.lines:
+            line.active = line.candidate = None
+            line.draining.clear()
         self.stats.connected = False
 
     @property
@@ -205,11 +296,31 @@ class UpstreamManager:
         return self._thread is not None and self._thread.is_alive()
 
     def _connections(self) -> list[Connection]:
-        conns = [self.active, self.candidate, *self.draining]
-        return [c for c in conns if c is not None]
+        return [conn for line in self.lines for conn in line.connections()]
+
+    def delivering(self) -> int:
+        """How many lines have a live connection that delivered at least one frame."""
+        return sum(1 for line in self.lines if line.active is not None and line.active.messages > 0)
+
+    def status(self) -> dict[str, Any]:
+        """Host, each line's state and the last error, for /health (never credentials)."""
+        now = time.monotonic()
+        failed = [line for line in self.lines if line.last_error_at is not None]
+        latest = max(failed, key=lambda line: line.last_error_at or 0.0, default=None)
+        error = None if latest is None else latest.last_error
+        return {
+            "host": self.host,
+            "streams": self.stream_count,
+            "lines": [line.status(now) for line in self.lines],
+            "last_error": None if error is None else error.text,
+            "last_error_age_seconds": None
+            if latest is None or latest.last_error_at is None
+            else round(time.time() - latest.last_error_at, 3),
+            "unresolved": error is not None and error.unresolved,
+        }
 
     # ---- called from reader threads --------------------------------------------------
-    def post(self, kind: str, conn: Connection, detail: object) -> None:
+    def post(self, kind: str, conn: Connection, detail: Any) -> None:
         """Tell the supervisor something happened to `conn`."""
         self._events.put((kind, conn, detail))
 
@@ -220,20 +331,12 @@ class UpstreamManager:
         if conn.messages == 1:
             self.post("first", conn, None)
         try:
-            kind = self._handle(conn, data, received_at)
+            kind = self.handler(data, received_at, conn.id if self._open > 1 else None)
         except Exception as exc:
             self._failed("frame handler failed", exc, conn)
             return
         if kind == SERVER_SHUTDOWN:
             self.post("shutdown", conn, None)
-
-    def _handle(self, conn: Connection, data: bytes, received_at: float) -> str | None:
-        if len(self._connections()) == 1:
-            return self.handler(data, received_at)
-        with self._deliver_lock:  # two connections overlap: one copy of each frame
-            if self._dedup.duplicate(conn.id, data):
-                return None
-            return self.handler(data, received_at)
 
     def _failed(self, what: str, exc: BaseException, conn: Connection | None = None) -> None:
         self.stats.handler_errors += 1
@@ -249,7 +352,9 @@ class UpstreamManager:
         while not self._stopping.is_set():
             try:
                 self._drain_events()
-                self._check(time.monotonic())
+                now = time.monotonic()
+                for line in self.lines:
+                    self._check(line, now)
             except Exception as exc:
                 self._failed("upstream supervisor error", exc)
                 time.sleep(self.settings.tick)
@@ -266,132 +371,164 @@ class UpstreamManager:
             except queue.Empty:
                 return
 
-    def _check(self, now: float) -> None:
-        idle = self.active is None and self.candidate is None
-        if (idle or self._rotation_due(now)) and now >= self._next_attempt:
-            self._connect(now)
-        if self.active is not None:
-            self._watchdog(self.active, now)
-        self._check_candidate(now)
-        self._close_drained(now)
-        self._maybe_reset_backoff(now)
+    def _check(self, line: Line, now: float) -> None:
+        idle = line.active is None and line.candidate is None
+        if (idle or self._rotation_due(line, now)) and now >= line.next_attempt:
+            self._connect(line, now)
+        if line.active is not None:
+            self._watchdog(line, line.active, now)
+        self._check_candidate(line, now)
+        self._close_drained(line, now)
+        self._maybe_reset_backoff(line, now)
 
-    def _rotation_due(self, now: float) -> bool:
+    def _close_drained(self, line: Line, now: float) -> None:
+        """The overlap is over: close the old connection, whether or not the server does."""
+        for conn, until in list(line.draining.items()):
+            if now >= until and not conn.closing:
+                conn.close()
+
+    def _maybe_reset_backoff(self, line: Line, now: float) -> None:
+        active = line.active
+        long_up = active is not None and active.age(now) >= self.settings.backoff_reset_after
+        if line.backoff.failures and long_up:
+            line.backoff.reset()
+
+    def _rotation_due(self, line: Line, now: float) -> bool:
         """Time for make-before-break: after serverShutdown, or at the maximum age."""
-        active = self.active
-        if active is None or self.candidate is not None:
+        active = line.active
+        if active is None or line.candidate is not None:
             return False
-        return self._rotate_soon or active.age(now) >= self.settings.max_age
+        return line.rotate_soon or active.age(now) >= line.max_age
 
-    def _connect(self, now: float) -> None:
+    def _connect(self, line: Line, now: float) -> None:
         wait = self.window.wait_time()
         if wait > 0:
             log.warning("connection attempt budget used up; next attempt in %.1f s", wait)
-            self._next_attempt = now + wait
+            line.next_attempt = now + wait
             return
         self.window.record()
         self.stats.connection_attempts += 1
-        if self.active is None and self.stats.connection_attempts > 1:
+        if line.active is None and line.attempted:
             self.stats.reconnects += 1
-        self.candidate = Connection(next(self._ids), self.url, self)
-        log.info("connecting upstream (connection %s)", self.candidate.id)
-        self.candidate.start()
+        line.attempted = True
+        line.candidate = Connection(next(self._ids), self.url, self, line)
+        log.info("connecting upstream (connection %s, line %s)", line.candidate.id, line.name)
+        line.candidate.start()
 
-    def _watchdog(self, active: Connection, now: float) -> None:
+    def _watchdog(self, line: Line, active: Connection, now: float) -> None:
         if active.last_message_at is None:
             return
         silent = now - active.last_message_at
         if silent > self.settings.stale_after:
             log.warning("connection %s silent for %.1f s: replacing it", active.id, silent)
             self.stats.watchdog_reconnects += 1
-            self._lose(active, now, "watchdog")
+            self._lose(line, active, now, Ended(f"silent for {silent:.1f} s"))
 
-    def _check_candidate(self, now: float) -> None:
-        cand = self.candidate
-        if cand is None or self.active is None or cand.opened_at is None:
+    def _check_candidate(self, line: Line, now: float) -> None:
+        cand = line.candidate
+        if cand is None or line.active is None or cand.opened_at is None:
             return
         if now - cand.opened_at > self.settings.stale_after:
             log.warning("new connection %s delivered nothing: giving up on it", cand.id)
-            self.candidate = None
+            line.candidate = None
             cand.close()
-            self._next_attempt = now + self.backoff.next_delay()
+            self._retry(line, now, Ended("new connection delivered nothing"), failed=True)
 
-    def _close_drained(self, now: float) -> None:
-        for conn, until in list(self.draining.items()):
-            if now >= until:
-                conn.close()
+    def _retry(self, line: Line, now: float, ended: Ended, failed: bool) -> float:
+        """Schedule the line's next attempt; returns the delay.
 
-    def _maybe_reset_backoff(self, now: float) -> None:
-        active = self.active
-        if (
-            self.backoff.failures
-            and active is not None
-            and active.age(now) >= self.settings.backoff_reset_after
-        ):
-            self.backoff.reset()
+        A failed attempt grows the backoff (and waits out a Retry-After); losing a
+        connection that delivered resets it and reconnects at once, spaced out only when
+        half the attempt budget is gone.
+        """
+        if failed:
+            delay = max(line.backoff.next_delay(), ended.retry_after)
+        else:
+            line.backoff.reset()
+            delay = max(random.uniform(0.0, self.settings.reconnect_jitter), self.window.spacing())
+        line.next_attempt = now + delay
+        line.failed(ended)
+        return delay
 
-    def _lose(self, conn: Connection, now: float, why: object) -> None:
-        """The active connection is gone: reconnect after a backoff, backfill after."""
-        if conn is self.active:
-            self.active = None
-            self._gap_pending = True
-            self._next_attempt = now + self.backoff.next_delay()
-            self.stats.connected = self.candidate is not None and self.candidate.opened_at is not None
-            log.warning(
-                "upstream connection %s lost (%s); retry in %.2f s",
-                conn.id,
-                why,
-                max(0.0, self._next_attempt - now),
-            )
-            cand = self.candidate
+    def _lose(self, line: Line, conn: Connection, now: float, ended: Ended) -> None:
+        """The line's live connection is gone: reconnect (at once if it delivered)."""
+        if conn is line.active:
+            line.active = None
+            failed = conn.messages == 0 or ended.code == POLICY_VIOLATION
+            delay = self._retry(line, now, ended, failed)
+            log.warning("upstream connection %s lost (%s); retry in %.2f s", conn.id, ended.text, delay)
+            if self.delivering() == 0:
+                self._gap_pending = True
+            cand = line.candidate
             if cand is not None and cand.opened_at is not None:
-                self._promote(cand)  # lost mid-rotation: the new connection is already open
+                self._promote(line, cand)  # lost mid-rotation: the new connection is already open
+            self._update_connected()
         conn.close()
+
+    def _update_connected(self) -> None:
+        self.stats.connected = any(line.active is not None for line in self.lines)
 
     # ---- supervisor event handlers ---------------------------------------------------
     def _on_opened(self, conn: Connection, _detail: object) -> None:
-        if conn is not self.candidate:
+        self._open += 1
+        line = conn.line
+        if conn is not line.candidate:
             conn.close()
             return
-        self.stats.connected = True
-        if self.active is None:
-            self._promote(conn)
+        if line.active is None:
+            self._promote(line, conn)
+        self._update_connected()
 
     def _on_first(self, conn: Connection, _detail: object) -> None:
-        if conn is not self.candidate:
+        line = conn.line
+        log.info(
+            "upstream connection %s delivering (line %s, %d streams)", conn.id, line.name, self.stream_count
+        )
+        if not line.delivered_once:
+            line.delivered_once = True
+            self._open_next_line(line)
+        if conn is not line.candidate:
             return
-        if self.active is not None:
+        if line.active is not None:
             self.stats.rotations += 1
-            self.draining[self.active] = time.monotonic() + self.settings.overlap
+            line.draining[line.active] = time.monotonic() + self.settings.overlap
             log.info("switched upstream to connection %s", conn.id)
-        self._promote(conn)
+        self._promote(line, conn)
 
-    def _promote(self, conn: Connection) -> None:
-        self.active, self.candidate = conn, None
-        self._rotate_soon = False
+    def _open_next_line(self, line: Line) -> None:
+        """Line B opens a moment after line A first delivered: never both at once."""
+        if line.index + 1 < len(self.lines):
+            following = self.lines[line.index + 1]
+            if math.isinf(following.next_attempt):
+                following.next_attempt = time.monotonic() + self.settings.stagger
+
+    def _promote(self, line: Line, conn: Connection) -> None:
+        line.active, line.candidate = conn, None
+        line.rotate_soon = False
         if self._gap_pending and self.on_gap is not None:
             self._gap_pending = False
             self.on_gap()
 
     def _on_shutdown(self, conn: Connection, _detail: object) -> None:
-        if conn is self.active:
+        line = conn.line
+        if conn is line.active:
             log.info("serverShutdown on connection %s: rotating now", conn.id)
-            self._rotate_soon = True
-            self._next_attempt = 0.0
+            line.rotate_soon = True
+            line.next_attempt = 0.0
 
-    def _on_failed(self, conn: Connection, exc: object) -> None:
-        self._on_closed(conn, exc)
+    def _on_failed(self, conn: Connection, ended: Ended) -> None:
+        self._on_closed(conn, ended)
 
-    def _on_closed(self, conn: Connection, why: object) -> None:
+    def _on_closed(self, conn: Connection, ended: Ended) -> None:
         now = time.monotonic()
-        self.draining.pop(conn, None)
-        if conn is self.candidate:
-            self.candidate = None
-            self._next_attempt = now + self.backoff.next_delay()
-            log.warning("connection %s failed (%s); retry in %.2f s", conn.id, why, self._next_attempt - now)
-            self.stats.connected = self.active is not None
-        elif conn is self.active:
-            self._lose(conn, now, why)
-        if len(self._connections()) <= 1:
-            with self._deliver_lock:
-                self._dedup.clear()
+        if conn.opened_at is not None:
+            self._open -= 1
+        line = conn.line
+        line.draining.pop(conn, None)
+        if conn is line.candidate:
+            line.candidate = None
+            delay = self._retry(line, now, ended, failed=True)
+            log.warning("connection %s failed (%s); retry in %.2f s", conn.id, ended.text, delay)
+        elif conn is line.active:
+            self._lose(line, conn, now, ended)
+        self._update_connected()

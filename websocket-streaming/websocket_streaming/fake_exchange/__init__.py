@@ -3,6 +3,6 @@
 from __future__ import annotations
 
 from .market import Market, trade_event
-from .server import FakeExchange, read_frames
+from .server import FAULT_KINDS, ClosedConnection, FakeExchange, read_frames
 
-__all__ = ["FakeExchange", "Market", "read_frames", "trade_event"]
+__all__ = ["FAULT_KINDS", "ClosedConnection", "FakeExchange", "Market", "read_frames", "trade_event"]

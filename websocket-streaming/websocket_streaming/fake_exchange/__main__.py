@@ -21,13 +21,22 @@ def main(argv: list[str] | None = None) -> None:
     frames = read_frames(args.frames) if args.frames else None
     exchange = FakeExchange(
         args.host, args.port, rate=args.rate, frames=frames, ping_interval=args.ping_interval
-    ).start()
-    print(f"fake exchange: BINANCE_WS_URL={exchange.ws_url} BINANCE_REST_URL={exchange.rest_url}", flush=True)
+    )
+    if args.port:  # known already: say it before the port opens, for whoever waits on the port
+        announce(exchange)
+    exchange.start()
+    if not args.port:
+        announce(exchange)
     done = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: done.set())
     signal.signal(signal.SIGINT, lambda *_: done.set())
     done.wait()
     exchange.stop()
+
+
+def announce(exchange: FakeExchange) -> None:
+    """Print the URLs to point the service at."""
+    print(f"fake exchange: BINANCE_WS_URL={exchange.ws_url} BINANCE_REST_URL={exchange.rest_url}", flush=True)
 
 
 if __name__ == "__main__":

@@ -28,6 +28,18 @@ from .rest import RestReply, handle_rest, rate_limited_reply
 
 METHODS = ("SUBSCRIBE", "UNSUBSCRIBE", "LIST_SUBSCRIPTIONS", "SET_PROPERTY", "GET_PROPERTY")
 MAX_STREAMS = 1024
+# What `FakeExchange.fault` can do to a live connection (the faults of a storm).
+FAULT_KINDS = (
+    "drop",
+    "close_1000",
+    "close_1011",
+    "close_1008",
+    "garbage_burst",
+    "silence",
+    "server_shutdown",
+)
+GARBAGE = '{"stream":"btcusdt@trade","data":{not json'
+CLOSE_REASONS = {1000: "", 1001: "server shutdown", 1008: "Too many requests", 1011: "internal error"}
 
 
 @dataclass
@@ -40,6 +52,16 @@ class Client:
     opened_at: float = field(default_factory=time.monotonic)
     silent: bool = False
     incoming: deque[float] = field(default_factory=deque)
+
+
+@dataclass(frozen=True)
+class ClosedConnection:
+    """How one WebSocket connection ended, as the exchange saw it."""
+
+    opened_at: float
+    closed_at: float
+    code: int | None  # the close code the client sent (1006: it sent none)
+    by_client: bool  # the client sent its close frame first
 
 
 @dataclass
@@ -113,8 +135,9 @@ class FakeExchange:
         self.connection_attempts: list[float] = []
         self.rest_log: list[RestLogEntry] = []
         self.close_codes: list[int | None] = []  # close code each client sent (1006: none)
+        self.closed: list[ClosedConnection] = []
         self.sent_events = 0
-        self._refusing = False
+        self._refusing: tuple[int, int] | None = None  # (HTTP status, Retry-After) at handshake
         self._close_code_on_connect: int | None = None
         self._rest_failure: tuple[int, int, int | None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -200,9 +223,12 @@ class FakeExchange:
         if parse_stream_path(request.path) is None:
             return _json_response(RestReply(404, {"code": -1, "msg": "Not found."}))
         self.connection_attempts.append(time.monotonic())
-        if self._refusing:
-            return conn.respond(http.HTTPStatus.SERVICE_UNAVAILABLE, "Refusing connections.\n")
-        return None
+        if self._refusing is None:
+            return None
+        status, retry_after = self._refusing
+        if status in (429, 418):
+            return _json_response(rate_limited_reply(status, retry_after))
+        return conn.respond(http.HTTPStatus(status), "Refusing connections.\n")
 
     def _rest(self, target: str) -> Response:
         reply = self._rest_failure_reply() or handle_rest(self.market, target)
@@ -223,8 +249,9 @@ class FakeExchange:
         client = Client(conn, combined, streams[:MAX_STREAMS])
         self.clients[conn] = client
         try:
-            if self._close_code_on_connect is not None:
-                await conn.close(self._close_code_on_connect, "Too many requests")
+            code = self._close_code_on_connect
+            if code is not None:  # closed before the first message
+                await conn.close(code, CLOSE_REASONS.get(code, ""))
                 return
             async for message in conn:
                 await self._on_message(client, message)
@@ -232,7 +259,13 @@ class FakeExchange:
             return
         finally:
             self.clients.pop(conn, None)
-            self.close_codes.append(conn.close_code)
+            self._record_close(client)
+
+    def _record_close(self, client: Client) -> None:
+        conn = client.conn
+        self.close_codes.append(conn.close_code)
+        by_client = conn.protocol.close_rcvd_then_sent is True
+        self.closed.append(ClosedConnection(client.opened_at, time.monotonic(), conn.close_code, by_client))
 
     async def _on_message(self, client: Client, message: str | bytes) -> None:
         now = time.monotonic()
@@ -337,56 +370,70 @@ class FakeExchange:
         """Change the generated events per second per stream (0 = only explicit sends)."""
         self.rate = rate
 
-    def drop(self) -> None:
-        """Cut every open TCP connection without a close frame."""
-        self.call(lambda: [c.conn.transport.abort() for c in list(self.clients.values())])
+    def _targets(self, only: int | None) -> list[Client]:
+        """Every open connection, or only the `only`-th in opening order (0 oldest, -1 newest)."""
+        clients = sorted(self.clients.values(), key=lambda c: c.opened_at)
+        if only is None:
+            return clients
+        return [clients[only]] if -len(clients) <= only < len(clients) else []
 
-    def go_silent(self) -> None:
-        """Stop sending data on the open connections (pings go on); new ones get data."""
+    def drop(self, only: int | None = None) -> None:
+        """Cut open TCP connections (all, or the `only`-th) without a close frame."""
+        self.call(lambda: [c.conn.transport.abort() for c in self._targets(only)])
+
+    def go_silent(self, only: int | None = None) -> None:
+        """Stop sending data on open connections (pings go on); new ones get data."""
 
         def run() -> None:
-            for client in self.clients.values():
+            for client in self._targets(only):
                 client.silent = True
 
         self.call(run)
 
     def resume(self) -> None:
         """Undo every misbehaviour: accept connections, answer REST, keep connections open."""
-        self._refusing = False
+        self._refusing = None
         self._close_code_on_connect = None
         self._rest_failure = None
 
-    def send_garbage(self) -> None:
-        """Send a frame that is not JSON."""
-        self.send('{"stream":"btcusdt@trade","data":{not json')
+    def send_garbage(self, count: int = 1, only: int | None = None) -> None:
+        """Send `count` frames that are not JSON (to every connection, or the `only`-th)."""
+        self.call(lambda: [broadcast([c.conn for c in self._targets(only)], GARBAGE) for _ in range(count)])
 
     def send_unknown_event(self) -> None:
         """Send a well-formed event of a type the client has never heard of."""
         data = {"e": "fooBar", "E": int(time.time() * 1000), "s": "BTCUSDT", "z": "1"}
         self.send({"stream": "btcusdt@fooBar", "data": data})
 
-    def close_1008(self, persistent: bool = False) -> None:
-        """Close every connection with 1008; `persistent` also closes each new one on open."""
-        if persistent:
-            self._close_code_on_connect = 1008
+    def close(self, code: int, only: int | None = None) -> None:
+        """Close open connections (all, or the `only`-th) with a close frame of `code`."""
 
         async def run() -> None:
-            await asyncio.gather(
-                *(c.conn.close(1008, "Too many requests") for c in list(self.clients.values()))
-            )
+            reason = CLOSE_REASONS.get(code, "")
+            await asyncio.gather(*(c.conn.close(code, reason) for c in self._targets(only)))
 
         self.call(run)
 
-    def server_shutdown(self) -> None:
-        """Send `serverShutdown` to every open connection and close them after the grace time."""
+    def close_1008(self, persistent: bool = False, only: int | None = None) -> None:
+        """Close with 1008; `persistent` also closes each new connection on open."""
+        if persistent:
+            self._close_code_on_connect = 1008
+        self.close(1008, only)
+
+    def close_on_connect(self, code: int = 1000) -> None:
+        """Accept every new connection, then close it with `code` before any data, until `resume()`."""
+        self._close_code_on_connect = code
+
+    def server_shutdown(self, close: bool = True, only: int | None = None) -> None:
+        """Send `serverShutdown`; with `close`, close those connections after the grace time."""
 
         def run() -> None:
-            clients = list(self.clients.values())
+            clients = self._targets(only)
             data = {"e": "serverShutdown", "E": int(time.time() * 1000)}
             raw = json.dumps(data, separators=(",", ":"))
             broadcast([c.conn for c in clients if c.combined], f'{{"stream":"!serverShutdown","data":{raw}}}')
             broadcast([c.conn for c in clients if not c.combined], raw)
-            for c in clients:
+            for c in clients if close else ():
                 asyncio.get_running_loop().call_later(
                     self.shutdown_grace,
                     lambda conn=c.conn: asyncio.ensure_future(conn.close(1001, "server shutdown")),
@@ -394,9 +441,27 @@ class FakeExchange:
 
         self.call(run)
 
-    def refuse_connections(self) -> None:
-        """Reject every new WebSocket handshake (HTTP 503) until `resume()`."""
-        self._refusing = True
+    def fault(self, kind: str, only: int | None = None) -> None:
+        """Inflict one of FAULT_KINDS on the open connections (all, or the `only`-th)."""
+        actions: dict[str, Callable[[], None]] = {
+            "drop": lambda: self.drop(only),
+            "close_1000": lambda: self.close(1000, only),
+            "close_1011": lambda: self.close(1011, only),
+            "close_1008": lambda: self.close(1008, only),
+            "garbage_burst": lambda: self.send_garbage(20, only),
+            "silence": lambda: self.go_silent(only),
+            "server_shutdown": lambda: self.server_shutdown(only=only),
+        }
+        if kind not in actions:
+            raise ValueError(f"unknown fault {kind!r}; one of {', '.join(FAULT_KINDS)}")
+        actions[kind]()
+
+    def refuse_connections(self, status: int = 503, retry_after: int = 1) -> None:
+        """Answer every new WebSocket handshake with HTTP `status` until `resume()`.
+
+        429 and 418 carry Binance's JSON error and `Retry-After: retry_after`, as the REST API does.
+        """
+        self._refusing = (status, retry_after)
 
     def rest_429(self, retry_after: int = 1, count: int | None = 1) -> None:
         """Answer the next `count` REST requests (None: all until resume) with 429."""

@@ -1,0 +1,104 @@
+"""WS_CONNECTIONS=2: an A and a B feed; losing either is a non-event while the other delivers."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from flask import Flask
+from websocket_streaming import get_service
+from websocket_streaming.fake_exchange import FAULT_KINDS, FakeExchange
+from websocket_streaming.fake_exchange.drill import NumberedTrades, PriceSampler, SseReader
+
+from shared.testing import wait_until
+
+from .test_rotation import assert_exactly_once
+
+pytestmark = [pytest.mark.unit, pytest.mark.slow, pytest.mark.websocket, pytest.mark.api]
+AB = {"SYMBOLS": ("BTCUSDT", "ETHUSDT"), "WS_STREAMS": ("trade",), "WS_CONNECTIONS": 2}
+
+
+@dataclass
+class Drill:
+    """An A/B service served over HTTP, an SSE subscriber to it, and numbered trades flowing."""
+
+    app: Flask
+    base: str
+    events: SseReader
+    trades: NumberedTrades
+
+    def delivering(self) -> int:
+        """How many of the two connections deliver."""
+        upstream = get_service(self.app).upstream
+        return 0 if upstream is None else upstream.delivering()
+
+
+@pytest.fixture
+def drill(
+    fake: FakeExchange, make_app: Callable[..., Flask], serve: Callable[[Flask], str]
+) -> Callable[..., Drill]:
+    """Factory: subscribe to a new A/B service, then start the trades (`rate` a second)."""
+
+    def start(rate: float = 100, **overrides: Any) -> Drill:
+        app = make_app(**AB, **overrides)
+        base = serve(app)
+        events = SseReader(base).start()
+        return Drill(app, base, events, NumberedTrades(fake, rate=rate).start())
+
+    return start
+
+
+def test_two_connections_open_at_different_moments_and_each_update_is_published_once(
+    fake: FakeExchange, drill: Callable[..., Drill]
+) -> None:
+    run = drill(rate=200)
+    app, events, trades = run.app, run.events, run.trades
+    wait_until(lambda: fake.open_connections() == 2, 5.0, "the B connection")
+    first, second = fake.connection_attempts[:2]
+    assert second - first >= 0.9  # B opens a second after A delivered, not with it
+    time.sleep(1.0)  # both deliver every trade
+    received = events.wait_for(trades.stop())
+    assert_exactly_once(received, trades.sent)
+    stats = get_service(app).report()
+    assert stats["twin_frames_skipped"] + stats["duplicates_dropped"] >= len(trades.sent) // 3  # B's twins
+    lines = app.test_client().get("/health").get_json()["checks"]["upstream"]["detail"]["lines"]
+    assert [(line["line"], line["delivering"]) for line in lines] == [("A", True), ("B", True)]
+
+
+@pytest.mark.parametrize("fault", FAULT_KINDS)
+def test_a_fault_on_one_connection_leaves_no_stale_price_and_no_missing_or_repeated_event(
+    fake: FakeExchange, drill: Callable[..., Drill], fault: str
+) -> None:
+    run = drill(PRICE_STALE_SECONDS=2.0)  # the watchdog replaces a silent connection after 2 s
+    events, trades = run.events, run.trades
+    wait_until(lambda: run.delivering() == 2, 5.0, "both feeds delivering")
+    sampler = PriceSampler(run.base, "BTCUSDT", interval=0.05).start()
+    time.sleep(0.3)
+    struck_at = time.monotonic()
+    fake.fault(fault, only=0)
+    if fault != "garbage_burst":  # every other fault ends the connection: A must come back
+        wait_until(lambda: len(fake.connection_attempts) >= 3, 6.0, "a new A connection")
+    wait_until(lambda: run.delivering() == 2, 6.0, "both feeds again")
+    time.sleep(max(0.0, struck_at + 2.0 - time.monotonic()))  # sample 2 s after the fault at least
+    received = events.wait_for(trades.stop())
+    sampler.stop()
+    assert len(sampler.samples) > 30
+    assert sampler.stale(limit=1.0) == []  # every sample a 200 with a price under 1 s old
+    assert_exactly_once(received, trades.sent)
+
+
+def test_server_shutdown_on_both_connections_rotates_each_without_a_gap(
+    fake: FakeExchange, drill: Callable[..., Drill]
+) -> None:
+    run = drill()
+    app, events, trades = run.app, run.events, run.trades
+    wait_until(lambda: run.delivering() == 2, 5.0, "both feeds delivering")
+    fake.server_shutdown()  # the same frame on both: each connection still rotates
+    wait_until(lambda: get_service(app).stats.rotations == 2, 5.0, "both rotated")
+    wait_until(lambda: len(fake.closed) == 2 and fake.open_connections() == 2, 5.0, "the old pair closed")
+    received = events.wait_for(trades.stop())
+    assert_exactly_once(received, trades.sent)
+    assert get_service(app).stats.reconnects == 0
