@@ -28,6 +28,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from websocket_streaming.settings import SETTINGS
 
 from shared.testing import scratch_postgres
 from shared.testing.processes import Launcher, Running
@@ -45,6 +46,9 @@ SERVICES = ("database-service", "websocket-streaming")
 LIMIT = 20  # RATE_LIMIT_SIGNALS_HISTORY and RATE_LIMIT_PRICE for this run
 LIMITED_ROUTES = {"database-service": "/signals/history", "websocket-streaming": "/price/BTCUSDT"}
 SYMBOLS = "BTCUSDT,ETHUSDT"
+# The leader's Binance feed under the default settings: WS_CONNECTIONS connections (A and B)
+# held by one process across both instances.
+FEED = next(int(s.default) for s in SETTINGS if s.name == "WS_CONNECTIONS")
 LOCK_TTL = 5.0  # WS_LEADER_LOCK_TTL_SECONDS: a killed leader is replaced within this
 LOAD_SOURCE = "127.0.0.3"  # the load test's client address, apart from the limit test's
 
@@ -212,7 +216,7 @@ def test_one_exchange_connection_and_the_same_fresh_price_everywhere(
     for _ in range(30):
         samples.append(cluster.exchange.open_connections())
         time.sleep(0.1)
-    assert set(samples) == {1}, f"open connections on the fake exchange over 3 s: {samples}"
+    assert set(samples) == {FEED}, f"open connections on the fake exchange over 3 s: {samples}"
     ports = [r.port for r in cluster.instances["websocket-streaming"]] + [cluster.lb("websocket-streaming")]
 
     def same_fresh_price() -> list[dict[str, Any]] | None:
@@ -483,7 +487,7 @@ def test_stopping_an_instance_of_each_service_under_load(cluster: Cluster, ops: 
     assert {cid: n for cid, n in stored.items() if n != 1} == {}, "a retried write was stored twice"
     assert not tally.given_up, f"{len(tally.given_up)} writes never succeeded in 5 retries"
     ops.wait_until(
-        lambda: cluster.exchange.open_connections() == 1, 2 * LOCK_TTL + 10, "one exchange connection again"
+        lambda: cluster.exchange.open_connections() == FEED, 2 * LOCK_TTL + 10, "the leader's feed alone again"
     )
 
 

@@ -102,3 +102,23 @@ def test_server_shutdown_on_both_connections_rotates_each_without_a_gap(
     received = events.wait_for(trades.stop())
     assert_exactly_once(received, trades.sent)
     assert get_service(app).stats.reconnects == 0
+
+
+def test_a_solo_worker_keeps_one_connection_and_a_leader_its_pair_again(
+    fake: FakeExchange, drill: Callable[..., Drill]
+) -> None:
+    # Redis mode: a worker that loses Redis ingests alone on one connection (the attempt
+    # budget is per host), and gets its B feed back once it leads again. No update is lost.
+    run = drill()
+    service = get_service(run.app)
+    wait_until(lambda: run.delivering() == 2, 5.0, "both feeds delivering")
+    service._on_role("solo")
+    wait_until(lambda: fake.open_connections() == 1, 5.0, "the B connection closed")
+    assert service.report()["upstream_connections"] == 1
+    time.sleep(0.5)
+    assert run.delivering() == 1
+    service._on_role("leader")
+    wait_until(lambda: fake.open_connections() == 2 and run.delivering() == 2, 10.0, "the B feed again")
+    assert service.report()["upstream_connections"] == 2
+    received = run.events.wait_for(run.trades.stop())
+    assert_exactly_once(received, run.trades.sent)

@@ -1,7 +1,8 @@
-"""Redis outages: no worker serves stale prices, one upstream connection comes back after.
+"""Redis outages: no worker serves stale prices, one leader's feed comes back after.
 
-While Redis is away every worker ingests on its own connection (role `solo`); once Redis
-returns, one leader holds the single connection again. A leader cut off from Redis never
+While Redis is away every worker ingests on its own connection (role `solo`, one
+connection each); once Redis returns, one leader holds the feed again (`WS_CONNECTIONS`
+connections: the A/B pair by default). A leader cut off from Redis never
 publishes into a Redis another instance leads. The outages are of private redis-servers
 (`PrivateRedis`) or of a proxy of the test's own, never of a shared server.
 """
@@ -26,12 +27,15 @@ import redis
 from flask import Flask
 from websocket_streaming import get_service
 from websocket_streaming.fake_exchange import FakeExchange
+from websocket_streaming.settings import SETTINGS
 
 from shared.testing import repeating, wait_until
 from shared.testing.processes import Launcher, Running, http
 from shared.testing.servers import PrivateRedis
 
 pytestmark = [pytest.mark.integration, pytest.mark.redis, pytest.mark.websocket, pytest.mark.slow]
+# The leader's feed under the default settings: WS_CONNECTIONS connections (A and B).
+FEED = next(int(s.default) for s in SETTINGS if s.name == "WS_CONNECTIONS")
 
 
 @dataclass
@@ -243,7 +247,7 @@ def test_a_leader_cut_off_from_redis_never_publishes_after_another_took_over(
 @contextmanager
 def two_workers(tmp_path: Path) -> Iterator[tuple[FakeExchange, PrivateRedis, Running]]:
     """The fake exchange, a private Redis, and the service with two workers in Redis mode,
-    `PRICE_STALE_SECONDS=3`, delivering prices through one upstream connection."""
+    `PRICE_STALE_SECONDS=3`, delivering prices through the leader's feed."""
     with FakeExchange(rate=10) as fake, PrivateRedis() as server, Launcher(tmp_path) as launch:
         service = launch.gunicorn(
             "websocket-streaming",
@@ -255,7 +259,7 @@ def two_workers(tmp_path: Path) -> Iterator[tuple[FakeExchange, PrivateRedis, Ru
             RATE_LIMIT_PRICE="1000000",
             LOG_LEVEL="INFO",
         )
-        wait_until(lambda: fake.open_connections() == 1, 20.0, "one upstream connection")
+        wait_until(lambda: fake.open_connections() == FEED, 20.0, "the leader's feed")
         wait_until(lambda: http("GET", f"{service.url}/price/BTCUSDT")[0] == 200, 20.0, "a price")
         yield fake, server, service
 
@@ -279,8 +283,8 @@ def measure_outage(tmp_path: Path, outage: float) -> dict[str, Any]:
             connections = count_connections(fake, outage)
             up = time.monotonic()  # Redis returns: counted from its start, not from its first PING
             server.start()
-            after = count_connections(fake, 10.0, until_one=True)
-            one_again = after[-1][0] - up if after[-1][1] == 1 else None
+            after = count_connections(fake, 10.0, until=FEED, stats=stats)
+            feed_again = after[-1][0] - up if after[-1][1] == FEED else None
             settled = time.monotonic() + 1.0
             after += count_connections(fake, 3.0)
         log = service.log_tail(60)
@@ -291,8 +295,9 @@ def measure_outage(tmp_path: Path, outage: float) -> dict[str, Any]:
         "stale_or_failed_during_outage": len(bad(during)),
         "stale_or_failed_overall": len(bad(prices.samples)),
         "workers_solo_during_outage": len(pids(stats.between(down + 1, up), "solo")),
-        "max_upstream_connections": max(n for _, n in connections + after),
-        "seconds_until_one_upstream_connection": None if one_again is None else round(one_again, 2),
+        # once both workers went solo (1 s in): one connection each
+        "max_upstream_connections_while_solo": max(n for at, n in connections if at > down + 1.0),
+        "seconds_until_the_leaders_feed_alone": None if feed_again is None else round(feed_again, 2),
         "upstream_connections_at_end": after[-1][1],
         "roles_at_end": sorted({s.body["role"] for s in stats.between(settled, time.monotonic())}),
         "log": log,
@@ -304,16 +309,29 @@ def pids(samples: list[Sample], role: str) -> set[int]:
     return {s.body["pid"] for s in samples if s.status == 200 and s.body["role"] == role}
 
 
-def count_connections(fake: FakeExchange, seconds: float, until_one: bool = False) -> list[tuple[float, int]]:
-    """(time, the fake's open connections) every 100 ms for `seconds`, or until just one."""
+def count_connections(
+    fake: FakeExchange, seconds: float, until: int | None = None, stats: Sampler | None = None
+) -> list[tuple[float, int]]:
+    """(time, the fake's open connections) every 100 ms for `seconds`, or until `until` are
+    open and the latest /stats answers of both workers show one leader and one follower."""
     seen: list[tuple[float, int]] = []
     end = time.monotonic() + seconds
     while time.monotonic() < end:
         seen.append((time.monotonic(), fake.open_connections()))
-        if until_one and seen[-1][1] == 1:
+        if until is not None and seen[-1][1] == until and (stats is None or settled_roles(stats)):
             break
         time.sleep(0.1)
     return seen
+
+
+def settled_roles(stats: Sampler) -> bool:
+    """The last /stats answer of each worker: one leader, one follower holding nothing."""
+    latest: dict[int, dict[str, Any]] = {}
+    for sample in stats.samples[-20:]:
+        if sample.status == 200:
+            latest[sample.body["pid"]] = sample.body
+    roles = sorted((body["role"], body["upstream_connections"]) for body in latest.values())
+    return len(roles) == 2 and roles[0] == ("follower", 0) and roles[1][0] == "leader"
 
 
 def test_a_10s_redis_outage_under_gunicorn_leaves_no_worker_stale(tmp_path: Path) -> None:
@@ -324,10 +342,10 @@ def test_a_10s_redis_outage_under_gunicorn_leaves_no_worker_stale(tmp_path: Path
     assert figures["stale_or_failed_during_outage"] == 0, (figures, log)
     assert figures["stale_or_failed_overall"] == 0, (figures, log)
     assert figures["workers_solo_during_outage"] == 2, (figures, log)
-    assert figures["max_upstream_connections"] <= 2, (figures, log)  # at most one per worker
-    assert figures["seconds_until_one_upstream_connection"] is not None, (figures, log)
-    assert figures["seconds_until_one_upstream_connection"] <= 10, (figures, log)
-    assert figures["upstream_connections_at_end"] == 1, (figures, log)
+    assert figures["max_upstream_connections_while_solo"] <= 2, (figures, log)  # one per worker
+    assert figures["seconds_until_the_leaders_feed_alone"] is not None, (figures, log)
+    assert figures["seconds_until_the_leaders_feed_alone"] <= 10, (figures, log)
+    assert figures["upstream_connections_at_end"] == FEED, (figures, log)
     assert figures["roles_at_end"] == ["follower", "leader"], (figures, log)
 
 
@@ -348,7 +366,7 @@ def test_a_paused_leader_worker_starves_nobody_and_never_publishes_after_resumin
             finally:
                 os.kill(leader, signal.SIGCONT)
             resumed = time.monotonic()
-            wait_until(lambda: fake.open_connections() == 1, 10.0, "one upstream connection again")
+            wait_until(lambda: fake.open_connections() == FEED, 10.0, "the leader's feed alone again")
             time.sleep(2.0)
         log = service.log_tail(60)
     during = prices.between(paused + 0.2, resumed)  # a read the paused worker had taken hangs

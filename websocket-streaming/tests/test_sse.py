@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -193,10 +194,13 @@ def subscribed(app: Flask) -> bool:
     return upstream["detail"].get("redis") == "ok"
 
 
+TRADE_IDS = itertools.count(1)  # a trade id is never reused (the service drops repeats)
+
+
 def send_trades(fake: FakeExchange, trades: list[tuple[str, str]]) -> None:
-    """Send (symbol, price) trades in order."""
-    for n, (symbol, price) in enumerate(trades):
-        fake.send(trade_event(symbol, price, n), stream=f"{symbol.lower()}@trade")
+    """Send (symbol, price) trades in order, each with a new trade id."""
+    for symbol, price in trades:
+        fake.send(trade_event(symbol, price, next(TRADE_IDS)), stream=f"{symbol.lower()}@trade")
 
 
 @unit

@@ -8,6 +8,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 from urllib.parse import quote
 
@@ -18,7 +19,7 @@ from .backfill import Backfiller
 from .book import PriceBook
 from .dedup import TwinFrames, UpdateFilter
 from .parser import ParseError, parse_frame
-from .redis_bridge import INGESTING, RedisBridge
+from .redis_bridge import INGESTING, SOLO, RedisBridge
 from .stats import IngestStats, MetricsSync
 from .upstream import UpstreamManager, UpstreamSettings
 
@@ -210,21 +211,25 @@ class StreamingService:
         )
 
     def _on_role(self, role: str) -> None:
-        """Hold the upstream connection as leader or solo, never as follower."""
+        """Hold the upstream connections as leader (WS_CONNECTIONS) or solo (one), never as follower."""
         if role in INGESTING:
-            self._start_upstream()
+            self._start_upstream(1 if role == SOLO else int(self.config["WS_CONNECTIONS"]))
         else:
             self._stop_upstream()
 
-    def _start_upstream(self) -> None:
+    def _start_upstream(self, lines: int | None = None) -> None:
+        lines = int(self.config["WS_CONNECTIONS"]) if lines is None else lines
         with self._upstream_lock:
-            if self.upstream is not None or self._stop.is_set():
+            if self._stop.is_set():
+                return
+            if self.upstream is not None:  # leader <-> solo: keep what delivers, change the count
+                self.upstream.use_lines(lines)
                 return
             upstream = UpstreamManager(
                 self.url,
                 self.handle_frame,
                 self.stats,
-                self._upstream_settings(),
+                replace(self._upstream_settings(), connections=lines),
                 on_gap=self._on_gap,
                 report=report,
             )
@@ -327,6 +332,7 @@ class StreamingService:
             "backfills": s.backfills,
             "backfill_errors": s.backfill_errors,
             "connected": self.upstream is not None and s.connected,
+            "upstream_connections": 0 if (up := self.upstream) is None else up.open_connections,
             "last_message_age_seconds": None if age is None else round(age, 3),
             "symbols_with_price": len(self.book.snapshot()),
             "sse_resyncs": s.sse_resyncs,

@@ -262,7 +262,7 @@ class UpstreamManager:
         self.report = report
         self.window = AttemptWindow(self.settings.attempt_limit, self.settings.attempt_window)
         self.lines = [Line(i, self.settings) for i in range(max(1, self.settings.connections))]
-        self._events: queue.SimpleQueue[tuple[str, Connection, Any]] = queue.SimpleQueue()
+        self._events: queue.SimpleQueue[tuple[str, Connection | None, Any]] = queue.SimpleQueue()
         self._ids = count(1)
         self._gap_pending = True
         self._open = 0  # connections open now; above 1, the handler looks for twin frames
@@ -298,6 +298,11 @@ class UpstreamManager:
     def _connections(self) -> list[Connection]:
         return [conn for line in self.lines for conn in line.connections()]
 
+    @property
+    def open_connections(self) -> int:
+        """How many of this manager's connections are open now (rotation overlap included)."""
+        return self._open
+
     def delivering(self) -> int:
         """How many lines have a live connection that delivered at least one frame."""
         return sum(1 for line in self.lines if line.active is not None and line.active.messages > 0)
@@ -318,6 +323,10 @@ class UpstreamManager:
             else round(time.time() - latest.last_error_at, 3),
             "unresolved": error is not None and error.unresolved,
         }
+
+    def use_lines(self, count: int) -> None:
+        """Keep `count` lines from now on (a solo worker in a Redis outage holds one)."""
+        self._events.put(("lines", None, max(1, count)))
 
     # ---- called from reader threads --------------------------------------------------
     def post(self, kind: str, conn: Connection, detail: Any) -> None:
@@ -494,6 +503,21 @@ class UpstreamManager:
             line.draining[line.active] = time.monotonic() + self.settings.overlap
             log.info("switched upstream to connection %s", conn.id)
         self._promote(line, conn)
+
+    def _on_lines(self, _conn: None, count: int) -> None:
+        """Add the missing lines (each opens after the one before delivered) or close extras."""
+        while len(self.lines) > count:
+            retired = self.lines.pop()
+            conns = retired.connections()
+            retired.active = retired.candidate = None  # its closes are not losses to recover
+            retired.draining.clear()
+            for conn in conns:
+                conn.close()
+        while len(self.lines) < count:
+            self.lines.append(Line(len(self.lines), self.settings))
+            if self.lines[-2].delivered_once:
+                self._open_next_line(self.lines[-2])
+        self._update_connected()
 
     def _open_next_line(self, line: Line) -> None:
         """Line B opens a moment after line A first delivered: never both at once."""
