@@ -69,7 +69,10 @@ def test_rotating_a_key_refuses_no_write_and_retires_the_old_key(tmp_path: Path)
     keys = tmp_path / "api-keys"
     _write_keys(keys, OLD_KEY)
     with Launcher(tmp_path) as launch:
-        service = launch.gunicorn("database-service", workers=2, API_KEYS_FILE=str(keys))
+        # the limit is not under test here: a steady writer would reach 100/min (exact across workers)
+        service = launch.gunicorn(
+            "database-service", workers=2, API_KEYS_FILE=str(keys), RATE_LIMIT_SIGNALS_SAVE="100000"
+        )
         writer = Writer(service.url, OLD_KEY)
         writer.start()
         writer.wait_for(30)

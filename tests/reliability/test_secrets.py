@@ -49,9 +49,7 @@ class SentryCapture:
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                if self.headers.get("Content-Encoding") == "gzip":
-                    raw = gzip.decompress(raw)
-                capture.items.extend(_envelope_payloads(raw))
+                capture.items.extend(_envelope_payloads(_decoded(raw, self.headers.get("Content-Encoding"))))
                 self.send_response(200)
                 self.end_headers()
                 self.wfile.write(b"{}")
@@ -72,6 +70,18 @@ class SentryCapture:
         """Stop serving."""
         self.server.shutdown()
         self.server.server_close()
+
+
+def _decoded(raw: bytes, encoding: str | None) -> bytes:
+    """An envelope's bytes as sentry-sdk sent them: gzip, or brotli when the module is
+    importable (it is here: locust brings it), or plain."""
+    if encoding == "gzip":
+        return gzip.decompress(raw)
+    if encoding == "br":
+        import brotli
+
+        return bytes(brotli.decompress(raw))
+    return raw
 
 
 def _envelope_payloads(raw: bytes) -> list[bytes]:

@@ -69,7 +69,14 @@ def test_worker_killed_during_write_burst(
 ) -> None:
     limit, kills = FORMS[form]
     pg = private_postgres()
-    env = {"DATABASE_URL": pg.url, "REDIS_URL": private_redis.url, "RATE_LIMIT_SIGNALS_SAVE": str(limit)}
+    # A 1 s Redis timeout: on a loaded machine the default 50 ms makes decisions fail open to
+    # the in-process store (by design, and not what this test is about).
+    env = {
+        "DATABASE_URL": pg.url,
+        "REDIS_URL": private_redis.url,
+        "RATE_LIMIT_SIGNALS_SAVE": str(limit),
+        "REDIS_TIMEOUT_SECONDS": "1",
+    }
     db = launcher.gunicorn("database-service", workers=2, **env)
     replaced = []
     with Traffic() as traffic:
