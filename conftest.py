@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
@@ -77,7 +76,7 @@ def clean_redis(redis_url: str) -> Iterator[str]:
 @pytest.hookimpl(trylast=True)  # after each folder's conftest added the marks it derives
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Every test is exactly one of unit or integration, and a unit test asks for no server."""
-    check_kinds(items, Path(str(config.rootpath)))
+    check_kinds(items)
 
 
 def pytest_configure(config: pytest.Config) -> None:

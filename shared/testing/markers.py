@@ -33,20 +33,15 @@ SERVER_FIXTURES = frozenset(
         "private_redis",
     }
 )
-# Folders whose tests are not sorted into unit and integration yet; drop an entry once they are.
-UNSORTED_FOLDERS = ("websocket-streaming/tests",)
 SLOW_SECONDS = 1.0
 SERVER_PORTS = {5432, 6379}  # PostgreSQL and Redis defaults; TEST_*_URL ports are added
 ALLOWED_PROGRAMS = frozenset({"git"})  # sentry-sdk asks git for the release: a tool, not a server
 
 
-def kind_problems(items: Iterable[pytest.Item], root: Path) -> list[str]:
+def kind_problems(items: Iterable[pytest.Item]) -> list[str]:
     """One line per test that breaks the unit/integration rule."""
     problems = []
     for item in items:
-        where = item.path.relative_to(root).as_posix() if item.path.is_relative_to(root) else str(item.path)
-        if where.startswith(UNSORTED_FOLDERS):
-            continue
         kinds = [kind for kind in KINDS if item.get_closest_marker(kind)]
         if len(kinds) != 1:
             problems.append(f"{item.nodeid}: marked {' and '.join(kinds) or 'neither unit nor integration'}")
@@ -55,9 +50,9 @@ def kind_problems(items: Iterable[pytest.Item], root: Path) -> list[str]:
     return problems
 
 
-def check_kinds(items: Iterable[pytest.Item], root: Path) -> None:
+def check_kinds(items: Iterable[pytest.Item]) -> None:
     """Stop the run (a usage error, like an unknown marker) when a test breaks the rule."""
-    problems = kind_problems(items, root)
+    problems = kind_problems(items)
     if problems:
         raise pytest.UsageError("tests must be exactly one of unit or integration:\n  " + "\n  ".join(problems))
 

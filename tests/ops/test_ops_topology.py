@@ -212,6 +212,8 @@ def test_a_limit_of_n_admits_exactly_n_per_client_address(cluster: Cluster, serv
 def test_one_exchange_connection_and_the_same_fresh_price_everywhere(
     cluster: Cluster, ops: SimpleNamespace
 ) -> None:
+    # The leader opens its A/B pair one after the other: count once the pair is up.
+    ops.wait_until(lambda: cluster.exchange.open_connections() == FEED or None, 15, "the leader's feed to open")
     samples = []
     for _ in range(30):
         samples.append(cluster.exchange.open_connections())

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from shared.testing.markers import UNSORTED_FOLDERS, kind_problems
+from shared.testing.markers import kind_problems
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -40,12 +40,13 @@ def test_exactly_one_kind_and_no_server_for_a_unit_test() -> None:
         FakeItem("tests/x/test_a.py::test_neither", {"slow"}),
         FakeItem("tests/x/test_a.py::test_redis", {"unit"}, ["clean_redis", "tmp_path"]),
         FakeItem("tests/x/test_a.py::test_real_redis", {"integration"}, ["clean_redis"]),
-        FakeItem(f"{UNSORTED_FOLDERS[0]}/test_b.py::test_not_sorted_yet", set()),
+        FakeItem("websocket-streaming/tests/test_b.py::test_unsorted", set()),
     ]
-    assert kind_problems(items, ROOT) == [  # FakeItem stands in for pytest.Item
+    assert kind_problems(items) == [  # FakeItem stands in for pytest.Item
         "tests/x/test_a.py::test_both: marked unit and integration",
         "tests/x/test_a.py::test_neither: marked neither unit nor integration",
         "tests/x/test_a.py::test_redis: marked unit but uses clean_redis",
+        "websocket-streaming/tests/test_b.py::test_unsorted: marked neither unit nor integration",
     ]
 
 

@@ -68,6 +68,7 @@ def private_redis() -> Iterator[PrivateRedis]:
         yield server
 
 
+@pytest.mark.slow
 @pytest.mark.integration
 @pytest.mark.redis
 def test_an_over_limit_client_is_answered_without_redis(private_redis: PrivateRedis) -> None:
@@ -87,6 +88,7 @@ def test_an_over_limit_client_is_answered_without_redis(private_redis: PrivateRe
     assert client.get("/hundred").status_code == 200  # another route: Redis is asked, fails open
 
 
+@pytest.mark.slow
 @pytest.mark.integration
 @pytest.mark.redis
 def test_admissions_stay_with_redis_across_two_apps(private_redis: PrivateRedis) -> None:

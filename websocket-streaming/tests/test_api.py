@@ -71,6 +71,7 @@ def test_post_is_405_json(idle_app: Flask) -> None:
     assert answer.get_json()["error"] == "method_not_allowed"
 
 
+@pytest.mark.slow
 def test_price_allows_300_per_minute_then_429(fake: FakeExchange) -> None:
     client = create_app(app_config(fake, INGEST_ENABLED=False, RATE_LIMITS={})).test_client()
     statuses = [client.get("/price/BTCUSDT").status_code for _ in range(300)]

@@ -12,7 +12,7 @@ import requests
 import websocket
 from websocket_streaming.fake_exchange import FakeExchange
 
-pytestmark = pytest.mark.websocket
+pytestmark = [pytest.mark.unit, pytest.mark.websocket]  # the fake exchange runs in this process
 
 
 @pytest.fixture
@@ -199,6 +199,7 @@ def test_close_on_connect_closes_before_the_first_message(live: FakeExchange) ->
     assert next_json(connect(live, "/stream?streams=btcusdt@trade"))["stream"] == "btcusdt@trade"
 
 
+@pytest.mark.slow
 def test_a_fault_hits_only_the_connection_it_targets(live: FakeExchange) -> None:
     older = connect(live, "/stream?streams=btcusdt@trade")
     time.sleep(0.05)
@@ -215,6 +216,7 @@ def test_a_fault_hits_only_the_connection_it_targets(live: FakeExchange) -> None
     newer.close()
 
 
+@pytest.mark.slow
 def test_two_connections_receive_byte_identical_frames(live: FakeExchange) -> None:
     first = connect(live, "/stream?streams=btcusdt@trade/ethusdt@ticker")
     second = connect(live, "/stream?streams=btcusdt@trade/ethusdt@ticker")

@@ -175,6 +175,7 @@ def test_drop_then_prices_flow_again_within_2_seconds(
     assert health["reconnects"] == 1
 
 
+@pytest.mark.slow
 def test_silent_connection_is_replaced_by_the_watchdog(
     fake: FakeExchange,
     make_app: Callable[..., Flask],
@@ -239,6 +240,7 @@ def test_a_failing_handler_is_counted_and_the_reader_goes_on(
     assert stats["connection_attempts"] == 1
 
 
+@pytest.mark.slow
 def test_close_1008_backs_off_without_a_reconnect_storm(
     fake: FakeExchange,
     make_app: Callable[..., Flask],
@@ -256,6 +258,7 @@ def test_close_1008_backs_off_without_a_reconnect_storm(
     wait_price_after(client, time.time(), 4.0, "prices after the exchange stops closing with 1008")
 
 
+@pytest.mark.slow
 def test_refused_connections_are_retried_with_backoff(
     fake: FakeExchange,
     make_app: Callable[..., Flask],
@@ -310,6 +313,7 @@ def test_server_shutdown_switches_connections_without_losing_a_message(
     assert_no_gap(ids)
 
 
+@pytest.mark.slow
 def test_max_connection_age_rotates_without_losing_a_message(
     fake: FakeExchange,
     make_app: Callable[..., Flask],
@@ -326,6 +330,7 @@ def test_max_connection_age_rotates_without_losing_a_message(
     assert_no_gap(ids)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("status", [429, 418])
 def test_rest_backfill_waits_for_retry_after(
     fake: FakeExchange,
@@ -356,6 +361,7 @@ def test_rest_backfill_runs_after_a_gap(fake: FakeExchange, make_app: Callable[.
     assert "/api/v3/ticker/24hr" in fake.rest_log[1].target
 
 
+@pytest.mark.slow
 def test_ingest_metrics_are_exported(fake: FakeExchange, client: FlaskClient) -> None:
     fake.send_garbage()
     fake.send(trade_event("ETHUSDT", "3100.5", 7), stream="ethusdt@trade")
@@ -376,6 +382,7 @@ def test_ingest_metrics_are_exported(fake: FakeExchange, client: FlaskClient) ->
     assert "sardag_ws_reconnects_total" in text
 
 
+@pytest.mark.slow
 def test_connection_attempts_never_exceed_the_budget(
     fake: FakeExchange,
     make_app: Callable[..., Flask],
@@ -392,6 +399,7 @@ def test_connection_attempts_never_exceed_the_budget(
     assert get_service(app).stats.connection_attempts == 3
 
 
+@pytest.mark.slow
 def test_backfill_does_not_retry_a_request_binance_rejects(
     fake: FakeExchange,
     make_app: Callable[..., Flask],
@@ -405,6 +413,7 @@ def test_backfill_does_not_retry_a_request_binance_rejects(
     wait_price(app.test_client(), "BTCUSDT", price=D("95000.5"))
 
 
+@pytest.mark.slow
 def test_old_connection_closing_before_the_new_one_delivers_still_switches(
     fake: FakeExchange,
     make_app: Callable[..., Flask],
@@ -427,6 +436,7 @@ def test_old_connection_closing_before_the_new_one_delivers_still_switches(
     )
 
 
+@pytest.mark.slow
 def test_server_pings_are_answered_so_the_connection_stays() -> None:
     # A stricter exchange than the fixture's: ping every 0.1 s, drop after 0.3 s unanswered.
     with FakeExchange(rate=5, ping_interval=0.1, ping_timeout=0.3) as strict:

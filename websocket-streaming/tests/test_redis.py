@@ -26,6 +26,7 @@ def price(app: Flask, symbol: str) -> Decimal | None:
     return json.loads(answer.data, parse_float=Decimal)["price"]
 
 
+@pytest.mark.slow
 def test_one_leader_and_every_app_serves_the_same_book(
     fake: FakeExchange,
     redis_app: Callable[..., Flask],
@@ -47,6 +48,7 @@ def test_one_leader_and_every_app_serves_the_same_book(
     assert fake.open_connections() == 1
 
 
+@pytest.mark.slow
 def test_the_follower_takes_over_when_the_leader_stops(
     fake: FakeExchange,
     redis_app: Callable[..., Flask],
@@ -62,6 +64,7 @@ def test_the_follower_takes_over_when_the_leader_stops(
     wait_until(lambda: price(second, "ETHUSDT") == Decimal("2500.5"), 3.0, "prices again")
 
 
+@pytest.mark.slow
 def test_unreachable_redis_is_degraded_not_a_crash(make_app: Callable[..., Flask]) -> None:
     app = make_app(
         connect=False, REDIS_URL=f"redis://127.0.0.1:{free_port()}/0", WS_LEADER_LOCK_TTL_SECONDS=0.3
@@ -77,6 +80,7 @@ def test_unreachable_redis_is_degraded_not_a_crash(make_app: Callable[..., Flask
     assert client.get("/stats").status_code == 200
 
 
+@pytest.mark.slow
 def test_ingest_disabled_instance_serves_from_redis_but_never_connects(
     fake: FakeExchange,
     redis_app: Callable[..., Flask],

@@ -294,6 +294,7 @@ def test_heartbeats_keep_a_filtered_streams_id_inside_the_ring(
     second.close()
 
 
+@pytest.mark.slow
 @pytest.mark.integration
 @pytest.mark.redis
 @pytest.mark.parametrize("leader_first", [True, False], ids=["leader-to-follower", "follower-to-leader"])
@@ -322,6 +323,7 @@ def test_an_id_from_one_worker_resumes_exactly_on_another_sharing_redis(
     assert before + after == feed.sent
 
 
+@pytest.mark.slow
 @pytest.mark.integration
 @pytest.mark.redis
 def test_ids_from_before_a_hole_in_the_publishers_sequence_fall_back_to_the_snapshot(
