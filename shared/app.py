@@ -11,7 +11,7 @@ from werkzeug.exceptions import RequestEntityTooLarge
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from shared import __version__, errors, logger, sentry_integration
-from shared.config import Setting, load_config
+from shared.config import Check, Setting, load_config
 from shared.health_check import HealthCheck
 from shared.lifecycle import on_shutdown, shutdown
 from shared.metrics import Metrics
@@ -49,10 +49,11 @@ def create_base_app(
     *,
     settings: Iterable[Setting] = (),
     defaults: Mapping[str, Any] | None = None,
+    check: Check | None = None,
 ) -> Flask:
     """A Flask app with config loaded and every shared extension initialised."""
     app = ServiceFlask(import_name)
-    app.config.update(load_config(service, config, settings=settings, defaults=defaults))
+    app.config.update(load_config(service, config, settings=settings, defaults=defaults, check=check))
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
     if isinstance(app.json, DefaultJSONProvider):
         app.json.sort_keys = False

@@ -35,6 +35,7 @@ class ConfigError(ValueError):
 
 
 Parser = Callable[[str], Any]
+Check = Callable[[Mapping[str, Any]], None]  # raises ConfigError
 
 
 @dataclass(frozen=True)
@@ -172,9 +173,11 @@ class ServiceSettings:
     name: str
     settings: tuple[Setting, ...] = ()
     defaults: Mapping[str, Any] = field(default_factory=dict)
+    check: Check | None = None
 
 
-# Service name -> the module declaring SERVICE, SETTINGS and DEFAULTS (light to import).
+# Service name -> the module declaring SERVICE, SETTINGS, DEFAULTS and optionally `check`
+# (the checks across settings) - light to import.
 SERVICES = {
     "database-service": "database_service.settings",
     "websocket-streaming": "websocket_streaming.settings",
@@ -184,7 +187,9 @@ SERVICES = {
 def service_settings(name: str) -> ServiceSettings:
     """The declared settings of the service `name` (KeyError for an unknown name)."""
     module = importlib.import_module(SERVICES[name])
-    return ServiceSettings(module.SERVICE, tuple(module.SETTINGS), dict(module.DEFAULTS))
+    return ServiceSettings(
+        module.SERVICE, tuple(module.SETTINGS), dict(module.DEFAULTS), getattr(module, "check", None)
+    )
 
 
 def load_config(
@@ -195,8 +200,9 @@ def load_config(
     defaults: Mapping[str, Any] | None = None,
     environ: Mapping[str, str] | None = None,
     env_file: str | Path | None = ".env",
+    check: Check | None = None,
 ) -> dict[str, Any]:
-    """Resolve every setting: defaults < `.env` < environment < `overrides`."""
+    """Resolve every setting: defaults < `.env` < environment < `overrides`; then `check` it all."""
     specs = _merge_settings(settings, defaults or {})
     raw = _read_sources(environ, env_file)
     config: dict[str, Any] = {"SERVICE_NAME": service}
@@ -207,6 +213,8 @@ def load_config(
         if key not in specs and key != "RATE_LIMITS":
             config[key] = value
     _check_bind(config)
+    if check is not None:
+        check(config)
     return config
 
 
@@ -323,7 +331,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"configuration error: {name} is not installed here ({exc})", file=sys.stderr)
         raise SystemExit(2) from None
     try:
-        config = load_config(spec.name, settings=spec.settings, defaults=spec.defaults)
+        config = load_config(spec.name, settings=spec.settings, defaults=spec.defaults, check=spec.check)
     except ConfigError as exc:
         exit_on_config_error(exc)
     for key, value in sorted(redacted(config).items()):
@@ -332,4 +340,8 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    # Run the imported module's main: a service's checks raise shared.config.ConfigError,
+    # which is not this __main__ module's class of the same name.
+    from shared.config import main as imported_main
+
+    imported_main()

@@ -21,7 +21,7 @@ from gunicorn.glogging import Logger as GunicornLogger
 from gunicorn.workers.base import Worker
 
 from shared import logger, sentry_integration
-from shared.config import ConfigError, Setting, exit_on_config_error, load_config, secret_values
+from shared.config import Check, ConfigError, Setting, exit_on_config_error, load_config, secret_values
 from shared.lifecycle import shutdown
 from shared.rate_limiter.host import HOST_ERRORS, HOST_STORE_ENV, HostBackend, host_store_path
 from shared.secrets import Secrets
@@ -33,10 +33,11 @@ def configure(
     *,
     defaults: Mapping[str, Any] | None = None,
     settings: Iterable[Setting] = (),
+    check: Check | None = None,
 ) -> dict[str, Any]:
     """Validate config (one line and exit 2 on error), then set bind, metrics dir and hooks."""
     try:
-        config = load_config(service, settings=settings, defaults=defaults)
+        config = load_config(service, settings=settings, defaults=defaults, check=check)
     except ConfigError as exc:
         exit_on_config_error(exc)
     metrics_dir = os.environ.setdefault(

@@ -16,11 +16,11 @@ import sys
 import threading
 from typing import Any
 
-from websocket_streaming.settings import SETTINGS
+from websocket_streaming.settings import DEFAULTS, SERVICE, SETTINGS, check
 
 from shared.gunicorn_hooks import configure
 
-_config = configure(globals(), "websocket-streaming", defaults={"PORT": 5021}, settings=SETTINGS)
+_config = configure(globals(), SERVICE, defaults=DEFAULTS, settings=SETTINGS, check=check)
 
 REST_THREADS = int(os.environ.get("REST_THREADS", "32"))
 workers = int(os.environ.get("WEB_CONCURRENCY", "2")) if _config["REDIS_URL"] else 1

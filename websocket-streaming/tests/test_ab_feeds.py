@@ -62,7 +62,7 @@ def test_two_connections_open_at_different_moments_and_each_update_is_published_
     time.sleep(1.0)  # both deliver every trade
     received = events.wait_for(trades.stop())
     assert_exactly_once(received, trades.sent)
-    stats = get_service(app).report()
+    stats = get_service(app).summary()
     assert stats["twin_frames_skipped"] + stats["duplicates_dropped"] >= len(trades.sent) // 3  # B's twins
     lines = app.test_client().get("/health").get_json()["checks"]["upstream"]["detail"]["lines"]
     assert [(line["line"], line["delivering"]) for line in lines] == [("A", True), ("B", True)]
@@ -114,11 +114,11 @@ def test_a_solo_worker_keeps_one_connection_and_a_leader_its_pair_again(
     wait_until(lambda: run.delivering() == 2, 5.0, "both feeds delivering")
     service._on_role("solo")
     wait_until(lambda: fake.open_connections() == 1, 5.0, "the B connection closed")
-    assert service.report()["upstream_connections"] == 1
+    assert service.summary()["upstream_connections"] == 1
     time.sleep(0.5)
     assert run.delivering() == 1
     service._on_role("leader")
     wait_until(lambda: fake.open_connections() == 2 and run.delivering() == 2, 10.0, "the B feed again")
-    assert service.report()["upstream_connections"] == 2
+    assert service.summary()["upstream_connections"] == 2
     received = run.events.wait_for(run.trades.stop())
     assert_exactly_once(received, run.trades.sent)

@@ -113,7 +113,7 @@ def test_the_twin_frame_of_another_connection_changes_nothing(idle_app: Flask) -
     service.handle_frame(trade_frame(1, 1000, "10.5"), 2.0)
     assert service.book.seq == seq  # nothing applied, nothing published
     assert service.book.get("BTCUSDT").received_at == 1.0  # type: ignore[union-attr]
-    assert service.report()["duplicates_dropped"] == 1
+    assert service.summary()["duplicates_dropped"] == 1
 
 
 def test_an_older_price_never_overwrites_a_newer_one(idle_app: Flask) -> None:
@@ -129,7 +129,7 @@ def test_an_older_price_never_overwrites_a_newer_one(idle_app: Flask) -> None:
     assert (record.price, record.bid) == (Decimal("21.5"), Decimal("21.0"))
     _, records, _ = book.since(0)
     assert [r.event_time for r in records] == [2000, 1000, 3000]  # each applied update published once
-    assert service.report()["late_updates"] == 1
+    assert service.summary()["late_updates"] == 1
 
 
 def test_a_twin_frame_is_counted_but_not_parsed_again(idle_app: Flask) -> None:
@@ -137,8 +137,8 @@ def test_a_twin_frame_is_counted_but_not_parsed_again(idle_app: Flask) -> None:
     assert service.handle_frame(trade_frame(1, 1000, "10.5"), 1.0, 1) == "trade"
     assert service.handle_frame(trade_frame(1, 1000, "10.5"), 1.1, 2) == "trade"
     assert service.handle_frame(b"not json", 1.2, 1) is None
-    report = service.report()
-    assert (report["twin_frames_skipped"], report["duplicates_dropped"]) == (1, 0)
-    assert report["messages_by_type"] == {"trade": 2}
-    assert report["parse_errors"] == 1
+    summary = service.summary()
+    assert (summary["twin_frames_skipped"], summary["duplicates_dropped"]) == (1, 0)
+    assert summary["messages_by_type"] == {"trade": 2}
+    assert summary["parse_errors"] == 1
     assert service.book.seq == 1

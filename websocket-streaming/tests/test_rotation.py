@@ -46,7 +46,7 @@ def test_rotation_with_twin_frames_publishes_each_update_once_and_closes_the_old
     received = events.wait_for(trades.stop())
 
     assert_exactly_once(received, trades.sent)
-    twins = service.report()
+    twins = service.summary()
     assert twins["twin_frames_skipped"] + twins["duplicates_dropped"] > 20  # both delivered the same trades
     assert (closed.code, closed.by_client) == (1000, True)  # closed by the service, with a close frame
     assert closed.closed_at - switched_at >= overlap - 0.2  # not before the overlap ended

@@ -8,15 +8,14 @@ from typing import Any
 from flask import Flask
 
 from shared.app import create_base_app, on_shutdown
-from shared.config import ConfigError
 from shared.health_check import get_health
 from shared.metrics import get_metrics
 from shared.request_pipeline import get_pipeline
 
 from . import openapi
-from .routes import EXTENSION, bp
-from .service import StreamingService, combined_url, stream_names
-from .settings import SETTINGS
+from .routes import EXTENSION, bp, get_service
+from .service import StreamingService
+from .settings import DEFAULTS, SERVICE, SETTINGS, check
 from .sse import SubscriberSlots
 from .upstream import host_of
 
@@ -36,9 +35,8 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     post_worker_init starts it earlier, before any request.
     """
     app = create_base_app(
-        "websocket_streaming", "websocket-streaming", config, settings=SETTINGS, defaults={"PORT": 5021}
+        "websocket_streaming", SERVICE, config, settings=SETTINGS, defaults=DEFAULTS, check=check
     )
-    _check_streams(app.config)
     service = StreamingService(app.config, get_metrics(app))
     app.extensions[EXTENSION] = service
     app.extensions[f"{EXTENSION}.sse"] = SubscriberSlots(int(app.config["SSE_MAX_SUBSCRIBERS"]))
@@ -50,11 +48,6 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     health.add_check("upstream", lambda: _upstream_check(service), critical=False)
     on_shutdown(app, service.stop)
     return app
-
-
-def get_service(app: Flask) -> StreamingService:
-    """The ingest service of `app`."""
-    return app.extensions[EXTENSION]
 
 
 def start_ingest(app: Flask) -> None:
@@ -70,14 +63,6 @@ def stop_ingest(app: Flask) -> None:
     """Close the upstream connection, release the Redis lock, end the SSE streams."""
     if EXTENSION in app.extensions:
         get_service(app).stop()
-
-
-def _check_streams(config: Mapping[str, Any]) -> None:
-    streams = stream_names(tuple(config["SYMBOLS"]), tuple(config["WS_STREAMS"]))
-    try:
-        combined_url(config["BINANCE_WS_URL"], streams)
-    except ValueError as exc:
-        raise ConfigError("SYMBOLS", str(exc)) from None
 
 
 def _ingest_check(service: StreamingService) -> tuple[str, object]:

@@ -53,14 +53,14 @@ class Backfiller:
         book: PriceBook,
         symbols: Sequence[str],
         stats: IngestStats,
-        report: Reporter | None = None,
+        report_error: Reporter | None = None,
         error_delay: float = 1.0,
     ) -> None:
         self.client = client
         self.book = book
         self.symbols = list(symbols)
         self.stats = stats
-        self.report = report
+        self.report_error = report_error
         self.error_delay = error_delay
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
@@ -118,5 +118,5 @@ class Backfiller:
     def _failed(self, exc: Exception) -> None:
         self.stats.backfill_errors += 1
         log.warning("backfill failed: %r", exc)
-        if self.report is not None and not isinstance(exc, BinanceError | ParseError):
-            self.report(exc, {"what": "rest backfill"})
+        if self.report_error is not None and not isinstance(exc, BinanceError | ParseError):
+            self.report_error(exc, {"what": "rest backfill"})

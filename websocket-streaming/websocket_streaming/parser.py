@@ -205,7 +205,7 @@ _raw_decode = json.JSONDecoder().raw_decode
 
 def _loads(text: str | bytes) -> object:
     """json.loads for one frame, minus its encoding sniffing (frames are UTF-8 text)."""
-    if type(text) is not str:
+    if isinstance(text, bytes):
         text = text.decode("utf-8")
     value, end = _raw_decode(text)
     if end != len(text) and text[end:].strip():

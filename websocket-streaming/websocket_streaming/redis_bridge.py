@@ -34,7 +34,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 from shared.redis_conn import REDIS_ERRORS, redis_client
 
@@ -99,7 +99,7 @@ class RedisBridge:
         price_ttl: int = 3600,
         silence: float = 5.0,
         min_solo: float = 5.0,
-        report: Reporter | None = None,
+        report_error: Reporter | None = None,
         lead: bool = True,
     ) -> None:
         self.book = book
@@ -113,7 +113,7 @@ class RedisBridge:
         self.silence = silence
         self.heartbeat = silence / 5
         self.min_solo = min_solo
-        self.report = report
+        self.report_error = report_error
         self.lead = lead  # False: never compete for the lock nor ingest, only serve what others publish
         self.redis = redis_client(url, timeout=max(0.5, lock_ttl / 4))
         self._publish_script = self.redis.register_script(PUBLISH_SCRIPT)
@@ -190,8 +190,8 @@ class RedisBridge:
                 self._stop.wait(min(0.5, self.lock_ttl / 3))
             except Exception as exc:
                 log.exception("unexpected error in %s", name)
-                if self.report is not None:
-                    self.report(exc, {"thread": name})
+                if self.report_error is not None:
+                    self.report_error(exc, {"thread": name})
                 on_error()
                 self._stop.wait(1.0)
 
@@ -257,7 +257,7 @@ class RedisBridge:
 
     def holder(self) -> str | None:
         """Who holds the upstream lock now (None if nobody)."""
-        value = self.redis.get(self.lock_key)
+        value = cast("bytes | None", self.redis.get(self.lock_key))
         return value.decode() if value else None
 
     # ---- publishing (leader) ---------------------------------------------------------
@@ -301,7 +301,8 @@ class RedisBridge:
     def _run(self, records: list[PriceRecord], message: str) -> None:
         """One fenced round trip: stores `records`, publishes `message`, if the lock is ours."""
         keys = [self.lock_key, *(self.key_prefix + r.symbol for r in records)]
-        args = [self.id, self.price_ttl, self.channel, message, *(json.dumps(r.to_dict()) for r in records)]
+        args: list[str | float] = [self.id, self.price_ttl, self.channel, message]
+        args.extend(json.dumps(r.to_dict()) for r in records)
         if not self._publish_script(keys=keys, args=args):
             log.warning("publish refused: the upstream lock is no longer ours")
             self._lease_until = 0.0
@@ -327,7 +328,7 @@ class RedisBridge:
 
     def _load_snapshot(self) -> None:
         keys = [self.key_prefix + s for s in self.book.symbols]
-        for raw in self.redis.mget(keys):
+        for raw in cast("list[bytes | None]", self.redis.mget(keys)):
             if raw:
                 self.book.put(PriceRecord.from_dict(json.loads(raw)))
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from flask import Blueprint, Response, current_app, jsonify, request
+from flask import Blueprint, Flask, Response, current_app, jsonify, request
 
 from shared.errors import not_found, unavailable, validation_error
 from shared.rate_limiter import rate_limit
@@ -20,9 +20,10 @@ JSON = "application/json"
 bp = Blueprint("streaming", __name__)
 
 
-def get_service() -> StreamingService:
-    """The ingest service of the current app."""
-    return current_app.extensions[EXTENSION]
+def get_service(app: Flask | None = None) -> StreamingService:
+    """The ingest service of `app` (default: the current app)."""
+    service: StreamingService = (app or current_app).extensions[EXTENSION]
+    return service
 
 
 def _tracked(service: StreamingService, raw: str, field: str = "symbol") -> str:
@@ -103,4 +104,4 @@ def stream() -> Response:
 def stats() -> Response:
     """Message counts by type, rate, parse errors, reconnects, uptime."""
     slots: SubscriberSlots = current_app.extensions[f"{EXTENSION}.sse"]
-    return jsonify({**get_service().report(), "sse_subscribers": slots.count})
+    return jsonify({**get_service().summary(), "sse_subscribers": slots.count})

@@ -10,7 +10,6 @@ from collections import deque
 from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
-from urllib.parse import quote
 
 from shared.binance_client import BinanceClient
 from shared.sentry_integration import capture_exception
@@ -20,30 +19,14 @@ from .book import PriceBook
 from .dedup import TwinFrames, UpdateFilter
 from .parser import ParseError, parse_frame
 from .redis_bridge import INGESTING, SOLO, RedisBridge
+from .settings import combined_url, stream_names
 from .stats import IngestStats, MetricsSync
 from .upstream import UpstreamManager, UpstreamSettings
 
 log = logging.getLogger("websocket_streaming.service")
-MAX_URL_BYTES = 8000  # Binance's reported limit on a combined-stream URL is ~8 KB
-MAX_STREAMS = 1024
 
 
-def stream_names(symbols: tuple[str, ...], kinds: tuple[str, ...]) -> list[str]:
-    """Combined-stream names: lowercase symbol, `@`, stream kind (`btcusdt@aggTrade`)."""
-    return [f"{symbol.lower()}@{kind}" for symbol in symbols for kind in kinds]
-
-
-def combined_url(base: str, streams: list[str]) -> str:
-    """`<base>/stream?streams=a/b/c`; raises ValueError past Binance's limits."""
-    if len(streams) > MAX_STREAMS:
-        raise ValueError(f"{len(streams)} streams; Binance allows {MAX_STREAMS} per connection")
-    url = f"{base.rstrip('/')}/stream?streams=" + quote("/".join(streams), safe="/@!_")
-    if len(url.encode()) > MAX_URL_BYTES:
-        raise ValueError(f"combined-stream URL is {len(url)} bytes; keep it under 8 KB")
-    return url
-
-
-def report(exc: BaseException, context: dict[str, Any]) -> None:
+def report_error(exc: BaseException, context: dict[str, Any]) -> None:
     """Send an exception to Sentry (a no-op without a DSN)."""
     capture_exception(exc, context)
 
@@ -80,7 +63,7 @@ class StreamingService:
 
     def _new_backfiller(self) -> Backfiller:
         client = BinanceClient(self.config["BINANCE_REST_URL"])
-        return Backfiller(client, self.book, self.symbols, self.stats, report)
+        return Backfiller(client, self.book, self.symbols, self.stats, report_error)
 
     # ---- the hot path: called by the reader thread for every frame -------------------
     def handle_frame(self, data: bytes, received_at: float, connection: int | None = None) -> str | None:
@@ -144,7 +127,7 @@ class StreamingService:
                 self._failed_start_at = time.monotonic()
                 self.start_error = f"{type(exc).__name__}: {exc}"
                 log.exception("ingest did not start")
-                report(exc, {"what": "ingest start"})
+                report_error(exc, {"what": "ingest start"})
 
     def _forget_parent(self) -> None:
         """Forked from a process that ingested: none of its threads came along, and a lock
@@ -206,7 +189,7 @@ class StreamingService:
             price_ttl=int(self.config["PRICE_REDIS_TTL_SECONDS"]),
             silence=max(0.2, self.stale_after / 2),
             min_solo=min(5.0, lock_ttl),
-            report=report,
+            report_error=report_error,
             lead=bool(self.config["INGEST_ENABLED"]),
         )
 
@@ -231,7 +214,7 @@ class StreamingService:
                 self.stats,
                 replace(self._upstream_settings(), connections=lines),
                 on_gap=self._on_gap,
-                report=report,
+                report_error=report_error,
             )
             upstream.start()
             # Published once its thread runs: alive() would see a manager not yet started as
@@ -269,7 +252,7 @@ class StreamingService:
                 self.metrics.sync(self._price_times, leader=self.holds_upstream())
             except Exception as exc:
                 log.exception("metrics tick failed")
-                report(exc, {"what": "metrics tick"})
+                report_error(exc, {"what": "metrics tick"})
 
     def _price_times(self) -> dict[str, float]:
         return {s: r.received_at for s, r in self.book.snapshot().items()}
@@ -308,7 +291,7 @@ class StreamingService:
         times = [r.received_at for r in self.book.snapshot().values()]
         return round(time.time() - max(times), 3) if times else None
 
-    def report(self) -> dict[str, Any]:
+    def summary(self) -> dict[str, Any]:
         """The counters /stats shows."""
         s = self.stats
         age = s.last_message_age()

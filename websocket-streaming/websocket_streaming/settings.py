@@ -3,14 +3,46 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import quote
 
-from shared.config import Setting, parse_bool, parse_float, parse_int, parse_str, parse_url
+from shared.config import ConfigError, Setting, parse_bool, parse_float, parse_int, parse_str, parse_url
 from shared.symbols import SYMBOL_RULE, is_symbol
 
 SERVICE = "websocket-streaming"
 DEFAULTS = {"PORT": 5021}
 STREAM_KINDS = ("trade", "aggTrade", "miniTicker", "ticker", "bookTicker")
 KLINE_RE = re.compile(r"^kline_(1s|1m|3m|5m|15m|30m|1h|2h|4h|6h|8h|12h|1d|3d|1w|1M)$")
+
+
+MAX_URL_BYTES = 8000  # Binance's reported limit on a combined-stream URL is ~8 KB
+MAX_STREAMS = 1024
+
+
+def stream_names(symbols: tuple[str, ...], kinds: tuple[str, ...]) -> list[str]:
+    """Combined-stream names: lowercase symbol, `@`, stream kind (`btcusdt@aggTrade`)."""
+    return [f"{symbol.lower()}@{kind}" for symbol in symbols for kind in kinds]
+
+
+def combined_url(base: str, streams: list[str]) -> str:
+    """`<base>/stream?streams=a/b/c`; raises ValueError past Binance's limits."""
+    if len(streams) > MAX_STREAMS:
+        raise ValueError(f"{len(streams)} streams; Binance allows {MAX_STREAMS} per connection")
+    url = f"{base.rstrip('/')}/stream?streams=" + quote("/".join(streams), safe="/@!_")
+    if len(url.encode()) > MAX_URL_BYTES:
+        raise ValueError(f"combined-stream URL is {len(url)} bytes; keep it under 8 KB")
+    return url
+
+
+def check(config: Mapping[str, Any]) -> None:
+    """The checks across settings: the symbols and streams must fit one combined-stream URL."""
+    try:
+        combined_url(
+            config["BINANCE_WS_URL"], stream_names(tuple(config["SYMBOLS"]), tuple(config["WS_STREAMS"]))
+        )
+    except ValueError as exc:
+        raise ConfigError("SYMBOLS", str(exc)) from None
 
 
 def parse_stream_kinds(value: str) -> tuple[str, ...]:

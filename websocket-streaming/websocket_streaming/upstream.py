@@ -250,7 +250,7 @@ class UpstreamManager:
         stats: IngestStats,
         settings: UpstreamSettings | None = None,
         on_gap: Callable[[], None] | None = None,
-        report: Reporter | None = None,
+        report_error: Reporter | None = None,
     ) -> None:
         self.url = url
         self.host = host_of(url)
@@ -259,7 +259,7 @@ class UpstreamManager:
         self.stats = stats
         self.settings = settings or UpstreamSettings()
         self.on_gap = on_gap
-        self.report = report
+        self.report_error = report_error
         self.window = AttemptWindow(self.settings.attempt_limit, self.settings.attempt_window)
         self.lines = [Line(i, self.settings) for i in range(max(1, self.settings.connections))]
         self._events: queue.SimpleQueue[tuple[str, Connection | None, Any]] = queue.SimpleQueue()
@@ -350,9 +350,9 @@ class UpstreamManager:
     def _failed(self, what: str, exc: BaseException, conn: Connection | None = None) -> None:
         self.stats.handler_errors += 1
         log.error("%s: %r", what, exc, exc_info=exc)
-        if self.report is not None:
+        if self.report_error is not None:
             try:
-                self.report(exc, {"connection": conn.id if conn else None, "what": what})
+                self.report_error(exc, {"connection": conn.id if conn else None, "what": what})
             except Exception:
                 log.exception("error reporter failed")
 

@@ -134,7 +134,8 @@ class Market:
         seq = self.next_seq()
         if kind.startswith("kline_"):
             return self.kline(symbol, kind.removeprefix("kline_"), now_ms, seq)
-        return getattr(self, _BUILDERS[kind])(symbol, now_ms, seq)
+        event: dict | list | None = getattr(self, _BUILDERS[kind])(symbol, now_ms, seq)
+        return event
 
     def trade(self, symbol: str, now_ms: int, seq: int) -> dict:
         """A `trade` event whose trade id `t` is the global event number."""

@@ -139,6 +139,7 @@ class FakeExchange:
         self.sent_events = 0
         self._refusing: tuple[int, int] | None = None  # (HTTP status, Retry-After) at handshake
         self._close_code_on_connect: int | None = None
+        self._closing: set[asyncio.Future[None]] = set()
         self._rest_failure: tuple[int, int, int | None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._server: Server | None = None
@@ -245,7 +246,8 @@ class FakeExchange:
 
     # ---- WebSocket connections -------------------------------------------------------
     async def _handler(self, conn: ServerConnection) -> None:
-        combined, streams = parse_stream_path(conn.request.path) or (True, [])
+        path = conn.request.path if conn.request else "/"
+        combined, streams = parse_stream_path(path) or (True, [])
         client = Client(conn, combined, streams[:MAX_STREAMS])
         self.clients[conn] = client
         try:
@@ -379,7 +381,12 @@ class FakeExchange:
 
     def drop(self, only: int | None = None) -> None:
         """Cut open TCP connections (all, or the `only`-th) without a close frame."""
-        self.call(lambda: [c.conn.transport.abort() for c in self._targets(only)])
+
+        def abort() -> None:
+            for client in self._targets(only):
+                client.conn.transport.abort()
+
+        self.call(abort)
 
     def go_silent(self, only: int | None = None) -> None:
         """Stop sending data on open connections (pings go on); new ones get data."""
@@ -398,7 +405,12 @@ class FakeExchange:
 
     def send_garbage(self, count: int = 1, only: int | None = None) -> None:
         """Send `count` frames that are not JSON (to every connection, or the `only`-th)."""
-        self.call(lambda: [broadcast([c.conn for c in self._targets(only)], GARBAGE) for _ in range(count)])
+
+        def garbage() -> None:
+            for _ in range(count):
+                broadcast([c.conn for c in self._targets(only)], GARBAGE)
+
+        self.call(garbage)
 
     def send_unknown_event(self) -> None:
         """Send a well-formed event of a type the client has never heard of."""
@@ -434,10 +446,7 @@ class FakeExchange:
             broadcast([c.conn for c in clients if c.combined], f'{{"stream":"!serverShutdown","data":{raw}}}')
             broadcast([c.conn for c in clients if not c.combined], raw)
             for c in clients if close else ():
-                asyncio.get_running_loop().call_later(
-                    self.shutdown_grace,
-                    lambda conn=c.conn: asyncio.ensure_future(conn.close(1001, "server shutdown")),
-                )
+                asyncio.get_running_loop().call_later(self.shutdown_grace, self._close_for_shutdown, c.conn)
 
         self.call(run)
 
@@ -467,13 +476,20 @@ class FakeExchange:
         """Answer the next `count` REST requests (None: all until resume) with 429."""
         self._rest_failure = (429, retry_after, count)
 
+    def _close_for_shutdown(self, conn: ServerConnection) -> None:
+        """Close `conn` as Binance does once a serverShutdown grace period ends."""
+        task = asyncio.ensure_future(conn.close(1001, "server shutdown"))
+        self._closing.add(task)  # the loop keeps only a weak reference to a task
+        task.add_done_callback(self._closing.discard)
+
     def rest_418(self, retry_after: int = 120, count: int | None = 1) -> None:
         """Answer the next `count` REST requests (None: all until resume) with 418 (banned)."""
         self._rest_failure = (418, retry_after, count)
 
     def open_connections(self) -> int:
         """How many WebSocket connections are open right now."""
-        return self.call(lambda: len(self.clients))
+        count: int = self.call(lambda: len(self.clients))
+        return count
 
 
 def read_frames(path: str | Path) -> list[str]:
