@@ -1,7 +1,8 @@
 """Redis away under mixed load on both services (Redis mode, two workers each).
 
 Must hold: zero 5xx (and no unanswered request); `/health` degraded during the outage and
-healthy within 5 s after; no request waits longer than the configured Redis timeout.
+healthy within 5 s after; no request waits longer than the configured Redis timeout; no
+price answered during the outage or the 5 s after it is stale.
 The timeout is set to 1 s here (REDIS_TIMEOUT_SECONDS; 50 ms by default) so that a request
 that waited on Redis stands out from the machine's noise: the check is "under timeout +
 0.8 s", which a request that waited twice (or without a timeout) cannot meet.
@@ -141,9 +142,20 @@ def violations(answers: list[Answer], outages: list[Outage]) -> list[str]:
         slow = [a for a in during if a.elapsed > REDIS_TIMEOUT + WAIT_MARGIN]
         if slow:
             found.append(f"{outage.kind}: requests waited longer than the Redis timeout: {slow[:3]}")
+        prices = [
+            a for a in answers if a.kind == "price" and outage.start <= a.started <= outage.end + HEALTHY_WITHIN
+        ]
+        stale = [a for a in prices if isinstance(a.body, dict) and a.body.get("stale")]
+        if stale:  # every worker ingests alone while the shared book is away (solo)
+            found.append(f"{outage.kind}: {len(stale)} of {len(prices)} prices stale: {stale[:2]}")
         for kind in HEALTH_KINDS:
             polls = [a for a in answers if a.kind == kind]
-            seen = {health(a) for a in polls if outage.start + 1.0 <= a.started <= outage.start + outage.down}
+            # answered while Redis was away (a poll waiting on a frozen Redis gets its reply after SIGCONT)
+            seen = {
+                health(a)
+                for a in polls
+                if outage.start + 1.0 <= a.started and a.ended <= outage.start + outage.down
+            }
             if seen != {"degraded"}:
                 found.append(f"{outage.kind}: {kind} during the outage said {sorted(seen)}")
             after = outage.end + HEALTHY_WITHIN

@@ -12,8 +12,8 @@ websocket-streaming runs SSE_MAX_SUBSCRIBERS + REST_THREADS = 288 threads per wo
 2 workers x 4 threads: 8 slow clients take every thread and it answers nothing, so that case
 is an expected failure here. The protection is a buffering reverse proxy in front (nginx
 reads the whole head before it opens an upstream connection: `client_header_timeout`),
-as gunicorn's deployment guide requires; the same test, pointed at the proxy (deploy/nginx),
-is the check of that configuration.
+as gunicorn's deployment guide requires; tests/ops/test_ops_topology.py sends the same 200
+slow clients through deploy/nginx, the check of that configuration.
 Short form: 8 s of slow clients; long form: 60 s.
 """
 
