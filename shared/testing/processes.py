@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -217,7 +218,8 @@ class Launcher:
         running = self.start(f"fake-exchange-{port}", argv, service_env(self.tmp), port)
 
         def ready() -> bool:  # it prints its URLs once it listens; tests read them from the log
-            return running.process.poll() is not None or "BINANCE_REST_URL=" in running.log_text()
+            printed = re.search(r"BINANCE_REST_URL=\S+\n", running.log_text())  # the whole line
+            return running.process.poll() is not None or printed is not None
 
         wait_until(ready, 20, "fake exchange")
         if running.process.poll() is not None:
