@@ -119,7 +119,7 @@ class PostgresStorage(sql.SqlReads, Storage):
     def backend(self) -> str:
         """postgresql, or timescaledb when the extension is installed in this database."""
         if self._backend is None:
-            with self._cursor() as cur:
+            with self._statement() as cur:
                 cur.execute("SELECT 1 FROM pg_extension WHERE extname = 'timescaledb'")
                 self._backend = "timescaledb" if cur.fetchone() else "postgresql"
         return self._backend
@@ -151,6 +151,36 @@ class PostgresStorage(sql.SqlReads, Storage):
             raise StorageUnavailable(self.reason(exc)) from exc
         finally:
             self._slots.release()
+
+    @contextmanager
+    def _statement(self) -> Iterator[psycopg2.extensions.cursor]:
+        """A cursor for ONE statement, committed by the server on its own (autocommit).
+
+        psycopg2 opens every transaction with a separate BEGIN round trip and ends it with
+        COMMIT: three round trips for one INSERT or SELECT. A single statement is atomic by
+        itself, so under autocommit the same work takes one round trip, with the same
+        durability (the server answers only after the commit). Never run two statements here.
+        """
+        if not self._slots.acquire(timeout=30):
+            raise StorageUnavailable("postgresql: no free connection in the pool")
+        try:
+            yield from self._autocommit()
+        except UNAVAILABLE_ERRORS as exc:
+            raise StorageUnavailable(self.reason(exc)) from exc
+        finally:
+            self._slots.release()
+
+    def _autocommit(self) -> Iterator[psycopg2.extensions.cursor]:
+        pool = self._get_pool()
+        conn = pool.getconn()
+        try:
+            conn.autocommit = True  # a client-side flag: no round trip
+            with conn.cursor() as cur:
+                yield cur
+        finally:
+            if not conn.closed:
+                conn.autocommit = False
+            pool.putconn(conn, close=bool(conn.closed))
 
     def _transaction(self) -> Iterator[psycopg2.extensions.cursor]:
         pool = self._get_pool()
@@ -192,7 +222,7 @@ class PostgresStorage(sql.SqlReads, Storage):
 
     def applied_migrations(self) -> list[str]:
         """Names recorded in schema_migrations, oldest first."""
-        with self._cursor() as cur:
+        with self._statement() as cur:
             cur.execute("SELECT version, name FROM schema_migrations ORDER BY version")
             return [f"{version:04d}_{name}" for version, name in cur.fetchall()]
 
@@ -209,7 +239,7 @@ class PostgresStorage(sql.SqlReads, Storage):
 
     def stats_version(self) -> int:
         """The statistics version (raised in every new trade's transaction)."""
-        with self._cursor() as cur:
+        with self._statement() as cur:
             cur.execute(sql.READ_STATS_VERSION)
             return int(_one_row(cur)[0])
 
@@ -254,7 +284,8 @@ class PostgresStorage(sql.SqlReads, Storage):
         instead of formatting each of up to 1000 rows in Python (execute_values).
         """
         insert = f"INSERT INTO {spec.table} ({spec.fields})"
-        with self._cursor() as cur:
+        # One INSERT and nothing after it is a transaction by itself: no BEGIN, no COMMIT.
+        with self._statement() if on_insert is None else self._cursor() as cur:
             if len(rows) == 1:
                 values = ", ".join(["%s"] * len(rows[0]))
                 cur.execute(f"{insert} VALUES ({values}) RETURNING {spec.columns}", rows[0])
@@ -270,21 +301,21 @@ class PostgresStorage(sql.SqlReads, Storage):
     def trade_stats(self, filters: TradeFilter, group_by: str | None) -> list[StatsAggregate]:
         """Combine hourly bucket segments (and the edge hours' trades) in the database."""
         query, params = pg_stats.stats_sql(filters, group_by)
-        with self._cursor() as cur:
+        with self._statement() as cur:
             cur.execute(query, params)
             rows = cur.fetchall()
         return [sql.aggregate_from_row(row) for row in rows]
 
     def counts(self) -> dict[str, int]:
         """Exact row counts."""
-        with self._cursor() as cur:
+        with self._statement() as cur:
             cur.execute("SELECT (SELECT count(*) FROM signals), (SELECT count(*) FROM trades)")
             signals, trades = _one_row(cur)
         return {"signals": signals, "trades": trades}
 
     def ping(self) -> None:
         """Run SELECT 1."""
-        with self._cursor() as cur:
+        with self._statement() as cur:
             cur.execute("SELECT 1")
             cur.fetchone()
 
