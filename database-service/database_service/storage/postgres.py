@@ -405,21 +405,22 @@ COPY_SIGNALS = (
     "FROM STDIN"
 )
 # COPY's text format: backslash escapes for the column and row separators (NUL is refused
-# at validation); \N is NULL.
+# at validation); \\N is NULL.
 _COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
 NULL = "\\N"
-
-
-def _copy_text(value: str | None) -> str:
-    return NULL if value is None else value.translate(_COPY_ESCAPES)
 
 
 def _copy_in(
     cur: psycopg2.extensions.cursor, rows: list[tuple[int, NewSignal]], created: str | None
 ) -> dict[int, dict[str, Any]]:
-    """COPY signals with the given ids into the table; return them as the API does, by id."""
+    """COPY signals with the given ids into the table; return them as the API does, by id.
+
+    Symbols ([A-Z0-9]), actions and timeframes are validated to need no escaping; free
+    text is escaped once per distinct value (a batch repeats its strategies and times).
+    """
     if not rows:
         return {}
+    texts: dict[str | None, str] = {None: NULL}
     times: dict[int, str] = {}  # a batch mostly shares one timestamp (the default: now)
     lines = []
     answers: dict[int, dict[str, Any]] = {}
@@ -428,14 +429,19 @@ def _copy_in(
         ts = times.get(s.ts_us)
         if ts is None:
             ts = times[s.ts_us] = str(us_to_iso(s.ts_us))
-        confidence = NULL if s.confidence is None else repr(s.confidence)
+        strategy = texts.get(s.strategy)
+        if strategy is None:
+            strategy = texts[s.strategy] = str(s.strategy).translate(_COPY_ESCAPES)
+        client_id = NULL if s.client_id is None else s.client_id.translate(_COPY_ESCAPES)
         metadata = NULL
         if s.metadata is not None:
-            metadata = _copy_text(json.dumps(s.metadata))
+            metadata = json.dumps(s.metadata).translate(_COPY_ESCAPES)
             with_metadata.append(signal_id)
+        confidence = NULL if s.confidence is None else repr(s.confidence)
+        timeframe = NULL if s.timeframe is None else s.timeframe
         lines.append(
-            f"{signal_id}\t{_copy_text(s.symbol)}\t{_copy_text(s.action)}\t{s.price}\t{confidence}\t"
-            f"{_copy_text(s.strategy)}\t{_copy_text(s.timeframe)}\t{ts}\t{metadata}\t{_copy_text(s.client_id)}\n"
+            f"{signal_id}\t{s.symbol}\t{s.action}\t{s.price!s}\t{confidence}\t{strategy}\t{timeframe}\t"
+            f"{ts}\t{metadata}\t{client_id}\n"
         )
         answers[signal_id] = {
             "id": signal_id,
