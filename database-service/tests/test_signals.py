@@ -97,6 +97,25 @@ def test_batch_answers_are_what_reads_answer(client: FlaskClient) -> None:
     assert json.dumps(json.loads(repeated.data)["signals"][0]) == json.dumps(answered[-2])
 
 
+def test_single_saves_with_client_id_answer_what_reads_answer(client: FlaskClient) -> None:
+    """The one-statement keyed save (claim and insert together) answers every column as
+    stored, with and without the optional fields; a repeat answers the same signal."""
+    bodies = [
+        signal(
+            client_id="one-full", confidence=0.25, strategy="s\\t", timeframe="1d", metadata={"b": 1e20, "a": 1}
+        ),
+        signal(client_id="one-bare"),
+    ]
+    for body in bodies:
+        first = client.post("/signals/save", json=body)
+        assert first.status_code == 201
+        fetched = client.get(f"/signals/{first.get_json()['id']}")
+        assert json.dumps(json.loads(fetched.data)) == json.dumps(json.loads(first.data))
+        again = client.post("/signals/save", json=body)
+        assert again.status_code == 200
+        assert json.dumps(json.loads(again.data)) == json.dumps(json.loads(first.data))
+
+
 def test_client_id_is_idempotent(client: FlaskClient, rows: Callable[[], tuple[int, int]]) -> None:
     first = client.post("/signals/save", json=signal(client_id="order-1"))
     second = client.post("/signals/save", json=signal(client_id="order-1", price=1))
