@@ -69,6 +69,53 @@ def test_batch_is_saved_in_order(client: FlaskClient, rows: Callable[[], tuple[i
     assert rows() == (1000, 0)
 
 
+def test_batch_answers_are_what_reads_answer(client: FlaskClient) -> None:
+    """A batch's answer (built from the validated values on PostgreSQL's COPY path) is, key
+    order included, what GET /signals/<id> reads back from the database."""
+    awkward = ["tab\there", "back\\slash", "new\nline\r", "\\N", "ünï ☃", "a" * 64]
+    batch = [
+        signal(strategy=text, timeframe="15m", confidence=0, timestamp=1795514400123 + i)
+        for i, text in enumerate(awkward)
+    ]
+    batch += [
+        signal(price=5e-324, confidence=1, metadata={"zz": 1e20, "a": 1e-7, "bb": [1.0, "\t\\"], "é": {}}),
+        signal(price=999999999999999.9, timestamp="2199-12-31T23:59:59.999999-05:00", metadata={}),
+        signal(action="hold", symbol="ethusdt", client_id="batch-key\t1"),
+        signal(),
+    ]
+    response = client.post("/signals/save", json=batch)
+    assert response.status_code == 201
+    answered = json.loads(response.data)["signals"]
+    assert [s["strategy"] for s in answered[: len(awkward)]] == awkward
+    for saved in answered:
+        fetched = client.get(f"/signals/{saved['id']}")
+        assert json.dumps(json.loads(fetched.data)) == json.dumps(saved)
+    repeated = client.post(
+        "/signals/save", json=[signal(action="hold", symbol="ethusdt", client_id="batch-key\t1")]
+    )
+    assert repeated.status_code == 200
+    assert json.dumps(json.loads(repeated.data)["signals"][0]) == json.dumps(answered[-2])
+
+
+def test_single_saves_with_client_id_answer_what_reads_answer(client: FlaskClient) -> None:
+    """The one-statement keyed save (claim and insert together) answers every column as
+    stored, with and without the optional fields; a repeat answers the same signal."""
+    bodies = [
+        signal(
+            client_id="one-full", confidence=0.25, strategy="s\\t", timeframe="1d", metadata={"b": 1e20, "a": 1}
+        ),
+        signal(client_id="one-bare"),
+    ]
+    for body in bodies:
+        first = client.post("/signals/save", json=body)
+        assert first.status_code == 201
+        fetched = client.get(f"/signals/{first.get_json()['id']}")
+        assert json.dumps(json.loads(fetched.data)) == json.dumps(json.loads(first.data))
+        again = client.post("/signals/save", json=body)
+        assert again.status_code == 200
+        assert json.dumps(json.loads(again.data)) == json.dumps(json.loads(first.data))
+
+
 def test_client_id_is_idempotent(client: FlaskClient, rows: Callable[[], tuple[int, int]]) -> None:
     first = client.post("/signals/save", json=signal(client_id="order-1"))
     second = client.post("/signals/save", json=signal(client_id="order-1", price=1))

@@ -275,9 +275,13 @@ class SqlReads:
     def _cursor(self) -> Any:  # provided by the backend: a context manager yielding a cursor
         raise NotImplementedError
 
+    def _statement(self) -> Any:
+        """A cursor for one statement; a backend may save the round trips of BEGIN and COMMIT."""
+        return self._cursor()
+
     def get_signal(self, signal_id: int) -> dict[str, Any] | None:
         """One signal by id."""
-        with self._cursor() as cur:
+        with self._statement() as cur:
             cur.execute(self.codec.signal_by_id(), (signal_id,))
             row = cur.fetchone()
         return self.codec.signal_dict(row) if row else None
@@ -287,7 +291,7 @@ class SqlReads:
     ) -> list[dict[str, Any]]:
         """Keyset page, newest first."""
         query, params = self.codec.signal_page(filters, after, limit)
-        with self._cursor() as cur:
+        with self._statement() as cur:
             cur.execute(query, params)
             rows = cur.fetchall()
         return [self.codec.signal_dict(row) for row in rows]
