@@ -10,14 +10,12 @@ from __future__ import annotations
 
 import io
 import json
-import os
-import threading
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-import psycopg2
 from flask import Flask, jsonify, request
+from minimal_app import probe_app
 
 FIELDS = ("symbol", "action", "price", "confidence", "strategy", "timeframe")
 COPY = f"COPY signals ({', '.join(FIELDS)}, ts) FROM STDIN"
@@ -27,14 +25,7 @@ def create_app() -> Flask:
     """The probe app: POST /signals/save and GET /health."""
     from database_service.signals import BATCH
 
-    app = Flask(__name__)
-    url = os.environ["DATABASE_URL"]
-    local = threading.local()
-
-    def connection() -> Any:
-        if getattr(local, "conn", None) is None:
-            local.conn = psycopg2.connect(url)
-        return local.conn
+    app, connection = probe_app(__name__)
 
     @app.post("/signals/save")
     def save() -> tuple[Any, int]:
@@ -66,9 +57,5 @@ def create_app() -> Flask:
             for i, row in enumerate(body)
         ]
         return jsonify({"count": len(body), "created": len(body), "signals": signals}), 201
-
-    @app.get("/health")
-    def health() -> dict[str, str]:
-        return {"status": "healthy"}
 
     return app

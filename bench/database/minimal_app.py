@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import psycopg2
@@ -21,9 +22,9 @@ INSERT = (
 )
 
 
-def create_app() -> Flask:
-    """The app: POST /signals/save and GET /health."""
-    app = Flask(__name__)
+def probe_app(name: str) -> tuple[Flask, Callable[[], Any]]:
+    """A Flask app with GET /health, and one psycopg2 connection per serving thread."""
+    app = Flask(name)
     url = os.environ["DATABASE_URL"]
     local = threading.local()
 
@@ -31,6 +32,17 @@ def create_app() -> Flask:
         if getattr(local, "conn", None) is None:
             local.conn = psycopg2.connect(url)
         return local.conn
+
+    @app.get("/health")
+    def health() -> dict[str, str]:
+        return {"status": "healthy"}
+
+    return app, connection
+
+
+def create_app() -> Flask:
+    """The app: POST /signals/save and GET /health."""
+    app, connection = probe_app(__name__)
 
     @app.post("/signals/save")
     def save() -> tuple[Any, int]:
@@ -44,9 +56,5 @@ def create_app() -> Flask:
         return jsonify(
             {"id": signal_id, **body, "timestamp": ts.isoformat(), "created_at": created.isoformat()}
         ), 201
-
-    @app.get("/health")
-    def health() -> dict[str, str]:
-        return {"status": "healthy"}
 
     return app

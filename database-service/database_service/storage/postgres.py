@@ -6,7 +6,7 @@ import io
 import json
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -135,34 +135,27 @@ class PostgresStorage(sql.SqlReads, Storage):
             return self._pool
 
     @contextmanager
-    def _cursor(self) -> Iterator[psycopg2.extensions.cursor]:
-        """One transaction on a pooled connection: commit on success, rollback on error."""
-        if not self._slots.acquire(timeout=30):
-            raise StorageUnavailable("postgresql: no free connection in the pool")
-        try:
-            yield from self._transaction()
-        except UNAVAILABLE_ERRORS as exc:
-            raise StorageUnavailable(self.reason(exc)) from exc
-        finally:
-            self._slots.release()
+    def _cursor(self, autocommit: bool = False) -> Iterator[psycopg2.extensions.cursor]:
+        """One transaction on a pooled connection: commit on success, rollback on error.
 
-    @contextmanager
-    def _statement(self) -> Iterator[psycopg2.extensions.cursor]:
-        """A cursor for ONE statement, committed by the server on its own (autocommit).
-
-        psycopg2 opens every transaction with a separate BEGIN round trip and ends it with
-        COMMIT: three round trips for one INSERT or SELECT. A single statement is atomic by
-        itself, so under autocommit the same work takes one round trip, with the same
-        durability (the server answers only after the commit). Never run two statements here.
+        `autocommit`: for ONE statement, committed by the server on its own. psycopg2 opens
+        every transaction with a separate BEGIN round trip and ends it with COMMIT: three
+        round trips for one INSERT or SELECT. A single statement is atomic by itself, so
+        under autocommit the same work takes one round trip, with the same durability (the
+        server answers only after the commit). Never run two statements that way.
         """
         if not self._slots.acquire(timeout=30):
             raise StorageUnavailable("postgresql: no free connection in the pool")
         try:
-            yield from self._autocommit()
+            yield from (self._autocommit() if autocommit else self._transaction())
         except UNAVAILABLE_ERRORS as exc:
             raise StorageUnavailable(self.reason(exc)) from exc
         finally:
             self._slots.release()
+
+    def _statement(self) -> AbstractContextManager[psycopg2.extensions.cursor]:
+        """A cursor for one statement under autocommit (see `_cursor`)."""
+        return self._cursor(autocommit=True)
 
     def _autocommit(self) -> Iterator[psycopg2.extensions.cursor]:
         pool = self._get_pool()
