@@ -3,7 +3,10 @@
 One source of truth: the project's base dependencies (what `shared` imports) plus the
 service's extra (`database-service`, `websocket-streaming`), closed over their own
 dependencies as installed here, each pinned to the installed version. So an image gets
-exactly what its service imports, and never the other service's packages.
+exactly what its service imports, and never the other service's packages. Environment
+markers are evaluated for the image (the Python of its Dockerfile's `FROM python:X.Y.Z`, on
+Linux), not for the interpreter running this script: redis needs async-timeout below
+Python 3.11.3, which a Debian 3.11.2 running the check must not add to a 3.11.14 image.
 
     .venv/bin/python scripts/lock.py           write both files (after changing pyproject.toml)
     .venv/bin/python scripts/lock.py --check   exit 1 when a file names other packages than
@@ -13,6 +16,7 @@ exactly what its service imports, and never the other service's packages.
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 import tomllib
 from dataclasses import dataclass, field
@@ -54,8 +58,25 @@ def declared(service: str, pyproject: Path = REPO / "pyproject.toml") -> list[Re
     return [Requirement(text) for text in names]
 
 
-def closure(direct: list[Requirement]) -> dict[str, Pin]:
-    """Every distribution `direct` needs in this environment (Python, platform), installed versions."""
+def image_environment(service: str, repo: Path = REPO) -> dict[str, str]:
+    """The marker environment of the service's image: its Dockerfile's Python, on Linux."""
+    found = re.search(r"^FROM python:(\d+)\.(\d+)\.(\d+)", (repo / service / "Dockerfile").read_text(), re.M)
+    if found is None:
+        raise SystemExit(f"lock: {service}/Dockerfile does not start FROM python:X.Y.Z")
+    major, minor, patch = found.groups()
+    return {
+        "python_version": f"{major}.{minor}",
+        "python_full_version": f"{major}.{minor}.{patch}",
+        "implementation_name": "cpython",
+        "platform_python_implementation": "CPython",
+        "os_name": "posix",
+        "sys_platform": "linux",
+        "platform_system": "Linux",
+    }
+
+
+def closure(direct: list[Requirement], environment: dict[str, str]) -> dict[str, Pin]:
+    """Every distribution `direct` needs in `environment` (an image's), at the installed versions."""
     pins: dict[str, Pin] = {}
     pending = [(req, True) for req in direct]
     while pending:
@@ -69,15 +90,15 @@ def closure(direct: list[Requirement]) -> dict[str, Pin]:
         pin.wanted.append(req)
         pin.extras |= set(req.extras)
         if grows:
-            pending += [(sub, False) for sub in _requires(name, pin.extras)]
+            pending += [(sub, False) for sub in _requires(name, pin.extras, environment)]
     return pins
 
 
-def _requires(name: str, extras: set[str]) -> list[Requirement]:
+def _requires(name: str, extras: set[str], environment: dict[str, str]) -> list[Requirement]:
     found = []
     for text in metadata.requires(name) or []:
         req = Requirement(text)
-        contexts = [{"extra": extra} for extra in (*extras, "")]
+        contexts = [{**environment, "extra": extra} for extra in (*extras, "")]
         if req.marker is None or any(req.marker.evaluate(c) for c in contexts):
             found.append(req)
     return found
@@ -104,7 +125,7 @@ def read_pins(path: Path) -> dict[str, Requirement]:
 
 def problems(service: str, path: Path) -> list[str]:
     """What is wrong with `path` against pyproject.toml (empty when it agrees)."""
-    expected = closure(declared(service))
+    expected = closure(declared(service), image_environment(service, path.parents[1]))
     pinned = read_pins(path)
     issues = [f"{name}: needed, not pinned" for name in sorted(set(expected) - set(pinned))]
     issues += [f"{name}: pinned, not needed" for name in sorted(set(pinned) - set(expected))]
@@ -133,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     for service in SERVICES:
         path = REPO / service / "requirements.txt"
         if not args.check:
-            path.write_text(render(service, closure(declared(service))))
+            path.write_text(render(service, closure(declared(service), image_environment(service))))
             print(f"lock: wrote {path.relative_to(REPO)}")
             continue
         for issue in problems(service, path):

@@ -106,6 +106,24 @@ def test_requirements_are_the_lock_of_pyproject(service: str, ops: SimpleNamespa
 
 
 @pytest.mark.unit
+def test_the_lock_follows_the_images_python_not_the_one_running_it(ops: SimpleNamespace) -> None:
+    # redis needs async-timeout below Python 3.11.3 only: a Debian 3.11.2 running the check
+    # must neither add it to a 3.11.14 image nor call the lock wrong
+    lock = _lock_module(ops.REPO)
+    image = lock.image_environment("database-service", ops.REPO)
+    assert (
+        image["python_full_version"]
+        == re.search(
+            r"^FROM python:(\d+\.\d+\.\d+)", (ops.REPO / "database-service/Dockerfile").read_text(), re.M
+        )[1]
+    )
+    old = {**image, "python_full_version": "3.11.2"}
+    needs = {str(req.name) for req in lock._requires("redis", set(), old)}
+    assert "async-timeout" in needs
+    assert "async-timeout" not in {str(req.name) for req in lock._requires("redis", set(), image)}
+
+
+@pytest.mark.unit
 def test_each_image_gets_only_its_own_service_dependencies(ops: SimpleNamespace) -> None:
     lock = _lock_module(ops.REPO)
     database = set(lock.read_pins(ops.REPO / "database-service" / "requirements.txt"))
