@@ -103,7 +103,8 @@ def access_entries(cluster: Cluster) -> list[dict[str, Any]]:
     """nginx's access log (JSON lines, deploy/nginx log_format sardag)."""
     if not cluster.access_log.exists():
         return []
-    return [json.loads(line) for line in cluster.access_log.read_text().splitlines() if line.strip()]
+    complete = cluster.access_log.read_text().split("\n")[:-1]  # nginx may be mid-way through a line
+    return [json.loads(line) for line in complete if line.strip()]
 
 
 def btc(answer: Any) -> dict[str, Any] | None:
