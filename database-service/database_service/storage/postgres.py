@@ -7,7 +7,7 @@ import json
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import psycopg2
@@ -71,6 +71,8 @@ CODEC = sql.Codec(
     read_time=_iso,
     read_json=sql.identity,
 )
+# The answer for a row just COPYed in, built from the values sent: its times are ISO text already.
+COPIED = replace(CODEC, read_time=sql.identity)
 SIGNALS = TableSpec(
     "signals",
     sql.SIGNAL_FIELDS,
@@ -465,19 +467,21 @@ def _copy_in(
             f"{signal_id}\t{s.symbol}\t{s.action}\t{s.price!s}\t{confidence}\t{strategy}\t{timeframe}\t"
             f"{ts}\t{metadata}\t{client_id}\n"
         )
-        answers[signal_id] = {
-            "id": signal_id,
-            "symbol": s.symbol,
-            "action": s.action,
-            "price": float(s.price),
-            "confidence": s.confidence,
-            "strategy": s.strategy,
-            "timeframe": s.timeframe,
-            "timestamp": ts,
-            "metadata": None,
-            "client_id": s.client_id,
-            "created_at": created,
-        }
+        answers[signal_id] = COPIED.signal_dict(
+            (
+                signal_id,
+                s.symbol,
+                s.action,
+                s.price,
+                s.confidence,
+                s.strategy,
+                s.timeframe,
+                ts,
+                None,
+                s.client_id,
+                created,
+            )
+        )
     cur.copy_expert(COPY_SIGNALS, io.StringIO("".join(lines)))
     if with_metadata:
         cur.execute("SELECT id, metadata FROM signals WHERE id = ANY(%s)", (with_metadata,))
