@@ -54,7 +54,10 @@ def _number(value: Any) -> Decimal:
 def nearest_double(value: Decimal) -> Decimal:
     """The double nearest `value`, as its shortest decimal: what SQLite (REAL) and PostgreSQL
     (NUMERIC) both store, and what every answer shows, so the two backends agree exactly."""
-    return Decimal(repr(float(value)))
+    result = Decimal(repr(float(value)))
+    if result >= MAX_AMOUNT:  # e.g. 999999999999999.99: below 1e15 as written, 1e15 as a double
+        raise ValueError("must be below 1e15 as the nearest double")
+    return result
 
 
 def _symbol(value: Any) -> str:

@@ -68,7 +68,9 @@ def test_every_positive_double_is_stored_as_acknowledged(client: FlaskClient, pr
     assert json.dumps(read["price"]) == json.dumps(float(price_text))
 
 
-@pytest.mark.parametrize("price_text", ["0", "-5e-324", "2e-324", "1e-400", "1e15", "1e999999999"])
+@pytest.mark.parametrize(
+    "price_text", ["0", "-5e-324", "2e-324", "1e-400", "1e15", "999999999999999.99", "1e999999999"]
+)
 def test_prices_outside_the_stated_bounds_are_400(client: FlaskClient, price_text: str) -> None:
     status, answer = _save(client, price_text)
     assert status == 400
