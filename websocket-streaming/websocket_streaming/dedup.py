@@ -19,11 +19,6 @@ TIME_KEYED_KINDS = frozenset({MINI_TICKER, TICKER, KLINE})
 MAX_TRACKED_STREAMS = 4096  # a feed naming ever new streams must not grow memory without end
 
 
-def identity(update: PriceUpdate) -> int | None:
-    """The number that tells one update of a stream from another (None: cannot tell)."""
-    return update.event_time if update.kind in TIME_KEYED_KINDS else update.update_id
-
-
 class _Stream:
     """What one stream (of one symbol) delivered: the newest identity, recent event ids."""
 
@@ -57,7 +52,8 @@ class UpdateFilter:
 
     def admit(self, stream: str | None, update: PriceUpdate) -> bool:
         """True when `update` is news: apply and publish it; False for a duplicate."""
-        kind = update.kind  # identity() inlined: this runs for every update
+        kind = update.kind
+        # the number that tells one update of a stream from another (None: cannot tell)
         ident = update.event_time if kind in TIME_KEYED_KINDS else update.update_id
         if ident is None:
             return True

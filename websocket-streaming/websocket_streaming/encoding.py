@@ -41,6 +41,6 @@ def sse_event(record: PriceRecord, stale_after: float) -> bytes:
     encoded = record.encoded
     if encoded is None:
         data = price_answer(record, stale_after)
-        encoded = f"id: {record.epoch}-{record.seq}\nevent: price\ndata: {data}\n\n".encode()
+        encoded = f"id: {record.event_id}\nevent: price\ndata: {data}\n\n".encode()
         record.encoded = encoded
     return encoded

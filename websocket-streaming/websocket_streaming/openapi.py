@@ -12,8 +12,11 @@ from typing import Any
 
 from flask import Flask, Response, jsonify
 
-SYMBOL_PATTERN = "^[A-Za-z0-9]{2,20}$"
-SYMBOLS_PATTERN = "^[A-Za-z0-9]{2,20}(,[A-Za-z0-9]{2,20})*$"
+from shared import __version__
+from shared.symbols import SYMBOL_PATTERN
+
+SYMBOL = SYMBOL_PATTERN.strip("^$")
+SYMBOLS_PATTERN = f"^{SYMBOL}(,{SYMBOL})*$"
 REF = "#/components/schemas/"
 DECIMAL = {"type": ["number", "null"], "description": "written from the exchange's exact decimal string"}
 
@@ -98,7 +101,7 @@ def _operation(summary: str, ok: dict[str, Any], *errors: str, **extra: Any) -> 
         responses[status] = {"description": DESCRIPTIONS[status], "content": _json({"$ref": f"{REF}Error"})}
     responses["414"] = {
         "description": DESCRIPTIONS["414"],
-        "content": {"text/html": {"schema": {"type": "string"}}},
+        "content": _text("text/html"),
     }
     return {"summary": summary, **extra, "responses": responses}
 
@@ -180,7 +183,7 @@ def _stream() -> dict[str, Any]:
 
 
 @lru_cache(maxsize=1)
-def build_openapi(version: str = "0.1.0") -> dict[str, Any]:
+def build_openapi(version: str = __version__) -> dict[str, Any]:
     """The whole OpenAPI 3.1 document of websocket-streaming (shared: do not mutate it)."""
     symbols = {"type": "object", "required": ["symbols"], "properties": {"symbols": {"type": "array"}}}
     return {
@@ -194,7 +197,7 @@ def build_openapi(version: str = "0.1.0") -> dict[str, Any]:
                     "Prometheus metrics",
                     {
                         "description": "text exposition",
-                        "content": {"text/plain": {"schema": {"type": "string"}}},
+                        "content": _text("text/plain"),
                     },
                 )
             },

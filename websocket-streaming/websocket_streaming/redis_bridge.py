@@ -173,11 +173,6 @@ class RedisBridge:
         """True while the subscription and (when leading is allowed) the lock calls work."""
         return self._subscribed and (self._lock_ok or not self.lead)
 
-    @property
-    def is_leader(self) -> bool:
-        """True while this instance holds the lock and the upstream connection."""
-        return self.role == LEADER
-
     def _guarded(self, target: Callable[[], None], on_error: Callable[[], None]) -> None:
         """Run a loop body forever: errors are logged, reported, and the loop goes on."""
         name = threading.current_thread().name
@@ -265,7 +260,7 @@ class RedisBridge:
         while not self._stop.is_set():
             if self._store_due:  # a new leader: its whole book into price:* for late joiners
                 self._store_due = False
-                self._run(list(self.book.snapshot().values()), "")
+                self._run({r.symbol: r.to_dict() for r in self.book.snapshot().values()}, "")
             batch = self._take()
             now = time.monotonic()
             if now >= self._lease_until:  # not the holder (any more): publish nothing
@@ -289,20 +284,17 @@ class RedisBridge:
         """Publish a batch (or, empty, a heartbeat) with the latest record per symbol stored."""
         if batch:
             self._last_sent = batch[-1].seq
-        message = {
-            "origin": self.id,
-            "epoch": self.book.epoch,
-            "last": self._last_sent,
-            "records": [r.to_dict() for r in batch],
-        }
+        records = [r.to_dict() for r in batch]
+        message = {"origin": self.id, "epoch": self.book.epoch, "last": self._last_sent, "records": records}
         self._sent_at = time.monotonic()
-        self._run(list({r.symbol: r for r in batch}.values()), json.dumps(message))
+        latest = {r.symbol: record for r, record in zip(batch, records, strict=True)}  # the newest wins
+        self._run(latest, json.dumps(message))
 
-    def _run(self, records: list[PriceRecord], message: str) -> None:
-        """One fenced round trip: stores `records`, publishes `message`, if the lock is ours."""
-        keys = [self.lock_key, *(self.key_prefix + r.symbol for r in records)]
+    def _run(self, records: dict[str, dict[str, Any]], message: str) -> None:
+        """One fenced round trip: stores `records` (by symbol), publishes `message`, if the lock is ours."""
+        keys = [self.lock_key, *(self.key_prefix + symbol for symbol in records)]
         args: list[str | float] = [self.id, self.price_ttl, self.channel, message]
-        args.extend(json.dumps(r.to_dict()) for r in records)
+        args.extend(json.dumps(record) for record in records.values())
         if not self._publish_script(keys=keys, args=args):
             log.warning("publish refused: the upstream lock is no longer ours")
             self._lease_until = 0.0

@@ -8,7 +8,7 @@ from flask import Blueprint, Flask, Response, current_app, jsonify, request
 
 from shared.errors import not_found, unavailable, validation_error
 from shared.rate_limiter import rate_limit
-from shared.symbols import SYMBOL_RE
+from shared.symbols import SYMBOL_RE, SYMBOL_RULE
 
 from .encoding import price_answer
 from .service import StreamingService
@@ -29,7 +29,7 @@ def get_service(app: Flask | None = None) -> StreamingService:
 def _tracked(service: StreamingService, raw: str, field: str = "symbol") -> str:
     """Validate and upper-case a symbol: 400 if malformed, 404 if not tracked."""
     if not SYMBOL_RE.match(raw):
-        raise validation_error([{"field": field, "message": "must be 2-20 letters or digits"}])
+        raise validation_error([{"field": field, "message": f"must be {SYMBOL_RULE}"}])
     symbol = raw.upper()
     if symbol not in service.book.symbols:
         raise not_found(f"{symbol} is not a tracked symbol; see /symbols")
