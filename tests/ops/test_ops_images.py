@@ -124,6 +124,22 @@ def test_the_lock_follows_the_images_python_not_the_one_running_it(ops: SimpleNa
 
 
 @pytest.mark.unit
+def test_the_lock_check_passes_under_an_older_python(
+    ops: SimpleNamespace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # as on Debian's 3.11.2: the running interpreter's markers must not leak into the image's lock
+    import packaging.markers
+
+    real = packaging.markers.default_environment
+    monkeypatch.setattr(
+        packaging.markers, "default_environment", lambda: {**real(), "python_full_version": "3.11.2"}
+    )
+    lock = _lock_module(ops.REPO)
+    for service in sorted(SERVICES):
+        assert lock.problems(service, ops.REPO / service / "requirements.txt") == []
+
+
+@pytest.mark.unit
 def test_each_image_gets_only_its_own_service_dependencies(ops: SimpleNamespace) -> None:
     lock = _lock_module(ops.REPO)
     database = set(lock.read_pins(ops.REPO / "database-service" / "requirements.txt"))

@@ -38,6 +38,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.redis, pyte
 REDIS_TIMEOUT = 1.0
 WAIT_MARGIN = 0.8
 HEALTHY_WITHIN = 5.0
+STALE_AFTER = 3.0  # PRICE_STALE_SECONDS: as long as the short form's outages, so a starved worker shows
 OUTAGES = {"short": [("stopped", 3.0), ("frozen", 3.0)], "long": [("stopped", 10.0), ("frozen", 10.0)]}
 HEALTH_KINDS = ("db-health", "ws-health", "quiet-health")
 UNLIMITED = {
@@ -108,7 +109,7 @@ def test_redis_outage_under_mixed_load(
     streaming_settings: Callable[..., dict[str, str]],
 ) -> None:
     common = {"REDIS_URL": private_redis.url, "REDIS_TIMEOUT_SECONDS": str(REDIS_TIMEOUT), **UNLIMITED}
-    ws_env = streaming_settings(fake_exchange, **common)
+    ws_env = streaming_settings(fake_exchange, PRICE_STALE_SECONDS=str(STALE_AFTER), **common)
     services = {
         "db": launcher.gunicorn("database-service", workers=2, **common),
         "ws": launcher.gunicorn("websocket-streaming", workers=2, **ws_env),
@@ -145,9 +146,11 @@ def violations(answers: list[Answer], outages: list[Outage]) -> list[str]:
         prices = [
             a for a in answers if a.kind == "price" and outage.start <= a.started <= outage.end + HEALTHY_WITHIN
         ]
-        stale = [a for a in prices if isinstance(a.body, dict) and a.body.get("stale")]
-        if stale:  # every worker ingests alone while the shared book is away (solo)
-            found.append(f"{outage.kind}: {len(stale)} of {len(prices)} prices stale: {stale[:2]}")
+        stale = [
+            a for a in prices if not (a.status == 200 and isinstance(a.body, dict) and a.body["stale"] is False)
+        ]
+        if not prices or stale:  # every worker ingests alone while the shared book is away (solo)
+            found.append(f"{outage.kind}: {len(stale)} of {len(prices)} prices stale or missing: {stale[:2]}")
         for kind in HEALTH_KINDS:
             polls = [a for a in answers if a.kind == kind]
             # answered while Redis was away (a poll waiting on a frozen Redis gets its reply after SIGCONT)

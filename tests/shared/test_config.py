@@ -280,6 +280,10 @@ def test_config_command_runs_the_checks_across_settings(tmp_path: Path) -> None:
         "websocket-streaming", cwd=tmp_path, SYMBOLS=symbols[: 300 * 9 - 1], WS_STREAMS="aggTrade"
     )
     assert fits.returncode == 0, fits.stderr
+    too_long = _config_command("websocket-streaming", cwd=tmp_path, SYMBOLS=symbols[: 300 * 9 - 1])
+    assert (too_long.returncode, too_long.stdout) == (2, "")
+    assert too_long.stderr.startswith("configuration error: SYMBOLS: combined-stream URL is ")
+    assert too_long.stderr.endswith(" bytes; keep it under 8 KB\n")
 
 
 @pytest.mark.integration
