@@ -46,12 +46,11 @@ class ReasonLog:
 
 @dataclass
 class ServiceState:
-    """Per-app state of database-service: its metrics and the cached OpenAPI document."""
+    """Per-app state of database-service: its metrics, start time and storage error log."""
 
     signals_saved: ServiceMetric[Counter]
     trades_tracked: ServiceMetric[Counter]
     started: float = field(default_factory=time.monotonic)
-    openapi: dict[str, Any] | None = None
     storage_errors: ReasonLog = field(default_factory=ReasonLog)
 
 

@@ -167,7 +167,8 @@ class HostBackend:
 
     def ping(self) -> None:
         """Raise unless the store's file can be opened and read (for /health)."""
-        len(self)
+        with self._locked() as db:  # one row, not a count: every worker's decisions wait on this lock
+            db.execute("SELECT 1 FROM counts LIMIT 1").fetchall()
 
     def clear(self) -> None:
         """Forget every key."""

@@ -167,9 +167,11 @@ class PostgresStorage(sql.SqlReads, Storage):
             with conn.cursor() as cur:
                 yield cur
         finally:
-            if not conn.closed:
-                conn.autocommit = False
-            pool.putconn(conn, close=bool(conn.closed))
+            try:
+                if not conn.closed:
+                    conn.autocommit = False
+            finally:  # the connection goes back to the pool whatever happened
+                pool.putconn(conn, close=bool(conn.closed))
 
     def _transaction(self) -> Iterator[psycopg2.extensions.cursor]:
         pool = self._get_pool()
@@ -424,10 +426,7 @@ SAVE_ONE_KEYED = (
 RESERVE_SIGNAL_IDS = (
     "SELECT now(), array(SELECT nextval(pg_get_serial_sequence('signals', 'id')) FROM generate_series(1, %s))"
 )
-COPY_SIGNALS = (
-    "COPY signals (id, symbol, action, price, confidence, strategy, timeframe, ts, metadata, client_id) "
-    "FROM STDIN"
-)
+COPY_SIGNALS = f"COPY signals (id, {sql.SIGNAL_FIELDS}) FROM STDIN"  # _copy_in writes them in this order
 # COPY's text format: backslash escapes for the column and row separators (NUL is refused
 # at validation); \\N is NULL.
 _COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
