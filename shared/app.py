@@ -24,6 +24,16 @@ __all__ = ["MAX_BODY_BYTES", "ServiceFlask", "create_base_app", "on_shutdown", "
 MAX_BODY_BYTES = 1024 * 1024
 # What `/` links to, when the app has the route: name -> path.
 INDEX_LINKS = {"health": "/health", "openapi": "/openapi.json", "metrics": "/metrics"}
+# The JSON Schema of what `/` answers, for each service's OpenAPI document.
+INDEX_SCHEMA = {
+    "type": "object",
+    "required": ["service", "version", "links"],
+    "properties": {
+        "service": {"type": "string"},
+        "version": {"type": "string"},
+        "links": {"type": "object", "additionalProperties": {"type": "string"}},
+    },
+}
 
 
 class ServiceFlask(Flask):

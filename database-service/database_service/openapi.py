@@ -30,6 +30,7 @@ from database_service.models import (
     TradeOut,
 )
 from shared import __version__
+from shared.app import INDEX_SCHEMA
 
 REF = "#/components/schemas/{model}"
 INPUT_MODELS: tuple[type[BaseModel], ...] = (SignalIn, TradeIn)
@@ -197,17 +198,6 @@ def _health() -> dict[str, Any]:
             "503": {"description": "unhealthy: a critical dependency is down", "content": body},
         },
     }
-
-
-INDEX_SCHEMA = {
-    "type": "object",
-    "required": ["service", "version", "links"],
-    "properties": {
-        "service": {"type": "string"},
-        "version": {"type": "string"},
-        "links": {"type": "object", "additionalProperties": {"type": "string"}},
-    },
-}
 
 
 @lru_cache(maxsize=4)

@@ -45,6 +45,7 @@ def test_key_schemes_are_declared_only_with_keys() -> None:
 def test_every_websocket_streaming_route_is_documented() -> None:
     paths = set(streaming_document()["paths"])
     assert paths == {
+        "/",
         "/health",
         "/stats",
         "/metrics",

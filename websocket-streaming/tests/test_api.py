@@ -96,6 +96,33 @@ def test_stream_rejects_malformed_and_untracked_symbol_filters(idle_app: Flask) 
     assert client.get("/stream?symbols=BTCUSDT,DOGEUSDT").status_code == 404
 
 
+@pytest.mark.parametrize(
+    "query",
+    ["symbols=", "symbols=BTCUSDT,", "symbols=BTCUSDT&symbols=ETHUSDT", "symbols=" + "A" * 5000, "symbols=%00"],
+)
+def test_stream_refuses_empty_repeated_oversized_and_hostile_symbol_filters(
+    idle_app: Flask, query: str
+) -> None:
+    answer = idle_app.test_client().get(f"/stream?{query}")
+    assert answer.status_code == 400
+    body = answer.get_json()
+    assert body["error"] == "validation_error"
+    assert [d["field"] for d in body["details"]] == ["symbols"]
+
+
+def test_the_index_and_the_document_answer_json_and_refuse_other_methods(idle_app: Flask) -> None:
+    client = idle_app.test_client()
+    index = client.get("/").get_json()
+    assert (index["service"], index["links"]["openapi"]) == ("websocket-streaming", "/openapi.json")
+    documented = client.get("/openapi.json").get_json()["paths"]
+    served = {rule.rule.replace("<", "{").replace(">", "}") for rule in idle_app.url_map.iter_rules()}
+    assert set(documented) == served - {"/static/{path:filename}"}
+    for path in ("/", "/openapi.json"):
+        refused = client.post(path, data="{" * 1000)
+        assert refused.status_code == 405
+        assert refused.get_json()["error"] == "method_not_allowed"
+
+
 def test_stats_answer_while_nothing_was_received(idle_app: Flask) -> None:
     stats = idle_app.test_client().get("/stats").get_json()
     assert stats["messages_total"] == 0

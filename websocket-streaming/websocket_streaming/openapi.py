@@ -13,6 +13,7 @@ from typing import Any
 from flask import Flask, Response, jsonify
 
 from shared import __version__
+from shared.app import INDEX_SCHEMA
 from shared.symbols import SYMBOL_PATTERN
 
 SYMBOL = SYMBOL_PATTERN.strip("^$")
@@ -190,6 +191,12 @@ def build_openapi(version: str = __version__) -> dict[str, Any]:
         "openapi": "3.1.0",
         "info": {"title": "Sardag websocket-streaming", "version": version},
         "paths": {
+            "/": {
+                "get": _operation(
+                    "Service name, version and links to /health, /openapi.json, /metrics",
+                    _ok("the index", INDEX_SCHEMA),
+                )
+            },
             "/health": {"get": _health()},
             "/stats": {"get": _operation("Ingest counters", _ok("counters", STATS_SCHEMA))},
             "/metrics": {
