@@ -1,4 +1,4 @@
-"""Strict request parsing: JSON bodies without NaN, and pydantic errors in the DESIGN shape."""
+"""Strict request parsing: JSON bodies without NaN, and pydantic errors in the shape of docs/design.md."""
 
 from __future__ import annotations
 
@@ -109,7 +109,7 @@ def _message(error: ErrorDetails) -> str:
 
 
 def details(exc: ValidationError, limit: int = 50) -> list[dict[str, str]]:
-    """DESIGN's details list: one {"field", "message"} per problem (never echoes the input)."""
+    """The details list of docs/design.md: one {"field", "message"} per problem (never echoes the input)."""
     return [
         {"field": field_path(tuple(e["loc"])), "message": _message(e)}
         for e in exc.errors(include_url=False, include_input=False)[:limit]

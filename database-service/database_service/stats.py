@@ -1,4 +1,4 @@
-"""Turn the database's aggregates into the statistics DESIGN.md defines."""
+"""Turn the database's aggregates into the statistics docs/design.md defines."""
 
 from __future__ import annotations
 

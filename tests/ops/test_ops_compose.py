@@ -1,4 +1,4 @@
-"""docker-compose.yml: the official schema (check-jsonschema) and the wiring DESIGN.md asks for."""
+"""docker-compose.yml: the official schema (check-jsonschema) and the wiring docs/design.md asks for."""
 
 from __future__ import annotations
 

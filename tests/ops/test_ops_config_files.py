@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-# DESIGN.md's configuration table, plus what docker-compose needs.
+# docs/design.md's configuration, plus what docker-compose needs.
 DESIGN_VARIABLES = [
     "DATABASE_URL",
     "REDIS_URL",

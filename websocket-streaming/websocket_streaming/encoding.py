@@ -13,7 +13,7 @@ def _num(value: Decimal | int | None) -> str:
 
 
 def price_answer(record: PriceRecord, stale_after: float, now: float | None = None) -> str:
-    """The DESIGN.md "Price answer" object for `record`, as JSON text.
+    """The docs/design.md "Price answer" object for `record`, as JSON text.
 
     Flask's JSON provider turns Decimal into a string; the design wants a JSON number with
     the exchange's exact digits, so the object is written by hand (every field is a known

@@ -1,7 +1,7 @@
 """OpenAPI 3.1 document of websocket-streaming, served at /openapi.json.
 
 Written by hand (the service has no request models): each route, its parameters, the price
-answer, the SSE stream and the JSON error shape of DESIGN.md. tests/reliability/
+answer, the SSE stream and the JSON error shape of docs/design.md. tests/reliability/
 test_schemathesis.py runs schemathesis against it, so the document and the service agree.
 """
 
@@ -157,7 +157,7 @@ def _stream() -> dict[str, Any]:
     }
     event = {  # OpenAPI 3.1 has no itemSchema: a text/event-stream schema describes each event
         "type": "object",
-        "required": ["event", "data"],
+        "required": ["event", "data", "id"],
         "properties": {
             "event": {"const": "price"},
             "data": {
