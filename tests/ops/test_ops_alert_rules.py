@@ -11,11 +11,24 @@ from typing import Any
 
 import pytest
 
-RULES = "deploy/prometheus/rules/sardag.rules.yml"
-RULE_TESTS = "deploy/prometheus/tests/sardag.rules.test.yml"
+RULES = (
+    "deploy/prometheus/rules/sardag.rules.yml",
+    "deploy/prometheus/rules/slo.rules.yml",
+    "deploy/prometheus/rules/feed-latency.rules.yml",
+)
+RULE_TESTS = (
+    "deploy/prometheus/tests/sardag.rules.test.yml",
+    "deploy/prometheus/tests/slo.rules.test.yml",
+    "deploy/prometheus/tests/feed-latency.rules.test.yml",
+)
 # What the issue asks an alert for, by a word of the alert's name.
 REQUIRED = ("PriceFeedStale", "FeedDisconnected", "NoUpstreamLeader", "HighErrorRate", "HighLatencyP99")
 REQUIRED += ("RedisFallbackActive", "DatabaseUnavailable", "RateLimitRejectionsSpiking", "TargetDown")
+REQUIRED += ("AvailabilityBudgetBurnFast", "AvailabilityBudgetBurnSlow", "LatencyBudgetBurnFast")
+REQUIRED += ("LatencyBudgetBurnSlow", "FreshnessBudgetBurnFast", "FreshnessBudgetBurnSlow")
+REQUIRED += ("ExchangeToServedLatencyHigh",)
+# The SLO error ratios, recorded per service over every window the burn-rate alerts read.
+SLO_WINDOWS = ("5m", "30m", "1h", "2h", "6h", "1d", "3d")
 
 
 def load_yaml(path: Path) -> Any:
@@ -24,10 +37,14 @@ def load_yaml(path: Path) -> Any:
     return YAML(typ="safe").load(path.read_text())
 
 
+def rules(repo: Path) -> list[dict[str, Any]]:
+    """Every rule (alerting and recording) of every rule file."""
+    return [rule for path in RULES for group in load_yaml(repo / path)["groups"] for rule in group["rules"]]
+
+
 def alerts(repo: Path) -> dict[str, dict[str, Any]]:
     """Every alerting rule, by name."""
-    groups = load_yaml(repo / RULES)["groups"]
-    return {rule["alert"]: rule for group in groups for rule in group["rules"] if "alert" in rule}
+    return {rule["alert"]: rule for rule in rules(repo) if "alert" in rule}
 
 
 def promtool(ops: SimpleNamespace, *args: str) -> str:
@@ -40,15 +57,25 @@ def promtool(ops: SimpleNamespace, *args: str) -> str:
 
 @pytest.mark.integration
 def test_promtool_check_rules(ops: SimpleNamespace) -> None:
-    output = promtool(ops, "check", "rules", RULES)
-    assert f"SUCCESS: {len(alerts(ops.REPO))} rules found" in output
+    for path in RULES:
+        count = sum(len(group["rules"]) for group in load_yaml(ops.REPO / path)["groups"])
+        assert f"SUCCESS: {count} rules found" in promtool(ops, "check", "rules", path)
 
 
 @pytest.mark.integration
+@pytest.mark.slow  # the SLO tests evaluate three days of samples
 def test_promtool_test_rules(ops: SimpleNamespace) -> None:
-    output = promtool(ops, "test", "rules", RULE_TESTS)
+    output = promtool(ops, "test", "rules", *RULE_TESTS)
     print(output)
-    assert "SUCCESS" in output
+    assert output.count("SUCCESS") == len(RULE_TESTS), output
+
+
+@pytest.mark.unit
+def test_every_slo_ratio_is_recorded_over_every_window(ops: SimpleNamespace) -> None:
+    recorded = {rule["record"] for rule in rules(ops.REPO) if "record" in rule}
+    for slo in ("availability", "latency", "freshness"):
+        for window in SLO_WINDOWS:
+            assert f"job:sardag_slo_{slo}_errors:ratio_rate{window}" in recorded, (slo, window)
 
 
 @pytest.mark.unit
@@ -61,7 +88,8 @@ def test_every_required_alert_exists(ops: SimpleNamespace) -> None:
 @pytest.mark.unit
 def test_every_alert_is_tested_firing_and_not_firing(ops: SimpleNamespace) -> None:
     cases: dict[str, set[bool]] = {}
-    for group in load_yaml(ops.REPO / RULE_TESTS)["tests"]:
+    groups = [group for path in RULE_TESTS for group in load_yaml(ops.REPO / path)["tests"]]
+    for group in groups:
         for case in group.get("alert_rule_test", []):
             cases.setdefault(case["alertname"], set()).add(bool(case["exp_alerts"]))
     for name in alerts(ops.REPO):
@@ -83,8 +111,9 @@ def test_every_alert_links_to_its_runbook_section(ops: SimpleNamespace) -> None:
 @pytest.mark.unit
 def test_alerts_read_documented_metrics(ops: SimpleNamespace) -> None:
     documented = set(re.findall(r"sardag_[a-z0-9_]+", (ops.REPO / "docs/shared-api.md").read_text()))
-    for name, rule in alerts(ops.REPO).items():
-        for metric in re.findall(r"sardag_[a-z0-9_]+", rule["expr"]):
+    for rule in rules(ops.REPO):
+        name = rule.get("alert") or rule["record"]
+        for metric in re.findall(r"(?<![:a-z])sardag_[a-z0-9_]+", rule["expr"]):
             assert re.sub(r"_(bucket|sum|count)$", "", metric) in documented, f"{name}: {metric}"
 
 
@@ -93,7 +122,7 @@ def test_prometheus_loads_the_rules_in_compose(ops: SimpleNamespace) -> None:
     config = load_yaml(ops.REPO / "deploy/prometheus/prometheus.yml")
     prometheus_dir = ops.REPO / "deploy/prometheus"
     loaded = {path for pattern in config["rule_files"] for path in prometheus_dir.glob(pattern)}
-    assert loaded == {ops.REPO / RULES}, "the rule files glob must load the rules and not their tests"
+    assert loaded == {ops.REPO / path for path in RULES}, "the glob must load every rule file, no test"
     volumes = load_yaml(ops.REPO / "docker-compose.yml")["services"]["prometheus"]["volumes"]
     assert "./deploy/prometheus/rules:/etc/prometheus/rules:ro" in volumes
     assert "./deploy/prometheus/prometheus.yml:/etc/prometheus/prometheus.yml:ro" in volumes
