@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from functools import partial
 
 from flask import Blueprint, Flask, Response, current_app, jsonify, request
 
@@ -11,6 +12,7 @@ from shared.rate_limiter import rate_limit
 from shared.symbols import SYMBOL_RE, SYMBOL_RULE
 
 from .encoding import price_answer
+from .latency import SSE
 from .service import StreamingService
 from .sse import SubscriberSlots, price_events
 
@@ -50,7 +52,10 @@ def price(symbol: str) -> Response:
     record = service.book.get(_tracked(service, symbol))
     if record is None or record.price is None:
         raise unavailable(f"no price received yet for {symbol.upper()}", retry_after=1)
-    return Response(price_answer(record, service.stale_after), mimetype=JSON)
+    now = time.time()
+    body = price_answer(record, service.stale_after, now)
+    service.latency.answered(record, body, now)
+    return Response(body, mimetype=JSON)
 
 
 @bp.get("/prices")
@@ -92,6 +97,7 @@ def stream() -> Response:
         float(current_app.config["SSE_HEARTBEAT_SECONDS"]),
         float(current_app.config["SSE_RETRY_SECONDS"]),
         service.stats,
+        partial(service.latency.served, SSE),
     )
     response = Response(
         events, mimetype="text/event-stream", headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}

@@ -17,6 +17,7 @@ from shared.sentry_integration import capture_exception
 from .backfill import Backfiller
 from .book import PriceBook
 from .dedup import TwinFrames, UpdateFilter
+from .latency import ClockCheck, LatencyTracker
 from .parser import ParseError, parse_frame
 from .redis_bridge import INGESTING, SOLO, RedisBridge
 from .settings import combined_url, stream_names
@@ -49,6 +50,13 @@ class StreamingService:
         self.upstream: UpstreamManager | None = None
         self.bridge: RedisBridge | None = None
         self.metrics = MetricsSync(self.stats, metrics)
+        self.latency = LatencyTracker(metrics)
+        self.clock = ClockCheck(
+            BinanceClient(config["BINANCE_REST_URL"]),
+            metrics,
+            float(config["BINANCE_TIME_CHECK_SECONDS"]),
+            self.holds_upstream,  # only the process that talks to Binance asks it the time
+        )
         self.started = False
         self.start_error: str | None = None
         self._pid: int | None = None  # the process ingest was started in
@@ -95,6 +103,8 @@ class StreamingService:
                     apply(update, received_at)
             if connection is not None:
                 self.twins.remember(data, connection, frame.kind)
+        if frame.updates:
+            self.latency.received(frame.kind, frame.updates[0].event_time, received_at)
         return frame.kind
 
     def _log_parse_error(self, exc: ParseError, data: bytes | str) -> None:
@@ -166,10 +176,12 @@ class StreamingService:
             self._start_upstream()
         self._ticker = threading.Thread(target=self._tick, daemon=True, name="ws-metrics")
         self._ticker.start()
+        self.clock.start()
 
     def stop(self) -> None:
         """Close the upstream connection, release the lock, end every SSE stream."""
         self._stop.set()
+        self.clock.stop()
         self.book.close()
         self.backfiller.stop()
         self._stop_upstream()  # before the lock goes: the next leader's connection is then the only one
@@ -250,6 +262,7 @@ class StreamingService:
             try:
                 self._rates.append((time.monotonic(), self.stats.total_messages()))
                 self.metrics.sync(self._price_times, leader=self.holds_upstream())
+                self.latency.flush()
             except Exception as exc:
                 log.exception("metrics tick failed")
                 report_error(exc, {"what": "metrics tick"})
@@ -319,4 +332,9 @@ class StreamingService:
             "last_message_age_seconds": None if age is None else round(age, 3),
             "symbols_with_price": len(self.book.snapshot()),
             "sse_resyncs": s.sse_resyncs,
+            "latency": {
+                **self.latency.summary(),
+                "clock_offset_seconds": self.clock.offset,
+                "clock_offset_round_trip_seconds": self.clock.round_trip,
+            },
         }

@@ -91,6 +91,12 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting("WS_BACKFILL_ENABLED", parse_bool, True, "fetch last prices over REST after a gap"),
     Setting(
+        "BINANCE_TIME_CHECK_SECONDS",
+        parse_float(0.0, 86_400.0),
+        300.0,
+        "how often the upstream holder measures Binance's clock (GET /api/v3/time); 0: never",
+    ),
+    Setting(
         "WS_MAX_CONNECTION_AGE_SECONDS",
         parse_float(0.1, 86_400.0),
         23.5 * 3600,

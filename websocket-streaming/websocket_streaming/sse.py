@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from .book import PriceBook, PriceRecord
 from .encoding import sse_event
@@ -51,8 +51,12 @@ def price_events(
     heartbeat: float,
     retry: float,
     stats: IngestStats,
+    served: Callable[[list[PriceRecord]], object] | None = None,
 ) -> Iterator[bytes]:
-    """Yield SSE chunks: what a client resuming after `last_event_id` missed, then live updates."""
+    """Yield SSE chunks: what a client resuming after `last_event_id` missed, then live updates.
+
+    `served` gets the records of each live chunk once it was written (for latency metrics).
+    """
     cursor, first = book.resume(last_event_id)
     if first:
         stats.sse_resyncs += 1
@@ -66,6 +70,8 @@ def price_events(
         chunk = _chunk(records, symbols, stale_after)
         if chunk:
             yield chunk
+            if served is not None and not lost:  # a resync's snapshot is old by design
+                served([r for r in records if symbols is None or r.symbol in symbols])
         if time.monotonic() >= beat_at:
             beat_at = time.monotonic() + heartbeat
             yield _heartbeat(book.id_at(cursor))
