@@ -170,10 +170,14 @@ class ClockCheck:
         self._stop.set()
 
     def _run(self) -> None:
+        # Polled each second, measured every `interval`: a process that becomes the leader
+        # measures within a second, not an interval later.
+        due = 0.0
         while not self._stop.is_set():
-            if self.active():
+            if time.monotonic() >= due and self.active():
                 self.measure()
-            self._stop.wait(self.interval)
+                due = time.monotonic() + self.interval
+            self._stop.wait(min(self.interval, 1.0))
 
     def measure(self) -> float | None:
         """One measurement; None (and the last value kept) when Binance did not answer."""
