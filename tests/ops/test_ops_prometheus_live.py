@@ -214,6 +214,10 @@ def test_every_dashboard_query_returns_series(ops: SimpleNamespace, launcher: An
     ):
         result = _query(ops, prometheus, f"job:sardag_slo_{slo}_errors:ratio_rate5m")["data"]["result"]
         assert {series["metric"]["job"] for series in result} == jobs, (slo, result)
+    _, stats = ops.http("GET", f"{ws.url}/stats")
+    print(f"websocket-streaming /stats latency: {json.dumps(stats['latency'])}")
+    assert {"aggTrade", "24hrTicker"} <= set(stats["latency"]["exchange_to_received"]), stats["latency"]
+    assert stats["latency"]["clock_offset_seconds"] is not None, "Binance's clock was never read"
     # The feed goes away: its alert must go pending (it fires after its `for`, 1 minute).
     exchange.stop(timeout=10)
     states = ops.wait_until(
