@@ -6,9 +6,10 @@ figure that starts at the event time includes the skew between the two clocks.
 weight 1) now and then and exports it, so an operator can tell a late feed from a wrong
 clock. A negative delay (the exchange's clock ahead of ours) is recorded as 0.
 
-The hot paths (the reader thread, `/price`, SSE writes) only append to lists; the metrics
-tick records them into the Prometheus histograms, as for the ingest counters (stats.py).
-/stats shows p50/p99 of the last `RECENT` samples of this process per stream type.
+The hot paths (the reader thread, `/price`, SSE writes) only append to deques (atomic, no
+lock: a fraction of a microsecond per frame); the metrics tick drains them into the
+Prometheus histograms, as for the ingest counters (stats.py), and into the last `RECENT`
+samples per stream type and path, whose p50/p99 /stats shows.
 """
 
 from __future__ import annotations
@@ -17,9 +18,9 @@ import logging
 import math
 import threading
 import time
-from collections import deque
-from collections.abc import Callable, Iterable
-from typing import Any
+from collections import Counter, deque
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, TypeVar
 
 from shared.binance_client import BinanceClient, BinanceError
 
@@ -32,6 +33,7 @@ FEED_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 3
 RECENT = 1024  # samples per kind kept for /stats's quantiles
 PRICE, SSE = "price", "sse"  # the `path` label: a /price answer or an SSE write
 STALE_MARK = '"stale":true'
+T = TypeVar("T")
 
 
 class LatencyTracker:
@@ -59,43 +61,29 @@ class LatencyTracker:
         self._answers = metrics.counter("sardag_price_answers_total", "/price answers by stale flag", ["stale"])
         for stale in ("true", "false"):  # both exported from the start: the SLO ratio is 0, not absent
             self._answers.labels(stale=stale).inc(0)
-        self._lock = threading.Lock()
-        self._received: list[tuple[str, float]] = []
-        self._served_samples: list[tuple[str, float, float | None]] = []
-        self._stale = {"true": 0, "false": 0}
+        self._lock = threading.Lock()  # flush against summary; the hot paths take none
+        self._received: deque[tuple[str, float]] = deque()
+        self._served_samples: deque[tuple[str, float, float | None]] = deque()
+        self._stale: deque[str] = deque()
         self._recent: dict[str, deque[float]] = {}
 
     def received(self, kind: str, event_time_ms: int | None, received_at: float) -> None:
         """One frame of stream type `kind`, stamped `event_time_ms` by the exchange."""
-        if event_time_ms is None:
-            return
-        delay = max(0.0, received_at - event_time_ms / 1000)
-        with self._lock:
-            self._received.append((kind, delay))
-            self._remember(kind, delay)
+        if event_time_ms is not None:
+            self._received.append((kind, received_at - event_time_ms / 1000))
 
     def served(self, path: str, records: Iterable[PriceRecord], now: float | None = None) -> None:
         """Prices of `records` written to a client now, by `/price` or SSE."""
         now = time.time() if now is None else now
-        samples = [
-            (
-                path,
-                max(0.0, now - r.received_at),
-                None if r.event_time is None else max(0.0, now - r.event_time / 1000),
-            )
+        self._served_samples.extend(
+            (path, now - r.received_at, None if r.event_time is None else now - r.event_time / 1000)
             for r in records
-        ]
-        with self._lock:
-            self._served_samples.extend(samples)
-            for _path, delay, _total in samples:
-                self._remember(f"served:{path}", delay)
+        )
 
     def answered(self, record: PriceRecord, body: str, now: float) -> None:
         """One `/price` answer: its latency, and whether it told the client `stale`."""
         self.served(PRICE, (record,), now)
-        stale = "true" if STALE_MARK in body else "false"
-        with self._lock:
-            self._stale[stale] += 1
+        self._stale.append("true" if STALE_MARK in body else "false")
 
     def _remember(self, key: str, delay: float) -> None:
         recent = self._recent.get(key)
@@ -106,21 +94,23 @@ class LatencyTracker:
     def flush(self) -> None:
         """Record every sample taken since the last flush into the histograms."""
         with self._lock:
-            received, self._received = self._received, []
-            served, self._served_samples = self._served_samples, []
-            stale, self._stale = self._stale, {"true": 0, "false": 0}
-        for kind, delay in received:
-            self._exchange.labels(type=kind).observe(delay)
-        for path, delay, total in served:
-            self._served.labels(path=path).observe(delay)
-            if total is not None:
-                self._end_to_end.labels(path=path).observe(total)
+            for kind, delay in _drain(self._received):
+                delay = max(0.0, delay)
+                self._exchange.labels(type=kind).observe(delay)
+                self._remember(kind, delay)
+            for path, delay, total in _drain(self._served_samples):
+                delay = max(0.0, delay)
+                self._served.labels(path=path).observe(delay)
+                self._remember(f"served:{path}", delay)
+                if total is not None:
+                    self._end_to_end.labels(path=path).observe(max(0.0, total))
+            stale = Counter(_drain(self._stale))
         for flag, count in stale.items():
-            if count:
-                self._answers.labels(stale=flag).inc(count)
+            self._answers.labels(stale=flag).inc(count)
 
     def summary(self) -> dict[str, dict[str, dict[str, float | int | None]]]:
         """p50/p99 of the recent samples: exchange → received per stream type, received → served per path."""
+        self.flush()  # what the tick has not taken yet
         with self._lock:
             recent = {key: sorted(values) for key, values in self._recent.items()}
         exchange = {k: _quantiles(v) for k, v in recent.items() if not k.startswith("served:")}
@@ -128,6 +118,15 @@ class LatencyTracker:
             k.removeprefix("served:"): _quantiles(v) for k, v in recent.items() if k.startswith("served:")
         }
         return {"exchange_to_received": exchange, "received_to_served": served}
+
+
+def _drain(queue: deque[T]) -> Iterator[T]:
+    """Take items off the left until empty; appends racing with it are kept for later."""
+    while True:
+        try:
+            yield queue.popleft()
+        except IndexError:
+            return
 
 
 def _quantiles(ordered: list[float]) -> dict[str, float | int | None]:
