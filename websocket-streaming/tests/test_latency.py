@@ -21,6 +21,8 @@ from shared.binance_client import BinanceClient
 from shared.metrics import get_metrics
 from shared.testing import free_port, wait_until
 
+from .test_sse import open_stream
+
 pytestmark = pytest.mark.websocket
 
 
@@ -106,6 +108,22 @@ def test_each_live_sse_write_reports_the_records_it_carried_after_writing_them()
     next(events)  # the server asks for more: the chunk is out
     assert [[r.symbol for r in records] for records in written] == [["BTCUSDT"]]
     book.close()
+
+
+@pytest.mark.unit
+def test_a_subscriber_of_stream_gets_its_sse_writes_timed_from_the_exchange(
+    fake: FakeExchange, make_app: Callable[..., Flask], serve: Callable[[Flask], str]
+) -> None:
+    app = make_app(WS_STREAMS=("trade",), SSE_HEARTBEAT_SECONDS=0.1)
+    response, messages = open_stream(serve(app), "?symbols=BTCUSDT")
+    fake.send(trade_event("BTCUSDT", "7.5", 1, now_ms=int(time.time() * 1000) - 1000), stream="btcusdt@trade")
+    assert next(kind for kind, _data in messages if kind == "price") == "price"
+    assert next(messages) == ("comment", "heartbeat")  # the server came back for more: written
+    response.close()
+    text = flushed_metrics(app)
+    assert metric(text, "sardag_price_served_delay_seconds_count", path="sse") == 1.0
+    assert metric(text, "sardag_price_exchange_to_served_seconds_bucket", path="sse", le="0.5") == 0.0
+    assert metric(text, "sardag_price_exchange_to_served_seconds_bucket", path="sse", le="2.5") == 1.0
 
 
 @pytest.mark.unit
