@@ -144,13 +144,13 @@ class Pool:
         self._watchdog = Watchdog()
 
     @contextmanager
-    def lease(self) -> Iterator[Lease]:
-        """A connection until the block ends; closed instead of returned if it failed."""
+    def lease(self, fresh: bool = False) -> Iterator[Lease]:
+        """A connection until the block ends (`fresh`: a new one); closed instead of returned if it failed."""
         deadline = time.monotonic() + self.timeouts.request
         if not self._slots.acquire(timeout=self.timeouts.request):
             raise StorageUnavailable(f"postgresql: no free connection within {self.timeouts.request:g} s")
         try:
-            lease = Lease(self._take(), deadline)
+            lease = Lease(self._take(fresh), deadline)
             if time.monotonic() >= deadline:  # connecting took the whole budget: send nothing
                 self._discard(lease.pooled)
                 raise StorageUnavailable("postgresql: connecting took longer than the request timeout")
@@ -201,11 +201,11 @@ class Pool:
     def _reason(self, exc: BaseException) -> str:
         return "postgresql: " + self.mask(" ".join(str(exc).split()) or type(exc).__name__)
 
-    def _take(self) -> Pooled:
+    def _take(self, fresh: bool) -> Pooled:
         with self._lock:
             if self._closed:
                 raise StorageUnavailable("storage is closed")
-            if self._idle:
+            if self._idle and not fresh:
                 return self._idle.pop()
         try:
             return self._open()

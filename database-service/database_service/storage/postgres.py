@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, closing, contextmanager
 from dataclasses import dataclass, replace
@@ -108,6 +109,7 @@ class PostgresStorage(sql.SqlReads, Storage):
         self.pool = Pool(self.params, pool_size, self.timeouts, lambda text: masked(text, url))
         self._backend: str | None = None
         self._closed = False
+        self._retrying = threading.local()  # set while a read is retried: it gets a new connection
 
     @property
     def backend(self) -> str:
@@ -142,7 +144,8 @@ class PostgresStorage(sql.SqlReads, Storage):
         """A cursor (autocommit) and the lease's deadline on the server's clock, for GUARD."""
         if self._closed:
             raise StorageUnavailable("storage is closed")
-        with self.pool.lease() as lease, lease.conn.cursor() as cur:
+        fresh = getattr(self._retrying, "active", False)
+        with self.pool.lease(fresh) as lease, lease.conn.cursor() as cur:
             yield cur, lease.server_deadline()
 
     def _statement(self) -> AbstractContextManager[psycopg2.extensions.cursor]:
@@ -154,7 +157,11 @@ class PostgresStorage(sql.SqlReads, Storage):
         try:
             return method(*args)
         except ConnectionLost:
-            return method(*args)
+            self._retrying.active = True
+            try:
+                return method(*args)
+            finally:
+                self._retrying.active = False
 
     def get_signal(self, signal_id: int) -> dict[str, Any] | None:
         """One signal or None (retried once on a lost connection)."""
