@@ -271,7 +271,8 @@ class Watchdog:
         """Cut `lease` if it is still watched at its deadline."""
         with self._cond:
             self._by_id[id(lease)] = lease
-            if self._thread is None and not self._stopped:
+            # not alive: started before a fork (gunicorn's preload), it did not come along
+            if (self._thread is None or not self._thread.is_alive()) and not self._stopped:
                 self._thread = threading.Thread(target=self._run, name="pg-deadline", daemon=True)
                 self._thread.start()
             self._cond.notify()
