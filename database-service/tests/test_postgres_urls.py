@@ -110,3 +110,13 @@ def test_a_multi_host_password_is_masked_in_driver_messages() -> None:
     message = 'connection to server at "db1" failed: password "p@ss:w0rd" (p%40ss:w0rd) refused'
     assert "w0rd" not in masked(message, url)
     check_postgres_url(url)  # percent-encoded passwords are fine
+
+
+def test_the_log_masks_a_multi_host_read_url_password() -> None:
+    from shared.config import secret_values
+    from shared.secrets import Secrets
+
+    config = {"DATABASE_URL": "sqlite:///x.db", "DATABASE_READ_URL": GOOD[0], "API_KEYS": ()}
+    line = Secrets(secret_values(config)).mask(f"reads from {GOOD[0]} failed")
+    assert SECRET not in line
+    assert "app:***@db1:5432,db2:5432" in line
