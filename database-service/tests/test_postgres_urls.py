@@ -120,3 +120,35 @@ def test_the_log_masks_a_multi_host_read_url_password() -> None:
     line = Secrets(secret_values(config)).mask(f"reads from {GOOD[0]} failed")
     assert SECRET not in line
     assert "app:***@db1:5432,db2:5432" in line
+
+
+def test_the_watchdog_shuts_a_socket_still_busy_at_its_deadline_and_spares_one_returned() -> None:
+    import socket
+    import time
+    from types import SimpleNamespace
+    from typing import Any, cast
+
+    from database_service.storage.pg_pool import Lease, Pooled, Watchdog
+
+    watchdog = Watchdog()
+    pairs = [socket.socketpair() for _ in range(2)]
+    try:
+        leases = [
+            Lease(Pooled(cast(Any, SimpleNamespace(fileno=ours.fileno)), 0.0), time.monotonic() + 0.2)
+            for ours, _ in pairs
+        ]
+        for lease in leases:
+            watchdog.watch(lease)
+        watchdog.forget(leases[1])  # its call ended in time
+        pairs[0][1].settimeout(5)
+        assert pairs[0][1].recv(1) == b"", "the busy connection was not cut"  # EOF: shut down
+        assert leases[0].cut
+        time.sleep(0.3)
+        assert not leases[1].cut
+        pairs[1][0].sendall(b"x")  # the returned one still works
+        assert pairs[1][1].recv(1) == b"x"
+    finally:
+        watchdog.stop()
+        for ours, theirs in pairs:
+            ours.close()
+            theirs.close()
