@@ -15,6 +15,9 @@ _URL_SCHEMES = parse_url("sqlite", "postgresql", "postgres")
 _POSTGRES_SCHEMES = parse_url("postgresql", "postgres")
 # libpq 14+: which server of a multi-host URL a connection settles on.
 SESSION_ATTRS = ("any", "read-write", "read-only", "primary", "standby", "prefer-standby")
+# PostgreSQL timeouts (seconds) and keepalives: the settings' defaults, and pg_pool.Timeouts'.
+CONNECT_TIMEOUT, STATEMENT_TIMEOUT, LOCK_TIMEOUT, REQUEST_TIMEOUT = 3, 5.0, 3.0, 10.0
+KEEPALIVES_IDLE, KEEPALIVES_INTERVAL, KEEPALIVES_COUNT = 10, 5, 3
 _HOST = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]*)(?::(\d*))?$")
 
 
@@ -97,13 +100,34 @@ SETTINGS = (
     Setting("DATABASE_URL", parse_database_url, "sqlite:///data/sardag.db", "where signals and trades live"),
     Setting("DATABASE_READ_URL", parse_read_url, None, "PostgreSQL standbys for history, one signal, stats"),
     Setting("DATABASE_POOL_SIZE", parse_int(1, 100), 8, "PostgreSQL connections per worker"),
-    Setting("DATABASE_CONNECT_TIMEOUT", parse_int(2, 60), 3, "seconds to connect, per host (libpq)"),
-    Setting("DATABASE_STATEMENT_TIMEOUT", parse_float(0.1, 600), 5.0, "PostgreSQL statement_timeout, s"),
-    Setting("DATABASE_LOCK_TIMEOUT", parse_float(0.1, 600), 3.0, "PostgreSQL lock_timeout, s"),
-    Setting("DATABASE_TIMEOUT", parse_float(0.5, 600), 10.0, "seconds a call waits for PostgreSQL, then 503"),
-    Setting("DATABASE_KEEPALIVES_IDLE", parse_int(1, 7200), 10, "idle seconds before TCP keepalive probes"),
-    Setting("DATABASE_KEEPALIVES_INTERVAL", parse_int(1, 600), 5, "seconds between keepalive probes"),
-    Setting("DATABASE_KEEPALIVES_COUNT", parse_int(1, 100), 3, "unanswered probes before the link is dead"),
+    Setting(
+        "DATABASE_CONNECT_TIMEOUT", parse_int(2, 60), CONNECT_TIMEOUT, "seconds to connect, per host (libpq)"
+    ),
+    Setting(
+        "DATABASE_STATEMENT_TIMEOUT",
+        parse_float(0.1, 600),
+        STATEMENT_TIMEOUT,
+        "PostgreSQL statement_timeout, s",
+    ),
+    Setting("DATABASE_LOCK_TIMEOUT", parse_float(0.1, 600), LOCK_TIMEOUT, "PostgreSQL lock_timeout, s"),
+    Setting(
+        "DATABASE_TIMEOUT",
+        parse_float(0.5, 600),
+        REQUEST_TIMEOUT,
+        "seconds a call waits for PostgreSQL, then 503",
+    ),
+    Setting(
+        "DATABASE_KEEPALIVES_IDLE", parse_int(1, 7200), KEEPALIVES_IDLE, "idle seconds before keepalive probes"
+    ),
+    Setting(
+        "DATABASE_KEEPALIVES_INTERVAL",
+        parse_int(1, 600),
+        KEEPALIVES_INTERVAL,
+        "seconds between keepalive probes",
+    ),
+    Setting(
+        "DATABASE_KEEPALIVES_COUNT", parse_int(1, 100), KEEPALIVES_COUNT, "unanswered probes: the link is dead"
+    ),
     Setting("STATS_CACHE_TTL", parse_float(0.001), 30.0, "seconds /performance/stats stays cached"),
     Setting("MIGRATE_ON_START", parse_bool, True, "apply pending migrations at start-up"),
 )

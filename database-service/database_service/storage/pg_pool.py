@@ -28,6 +28,7 @@ import psycopg2
 import psycopg2.errors
 import psycopg2.extensions
 
+from database_service import settings
 from database_service.storage.base import StorageUnavailable
 
 log = logging.getLogger(__name__)
@@ -51,13 +52,13 @@ UNAVAILABLE_ERRORS = (
 class Timeouts:
     """How long a request waits for PostgreSQL, in seconds (see the DATABASE_* settings)."""
 
-    connect: int = 3
-    statement: float = 5.0
-    lock: float = 3.0
-    request: float = 10.0
-    keepalives_idle: int = 10
-    keepalives_interval: int = 5
-    keepalives_count: int = 3
+    connect: int = settings.CONNECT_TIMEOUT
+    statement: float = settings.STATEMENT_TIMEOUT
+    lock: float = settings.LOCK_TIMEOUT
+    request: float = settings.REQUEST_TIMEOUT
+    keepalives_idle: int = settings.KEEPALIVES_IDLE
+    keepalives_interval: int = settings.KEEPALIVES_INTERVAL
+    keepalives_count: int = settings.KEEPALIVES_COUNT
 
 
 def connect_params(url: str, timeouts: Timeouts) -> dict[str, str]:
