@@ -129,7 +129,7 @@ class PostgresStorage(sql.SqlReads, Storage):
         so under autocommit the same work takes one round trip, with the same durability
         (the server answers only after the commit). Never run two writes that way.
         """
-        with self._write() as (cur, deadline):
+        with self._leased() as (cur, deadline):
             if autocommit:
                 yield cur
                 return
@@ -140,7 +140,7 @@ class PostgresStorage(sql.SqlReads, Storage):
             cur.execute(f"{GUARD}; COMMIT", (deadline,))
 
     @contextmanager
-    def _write(self) -> Iterator[tuple[psycopg2.extensions.cursor, datetime]]:
+    def _leased(self) -> Iterator[tuple[psycopg2.extensions.cursor, datetime]]:
         """A cursor (autocommit) and the lease's deadline on the server's clock, for GUARD."""
         if self._closed:
             raise StorageUnavailable("storage is closed")
@@ -226,7 +226,7 @@ class PostgresStorage(sql.SqlReads, Storage):
         the stored signal.
         """
         row = CODEC.signal_params(signal)
-        with self._write() as (cur, deadline):
+        with self._leased() as (cur, deadline):
             cur.execute(f"{GUARD}; {SAVE_ONE_KEYED}", (deadline, signal.client_id, row[6], *row))
             found = cur.fetchone()
         if found is not None:
@@ -320,7 +320,7 @@ class PostgresStorage(sql.SqlReads, Storage):
         values = ", ".join(["%s"] * len(row))
         insert = f"INSERT INTO {spec.table} ({spec.fields}) VALUES ({values}) RETURNING {spec.columns}"
         if on_insert is None:  # one INSERT is a transaction by itself: no BEGIN, no COMMIT
-            with self._write() as (cur, deadline):
+            with self._leased() as (cur, deadline):
                 cur.execute(f"{GUARD}; {insert}", (deadline, *row))
                 returned = cur.fetchall()
         else:
