@@ -126,7 +126,7 @@ class PatroniCluster:
         self.nodes = [Node(f"node{i}", free_port(), free_port(), self.root / f"node{i}") for i in range(nodes)]
         if self._as_postgres:
             shutil.chown(self.root, "postgres", "postgres")
-        self.python, self.env = _patroni_python(self._as_postgres)
+        self.python, self.env = _patroni_python(self._as_postgres, self.root)
 
     # ---- URLs the service is given
 
@@ -325,12 +325,14 @@ def _server_bin_dir() -> str:
     raise AssertionError("unreachable")
 
 
-def _patroni_python(as_postgres: bool) -> tuple[str, dict[str, str]]:
+def _patroni_python(as_postgres: bool, scratch: Path) -> tuple[str, dict[str, str]]:
     """An interpreter the postgres user can run that imports this environment's Patroni.
 
     Patroni must run as the user PostgreSQL runs as. The project's interpreter may live
     where that user cannot read (a root-only pyenv); the system's CPython of the same
     version can load the same site-packages (same ABI), the `test` extra's Patroni included.
+    If that user cannot read the site-packages either (a checkout under /root), Patroni's
+    distributions are copied into `scratch` for it.
     """
     try:
         import patroni  # type: ignore[import-untyped]  # noqa: F401
@@ -341,12 +343,45 @@ def _patroni_python(as_postgres: bool) -> tuple[str, dict[str, str]]:
     if not as_postgres:
         return sys.executable, env
     version = f"{sys.version_info.major}.{sys.version_info.minor}"
-    for python in (sys.executable, f"/usr/bin/python{version}", f"/usr/local/bin/python{version}"):
-        probe = ["runuser", "-u", "postgres", "--", python, "-c", "import patroni, psycopg2"]
-        if subprocess.run(probe, env=env, capture_output=True, timeout=30, check=False).returncode == 0:
-            return python, env
+    pythons = (sys.executable, f"/usr/bin/python{version}", f"/usr/local/bin/python{version}")
+    installed = env["PYTHONPATH"]
+    for search_path in (lambda: installed, lambda: str(_copy_patroni(scratch / "site-packages"))):
+        env["PYTHONPATH"] = search_path()  # the copy is made only if the installed one fails
+        for python in pythons:
+            probe = ["runuser", "-u", "postgres", "--", python, "-c", "import patroni, psycopg2"]
+            if subprocess.run(probe, env=env, capture_output=True, timeout=30, check=False).returncode == 0:
+                return python, env
     require_server("patroni", f"no Python {version} the postgres user may run imports Patroni")
     raise AssertionError("unreachable")
+
+
+def _copy_patroni(target: Path) -> Path:
+    """Copy the installed files of patroni[etcd] and its dependencies into `target`."""
+    from importlib import metadata
+
+    from packaging.requirements import Requirement
+
+    wanted, seen = ["patroni[etcd]", "psycopg2-binary"], set()
+    while wanted:
+        requirement = Requirement(wanted.pop())
+        try:
+            dist = metadata.distribution(requirement.name)
+        except metadata.PackageNotFoundError:
+            continue
+        if dist.metadata["Name"].lower() in seen:
+            continue
+        seen.add(dist.metadata["Name"].lower())
+        for file in dist.files or []:
+            source = Path(str(dist.locate_file(file)))
+            if ".." not in file.parts and source.is_file():
+                (target / file).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(source, target / file)
+        for needed in dist.requires or []:
+            marker = Requirement(needed).marker
+            if marker is None or any(marker.evaluate({"extra": e}) for e in [*requirement.extras, ""]):
+                wanted.append(needed)
+    subprocess.run(["chmod", "-R", "a+rX", str(target)], check=False)
+    return target
 
 
 def _gone(pid: int) -> bool:
