@@ -287,7 +287,7 @@ def exit_on_config_error(error: ConfigError) -> None:
     raise SystemExit(2)
 
 
-SECRET_NAMES = ("API_KEY", "API_KEYS", "SENTRY_DSN", "DATABASE_URL", "REDIS_URL")
+SECRET_NAMES = ("API_KEY", "API_KEYS", "SENTRY_DSN", "DATABASE_URL", "DATABASE_READ_URL", "REDIS_URL")
 
 
 def redacted(config: Mapping[str, Any]) -> dict[str, Any]:
@@ -308,7 +308,7 @@ def redacted(config: Mapping[str, Any]) -> dict[str, Any]:
 def secret_values(config: Mapping[str, Any]) -> set[str]:
     """Every secret string in `config`: API keys, URL passwords (as written and decoded), the DSN."""
     found = {str(config.get("API_KEY") or ""), *config.get("API_KEYS", ())}
-    for name in ("DATABASE_URL", "REDIS_URL", "SENTRY_DSN"):
+    for name in ("DATABASE_URL", "DATABASE_READ_URL", "REDIS_URL", "SENTRY_DSN"):
         parts = urlsplit(str(config.get(name) or ""))
         found.update({parts.password or "", unquote(parts.password or "")})
     dsn = str(config.get("SENTRY_DSN") or "")

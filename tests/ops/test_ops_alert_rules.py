@@ -12,7 +12,12 @@ from typing import Any
 import pytest
 
 RULES = "deploy/prometheus/rules/sardag.rules.yml"
-RULE_TESTS = "deploy/prometheus/tests/sardag.rules.test.yml"
+# every rule file Prometheus loads (rules/*.rules.yml), each with its tests beside the others
+RULE_FILES = sorted(
+    str(p.relative_to(p.parents[3]))
+    for p in Path(__file__).parents[2].glob("deploy/prometheus/rules/*.rules.yml")
+)
+TEST_FILES = [f.replace("/rules/", "/tests/").replace(".rules.yml", ".rules.test.yml") for f in RULE_FILES]
 # What the issue asks an alert for, by a word of the alert's name.
 REQUIRED = ("PriceFeedStale", "FeedDisconnected", "NoUpstreamLeader", "HighErrorRate", "HighLatencyP99")
 REQUIRED += ("RedisFallbackActive", "DatabaseUnavailable", "RateLimitRejectionsSpiking", "TargetDown")
@@ -26,7 +31,7 @@ def load_yaml(path: Path) -> Any:
 
 def alerts(repo: Path) -> dict[str, dict[str, Any]]:
     """Every alerting rule, by name."""
-    groups = load_yaml(repo / RULES)["groups"]
+    groups = [group for path in RULE_FILES for group in load_yaml(repo / path)["groups"]]
     return {rule["alert"]: rule for group in groups for rule in group["rules"] if "alert" in rule}
 
 
@@ -40,13 +45,16 @@ def promtool(ops: SimpleNamespace, *args: str) -> str:
 
 @pytest.mark.integration
 def test_promtool_check_rules(ops: SimpleNamespace) -> None:
-    output = promtool(ops, "check", "rules", RULES)
-    assert f"SUCCESS: {len(alerts(ops.REPO))} rules found" in output
+    output = promtool(ops, "check", "rules", *RULE_FILES)
+    assert output.count("SUCCESS") == len(RULE_FILES), output
+    found = sum(int(n) for n in re.findall(r"SUCCESS: (\d+) rules found", output))
+    assert found == len(alerts(ops.REPO))
 
 
 @pytest.mark.integration
-def test_promtool_test_rules(ops: SimpleNamespace) -> None:
-    output = promtool(ops, "test", "rules", RULE_TESTS)
+@pytest.mark.parametrize("tests", TEST_FILES)
+def test_promtool_test_rules(ops: SimpleNamespace, tests: str) -> None:
+    output = promtool(ops, "test", "rules", tests)
     print(output)
     assert "SUCCESS" in output
 
@@ -61,7 +69,7 @@ def test_every_required_alert_exists(ops: SimpleNamespace) -> None:
 @pytest.mark.unit
 def test_every_alert_is_tested_firing_and_not_firing(ops: SimpleNamespace) -> None:
     cases: dict[str, set[bool]] = {}
-    for group in load_yaml(ops.REPO / RULE_TESTS)["tests"]:
+    for group in [g for path in TEST_FILES for g in load_yaml(ops.REPO / path)["tests"]]:
         for case in group.get("alert_rule_test", []):
             cases.setdefault(case["alertname"], set()).add(bool(case["exp_alerts"]))
     for name in alerts(ops.REPO):
@@ -93,7 +101,8 @@ def test_prometheus_loads_the_rules_in_compose(ops: SimpleNamespace) -> None:
     config = load_yaml(ops.REPO / "deploy/prometheus/prometheus.yml")
     prometheus_dir = ops.REPO / "deploy/prometheus"
     loaded = {path for pattern in config["rule_files"] for path in prometheus_dir.glob(pattern)}
-    assert loaded == {ops.REPO / RULES}, "the rule files glob must load the rules and not their tests"
+    assert loaded == {ops.REPO / path for path in RULE_FILES}, "the glob must load the rules, not their tests"
+    assert ops.REPO / RULES in loaded
     volumes = load_yaml(ops.REPO / "docker-compose.yml")["services"]["prometheus"]["volumes"]
     assert "./deploy/prometheus/rules:/etc/prometheus/rules:ro" in volumes
     assert "./deploy/prometheus/prometheus.yml:/etc/prometheus/prometheus.yml:ro" in volumes
