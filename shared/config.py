@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 import ipaddress
 import math
 import os
@@ -142,6 +143,38 @@ def parse_log_level(value: str) -> str:
     return level
 
 
+OTEL_SAMPLERS = (
+    "parentbased_always_on",
+    "parentbased_always_off",
+    "parentbased_traceidratio",
+    "always_on",
+    "always_off",
+    "traceidratio",
+)
+_HTTP_URL = parse_url("http", "https")
+
+
+def parse_otlp_endpoint(value: str) -> str | None:
+    """An OTLP/HTTP collector URL; tracing on needs the `tracing` extra installed."""
+    url: str | None = _HTTP_URL(value)
+    if url is not None and importlib.util.find_spec("opentelemetry.sdk") is None:
+        raise ValueError("tracing needs OpenTelemetry: pip install 'sardag-services[tracing]', or unset it")
+    if url is not None and not urlsplit(url).hostname:
+        raise ValueError(f"needs a host, got {value!r}")
+    return url
+
+
+def parse_resource_attributes(value: str) -> dict[str, str]:
+    """W3C-baggage-like `key=value,key=value` (values percent-decoded), as OpenTelemetry reads it."""
+    found: dict[str, str] = {}
+    for item in filter(None, (part.strip() for part in value.split(","))):
+        key, equals, raw = item.partition("=")
+        if not equals or not key.strip():
+            raise ValueError(f"each entry must be key=value, got {item[:64]!r}")
+        found[key.strip()] = unquote(raw.strip())
+    return found
+
+
 # What every service reads; a setting one service alone uses lives in its settings module.
 SHARED_SETTINGS: tuple[Setting, ...] = (
     Setting("REDIS_URL", parse_url("redis", "rediss", "unix"), None),
@@ -163,6 +196,15 @@ SHARED_SETTINGS: tuple[Setting, ...] = (
     Setting("SENTRY_TRACES_SAMPLE_RATE", parse_float(0.0, 1.0), 0.0),
     Setting("LOG_LEVEL", parse_log_level, "INFO"),
     Setting("LOG_FORMAT", parse_choice("json", "text"), "json"),
+    # Tracing (shared/tracing.py): the standard OpenTelemetry variables; no endpoint = off.
+    Setting("OTEL_EXPORTER_OTLP_ENDPOINT", parse_otlp_endpoint, None, "OTLP/HTTP collector; unset: no tracing"),
+    Setting("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", parse_otlp_endpoint, None, "full traces URL (overrides)"),
+    Setting("OTEL_EXPORTER_OTLP_PROTOCOL", parse_choice("http/protobuf"), "http/protobuf"),
+    Setting("OTEL_SERVICE_NAME", parse_str, None, "default: the service's name"),
+    Setting("OTEL_TRACES_SAMPLER", parse_choice(*OTEL_SAMPLERS), "parentbased_always_on"),
+    Setting("OTEL_TRACES_SAMPLER_ARG", parse_float(0.0, 1.0), None, "the ratio of *traceidratio"),
+    Setting("OTEL_RESOURCE_ATTRIBUTES", parse_resource_attributes, {}),
+    Setting("OTEL_SDK_DISABLED", parse_bool, False),
 )
 
 
