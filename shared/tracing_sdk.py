@@ -11,18 +11,20 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
+import flask
 from flask import Flask
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.instrumentation.flask import FlaskInstrumentor
-from opentelemetry.instrumentation.utils import suppress_instrumentation
+from opentelemetry.instrumentation.utils import _SUPPRESS_INSTRUMENTATION_KEY, suppress_instrumentation
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace import sampling as samplers
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 from opentelemetry.trace import Link, SpanKind
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+from opentelemetry.util.http import parse_excluded_urls
 
 from shared.metrics import get_metrics
 from shared.tracing import Attributes, TracingSettings
@@ -163,9 +165,13 @@ class Backend:
         excluded = os.environ.get("OTEL_PYTHON_FLASK_EXCLUDED_URLS", DEFAULT_EXCLUDED_URLS)
         FlaskInstrumentor().instrument_app(app, excluded_urls=excluded, tracer_provider=self.provider)
         # The request span must be current before the shared steps (rate limit on Redis)
-        # run, so that their calls are its children: its hook goes first.
+        # run, so that their calls are its children: its hook goes first. Untraced URLs
+        # (probes) get no spans of their calls either, rather than a root trace per call.
         hooks = app.before_request_funcs.setdefault(None, [])
         hooks.insert(0, hooks.pop())
+        skipped = parse_excluded_urls(excluded)
+        hooks.insert(0, lambda: _quiet_if(skipped.url_disabled(flask.request.url)))
+        app.teardown_request(_unquiet)
         dropped = get_metrics(app, "shared.tracing").counter(
             "trace_spans_dropped_total", "Spans not exported (collector unreachable or slow)", ("reason",)
         )
@@ -216,6 +222,17 @@ class Backend:
     def quiet(self) -> contextlib.AbstractContextManager[None]:
         """See `shared.tracing.quiet`."""
         return suppress_instrumentation()
+
+
+def _quiet_if(untraced: bool) -> None:
+    if untraced:
+        flask.g.sardag_quiet = otel_context.attach(otel_context.set_value(_SUPPRESS_INSTRUMENTATION_KEY, True))
+
+
+def _unquiet(_exc: BaseException | None) -> None:
+    token = flask.g.pop("sardag_quiet", None)
+    if token is not None:
+        otel_context.detach(token)
 
 
 def _links(traceparents: Sequence[str]) -> list[Link]:

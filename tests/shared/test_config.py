@@ -157,6 +157,16 @@ SHARED_BAD_VALUES = [
     ("LOG_LEVEL", "LOUD", "must be DEBUG"),
     ("RATE_LIMIT_SIGNALS_SAVE", "0", "at least 1"),
     ("BIND", "0.0.0.0", "without API_KEY"),
+    ("OTEL_EXPORTER_OTLP_ENDPOINT", "collector:4318", "unknown URL scheme"),
+    ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://", "needs a host"),
+    ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "grpc://jaeger:4317", "unknown URL scheme"),
+    ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc", "must be one of http/protobuf"),
+    ("OTEL_TRACES_SAMPLER", "sometimes", "must be one of parentbased_always_on"),
+    ("OTEL_TRACES_SAMPLER_ARG", "1.5", "at most 1.0"),
+    ("OTEL_TRACES_SAMPLER_ARG", "ten", "must be a number"),
+    ("OTEL_RESOURCE_ATTRIBUTES", "team", "must be key=value"),
+    ("OTEL_RESOURCE_ATTRIBUTES", "=x", "must be key=value"),
+    ("OTEL_SDK_DISABLED", "maybe", "must be a boolean"),
 ]
 SERVICE_BAD_VALUES = [
     ("database-service", "DATABASE_URL", "mysql://root@db/x", "unknown URL scheme"),
