@@ -309,7 +309,8 @@ statuses = [client.get("/signals/history", headers={"X-API-Key": "k",
             for _ in range(3)]
 # redis-py 7 imports OpenTelemetry's API and metrics SDK when they are installed (its own
 # metrics, off until initialised): what tracing adds is the tracing SDK, exporter, instrumentation.
-ours = ("shared.tracing_sdk", "opentelemetry.sdk.trace", "opentelemetry.exporter", "opentelemetry.instrumentation")
+ours = ("shared.tracing_sdk", "opentelemetry.sdk.trace", "opentelemetry.exporter",
+        "opentelemetry.instrumentation")
 trace = sys.modules.get("opentelemetry.trace")
 print(json.dumps({"statuses": statuses,
                   "modules": sorted(m for m in sys.modules if m.startswith(ours)),
