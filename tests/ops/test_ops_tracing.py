@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -338,3 +339,145 @@ def test_tracing_off_imports_nothing_and_starts_no_exporter_thread(tmp_path: Pat
     assert probe["provider"] in (None, "None")  # no tracer provider set: no span can exist
     assert not [t for t in probe["threads"] if "otel" in t.lower()], probe["threads"]
     assert "trace_id" not in result.stderr
+
+
+# ---- a price across processes ----------------------------------------------------------------
+def role(running: Running) -> str | None:
+    """The streaming instance's role as its /health says (leader, follower, solo)."""
+    try:
+        with urllib.request.urlopen(f"{running.url}/health", timeout=5) as answer:
+            body = answer.read()
+    except urllib.error.HTTPError as error:
+        body = error.read()
+    except OSError:
+        return None
+    found = re.search(rb'"role":\s*"(\w+)"', body)
+    return found[1].decode() if found else None
+
+
+def first_sse_price(running: Running, timeout: float = 20.0) -> str:
+    """Open /stream on `running` and return the first price event it sends."""
+    url = f"{running.url}/stream?symbols=BTCUSDT"
+    with urllib.request.urlopen(url, timeout=timeout) as stream:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            line = stream.readline().decode()
+            if line.startswith("event: price"):
+                return line + stream.readline().decode()
+    raise AssertionError(f"no price event from {running.name} within {timeout} s")
+
+
+@pytest.mark.redis
+@pytest.mark.websocket
+def test_a_price_from_the_exchange_to_a_follower_sse_client_is_one_trace(
+    launcher: Launcher, redis_url: str, ops: SimpleNamespace
+) -> None:
+    ops.require_service_code()
+    from websocket_streaming.fake_exchange.server import FakeExchange
+
+    from shared.testing.otlp import otlp_receiver
+
+    exchange = FakeExchange("127.0.0.1", 0, rate=5.0).start()
+    try:
+        with otlp_receiver() as receiver:
+            env = {
+                "REDIS_URL": redis_url,
+                "REDIS_KEY_PREFIX": f"tracing-{ops.free_port()}:",
+                "SYMBOLS": "BTCUSDT",
+                "BINANCE_WS_URL": exchange.ws_url,
+                "BINANCE_REST_URL": exchange.rest_url,
+                "WS_LEADER_LOCK_TTL_SECONDS": "5",
+                "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint,
+                "OTEL_BSP_SCHEDULE_DELAY": "100",
+            }
+            leader = launcher.gunicorn("websocket-streaming", workers=1, **env)
+            ops.wait_until(lambda: role(leader) == "leader", 30, "a leader")
+            follower = launcher.gunicorn("websocket-streaming", workers=1, **env)
+            ops.wait_until(lambda: role(follower) == "follower", 30, "a follower")
+            assert "BTCUSDT" in first_sse_price(follower)
+
+            def chain(spans: list) -> bool:  # type: ignore[type-arg]
+                by_id = {s.span_id: s for s in spans}
+                return any(
+                    s.name == "sse write"
+                    and getattr(by_id.get(s.parent_span_id), "name", "") == "price receive"
+                    for s in spans
+                )
+
+            spans = receiver.wait_for(chain)
+            by_id = {s.span_id: s for s in spans}
+            write = next(
+                s for s in spans if s.name == "sse write" and by_id[s.parent_span_id].name == "price receive"
+            )
+            trace = {s.name: s for s in receiver.trace(write.trace_id)}
+            receive, publish, frame = trace["price receive"], trace["price publish"], trace["binance frame"]
+            assert write.parent_span_id == receive.span_id
+            assert receive.parent_span_id == publish.span_id
+            assert publish.parent_span_id == frame.span_id
+            assert frame.parent_span_id == ""  # the trace starts at the exchange's frame
+            instance = "resource.service.instance.id"
+            assert frame.attributes[instance] == publish.attributes[instance]  # the leader
+            assert receive.attributes[instance] == write.attributes[instance]  # the follower
+            assert frame.attributes[instance] != write.attributes[instance]
+            redis_calls = [s for s in receiver.trace(write.trace_id) if s.parent_span_id == publish.span_id]
+            assert any(s.attributes.get("db.system") == "redis" for s in redis_calls)  # the publish script
+
+            # the Binance line: its connect, then a reconnect with the reason, as span events
+            exchange.drop()
+            reconnected = receiver.wait_for(
+                lambda spans: any(
+                    e[0] == "reconnect" for s in spans if s.name == "binance connect" for e in s.events
+                )
+            )
+            connects = [s for s in reconnected if s.name == "binance connect"]
+            events = [e for s in connects for e in s.events]
+            assert ("connect", {"reason": "start"}) in events
+            assert any(name == "reconnect" and attrs["reason"] for name, attrs in events)
+            assert {"opened", "delivering"} <= {name for name, _ in events}
+    finally:
+        exchange.stop()
+
+
+# ---- every launcher: set up in the worker, flushed at a graceful stop --------------------------
+LAUNCHERS = {
+    "gunicorn with the project's conf": ["gunicorn", "-c", "database-service/gunicorn.conf.py"],
+    "plain gunicorn": ["gunicorn", "--workers", "2", "--threads", "2"],
+    "flask run": ["flask", "run"],
+}
+
+
+@pytest.mark.parametrize("name", sorted(LAUNCHERS))
+def test_each_launcher_traces_in_its_workers_and_flushes_at_a_graceful_stop(
+    launcher: Launcher, tmp_path: Path, ops: SimpleNamespace, name: str
+) -> None:
+    from shared.testing.otlp import otlp_receiver
+
+    with otlp_receiver() as receiver:
+        port = ops.free_port()
+        argv = [*LAUNCHERS[name]]
+        argv[0] = str(Path(sys.executable).parent / argv[0])
+        if name == "flask run":
+            argv[1:1] = ["--app", "database_service:create_app()"]
+            argv += ["--port", str(port)]
+        else:
+            argv += ["--bind", f"127.0.0.1:{port}", "database_service:create_app()"]
+        env = service_env(
+            tmp_path,
+            API_KEY=API_KEY,
+            PORT=str(port),
+            OTEL_EXPORTER_OTLP_ENDPOINT=receiver.endpoint,
+            OTEL_BSP_SCHEDULE_DELAY="600000",  # nothing leaves before the stop
+        )
+        server = launcher.start(name.replace(" ", "-"), argv, env, port)
+        launcher.wait_healthy(server)
+        trace_id = "7" * 32
+        status, _, _ = call(port, "/signals/history", {"traceparent": f"00-{trace_id}-{CLIENT_PARENT}-01"})
+        assert status == 200
+        time.sleep(0.5)
+        assert receiver.trace(trace_id) == []  # still queued in the worker
+        server.signal(signal.SIGINT if name == "flask run" else signal.SIGTERM)
+        assert server.process.wait(30) == 0
+        (span,) = [s for s in receiver.trace(trace_id) if s.kind == "server"]
+        pid = int(str(span.attributes["resource.service.instance.id"]).rpartition(":")[2])
+        if name != "flask run":
+            assert pid != server.process.pid  # a worker's, made after its fork
