@@ -481,3 +481,59 @@ def test_each_launcher_traces_in_its_workers_and_flushes_at_a_graceful_stop(
         pid = int(str(span.attributes["resource.service.instance.id"]).rpartition(":")[2])
         if name != "flask run":
             assert pid != server.process.pid  # a worker's, made after its fork
+
+
+SENTRY_PROBE = """
+import json, sys
+import sentry_sdk
+from sentry_sdk.transport import Transport
+from database_service import create_app
+from shared.sentry_integration import init_sentry
+
+class Recording(Transport):
+    envelopes = []
+    def capture_envelope(self, envelope):
+        self.envelopes.append(envelope)
+
+app = create_app({"DATABASE_URL": sys.argv[1], "API_KEY": "k", "OTEL_EXPORTER_OTLP_ENDPOINT": sys.argv[2]})
+
+@app.get("/boom")
+def boom():
+    raise RuntimeError("kaboom")
+
+init_sentry("database-service", dsn="https://public@sentry.invalid/1", transport=Recording())
+answer = app.test_client().get("/boom", headers={"traceparent": sys.argv[3]})
+sentry_sdk.flush()
+events = [i.payload.json for e in Recording.envelopes for i in e.items if i.type == "event"]
+print(json.dumps({"status": answer.status_code, "events": events}))
+"""
+
+
+def test_a_sentry_event_carries_the_trace_id(tmp_path: Path) -> None:
+    from shared.testing.otlp import otlp_receiver
+
+    trace_id = "8" * 32
+    with otlp_receiver() as receiver:
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                SENTRY_PROBE,
+                f"sqlite:///{tmp_path / 'sentry.db'}",
+                receiver.endpoint,
+                f"00-{trace_id}-{CLIENT_PARENT}-01",
+            ],
+            cwd=REPO,
+            env=service_env(tmp_path),
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+        probe = json.loads(result.stdout.splitlines()[-1])
+        assert probe["status"] == 500
+        (event,) = probe["events"]
+        assert "kaboom" in json.dumps(event)
+        assert event["tags"]["trace_id"] == trace_id
+        (span,) = [s for s in receiver.wait_for(lambda spans: bool(spans)) if s.trace_id == trace_id]
+        assert event["contexts"]["otel"] == {"trace_id": trace_id, "span_id": span.span_id}
