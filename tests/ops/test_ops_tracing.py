@@ -396,24 +396,26 @@ def test_a_price_from_the_exchange_to_a_follower_sse_client_is_one_trace(
             ops.wait_until(lambda: role(follower) == "follower", 30, "a follower")
             assert "BTCUSDT" in first_sse_price(follower)
 
-            def chain(spans: list) -> bool:  # type: ignore[type-arg]
+            def chains(spans: list) -> list[list]:  # type: ignore[type-arg]
+                """Every SSE write -> receive -> publish -> frame chain, each step the next's child."""
                 by_id = {s.span_id: s for s in spans}
-                return any(
-                    s.name == "sse write"
-                    and getattr(by_id.get(s.parent_span_id), "name", "") == "price receive"
-                    for s in spans
-                )
+                found = []
+                for write in (s for s in spans if s.name == "sse write"):
+                    chain, span = [write], write
+                    while span.parent_span_id in by_id:
+                        span = by_id[span.parent_span_id]
+                        chain.append(span)
+                    if [s.name for s in chain] == [
+                        "sse write",
+                        "price receive",
+                        "price publish",
+                        "binance frame",
+                    ]:
+                        found.append(chain)
+                return found
 
-            spans = receiver.wait_for(chain)
-            by_id = {s.span_id: s for s in spans}
-            write = next(
-                s for s in spans if s.name == "sse write" and by_id[s.parent_span_id].name == "price receive"
-            )
-            trace = {s.name: s for s in receiver.trace(write.trace_id)}
-            receive, publish, frame = trace["price receive"], trace["price publish"], trace["binance frame"]
-            assert write.parent_span_id == receive.span_id
-            assert receive.parent_span_id == publish.span_id
-            assert publish.parent_span_id == frame.span_id
+            write, receive, publish, frame = chains(receiver.wait_for(lambda spans: bool(chains(spans))))[0]
+            assert len({s.trace_id for s in (write, receive, publish, frame)}) == 1
             assert frame.parent_span_id == ""  # the trace starts at the exchange's frame
             instance = "resource.service.instance.id"
             assert frame.attributes[instance] == publish.attributes[instance]  # the leader
