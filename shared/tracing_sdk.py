@@ -192,6 +192,10 @@ class Backend:
         self, name: str, parent: str | None, links: Sequence[str], kind: str, attributes: Attributes | None
     ) -> Iterator[_Span]:
         """See `shared.tracing.span`."""
+        current = trace.get_current_span()
+        if parent is None and not current.is_recording() and current.get_span_context().is_valid:
+            yield _Span(current)  # inside a dropped trace: a child would be dropped too
+            return
         # A parent from another process starts from an empty context: instrumentation
         # quieted around the caller (a background loop) is live again inside this span.
         base = context_of(parent)
@@ -211,6 +215,9 @@ class Backend:
 
     def start_span(self, name: str, parent: str | None, kind: str, attributes: Attributes | None) -> _Span:
         """See `shared.tracing.start_span`."""
+        current = trace.get_current_span()
+        if parent is None and not current.is_recording() and current.get_span_context().is_valid:
+            return _Span(current)  # inside a dropped trace (its end() does nothing)
         started = self.tracer.start_span(
             name, context=context_of(parent), kind=_KINDS[kind], attributes=dict(attributes or {})
         )
@@ -299,7 +306,12 @@ class HeadSampler:
         span = trace.NonRecordingSpan(
             trace.SpanContext(trace_id, self.ids.generate_span_id(), False, trace.TraceFlags(0), state)
         )
-        return self._untraced(environ, start_response, trace.set_span_in_context(span, parent))
+        # Its SQL, Redis and HTTP calls would only make dropped spans: the instrumentations
+        # stand aside (their fast path), the log line still gets the trace id.
+        unsampled = trace.set_span_in_context(span, parent)
+        return self._untraced(
+            environ, start_response, otel_context.set_value(_SUPPRESS_INSTRUMENTATION_KEY, True, unsampled)
+        )
 
     def _untraced(self, environ: dict[str, Any], start_response: Any, ctx: otel_context.Context) -> Any:
         environ[UNTRACED] = True

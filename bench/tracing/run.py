@@ -147,9 +147,24 @@ def start_servers(
     return servers
 
 
-def measure(servers: dict[tuple[str, str], tuple[Running, str]], rounds: int, seconds: float) -> dict:  # type: ignore[type-arg]
-    """Requests/s per (route, build), one list per round."""
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def worker_cpu(master: int) -> float:
+    """CPU seconds used so far by a gunicorn master's live workers."""
+    total = 0
+    for pid in Path(f"/proc/{master}/task/{master}/children").read_text().split():
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / CLOCK_TICKS
+
+
+def measure(
+    servers: dict[tuple[str, str], tuple[Running, str]], rounds: int, seconds: float
+) -> tuple[dict[tuple[str, str], list[float]], dict[tuple[str, str], list[float]]]:
+    """Requests/s and worker CPU seconds per request, per (route, build), one entry per round."""
     rates: dict[tuple[str, str], list[float]] = {key: [] for key in servers}
+    cpu: dict[tuple[str, str], list[float]] = {key: [] for key in servers}
     for (route, _), (running, path) in servers.items():  # warm-up
         wrk(running.url + path, 1, SAVE_LUA if route.startswith("POST") else None)
     keys = list(servers)
@@ -157,27 +172,40 @@ def measure(servers: dict[tuple[str, str], tuple[Running, str]], rounds: int, se
         shift = n % len(keys)
         for key in keys[shift:] + keys[:shift]:
             running, path = servers[key]
+            before = worker_cpu(running.process.pid)
             rates[key].append(wrk(running.url + path, seconds, SAVE_LUA if key[0].startswith("POST") else None))
+            cpu[key].append((worker_cpu(running.process.pid) - before) / (rates[key][-1] * seconds))
         print(f"round {n + 1}/{rounds} done", file=sys.stderr)
-    return rates
+    return rates, cpu
 
 
-def report(rates: dict[tuple[str, str], list[float]], rounds: int, seconds: float) -> None:
-    """Print the Markdown table of ratios against `no otel`."""
+def report(
+    rates: dict[tuple[str, str], list[float]],
+    cpu: dict[tuple[str, str], list[float]],
+    rounds: int,
+    seconds: float,
+) -> None:
+    """Print the Markdown table of ratios against `no otel` (req/s, and by worker CPU per request)."""
     print(f"\nwrk -t1 -c16, {rounds} rounds of {seconds:g} s per (route, build), rotating order")
-    print("\n| route | build | req/s (median) | ratio to no otel (median, rounds min-max) | goal | met |")
-    print("| --- | --- | ---: | --- | --- | --- |")
+    print(
+        "\n| route | build | req/s (median) | req/s ratio to no otel (median, rounds min-max) "
+        "| by worker CPU per request (median) | goal | met |"
+    )
+    print("| --- | --- | ---: | --- | --- | --- | --- |")
     for route in sorted({route for route, _ in rates}):
-        base = rates[(route, "no otel")]
+        base, base_cpu = rates[(route, "no otel")], cpu[(route, "no otel")]
         for build in BUILDS:
             mine = rates[(route, build)]
             ratios = sorted(m / b for m, b in zip(mine, base, strict=True))
             median = statistics.median(ratios)
+            by_cpu = statistics.median(b / m for m, b in zip(cpu[(route, build)], base_cpu, strict=True))
             goal = GOALS.get(build)
             met = "" if goal is None else ("yes" if median >= goal else "NO")
-            spread = f"{median:.3f} ({ratios[0]:.2f}-{ratios[-1]:.2f})" if build != "no otel" else "1"
+            spread = f"{median:.3f} ({ratios[0]:.2f}-{ratios[-1]:.2f})"
+            us = statistics.median(cpu[(route, build)]) * 1e6
+            rate = statistics.median(mine)
             print(
-                f"| {route} | {build} | {statistics.median(mine):,.0f} | {spread} | "
+                f"| {route} | {build} | {rate:,.0f} | {spread} | {by_cpu:.3f} ({us:.0f} us) | "
                 f"{'' if goal is None else f'>= {goal}'} | {met} |"
             )
 
@@ -206,8 +234,8 @@ def main() -> None:
         Launcher(tmp) as launcher,
     ):
         servers = start_servers(launcher, tmp / "blocker", sink, database_url, args.redis_url, exchange)
-        rates = measure(servers, args.rounds, args.seconds)
-    report(rates, args.rounds, args.seconds)
+        rates, cpu = measure(servers, args.rounds, args.seconds)
+    report(rates, cpu, args.rounds, args.seconds)
     shutil.rmtree(tmp, ignore_errors=True)
 
 

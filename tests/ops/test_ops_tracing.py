@@ -192,6 +192,29 @@ def test_a_client_traceparent_through_nginx_gives_one_trace_down_to_postgresql(t
 
 
 @pytest.mark.database
+def test_a_trace_the_client_did_not_sample_makes_no_spans_but_its_log_line_names_it(traced: Traced) -> None:
+    trace_id = "9" * 32
+    status, headers, _ = call(
+        traced.nginx_port, "/signals/history", {"traceparent": f"00-{trace_id}-{CLIENT_PARENT}-00"}
+    )
+    assert status == 200
+    assert access_line(traced.service, headers["X-Request-ID"])["trace_id"] == trace_id
+    # a sampled request after it is exported; nothing of the unsampled one ever is
+    server_span(traced, call_sampled(traced), "/signals/history")
+    assert traced.receiver.trace(trace_id) == []  # type: ignore[attr-defined]
+
+
+def call_sampled(traced: Traced) -> str:
+    """Send one sampled request; its trace id."""
+    trace_id = f"{time.time_ns():032x}"[-32:]
+    status, _, _ = call(
+        traced.nginx_port, "/signals/history", {"traceparent": f"00-{trace_id}-{CLIENT_PARENT}-01"}
+    )
+    assert status == 200
+    return trace_id
+
+
+@pytest.mark.database
 def test_nginx_starts_the_trace_when_the_client_sent_none(traced: Traced) -> None:
     status, headers, _ = call(traced.nginx_port, "/signals/history")
     assert status == 200
@@ -246,8 +269,10 @@ def test_copy_and_statistics_have_their_own_spans(traced: Traced) -> None:
 
     stats_trace = "6" * 32
     headers = {"traceparent": f"00-{stats_trace}-{CLIENT_PARENT}-01"}
-    status, _, _ = call(traced.nginx_port, "/performance/stats?group_by=symbol", headers)
+    uncached = f"/performance/stats?group_by=symbol&symbol=T{time.time_ns() % 10**9}USDT"  # a new cache key
+    status, answer, _ = call(traced.nginx_port, uncached, headers)
     assert status == 200
+    assert answer["X-Cache"] == "MISS"
     flask = server_span(traced, stats_trace, "/performance/stats")
     spans = traced.receiver.wait_for(  # type: ignore[attr-defined]
         lambda spans: any(s.trace_id == stats_trace and s.attributes.get("db.system") for s in spans)
