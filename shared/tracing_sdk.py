@@ -46,22 +46,39 @@ _KINDS = {
 # replaces this list).
 DEFAULT_EXCLUDED_URLS = r"/metrics(\?|$),/health(\?|$)"
 _PROPAGATOR = TraceContextTextMapPropagator()
+_EXPORTER_LOGGERS = (
+    "opentelemetry.exporter.otlp.proto.http.trace_exporter",
+    "opentelemetry.exporter.otlp.common.http",
+)
 _lock = threading.Lock()
 _backend: Backend | None = None  # the provider is process-global: one backend per process
 
 
 class CountingExporter(SpanExporter):
-    """The OTLP exporter, counting the spans of every batch it could not deliver."""
+    """The OTLP exporter, counting the spans of every batch it could not deliver.
+
+    The exporter logs every retry of every batch; with the collector away for an hour that
+    is thousands of lines per worker. Its own lines are kept to errors it cannot retry, and
+    this says once when exporting starts failing (and why) and once when it works again.
+    """
 
     def __init__(self, exporter: SpanExporter, dropped: DropCounter) -> None:
         self.exporter = exporter
         self.dropped = dropped
+        self.failing = False
+        for name in _EXPORTER_LOGGERS:
+            logging.getLogger(name).setLevel(logging.CRITICAL)
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         """Send one batch (retried by the exporter within its timeout); count it if lost."""
         result = self.exporter.export(spans)
         if result is not SpanExportResult.SUCCESS:
             self.dropped("export_failed", len(spans))
+            if not self.failing:
+                log.warning("trace export failing (collector unreachable or refusing): spans are dropped")
+        elif self.failing:
+            log.info("trace export works again")
+        self.failing = result is not SpanExportResult.SUCCESS
         return result
 
     def shutdown(self) -> None:

@@ -324,6 +324,34 @@ def test_an_unreachable_collector_fails_no_request_and_dropped_spans_are_counted
     assert len(warnings) == 1, warnings  # said once, not once per span
 
 
+def test_a_refusing_collector_is_said_once_and_its_lost_batches_counted(
+    launcher: Launcher, ops: SimpleNamespace
+) -> None:
+    closed = ops.free_port()  # nothing listens: each export is refused
+    service = launcher.gunicorn(
+        "database-service",
+        workers=1,
+        API_KEY=API_KEY,
+        LOG_LEVEL="INFO",
+        OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{closed}",
+        OTEL_EXPORTER_OTLP_TIMEOUT="1",
+        OTEL_BSP_SCHEDULE_DELAY="50",
+    )
+    for _ in range(3):
+        assert [call(service.port, "/signals/history")[0] for _ in range(5)] == [200] * 5
+        time.sleep(1.5)
+
+    def failed() -> float:
+        text = urllib.request.urlopen(f"{service.url}/metrics", timeout=10).read().decode()
+        pattern = r'^sardag_trace_spans_dropped_total\{[^}]*reason="export_failed"[^}]*\} (\S+)$'
+        return sum(float(v) for v in re.findall(pattern, text, re.MULTILINE))
+
+    ops.wait_until(lambda: failed() >= 15, 30, "the refused batches counted")
+    messages = service.log_messages()
+    assert len([m for m in messages if "trace export failing" in m]) == 1, messages
+    assert not [m for m in messages if "Transient error" in m or "Failed to export" in m]
+
+
 # ---- tracing off -------------------------------------------------------------------------------
 OFF_PROBE = """
 import json, sys, threading
