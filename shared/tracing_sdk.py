@@ -11,7 +11,7 @@ import os
 import socket
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import flask
 from flask import Flask
@@ -31,7 +31,9 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 from opentelemetry.util.http import parse_excluded_urls
 
 from shared.metrics import get_metrics
-from shared.tracing import Attributes, TracingSettings
+
+if TYPE_CHECKING:  # shared.tracing imports this module when tracing is on
+    from shared.tracing import Attributes, TracingSettings
 
 log = logging.getLogger("shared.tracing")
 DropCounter = Callable[[str, int], None]  # (reason, spans)
