@@ -329,7 +329,9 @@ def exit_on_config_error(error: ConfigError) -> None:
     raise SystemExit(2)
 
 
-SECRET_NAMES = ("API_KEY", "API_KEYS", "SENTRY_DSN", "DATABASE_URL", "REDIS_URL")
+# URLs whose password part is a secret (a collector may take basic auth in its URL).
+SECRET_URLS = ("DATABASE_URL", "REDIS_URL", "OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+SECRET_NAMES = ("API_KEY", "API_KEYS", "SENTRY_DSN", *SECRET_URLS)
 
 
 def redacted(config: Mapping[str, Any]) -> dict[str, Any]:
@@ -339,7 +341,7 @@ def redacted(config: Mapping[str, Any]) -> dict[str, Any]:
         value = safe.get(name)
         if not value:
             continue
-        if name.endswith("_URL"):
+        if name in SECRET_URLS:
             parts = urlsplit(str(value))
             safe[name] = str(value).replace(parts.password, "***") if parts.password else value
         else:
@@ -350,7 +352,7 @@ def redacted(config: Mapping[str, Any]) -> dict[str, Any]:
 def secret_values(config: Mapping[str, Any]) -> set[str]:
     """Every secret string in `config`: API keys, URL passwords (as written and decoded), the DSN."""
     found = {str(config.get("API_KEY") or ""), *config.get("API_KEYS", ())}
-    for name in ("DATABASE_URL", "REDIS_URL", "SENTRY_DSN"):
+    for name in (*SECRET_URLS, "SENTRY_DSN"):
         parts = urlsplit(str(config.get(name) or ""))
         found.update({parts.password or "", unquote(parts.password or "")})
     dsn = str(config.get("SENTRY_DSN") or "")

@@ -19,6 +19,7 @@ from shared.config import (
     main,
     parse_int,
     redacted,
+    secret_values,
     service_settings,
 )
 from shared.testing.processes import Launcher, Running, http
@@ -136,13 +137,18 @@ def test_redaction_hides_secrets() -> None:
     config = load_config(
         "svc",
         {"DATABASE_URL": "postgresql://u:pw123@db:5432/x"},
-        environ={"API_KEY": "topsecret"},
+        environ={
+            "API_KEY": "topsecret",
+            "OTEL_EXPORTER_OTLP_ENDPOINT": "https://otel:collect0r@otel.example:4318",
+        },
         env_file=None,
     )
     safe = redacted(config)
     assert "topsecret" not in str(safe)
     assert "pw123" not in str(safe)
     assert safe["DATABASE_URL"] == "postgresql://u:***@db:5432/x"
+    assert safe["OTEL_EXPORTER_OTLP_ENDPOINT"] == "https://otel:***@otel.example:4318"
+    assert "collect0r" in secret_values(config)  # masked in log lines too
 
 
 SHARED_BAD_VALUES = [
