@@ -152,6 +152,7 @@ OTEL_SAMPLERS = (
     "traceidratio",
 )
 _HTTP_URL = parse_url("http", "https")
+_RATIO = parse_float(0.0, 1.0)
 
 
 def parse_otlp_endpoint(value: str) -> str | None:
@@ -162,6 +163,12 @@ def parse_otlp_endpoint(value: str) -> str | None:
     if url is not None and not urlsplit(url).hostname:
         raise ValueError(f"needs a host, got {value!r}")
     return url
+
+
+def parse_ratio(value: str) -> float | None:
+    """A sampling ratio in [0, 1]; empty means unset (the sampler's default, 1.0)."""
+    ratio: float | None = _RATIO(value) if value.strip() else None
+    return ratio
 
 
 def parse_resource_attributes(value: str) -> dict[str, str]:
@@ -202,7 +209,7 @@ SHARED_SETTINGS: tuple[Setting, ...] = (
     Setting("OTEL_EXPORTER_OTLP_PROTOCOL", parse_choice("http/protobuf"), "http/protobuf"),
     Setting("OTEL_SERVICE_NAME", parse_str, None, "default: the service's name"),
     Setting("OTEL_TRACES_SAMPLER", parse_choice(*OTEL_SAMPLERS), "parentbased_always_on"),
-    Setting("OTEL_TRACES_SAMPLER_ARG", parse_float(0.0, 1.0), None, "the ratio of *traceidratio"),
+    Setting("OTEL_TRACES_SAMPLER_ARG", parse_ratio, None, "the ratio of *traceidratio"),
     Setting("OTEL_RESOURCE_ATTRIBUTES", parse_resource_attributes, {}),
     Setting("OTEL_SDK_DISABLED", parse_bool, False),
 )
