@@ -44,8 +44,8 @@ _KINDS = {
     "producer": SpanKind.PRODUCER,
     "consumer": SpanKind.CONSUMER,
 }
-# Scrapes and probes would be most of the traces and say nothing (OTEL_PYTHON_FLASK_EXCLUDED_URLS
-# replaces this list).
+# Scrapes and probes would be most of the traces and say nothing. Matched on the path
+# (OTEL_PYTHON_FLASK_EXCLUDED_URLS, comma-separated regular expressions, replaces the list).
 DEFAULT_EXCLUDED_URLS = r"/metrics(\?|$),/health(\?|$)"
 _PROPAGATOR = TraceContextTextMapPropagator()
 _EXPORTER_LOGGERS = (
@@ -60,8 +60,8 @@ class CountingExporter(SpanExporter):
     """The OTLP exporter, counting the spans of every batch it could not deliver.
 
     The exporter logs every retry of every batch; with the collector away for an hour that
-    is thousands of lines per worker. Its own lines are kept to errors it cannot retry, and
-    this says once when exporting starts failing (and why) and once when it works again.
+    is thousands of lines per worker. Its own lines are silenced; this says once when
+    exporting starts failing and once when it works again, and the counter has the rest.
     """
 
     def __init__(self, exporter: SpanExporter, dropped: DropCounter) -> None:
@@ -109,6 +109,8 @@ class CountingBatchSpanProcessor(BatchSpanProcessor):
         """Queue the sampled span, or count it when the queue is full."""
         if not span.context.trace_flags.sampled:
             return
+        # The SDK's own queue (private: the SDK is pinned to one minor series, and
+        # test_ops_tracing's hung-collector test fails if this stops counting).
         batch = self._batch_processor
         if len(batch._queue) >= batch._max_queue_size:
             self.dropped("queue_full", 1)
