@@ -489,6 +489,13 @@ def test_a_price_from_the_exchange_to_a_follower_sse_client_is_one_trace(
             assert ("connect", {"reason": "start"}) in events
             assert any(name == "reconnect" and attrs["reason"] for name, attrs in events)
             assert {"opened", "delivering"} <= {name for name, _ in events}
+            exchange.server_shutdown(close=False)  # Binance's notice: rotate (make before break)
+            rotated = receiver.wait_for(
+                lambda spans: any(name == "rotation" for s in spans for name, _ in s.events)
+            )
+            rotation = next(s for s in rotated if any(name == "rotation" for name, _ in s.events))
+            assert ("rotation", {"reason": "serverShutdown"}) in rotation.events
+            assert "switched" in {name for name, _ in rotation.events}
     finally:
         exchange.stop()
 
