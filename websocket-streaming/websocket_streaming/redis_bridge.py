@@ -340,7 +340,9 @@ class RedisBridge:
         keys = [self.key_prefix + s for s in self.book.symbols]
         for raw in cast("list[bytes | None]", self.redis.mget(keys)):
             if raw:
-                self.book.put(PriceRecord.from_dict(json.loads(raw)))
+                record = PriceRecord.from_dict(json.loads(raw))
+                record.trace = None  # a stored record's trace ended when it was published
+                self.book.put(record)
 
     def _receive(self, data: bytes) -> None:
         try:
