@@ -313,7 +313,7 @@ class HeadSampler:
             return self._untraced(
                 environ, start_response, otel_context.set_value(_SUPPRESS_INSTRUMENTATION_KEY, True)
             )
-        parent = _PROPAGATOR.extract(environ, getter=wsgi_getter)
+        parent = _PROPAGATOR.extract(environ, getter=wsgi_getter) if "HTTP_TRACEPARENT" in environ else None
         given = trace.get_current_span(parent).get_span_context()
         trace_id = given.trace_id if given.is_valid else self.ids.generate_trace_id()
         decision = self.sampler.should_sample(parent, trace_id, "request", SpanKind.SERVER)
