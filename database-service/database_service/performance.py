@@ -13,6 +13,7 @@ from database_service.domain import new_trade, now_us
 from database_service.models import StatsQuery, TradeIn
 from database_service.parsing import json_body, query, validate
 from database_service.storage import Storage, TradeFilter, get_read_storage, get_storage
+from shared import tracing
 from shared.auth import require_api_key
 from shared.errors import validation_error
 from shared.rate_limiter import rate_limit
@@ -77,7 +78,9 @@ def _fingerprint(params: StatsQuery) -> str:
 
 def _compute(storage: Storage, params: StatsQuery) -> tuple[int | None, dict[str, Any]]:
     filters = TradeFilter(params.symbol, params.strategy, params.since, params.until)
-    version, rows = storage.versioned_trade_stats(filters, params.group_by)
+    # Its own span: on SQLite no instrumentation sees the query, on PostgreSQL its SQL is a child.
+    with tracing.span("statistics query", attributes={"stats.group_by": params.group_by or ""}):
+        version, rows = storage.versioned_trade_stats(filters, params.group_by)
     if params.group_by is None:
         return version, stats.finalize(rows[0]) if rows else stats.empty()
     groups = [{"key": row.key, **stats.finalize(row)} for row in rows]

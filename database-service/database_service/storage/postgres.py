@@ -32,6 +32,7 @@ from database_service.storage.base import (
     us_to_iso,
 )
 from database_service.storage.pg_pool import UNAVAILABLE_ERRORS, ConnectionLost, Pool, Timeouts, connect_params
+from shared import tracing
 
 T = TypeVar("T")
 
@@ -431,6 +432,15 @@ _COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\
 NULL = "\\N"
 
 
+def _copy_span_attributes(rows: int) -> dict[str, str | int]:
+    return {
+        "db.system.name": "postgresql",
+        "db.operation.name": "COPY",
+        "db.collection.name": "signals",
+        "db.operation.batch.size": rows,
+    }
+
+
 def _copy_in(
     cur: psycopg2.extensions.cursor, rows: list[tuple[int, NewSignal]], created: str | None
 ) -> dict[int, dict[str, Any]]:
@@ -479,7 +489,9 @@ def _copy_in(
                 created,
             )
         )
-    cur.copy_expert(COPY_SIGNALS, io.StringIO("".join(lines)))
+    # psycopg2's instrumentation does not see copy_expert: its own span, and the comment.
+    with tracing.span("COPY signals", kind="client", attributes=_copy_span_attributes(len(lines))) as span:
+        cur.copy_expert(COPY_SIGNALS + tracing.sql_comment(span.traceparent), io.StringIO("".join(lines)))
     if with_metadata:
         cur.execute("SELECT id, metadata FROM signals WHERE id = ANY(%s)", (with_metadata,))
         for signal_id, metadata in cur.fetchall():
