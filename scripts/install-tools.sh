@@ -2,6 +2,8 @@
 # Install the non-Python tools the ops tests use, on a fresh Debian machine (run as root):
 #   - promtool and a real Prometheus server: Debian's `prometheus` package
 #   - nginx, the load balancer of deploy/nginx: Debian's `nginx` package
+#   - etcd, the DCS of the Patroni failover tests (Patroni itself is in the `test` extra):
+#     Debian's `etcd-server` package
 #   - pm2: `npm ci` from package-lock.json (node_modules/, git-ignored)
 # hadolint, check-jsonschema, actionlint and shellcheck come from the Python `test` extra
 # (pyproject.toml). The Debian packages are there for their binaries: the tests start them
@@ -57,6 +59,10 @@ install_nginx() {
     apt_install nginx nginx
 }
 
+install_etcd() {
+    apt_install etcd-server etcd
+}
+
 install_pm2() {
     if ! command -v npm >/dev/null 2>&1; then
         log "no npm: install Node.js 20+ and npm, then rerun (PM2 tests skip without it)"
@@ -73,5 +79,6 @@ install_pm2() {
 status=0
 install_prometheus || status=1
 install_nginx || status=1
+install_etcd || status=1
 install_pm2 || status=1
 exit "$status"

@@ -10,7 +10,7 @@ from flask.json.provider import DefaultJSONProvider
 from werkzeug.exceptions import RequestEntityTooLarge
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from shared import __version__, errors, logger, sentry_integration
+from shared import __version__, errors, logger, sentry_integration, tracing
 from shared.config import Check, Setting, load_config
 from shared.health_check import HealthCheck
 from shared.lifecycle import on_shutdown, shutdown
@@ -76,6 +76,7 @@ def create_base_app(
     Metrics(app)
     HealthCheck(app)
     sentry_integration.init_app(app)
+    tracing.init_app(app)  # after Metrics: it counts the spans it drops
     Cache(app)
     RateLimiter(app)
     app.add_url_rule("/", "index", _index, methods=["GET"])

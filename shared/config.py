@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 import ipaddress
 import math
 import os
@@ -142,6 +143,45 @@ def parse_log_level(value: str) -> str:
     return level
 
 
+OTEL_SAMPLERS = (
+    "parentbased_always_on",
+    "parentbased_always_off",
+    "parentbased_traceidratio",
+    "always_on",
+    "always_off",
+    "traceidratio",
+)
+_HTTP_URL = parse_url("http", "https")
+_RATIO = parse_float(0.0, 1.0)
+
+
+def parse_otlp_endpoint(value: str) -> str | None:
+    """An OTLP/HTTP collector URL; tracing on needs the `tracing` extra installed."""
+    url: str | None = _HTTP_URL(value)
+    if url is not None and importlib.util.find_spec("opentelemetry.sdk") is None:
+        raise ValueError("tracing needs OpenTelemetry: pip install 'sardag-services[tracing]', or unset it")
+    if url is not None and not urlsplit(url).hostname:
+        raise ValueError(f"needs a host, got {value!r}")
+    return url
+
+
+def parse_ratio(value: str) -> float | None:
+    """A sampling ratio in [0, 1]; empty means unset (the sampler's default, 1.0)."""
+    ratio: float | None = _RATIO(value) if value.strip() else None
+    return ratio
+
+
+def parse_resource_attributes(value: str) -> dict[str, str]:
+    """W3C-baggage-like `key=value,key=value` (values percent-decoded), as OpenTelemetry reads it."""
+    found: dict[str, str] = {}
+    for item in filter(None, (part.strip() for part in value.split(","))):
+        key, equals, raw = item.partition("=")
+        if not equals or not key.strip():
+            raise ValueError(f"each entry must be key=value, got {item[:64]!r}")
+        found[key.strip()] = unquote(raw.strip())
+    return found
+
+
 # What every service reads; a setting one service alone uses lives in its settings module.
 SHARED_SETTINGS: tuple[Setting, ...] = (
     Setting("REDIS_URL", parse_url("redis", "rediss", "unix"), None),
@@ -163,6 +203,15 @@ SHARED_SETTINGS: tuple[Setting, ...] = (
     Setting("SENTRY_TRACES_SAMPLE_RATE", parse_float(0.0, 1.0), 0.0),
     Setting("LOG_LEVEL", parse_log_level, "INFO"),
     Setting("LOG_FORMAT", parse_choice("json", "text"), "json"),
+    # Tracing (shared/tracing.py): the standard OpenTelemetry variables; no endpoint = off.
+    Setting("OTEL_EXPORTER_OTLP_ENDPOINT", parse_otlp_endpoint, None, "OTLP/HTTP collector; unset: no tracing"),
+    Setting("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", parse_otlp_endpoint, None, "full traces URL (overrides)"),
+    Setting("OTEL_EXPORTER_OTLP_PROTOCOL", parse_choice("http/protobuf"), "http/protobuf"),
+    Setting("OTEL_SERVICE_NAME", parse_str, None, "default: the service's name"),
+    Setting("OTEL_TRACES_SAMPLER", parse_choice(*OTEL_SAMPLERS), "parentbased_always_on"),
+    Setting("OTEL_TRACES_SAMPLER_ARG", parse_ratio, None, "the ratio of *traceidratio"),
+    Setting("OTEL_RESOURCE_ATTRIBUTES", parse_resource_attributes, {}),
+    Setting("OTEL_SDK_DISABLED", parse_bool, False),
 )
 
 
@@ -287,7 +336,15 @@ def exit_on_config_error(error: ConfigError) -> None:
     raise SystemExit(2)
 
 
-SECRET_NAMES = ("API_KEY", "API_KEYS", "SENTRY_DSN", "DATABASE_URL", "REDIS_URL")
+# URLs whose password part is a secret (a collector may take basic auth in its URL).
+SECRET_URLS = (
+    "DATABASE_URL",
+    "DATABASE_READ_URL",
+    "REDIS_URL",
+    "OTEL_EXPORTER_OTLP_ENDPOINT",
+    "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+)
+SECRET_NAMES = ("API_KEY", "API_KEYS", "SENTRY_DSN", *SECRET_URLS)
 
 
 def redacted(config: Mapping[str, Any]) -> dict[str, Any]:
@@ -297,7 +354,7 @@ def redacted(config: Mapping[str, Any]) -> dict[str, Any]:
         value = safe.get(name)
         if not value:
             continue
-        if name.endswith("_URL"):
+        if name in SECRET_URLS:
             parts = urlsplit(str(value))
             safe[name] = str(value).replace(parts.password, "***") if parts.password else value
         else:
@@ -308,7 +365,7 @@ def redacted(config: Mapping[str, Any]) -> dict[str, Any]:
 def secret_values(config: Mapping[str, Any]) -> set[str]:
     """Every secret string in `config`: API keys, URL passwords (as written and decoded), the DSN."""
     found = {str(config.get("API_KEY") or ""), *config.get("API_KEYS", ())}
-    for name in ("DATABASE_URL", "REDIS_URL", "SENTRY_DSN"):
+    for name in (*SECRET_URLS, "SENTRY_DSN"):
         parts = urlsplit(str(config.get(name) or ""))
         found.update({parts.password or "", unquote(parts.password or "")})
     dsn = str(config.get("SENTRY_DSN") or "")

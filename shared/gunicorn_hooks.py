@@ -51,6 +51,9 @@ def configure(
         graceful_timeout=int(os.environ.get("GRACEFUL_TIMEOUT", "30")),
         timeout=60,
         keepalive=5,
+        # 16 KB header lines (8190 by default): a 10 KB traceparent or tracestate starts a
+        # new trace (shared/tracing.py) instead of being refused with a 400.
+        limit_request_field_size=16384,
         accesslog=None,
         # gunicorn 27's control socket defaults to one path per user: several masters on a
         # host (Redis mode, tests, PM2 next to compose) would take it from each other.

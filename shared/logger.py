@@ -16,6 +16,7 @@ from typing import Any, TextIO
 
 from flask import Flask, Request, Response, g, has_request_context
 
+from shared import tracing
 from shared.config import secret_values
 from shared.request_pipeline import RequestState, elapsed_seconds, get_pipeline
 from shared.secrets import Secrets
@@ -109,12 +110,21 @@ def make_formatter(fmt: str, secrets: Secrets | None = None) -> logging.Formatte
 
 
 class RequestIdFilter(logging.Filter):
-    """Attach the current request id (when inside a request) to every record."""
+    """Attach the current request id (when inside a request), and trace ids, to every record."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         if "request_id" not in record.__dict__ and has_request_context():
             record.request_id = g.get("request_id")
+        if tracing.enabled() and "trace_id" not in record.__dict__:
+            add_trace_ids(record.__dict__)
         return True
+
+
+def add_trace_ids(fields: dict[str, Any]) -> None:
+    """Add `trace_id` and `span_id` of the current span (tracing on, inside a span)."""
+    ids = tracing.current_ids()
+    if ids is not None:
+        fields["trace_id"], fields["span_id"] = ids
 
 
 class StderrHandler(logging.StreamHandler[TextIO]):
@@ -323,6 +333,8 @@ def _finish_request(access_log: logging.Logger, req: Request, state: RequestStat
         "remote_addr": req.remote_addr,
         "request_id": request_id,
     }
+    if tracing.enabled():
+        add_trace_ids(fields)
     handler = _sole_background_handler(access_log)
     if handler is not None:
         handler.put_entry(time.time(), access_log.name, "request", fields)

@@ -14,7 +14,7 @@ from flask import Flask, Response, current_app
 from prometheus_client import Counter
 
 from database_service import meta, performance, signals
-from database_service.settings import DEFAULTS, SERVICE, SETTINGS
+from database_service.settings import DEFAULTS, SERVICE, SETTINGS, check
 from database_service.storage import Storage, StorageExtension, StorageUnavailable
 from shared.app import create_base_app
 from shared.errors import error_response
@@ -56,7 +56,9 @@ class ServiceState:
 
 def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     """Build the database-service Flask app; `config` overrides the environment."""
-    app = create_base_app("database_service", SERVICE, config, settings=SETTINGS, defaults=DEFAULTS)
+    app = create_base_app(
+        "database_service", SERVICE, config, settings=SETTINGS, defaults=DEFAULTS, check=check
+    )
     metrics = get_metrics(app)
     app.extensions["database_service"] = ServiceState(
         signals_saved=metrics.counter("signals_saved_total", "Signals stored"),
@@ -66,6 +68,10 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     storage: Storage = app.extensions["storage"]
     on_shutdown(app, storage.close)
     get_health(app).add_check("database", lambda: _database_check(storage))
+    reads: Storage | None = app.extensions.get("read_storage")
+    if reads is not None:
+        on_shutdown(app, reads.close)
+        get_health(app).add_check("database_read", lambda: _database_check(reads), critical=False)
     app.register_error_handler(StorageUnavailable, _storage_unavailable)
     for blueprint in (signals.bp, performance.bp, meta.bp):
         app.register_blueprint(blueprint)

@@ -12,7 +12,8 @@ from database_service import stats
 from database_service.domain import new_trade, now_us
 from database_service.models import StatsQuery, TradeIn
 from database_service.parsing import json_body, query, validate
-from database_service.storage import TradeFilter, get_storage
+from database_service.storage import Storage, TradeFilter, get_read_storage, get_storage
+from shared import tracing
 from shared.auth import require_api_key
 from shared.errors import validation_error
 from shared.rate_limiter import rate_limit
@@ -44,17 +45,24 @@ def performance_stats() -> Response:
     """Statistics over closed trades, computed by the database, cached per statistics version.
 
     The version lives in the database and rises in every new trade's transaction, so no
-    worker or instance can serve statistics older than the last trade it could read.
+    worker or instance can serve statistics older than the last trade it could read. Read
+    from DATABASE_READ_URL's standby, an answer is cached under the version it was computed
+    at (that standby's), never under a newer one read elsewhere.
     """
     params = query(StatsQuery)
     cache = get_cache()
-    key = f"stats:v{get_storage().stats_version()}:{_fingerprint(params)}"
-    hit = cache.get(key)
+    storage = get_read_storage()
+    hit = cache.get(_key(storage.stats_version(), params))
     if hit is not None:
         return _answer(hit, "HIT")
-    result = _compute(params)
-    cache.set(key, result, current_app.config["STATS_CACHE_TTL"])
+    version, result = _compute(storage, params)
+    if version is not None:  # None: a trade landed while computing; the next request caches
+        cache.set(_key(version, params), result, current_app.config["STATS_CACHE_TTL"])
     return _answer(result, "MISS")
+
+
+def _key(version: int, params: StatsQuery) -> str:
+    return f"stats:v{version}:{_fingerprint(params)}"
 
 
 def _answer(result: dict[str, Any], cache_status: str) -> Response:
@@ -68,10 +76,12 @@ def _fingerprint(params: StatsQuery) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
-def _compute(params: StatsQuery) -> dict[str, Any]:
+def _compute(storage: Storage, params: StatsQuery) -> tuple[int | None, dict[str, Any]]:
     filters = TradeFilter(params.symbol, params.strategy, params.since, params.until)
-    rows = get_storage().trade_stats(filters, params.group_by)
+    # Its own span: on SQLite no instrumentation sees the query, on PostgreSQL its SQL is a child.
+    with tracing.span("statistics query", attributes={"stats.group_by": params.group_by or ""}):
+        version, rows = storage.versioned_trade_stats(filters, params.group_by)
     if params.group_by is None:
-        return stats.finalize(rows[0]) if rows else stats.empty()
+        return version, stats.finalize(rows[0]) if rows else stats.empty()
     groups = [{"key": row.key, **stats.finalize(row)} for row in rows]
-    return {"group_by": params.group_by, "groups": groups}
+    return version, {"group_by": params.group_by, "groups": groups}

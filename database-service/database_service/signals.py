@@ -13,7 +13,7 @@ from database_service.cursor import BadCursor, decode_cursor, encode_cursor
 from database_service.domain import new_signal, now_us
 from database_service.models import MAX_BIGINT, HistoryQuery, SignalIn
 from database_service.parsing import json_body, query, validate, validate_many
-from database_service.storage import SignalFilter, get_storage
+from database_service.storage import SignalFilter, get_read_storage, get_storage
 from database_service.storage.base import datetime_to_us
 from shared.auth import require_api_key
 from shared.errors import not_found, validation_error
@@ -65,7 +65,7 @@ def history() -> Response:
     params = query(HistoryQuery)
     after = _after(params.cursor)
     filters = SignalFilter(params.symbol, params.strategy, params.action, params.since, params.until)
-    rows = get_storage().signal_history(filters, after, params.limit + 1)
+    rows = get_read_storage().signal_history(filters, after, params.limit + 1)
     page, more = rows[: params.limit], len(rows) > params.limit
     next_cursor = _cursor_of(page[-1]) if more else None
     return jsonify({"signals": page, "count": len(page), "next_cursor": next_cursor})
@@ -88,7 +88,7 @@ def _cursor_of(signal: dict[str, Any]) -> str:
 @bp.get("/signals/<int:signal_id>")
 def get_signal(signal_id: int) -> Response:
     """One signal by id, or 404."""
-    found = get_storage().get_signal(signal_id) if signal_id <= MAX_BIGINT else None
+    found = get_read_storage().get_signal(signal_id) if signal_id <= MAX_BIGINT else None
     if found is None:
         raise not_found(f"No signal with id {signal_id}.")
     return jsonify(found)

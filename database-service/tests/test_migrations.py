@@ -60,7 +60,7 @@ def _expected(url: str) -> list[str]:
         available = cur.fetchone() is not None
     conn.close()
     timescale = ["0002_timescaledb"] if available else []
-    return ["0001_initial", *timescale, "0003_trade_buckets", "0004_stats_version"]
+    return ["0001_initial", *timescale, "0003_trade_buckets", "0004_stats_version", "0005_commit_deadline"]
 
 
 def test_migrate_twice_is_a_no_op(fresh_url: str) -> None:

@@ -193,3 +193,29 @@ def test_prices_keep_their_decimals(client: FlaskClient) -> None:
     ).get_json()
     assert stored["pnl"] == 0.0
     assert stored["outcome"] == "breakeven"
+
+
+@pytest.mark.unit
+def test_stats_from_a_lagging_standby_are_cached_under_the_standbys_version(tmp_path: Any) -> None:
+    # DATABASE_READ_URL's standby behind the primary by one trade. Its answer may be old,
+    # but it must be cached under the version it reflects: once the standby has caught up,
+    # the next answer is the new one, never the old one cached under the new version.
+    from database_service import create_app
+    from database_service.storage import open_storage
+
+    from shared.lifecycle import shutdown
+
+    standby_url, primary_url = f"sqlite:///{tmp_path}/standby.db", f"sqlite:///{tmp_path}/primary.db"
+    for url, pnls in ((standby_url, [10]), (primary_url, [10, -5])):
+        writer = create_app({"TESTING": True, "DATABASE_URL": url, "REDIS_URL": None, "LOG_LEVEL": "WARNING"})
+        track_pnls(writer.test_client(), pnls)
+        shutdown(writer)
+    app = create_app({"TESTING": True, "DATABASE_URL": primary_url, "REDIS_URL": None, "LOG_LEVEL": "WARNING"})
+    client = app.test_client()
+    lagging = app.extensions["read_storage"] = open_storage(standby_url)
+    assert stats(client)["total_trades"] == 1  # what the standby has replayed
+    app.extensions["read_storage"] = app.extensions["storage"]  # caught up
+    after = client.get("/performance/stats")
+    assert (after.headers["X-Cache"], after.get_json()["total_trades"]) == ("MISS", 2)
+    lagging.close()
+    shutdown(app)

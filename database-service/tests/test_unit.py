@@ -165,6 +165,6 @@ def test_migrations_are_versioned_per_backend() -> None:
     sqlite = load_migrations("sqlite")
     postgres = load_migrations("postgres")
     assert [m.version for m in sqlite] == [1, 2]
-    assert [m.version for m in postgres] == [1, 2, 3, 4]
+    assert [m.version for m in postgres] == [1, 2, 3, 4, 5]
     assert postgres[1].requires_extension == "timescaledb"
     assert postgres[0].requires_extension is None

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -184,6 +185,29 @@ class PrivatePostgres:
         """`pg_ctl stop -m <mode>` (fast: disconnect clients; immediate: a crash)."""
         if (self.data / "postmaster.pid").exists():
             self._run(self.pg_ctl, "-D", str(self.data), "-m", mode, "-w", "stop")
+
+    def pids(self) -> list[int]:
+        """The postmaster and every process it started (none when the server is down)."""
+        from shared.testing.processes import child_pids
+
+        try:
+            postmaster = int((self.data / "postmaster.pid").read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            return []
+        return [postmaster, *child_pids(postmaster)]
+
+    def freeze(self) -> list[int]:
+        """SIGSTOP every process of the server (a hung host: connections stay open); return them."""
+        frozen = self.pids()
+        for pid in frozen:
+            os.kill(pid, signal.SIGSTOP)
+        return frozen
+
+    @staticmethod
+    def thaw(frozen: list[int]) -> None:
+        """SIGCONT the processes `freeze` stopped."""
+        for pid in frozen:
+            os.kill(pid, signal.SIGCONT)
 
     def log_tail(self, lines: int = 30) -> str:
         """The end of the server's log, for failure messages."""

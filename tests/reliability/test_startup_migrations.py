@@ -23,7 +23,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.database, p
 
 HERE = Path(__file__).resolve().parent
 APP = "preload_probe_app:create_app()"
-PLAIN = ["0001_initial", "0003_trade_buckets", "0004_stats_version"]
+PLAIN = ["0001_initial", "0003_trade_buckets", "0004_stats_version", "0005_commit_deadline"]
 FIX = "add 'pg_stat_statements' to shared_preload_libraries"
 SIGNAL = {"symbol": "BTCUSDT", "action": "BUY", "price": 100.5, "strategy": "preload"}
 

@@ -55,3 +55,32 @@ def test_the_log_says_why_the_database_failed(
         assert secret not in server.log_text()
     others = {r for c, (_, r) in CASES.items() if c != case}
     assert not [line for line in lines for other in others if other in line]
+
+
+def test_multi_host_urls_keep_their_password_out_of_log_and_health(
+    launcher: Launcher, private_postgres: Callable[..., PrivatePostgres]
+) -> None:
+    pg = private_postgres(password=PASSWORD)
+    hosts = f"127.0.0.1:{free_port()},127.0.0.1:{pg.port}"
+    server = launcher.gunicorn(
+        "database-service",
+        workers=1,
+        wait=False,
+        DATABASE_URL=f"postgresql://postgres:{WRONG}@{hosts}/postgres?target_session_attrs=read-write",
+        DATABASE_READ_URL=f"postgresql://postgres:{WRONG}@{hosts}/postgres?target_session_attrs=prefer-standby",
+    )
+    launcher.wait_healthy(server, statuses=(503,))
+    health_status, health = http("GET", f"{server.url}/health")
+    status, _ = http("GET", f"{server.url}/signals/history")
+    server.stop()
+    print(f"multi-host: /health {health_status} {health}")
+    assert (health_status, status) == (503, 503)
+    assert health["checks"]["database"]["status"] == "down"
+    assert health["checks"]["database_read"]["status"] == "down"
+    said = [line for line in server.log_messages() if "database unavailable, answering 503" in line]
+    assert said, server.log_tail()
+    # libpq tried both hosts: the refused one and the one that refused the password
+    assert "Connection refused" in said[0]
+    assert 'password authentication failed for user "postgres"' in said[0]
+    assert WRONG not in server.log_text()
+    assert WRONG not in str(health)

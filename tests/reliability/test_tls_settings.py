@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 import psycopg2.extensions
-import psycopg2.pool
 import pytest
 import redis
 from database_service.settings import SERVICE, SETTINGS
@@ -52,22 +51,10 @@ def test_redis_gets_tls_and_its_options() -> None:
 
 
 @pytest.mark.parametrize("scheme", ["postgresql", "postgres", "postgresql+psycopg2"])
-def test_postgresql_gets_sslmode_and_every_other_parameter(
-    scheme: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    given: list[str] = []
-
-    class RecordingPool:
-        def __init__(self, minconn: int, maxconn: int, dsn: str, **kwargs: Any) -> None:
-            given.append(dsn)
-
-    monkeypatch.setattr(psycopg2.pool, "ThreadedConnectionPool", RecordingPool)
+def test_postgresql_gets_sslmode_and_every_other_parameter(scheme: str) -> None:
     storage = open_storage(DATABASE_URL.replace("postgresql", scheme, 1))
-    storage._get_pool()  # type: ignore[attr-defined]  # what psycopg2 is handed, without connecting
-    # libpq reads postgresql:// and postgres://; only another scheme's name is rewritten
-    expected = DATABASE_URL.replace("postgresql", "postgres", 1) if scheme == "postgres" else DATABASE_URL
-    assert given == [expected]
-    options = psycopg2.extensions.parse_dsn(given[0])
+    # what every pooled connection is opened with (libpq keywords), without connecting
+    options = psycopg2.extensions.parse_dsn(psycopg2.extensions.make_dsn(**storage.params))  # type: ignore[attr-defined]
     assert options["sslmode"] == "verify-full"
     assert options["sslrootcert"] == "/etc/ssl/root.crt"
     assert options["application_name"] == "sardag"

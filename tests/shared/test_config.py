@@ -19,6 +19,7 @@ from shared.config import (
     main,
     parse_int,
     redacted,
+    secret_values,
     service_settings,
 )
 from shared.testing.processes import Launcher, Running, http
@@ -136,13 +137,18 @@ def test_redaction_hides_secrets() -> None:
     config = load_config(
         "svc",
         {"DATABASE_URL": "postgresql://u:pw123@db:5432/x"},
-        environ={"API_KEY": "topsecret"},
+        environ={
+            "API_KEY": "topsecret",
+            "OTEL_EXPORTER_OTLP_ENDPOINT": "https://otel:collect0r@otel.example:4318",
+        },
         env_file=None,
     )
     safe = redacted(config)
     assert "topsecret" not in str(safe)
     assert "pw123" not in str(safe)
     assert safe["DATABASE_URL"] == "postgresql://u:***@db:5432/x"
+    assert safe["OTEL_EXPORTER_OTLP_ENDPOINT"] == "https://otel:***@otel.example:4318"
+    assert "collect0r" in secret_values(config)  # masked in log lines too
 
 
 SHARED_BAD_VALUES = [
@@ -157,6 +163,16 @@ SHARED_BAD_VALUES = [
     ("LOG_LEVEL", "LOUD", "must be DEBUG"),
     ("RATE_LIMIT_SIGNALS_SAVE", "0", "at least 1"),
     ("BIND", "0.0.0.0", "without API_KEY"),
+    ("OTEL_EXPORTER_OTLP_ENDPOINT", "collector:4318", "unknown URL scheme"),
+    ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://", "needs a host"),
+    ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "grpc://jaeger:4317", "unknown URL scheme"),
+    ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc", "must be one of http/protobuf"),
+    ("OTEL_TRACES_SAMPLER", "sometimes", "must be one of parentbased_always_on"),
+    ("OTEL_TRACES_SAMPLER_ARG", "1.5", "at most 1.0"),
+    ("OTEL_TRACES_SAMPLER_ARG", "ten", "must be a number"),
+    ("OTEL_RESOURCE_ATTRIBUTES", "team", "must be key=value"),
+    ("OTEL_RESOURCE_ATTRIBUTES", "=x", "must be key=value"),
+    ("OTEL_SDK_DISABLED", "maybe", "must be a boolean"),
 ]
 SERVICE_BAD_VALUES = [
     ("database-service", "DATABASE_URL", "mysql://root@db/x", "unknown URL scheme"),

@@ -19,6 +19,7 @@ from itertools import islice
 
 from .parser import PriceUpdate
 
+TRACEPARENT_MAX = 55  # a version-00 traceparent: 00-<32 hex>-<16 hex>-<2 hex>
 RECORD_FIELDS = ("price", "bid", "ask", "open_24h", "high_24h", "low_24h", "volume_24h", "change_24h_percent")
 
 
@@ -43,6 +44,7 @@ class PriceRecord:
         "seq",
         "source",
         "symbol",
+        "trace",
         "volume_24h",
     )
 
@@ -65,6 +67,7 @@ class PriceRecord:
         self.pos = 0  # position in this process's ring (set when the book publishes it)
         self.encoded: bytes | None = None  # SSE payload, filled by the first subscriber
         self.answer_head: str | None = None  # the fixed part of the /price answer, filled once
+        self.trace: str | None = None  # W3C traceparent of a sampled update (shared/tracing.py)
 
     @property
     def event_id(self) -> str:
@@ -84,6 +87,8 @@ class PriceRecord:
             source=self.source,
             id=self.event_id,
         )
+        if self.trace is not None:
+            data["traceparent"] = self.trace
         return data
 
     @classmethod
@@ -98,6 +103,9 @@ class PriceRecord:
         parsed = parse_event_id(data.get("id"))
         if parsed is not None:
             record.epoch, record.seq = parsed
+        trace = data.get("traceparent")
+        if isinstance(trace, str) and len(trace) <= TRACEPARENT_MAX:  # parsed (or refused) by the tracer
+            record.trace = trace
         return record
 
 
@@ -185,9 +193,13 @@ class PriceBook:
         return dict(self._records)
 
     def apply(
-        self, update: PriceUpdate, received_at: float | None = None, source: str = "websocket"
+        self,
+        update: PriceUpdate,
+        received_at: float | None = None,
+        source: str = "websocket",
+        trace: str | None = None,
     ) -> PriceRecord | None:
-        """Merge one update; None when its symbol is not tracked."""
+        """Merge one update (`trace`: its frame's traceparent, when sampled); None when not tracked."""
         if update.symbol not in self._tracked:
             return None
         with self._cond:
@@ -197,6 +209,7 @@ class PriceBook:
                 time.time() if received_at is None else received_at,
                 source,
             )
+            record.trace = trace
             self._publish(record, local=True)
         return record
 

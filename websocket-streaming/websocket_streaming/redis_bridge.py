@@ -34,8 +34,10 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any, cast
 
+from shared import tracing
 from shared.redis_conn import REDIS_ERRORS, redis_client
 
 from .book import PriceBook, PriceRecord
@@ -178,7 +180,8 @@ class RedisBridge:
         name = threading.current_thread().name
         while not self._stop.is_set():
             try:
-                target()
+                with tracing.quiet():  # lock renewals and heartbeats are no one's trace
+                    target()
             except REDIS_ERRORS as exc:
                 self._log_error(name, exc)
                 on_error()
@@ -285,10 +288,25 @@ class RedisBridge:
         if batch:
             self._last_sent = batch[-1].seq
         records = [r.to_dict() for r in batch]
-        message = {"origin": self.id, "epoch": self.book.epoch, "last": self._last_sent, "records": records}
-        self._sent_at = time.monotonic()
-        latest = {r.symbol: record for r, record in zip(batch, records, strict=True)}  # the newest wins
-        self._run(latest, json.dumps(message))
+        traced = [r.trace for r in batch if r.trace is not None]
+        with self._publish_span(traced, len(batch)) as span:
+            for record in records if traced else ():  # receivers continue from this span
+                if "traceparent" in record:
+                    record["traceparent"] = span.traceparent
+            message = {"origin": self.id, "epoch": self.book.epoch, "last": self._last_sent, "records": records}
+            self._sent_at = time.monotonic()
+            latest = {r.symbol: record for r, record in zip(batch, records, strict=True)}  # the newest wins
+            self._run(latest, json.dumps(message))
+
+    def _publish_span(self, traced: list[str], size: int) -> AbstractContextManager[tracing.Span]:
+        """A producer span for a batch holding sampled updates: child of the first, linked to the rest."""
+        if not traced:
+            return nullcontext(tracing.NOOP_SPAN)
+        attributes: dict[str, str | int] = {"messaging.system": "redis", "messaging.batch.message_count": size}
+        attributes["messaging.destination.name"] = self.channel
+        return tracing.span(
+            "price publish", parent=traced[0], links=traced[1:], kind="producer", attributes=attributes
+        )
 
     def _run(self, records: dict[str, dict[str, Any]], message: str) -> None:
         """One fenced round trip: stores `records` (by symbol), publishes `message`, if the lock is ours."""
@@ -322,7 +340,9 @@ class RedisBridge:
         keys = [self.key_prefix + s for s in self.book.symbols]
         for raw in cast("list[bytes | None]", self.redis.mget(keys)):
             if raw:
-                self.book.put(PriceRecord.from_dict(json.loads(raw)))
+                record = PriceRecord.from_dict(json.loads(raw))
+                record.trace = None  # a stored record's trace ended when it was published
+                self.book.put(record)
 
     def _receive(self, data: bytes) -> None:
         try:
@@ -338,7 +358,12 @@ class RedisBridge:
         for record in records:
             self._follow(record.epoch, record.seq - 1)
             self._epochs[record.epoch] = record.seq
-            self.book.put(record)
+            if record.trace is None:
+                self.book.put(record)
+                continue
+            with tracing.span("price receive", parent=record.trace, kind="consumer") as span:
+                record.trace = span.traceparent  # this worker's SSE writes are its children
+                self.book.put(record)
         if not records:
             self._follow(str(message.get("epoch")), message.get("last"))
 

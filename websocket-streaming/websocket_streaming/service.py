@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
+from shared import tracing
 from shared.binance_client import BinanceClient
 from shared.sentry_integration import capture_exception
 
@@ -94,13 +95,15 @@ class StreamingService:
             self._log_parse_error(exc, data)
             return None
         stream, apply, admit = frame.stream, self.book.apply, self.updates.admit
-        with self._ingest_lock:  # two connections deliver at once (rotation overlap, A/B feeds)
-            self.stats.messages[frame.kind] += 1
+        # A sampled frame's trace follows its updates: Redis, other workers, SSE writes.
+        with tracing.span("binance frame", kind="consumer") as span, self._ingest_lock:
+            self.stats.messages[frame.kind] += 1  # two connections deliver at once (rotation, A/B)
             if frame.unknown_fields:
                 self.stats.unknown_fields += 1
+            trace = span.traceparent
             for update in frame.updates:
                 if admit(stream, update):
-                    apply(update, received_at)
+                    apply(update, received_at, trace=trace)
             if connection is not None:
                 self.twins.remember(data, connection, frame.kind)
         if frame.updates:

@@ -13,6 +13,8 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 
+from shared import tracing
+
 from .book import PriceBook, PriceRecord
 from .encoding import sse_event
 from .stats import IngestStats
@@ -69,12 +71,26 @@ def price_events(
             cursor, records = book.ordered_snapshot()
         chunk = _chunk(records, symbols, stale_after)
         if chunk:
-            yield chunk
+            span = _write_span(records, symbols) if tracing.enabled() else tracing.NOOP_SPAN
+            try:
+                yield chunk  # returns once the server wrote it
+            finally:
+                span.end()
             if served is not None and not lost:  # a resync's snapshot is old by design
                 served([r for r in records if symbols is None or r.symbol in symbols])
         if time.monotonic() >= beat_at:
             beat_at = time.monotonic() + heartbeat
             yield _heartbeat(book.id_at(cursor))
+
+
+def _write_span(records: list[PriceRecord], symbols: frozenset[str] | None) -> tracing.Span:
+    """A span for writing a chunk with sampled updates to this client, in the first one's trace."""
+    traced = [r.trace for r in records if r.trace is not None and (symbols is None or r.symbol in symbols)]
+    if not traced:
+        return tracing.NOOP_SPAN
+    return tracing.start_span(
+        "sse write", parent=traced[0], kind="producer", attributes={"sse.events": len(records)}
+    )
 
 
 def _heartbeat(position: str | None) -> bytes:

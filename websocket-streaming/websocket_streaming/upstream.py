@@ -32,6 +32,8 @@ from urllib.parse import parse_qs, urlsplit
 
 import websocket
 
+from shared import tracing
+
 from .backoff import AttemptWindow, Backoff
 from .parser import SERVER_SHUTDOWN
 from .stats import IngestStats
@@ -140,6 +142,7 @@ class Connection:
         self.last_message_at: float | None = None
         self.messages = 0
         self.closing = False
+        self.span: tracing.Span = tracing.NOOP_SPAN  # from the attempt to the first frame
         self.thread = threading.Thread(target=self._run, daemon=True, name=f"ws-reader-{conn_id}")
 
     def start(self) -> None:
@@ -422,7 +425,21 @@ class UpstreamManager:
         line.attempted = True
         line.candidate = Connection(next(self._ids), self.url, self, line)
         log.info("connecting upstream (connection %s, line %s)", line.candidate.id, line.name)
+        line.candidate.span = self._connect_span(line, line.candidate)
         line.candidate.start()
+
+    def _connect_span(self, line: Line, conn: Connection) -> tracing.Span:
+        """A span from an attempt to its first frame; why it was made is its first event."""
+        attributes: dict[str, str | int] = {"binance.line": line.name, "binance.connection": conn.id}
+        attributes["server.address"] = self.host
+        span = tracing.start_span("binance connect", kind="client", attributes=attributes)
+        if line.active is not None:
+            span.add_event("rotation", {"reason": "serverShutdown" if line.rotate_soon else "maximum age"})
+        elif line.last_error is not None:
+            span.add_event("reconnect", {"reason": line.last_error.text})
+        else:
+            span.add_event("connect", {"reason": "start"})
+        return span
 
     def _watchdog(self, line: Line, active: Connection, now: float) -> None:
         if active.last_message_at is None:
@@ -480,6 +497,7 @@ class UpstreamManager:
     # ---- supervisor event handlers ---------------------------------------------------
     def _on_opened(self, conn: Connection, _detail: object) -> None:
         self._open += 1
+        conn.span.add_event("opened")
         line = conn.line
         if conn is not line.candidate:
             conn.close()
@@ -490,6 +508,10 @@ class UpstreamManager:
 
     def _on_first(self, conn: Connection, _detail: object) -> None:
         line = conn.line
+        if conn is line.candidate and line.active is not None:
+            conn.span.add_event("switched", {"replaced_connection": line.active.id})
+        conn.span.add_event("delivering")
+        conn.span.end()
         log.info(
             "upstream connection %s delivering (line %s, %d streams)", conn.id, line.name, self.stream_count
         )
@@ -545,6 +567,9 @@ class UpstreamManager:
 
     def _on_closed(self, conn: Connection, ended: Ended) -> None:
         now = time.monotonic()
+        if conn.messages == 0:  # never delivered: its span is still open
+            conn.span.add_event("failed", {"reason": ended.text})
+            conn.span.end()
         if conn.opened_at is not None:
             self._open -= 1
         line = conn.line

@@ -5,7 +5,7 @@ from __future__ import annotations
 import atexit
 import logging
 import weakref
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from flask import Flask, current_app
@@ -34,6 +34,7 @@ __all__ = [
     "StorageExtension",
     "StorageUnavailable",
     "TradeFilter",
+    "get_read_storage",
     "get_storage",
     "open_storage",
 ]
@@ -48,19 +49,39 @@ SCHEMES = {
 }
 
 
-def open_storage(url: str, options: Mapping[str, int] | None = None) -> Storage:
-    """Create the backend for a DATABASE_URL (sqlite:///path or postgresql://...)."""
+def open_storage(url: str, options: Mapping[str, Any] | None = None) -> Storage:
+    """Create the backend for a DATABASE_URL (sqlite:///path or postgresql://..., multi-host too).
+
+    `options`: the app's config, of which the DATABASE_* pool and timeout settings apply.
+    """
     scheme = SCHEMES.get(urlsplit(url).scheme.lower())
     if scheme == "sqlite":
         from database_service.storage.sqlite import SQLiteStorage
 
         return SQLiteStorage(url)
     if scheme == "postgresql":
+        from database_service.storage.pg_pool import Timeouts
         from database_service.storage.postgres import PostgresStorage
 
-        pool_size = int((options or {}).get("pool_size", 8))
-        return PostgresStorage(_libpq_url(url), pool_size=pool_size)
+        given = options or {}
+        pool_size = int(given.get("DATABASE_POOL_SIZE", 8))
+        timeouts = Timeouts(
+            **{field: given[name] for name, field in TIMEOUT_SETTINGS.items() if given.get(name) is not None}
+        )
+        return PostgresStorage(_libpq_url(url), pool_size=pool_size, timeouts=timeouts)
     raise ValueError("DATABASE_URL: scheme must be sqlite:// or postgresql://")
+
+
+# setting -> field of pg_pool.Timeouts
+TIMEOUT_SETTINGS = {
+    "DATABASE_CONNECT_TIMEOUT": "connect",
+    "DATABASE_STATEMENT_TIMEOUT": "statement",
+    "DATABASE_LOCK_TIMEOUT": "lock",
+    "DATABASE_TIMEOUT": "request",
+    "DATABASE_KEEPALIVES_IDLE": "keepalives_idle",
+    "DATABASE_KEEPALIVES_INTERVAL": "keepalives_interval",
+    "DATABASE_KEEPALIVES_COUNT": "keepalives_count",
+}
 
 
 def _libpq_url(url: str) -> str:
@@ -83,13 +104,17 @@ class StorageExtension:
             self.init_app(app)
 
     def init_app(self, app: Flask) -> None:
-        """Open the backend and apply migrations unless MIGRATE_ON_START is false."""
-        storage = open_storage(
-            app.config["DATABASE_URL"], {"pool_size": app.config.get("DATABASE_POOL_SIZE", 8)}
-        )
+        """Open the backend (and the read one) and apply migrations unless MIGRATE_ON_START is false."""
+        storage = open_storage(app.config["DATABASE_URL"], app.config)
         app.extensions["storage"] = storage
         # The pool closes when the process exits, even without gunicorn's worker_exit hook.
         atexit.register(_close_if_alive, weakref.ref(storage))
+        read_url = app.config.get("DATABASE_READ_URL")
+        if read_url:
+            reads = open_storage(read_url, app.config)
+            reads.schema_ready = True  # the primary's schema, replicated: never migrated from here
+            app.extensions["read_storage"] = reads
+            atexit.register(_close_if_alive, weakref.ref(reads))
         if app.config.get("MIGRATE_ON_START", True):
             self._migrate_on_start(storage)
 
@@ -111,3 +136,9 @@ def get_storage() -> Storage:
     storage: Storage = current_app.extensions["storage"]
     storage.ensure_schema()
     return storage
+
+
+def get_read_storage() -> Storage:
+    """Where reads that may lag go: DATABASE_READ_URL's servers if set, else the primary."""
+    reads: Storage | None = current_app.extensions.get("read_storage")
+    return reads if reads is not None else get_storage()

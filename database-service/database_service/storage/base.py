@@ -227,6 +227,18 @@ class Storage(ABC):
     def stats_version(self) -> int:
         """A number raised by every new trade (and by rebuild_summaries): the statistics cache key."""
 
+    def versioned_trade_stats(
+        self, filters: TradeFilter, group_by: str | None
+    ) -> tuple[int | None, list[StatsAggregate]]:
+        """`trade_stats` and the statistics version they reflect, None if a trade landed meanwhile.
+
+        The version is read before and after: equal, the statistics are exactly those of
+        that version (a trade raises it in its own transaction), even on a lagging standby.
+        """
+        before = self.stats_version()
+        rows = self.trade_stats(filters, group_by)
+        return (before if self.stats_version() == before else None), rows
+
     @abstractmethod
     def rebuild_summaries(self) -> None:
         """Recompute pre-aggregated statistics from the trades and raise the statistics version."""

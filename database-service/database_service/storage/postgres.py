@@ -6,20 +6,21 @@ import io
 import json
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager, closing, contextmanager
 from dataclasses import dataclass, replace
-from typing import Any
+from datetime import datetime
+from typing import Any, TypeVar
 
 import psycopg2
 import psycopg2.errors
 import psycopg2.extensions
-import psycopg2.pool
 from psycopg2.extras import Json, execute_values
 
 from database_service.storage import pg_migrations, pg_stats, sql
 from database_service.storage.base import (
     NewSignal,
     NewTrade,
+    SignalFilter,
     StatsAggregate,
     Storage,
     StorageUnavailable,
@@ -30,15 +31,12 @@ from database_service.storage.base import (
     us_to_datetime,
     us_to_iso,
 )
+from database_service.storage.pg_pool import UNAVAILABLE_ERRORS, ConnectionLost, Pool, Timeouts, connect_params
+from shared import tracing
+
+T = TypeVar("T")
 
 BUCKET_LOCK_SPACE = 0x5A42  # two-int advisory locks (space, hour number) guard bucket refreshes
-
-UNAVAILABLE_ERRORS = (
-    psycopg2.OperationalError,
-    psycopg2.InterfaceError,
-    psycopg2.pool.PoolError,
-    psycopg2.errors.TransactionRollbackError,
-)
 
 
 @dataclass(frozen=True)
@@ -94,22 +92,25 @@ TRADES = TableSpec(
 
 
 class PostgresStorage(sql.SqlReads, Storage):
-    """Storage on PostgreSQL through a thread-safe pool, created lazily on first use."""
+    """Storage on PostgreSQL through a thread-safe pool (pg_pool), connecting on first use.
+
+    `url` may name several hosts (libpq multi-host); with `target_session_attrs=read-write`
+    libpq connects to whichever is the primary. Every write carries its deadline in the
+    server's clock, so a write the client stopped waiting for never commits later.
+    """
 
     codec = CODEC
 
     dialect = "postgresql"
 
-    def __init__(self, url: str, pool_size: int = 8, connect_timeout: int = 5) -> None:
+    def __init__(self, url: str, pool_size: int = 8, timeouts: Timeouts | None = None) -> None:
         self.url = url
-        self.pool_size = pool_size
-        self.connect_timeout = connect_timeout
-        self._pool: psycopg2.pool.ThreadedConnectionPool | None = None
-        self._pool_lock = threading.Lock()
-        # The pool raises instead of waiting when exhausted; the semaphore makes callers wait.
-        self._slots = threading.BoundedSemaphore(pool_size)
+        self.timeouts = timeouts or Timeouts()
+        self.params = connect_params(url, self.timeouts)
+        self.pool = Pool(self.params, pool_size, self.timeouts, lambda text: masked(text, url))
         self._backend: str | None = None
         self._closed = False
+        self._retrying = threading.local()  # set while a read is retried: it gets a new connection
 
     @property
     def backend(self) -> str:
@@ -120,72 +121,58 @@ class PostgresStorage(sql.SqlReads, Storage):
                 self._backend = "timescaledb" if cur.fetchone() else "postgresql"
         return self._backend
 
-    def _get_pool(self) -> psycopg2.pool.ThreadedConnectionPool:
-        with self._pool_lock:
-            if self._closed:
-                raise StorageUnavailable("storage is closed")
-            if self._pool is None:
-                pool = psycopg2.pool.ThreadedConnectionPool(
-                    1, self.pool_size, self.url, connect_timeout=self.connect_timeout
-                )
-                # psycopg2 closes a returned connection whenever minconn are already idle, so
-                # with minconn=1 two concurrent requests meant a new PostgreSQL connection for
-                # one of them (most of a single save's time under 4 clients). Raised after the
-                # pool opened its first one, so connections still open on demand, then stay.
-                pool.minconn = self.pool_size
-                self._pool = pool
-            return self._pool
-
     @contextmanager
     def _cursor(self, autocommit: bool = False) -> Iterator[psycopg2.extensions.cursor]:
         """One transaction on a pooled connection: commit on success, rollback on error.
 
-        `autocommit`: for ONE statement, committed by the server on its own. psycopg2 opens
-        every transaction with a separate BEGIN round trip and ends it with COMMIT: three
-        round trips for one INSERT or SELECT. A single statement is atomic by itself, so
-        under autocommit the same work takes one round trip, with the same durability (the
-        server answers only after the commit). Never run two statements that way.
+        `autocommit`: for ONE statement, committed by the server on its own. A transaction
+        costs a BEGIN and a COMMIT round trip more; a single statement is atomic by itself,
+        so under autocommit the same work takes one round trip, with the same durability
+        (the server answers only after the commit). Never run two writes that way.
         """
-        if not self._slots.acquire(timeout=30):
-            raise StorageUnavailable("postgresql: no free connection in the pool")
-        try:
-            yield from (self._autocommit() if autocommit else self._transaction())
-        except UNAVAILABLE_ERRORS as exc:
-            raise StorageUnavailable(self.reason(exc)) from exc
-        finally:
-            self._slots.release()
+        with self._leased() as (cur, deadline):
+            if autocommit:
+                yield cur
+                return
+            cur.execute("BEGIN")
+            yield cur
+            # Checked by the server right before it commits: past the deadline the client
+            # may have given up (503), so the transaction must not commit.
+            cur.execute(f"{GUARD}; COMMIT", (deadline,))
+
+    @contextmanager
+    def _leased(self) -> Iterator[tuple[psycopg2.extensions.cursor, datetime]]:
+        """A cursor (autocommit) and the lease's deadline on the server's clock, for GUARD."""
+        if self._closed:
+            raise StorageUnavailable("storage is closed")
+        fresh = getattr(self._retrying, "active", False)
+        with self.pool.lease(fresh) as lease, lease.conn.cursor() as cur:
+            yield cur, lease.server_deadline()
 
     def _statement(self) -> AbstractContextManager[psycopg2.extensions.cursor]:
         """A cursor for one statement under autocommit (see `_cursor`)."""
         return self._cursor(autocommit=True)
 
-    def _autocommit(self) -> Iterator[psycopg2.extensions.cursor]:
-        pool = self._get_pool()
-        conn = pool.getconn()
+    def _read(self, method: Callable[..., T], *args: Any) -> T:
+        """Run a read; once more on a new connection if the pooled one had lost its server."""
         try:
-            conn.autocommit = True  # a client-side flag: no round trip
-            with conn.cursor() as cur:
-                yield cur
-        finally:
+            return method(*args)
+        except ConnectionLost:
+            self._retrying.active = True
             try:
-                if not conn.closed:
-                    conn.autocommit = False
-            finally:  # the connection goes back to the pool whatever happened
-                pool.putconn(conn, close=bool(conn.closed))
+                return method(*args)
+            finally:
+                self._retrying.active = False
 
-    def _transaction(self) -> Iterator[psycopg2.extensions.cursor]:
-        pool = self._get_pool()
-        conn = pool.getconn()
-        try:
-            with conn.cursor() as cur:
-                yield cur
-            conn.commit()
-        except BaseException:
-            if not conn.closed:
-                conn.rollback()
-            raise
-        finally:
-            pool.putconn(conn, close=bool(conn.closed))
+    def get_signal(self, signal_id: int) -> dict[str, Any] | None:
+        """One signal or None (retried once on a lost connection)."""
+        return self._read(super().get_signal, signal_id)
+
+    def signal_history(
+        self, filters: SignalFilter, after: tuple[int, int] | None, limit: int
+    ) -> list[dict[str, Any]]:
+        """A history page (retried once on a lost connection)."""
+        return self._read(super().signal_history, filters, after, limit)
 
     def migrate(self) -> list[str]:
         """Apply pending migrations (see pg_migrations: optional ones cannot undo the others)."""
@@ -197,9 +184,11 @@ class PostgresStorage(sql.SqlReads, Storage):
         return applied
 
     def _connect(self) -> psycopg2.extensions.connection:
+        """A connection of its own for maintenance (migrations, rebuilds): no statement limits."""
         if self._closed:
             raise StorageUnavailable("storage is closed")
-        return psycopg2.connect(self.url, connect_timeout=self.connect_timeout)
+        options = f"{self.params['options']} -c statement_timeout=0 -c lock_timeout=0"
+        return psycopg2.connect(psycopg2.extensions.make_dsn(**{**self.params, "options": options}))
 
     def reason(self, error: BaseException) -> str:
         """Why the database failed, for the log: the driver's message with the password masked."""
@@ -208,8 +197,11 @@ class PostgresStorage(sql.SqlReads, Storage):
 
     def rebuild_summaries(self) -> None:
         """Recompute every trade bucket from the trades (after a bulk load that bypassed the API)."""
-        with self._cursor() as cur:
-            _rebuild(cur)
+        try:
+            with closing(self._connect()) as conn, conn, conn.cursor() as cur:
+                _rebuild(cur)
+        except UNAVAILABLE_ERRORS as exc:
+            raise StorageUnavailable(self.reason(exc)) from exc
 
     def applied_migrations(self) -> list[str]:
         """Names recorded in schema_migrations, oldest first."""
@@ -235,8 +227,8 @@ class PostgresStorage(sql.SqlReads, Storage):
         the stored signal.
         """
         row = CODEC.signal_params(signal)
-        with self._statement() as cur:
-            cur.execute(SAVE_ONE_KEYED, (signal.client_id, row[6], *row))
+        with self._leased() as (cur, deadline):
+            cur.execute(f"{GUARD}; {SAVE_ONE_KEYED}", (deadline, signal.client_id, row[6], *row))
             found = cur.fetchone()
         if found is not None:
             return CODEC.signal_dict(found), True
@@ -282,6 +274,9 @@ class PostgresStorage(sql.SqlReads, Storage):
 
     def stats_version(self) -> int:
         """The statistics version (raised in every new trade's transaction)."""
+        return self._read(self._stats_version)
+
+    def _stats_version(self) -> int:
         with self._statement() as cur:
             cur.execute(sql.READ_STATS_VERSION)
             return int(_one_row(cur)[0])
@@ -324,18 +319,23 @@ class PostgresStorage(sql.SqlReads, Storage):
         """One row without an idempotency key: the id comes from the INSERT itself."""
         (row,) = rows
         values = ", ".join(["%s"] * len(row))
-        # One INSERT and nothing after it is a transaction by itself: no BEGIN, no COMMIT.
-        with self._statement() if on_insert is None else self._cursor() as cur:
-            cur.execute(
-                f"INSERT INTO {spec.table} ({spec.fields}) VALUES ({values}) RETURNING {spec.columns}", row
-            )
-            returned = cur.fetchall()
-            if on_insert is not None:
+        insert = f"INSERT INTO {spec.table} ({spec.fields}) VALUES ({values}) RETURNING {spec.columns}"
+        if on_insert is None:  # one INSERT is a transaction by itself: no BEGIN, no COMMIT
+            with self._leased() as (cur, deadline):
+                cur.execute(f"{GUARD}; {insert}", (deadline, *row))
+                returned = cur.fetchall()
+        else:
+            with self._cursor() as cur:
+                cur.execute(insert, row)
+                returned = cur.fetchall()
                 on_insert(cur)
         return [(spec.to_dict(r), True) for r in returned]
 
     def trade_stats(self, filters: TradeFilter, group_by: str | None) -> list[StatsAggregate]:
         """Combine hourly bucket segments (and the edge hours' trades) in the database."""
+        return self._read(self._trade_stats, filters, group_by)
+
+    def _trade_stats(self, filters: TradeFilter, group_by: str | None) -> list[StatsAggregate]:
         query, params = pg_stats.stats_sql(filters, group_by)
         with self._statement() as cur:
             cur.execute(query, params)
@@ -357,11 +357,8 @@ class PostgresStorage(sql.SqlReads, Storage):
 
     def close(self) -> None:
         """Close the pool and every connection in it."""
-        with self._pool_lock:
-            self._closed = True
-            pool, self._pool = self._pool, None
-        if pool is not None and not pool.closed:
-            pool.closeall()
+        self._closed = True
+        self.pool.close()
 
 
 def _after_migrations(cur: psycopg2.extensions.cursor, applied: list[str]) -> None:
@@ -423,6 +420,8 @@ SAVE_ONE_KEYED = (
     f"SELECT signal_id, {', '.join(f'%s::{kind}' for kind in _SIGNAL_CASTS)} FROM claimed "
     f"RETURNING {sql.SIGNAL_COLUMNS}"
 )
+# The first statement of every write's commit (see pg_pool): migration 0005_commit_deadline.
+GUARD = "SELECT sardag_commit_deadline(%s)"
 RESERVE_SIGNAL_IDS = (
     "SELECT now(), array(SELECT nextval(pg_get_serial_sequence('signals', 'id')) FROM generate_series(1, %s))"
 )
@@ -431,6 +430,15 @@ COPY_SIGNALS = f"COPY signals (id, {sql.SIGNAL_FIELDS}) FROM STDIN"  # _copy_in 
 # at validation); \\N is NULL.
 _COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
 NULL = "\\N"
+
+
+def _copy_span_attributes(rows: int) -> dict[str, str | int]:
+    return {
+        "db.system.name": "postgresql",
+        "db.operation.name": "COPY",
+        "db.collection.name": "signals",
+        "db.operation.batch.size": rows,
+    }
 
 
 def _copy_in(
@@ -481,7 +489,9 @@ def _copy_in(
                 created,
             )
         )
-    cur.copy_expert(COPY_SIGNALS, io.StringIO("".join(lines)))
+    # psycopg2's instrumentation does not see copy_expert: its own span, and the comment.
+    with tracing.span("COPY signals", kind="client", attributes=_copy_span_attributes(len(lines))) as span:
+        cur.copy_expert(COPY_SIGNALS + tracing.sql_comment(span.traceparent), io.StringIO("".join(lines)))
     if with_metadata:
         cur.execute("SELECT id, metadata FROM signals WHERE id = ANY(%s)", (with_metadata,))
         for signal_id, metadata in cur.fetchall():
