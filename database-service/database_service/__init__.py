@@ -76,6 +76,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
 
 def _database_check(storage: Storage) -> tuple[str, str]:
     storage.ping()
+    storage.check_schema()  # readiness: a schema with pending migrations is down (never migrated here)
     return "ok", storage.backend
 
 

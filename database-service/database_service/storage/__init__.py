@@ -83,15 +83,23 @@ class StorageExtension:
             self.init_app(app)
 
     def init_app(self, app: Flask) -> None:
-        """Open the backend and apply migrations unless MIGRATE_ON_START is false."""
+        """Open the backend and apply migrations unless MIGRATE_ON_START is false.
+
+        With MIGRATE_ON_START false nothing in this process ever migrates: pending
+        migrations are one error line at start, then a 503 for every request and an
+        unhealthy /health until `python -m database_service migrate` has run.
+        """
         storage = open_storage(
             app.config["DATABASE_URL"], {"pool_size": app.config.get("DATABASE_POOL_SIZE", 8)}
         )
         app.extensions["storage"] = storage
         # The pool closes when the process exits, even without gunicorn's worker_exit hook.
         atexit.register(_close_if_alive, weakref.ref(storage))
-        if app.config.get("MIGRATE_ON_START", True):
+        storage.migrates = bool(app.config.get("MIGRATE_ON_START", True))
+        if storage.migrates:
             self._migrate_on_start(storage)
+        else:
+            self._check_on_start(storage)
 
     @staticmethod
     def _migrate_on_start(storage: Storage) -> None:
@@ -104,6 +112,13 @@ class StorageExtension:
             return
         if applied:
             log.info("migrations applied: %s", ", ".join(applied))
+
+    @staticmethod
+    def _check_on_start(storage: Storage) -> None:
+        try:
+            storage.check_schema()
+        except StorageUnavailable as exc:  # SchemaPending included: its message says what to do
+            log.error("database schema not ready at start-up: %s", exc)
 
 
 def get_storage() -> Storage:

@@ -212,8 +212,11 @@ class PostgresStorage(sql.SqlReads, Storage):
             _rebuild(cur)
 
     def applied_migrations(self) -> list[str]:
-        """Names recorded in schema_migrations, oldest first."""
+        """Names recorded in schema_migrations, oldest first (none before the first migration)."""
         with self._statement() as cur:
+            cur.execute("SELECT to_regclass('schema_migrations') IS NOT NULL")
+            if cur.fetchone() != (True,):
+                return []
             cur.execute("SELECT version, name FROM schema_migrations ORDER BY version")
             return [f"{version:04d}_{name}" for version, name in cur.fetchall()]
 
