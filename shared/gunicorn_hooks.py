@@ -21,10 +21,10 @@ from gunicorn.glogging import Logger as GunicornLogger
 from gunicorn.workers.base import Worker
 
 from shared import logger, sentry_integration
-from shared.config import Check, ConfigError, Setting, exit_on_config_error, load_config, secret_values
+from shared.config import Check, ConfigError, Setting, exit_on_config_error, load_config
 from shared.lifecycle import shutdown
 from shared.rate_limiter.host import HOST_ERRORS, HOST_STORE_ENV, HostBackend, host_store_path
-from shared.secrets import Secrets
+from shared.secrets import Secrets, secret_values
 
 
 def configure(

@@ -12,7 +12,6 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from importlib import resources
 from typing import Any
-from urllib.parse import unquote, urlsplit
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 ONE_MICROSECOND = timedelta(microseconds=1)
@@ -52,16 +51,6 @@ class SchemaPending(StorageUnavailable):
 def one_line(text: str) -> str:
     """`text` with every run of whitespace (newlines, tabs) collapsed into one space."""
     return " ".join(text.split())
-
-
-def masked(text: str, url: str) -> str:
-    """`text` with the password of `url` (plain and percent-encoded) replaced by ***."""
-    password = urlsplit(url).password
-    if not password:
-        return text
-    for form in {password, unquote(password)}:
-        text = text.replace(form, "***")
-    return text
 
 
 @dataclass(frozen=True, slots=True)

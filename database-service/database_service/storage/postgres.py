@@ -25,11 +25,11 @@ from database_service.storage.base import (
     StorageUnavailable,
     TradeFilter,
     datetime_to_us,
-    masked,
     one_line,
     us_to_datetime,
     us_to_iso,
 )
+from shared.secrets import mask_url_secrets
 
 BUCKET_LOCK_SPACE = 0x5A42  # two-int advisory locks (space, hour number) guard bucket refreshes
 
@@ -204,7 +204,7 @@ class PostgresStorage(sql.SqlReads, Storage):
     def reason(self, error: BaseException) -> str:
         """Why the database failed, for the log: the driver's message with the password masked."""
         detail = one_line(str(error)) or type(error).__name__
-        return f"postgresql: {masked(detail, self.url)}"
+        return f"postgresql: {mask_url_secrets(detail, self.url)}"
 
     def rebuild_summaries(self) -> None:
         """Recompute every trade bucket from the trades (after a bulk load that bypassed the API)."""
