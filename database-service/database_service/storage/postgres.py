@@ -245,6 +245,8 @@ class PostgresStorage(sql.SqlReads, Storage):
             return CODEC.signal_dict(found), True
         with self._statement() as cur:
             stored = _stored_by_key(cur, SIGNALS, [str(signal.client_id)])
+        if str(signal.client_id) not in stored:  # its signal was deleted (retention): reclaimed
+            return self._copy_signals([signal], [signal.client_id])[0]
         return stored[str(signal.client_id)], False
 
     def _copy_signals(
@@ -265,12 +267,19 @@ class PostgresStorage(sql.SqlReads, Storage):
             cur.execute(RESERVE_SIGNAL_IDS, (len(signals),))
             created, ids = _one_row(cur)
             won: set[int] = set()
+            times = [us_to_datetime(s.ts_us) for s in signals]
             if any(keys):
-                won = _claim_keys(cur, SIGNALS, ids, keys, [us_to_datetime(s.ts_us) for s in signals])
+                won = _claim_keys(cur, SIGNALS, ids, keys, times)
             fresh = [(ids[i], s) for i, s in enumerate(signals) if keys[i] is None or ids[i] in won]
             inserted = _copy_in(cur, fresh, _iso(created))
             dupes = [k for i, k in enumerate(keys) if k is not None and ids[i] not in won]
             stored = _stored_by_key(cur, SIGNALS, dupes)
+            again = _reclaim_orphans(cur, SIGNALS, ids, keys, times, {k for k in dupes if k not in stored})
+            if again:
+                inserted |= _copy_in(
+                    cur, [(ids[i], s) for i, s in enumerate(signals) if ids[i] in again], _iso(created)
+                )
+                stored = _stored_by_key(cur, SIGNALS, dupes)
         # a row not inserted is one whose client_id another row already holds
         return [
             (inserted[i], True) if i in inserted else (stored[str(k)], False)
@@ -305,13 +314,18 @@ class PostgresStorage(sql.SqlReads, Storage):
                 (len(rows),),
             )
             ids = [row[0] for row in cur.fetchall()]
-            won = _claim_keys(cur, spec, ids, keys, [row[time_at] for row in rows])
+            times = [row[time_at] for row in rows]
+            won = _claim_keys(cur, spec, ids, keys, times)
+            dupes = [k for i, k in enumerate(keys) if k is not None and ids[i] not in won]
+            stored = _stored_by_key(cur, spec, dupes)
+            orphans = {k for k in dupes if k not in stored}
+            won |= _reclaim_orphans(cur, spec, ids, keys, times, orphans)
             fresh = [(ids[i], *row) for i, row in enumerate(rows) if keys[i] is None or ids[i] in won]
             inserted = _insert(cur, spec, fresh)
             if inserted and on_insert is not None:
                 on_insert(cur)
-            dupes = [k for i, k in enumerate(keys) if k is not None and ids[i] not in won]
-            stored = _stored_by_key(cur, spec, dupes)
+            if orphans:  # a second occurrence of a reclaimed key answers the row inserted now
+                stored = _stored_by_key(cur, spec, [k for i, k in enumerate(keys) if k and ids[i] not in won])
         # a row not inserted is one whose client_id another row already holds
         return [
             (inserted[i], True) if i in inserted else (stored[str(k)], False)
@@ -505,6 +519,29 @@ def _insert(
         fetch=True,
     )
     return {row[0]: spec.to_dict(row) for row in returned}
+
+
+def _reclaim_orphans(
+    cur: psycopg2.extensions.cursor,
+    spec: TableSpec,
+    ids: list[int],
+    keys: list[str | None],
+    times: list[Any],
+    orphans: set[str],
+) -> set[int]:
+    """Free the keys whose row is gone (retention deleted it) and claim them again: the ids that won.
+
+    The key outlived its row, so the client's retry is a new write, not a replay; without
+    this its stored answer is missing and the whole batch failed.
+    """
+    if not orphans:
+        return set()
+    cur.execute(
+        f"DELETE FROM {spec.keys} k WHERE k.client_id = ANY(%s) AND NOT EXISTS "
+        f"(SELECT 1 FROM {spec.table} t WHERE t.id = k.{spec.key_id} AND t.{spec.time} = k.{spec.time})",
+        (sorted(orphans),),
+    )
+    return _claim_keys(cur, spec, ids, [k if k in orphans else None for k in keys], times)
 
 
 def _stored_by_key(
