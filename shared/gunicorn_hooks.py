@@ -40,9 +40,7 @@ def configure(
         config = load_config(service, settings=settings, defaults=defaults, check=check)
     except ConfigError as exc:
         exit_on_config_error(exc)
-    metrics_dir = os.environ.setdefault(
-        "PROMETHEUS_MULTIPROC_DIR", str(Path(tempfile.gettempdir()) / f"sardag-metrics-{service}")
-    )
+    metrics_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or _private_metrics_dir(service)
     namespace.update(
         bind=[_bind(config["BIND"], config["PORT"])],
         workers=int(os.environ.get("WEB_CONCURRENCY", "2")),
@@ -57,13 +55,34 @@ def configure(
         control_socket_disable=True,
         logger_class=service_logger(config["LOG_FORMAT"], Secrets(secret_values(config))),
         on_starting=lambda server: _on_starting(server, config, metrics_dir),
-        on_exit=lambda server: remove_host_store(),
+        on_exit=lambda server: _on_exit(metrics_dir),
         nworkers_changed=lambda server, new, old: _check_worker_change(server, config, new),
         post_fork=lambda server, worker: _post_fork(config),
         child_exit=_child_exit,
         worker_exit=_worker_exit,
     )
     return config
+
+
+PRIVATE_METRICS_ENV = "SARDAG_PRIVATE_METRICS_DIR"  # the directory below was made for this master
+
+
+def _private_metrics_dir(service: str) -> str:
+    """A fresh directory only this user can enter (mkdtemp: 0700, unpredictable), named to the workers.
+
+    A fixed path in a shared /tmp could be another user's (planted files, a symlink) and
+    two masters of one service would wipe each other's metrics at start.
+    """
+    path = tempfile.mkdtemp(prefix=f"sardag-metrics-{service}-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = os.environ[PRIVATE_METRICS_ENV] = path
+    return path
+
+
+def _on_exit(metrics_dir: str) -> None:
+    """Master exit: remove the host store, and the metrics directory if it was made for this master."""
+    remove_host_store()
+    if metrics_dir and os.environ.get(PRIVATE_METRICS_ENV) == metrics_dir:
+        shutil.rmtree(metrics_dir, ignore_errors=True)
 
 
 def service_logger(fmt: str, secrets: Secrets | None = None) -> type[GunicornLogger]:
