@@ -195,9 +195,17 @@ def _bind(host: str, port: int) -> str:
 
 
 def reset_metrics_dir(path: str) -> None:
-    """Empty the multiprocess metrics directory so a restart starts from zero."""
-    shutil.rmtree(path, ignore_errors=True)
-    os.makedirs(path, exist_ok=True)
+    """Empty the multiprocess metrics directory so a restart starts from zero.
+
+    Its contents go, the directory stays: removing and re-creating it would drop a private
+    directory's 0700 mode and leave a moment in which another user could create the path.
+    """
+    os.makedirs(path, mode=0o700, exist_ok=True)
+    for entry in Path(path).iterdir():
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
 
 
 def _child_exit(server: Arbiter, worker: Worker) -> None:
