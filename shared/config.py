@@ -24,6 +24,7 @@ _RESERVED_RATE_LIMIT_KEYS = {
     "RATE_LIMIT_ENABLED",
     "RATE_LIMIT_WINDOW_SECONDS",
     "RATE_LIMIT_MAX_KEYS",
+    "RATE_LIMIT_IPV6_PREFIX",
 }
 
 
@@ -174,6 +175,9 @@ SHARED_SETTINGS: tuple[Setting, ...] = (
     Setting("RATE_LIMIT_ENABLED", parse_bool, True),
     Setting("RATE_LIMIT_WINDOW_SECONDS", parse_float(0.001), 60.0),
     Setting("RATE_LIMIT_MAX_KEYS", parse_int(1), 100_000),
+    Setting(
+        "RATE_LIMIT_IPV6_PREFIX", parse_int(32, 128), 64, "IPv6 clients are limited per network of this size"
+    ),
     Setting("SENTRY_DSN", parse_str, None),
     Setting("SENTRY_ENVIRONMENT", parse_str, None),
     Setting("SENTRY_RELEASE", parse_str, None),
