@@ -14,7 +14,7 @@ import redis
 from websocket_streaming.book import PriceBook, PriceRecord
 from websocket_streaming.encoding import price_answer
 from websocket_streaming.parser import PriceUpdate
-from websocket_streaming.redis_bridge import LEADER, RedisBridge
+from websocket_streaming.redis_bridge import FOLLOWER, LEADER, SOLO, RedisBridge
 
 from shared.testing import wait_until
 
@@ -126,3 +126,53 @@ def test_the_subscriber_goes_on_while_the_role_callback_runs(
         wait_until(lambda: bridge.book.seq == 3, 1.5, "every message received during the callback")
     finally:
         release.set()
+
+
+@pytest.mark.integration
+@pytest.mark.redis
+@pytest.mark.slow
+def test_solo_to_follower_through_redis_sends_each_update_once_in_order(
+    bridges: Callable[..., RedisBridge], redis_url: str, prefix: str
+) -> None:
+    client = redis.Redis.from_url(redis_url)
+    client.set(f"{prefix}lock:websocket-streaming:upstream", "another-instance", px=60_000)
+    worker = bridges(silence=0.5, min_solo=2.0)  # nothing heard: solo, ingesting on its own
+    wait_until(lambda: worker.role == SOLO, 3.0, "solo")
+    leader = PriceBook(["BTCUSDT"])
+
+    def publish(update: PriceUpdate) -> None:
+        record = leader.apply(update)
+        assert record is not None
+        message = {"origin": "elsewhere", "epoch": leader.epoch, "last": record.seq, "sent_at": time.time()}
+        client.publish(f"{prefix}price-updates", json.dumps({**message, "records": [record.to_dict()]}))
+
+    def newest() -> int | None:
+        record = worker.book.get("BTCUSDT")
+        return None if record is None else record.event_time
+
+    for n in range(100, 110):  # the leader is heard again while the worker's own feed still runs
+        update = trade(str(n), n)
+        if n % 2:  # its own feed first, the leader's copy after
+            worker.book.apply(update)
+            publish(update)
+        else:  # the leader's copy first
+            publish(update)
+            wait_until(lambda n=n: newest() == n, 2.0, "the leader's copy")
+            worker.book.apply(update)
+        time.sleep(0.05)
+    deadline = time.monotonic() + 5.0
+    while worker.role != FOLLOWER and time.monotonic() < deadline:  # the leader's heartbeats
+        heartbeat = {
+            "origin": "elsewhere",
+            "epoch": leader.epoch,
+            "last": 10,
+            "sent_at": time.time(),
+            "records": [],
+        }
+        client.publish(f"{prefix}price-updates", json.dumps(heartbeat))
+        time.sleep(0.1)
+    assert worker.role == FOLLOWER
+    for n in (110, 111):
+        publish(trade(str(n), n))
+    wait_until(lambda: newest() == 111, 2.0, "the leader's updates")
+    assert [str(r.price) for r in worker.book.since(0)[1]] == [str(n) for n in range(100, 112)]
