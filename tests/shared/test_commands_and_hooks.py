@@ -74,11 +74,11 @@ def test_without_a_metrics_directory_set_each_master_gets_a_private_one(
 ) -> None:
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("TMPDIR", str(tmp_path))
-    monkeypatch.delenv(gunicorn_hooks.PRIVATE_METRICS_ENV, raising=False)  # restored after the test
+    monkeypatch.setenv(gunicorn_hooks.PRIVATE_METRICS_ENV, "")  # setenv, not delenv: restored after the test
     monkeypatch.setattr(gunicorn_hooks.tempfile, "tempdir", None)  # re-read TMPDIR
     made = []
     for _ in range(2):  # two masters of one service on one host
-        monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
+        monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", "")  # unset (empty); restored after the test
         namespace: dict[str, Any] = {}
         gunicorn_hooks.configure(namespace, "svc", defaults={"PORT": 5020})
         made.append(Path(os.environ["PROMETHEUS_MULTIPROC_DIR"]))
