@@ -17,12 +17,15 @@ from urllib.parse import unquote, urlsplit
 
 from dotenv import dotenv_values
 
+from shared.secrets import MIN_KEY_LENGTH, key_file_keys, redacted
+
 RATE_LIMIT_PREFIX = "RATE_LIMIT_"
 _RESERVED_RATE_LIMIT_KEYS = {
     "RATE_LIMIT_DEFAULT",
     "RATE_LIMIT_ENABLED",
     "RATE_LIMIT_WINDOW_SECONDS",
     "RATE_LIMIT_MAX_KEYS",
+    "RATE_LIMIT_IPV6_PREFIX",
 }
 
 
@@ -130,9 +133,24 @@ def parse_choice(*choices: str) -> Parser:
     return parse
 
 
+def parse_key(value: str) -> str | None:
+    """One API key (surrounding spaces dropped), at least MIN_KEY_LENGTH characters; None when empty."""
+    key = value.strip()
+    if key and len(key) < MIN_KEY_LENGTH:
+        raise ValueError(f"a key must be at least {MIN_KEY_LENGTH} characters, got {len(key)}{_KEY_HINT}")
+    return key or None
+
+
 def parse_key_list(value: str) -> tuple[str, ...]:
-    """Comma-separated API keys (surrounding spaces dropped, no empty entries)."""
-    return tuple(dict.fromkeys(k.strip() for k in value.split(",") if k.strip()))
+    """Comma-separated API keys (surrounding spaces dropped, no empty entries), each long enough."""
+    keys = tuple(dict.fromkeys(k.strip() for k in value.split(",") if k.strip()))
+    for number, key in enumerate(keys, 1):
+        if len(key) < MIN_KEY_LENGTH:
+            raise ValueError(f"key {number} is shorter than {MIN_KEY_LENGTH} characters{_KEY_HINT}")
+    return keys
+
+
+_KEY_HINT = ' (make one: python -c "import secrets; print(secrets.token_urlsafe(32))")'
 
 
 def parse_log_level(value: str) -> str:
@@ -186,7 +204,7 @@ def parse_resource_attributes(value: str) -> dict[str, str]:
 SHARED_SETTINGS: tuple[Setting, ...] = (
     Setting("REDIS_URL", parse_url("redis", "rediss", "unix"), None),
     Setting("REDIS_TIMEOUT_SECONDS", parse_float(0.001, 10.0), 0.05),
-    Setting("API_KEY", parse_str, None),
+    Setting("API_KEY", parse_key, None),
     Setting("API_KEYS", parse_key_list, (), "more accepted keys, comma-separated (rotation)"),
     Setting("API_KEYS_FILE", parse_str, None, "file of accepted keys, one a line, re-read on change"),
     Setting("BIND", parse_str, "127.0.0.1"),
@@ -197,6 +215,9 @@ SHARED_SETTINGS: tuple[Setting, ...] = (
     Setting("RATE_LIMIT_ENABLED", parse_bool, True),
     Setting("RATE_LIMIT_WINDOW_SECONDS", parse_float(0.001), 60.0),
     Setting("RATE_LIMIT_MAX_KEYS", parse_int(1), 100_000),
+    Setting(
+        "RATE_LIMIT_IPV6_PREFIX", parse_int(32, 128), 64, "IPv6 clients are limited per network of this size"
+    ),
     Setting("SENTRY_DSN", parse_str, None),
     Setting("SENTRY_ENVIRONMENT", parse_str, None),
     Setting("SENTRY_RELEASE", parse_str, None),
@@ -262,6 +283,7 @@ def load_config(
         if key not in specs and key != "RATE_LIMITS":
             config[key] = value
     _check_bind(config)
+    _check_key_file(config.get("API_KEYS_FILE"))
     if check is not None:
         check(config)
     return config
@@ -321,6 +343,21 @@ def _check_bind(config: Mapping[str, Any]) -> None:
     )
 
 
+def _check_key_file(path: str | None) -> None:
+    """A configured API_KEYS_FILE must be readable and hold at least one key, each long enough."""
+    if path is None:
+        return
+    try:
+        keys = key_file_keys(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        problem = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
+        raise ConfigError("API_KEYS_FILE", f"cannot read {path!r}: {problem}") from None
+    if not keys:
+        raise ConfigError("API_KEYS_FILE", f"{path!r} holds no key (one a line; # comments ignored)")
+    if any(len(key) < MIN_KEY_LENGTH for key in keys):
+        raise ConfigError("API_KEYS_FILE", f"{path!r} holds a key shorter than {MIN_KEY_LENGTH} characters")
+
+
 def _is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
@@ -334,43 +371,6 @@ def exit_on_config_error(error: ConfigError) -> None:
     """Print the one-line configuration error and stop the process (no traceback)."""
     print(str(error), file=sys.stderr)
     raise SystemExit(2)
-
-
-# URLs whose password part is a secret (a collector may take basic auth in its URL).
-SECRET_URLS = (
-    "DATABASE_URL",
-    "DATABASE_READ_URL",
-    "REDIS_URL",
-    "OTEL_EXPORTER_OTLP_ENDPOINT",
-    "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
-)
-SECRET_NAMES = ("API_KEY", "API_KEYS", "SENTRY_DSN", *SECRET_URLS)
-
-
-def redacted(config: Mapping[str, Any]) -> dict[str, Any]:
-    """A copy of `config` safe to print: secrets and URL passwords masked."""
-    safe = dict(config)
-    for name in SECRET_NAMES:
-        value = safe.get(name)
-        if not value:
-            continue
-        if name in SECRET_URLS:
-            parts = urlsplit(str(value))
-            safe[name] = str(value).replace(parts.password, "***") if parts.password else value
-        else:
-            safe[name] = "***"
-    return safe
-
-
-def secret_values(config: Mapping[str, Any]) -> set[str]:
-    """Every secret string in `config`: API keys, URL passwords (as written and decoded), the DSN."""
-    found = {str(config.get("API_KEY") or ""), *config.get("API_KEYS", ())}
-    for name in (*SECRET_URLS, "SENTRY_DSN"):
-        parts = urlsplit(str(config.get(name) or ""))
-        found.update({parts.password or "", unquote(parts.password or "")})
-    dsn = str(config.get("SENTRY_DSN") or "")
-    found.update({dsn, urlsplit(dsn).username or ""})  # a DSN's user part is its key
-    return {value for value in found if value}
 
 
 def main(argv: list[str] | None = None) -> None:

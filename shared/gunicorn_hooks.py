@@ -21,10 +21,10 @@ from gunicorn.glogging import Logger as GunicornLogger
 from gunicorn.workers.base import Worker
 
 from shared import logger, sentry_integration
-from shared.config import Check, ConfigError, Setting, exit_on_config_error, load_config, secret_values
+from shared.config import Check, ConfigError, Setting, exit_on_config_error, load_config
 from shared.lifecycle import shutdown
 from shared.rate_limiter.host import HOST_ERRORS, HOST_STORE_ENV, HostBackend, host_store_path
-from shared.secrets import Secrets
+from shared.secrets import Secrets, secret_values
 
 
 def configure(
@@ -40,9 +40,7 @@ def configure(
         config = load_config(service, settings=settings, defaults=defaults, check=check)
     except ConfigError as exc:
         exit_on_config_error(exc)
-    metrics_dir = os.environ.setdefault(
-        "PROMETHEUS_MULTIPROC_DIR", str(Path(tempfile.gettempdir()) / f"sardag-metrics-{service}")
-    )
+    metrics_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or _private_metrics_dir(service)
     namespace.update(
         bind=[_bind(config["BIND"], config["PORT"])],
         workers=int(os.environ.get("WEB_CONCURRENCY", "2")),
@@ -60,13 +58,34 @@ def configure(
         control_socket_disable=True,
         logger_class=service_logger(config["LOG_FORMAT"], Secrets(secret_values(config))),
         on_starting=lambda server: _on_starting(server, config, metrics_dir),
-        on_exit=lambda server: remove_host_store(),
+        on_exit=lambda server: _on_exit(metrics_dir),
         nworkers_changed=lambda server, new, old: _check_worker_change(server, config, new),
         post_fork=lambda server, worker: _post_fork(config),
         child_exit=_child_exit,
         worker_exit=_worker_exit,
     )
     return config
+
+
+PRIVATE_METRICS_ENV = "SARDAG_PRIVATE_METRICS_DIR"  # the directory below was made for this master
+
+
+def _private_metrics_dir(service: str) -> str:
+    """A fresh directory only this user can enter (mkdtemp: 0700, unpredictable), named to the workers.
+
+    A fixed path in a shared /tmp could be another user's (planted files, a symlink) and
+    two masters of one service would wipe each other's metrics at start.
+    """
+    path = tempfile.mkdtemp(prefix=f"sardag-metrics-{service}-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = os.environ[PRIVATE_METRICS_ENV] = path
+    return path
+
+
+def _on_exit(metrics_dir: str) -> None:
+    """Master exit: remove the host store, and the metrics directory if it was made for this master."""
+    remove_host_store()
+    if metrics_dir and os.environ.get(PRIVATE_METRICS_ENV) == metrics_dir:
+        shutil.rmtree(metrics_dir, ignore_errors=True)
 
 
 def service_logger(fmt: str, secrets: Secrets | None = None) -> type[GunicornLogger]:
@@ -179,9 +198,17 @@ def _bind(host: str, port: int) -> str:
 
 
 def reset_metrics_dir(path: str) -> None:
-    """Empty the multiprocess metrics directory so a restart starts from zero."""
-    shutil.rmtree(path, ignore_errors=True)
-    os.makedirs(path, exist_ok=True)
+    """Empty the multiprocess metrics directory so a restart starts from zero.
+
+    Its contents go, the directory stays: removing and re-creating it would drop a private
+    directory's 0700 mode and leave a moment in which another user could create the path.
+    """
+    os.makedirs(path, mode=0o700, exist_ok=True)
+    for entry in Path(path).iterdir():
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
 
 
 def _child_exit(server: Arbiter, worker: Worker) -> None:

@@ -100,8 +100,18 @@ def _run_one(check: Check) -> dict[str, Any]:
         outcome = check.func()
     except Exception as exc:  # a failing check is a result, not a crash
         log.warning("health check %s failed: %s", check.name, exc)
-        return {"status": DOWN, "detail": f"{type(exc).__name__}: {exc}"}
+        return {"status": DOWN, "detail": public_reason(exc)}
     return _normalise(outcome)
+
+
+def public_reason(exc: BaseException) -> str:
+    """What /health may say about a failure: its `public_message` or its type, never its text.
+
+    /health is public; a driver's message names hosts, ports, users and file paths. The
+    full reason is in the log line above (secrets masked).
+    """
+    public = getattr(exc, "public_message", None)
+    return public if isinstance(public, str) else type(exc).__name__
 
 
 def _normalise(outcome: CheckResult) -> dict[str, Any]:

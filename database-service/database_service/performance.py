@@ -36,7 +36,7 @@ def track() -> tuple[Response, int]:
         raise validation_error([{"field": "entry_time", "message": "must not be after exit_time"}])
     stored, created = get_storage().save_trade(new_trade(trade, exit_us))
     if created:  # the save raised the statistics version: cached statistics are unreachable
-        current_app.extensions["database_service"].trades_tracked.inc()
+        current_app.extensions["database_service"].stored(trades=1)
     return jsonify(stored), 201 if created else 200
 
 

@@ -6,7 +6,6 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from flask import Blueprint, Response, current_app, jsonify
-from prometheus_client import Counter
 from pydantic import Field, TypeAdapter
 
 from database_service.cursor import BadCursor, decode_cursor, encode_cursor
@@ -17,7 +16,6 @@ from database_service.storage import SignalFilter, get_read_storage, get_storage
 from database_service.storage.base import datetime_to_us
 from shared.auth import require_api_key
 from shared.errors import not_found, validation_error
-from shared.metrics import ServiceMetric
 from shared.rate_limiter import rate_limit
 
 MAX_BATCH = 1000
@@ -25,9 +23,8 @@ bp = Blueprint("signals", __name__)
 BATCH = TypeAdapter(Annotated[list[SignalIn], Field(min_length=1, max_length=MAX_BATCH)])
 
 
-def _counter() -> ServiceMetric[Counter]:
-    counter: ServiceMetric[Counter] = current_app.extensions["database_service"].signals_saved
-    return counter
+def _stored(created: int) -> None:
+    current_app.extensions["database_service"].stored(signals=created)
 
 
 @bp.post("/signals/save")
@@ -43,7 +40,7 @@ def save_signals() -> tuple[Response, int]:
     signal = validate(SignalIn, body)
     stored, created = get_storage().save_signals([new_signal(signal, now_us())])[0]
     if created:
-        _counter().inc()
+        _stored(1)
     return jsonify(stored), 201 if created else 200
 
 
@@ -53,7 +50,7 @@ def _save_batch(body: list[Any]) -> tuple[Response, int]:
     results = get_storage().save_signals([new_signal(s, default) for s in signals])
     created = sum(1 for _, new in results if new)
     if created:
-        _counter().inc(created)
+        _stored(created)
     payload = {"count": len(results), "created": created, "signals": [s for s, _ in results]}
     return jsonify(payload), 201 if created else 200
 

@@ -42,4 +42,6 @@ def test_metrics_work_without_a_metrics_directory_set(tmp_path: Path) -> None:
             assert http("GET", f"{server.url}/health")[0] == 200
         # five here and at least one from the launcher's wait, summed over both workers
         wait_until(lambda: health_count() >= 6, 10 * FLUSH_SECONDS, "/health requests in /metrics")
-        assert list((tmp_path / "sardag-metrics-database-service").glob("*.db"))
+        (private,) = tmp_path.glob("sardag-metrics-database-service-*")  # mkdtemp's: unpredictable, 0700
+        assert private.stat().st_mode & 0o777 == 0o700
+        assert list(private.glob("*.db"))

@@ -7,10 +7,10 @@ from pathlib import Path
 import psycopg2.extensions
 import pytest
 from database_service.settings import check_postgres_url
-from database_service.storage.base import masked
 from database_service.storage.pg_pool import Timeouts, connect_params
 
 from shared.config import main
+from shared.secrets import mask_url_secrets as masked
 
 pytestmark = pytest.mark.unit
 

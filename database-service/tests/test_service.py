@@ -104,14 +104,15 @@ def test_openapi_rejects_what_the_api_rejects(client: FlaskClient) -> None:
 
 
 def test_writes_need_the_api_key_when_set(make_app: Callable[..., Flask], backend: str) -> None:
-    client = make_app(API_KEY="s3cret-key").test_client()
+    client = make_app(API_KEY="s3cret-key-0123456789").test_client()
     assert client.post("/signals/save", json=SIGNAL).status_code == 401
     wrong = client.post("/performance/track", json=TRADE, headers={"X-API-Key": "nope"})
     assert (wrong.status_code, wrong.get_json()["error"]) == (401, "unauthorized")
     assert client.get("/stats").get_json()["signals"] == 0
-    ok = client.post("/signals/save", json=SIGNAL, headers={"X-API-Key": "s3cret-key"})
+    ok = client.post("/signals/save", json=SIGNAL, headers={"X-API-Key": "s3cret-key-0123456789"})
     assert ok.status_code == 201
-    bearer = client.post("/performance/track", json=TRADE, headers={"Authorization": "Bearer s3cret-key"})
+    bearer_key = {"Authorization": "Bearer s3cret-key-0123456789"}
+    bearer = client.post("/performance/track", json=TRADE, headers=bearer_key)
     assert bearer.status_code == 201
     assert client.get("/signals/history").status_code == 200  # reads stay open
 

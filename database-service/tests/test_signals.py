@@ -211,3 +211,50 @@ def test_history_default_limit_is_100(client: FlaskClient) -> None:
     body = client.get("/signals/history").get_json()
     assert body["count"] == 100
     assert body["next_cursor"] is not None
+
+
+def delete_row(database_url: str, table: str, row_id: int) -> None:
+    """Delete one row behind the service's back, as a retention policy would."""
+    if database_url.startswith("sqlite"):
+        import sqlite3
+
+        conn = sqlite3.connect(database_url.removeprefix("sqlite:///"))
+        with conn:
+            conn.execute(f"DELETE FROM {table} WHERE id = ?", (row_id,))
+        conn.close()
+        return
+    import psycopg2
+
+    conn = psycopg2.connect(database_url)
+    with conn, conn.cursor() as cur:
+        cur.execute(f"DELETE FROM {table} WHERE id = %s", (row_id,))
+    conn.close()
+
+
+def test_a_client_id_whose_row_was_deleted_saves_anew_never_a_500(
+    client: FlaskClient, database_url: str
+) -> None:
+    kept = client.post("/signals/save", json=signal(client_id="kept")).get_json()
+    for key in ("gone-batch", "gone-single"):
+        delete_row(
+            database_url, "signals", client.post("/signals/save", json=signal(client_id=key)).get_json()["id"]
+        )
+    batch = [
+        signal(client_id="kept"),
+        signal(client_id="gone-batch", price=2),
+        signal(client_id="gone-batch", price=2),
+    ]
+    answer = client.post("/signals/save", json=batch)
+    assert answer.status_code == 201, answer.get_json()
+    body = answer.get_json()
+    assert body["created"] == 1
+    ids = [s["id"] for s in body["signals"]]
+    assert ids[0] == kept["id"]
+    assert ids[1] == ids[2] != kept["id"]
+    assert client.get(f"/signals/{ids[1]}").get_json()["price"] == 2
+    single = client.post("/signals/save", json=signal(client_id="gone-single"))
+    assert single.status_code == 201, single.get_json()
+    trade = {"symbol": "BTCUSDT", "entry_price": 100, "exit_price": 110, "client_id": "gone-trade"}
+    delete_row(database_url, "trades", client.post("/performance/track", json=trade).get_json()["id"])
+    again = client.post("/performance/track", json=trade)
+    assert again.status_code == 201, again.get_json()

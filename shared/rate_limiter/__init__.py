@@ -10,6 +10,7 @@ shared/gunicorn_hooks.py); else `memory://` (one process).
 from __future__ import annotations
 
 import functools
+import ipaddress
 import os
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -43,12 +44,30 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def client_ip() -> str:
-    """The client address: the socket peer, or the X-Forwarded-For hop ProxyFix trusts."""
-    return _address(request)
+    """The client's rate-limit key: its address (the socket peer, or the X-Forwarded-For hop
+    ProxyFix trusts), an IPv6 one as its /RATE_LIMIT_IPV6_PREFIX network."""
+    return _address(request, int(current_app.config.get("RATE_LIMIT_IPV6_PREFIX", 64)))
 
 
-def _address(req: Request) -> str:
-    return req.remote_addr or "unknown"
+def _address(req: Request, ipv6_prefix: int) -> str:
+    address = req.remote_addr or "unknown"
+    return client_key(address, ipv6_prefix) if ":" in address else address
+
+
+@functools.lru_cache(maxsize=4096)
+def client_key(address: str, ipv6_prefix: int = 64) -> str:
+    """The key of a client address: an IPv4 address itself; an IPv6 one its network.
+
+    One IPv6 host usually holds a whole /64 and picks a new address from it at will, so
+    keying the full address would give it 2^64 budgets. An IPv4-mapped address is its IPv4.
+    """
+    try:
+        ip = ipaddress.IPv6Address(address)
+    except ValueError:
+        return address
+    if ip.ipv4_mapped is not None:
+        return str(ip.ipv4_mapped)
+    return str(ipaddress.IPv6Network((ip, ipv6_prefix), strict=False))
 
 
 def storage_from_url(
@@ -166,7 +185,8 @@ class RateLimiter:
             return
         view = self._view_functions.get(endpoint)
         if view is not None and not hasattr(view, "rate_limit_scope"):
-            self.check(endpoint, _address(req), self.limit_for(endpoint, None), state)
+            prefix = int(self.config.get("RATE_LIMIT_IPV6_PREFIX", 64))
+            self.check(endpoint, _address(req, prefix), self.limit_for(endpoint, None), state)
 
     def health(self) -> tuple[str, str]:
         """`degraded` while limiting in-process because the shared store is unreachable."""

@@ -18,10 +18,9 @@ from shared.config import (
     load_config,
     main,
     parse_int,
-    redacted,
-    secret_values,
     service_settings,
 )
+from shared.secrets import redacted, secret_values
 from shared.testing.processes import Launcher, Running, http
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -125,7 +124,7 @@ def test_per_route_limits_from_environment() -> None:
 def test_non_loopback_bind_needs_an_api_key_or_explicit_opt_out() -> None:
     with pytest.raises(ConfigError, match="BIND"):
         load_config("svc", environ={"BIND": "0.0.0.0"}, env_file=None)
-    assert load_config("svc", environ={"BIND": "0.0.0.0", "API_KEY": "k"}, env_file=None)
+    assert load_config("svc", environ={"BIND": "0.0.0.0", "API_KEY": "k-0123456789abcdef"}, env_file=None)
     opt_out = {"BIND": "0.0.0.0", "ALLOW_UNAUTHENTICATED": "1"}
     assert load_config("svc", environ=opt_out, env_file=None)["ALLOW_UNAUTHENTICATED"] is True
     for loopback in ("127.0.0.1", "::1", "localhost", "127.0.0.2"):
@@ -138,13 +137,13 @@ def test_redaction_hides_secrets() -> None:
         "svc",
         {"DATABASE_URL": "postgresql://u:pw123@db:5432/x"},
         environ={
-            "API_KEY": "topsecret",
+            "API_KEY": "topsecret-0123456789",
             "OTEL_EXPORTER_OTLP_ENDPOINT": "https://otel:collect0r@otel.example:4318",
         },
         env_file=None,
     )
     safe = redacted(config)
-    assert "topsecret" not in str(safe)
+    assert "topsecret-0123456789" not in str(safe)
     assert "pw123" not in str(safe)
     assert safe["DATABASE_URL"] == "postgresql://u:***@db:5432/x"
     assert safe["OTEL_EXPORTER_OTLP_ENDPOINT"] == "https://otel:***@otel.example:4318"
@@ -237,14 +236,14 @@ def test_every_service_setting_refuses_a_bad_value_with_one_line(
 def test_config_command_prints_the_real_port_and_a_verdict(
     service: str, port: int, clean_env: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    clean_env.setenv("API_KEY", "hunter2")
+    clean_env.setenv("API_KEY", "hunter2-0123456789abc")
     code, out, err = _check(service, capsys)
     assert (code, err) == (0, "")
     lines = out.splitlines()
     assert f"PORT={port}" in lines
     assert f"SERVICE_NAME={service}" in lines
     assert "API_KEY=***" in lines
-    assert "hunter2" not in out
+    assert "hunter2-0123456789abc" not in out
     assert lines[-1] == f"{service}: configuration valid; it would listen on 127.0.0.1:{port}"
 
 

@@ -199,12 +199,16 @@ class PriceBook:
         source: str = "websocket",
         trace: str | None = None,
     ) -> PriceRecord | None:
-        """Merge one update (`trace`: its frame's traceparent, when sampled); None when not tracked."""
+        """Merge one update (`trace`: its frame's traceparent, when sampled); None when its symbol
+        is not tracked or a publisher already sent it."""
         if update.symbol not in self._tracked:
             return None
         with self._cond:
+            current = self._records.get(update.symbol)
+            if current is not None and current.epoch != self.epoch and not _newer(update.event_time, current):
+                return None  # a handover: the leader's record has this event already (or a newer one)
             record = merge(
-                self._records.get(update.symbol),
+                current,
                 update,
                 time.time() if received_at is None else received_at,
                 source,
@@ -227,8 +231,11 @@ class PriceBook:
     def put(self, record: PriceRecord) -> bool:
         """Store a complete record from Redis unless the book has it or a newer one.
 
-        A newer one means this ring now differs from what the publisher's subscribers saw,
-        so a client naming an earlier id gets the snapshot rather than a replay with a hole.
+        Newer is the exchange's order, never a host's clock: within one publisher's epoch the
+        sequence number, across epochs (a new leader, this worker's own solo records) the
+        exchange event time, so the same update under two ids is stored once and a price
+        never goes back. Refusing an older one means this ring now differs from what the
+        publisher's subscribers saw, so a client naming an earlier id gets the snapshot.
         """
         if record.symbol not in self._tracked:
             return False
@@ -237,7 +244,7 @@ class PriceBook:
             if current is not None:
                 if current.seq == record.seq and current.epoch == record.epoch:
                     return False
-                if current.received_at > record.received_at:
+                if not _follows(record, current):
                     self._floor = self._seq + 1
                     return False
             self._publish(record, local=False)
@@ -337,6 +344,18 @@ class PriceBook:
     def closed(self) -> bool:
         """True once the book was closed for shutdown."""
         return self._closed
+
+
+def _newer(event_time: int | None, current: PriceRecord) -> bool:
+    """Whether an event at `event_time` is past `current`; unknown times cannot be ordered, so yes."""
+    return event_time is None or current.event_time is None or event_time > current.event_time
+
+
+def _follows(record: PriceRecord, current: PriceRecord) -> bool:
+    """Whether `record` comes after `current` in the exchange's order (see `PriceBook.put`)."""
+    if record.epoch == current.epoch:
+        return record.seq > current.seq
+    return _newer(record.event_time, current)
 
 
 def _position(record: PriceRecord) -> int:

@@ -36,11 +36,19 @@ def _answer_head(record: PriceRecord) -> str:
     )
 
 
-def sse_event(record: PriceRecord, stale_after: float) -> bytes:
-    """One `event: price` SSE message with its `id:`, encoded once per record for all streams."""
+def sse_event(record: PriceRecord, stale_after: float, now: float | None = None) -> bytes:
+    """One `event: price` SSE message with its `id:`, its age and staleness as of `now`."""
+    data = price_answer(record, stale_after, now)
+    return f"id: {record.event_id}\nevent: price\ndata: {data}\n\n".encode()
+
+
+def live_sse_event(record: PriceRecord, stale_after: float) -> bytes:
+    """`sse_event` for a live update, encoded once per record for all the streams it wakes.
+
+    Every stream sends a live update within moments of its arrival, so its age then is the
+    one the first stream computed. Snapshots and resyncs send records later: `sse_event`.
+    """
     encoded = record.encoded
     if encoded is None:
-        data = price_answer(record, stale_after)
-        encoded = f"id: {record.event_id}\nevent: price\ndata: {data}\n\n".encode()
-        record.encoded = encoded
+        encoded = record.encoded = sse_event(record, stale_after)
     return encoded

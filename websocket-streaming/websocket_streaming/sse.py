@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 from shared import tracing
 
 from .book import PriceBook, PriceRecord
-from .encoding import sse_event
+from .encoding import live_sse_event, sse_event
 from .stats import IngestStats
 
 CONNECTED = b": connected\n\n"
@@ -62,14 +62,14 @@ def price_events(
     cursor, first = book.resume(last_event_id)
     if first:
         stats.sse_resyncs += 1
-    yield f"retry: {round(retry * 1000)}\n".encode() + CONNECTED + _chunk(first, symbols, stale_after)
+    yield f"retry: {round(retry * 1000)}\n".encode() + CONNECTED + _chunk(first, symbols, stale_after, True)
     beat_at = time.monotonic() + heartbeat
     while not book.closed:
         cursor, records, lost = book.wait_since(cursor, max(0.0, beat_at - time.monotonic()))
         if lost:  # this client fell a whole ring behind: resend current state instead
             stats.sse_resyncs += 1
             cursor, records = book.ordered_snapshot()
-        chunk = _chunk(records, symbols, stale_after)
+        chunk = _chunk(records, symbols, stale_after, lost)
         if chunk:
             span = _write_span(records, symbols) if tracing.enabled() else tracing.NOOP_SPAN
             try:
@@ -98,5 +98,12 @@ def _heartbeat(position: str | None) -> bytes:
     return HEARTBEAT + (b"\n" if position is None else f"id: {position}\n\n".encode())
 
 
-def _chunk(records: list[PriceRecord], symbols: frozenset[str] | None, stale_after: float) -> bytes:
-    return b"".join(sse_event(r, stale_after) for r in records if symbols is None or r.symbol in symbols)
+def _chunk(
+    records: list[PriceRecord], symbols: frozenset[str] | None, stale_after: float, snapshot: bool = False
+) -> bytes:
+    """The events of `records`; a snapshot's ages as of now (its records may be old), not as first sent."""
+    chosen = [r for r in records if symbols is None or r.symbol in symbols]
+    if snapshot:
+        now = time.time()
+        return b"".join(sse_event(r, stale_after, now) for r in chosen)
+    return b"".join(live_sse_event(r, stale_after) for r in chosen)

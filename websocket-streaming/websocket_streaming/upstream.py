@@ -20,7 +20,6 @@ import logging
 import math
 import queue
 import random
-import re
 import socket
 import threading
 import time
@@ -33,6 +32,7 @@ from urllib.parse import parse_qs, urlsplit
 import websocket
 
 from shared import tracing
+from shared.secrets import strip_url_credentials
 
 from .backoff import AttemptWindow, Backoff
 from .parser import SERVER_SHUTDOWN
@@ -89,11 +89,6 @@ def stream_count(url: str) -> int:
     return len([s for s in raw.split("/") if s])
 
 
-def redact(text: str) -> str:
-    """`text` with the user name and password taken out of any URL in it."""
-    return re.sub(r"(?<=//)[^/@\s]+@", "", text)
-
-
 def ended_by_error(exc: BaseException) -> Ended:
     """A connection error as a short, credential-free reason."""
     if isinstance(exc, websocket.WebSocketBadStatusException):
@@ -108,7 +103,7 @@ def ended_by_error(exc: BaseException) -> Ended:
         return Ended("timed out")
     if isinstance(exc, websocket.WebSocketConnectionClosedException | ConnectionResetError):
         return Ended("connection cut without a close frame")
-    return Ended(redact(f"{type(exc).__name__}: {exc}")[:200])
+    return Ended(strip_url_credentials(f"{type(exc).__name__}: {exc}")[:200])
 
 
 def ended_by_close(data: bytes) -> Ended:

@@ -208,8 +208,11 @@ class SQLiteStorage(sql.SqlReads, Storage):
         return applied
 
     def applied_migrations(self) -> list[str]:
-        """Names recorded in schema_migrations, oldest first."""
+        """Names recorded in schema_migrations, oldest first (none before the first migration)."""
         with self._cursor() as cur:
+            table = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations'"
+            if cur.execute(table).fetchone() is None:
+                return []
             rows = cur.execute("SELECT version, name FROM schema_migrations ORDER BY version")
             return [f"{version:04d}_{name}" for version, name in rows]
 
