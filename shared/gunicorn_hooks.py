@@ -58,7 +58,7 @@ def configure(
         logger_class=service_logger(config["LOG_FORMAT"], Secrets(secret_values(config))),
         on_starting=lambda server: _on_starting(server, config, metrics_dir),
         on_exit=lambda server: remove_host_store(),
-        nworkers_changed=lambda server, new, old: _check_worker_change(server, config, new),
+        nworkers_changed=lambda server, new, old: _check_worker_change(server, config, new, old),
         post_fork=lambda server, worker: _post_fork(config),
         child_exit=_child_exit,
         worker_exit=_worker_exit,
@@ -135,8 +135,12 @@ def remove_host_store() -> None:
         shutil.rmtree(Path(host_store_path(url)).parent, ignore_errors=True)
 
 
-def _check_worker_change(server: Any, config: Mapping[str, Any], workers: int) -> None:
+def _check_worker_change(server: Any, config: Mapping[str, Any], workers: int, old: int | None) -> None:
     # TTIN past one worker, started without a shared store: never count per worker silently.
+    # gunicorn also calls this from arbiter setup (old is None, at start and on HUP), before
+    # on_starting creates the store: the start's own line says how limits are counted then.
+    if old is None or workers <= old:
+        return
     shared = config["REDIS_URL"] or os.environ.get(HOST_STORE_ENV)
     if workers > 1 and config["RATE_LIMIT_ENABLED"] and not shared:
         server.log.error(
