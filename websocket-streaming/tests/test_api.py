@@ -140,3 +140,12 @@ def test_health_is_unhealthy_when_nothing_can_ever_feed_the_process(idle_app: Fl
     upstream = body["checks"]["upstream"]
     assert upstream["status"] == "degraded"
     assert upstream["detail"]["connected"] is False
+
+
+def test_price_and_prices_bodies_end_with_a_newline_like_every_other_body(idle_app: Flask) -> None:
+    get_service(idle_app).book.apply(PriceUpdate("BTCUSDT", "trade", 1, price=dec("42.10")))
+    client = idle_app.test_client()
+    for path in ("/price/BTCUSDT", "/prices", "/symbols", "/stats"):
+        answer = client.get(path)
+        assert answer.status_code == 200
+        assert answer.data.endswith(b"}\n"), path

@@ -50,7 +50,7 @@ def price(symbol: str) -> Response:
     record = service.book.get(_tracked(service, symbol))
     if record is None or record.price is None:
         raise unavailable(f"no price received yet for {symbol.upper()}", retry_after=1)
-    return Response(price_answer(record, service.stale_after), mimetype=JSON)
+    return Response(price_answer(record, service.stale_after) + "\n", mimetype=JSON)
 
 
 @bp.get("/prices")
@@ -62,7 +62,7 @@ def prices() -> Response:
     have = [s for s in service.symbols if s in records and records[s].price is not None]
     body = ",".join(price_answer(records[s], service.stale_after, now) for s in have)
     missing = [s for s in service.symbols if s not in have]
-    return Response(f'{{"prices":[{body}],"missing":{_json_list(missing)}}}', mimetype=JSON)
+    return Response(f'{{"prices":[{body}],"missing":{_json_list(missing)}}}\n', mimetype=JSON)
 
 
 def _json_list(symbols: list[str]) -> str:
