@@ -204,6 +204,11 @@ METADATA_NOTE = "JSON object, at most 16 KiB as compact JSON and 32 levels deep;
 Timestamp = Annotated[int, BeforeValidator(parse_timestamp), WithJsonSchema(TIMESTAMP_SCHEMA)]
 QueryTimestamp = Annotated[int, BeforeValidator(parse_query_timestamp), WithJsonSchema(TIMESTAMP_SCHEMA)]
 NO_NUL = r"^[^\x00]*$"  # neither database stores U+0000 in text
+# What each pattern means, in the words a 400 gives (parsing.py; a regex never reaches a client).
+PATTERN_MESSAGES = {
+    NO_NUL: "must not contain NUL characters",
+    _TIMEFRAME.pattern: "must be a count and a unit (s m h d w M), e.g. 15m",
+}
 Text64 = Annotated[str, Field(min_length=1, max_length=64, pattern=NO_NUL)]
 ClientId = Annotated[str, Field(min_length=1, max_length=128, pattern=NO_NUL)]
 Timeframe = Annotated[str, Field(pattern=_TIMEFRAME.pattern, max_length=5)]

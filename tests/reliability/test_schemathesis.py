@@ -28,7 +28,7 @@ from typing import Any
 
 import pytest
 
-from shared.testing import scratch_postgres, wait_until
+from shared.testing import python_in_message, scratch_postgres, wait_until
 from shared.testing.processes import VENV_BIN, Launcher, Running, http
 
 pytestmark = [pytest.mark.integration, pytest.mark.api, pytest.mark.slow]
@@ -99,6 +99,9 @@ def check(outcome: Outcome, service: Running, name: str, min_requests: int) -> N
         if status >= 400 and status != 414:  # 414 is gunicorn's own HTML (a documented deviation)
             assert content["mimeType"].startswith("application/json"), entry["request"]["url"]
             assert {"error", "message"} <= set(json.loads(content.get("text") or "{}")), entry["request"]["url"]
+            # messages read like the documentation: no repr, pydantic phrase, type name or regex
+            text = content.get("text") or ""
+            assert python_in_message(text) == [], (entry["request"]["url"], text)
 
 
 def _examples(long: int, short: int) -> int:

@@ -149,3 +149,20 @@ def test_price_and_prices_bodies_end_with_a_newline_like_every_other_body(idle_a
         answer = client.get(path)
         assert answer.status_code == 200
         assert answer.data.endswith(b"}\n"), path
+
+
+@pytest.mark.parametrize("path", ["/prices?foo=1", "/price/BTCUSDT?foo=1", "/symbols?foo=1", "/stats?foo=1"])
+def test_an_unknown_query_parameter_is_refused_like_database_service(idle_app: Flask, path: str) -> None:
+    answer = idle_app.test_client().get(path)
+    assert answer.status_code == 400
+    assert answer.get_json()["details"] == [
+        {"field": "foo", "message": "is not a parameter of this operation, which takes none"}
+    ]
+
+
+def test_stream_names_the_parameter_it_takes(idle_app: Flask) -> None:
+    answer = idle_app.test_client().get("/stream?symbol=BTCUSDT")  # `symbols`, plural
+    assert answer.status_code == 400
+    assert answer.get_json()["details"] == [
+        {"field": "symbol", "message": "is not a parameter of this operation, which takes symbols"}
+    ]

@@ -6,7 +6,7 @@ import time
 
 from flask import Blueprint, Flask, Response, current_app, jsonify, request
 
-from shared.errors import not_found, unavailable, validation_error
+from shared.errors import not_found, refuse_unknown_parameters, unavailable, validation_error
 from shared.rate_limiter import rate_limit
 from shared.symbols import SYMBOL_RE, SYMBOL_RULE
 
@@ -39,6 +39,7 @@ def _tracked(service: StreamingService, raw: str, field: str = "symbol") -> str:
 @bp.get("/symbols")
 def symbols() -> Response:
     """The tracked symbols."""
+    refuse_unknown_parameters()
     return jsonify({"symbols": list(get_service().symbols)})
 
 
@@ -46,6 +47,7 @@ def symbols() -> Response:
 @rate_limit(requests_per_minute=300, scope="price")
 def price(symbol: str) -> Response:
     """The latest price of one symbol; 503 only while no price was ever received."""
+    refuse_unknown_parameters()
     service = get_service()
     record = service.book.get(_tracked(service, symbol))
     if record is None or record.price is None:
@@ -56,6 +58,7 @@ def price(symbol: str) -> Response:
 @bp.get("/prices")
 def prices() -> Response:
     """Every tracked symbol's latest price; symbols with none yet are listed as missing."""
+    refuse_unknown_parameters()
     service = get_service()
     now = time.time()
     records = service.book.snapshot()
@@ -76,6 +79,7 @@ def stream() -> Response:
 
     `Last-Event-ID` (sent by a reconnecting EventSource) resumes after that event.
     """
+    refuse_unknown_parameters(("symbols",))
     service = get_service()
     given = request.args.getlist("symbols")
     if len(given) > 1:  # keeping only the first would answer a question the client did not ask
@@ -103,5 +107,6 @@ def stream() -> Response:
 @bp.get("/stats")
 def stats() -> Response:
     """Message counts by type, rate, parse errors, reconnects, uptime."""
+    refuse_unknown_parameters()
     slots: SubscriberSlots = current_app.extensions[f"{EXTENSION}.sse"]
     return jsonify({**get_service().summary(), "sse_subscribers": slots.count})
