@@ -285,8 +285,9 @@ class TradeIn(BaseModel):
     entry_price: TradeAmount
     exit_price: TradeAmount
     side: Side = Field(default="LONG", description="LONG or SHORT (case-insensitive)")
-    quantity: TradeAmount = Decimal(1)
-    fees: NonNegative = Decimal(0)
+    # json_schema_extra: the document's default is the JSON number, not pydantic's "1"
+    quantity: TradeAmount = Field(default=Decimal(1), json_schema_extra={"default": 1})
+    fees: NonNegative = Field(default=Decimal(0), json_schema_extra={"default": 0})
     strategy: Text64 | None = None
     signal_id: BigId | None = None
     entry_time: Timestamp | None = Field(default=None, description="must not be after exit_time")
@@ -303,7 +304,7 @@ class HistoryQuery(BaseModel):
     symbol: Symbol | None = None
     strategy: Text64 | None = None
     action: Action | None = None
-    since: QueryTimestamp | None = Field(default=None, description="inclusive")
+    since: QueryTimestamp | None = Field(default=None, description="inclusive; not later than until")
     until: QueryTimestamp | None = Field(default=None, description="exclusive")
     limit: int = Field(default=100, ge=1, le=1000)
     cursor: str | None = Field(
@@ -320,7 +321,7 @@ class StatsQuery(BaseModel):
 
     strategy: Text64 | None = None
     symbol: Symbol | None = None
-    since: QueryTimestamp | None = Field(default=None, description="inclusive")
+    since: QueryTimestamp | None = Field(default=None, description="inclusive; not later than until")
     until: QueryTimestamp | None = Field(default=None, description="exclusive")
     group_by: Literal["strategy", "symbol"] | None = None
 

@@ -16,6 +16,7 @@ import schemathesis
 # (field, start of the message) of each documented cross-field or size rule.
 DOCUMENTED_RULES = (
     ("entry_time", "must not be after exit_time"),
+    ("since", "must not be later than until"),
     ("metadata", "must be at most 16384 bytes"),
     ("metadata", "must not be nested deeper than"),
 )

@@ -55,3 +55,25 @@ def test_every_websocket_streaming_route_is_documented() -> None:
         "/prices",
         "/stream",
     }
+
+
+def _defaults(node: Any) -> Iterator[tuple[Any, Any]]:
+    """(type, default) of every schema in `node` that declares a default."""
+    if isinstance(node, dict):
+        if "default" in node and isinstance(node.get("type"), str):
+            yield node["type"], node["default"]
+        for value in node.values():
+            yield from _defaults(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _defaults(value)
+
+
+def test_a_default_has_its_schemas_type() -> None:
+    # pydantic writes a Decimal default as a string ("default": "1" on a number)
+    python_type = {"number": (int, float), "integer": (int,), "string": (str,), "boolean": (bool,)}
+    found = [*_defaults(database_document()), *_defaults(streaming_document())]
+    assert ("number", 1) in found  # the trade's quantity
+    for kind, default in found:
+        assert isinstance(default, python_type[kind]), (kind, default)
+        assert kind == "boolean" or not isinstance(default, bool), (kind, default)
