@@ -13,6 +13,7 @@ from typing import Any
 from pydantic import BaseModel
 from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
+from database_service.idempotency import IDENTICAL
 from database_service.models import (
     MAX_BIGINT,
     METADATA_VALUE_SCHEMA,
@@ -52,6 +53,7 @@ ERRORS = {
     "413": "payload_too_large: body over 1 MiB",
     "414": "the request line is longer than 4094 bytes (answered by gunicorn, as HTML)",
     "415": "unsupported_media_type: Content-Type is not application/json",
+    "422": "idempotency_conflict: a client_id already stored with a different body (see the description)",
     "429": "rate_limited (Retry-After, X-RateLimit-* headers)",
     "500": "internal_error",
     "503": "unavailable: the database cannot be reached (Retry-After)",
@@ -125,13 +127,14 @@ def _save_signals() -> dict[str, Any]:
     either = {"oneOf": [_ref(SignalOut), _ref(SignalBatchOut)]}
     return {
         "summary": "Save one signal, or an array of up to 1000 in one transaction",
+        "description": IDENTICAL + " In a batch every item is checked; one conflict stores none of them.",
         "requestBody": {"required": True, "content": _json({"oneOf": [_ref(SignalIn), batch]})},
         "responses": _responses(
             {
                 **_ok("stored (at least one new signal)", either, "201"),
-                **_ok("every client_id was already stored: the stored signals", either),
+                **_ok("every client_id was already stored with an identical body: the stored signals", either),
             },
-            ("400", "413", "415", "429", "503"),
+            ("400", "413", "415", "422", "429", "503"),
         ),
     }
 
@@ -162,13 +165,14 @@ def _get_signal() -> dict[str, Any]:
 def _track() -> dict[str, Any]:
     return {
         "summary": "Record one closed trade",
+        "description": IDENTICAL,
         "requestBody": {"required": True, "content": _json(_ref(TradeIn))},
         "responses": _responses(
             {
                 **_ok("stored", _ref(TradeOut), "201"),
-                **_ok("client_id already stored: the stored trade", _ref(TradeOut)),
+                **_ok("client_id already stored with an identical body: the stored trade", _ref(TradeOut)),
             },
-            ("400", "413", "415", "429", "503"),
+            ("400", "413", "415", "422", "429", "503"),
         ),
     }
 

@@ -10,6 +10,7 @@ from flask import Blueprint, Response, current_app, jsonify
 
 from database_service import stats
 from database_service.domain import new_trade, now_us
+from database_service.idempotency import conflict_check, trade_fields
 from database_service.models import StatsQuery, TradeIn
 from database_service.parsing import json_body, query, validate
 from database_service.storage import TradeFilter, get_storage
@@ -33,7 +34,8 @@ def track() -> tuple[Response, int]:
     exit_us = trade.exit_time if trade.exit_time is not None else now_us()
     if trade.entry_time is not None and trade.entry_time > exit_us:
         raise validation_error([{"field": "entry_time", "message": "must not be after exit_time"}])
-    stored, created = get_storage().save_trade(new_trade(trade, exit_us))
+    new = new_trade(trade, exit_us)
+    stored, created = get_storage().save_trade(new, conflict_check("trade", [trade_fields(trade, new)]))
     if created:  # the save raised the statistics version: cached statistics are unreachable
         current_app.extensions["database_service"].trades_tracked.inc()
     return jsonify(stored), 201 if created else 200

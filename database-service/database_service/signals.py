@@ -11,6 +11,7 @@ from pydantic import Field, TypeAdapter
 
 from database_service.cursor import BadCursor, decode_cursor, encode_cursor
 from database_service.domain import new_signal, now_us
+from database_service.idempotency import conflict_check, signal_fields
 from database_service.models import MAX_BIGINT, HistoryQuery, SignalIn
 from database_service.parsing import json_body, query, validate, validate_many
 from database_service.storage import SignalFilter, get_storage
@@ -41,7 +42,9 @@ def save_signals() -> tuple[Response, int]:
     if not isinstance(body, dict):
         raise validation_error([{"field": "body", "message": "must be a JSON object or an array of objects"}])
     signal = validate(SignalIn, body)
-    stored, created = get_storage().save_signals([new_signal(signal, now_us())])[0]
+    new = new_signal(signal, now_us())
+    check = conflict_check("signal", [signal_fields(signal, new)])
+    stored, created = get_storage().save_signals([new], check)[0]
     if created:
         _counter().inc()
     return jsonify(stored), 201 if created else 200
@@ -50,7 +53,11 @@ def save_signals() -> tuple[Response, int]:
 def _save_batch(body: list[Any]) -> tuple[Response, int]:
     signals = validate_many(BATCH, body)
     default = now_us()
-    results = get_storage().save_signals([new_signal(s, default) for s in signals])
+    new = [new_signal(s, default) for s in signals]
+    check = conflict_check(
+        "signal", [signal_fields(s, n) for s, n in zip(signals, new, strict=True)], batch=True
+    )
+    results = get_storage().save_signals(new, check)
     created = sum(1 for _, new in results if new)
     if created:
         _counter().inc(created)

@@ -179,12 +179,28 @@ def test_rebuild_stats_makes_cached_statistics_stale(make_app: Callable[..., Fla
 def test_trade_client_id_is_idempotent(client: FlaskClient, rows: Callable[[], tuple[int, int]]) -> None:
     first = client.post("/performance/track", json=trade(client_id="fill-1"))
     client.get("/performance/stats")
-    second = client.post("/performance/track", json=trade(client_id="fill-1", exit_price=50))
+    # the retry, a moment later, without exit_time (the server's clock) and with the defaults spelt out
+    second = client.post("/performance/track", json=trade(client_id="fill-1", side="long", quantity=1, fees=0))
     assert (first.status_code, second.status_code) == (201, 200)
     assert second.get_json() == first.get_json()
     assert rows() == (0, 1)
     # a replay is not a new trade: the cached statistics stay valid
     assert client.get("/performance/stats").headers["X-Cache"] == "HIT"
+
+
+def test_a_trade_client_id_reused_with_another_body_is_a_422(
+    client: FlaskClient, rows: Callable[[], tuple[int, int]]
+) -> None:
+    first = client.post("/performance/track", json=trade(client_id="fill-1"))
+    reused = client.post("/performance/track", json=trade(client_id="fill-1", exit_price=50, side="SHORT"))
+    assert reused.status_code == 422
+    error = reused.get_json()
+    assert error["error"] == "idempotency_conflict"
+    assert '"fill-1"' in error["message"]
+    assert [d["field"] for d in error["details"]] == ["side", "exit_price"]
+    assert rows() == (0, 1)
+    assert client.get("/performance/stats").get_json()["total_trades"] == 1
+    assert first.status_code == 201
 
 
 def test_prices_keep_their_decimals(client: FlaskClient) -> None:

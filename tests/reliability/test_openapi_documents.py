@@ -77,3 +77,10 @@ def test_a_default_has_its_schemas_type() -> None:
     for kind, default in found:
         assert isinstance(default, python_type[kind]), (kind, default)
         assert kind == "boolean" or not isinstance(default, bool), (kind, default)
+
+
+def test_idempotency_conflicts_and_identical_repeats_are_documented() -> None:
+    paths = database_document()["paths"]
+    for operation in (paths["/signals/save"]["post"], paths["/performance/track"]["post"]):
+        assert "idempotency_conflict" in operation["responses"]["422"]["description"]
+        assert "server's clock" in operation["description"]  # what "identical" means
