@@ -21,7 +21,15 @@ from gunicorn.glogging import Logger as GunicornLogger
 from gunicorn.workers.base import Worker
 
 from shared import logger, sentry_integration
-from shared.config import Check, ConfigError, Setting, exit_on_config_error, load_config, secret_values
+from shared.config import (
+    Check,
+    ConfigError,
+    Setting,
+    exit_on_config_error,
+    load_config,
+    secret_values,
+    warn_lookalikes,
+)
 from shared.lifecycle import shutdown
 from shared.rate_limiter.host import HOST_ERRORS, HOST_STORE_ENV, HostBackend, host_store_path
 from shared.secrets import Secrets
@@ -36,10 +44,12 @@ def configure(
     check: Check | None = None,
 ) -> dict[str, Any]:
     """Validate config (one line and exit 2 on error), then set bind, metrics dir and hooks."""
+    settings = tuple(settings)
     try:
         config = load_config(service, settings=settings, defaults=defaults, check=check)
     except ConfigError as exc:
         exit_on_config_error(exc)
+    warn_lookalikes(settings)
     metrics_dir = os.environ.setdefault(
         "PROMETHEUS_MULTIPROC_DIR", str(Path(tempfile.gettempdir()) / f"sardag-metrics-{service}")
     )
