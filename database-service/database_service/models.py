@@ -314,6 +314,23 @@ class HistoryQuery(BaseModel):
     )
 
 
+class TradesQuery(BaseModel):
+    """Query string of GET /performance/trades (time filters apply to exit_time)."""
+
+    model_config = ConfigDict(extra="forbid", title="TradesQuery")
+
+    symbol: Symbol | None = None
+    strategy: Text64 | None = None
+    since: QueryTimestamp | None = Field(default=None, description="inclusive; not later than until")
+    until: QueryTimestamp | None = Field(default=None, description="exclusive")
+    limit: int = Field(default=100, ge=1, le=1000)
+    cursor: str | None = Field(
+        default=None,
+        json_schema_extra={"pattern": "^[A-Za-z0-9_-]{22}$"},
+        description="next_cursor of the previous page (any value of this shape is a position)",
+    )
+
+
 class StatsQuery(BaseModel):
     """Query string of GET /performance/stats (time filters apply to exit_time)."""
 
@@ -387,6 +404,16 @@ class TradeOut(BaseModel):
     metadata: dict[str, Any] | None
     client_id: str | None
     created_at: datetime
+
+
+class TradePage(BaseModel):
+    """One page of closed trades, latest exit first."""
+
+    model_config = ConfigDict(title="TradePage")
+
+    trades: list[TradeOut]
+    count: int
+    next_cursor: str | None = Field(description="pass as cursor for the next page; null at the end")
 
 
 class Stats(BaseModel):

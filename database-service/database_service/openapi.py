@@ -29,6 +29,8 @@ from database_service.models import (
     StatsQuery,
     TradeIn,
     TradeOut,
+    TradePage,
+    TradesQuery,
 )
 from shared import __version__
 from shared.app import INDEX_SCHEMA
@@ -40,6 +42,7 @@ OUTPUT_MODELS: tuple[type[BaseModel], ...] = (
     SignalBatchOut,
     SignalPage,
     TradeOut,
+    TradePage,
     Stats,
     GroupedStats,
     ServiceStats,
@@ -177,6 +180,14 @@ def _track() -> dict[str, Any]:
     }
 
 
+def _trades() -> dict[str, Any]:
+    return {
+        "summary": "Closed trades, latest exit first, keyset-paginated (time filters on exit_time)",
+        "parameters": _parameters(TradesQuery),
+        "responses": _responses(_ok("one page", _ref(TradePage)), ("400", "429", "503")),
+    }
+
+
 def _stats() -> dict[str, Any]:
     schema = {"oneOf": [_ref(Stats), _ref(GroupedStats)]}
     return {
@@ -227,6 +238,7 @@ def build_openapi(version: str = __version__, secured: bool = False) -> dict[str
             "/signals/history": {"get": _history()},
             "/signals/{signal_id}": {"get": _get_signal()},
             "/performance/track": {"post": _secured(_track(), secured)},
+            "/performance/trades": {"get": _trades()},
             "/performance/stats": {"get": _stats()},
         },
         "components": {"schemas": _components()},

@@ -9,7 +9,7 @@ from shared.config import Setting, parse_bool, parse_float, parse_int, parse_url
 SERVICE = "database-service"
 DEFAULTS = {"PORT": 5020}
 # The `scope` of each @rate_limit route: RATE_LIMIT_<SCOPE> sets its requests per minute.
-RATE_LIMIT_SCOPES = ("signals_save", "signals_history", "performance_track")
+RATE_LIMIT_SCOPES = ("signals_save", "signals_history", "performance_track", "performance_trades")
 _URL_SCHEMES = parse_url("sqlite", "postgresql", "postgres")
 
 

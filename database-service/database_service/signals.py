@@ -9,7 +9,7 @@ from flask import Blueprint, Response, current_app, jsonify
 from prometheus_client import Counter
 from pydantic import Field, TypeAdapter
 
-from database_service.cursor import BadCursor, decode_cursor, encode_cursor
+from database_service.cursor import after_cursor, encode_cursor
 from database_service.domain import new_signal, now_us
 from database_service.idempotency import conflict_check, signal_fields
 from database_service.models import MAX_BIGINT, HistoryQuery, SignalIn
@@ -70,21 +70,12 @@ def _save_batch(body: list[Any]) -> tuple[Response, int]:
 def history() -> Response:
     """Newest first, filtered, keyset-paginated by an opaque cursor."""
     params = query(HistoryQuery)
-    after = _after(params.cursor)
+    after = after_cursor(params.cursor)
     filters = SignalFilter(params.symbol, params.strategy, params.action, params.since, params.until)
     rows = get_storage().signal_history(filters, after, params.limit + 1)
     page, more = rows[: params.limit], len(rows) > params.limit
     next_cursor = _cursor_of(page[-1]) if more else None
     return jsonify({"signals": page, "count": len(page), "next_cursor": next_cursor})
-
-
-def _after(cursor: str | None) -> tuple[int, int] | None:
-    if cursor is None:
-        return None
-    try:
-        return decode_cursor(cursor)
-    except BadCursor as exc:
-        raise validation_error([{"field": "cursor", "message": str(exc)}]) from None
 
 
 def _cursor_of(signal: dict[str, Any]) -> str:

@@ -209,3 +209,39 @@ def test_prices_keep_their_decimals(client: FlaskClient) -> None:
     ).get_json()
     assert stored["pnl"] == 0.0
     assert stored["outcome"] == "breakeven"
+
+
+def test_tracked_trades_are_read_back_latest_exit_first_in_cursor_pages(client: FlaskClient) -> None:
+    base = 1_767_225_600_000  # 2026-01-01T00:00:00Z
+    # pairs of trades share an exit time: page edges cross ties, broken by id
+    stored = [
+        client.post(
+            "/performance/track",
+            json=trade(
+                symbol="ETHUSDT" if n % 3 == 0 else "BTCUSDT",
+                strategy=f"s{n % 2}",
+                exit_time=base + n // 2 * 1000,
+            ),
+        ).get_json()
+        for n in range(9)
+    ]
+    walked: list[dict[str, Any]] = []
+    url = "/performance/trades?limit=2"
+    while url:
+        page = client.get(url).get_json()
+        assert page["count"] == len(page["trades"]) <= 2
+        walked += page["trades"]
+        url = f"/performance/trades?limit=2&cursor={page['next_cursor']}" if page["next_cursor"] else ""
+    newest_first = sorted(stored, key=lambda t: (t["exit_time"], t["id"]), reverse=True)
+    assert walked == newest_first  # every trade once, as /performance/track answered it
+    eth = client.get("/performance/trades", query_string={"symbol": "ethusdt", "strategy": "s0"}).get_json()
+    assert [t["id"] for t in eth["trades"]] == [
+        t["id"] for t in newest_first if t["symbol"] == "ETHUSDT" and t["strategy"] == "s0"
+    ]
+    window = client.get(
+        "/performance/trades", query_string={"since": base + 1000, "until": base + 3000}
+    ).get_json()
+    assert sorted(t["id"] for t in window["trades"]) == [t["id"] for t in stored[2:6]]
+    assert client.get("/performance/trades?until=1&since=2").status_code == 400
+    assert client.get("/performance/trades?cursor=bad").status_code == 400
+    assert client.get("/performance/trades?side=LONG").get_json()["details"][0]["field"] == "side"

@@ -236,6 +236,12 @@ class Storage(ABC):
         """Store one trade; return the stored trade and whether it is new (`check_known`: as above)."""
 
     @abstractmethod
+    def trade_history(
+        self, filters: TradeFilter, after: tuple[int, int] | None, limit: int
+    ) -> list[dict[str, Any]]:
+        """Latest exit first by (exit_time, id), strictly after the keyset position `after`."""
+
+    @abstractmethod
     def trade_stats(self, filters: TradeFilter, group_by: str | None) -> list[StatsAggregate]:
         """Aggregate closed trades in the database, one row per group."""
 
