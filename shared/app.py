@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -32,8 +33,14 @@ INDEX_SCHEMA = {
         "service": {"type": "string"},
         "version": {"type": "string"},
         "links": {"type": "object", "additionalProperties": {"type": "string"}},
+        "routes": {
+            "type": "array",
+            "items": {"type": "string"},
+            "description": "every route as METHOD /path, the path as /openapi.json writes it",
+        },
     },
 }
+_VARIABLE = re.compile(r"<(?:[^:<>]+:)?([^<>]+)>")
 
 
 class ServiceFlask(Flask):
@@ -83,10 +90,22 @@ def create_base_app(
 
 
 def _index() -> Response:
-    """`/`: which service this is, its version, and where to look next."""
+    """`/`: which service this is, its version, where to look next and every route."""
     routes = {rule.rule for rule in current_app.url_map.iter_rules()}
     links = {name: path for name, path in INDEX_LINKS.items() if path in routes}
-    return jsonify({"service": current_app.config["SERVICE_NAME"], "version": __version__, "links": links})
+    body = {"service": current_app.config["SERVICE_NAME"], "version": __version__, "links": links}
+    return jsonify({**body, "routes": route_list(current_app)})
+
+
+def route_list(app: Flask) -> list[str]:
+    """Every route of `app` as `METHOD /path` (`/signals/{signal_id}`), sorted by path."""
+    found: set[tuple[str, str]] = set()
+    for rule in app.url_map.iter_rules():
+        if rule.endpoint == "static":
+            continue
+        path = _VARIABLE.sub(r"{\1}", rule.rule)
+        found.update((path, method) for method in rule.methods or () if method not in ("HEAD", "OPTIONS"))
+    return [f"{method} {path}" for path, method in sorted(found)]
 
 
 def _reject_large_bodies(req: Request, state: RequestState) -> None:

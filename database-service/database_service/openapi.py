@@ -227,7 +227,8 @@ def build_openapi(version: str = __version__, secured: bool = False) -> dict[str
         "paths": {
             "/": {
                 "get": _simple(
-                    "Service name, version and links to /health, /openapi.json, /metrics", _json(INDEX_SCHEMA)
+                    "Service name, version, links to /health, /openapi.json, /metrics and every route",
+                    _json(INDEX_SCHEMA),
                 )
             },
             "/health": {"get": _health()},

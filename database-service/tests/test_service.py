@@ -167,3 +167,11 @@ def test_redis_down_falls_back_without_errors(make_app: Callable[..., Flask]) ->
         r'sardag_redis_fallback_total\{component="(\w+)",service="database-service"\} (\S+)', metrics
     )
     assert {component for component, count in fallbacks if float(count) > 0} == {"cache", "rate_limiter"}
+
+
+def test_index_lists_every_documented_operation(client: FlaskClient) -> None:
+    routes = client.get("/").get_json()["routes"]
+    paths = client.get("/openapi.json").get_json()["paths"]
+    operations = sorted(f"{method.upper()} {path}" for path, item in paths.items() for method in item)
+    assert sorted(routes) == operations
+    assert "GET /performance/trades" in routes

@@ -39,7 +39,15 @@ LONG_MIN_REQUESTS = 2000
 RAISED = "1000000"
 RAISED_LIMITS = {
     f"RATE_LIMIT_{name}": RAISED
-    for name in ("DEFAULT", "SIGNALS_SAVE", "SIGNALS_HISTORY", "PERFORMANCE_TRACK", "PRICE", "STREAM")
+    for name in (
+        "DEFAULT",
+        "SIGNALS_SAVE",
+        "SIGNALS_HISTORY",
+        "PERFORMANCE_TRACK",
+        "PERFORMANCE_TRADES",
+        "PRICE",
+        "STREAM",
+    )
 }
 KEYS = ("st-key-0123456789abcdef", "st-key-fedcba9876543210")
 CONFIG = "request-timeout = 10\n"

@@ -36,6 +36,7 @@ DATABASE_ROUTES = [  # (method, path, body, limit): the declared limits, the res
     ("POST", "/signals/save", SIGNAL, 100),
     ("GET", "/signals/history", None, 200),
     ("POST", "/performance/track", TRADE, 100),
+    ("GET", "/performance/trades", None, 200),
     ("GET", "/signals/1", None, 60),
     ("GET", "/performance/stats", None, 60),
     ("GET", "/stats", None, 60),

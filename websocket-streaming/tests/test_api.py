@@ -166,3 +166,13 @@ def test_stream_names_the_parameter_it_takes(idle_app: Flask) -> None:
     assert answer.get_json()["details"] == [
         {"field": "symbol", "message": "is not a parameter of this operation, which takes symbols"}
     ]
+
+
+def test_index_lists_every_documented_operation(idle_app: Flask) -> None:
+    client = idle_app.test_client()
+    routes = client.get("/").get_json()["routes"]
+    paths = client.get("/openapi.json").get_json()["paths"]
+    assert sorted(routes) == sorted(
+        f"{method.upper()} {path}" for path, item in paths.items() for method in item
+    )
+    assert "GET /price/{symbol}" in routes

@@ -193,7 +193,7 @@ def build_openapi(version: str = __version__) -> dict[str, Any]:
         "paths": {
             "/": {
                 "get": _operation(
-                    "Service name, version and links to /health, /openapi.json, /metrics",
+                    "Service name, version, links to /health, /openapi.json, /metrics and every route",
                     _ok("the index", INDEX_SCHEMA),
                 )
             },
