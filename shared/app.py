@@ -11,7 +11,7 @@ from flask.json.provider import DefaultJSONProvider
 from werkzeug.exceptions import RequestEntityTooLarge
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from shared import __version__, errors, logger, sentry_integration
+from shared import __version__, docs_page, errors, logger, sentry_integration
 from shared.config import Check, Setting, load_config
 from shared.health_check import HealthCheck
 from shared.lifecycle import on_shutdown, shutdown
@@ -24,7 +24,7 @@ __all__ = ["MAX_BODY_BYTES", "ServiceFlask", "create_base_app", "on_shutdown", "
 
 MAX_BODY_BYTES = 1024 * 1024
 # What `/` links to, when the app has the route: name -> path.
-INDEX_LINKS = {"health": "/health", "openapi": "/openapi.json", "metrics": "/metrics"}
+INDEX_LINKS = {"docs": "/docs", "health": "/health", "openapi": "/openapi.json", "metrics": "/metrics"}
 # The JSON Schema of what `/` answers, for each service's OpenAPI document.
 INDEX_SCHEMA = {
     "type": "object",
@@ -86,12 +86,15 @@ def create_base_app(
     Cache(app)
     RateLimiter(app)
     app.add_url_rule("/", "index", _index, methods=["GET"])
+    docs_page.init_app(app)
     return app
 
 
 def _index() -> Response:
     """`/`: which service this is, its version, where to look next and every route."""
     routes = {rule.rule for rule in current_app.url_map.iter_rules()}
+    if "/openapi.json" not in routes:
+        routes.discard("/docs")  # a page of a document the app does not have
     links = {name: path for name, path in INDEX_LINKS.items() if path in routes}
     body = {"service": current_app.config["SERVICE_NAME"], "version": __version__, "links": links}
     return jsonify({**body, "routes": route_list(current_app)})

@@ -34,6 +34,7 @@ from database_service.models import (
 )
 from shared import __version__
 from shared.app import INDEX_SCHEMA
+from shared.docs_page import DOCS_PATHS
 
 REF = "#/components/schemas/{model}"
 INPUT_MODELS: tuple[type[BaseModel], ...] = (SignalIn, TradeIn)
@@ -235,6 +236,7 @@ def build_openapi(version: str = __version__, secured: bool = False) -> dict[str
             "/stats": {"get": _simple("Counts, backend and uptime", _json(_ref(ServiceStats)))},
             "/metrics": {"get": _simple("Prometheus metrics", {"text/plain": {"schema": {"type": "string"}}})},
             "/openapi.json": {"get": _simple("This document", _json({"type": "object"}))},
+            **DOCS_PATHS,
             "/signals/save": {"post": _secured(_save_signals(), secured)},
             "/signals/history": {"get": _history()},
             "/signals/{signal_id}": {"get": _get_signal()},

@@ -17,11 +17,12 @@ SIGNAL = {"symbol": "BTCUSDT", "action": "BUY", "price": 1.5}
 TRADE = {"symbol": "BTCUSDT", "entry_price": 100, "exit_price": 110}
 
 
-def test_index_links_health_openapi_and_metrics(client: FlaskClient) -> None:
+def test_index_links_docs_health_openapi_and_metrics(client: FlaskClient) -> None:
     body = client.get("/").get_json()
     assert body["service"] == "database-service"
     assert body["version"] == client.get("/openapi.json").get_json()["info"]["version"]
-    assert body["links"] == {"health": "/health", "openapi": "/openapi.json", "metrics": "/metrics"}
+    links = {"docs": "/docs", "health": "/health", "openapi": "/openapi.json", "metrics": "/metrics"}
+    assert body["links"] == links
     for path in body["links"].values():
         assert client.get(path).status_code == 200
 

@@ -14,6 +14,7 @@ from flask import Flask, Response, jsonify
 
 from shared import __version__
 from shared.app import INDEX_SCHEMA
+from shared.docs_page import DOCS_PATHS
 from shared.symbols import SYMBOL_PATTERN
 
 SYMBOL = SYMBOL_PATTERN.strip("^$")
@@ -209,6 +210,7 @@ def build_openapi(version: str = __version__) -> dict[str, Any]:
                 )
             },
             "/openapi.json": {"get": _operation("This document", _ok("OpenAPI 3.1", {"type": "object"}))},
+            **DOCS_PATHS,
             "/symbols": {"get": _operation("Tracked symbols", _ok("upper-case symbols", symbols))},
             "/price/{symbol}": {"get": _price()},
             "/prices": {"get": _prices()},
