@@ -3,6 +3,7 @@
 #   - promtool and a real Prometheus server: Debian's `prometheus` package
 #   - nginx, the load balancer of deploy/nginx: Debian's `nginx` package
 #   - pm2: `npm ci` from package-lock.json (node_modules/, git-ignored)
+#   - chromium: Debian's `chromium` package, the headless browser that loads each /docs page
 # hadolint, check-jsonschema, actionlint and shellcheck come from the Python `test` extra
 # (pyproject.toml). The Debian packages are there for their binaries: the tests start them
 # on free ports; where policy-rc.d or no init system stops it, no service starts.
@@ -57,6 +58,10 @@ install_nginx() {
     apt_install nginx nginx
 }
 
+install_chromium() {
+    apt_install chromium chromium
+}
+
 install_pm2() {
     if ! command -v npm >/dev/null 2>&1; then
         log "no npm: install Node.js 20+ and npm, then rerun (PM2 tests skip without it)"
@@ -74,4 +79,5 @@ status=0
 install_prometheus || status=1
 install_nginx || status=1
 install_pm2 || status=1
+install_chromium || status=1
 exit "$status"
