@@ -8,6 +8,7 @@ relative server URL).
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 from flask import Flask, Response, current_app, send_from_directory
@@ -44,7 +45,7 @@ INIT = """window.ui = SwaggerUIBundle({
 STRING = {"type": "string"}
 HTML = {"text/html": {"schema": STRING}}
 NOT_FOUND = {"application/json": {"schema": {"type": "object", "required": ["error", "message"]}}}
-# The routes' entries for each service's /openapi.json.
+# The routes' entries for each service's /openapi.json (`docs_paths()`: a copy to build on).
 DOCS_PATHS: dict[str, Any] = {
     "/docs": {
         "get": {
@@ -81,6 +82,11 @@ DOCS_PATHS: dict[str, Any] = {
         }
     },
 }
+
+
+def docs_paths() -> dict[str, Any]:
+    """A fresh copy of DOCS_PATHS for one document (documents get examples added in place)."""
+    return copy.deepcopy(DOCS_PATHS)
 
 
 def init_app(app: Flask) -> None:

@@ -13,6 +13,7 @@ from typing import Any
 from pydantic import BaseModel
 from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
+from database_service.examples import EXAMPLES
 from database_service.idempotency import IDENTICAL
 from database_service.models import (
     MAX_BIGINT,
@@ -34,7 +35,8 @@ from database_service.models import (
 )
 from shared import __version__
 from shared.app import INDEX_SCHEMA
-from shared.docs_page import DOCS_PATHS
+from shared.docs_page import docs_paths
+from shared.openapi_examples import add_examples
 
 REF = "#/components/schemas/{model}"
 INPUT_MODELS: tuple[type[BaseModel], ...] = (SignalIn, TradeIn)
@@ -236,7 +238,7 @@ def build_openapi(version: str = __version__, secured: bool = False) -> dict[str
             "/stats": {"get": _simple("Counts, backend and uptime", _json(_ref(ServiceStats)))},
             "/metrics": {"get": _simple("Prometheus metrics", {"text/plain": {"schema": {"type": "string"}}})},
             "/openapi.json": {"get": _simple("This document", _json({"type": "object"}))},
-            **DOCS_PATHS,
+            **docs_paths(),
             "/signals/save": {"post": _secured(_save_signals(), secured)},
             "/signals/history": {"get": _history()},
             "/signals/{signal_id}": {"get": _get_signal()},
@@ -251,4 +253,4 @@ def build_openapi(version: str = __version__, secured: bool = False) -> dict[str
             "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
             "bearer": {"type": "http", "scheme": "bearer"},
         }
-    return document
+    return add_examples(document, EXAMPLES)

@@ -87,3 +87,25 @@ def test_idempotency_conflicts_and_identical_repeats_are_documented() -> None:
     for operation in (paths["/signals/save"]["post"], paths["/performance/track"]["post"]):
         assert "idempotency_conflict" in operation["responses"]["422"]["description"]
         assert "server's clock" in operation["description"]  # what "identical" means
+
+
+@pytest.mark.parametrize(
+    "document", [database_document(), database_document(secured=True), streaming_document()]
+)
+def test_every_operation_has_an_example_request_and_answer(document: dict[str, Any]) -> None:
+    for path, item in document["paths"].items():
+        for method, operation in item.items():
+            where = f"{method.upper()} {path}"
+            answers = [c for r in operation["responses"].values() for c in r.get("content", {}).values()]
+            assert any("example" in c for c in answers), where
+            body = operation.get("requestBody")
+            if body is not None:
+                assert "example" in body["content"]["application/json"], where
+            for parameter in operation.get("parameters", []):
+                if parameter.get("required"):
+                    assert "example" in parameter, (where, parameter["name"])
+            assert (
+                body is not None
+                or not operation.get("parameters")
+                or any("example" in p for p in operation["parameters"])
+            ), where

@@ -101,6 +101,9 @@ def check(outcome: Outcome, service: Running, name: str, min_requests: int) -> N
     tail = outcome.output[-6000:]
     assert outcome.code == 0, f"schemathesis found problems:\n{tail}\n--- service log ---\n{service.log_tail()}"
     assert not [s for s in outcome.statuses if s >= 500], outcome.summary(name)
+    # every operation carries an example: the examples phase runs instead of being skipped
+    assert "Examples (in" in outcome.output, tail
+    assert "⏭  Examples" not in outcome.output, tail
     assert len(outcome.entries) >= min_requests, outcome.summary(name)
     for entry in outcome.entries:
         status, content = int(entry["response"]["status"]), entry["response"]["content"]
