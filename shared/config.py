@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import difflib
 import importlib
 import importlib.util
 import ipaddress
@@ -262,6 +263,75 @@ def service_settings(name: str) -> ServiceSettings:
     )
 
 
+# Variables a user sets meaning one of ours; SARDAG_* names the deployment files use themselves.
+LOOKALIKES = {"HOST": "BIND", "LISTEN": "BIND", "BIND_ADDRESS": "BIND", "HTTP_PORT": "PORT"}
+OWN_PREFIX = "SARDAG_"
+
+
+def _installed(attribute: str) -> set[Any]:
+    """The union of `attribute` over the settings modules of the services installed here."""
+    found: set[Any] = set()
+    for module in SERVICES.values():
+        try:
+            found.update(getattr(importlib.import_module(module), attribute, ()))
+        except ImportError:
+            continue
+    return found
+
+
+def lookalike_warnings(
+    environ: Mapping[str, str] | None = None,
+    *,
+    settings: Iterable[Setting] = (),
+    scopes: Iterable[str] | None = None,
+    env_file: str | Path | None = ".env",
+) -> list[str]:
+    """One line per variable that looks like a setting but is none, naming the likely one.
+
+    `HOST=0.0.0.0` is silently ignored (the address is BIND), `SARDAG_DATABASE_URL` is not
+    read, `RATE_LIMIT_SIGNAL_SAVE` limits nothing: each would leave a user believing it
+    took effect.
+    """
+    # one .env may serve both services: a setting or scope of either is no typo
+    installed = {s.name for s in _installed("SETTINGS")}
+    names = sorted(installed | {s.name for s in (*SHARED_SETTINGS, *settings)})
+    known_scopes = sorted(_installed("RATE_LIMIT_SCOPES") if scopes is None else set(scopes))
+    raw = _read_sources(environ, env_file)
+    lines = []
+    for variable in sorted(raw):
+        meant = _meant(variable, names, known_scopes)
+        if meant:
+            lines.append(f"configuration warning: {variable} is ignored (not a setting); did you mean {meant}?")
+    return lines
+
+
+def _meant(variable: str, names: list[str], scopes: list[str]) -> str | None:
+    if variable in names:
+        return None
+    if variable in LOOKALIKES:
+        return LOOKALIKES[variable]
+    if variable.startswith(OWN_PREFIX):
+        bare = variable.removeprefix(OWN_PREFIX)
+        if bare in names:
+            return bare
+        close = difflib.get_close_matches(bare, names, n=1, cutoff=0.85)
+        return close[0] if close else None
+    if variable.startswith(RATE_LIMIT_PREFIX) and variable not in _RESERVED_RATE_LIMIT_KEYS:
+        scope = variable.removeprefix(RATE_LIMIT_PREFIX).lower()
+        if scope in scopes:
+            return None
+        candidates = [RATE_LIMIT_PREFIX + s.upper() for s in scopes] + sorted(_RESERVED_RATE_LIMIT_KEYS)
+        close = difflib.get_close_matches(variable, candidates, n=1, cutoff=0.6)
+        return close[0] if close else "one of " + ", ".join(candidates)
+    return None
+
+
+def warn_lookalikes(settings: Iterable[Setting] = ()) -> None:
+    """Print `lookalike_warnings` to stderr (at start and in `python -m shared.config`)."""
+    for line in lookalike_warnings(settings=settings):
+        print(line, file=sys.stderr)
+
+
 def load_config(
     service: str,
     overrides: Mapping[str, Any] | None = None,
@@ -391,6 +461,7 @@ def main(argv: list[str] | None = None) -> None:
         config = load_config(spec.name, settings=spec.settings, defaults=spec.defaults, check=spec.check)
     except ConfigError as exc:
         exit_on_config_error(exc)
+    warn_lookalikes(spec.settings)
     for key, value in sorted(redacted(config).items()):
         print(f"{key}={value}")
     print(f"{name}: configuration valid; it would listen on {config['BIND']}:{config['PORT']}")

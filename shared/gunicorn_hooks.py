@@ -21,7 +21,7 @@ from gunicorn.glogging import Logger as GunicornLogger
 from gunicorn.workers.base import Worker
 
 from shared import logger, sentry_integration
-from shared.config import Check, ConfigError, Setting, exit_on_config_error, load_config
+from shared.config import Check, ConfigError, Setting, exit_on_config_error, load_config, warn_lookalikes
 from shared.lifecycle import shutdown
 from shared.rate_limiter.host import HOST_ERRORS, HOST_STORE_ENV, HostBackend, host_store_path
 from shared.secrets import Secrets, secret_values
@@ -36,10 +36,12 @@ def configure(
     check: Check | None = None,
 ) -> dict[str, Any]:
     """Validate config (one line and exit 2 on error), then set bind, metrics dir and hooks."""
+    settings = tuple(settings)
     try:
         config = load_config(service, settings=settings, defaults=defaults, check=check)
     except ConfigError as exc:
         exit_on_config_error(exc)
+    warn_lookalikes(settings)
     metrics_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or _private_metrics_dir(service)
     namespace.update(
         bind=[_bind(config["BIND"], config["PORT"])],
@@ -59,7 +61,7 @@ def configure(
         logger_class=service_logger(config["LOG_FORMAT"], Secrets(secret_values(config))),
         on_starting=lambda server: _on_starting(server, config, metrics_dir),
         on_exit=lambda server: _on_exit(metrics_dir),
-        nworkers_changed=lambda server, new, old: _check_worker_change(server, config, new),
+        nworkers_changed=lambda server, new, old: _check_worker_change(server, config, new, old),
         post_fork=lambda server, worker: _post_fork(config),
         child_exit=_child_exit,
         worker_exit=_worker_exit,
@@ -157,8 +159,12 @@ def remove_host_store() -> None:
         shutil.rmtree(Path(host_store_path(url)).parent, ignore_errors=True)
 
 
-def _check_worker_change(server: Any, config: Mapping[str, Any], workers: int) -> None:
+def _check_worker_change(server: Any, config: Mapping[str, Any], workers: int, old: int | None) -> None:
     # TTIN past one worker, started without a shared store: never count per worker silently.
+    # gunicorn also calls this from arbiter setup (old is None, at start and on HUP), before
+    # on_starting creates the store: the start's own line says how limits are counted then.
+    if old is None or workers <= old:
+        return
     shared = config["REDIS_URL"] or os.environ.get(HOST_STORE_ENV)
     if workers > 1 and config["RATE_LIMIT_ENABLED"] and not shared:
         server.log.error(

@@ -8,8 +8,9 @@ from typing import Annotated, Any
 from flask import Blueprint, Response, current_app, jsonify
 from pydantic import Field, TypeAdapter
 
-from database_service.cursor import BadCursor, decode_cursor, encode_cursor
+from database_service.cursor import after_cursor, encode_cursor
 from database_service.domain import new_signal, now_us
+from database_service.idempotency import conflict_check, signal_fields
 from database_service.models import MAX_BIGINT, HistoryQuery, SignalIn
 from database_service.parsing import json_body, query, validate, validate_many
 from database_service.storage import SignalFilter, get_read_storage, get_storage
@@ -38,7 +39,9 @@ def save_signals() -> tuple[Response, int]:
     if not isinstance(body, dict):
         raise validation_error([{"field": "body", "message": "must be a JSON object or an array of objects"}])
     signal = validate(SignalIn, body)
-    stored, created = get_storage().save_signals([new_signal(signal, now_us())])[0]
+    new = new_signal(signal, now_us())
+    check = conflict_check("signal", [signal_fields(signal, new)])
+    stored, created = get_storage().save_signals([new], check)[0]
     if created:
         _stored(1)
     return jsonify(stored), 201 if created else 200
@@ -47,7 +50,11 @@ def save_signals() -> tuple[Response, int]:
 def _save_batch(body: list[Any]) -> tuple[Response, int]:
     signals = validate_many(BATCH, body)
     default = now_us()
-    results = get_storage().save_signals([new_signal(s, default) for s in signals])
+    new = [new_signal(s, default) for s in signals]
+    check = conflict_check(
+        "signal", [signal_fields(s, n) for s, n in zip(signals, new, strict=True)], batch=True
+    )
+    results = get_storage().save_signals(new, check)
     created = sum(1 for _, new in results if new)
     if created:
         _stored(created)
@@ -60,21 +67,12 @@ def _save_batch(body: list[Any]) -> tuple[Response, int]:
 def history() -> Response:
     """Newest first, filtered, keyset-paginated by an opaque cursor."""
     params = query(HistoryQuery)
-    after = _after(params.cursor)
+    after = after_cursor(params.cursor)
     filters = SignalFilter(params.symbol, params.strategy, params.action, params.since, params.until)
     rows = get_read_storage().signal_history(filters, after, params.limit + 1)
     page, more = rows[: params.limit], len(rows) > params.limit
     next_cursor = _cursor_of(page[-1]) if more else None
     return jsonify({"signals": page, "count": len(page), "next_cursor": next_cursor})
-
-
-def _after(cursor: str | None) -> tuple[int, int] | None:
-    if cursor is None:
-        return None
-    try:
-        return decode_cursor(cursor)
-    except BadCursor as exc:
-        raise validation_error([{"field": "cursor", "message": str(exc)}]) from None
 
 
 def _cursor_of(signal: dict[str, Any]) -> str:

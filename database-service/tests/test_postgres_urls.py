@@ -113,8 +113,7 @@ def test_a_multi_host_password_is_masked_in_driver_messages() -> None:
 
 
 def test_the_log_masks_a_multi_host_read_url_password() -> None:
-    from shared.secrets import secret_values
-    from shared.secrets import Secrets
+    from shared.secrets import Secrets, secret_values
 
     config = {"DATABASE_URL": "sqlite:///x.db", "DATABASE_READ_URL": GOOD[0], "API_KEYS": ()}
     line = Secrets(secret_values(config)).mask(f"reads from {GOOD[0]} failed")

@@ -17,11 +17,12 @@ SIGNAL = {"symbol": "BTCUSDT", "action": "BUY", "price": 1.5}
 TRADE = {"symbol": "BTCUSDT", "entry_price": 100, "exit_price": 110}
 
 
-def test_index_links_health_openapi_and_metrics(client: FlaskClient) -> None:
+def test_index_links_docs_health_openapi_and_metrics(client: FlaskClient) -> None:
     body = client.get("/").get_json()
     assert body["service"] == "database-service"
     assert body["version"] == client.get("/openapi.json").get_json()["info"]["version"]
-    assert body["links"] == {"health": "/health", "openapi": "/openapi.json", "metrics": "/metrics"}
+    links = {"docs": "/docs", "health": "/health", "openapi": "/openapi.json", "metrics": "/metrics"}
+    assert body["links"] == links
     for path in body["links"].values():
         assert client.get(path).status_code == 200
 
@@ -168,3 +169,11 @@ def test_redis_down_falls_back_without_errors(make_app: Callable[..., Flask]) ->
         r'sardag_redis_fallback_total\{component="(\w+)",service="database-service"\} (\S+)', metrics
     )
     assert {component for component, count in fallbacks if float(count) > 0} == {"cache", "rate_limiter"}
+
+
+def test_index_lists_every_documented_operation(client: FlaskClient) -> None:
+    routes = client.get("/").get_json()["routes"]
+    paths = client.get("/openapi.json").get_json()["paths"]
+    operations = sorted(f"{method.upper()} {path}" for path, item in paths.items() for method in item)
+    assert sorted(routes) == operations
+    assert "GET /performance/trades" in routes

@@ -16,6 +16,7 @@ from shared.config import (
     ConfigError,
     Setting,
     load_config,
+    lookalike_warnings,
     main,
     parse_int,
     service_settings,
@@ -332,3 +333,41 @@ def test_a_bad_symbols_does_not_stop_database_service(tmp_path: Path) -> None:
     with Launcher(tmp_path) as launch:
         server = launch.gunicorn("database-service", workers=1, SYMBOLS="BTC-USD,,??")
         assert http("GET", f"{server.url}/health")[0] == 200
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize(
+    ("variable", "meant"),
+    [
+        ("HOST", "BIND"),
+        ("SARDAG_DATABASE_URL", "DATABASE_URL"),
+        ("SARDAG_LOG_LEVL", "LOG_LEVEL"),
+        ("RATE_LIMIT_SIGNAL_SAVE", "RATE_LIMIT_SIGNALS_SAVE"),
+        ("RATE_LIMIT_PRICES", "RATE_LIMIT_PRICE"),
+    ],
+)
+def test_a_lookalike_variable_gets_one_warning_naming_the_intended_one(
+    variable: str, meant: str, clean_env: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    warnings = lookalike_warnings({variable: "1", "PATH": "/bin"}, env_file=None)
+    assert warnings == [f"configuration warning: {variable} is ignored (not a setting); did you mean {meant}?"]
+    # and the config command says it, once, before its verdict
+    clean_env.setenv(variable, "0.0.0.0" if variable == "HOST" else "5")
+    code, out, err = _check("database-service", capsys)
+    assert code == 0
+    assert err.splitlines() == warnings
+    assert out.splitlines()[-1] == "database-service: configuration valid; it would listen on 127.0.0.1:5020"
+
+
+@pytest.mark.unit
+def test_settings_scopes_of_either_service_and_our_own_sardag_variables_are_not_warned() -> None:
+    environ = {
+        "BIND": "127.0.0.1",
+        "RATE_LIMIT_PRICE": "300",  # websocket-streaming's: one .env serves both services
+        "RATE_LIMIT_SIGNALS_SAVE": "100",
+        "RATE_LIMIT_ENABLED": "1",
+        "SARDAG_RATE_LIMIT_HOST_STORE": "file:///tmp/x",  # set by the gunicorn master
+        "SARDAG_LOG_DIR": "/tmp",  # the run scripts'
+        "HOSTNAME": "box",
+    }
+    assert lookalike_warnings(environ, env_file=None) == []

@@ -173,3 +173,9 @@ def test_text_log_format_carries_every_access_field(
         "remote_addr": "127.0.0.1",
         "request_id": "req-7",
     }
+
+
+def test_metrics_content_type_names_its_charset_once(memory_app: Flask) -> None:
+    answer = memory_app.test_client().get("/metrics")
+    assert answer.status_code == 200
+    assert answer.headers["Content-Type"] == "text/plain; version=1.0.0; charset=utf-8"

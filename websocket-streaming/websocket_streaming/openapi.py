@@ -14,7 +14,11 @@ from flask import Flask, Response, jsonify
 
 from shared import __version__
 from shared.app import INDEX_SCHEMA
+from shared.docs_page import docs_paths
+from shared.openapi_examples import add_examples
 from shared.symbols import SYMBOL_PATTERN
+
+from .examples import EXAMPLES
 
 SYMBOL = SYMBOL_PATTERN.strip("^$")
 SYMBOLS_PATTERN = f"^{SYMBOL}(,{SYMBOL})*$"
@@ -187,13 +191,13 @@ def _stream() -> dict[str, Any]:
 def build_openapi(version: str = __version__) -> dict[str, Any]:
     """The whole OpenAPI 3.1 document of websocket-streaming (shared: do not mutate it)."""
     symbols = {"type": "object", "required": ["symbols"], "properties": {"symbols": {"type": "array"}}}
-    return {
+    document = {
         "openapi": "3.1.0",
         "info": {"title": "Sardag websocket-streaming", "version": version},
         "paths": {
             "/": {
                 "get": _operation(
-                    "Service name, version and links to /health, /openapi.json, /metrics",
+                    "Service name, version, links to /health, /openapi.json, /metrics and every route",
                     _ok("the index", INDEX_SCHEMA),
                 )
             },
@@ -209,6 +213,7 @@ def build_openapi(version: str = __version__) -> dict[str, Any]:
                 )
             },
             "/openapi.json": {"get": _operation("This document", _ok("OpenAPI 3.1", {"type": "object"}))},
+            **docs_paths(),
             "/symbols": {"get": _operation("Tracked symbols", _ok("upper-case symbols", symbols))},
             "/price/{symbol}": {"get": _price()},
             "/prices": {"get": _prices()},
@@ -216,6 +221,7 @@ def build_openapi(version: str = __version__) -> dict[str, Any]:
         },
         "components": {"schemas": {"Error": ERROR_SCHEMA, "Price": PRICE_SCHEMA}},
     }
+    return add_examples(document, EXAMPLES)
 
 
 def openapi_view() -> Response:

@@ -7,7 +7,7 @@ from functools import partial
 
 from flask import Blueprint, Flask, Response, current_app, jsonify, request
 
-from shared.errors import not_found, unavailable, validation_error
+from shared.errors import not_found, refuse_unknown_parameters, unavailable, validation_error
 from shared.rate_limiter import rate_limit
 from shared.symbols import SYMBOL_RE, SYMBOL_RULE
 
@@ -41,6 +41,7 @@ def _tracked(service: StreamingService, raw: str, field: str = "symbol") -> str:
 @bp.get("/symbols")
 def symbols() -> Response:
     """The tracked symbols."""
+    refuse_unknown_parameters()
     return jsonify({"symbols": list(get_service().symbols)})
 
 
@@ -48,6 +49,7 @@ def symbols() -> Response:
 @rate_limit(requests_per_minute=300, scope="price")
 def price(symbol: str) -> Response:
     """The latest price of one symbol; 503 only while no price was ever received."""
+    refuse_unknown_parameters()
     service = get_service()
     record = service.book.get(_tracked(service, symbol))
     if record is None or record.price is None:
@@ -55,19 +57,20 @@ def price(symbol: str) -> Response:
     now = time.time()
     body = price_answer(record, service.stale_after, now)
     service.latency.answered(record, body, now)
-    return Response(body, mimetype=JSON)
+    return Response(body + "\n", mimetype=JSON)
 
 
 @bp.get("/prices")
 def prices() -> Response:
     """Every tracked symbol's latest price; symbols with none yet are listed as missing."""
+    refuse_unknown_parameters()
     service = get_service()
     now = time.time()
     records = service.book.snapshot()
     have = [s for s in service.symbols if s in records and records[s].price is not None]
     body = ",".join(price_answer(records[s], service.stale_after, now) for s in have)
     missing = [s for s in service.symbols if s not in have]
-    return Response(f'{{"prices":[{body}],"missing":{_json_list(missing)}}}', mimetype=JSON)
+    return Response(f'{{"prices":[{body}],"missing":{_json_list(missing)}}}\n', mimetype=JSON)
 
 
 def _json_list(symbols: list[str]) -> str:
@@ -81,6 +84,7 @@ def stream() -> Response:
 
     `Last-Event-ID` (sent by a reconnecting EventSource) resumes after that event.
     """
+    refuse_unknown_parameters(("symbols",))
     service = get_service()
     given = request.args.getlist("symbols")
     if len(given) > 1:  # keeping only the first would answer a question the client did not ask
@@ -109,5 +113,6 @@ def stream() -> Response:
 @bp.get("/stats")
 def stats() -> Response:
     """Message counts by type, rate, parse errors, reconnects, uptime."""
+    refuse_unknown_parameters()
     slots: SubscriberSlots = current_app.extensions[f"{EXTENSION}.sse"]
     return jsonify({**get_service().summary(), "sse_subscribers": slots.count})

@@ -6,7 +6,7 @@ import math
 import re
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -18,6 +18,17 @@ ONE_MICROSECOND = timedelta(microseconds=1)
 
 
 UNAVAILABLE_MESSAGE = "The database is unavailable; retry shortly."
+
+# Called with (index in the request, stored row) of every item whose client_id was already
+# held, inside the saving transaction: raising there stores nothing of the request.
+KnownCheck = Callable[[list[tuple[int, dict[str, Any]]]], None]
+
+
+def check_known_rows(check_known: KnownCheck | None, results: Sequence[tuple[dict[str, Any], bool]]) -> None:
+    """Give `check_known` the (index, stored row) of every result that was not inserted."""
+    known = [(i, stored) for i, (stored, new) in enumerate(results) if not new]
+    if check_known is not None and known:
+        check_known(known)
 
 
 class StorageError(Exception):
@@ -236,8 +247,13 @@ class Storage(ABC):
         """Names of the migrations recorded in schema_migrations (none before the first)."""
 
     @abstractmethod
-    def save_signals(self, signals: Sequence[NewSignal]) -> list[tuple[dict[str, Any], bool]]:
-        """Store signals in one transaction; return each stored signal and whether it is new."""
+    def save_signals(
+        self, signals: Sequence[NewSignal], check_known: KnownCheck | None = None
+    ) -> list[tuple[dict[str, Any], bool]]:
+        """Store signals in one transaction; return each stored signal and whether it is new.
+
+        `check_known` sees the stored rows of known client_ids before the commit (see KnownCheck).
+        """
 
     @abstractmethod
     def get_signal(self, signal_id: int) -> dict[str, Any] | None:
@@ -250,8 +266,14 @@ class Storage(ABC):
         """Newest first by (timestamp, id), strictly after the keyset position `after`."""
 
     @abstractmethod
-    def save_trade(self, trade: NewTrade) -> tuple[dict[str, Any], bool]:
-        """Store one trade; return the stored trade and whether it is new."""
+    def save_trade(self, trade: NewTrade, check_known: KnownCheck | None = None) -> tuple[dict[str, Any], bool]:
+        """Store one trade; return the stored trade and whether it is new (`check_known`: as above)."""
+
+    @abstractmethod
+    def trade_history(
+        self, filters: TradeFilter, after: tuple[int, int] | None, limit: int
+    ) -> list[dict[str, Any]]:
+        """Latest exit first by (exit_time, id), strictly after the keyset position `after`."""
 
     @abstractmethod
     def trade_stats(self, filters: TradeFilter, group_by: str | None) -> list[StatsAggregate]:

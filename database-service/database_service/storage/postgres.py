@@ -18,6 +18,7 @@ from psycopg2.extras import Json, execute_values
 
 from database_service.storage import pg_migrations, pg_stats, sql
 from database_service.storage.base import (
+    KnownCheck,
     NewSignal,
     NewTrade,
     SignalFilter,
@@ -25,6 +26,7 @@ from database_service.storage.base import (
     Storage,
     StorageUnavailable,
     TradeFilter,
+    check_known_rows,
     datetime_to_us,
     one_line,
     us_to_datetime,
@@ -174,6 +176,12 @@ class PostgresStorage(sql.SqlReads, Storage):
         """A history page (retried once on a lost connection)."""
         return self._read(super().signal_history, filters, after, limit)
 
+    def trade_history(
+        self, filters: TradeFilter, after: tuple[int, int] | None, limit: int
+    ) -> list[dict[str, Any]]:
+        """A page of trades (retried once on a lost connection)."""
+        return self._read(super().trade_history, filters, after, limit)
+
     def migrate(self) -> list[str]:
         """Apply pending migrations (see pg_migrations: optional ones cannot undo the others)."""
         try:
@@ -212,14 +220,18 @@ class PostgresStorage(sql.SqlReads, Storage):
             cur.execute("SELECT version, name FROM schema_migrations ORDER BY version")
             return [f"{version:04d}_{name}" for version, name in cur.fetchall()]
 
-    def save_signals(self, signals: Sequence[NewSignal]) -> list[tuple[dict[str, Any], bool]]:
+    def save_signals(
+        self, signals: Sequence[NewSignal], check_known: KnownCheck | None = None
+    ) -> list[tuple[dict[str, Any], bool]]:
         """Insert signals in one transaction; known client_ids return the stored rows."""
         keys = [s.client_id for s in signals]
         if len(signals) == 1 and keys[0] is None:
             return self._save_unkeyed(SIGNALS, [CODEC.signal_params(signals[0])], None)
         if len(signals) == 1:
-            return [self._save_one_keyed(signals[0])]
-        return self._copy_signals(signals, keys)
+            result = [self._save_one_keyed(signals[0])]
+            check_known_rows(check_known, result)  # a known key stored nothing: no transaction to undo
+            return result
+        return self._copy_signals(signals, keys, check_known)
 
     def _save_one_keyed(self, signal: NewSignal) -> tuple[dict[str, Any], bool]:
         """One signal with a client_id: claim the key and insert in ONE statement (autocommit).
@@ -238,11 +250,11 @@ class PostgresStorage(sql.SqlReads, Storage):
         with self._statement() as cur:
             stored = _stored_by_key(cur, SIGNALS, [str(signal.client_id)])
         if str(signal.client_id) not in stored:  # its signal was deleted (retention): reclaimed
-            return self._copy_signals([signal], [signal.client_id])[0]
+            return self._copy_signals([signal], [signal.client_id], None)[0]
         return stored[str(signal.client_id)], False
 
     def _copy_signals(
-        self, signals: Sequence[NewSignal], keys: list[str | None]
+        self, signals: Sequence[NewSignal], keys: list[str | None], check_known: KnownCheck | None
     ) -> list[tuple[dict[str, Any], bool]]:
         """A batch (or a keyed save) through COPY, the database's own bulk path.
 
@@ -272,17 +284,21 @@ class PostgresStorage(sql.SqlReads, Storage):
                     cur, [(ids[i], s) for i, s in enumerate(signals) if ids[i] in again], _iso(created)
                 )
                 stored = _stored_by_key(cur, SIGNALS, dupes)
-        # a row not inserted is one whose client_id another row already holds
-        return [
-            (inserted[i], True) if i in inserted else (stored[str(k)], False)
-            for i, k in zip(ids, keys, strict=True)
-        ]
+            # a row not inserted is one whose client_id another row already holds
+            results = [
+                (inserted[i], True) if i in inserted else (stored[str(k)], False)
+                for i, k in zip(ids, keys, strict=True)
+            ]
+            check_known_rows(check_known, results)  # before COMMIT: raising stores nothing
+        return results
 
-    def save_trade(self, trade: NewTrade) -> tuple[dict[str, Any], bool]:
+    def save_trade(self, trade: NewTrade, check_known: KnownCheck | None = None) -> tuple[dict[str, Any], bool]:
         """Insert one trade; a known client_id returns the stored row."""
-        return self._save(
+        result = self._save(
             TRADES, [CODEC.trade_params(trade)], [trade.client_id], 12, lambda cur: _on_new_trade(cur, trade)
-        )[0]
+        )
+        check_known_rows(check_known, result)  # one trade: a known key stored nothing
+        return result[0]
 
     def stats_version(self) -> int:
         """The statistics version (raised in every new trade's transaction)."""
