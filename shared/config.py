@@ -117,6 +117,16 @@ def parse_url(*schemes: str) -> Parser:
     return parse
 
 
+def parse_redis_url(value: str) -> str | None:
+    """A Redis URL: one server, or a master through Sentinel (`redis+sentinel://`)."""
+    from shared.redis_conn import PLAIN_SCHEMES, SENTINEL_SCHEMES, check_redis_url
+
+    url: str | None = parse_url(*PLAIN_SCHEMES, *SENTINEL_SCHEMES)(value)
+    if url is not None:
+        check_redis_url(url)
+    return url
+
+
 def parse_choice(*choices: str) -> Parser:
     """Build a parser for one of a fixed set of (case-insensitive) words."""
 
@@ -144,7 +154,7 @@ def parse_log_level(value: str) -> str:
 
 # What every service reads; a setting one service alone uses lives in its settings module.
 SHARED_SETTINGS: tuple[Setting, ...] = (
-    Setting("REDIS_URL", parse_url("redis", "rediss", "unix"), None),
+    Setting("REDIS_URL", parse_redis_url, None),
     Setting("REDIS_TIMEOUT_SECONDS", parse_float(0.001, 10.0), 0.05),
     Setting("API_KEY", parse_str, None),
     Setting("API_KEYS", parse_key_list, (), "more accepted keys, comma-separated (rotation)"),
@@ -213,6 +223,7 @@ def load_config(
         if key not in specs and key != "RATE_LIMITS":
             config[key] = value
     _check_bind(config)
+    _check_sentinels(config)
     if check is not None:
         check(config)
     return config
@@ -270,6 +281,18 @@ def _check_bind(config: Mapping[str, Any]) -> None:
         f"refusing to listen on non-loopback address {bind!r} without API_KEY "
         "(set API_KEY, or ALLOW_UNAUTHENTICATED=1)",
     )
+
+
+def _check_sentinels(config: Mapping[str, Any]) -> None:
+    """With a Sentinel REDIS_URL, the sentinels that answer must know the master by that name."""
+    from shared.redis_conn import check_sentinels, is_sentinel_url
+
+    url = config.get("REDIS_URL")
+    if url and is_sentinel_url(url):
+        try:
+            check_sentinels(url, timeout=max(0.5, float(config["REDIS_TIMEOUT_SECONDS"])))
+        except ValueError as exc:
+            raise ConfigError("REDIS_URL", str(exc)) from None
 
 
 def _is_loopback(host: str) -> bool:
