@@ -218,11 +218,17 @@ class DirectConnections:
         try:
             conn = self._idle.pop()
         except IndexError:
-            return self._send(self._factory(), command)
+            return self._send(self._connect(), command)
         try:
             return self._send(conn, command)
         except redis.ConnectionError:
-            return self._send(self._factory(), command)
+            return self._send(self._connect(), command)
+
+    def _connect(self) -> Any:
+        """A new connection, opened through its own `connect` (with Sentinel: to the master now)."""
+        conn = self._factory()
+        conn.connect()
+        return conn
 
     def _send(self, conn: Any, command: bytes) -> Any:
         try:

@@ -71,7 +71,7 @@ class SentinelStack:
         """Start master, replica (wait until in sync) and sentinels (wait until they see both)."""
         self.master.start()
         self.replica.start()
-        self._wait(lambda: self._node(self.replica.port).info("replication")["master_link_status"] == "up")
+        self._wait(lambda: self._synced(self.replica.port))
         for port in self.sentinel_ports:
             conf = self.root / f"sentinel-{port}.conf"
             conf.write_text(self._sentinel_conf(port))
@@ -103,6 +103,10 @@ class SentinelStack:
 
     def _node(self, port: int) -> redis.Redis:
         return redis.Redis(port=port, password=self.password, socket_timeout=1, socket_connect_timeout=1)
+
+    def _synced(self, port: int) -> bool:
+        info: dict[str, object] = self._node(port).info("replication")  # type: ignore[assignment]
+        return info.get("master_link_status") == "up"
 
     def _knows_replica(self, port: int) -> bool:
         try:
