@@ -91,3 +91,24 @@ def test_password_and_tls_apply_to_the_sentinels_and_the_master() -> None:
             "/etc/ssl/ca.pem",
         )
         assert (kwargs["socket_timeout"], kwargs["db"]) == (0.3, 0)
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+@pytest.mark.redis
+def test_an_unknown_master_or_a_plain_server_among_the_sentinels_is_a_config_error() -> None:
+    from shared.testing.sentinel import MASTER_NAME, SentinelStack
+
+    with SentinelStack(password=PASSWORD) as stack:
+        assert load_config("svc", environ={"REDIS_URL": stack.url}, env_file=None)["REDIS_URL"] == stack.url
+        unknown = stack.url.replace(f"/{MASTER_NAME}/", "/no-such-master/")
+        plain = stack.url.replace(f"@127.0.0.1:{stack.sentinel_ports[0]}", f"@127.0.0.1:{stack.master.port}")
+        for url, problem in (
+            (unknown, "does not know a master named 'no-such-master'"),
+            (plain, "not a sentinel"),
+        ):
+            with pytest.raises(ConfigError) as refused:
+                load_config("svc", environ={"REDIS_URL": url}, env_file=None)
+            assert refused.value.name == "REDIS_URL"
+            assert problem in refused.value.problem
+            assert PASSWORD not in str(refused.value)
