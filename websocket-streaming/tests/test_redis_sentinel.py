@@ -18,6 +18,7 @@ from flask import Flask
 from websocket_streaming import get_service, stop_ingest
 from websocket_streaming.fake_exchange import FakeExchange
 
+from shared.redis_conn import redis_client
 from shared.testing import wait_until
 from shared.testing.sentinel import SentinelStack
 
@@ -99,3 +100,43 @@ def _longest(
         else:
             start = None
     return longest
+
+
+def test_a_lock_lost_in_a_failover_gives_two_leaders_for_a_moment_then_one(
+    fake: FakeExchange, make_app: Callable[..., Flask]
+) -> None:
+    """Asynchronous replication can promote a replica that never got the lock: then the
+    follower takes it while the old leader still believes its lease. The old leader's next
+    renewal (or fenced publish) finds another holder and it steps down."""
+    with SentinelStack() as stack:
+        ttl = 1.5
+        apps = [make_app(connect=False, REDIS_URL=stack.url, WS_LEADER_LOCK_TTL_SECONDS=ttl) for _ in range(2)]
+        wait_until(
+            lambda: sorted(get_service(a).role for a in apps) == ["follower", "leader"], 10.0, "one leader"
+        )
+        follower = next(get_service(a).bridge for a in apps if get_service(a).role == "follower")
+        assert follower is not None
+        master = redis_client(stack.url, timeout=1.0)
+        samples: list[tuple[float, int, int]] = []
+        lost_at = time.monotonic()
+        # The promoted replica never got the lock, and the follower asked first: it holds it now
+        # while the old leader still believes its lease.
+        master.set(follower.lock_key, follower.id, px=int(ttl * 1000))
+        deadline = lost_at + 6.0
+        while time.monotonic() < deadline:
+            leaders = sum(get_service(a).role == "leader" for a in apps)
+            samples.append((time.monotonic(), fake.open_connections(), leaders))
+            time.sleep(0.01)
+        overlap = _longest(samples, lambda s: s[2] >= 2)
+        holder = master.get(follower.lock_key)
+        print(
+            f"\nlock lost: longest two-leader overlap {overlap:.2f} s"
+            f" (lock TTL {ttl} s, renewed every {ttl / 3} s)"
+        )
+        for app in apps:
+            stop_ingest(app)
+    # Two leaders last at most until the old one's next heartbeat publish or renewal (both fenced).
+    assert overlap <= ttl / 3 + 0.5
+    assert samples[-1][1:] in {(1, 1), (0, 1)}  # one leader, one exchange connection (or reconnecting)
+    assert holder == follower.id.encode()
+    assert follower.role == "leader"
