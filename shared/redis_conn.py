@@ -24,7 +24,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.connection import parse_url
 from redis.retry import Retry
-from redis.sentinel import Sentinel
+from redis.sentinel import MasterNotFoundError, Sentinel
 
 if TYPE_CHECKING:
     from flask import Flask
@@ -178,6 +178,20 @@ def redis_client(url: str, timeout: float = FAST_TIMEOUT, **kwargs: Any) -> redi
     return client
 
 
+def describe(error: BaseException) -> str:
+    """A log-sized description of a Redis error.
+
+    redis-py's "no master found" message repeats each sentinel client's whole repr (2 KB for
+    three sentinels): the master's name and how many sentinels failed say as much.
+    """
+    text = str(error)
+    if isinstance(error, MasterNotFoundError):
+        head, _, failures = text.partition(" : ")
+        count = failures.count("Error") if failures else 0
+        return f"{head} ({count} sentinel{'s' if count != 1 else ''} unreachable)" if failures else head
+    return text
+
+
 def fallback_counter(metrics: Metrics, component: str) -> Callable[[], None]:
     """Count one call of `component` served in-process because Redis was unreachable."""
     counter = metrics.counter(
@@ -302,7 +316,9 @@ class CircuitBreaker:
             first = self._opened_at is None
             self._opened_at, self._probing = self._clock(), False
         if first:
-            self._log.warning("%s unreachable (%s); %s falls back to in-process", self.store, error, self.name)
+            self._log.warning(
+                "%s unreachable (%s); %s falls back to in-process", self.store, describe(error), self.name
+            )
 
 
 BREAKER_EXTENSION = "sardag_redis_breaker"

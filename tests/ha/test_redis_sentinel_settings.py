@@ -112,3 +112,16 @@ def test_an_unknown_master_or_a_plain_server_among_the_sentinels_is_a_config_err
             assert refused.value.name == "REDIS_URL"
             assert problem in refused.value.problem
             assert PASSWORD not in str(refused.value)
+
+
+@pytest.mark.unit
+def test_no_master_found_is_logged_in_one_short_line() -> None:
+    from redis.sentinel import MasterNotFoundError
+
+    from shared.redis_conn import describe
+
+    client = redis_client(f"redis+sentinel://:{PASSWORD}@127.0.0.1:1,127.0.0.1:2/mymaster", timeout=0.2)
+    with pytest.raises(MasterNotFoundError) as failed:
+        client.ping()
+    assert len(str(failed.value)) > 500  # redis-py's own message: every sentinel client's repr
+    assert describe(failed.value) == "No master found for 'mymaster' (2 sentinels unreachable)"
