@@ -122,6 +122,16 @@ def parse_url(*schemes: str) -> Parser:
     return parse
 
 
+def parse_redis_url(value: str) -> str | None:
+    """A Redis URL: one server, or a master through Sentinel (`redis+sentinel://`)."""
+    from shared.redis_conn import PLAIN_SCHEMES, SENTINEL_SCHEMES, check_redis_url
+
+    url: str | None = parse_url(*PLAIN_SCHEMES, *SENTINEL_SCHEMES)(value)
+    if url is not None:
+        check_redis_url(url)
+    return url
+
+
 def parse_choice(*choices: str) -> Parser:
     """Build a parser for one of a fixed set of (case-insensitive) words."""
 
@@ -203,7 +213,7 @@ def parse_resource_attributes(value: str) -> dict[str, str]:
 
 # What every service reads; a setting one service alone uses lives in its settings module.
 SHARED_SETTINGS: tuple[Setting, ...] = (
-    Setting("REDIS_URL", parse_url("redis", "rediss", "unix"), None),
+    Setting("REDIS_URL", parse_redis_url, None),
     Setting("REDIS_TIMEOUT_SECONDS", parse_float(0.001, 10.0), 0.05),
     Setting("API_KEY", parse_key, None),
     Setting("API_KEYS", parse_key_list, (), "more accepted keys, comma-separated (rotation)"),
@@ -354,6 +364,7 @@ def load_config(
             config[key] = value
     _check_bind(config)
     _check_key_file(config.get("API_KEYS_FILE"))
+    _check_sentinels(config)
     if check is not None:
         check(config)
     return config
@@ -426,6 +437,18 @@ def _check_key_file(path: str | None) -> None:
         raise ConfigError("API_KEYS_FILE", f"{path!r} holds no key (one a line; # comments ignored)")
     if any(len(key) < MIN_KEY_LENGTH for key in keys):
         raise ConfigError("API_KEYS_FILE", f"{path!r} holds a key shorter than {MIN_KEY_LENGTH} characters")
+
+
+def _check_sentinels(config: Mapping[str, Any]) -> None:
+    """With a Sentinel REDIS_URL, the sentinels that answer must know the master by that name."""
+    from shared.redis_conn import check_sentinels, is_sentinel_url
+
+    url = config.get("REDIS_URL")
+    if url and is_sentinel_url(url):
+        try:
+            check_sentinels(url, timeout=max(0.5, float(config["REDIS_TIMEOUT_SECONDS"])))
+        except ValueError as exc:
+            raise ConfigError("REDIS_URL", str(exc)) from None
 
 
 def _is_loopback(host: str) -> bool:

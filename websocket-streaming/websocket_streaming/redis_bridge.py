@@ -44,7 +44,7 @@ from contextlib import AbstractContextManager, nullcontext
 from typing import Any, cast
 
 from shared import tracing
-from shared.redis_conn import REDIS_ERRORS, redis_client
+from shared.redis_conn import REDIS_ERRORS, describe, redis_client
 
 from .book import PriceBook, PriceRecord
 
@@ -173,7 +173,7 @@ class RedisBridge:
             try:
                 self.redis.eval(RELEASE_SCRIPT, 1, self.lock_key, self.id)
             except REDIS_ERRORS as exc:
-                log.warning("could not release the upstream lock: %s", exc)
+                log.warning("could not release the upstream lock: %s", describe(exc))
 
     @property
     def alive(self) -> bool:
@@ -208,7 +208,7 @@ class RedisBridge:
         now = time.monotonic()
         if now - self._logged.get(name, -10.0) >= 10.0:
             self._logged[name] = now
-            log.warning("redis error in %s: %s", name, exc)
+            log.warning("redis error in %s: %s", name, describe(exc))
 
     # ---- roles -----------------------------------------------------------------------
     def _decide(self, now: float) -> str:
