@@ -11,8 +11,9 @@ import pytest
 from redis.connection import SSLConnection
 from redis.sentinel import SentinelManagedSSLConnection
 
-from shared.config import ConfigError, load_config, redacted, secret_values
+from shared.config import ConfigError, load_config
 from shared.redis_conn import redis_client
+from shared.secrets import redacted, secret_values
 
 PASSWORD = "s3ntinel-pw"
 ROOT = Path(__file__).resolve().parents[2]
