@@ -39,7 +39,9 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     )
     service = StreamingService(app.config, get_metrics(app))
     app.extensions[EXTENSION] = service
-    app.extensions[f"{EXTENSION}.sse"] = SubscriberSlots(int(app.config["SSE_MAX_SUBSCRIBERS"]))
+    app.extensions[f"{EXTENSION}.sse"] = SubscriberSlots(
+        int(app.config["SSE_MAX_SUBSCRIBERS"]), int(app.config["SSE_MAX_STREAMS_PER_CLIENT"])
+    )
     app.register_blueprint(bp)
     openapi.init_app(app)
     get_pipeline(app).add(before=lambda _request, _state: service.ensure_started())

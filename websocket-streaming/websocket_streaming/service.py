@@ -249,7 +249,9 @@ class StreamingService:
         while not self._stop.wait(1.0):
             try:
                 self._rates.append((time.monotonic(), self.stats.total_messages()))
-                self.metrics.sync(self._price_times, leader=self.holds_upstream())
+                self.metrics.sync(
+                    self._price_times, leader=self.holds_upstream(), stale_quotes=self.book.stale_quotes
+                )
             except Exception as exc:
                 log.exception("metrics tick failed")
                 report_error(exc, {"what": "metrics tick"})
@@ -319,4 +321,8 @@ class StreamingService:
             "last_message_age_seconds": None if age is None else round(age, 3),
             "symbols_with_price": len(self.book.snapshot()),
             "sse_resyncs": s.sse_resyncs,
+            "sse_dropped": s.sse_dropped,
+            "sse_overflows": s.sse_overflows,
+            "sse_write_timeouts": s.sse_write_timeouts,
+            "stale_quotes_dropped": self.book.stale_quotes,
         }

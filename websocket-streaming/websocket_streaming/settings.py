@@ -86,8 +86,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "WS_STREAMS",
         parse_stream_kinds,
-        ("aggTrade", "ticker"),
-        "per-symbol streams: aggTrade for the last price, ticker for bid/ask and 24 h",
+        ("aggTrade", "ticker", "bookTicker"),
+        "per-symbol streams: aggTrade for the last price, ticker for the 24 h figures, "
+        "bookTicker for best bid/ask with sizes",
     ),
     Setting("WS_BACKFILL_ENABLED", parse_bool, True, "fetch last prices over REST after a gap"),
     Setting(
@@ -125,4 +126,22 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("SSE_HEARTBEAT_SECONDS", parse_float(0.05, 300.0), 15.0),
     Setting("SSE_RETRY_SECONDS", parse_float(0.1, 300.0), 1.0, "reconnect delay told to SSE clients (retry:)"),
     Setting("SSE_MAX_SUBSCRIBERS", parse_int(1, 10_000), 256),
+    Setting(
+        "SSE_MAX_STREAMS_PER_CLIENT",
+        parse_int(1, 10_000),
+        8,
+        "concurrent streams one client address may hold per worker (429 past it)",
+    ),
+    Setting(
+        "SSE_QUEUE_EVENTS",
+        parse_int(16, 10_000_000),
+        8192,
+        "events a subscriber may fall behind before it is sent `overflow` and closed",
+    ),
+    Setting(
+        "SSE_WRITE_TIMEOUT_SECONDS",
+        parse_float(0.1, 3600.0),
+        30.0,
+        "a stream whose write stays blocked this long (the client stopped reading) is cut",
+    ),
 )
