@@ -258,6 +258,7 @@ def service_env(fake_ws: str, fake_rest: str) -> dict[str, str]:
         "WS_STREAMS": "trade",
         "RATE_LIMIT_PRICE": "1000000000",
         "RATE_LIMIT_STREAM": "100000",
+        "SSE_MAX_STREAMS_PER_CLIENT": "10000",  # every subscriber comes from 127.0.0.1
     }
 
 

@@ -341,3 +341,18 @@ def test_resume_finds_an_id_through_the_index_until_it_leaves_the_ring() -> None
     assert cursor == 40
     assert len(snapshot) == 1
     assert len(book._index) == 16  # the index forgets what the ring forgot
+
+
+def test_a_price_waiter_is_not_woken_by_quotes_only_by_a_price() -> None:
+    book = PriceBook(["BTCUSDT"])
+    woken: list[tuple[int, list[PriceRecord], bool]] = []
+    waiter = threading.Thread(target=lambda: woken.append(book.wait_since(0, 2.0, frozenset({"price"}))))
+    waiter.start()
+    for n in range(1, 50):
+        book.apply(quote("BTCUSDT", n, "100"))
+    time.sleep(0.2)
+    assert woken == []  # 49 quotes, still asleep
+    book.apply(trade("BTCUSDT", "101", 1))
+    waiter.join(2.0)
+    [(cursor, records, lost)] = woken
+    assert (cursor, len(records), lost) == (50, 50, False)  # the caller filters the quotes out

@@ -70,7 +70,7 @@ def test_200_sse_subscribers_do_not_block_price(
     fake: FakeExchange,
     start_service: Callable[..., Running],
 ) -> None:
-    service = start_service(RATE_LIMIT_STREAM=1000)  # 200 streams from one address
+    service = start_service(RATE_LIMIT_STREAM=1000, SSE_MAX_STREAMS_PER_CLIENT=300)  # 200 from one address
     wait_until(lambda: fake.open_connections() == 1, 5.0, "the upstream connection")
     streams = [open_stream(service.url) for _ in range(200)]
     fake.send(trade_event("BTCUSDT", "123.45", 1), stream="btcusdt@trade")

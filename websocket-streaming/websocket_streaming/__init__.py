@@ -110,6 +110,9 @@ def _upstream_check(service: StreamingService) -> tuple[str, dict[str, object]]:
             detail["hint"] = OFFLINE_HINT.format(host=host)
     if service.bridge is not None:
         detail["redis"] = "ok" if service.bridge.healthy else "unreachable"
+    silent = service.watch.silent
+    if silent:
+        detail["silent_streams"] = list(silent)
     fresh = age is not None and age <= service.stale_after
-    ok = fresh and (service.role == "follower" or detail["connected"])
+    ok = fresh and not silent and (service.role == "follower" or detail["connected"])
     return ("ok" if ok else "degraded"), detail

@@ -206,8 +206,14 @@ class PriceBook:
         self._floor = 0  # resuming from a position below this could miss events (a gap)
         self.epoch = new_epoch()
         self._made = 0  # records made here: the `seq` of their event ids
-        self._cond = threading.Condition(threading.Lock())
+        lock = threading.Lock()
+        self._cond = threading.Condition(lock)  # any update
         self._waiting = 0
+        # Waiters for one event type wake only for it: a `price` stream is not woken by the
+        # hundreds of bookTicker quotes a second it does not want.
+        self._kind_cond = {kind: threading.Condition(lock) for kind in (PRICE, QUOTE)}
+        self._kind_seq = dict.fromkeys((PRICE, QUOTE), 0)  # ring position of each type's newest
+        self._kind_waiting = dict.fromkeys((PRICE, QUOTE), 0)
         self._closed = False
         self.stale_quotes = 0  # bookTicker updates dropped: not newer (by `u`) than the quote held
         # Called (under the book's lock, so in order) with every record made here rather
@@ -303,6 +309,10 @@ class PriceBook:
         self._index[(record.epoch, record.seq)] = record.pos
         if self._waiting:
             self._cond.notify_all()
+        kind = record.kind
+        self._kind_seq[kind] = self._seq
+        if self._kind_waiting[kind]:
+            self._kind_cond[kind].notify_all()
         if local and self.sink is not None:
             self.sink(record)
 
@@ -320,12 +330,17 @@ class PriceBook:
         newest.reverse()
         return self._seq, newest, lost
 
-    def wait_since(self, cursor: int, timeout: float) -> tuple[int, list[PriceRecord], bool]:
-        """Like `since`, but first block up to `timeout` for an update (or the book closing).
+    def wait_since(
+        self, cursor: int, timeout: float, kinds: frozenset[str] | None = None
+    ) -> tuple[int, list[PriceRecord], bool]:
+        """Like `since`, but first block up to `timeout` for an update (or the book closing);
+        with `kinds` naming one event type, for an update of that type.
 
         One lock round trip per wake-up: with hundreds of SSE streams woken at once, the
         lock is what they queue for.
         """
+        if kinds is not None and len(kinds) == 1:
+            return self._wait_kind(cursor, timeout, next(iter(kinds)))
         with self._cond:
             if self._seq <= cursor and not self._closed:
                 self._waiting += 1
@@ -333,6 +348,17 @@ class PriceBook:
                     self._cond.wait_for(lambda: self._seq > cursor or self._closed, timeout)
                 finally:
                     self._waiting -= 1
+            return self._since(cursor)
+
+    def _wait_kind(self, cursor: int, timeout: float, kind: str) -> tuple[int, list[PriceRecord], bool]:
+        cond, seqs = self._kind_cond[kind], self._kind_seq
+        with cond:
+            if seqs[kind] <= cursor and not self._closed:
+                self._kind_waiting[kind] += 1
+                try:
+                    cond.wait_for(lambda: seqs[kind] > cursor or self._closed, timeout)
+                finally:
+                    self._kind_waiting[kind] -= 1
             return self._since(cursor)
 
     def ordered_snapshot(self) -> tuple[int, list[PriceRecord]]:
@@ -375,6 +401,8 @@ class PriceBook:
         with self._cond:
             self._closed = True
             self._cond.notify_all()
+            for cond in self._kind_cond.values():
+                cond.notify_all()
 
     @property
     def closed(self) -> bool:

@@ -119,6 +119,12 @@ SETTINGS: tuple[Setting, ...] = (
         1.0,
         "how long the old connection keeps reading after the switch",
     ),
+    Setting(
+        "WS_STREAM_SILENCE_SECONDS",
+        parse_float(1.0, 86_400.0),
+        60.0,
+        "a subscribed stream silent this long while the others deliver is reported and healed by a reconnect",
+    ),
     Setting("WS_RING_SIZE", parse_int(16, 10_000_000), 65_536),
     Setting("WS_LEADER_LOCK_TTL_SECONDS", parse_float(0.3, 300.0), 10.0),
     Setting("PRICE_REDIS_TTL_SECONDS", parse_int(1), 3600),

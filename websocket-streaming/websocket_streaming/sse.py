@@ -103,7 +103,7 @@ def price_events(
     replaying = last_sent is not None  # a resume's replay is asked for, not a backlog: not bounded
     beat_at = time.monotonic() + settings.heartbeat
     while not book.closed:
-        cursor, records, lost = book.wait_since(cursor, max(0.0, beat_at - time.monotonic()))
+        cursor, records, lost = book.wait_since(cursor, max(0.0, beat_at - time.monotonic()), kinds)
         wanted = [r for r in records if r.kind in kinds and (symbols is None or r.symbol in symbols)]
         if lost or (len(wanted) > settings.queue_limit and not replaying):
             yield _overflow(len(wanted), last_sent, stats)

@@ -8,6 +8,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from .silence import StreamWatch
+
 
 @dataclass
 class IngestStats:
@@ -69,6 +71,13 @@ class MetricsSync:
         self._stale_quotes = metrics.counter(
             "sardag_ws_stale_quotes_total", "bookTicker updates dropped: not newer by `u` than the quote held"
         )
+        self._silent = metrics.gauge(
+            "sardag_ws_silent_streams", "Subscribed streams silent while the others on the feed deliver"
+        )
+        self._silences = metrics.counter(
+            "sardag_ws_stream_silences_total",
+            "Times a subscribed stream went silent while the others delivered",
+        )
         self._updated = metrics.gauge(
             "sardag_price_updated_timestamp_seconds", "Unix time of the last price update", ["symbol"]
         )
@@ -78,10 +87,17 @@ class MetricsSync:
         self._reconnects.inc(0)
         self._sse_dropped.inc(0)
         self._stale_quotes.inc(0)
+        self._silences.inc(0)
         for reason in ("overflow", "write_timeout"):
             self._sse_closed.labels(reason=reason).inc(0)
 
-    def sync(self, latest: Callable[[], dict[str, float]], leader: bool = False, stale_quotes: int = 0) -> None:
+    def sync(
+        self,
+        latest: Callable[[], dict[str, float]],
+        leader: bool = False,
+        stale_quotes: int = 0,
+        watch: StreamWatch | None = None,
+    ) -> None:
         """Push every counter's growth since the last sync, the gauges and price times."""
         for kind, count in list(self.stats.messages.items()):
             self._inc(self._messages.labels(type=kind), f"m:{kind}", count)
@@ -93,6 +109,9 @@ class MetricsSync:
             self._sse_closed.labels(reason="write_timeout"), "sse_write_timeouts", self.stats.sse_write_timeouts
         )
         self._inc(self._stale_quotes, "stale_quotes", stale_quotes)
+        if watch is not None:
+            self._silent.set(len(watch.silent))
+            self._inc(self._silences, "silences", watch.detected)
         self._connected.set(1 if self.stats.connected else 0)
         self._leader.set(1 if leader else 0)
         for symbol, when in latest().items():
