@@ -415,12 +415,27 @@ def wait_for_price(fake, base: str) -> None:  # type: ignore[no-untyped-def]
 
 
 # ---- 4. SSE fan-out ----------------------------------------------------------------------
+def wait_streams_closed(base: str, timeout: float = 40.0) -> None:
+    """Wait until the server has noticed the last run's streams are gone (at its next write:
+    a heartbeat at the latest), so their slots are free."""
+    port = int(base.rsplit(":", 1)[1])
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+        conn.request("GET", "/stats")
+        if json.loads(conn.getresponse().read())["sse_subscribers"] == 0:
+            return
+        time.sleep(0.5)
+    raise SystemExit("the previous run's SSE streams were never released")
+
+
 def sse_delays(fake, base: str, subscribers: int, events: int, stall: bool) -> tuple[list[float], int]:  # type: ignore[no-untyped-def]
     """Feed-to-subscriber delays (ms) of N SSE subscribers, and how many events never came.
 
     Between trades the feed sends bookTicker quotes that only a stalled subscriber (with
     `stall`) asked for, so its socket fills and stays full; the load is the same either way.
     """
+    wait_streams_closed(base)
     ready = Path(tempfile.mkdtemp()) / "ready"
     argv = [sys.executable, str(Path(__file__).parent / "sse_clients.py"), base, str(subscribers)]
     clients = subprocess.Popen(
