@@ -13,7 +13,8 @@ the newest update, so it costs no memory of its own; it is bounded at `queue_lim
 A subscriber that falls further behind (its socket stopped taking data) is sent one
 `event: overflow` (no `id:`, so the client's last id stays the last event it received) and
 the stream is closed: an EventSource reconnects by itself with that `Last-Event-ID` and the
-ring replays what was dropped, if it still holds it (else the snapshot). A write that stays
+ring replays what was dropped, if it still holds it (else the snapshot). A stream the ring
+lapped between two wake-ups (a burst of other types or symbols) is resent the snapshot. A write that stays
 blocked for `write_timeout` seconds is cut by the server (the socket's send timeout).
 """
 
@@ -105,10 +106,15 @@ def price_events(
     while not book.closed:
         cursor, records, lost = book.wait_since(cursor, max(0.0, beat_at - time.monotonic()), kinds)
         wanted = [r for r in records if r.kind in kinds and (symbols is None or r.symbol in symbols)]
-        if lost or (len(wanted) > settings.queue_limit and not replaying):
+        if len(wanted) > settings.queue_limit and not replaying:
             yield _overflow(len(wanted), last_sent, stats)
             return
         replaying = False
+        if lost:  # the ring moved a whole ring past this stream between two wake-ups
+            stats.sse_resyncs += 1
+            cursor, records = book.ordered_snapshot()
+            yield from _written(_snapshot(records, symbols, kinds, settings.stale_after), settings, stats)
+            continue
         for start in range(0, len(wanted), settings.queue_limit):
             part = wanted[start : start + settings.queue_limit]
             yield from _written(b"".join(sse_event(r, settings.stale_after) for r in part), settings, stats)
