@@ -177,7 +177,7 @@ def _stream() -> dict[str, Any]:
         "in": "query",
         "required": False,
         "description": "comma-separated event types, each once: price, quote (default: price)",
-        "schema": {"type": "string", "pattern": "^(price|quote)(,(price|quote))?$"},
+        "schema": {"type": "string", "pattern": "^(price|quote|price,quote|quote,price)$"},
     }
     last_id = {
         "name": "Last-Event-ID",
