@@ -27,13 +27,14 @@ def price_answer(record: PriceRecord, stale_after: float, now: float | None = No
     stale = "true" if age > stale_after else "false"
     quote_age = "null" if record.quote_at is None else f"{max(0.0, now - record.quote_at):.3f}"
     return (
-        f'{head},"quote_age_seconds":{quote_age},"age_seconds":{age:.3f},"stale":{stale},'
+        f'{head},"age_seconds":{age:.3f},"stale":{stale},"quote_age_seconds":{quote_age},'
         f'"source":"{record.source}"}}'
     )
 
 
 def _answer_head(record: PriceRecord) -> str:
-    """The answer up to `age_seconds`: the part that depends on the record alone."""
+    """The answer up to `age_seconds`: the part that depends on the record alone (the ages,
+    computed when sent, come after it)."""
     fields = ",".join(f'"{name}":{_num(getattr(record, name))}' for name in RECORD_FIELDS)
     return (
         f'{{"symbol":"{record.symbol}",{fields},"event_time":{_num(record.event_time)},'
