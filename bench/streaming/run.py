@@ -444,6 +444,7 @@ def sse_delays(fake, base: str, subscribers: int, events: int, stall: bool) -> t
     deadline = time.monotonic() + 60
     while not ready.exists():
         if time.monotonic() > deadline or clients.poll() is not None:
+            clients.kill()  # never left behind, holding streams
             raise SystemExit("SSE clients did not connect")
         time.sleep(0.05)
     sent: dict[int, float] = {}
