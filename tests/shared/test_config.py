@@ -288,10 +288,10 @@ def test_config_command_names_its_services_and_refuses_others(tmp_path: Path) ->
 @pytest.mark.integration
 @pytest.mark.slow
 def test_config_command_runs_the_checks_across_settings(tmp_path: Path) -> None:
-    symbols = ",".join(f"S{i:03d}USDT" for i in range(600))  # x 2 streams: past 1024 per connection
+    symbols = ",".join(f"S{i:03d}USDT" for i in range(600))  # x 3 default streams: past 1024 per connection
     refused = _config_command("websocket-streaming", cwd=tmp_path, SYMBOLS=symbols)
     assert (refused.returncode, refused.stdout) == (2, "")
-    assert refused.stderr == "configuration error: SYMBOLS: 1200 streams; Binance allows 1024 per connection\n"
+    assert refused.stderr == "configuration error: SYMBOLS: 1800 streams; Binance allows 1024 per connection\n"
     fits = _config_command(
         "websocket-streaming", cwd=tmp_path, SYMBOLS=symbols[: 300 * 9 - 1], WS_STREAMS="aggTrade"
     )

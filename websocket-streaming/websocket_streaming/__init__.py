@@ -39,7 +39,9 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     )
     service = StreamingService(app.config, get_metrics(app))
     app.extensions[EXTENSION] = service
-    app.extensions[f"{EXTENSION}.sse"] = SubscriberSlots(int(app.config["SSE_MAX_SUBSCRIBERS"]))
+    app.extensions[f"{EXTENSION}.sse"] = SubscriberSlots(
+        int(app.config["SSE_MAX_SUBSCRIBERS"]), int(app.config["SSE_MAX_STREAMS_PER_CLIENT"])
+    )
     app.register_blueprint(bp)
     openapi.init_app(app)
     get_pipeline(app).add(before=lambda _request, _state: service.ensure_started())
@@ -108,6 +110,9 @@ def _upstream_check(service: StreamingService) -> tuple[str, dict[str, object]]:
             detail["hint"] = OFFLINE_HINT.format(host=host)
     if service.bridge is not None:
         detail["redis"] = "ok" if service.bridge.healthy else "unreachable"
+    silent = service.watch.silent
+    if silent:
+        detail["silent_streams"] = list(silent)
     fresh = age is not None and age <= service.stale_after
-    ok = fresh and (service.role == "follower" or detail["connected"])
+    ok = fresh and not silent and (service.role == "follower" or detail["connected"])
     return ("ok" if ok else "degraded"), detail

@@ -22,6 +22,7 @@ from .latency import ClockCheck, LatencyTracker
 from .parser import ParseError, parse_frame
 from .redis_bridge import INGESTING, SOLO, RedisBridge
 from .settings import combined_url, stream_names
+from .silence import StreamWatch
 from .stats import IngestStats, MetricsSync
 from .upstream import UpstreamManager, UpstreamSettings
 
@@ -42,9 +43,9 @@ class StreamingService:
         self.stale_after = float(config["PRICE_STALE_SECONDS"])
         self.book = PriceBook(self.symbols, int(config["WS_RING_SIZE"]))
         self.stats = IngestStats()
-        self.url = combined_url(
-            config["BINANCE_WS_URL"], stream_names(self.symbols, tuple(config["WS_STREAMS"]))
-        )
+        streams = stream_names(self.symbols, tuple(config["WS_STREAMS"]))
+        self.url = combined_url(config["BINANCE_WS_URL"], streams)
+        self.watch = StreamWatch(streams, float(config["WS_STREAM_SILENCE_SECONDS"]))
         self.backfiller = self._new_backfiller()
         self.updates = UpdateFilter()  # drops the twins of a rotation overlap or of A/B feeds
         self.twins = TwinFrames()  # ... and spares parsing those that are byte-equal
@@ -95,6 +96,8 @@ class StreamingService:
             self._log_parse_error(exc, data)
             return None
         stream, apply, admit = frame.stream, self.book.apply, self.updates.admit
+        if stream is not None:
+            self.watch.seen[stream] = received_at
         # A sampled frame's trace follows its updates: Redis, other workers, SSE writes.
         with tracing.span("binance frame", kind="consumer") as span, self._ingest_lock:
             self.stats.messages[frame.kind] += 1  # two connections deliver at once (rotation, A/B)
@@ -232,6 +235,7 @@ class StreamingService:
                 report_error=report_error,
             )
             upstream.start()
+            self.watch.start(time.time())
             # Published once its thread runs: alive() would see a manager not yet started as
             # one whose thread died, and /health answered 503 during a leadership change.
             self.upstream = upstream
@@ -243,6 +247,7 @@ class StreamingService:
     def _stop_upstream(self) -> None:
         with self._upstream_lock:
             upstream, self.upstream = self.upstream, None
+        self.watch.stop()
         if upstream is not None:
             upstream.stop()
 
@@ -264,11 +269,28 @@ class StreamingService:
         while not self._stop.wait(1.0):
             try:
                 self._rates.append((time.monotonic(), self.stats.total_messages()))
-                self.metrics.sync(self._price_times, leader=self.holds_upstream())
+                self._heal_silent_streams()
+                self.metrics.sync(
+                    self._price_times,
+                    leader=self.holds_upstream(),
+                    stale_quotes=self.book.stale_quotes,
+                    watch=self.watch,
+                )
                 self.latency.flush()
             except Exception as exc:
                 log.exception("metrics tick failed")
                 report_error(exc, {"what": "metrics tick"})
+
+    def _heal_silent_streams(self) -> None:
+        """A stream silent while the others deliver: reconnect the lines (make-before-break)."""
+        upstream = self.upstream
+        if self.watch.check(time.time()) and upstream is not None:
+            log.warning(
+                "streams silent for %.0f s while the feed delivers: %s; reconnecting",
+                self.watch.silence,
+                ", ".join(self.watch.silent[:10]),
+            )
+            upstream.rotate()
 
     def _price_times(self) -> dict[str, float]:
         return {s: r.received_at for s, r in self.book.snapshot().items()}
@@ -335,6 +357,13 @@ class StreamingService:
             "last_message_age_seconds": None if age is None else round(age, 3),
             "symbols_with_price": len(self.book.snapshot()),
             "sse_resyncs": s.sse_resyncs,
+            "sse_dropped": s.sse_dropped,
+            "sse_overflows": s.sse_overflows,
+            "sse_write_timeouts": s.sse_write_timeouts,
+            "stale_quotes_dropped": self.book.stale_quotes,
+            "silent_streams": list(self.watch.silent),
+            "stream_silences": self.watch.detected,
+            "silence_reconnects": self.watch.heals,
             "latency": {
                 **self.latency.summary(),
                 "clock_offset_seconds": self.clock.offset,

@@ -322,6 +322,10 @@ class UpstreamManager:
             "unresolved": error is not None and error.unresolved,
         }
 
+    def rotate(self) -> None:
+        """Replace every line's connection, make-before-break (heals a silent stream)."""
+        self._events.put(("rotate", None, None))
+
     def use_lines(self, count: int) -> None:
         """Keep `count` lines from now on (a solo worker in a Redis outage holds one)."""
         self._events.put(("lines", None, max(1, count)))
@@ -549,6 +553,12 @@ class UpstreamManager:
         if self._gap_pending and self.on_gap is not None:
             self._gap_pending = False
             self.on_gap()
+
+    def _on_rotate(self, _conn: None, _detail: object) -> None:
+        for line in self.lines:
+            if line.active is not None and line.candidate is None:
+                line.rotate_soon = True
+                line.next_attempt = 0.0
 
     def _on_shutdown(self, conn: Connection, _detail: object) -> None:
         line = conn.line
