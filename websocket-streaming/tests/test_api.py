@@ -164,7 +164,7 @@ def test_stream_names_the_parameter_it_takes(idle_app: Flask) -> None:
     answer = idle_app.test_client().get("/stream?symbol=BTCUSDT")  # `symbols`, plural
     assert answer.status_code == 400
     assert answer.get_json()["details"] == [
-        {"field": "symbol", "message": "is not a parameter of this operation, which takes symbols"}
+        {"field": "symbol", "message": "is not a parameter of this operation, which takes events, symbols"}
     ]
 
 

@@ -14,7 +14,7 @@ from websocket_streaming.book import PriceBook, PriceRecord
 from websocket_streaming.fake_exchange import FakeExchange, trade_event
 from websocket_streaming.latency import ClockCheck
 from websocket_streaming.parser import PriceUpdate, dec
-from websocket_streaming.sse import price_events
+from websocket_streaming.sse import DEFAULT_EVENTS, StreamSettings, price_events
 from websocket_streaming.stats import IngestStats
 
 from shared.binance_client import BinanceClient
@@ -97,7 +97,10 @@ def test_stale_counters_are_exported_at_zero_before_any_answer(idle_app: Flask) 
 def test_each_live_sse_write_reports_the_records_it_carried_after_writing_them() -> None:
     book = PriceBook(("BTCUSDT", "ETHUSDT"), 64)
     written: list[list[PriceRecord]] = []
-    events = price_events(book, None, frozenset({"BTCUSDT"}), 10.0, 0.05, 1.0, IngestStats(), written.append)
+    settings = StreamSettings(stale_after=10.0, heartbeat=0.05, retry=1.0)
+    events = price_events(
+        book, None, frozenset({"BTCUSDT"}), DEFAULT_EVENTS, settings, IngestStats(), written.append
+    )
     next(events)  # the opening chunk: `retry:` and the (empty) snapshot
     book.apply(PriceUpdate("ETHUSDT", "trade", 1, price=dec("2")))
     book.apply(PriceUpdate("BTCUSDT", "trade", 2, price=dec("1")))
