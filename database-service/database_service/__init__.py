@@ -66,6 +66,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     storage: Storage = app.extensions["storage"]
     on_shutdown(app, storage.close)
     get_health(app).add_check("database", lambda: _database_check(storage))
+    get_health(app).add_readiness("database", lambda: _database_check(storage))
     app.register_error_handler(StorageUnavailable, _storage_unavailable)
     for blueprint in (signals.bp, performance.bp, meta.bp):
         app.register_blueprint(blueprint)
