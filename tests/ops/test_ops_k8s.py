@@ -24,7 +24,8 @@ K8S = REPO / "deploy/k8s"
 OVERLAYS = ("dev", "prod")
 SERVICE_PORTS = {"database-service": 5020, "websocket-streaming": 5021}
 
-pytestmark = [pytest.mark.unit]
+# integration: they run kubectl and kubernetes-validate (processes), though no server
+pytestmark = [pytest.mark.integration]
 
 
 def kubectl() -> str:
