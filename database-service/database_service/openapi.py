@@ -36,6 +36,7 @@ from database_service.models import (
 from shared import __version__
 from shared.app import INDEX_SCHEMA
 from shared.docs_page import docs_paths
+from shared.health_check import probe_paths
 from shared.openapi_examples import add_examples
 
 REF = "#/components/schemas/{model}"
@@ -235,6 +236,7 @@ def build_openapi(version: str = __version__, secured: bool = False) -> dict[str
                 )
             },
             "/health": {"get": _health()},
+            **probe_paths("the database answers"),
             "/stats": {"get": _simple("Counts, backend and uptime", _json(_ref(ServiceStats)))},
             "/metrics": {"get": _simple("Prometheus metrics", {"text/plain": {"schema": {"type": "string"}}})},
             "/openapi.json": {"get": _simple("This document", _json({"type": "object"}))},

@@ -40,7 +40,11 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     service = StreamingService(app.config, get_metrics(app))
     app.extensions[EXTENSION] = service
     app.extensions[f"{EXTENSION}.sse"] = SubscriberSlots(
-        int(app.config["SSE_MAX_SUBSCRIBERS"]), int(app.config["SSE_MAX_STREAMS_PER_CLIENT"])
+        int(app.config["SSE_MAX_SUBSCRIBERS"]),
+        int(app.config["SSE_MAX_STREAMS_PER_CLIENT"]),
+        get_metrics(app).gauge(
+            "sse_subscribers", "Open /stream connections (summed over workers)", multiprocess_mode="livesum"
+        ),
     )
     app.register_blueprint(bp)
     openapi.init_app(app)
@@ -48,6 +52,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     health = get_health(app)
     health.add_check("ingest", lambda: _ingest_check(service), critical=True)
     health.add_check("upstream", lambda: _upstream_check(service), critical=False)
+    health.add_readiness("price", lambda: _price_ready(service))
     on_shutdown(app, service.stop)
     return app
 
@@ -79,6 +84,12 @@ def _ingest_check(service: StreamingService) -> tuple[str, object]:
     if not service.alive():
         return "down", "an ingest thread died"
     return "ok", service.role
+
+
+def _price_ready(service: StreamingService) -> tuple[bool, object]:
+    """Ready: this process's book holds a price no older than PRICE_STALE_SECONDS."""
+    age = service.newest_update_age()
+    return age is not None and age <= service.stale_after, {"newest_price_age_seconds": age}
 
 
 def _upstream_check(service: StreamingService) -> tuple[str, dict[str, object]]:

@@ -15,6 +15,7 @@ from flask import Flask, Response, jsonify
 from shared import __version__
 from shared.app import INDEX_SCHEMA
 from shared.docs_page import docs_paths
+from shared.health_check import probe_paths
 from shared.openapi_examples import add_examples
 from shared.symbols import SYMBOL_PATTERN
 
@@ -252,6 +253,7 @@ def build_openapi(version: str = __version__) -> dict[str, Any]:
                 )
             },
             "/health": {"get": _health()},
+            **probe_paths("a price no older than PRICE_STALE_SECONDS in this process's book"),
             "/stats": {"get": _operation("Ingest counters", _ok("counters", STATS_SCHEMA))},
             "/metrics": {
                 "get": _operation(

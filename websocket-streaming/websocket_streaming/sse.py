@@ -26,6 +26,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 from shared import tracing
 
@@ -58,11 +59,12 @@ class SubscriberSlots:
     """Caps concurrent streams: per worker, so SSE never takes every thread from REST, and per
     client, so one client cannot take them all."""
 
-    def __init__(self, limit: int, per_client: int | None = None) -> None:
+    def __init__(self, limit: int, per_client: int | None = None, gauge: Any = None) -> None:
         self.limit = limit
         self.per_client = limit if per_client is None else per_client
         self.count = 0
         self._clients: Counter[str] = Counter()
+        self._gauge = gauge  # sardag_sse_subscribers: what the HPA scales on
         self._lock = threading.Lock()
 
     def acquire(self, client: str = "") -> str | None:
@@ -74,6 +76,7 @@ class SubscriberSlots:
                 return CLIENT_FULL
             self.count += 1
             self._clients[client] += 1
+            self._export()
             return None
 
     def release(self, client: str = "") -> None:
@@ -83,6 +86,11 @@ class SubscriberSlots:
             self._clients[client] -= 1
             if self._clients[client] <= 0:
                 del self._clients[client]
+            self._export()
+
+    def _export(self) -> None:
+        if self._gauge is not None:
+            self._gauge.set(self.count)
 
 
 def price_events(
