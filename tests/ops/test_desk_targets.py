@@ -62,6 +62,9 @@ class Failover(Protocol):
     def recovered(self) -> bool:
         """True once the stack serves again (a new primary or master, by its own account)."""
 
+    def heal(self) -> None:
+        """Bring the lost server back (it rejoins as a standby or replica)."""
+
 
 @dataclass
 class Window:
@@ -151,6 +154,7 @@ def inject_at(stack: Failover, at: float, windows: list[Window]) -> threading.Th
         while time.monotonic() < deadline:
             if stack.recovered():
                 window.ready = time.time()
+                stack.heal()
                 return
             time.sleep(0.1)
 
@@ -330,12 +334,12 @@ def form(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-def stacks(tmp_path: Path) -> Iterator[tuple[Failover, Failover, dict[str, str], str]]:
+def stacks() -> Iterator[tuple[Failover, Failover, dict[str, str], str]]:
     """The PostgreSQL and Redis stacks: (pg, redis, database settings, redis URL)."""
-    sys.path.insert(0, os.environ.get("DESK_STACKS", str(DESK)))
+    sys.path.insert(0, str(DESK))
     from ha_stacks import database_stack, redis_stack  # type: ignore[import-not-found]
 
-    with database_stack(tmp_path / "pg") as pg, redis_stack(tmp_path / "redis") as redis_ha:
+    with database_stack() as pg, redis_stack() as redis_ha:
         yield pg, redis_ha, pg.settings(), redis_ha.url
 
 
