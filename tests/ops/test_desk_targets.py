@@ -352,6 +352,7 @@ def test_desk_targets_through_a_postgres_and_a_redis_failover(
 ) -> None:
     ops.require_service_code()
     ops.find_tool("nginx", Path("/usr/sbin/nginx"))
+    ops.find_tool("k6", VENV_BIN / "k6")
     from websocket_streaming.fake_exchange.server import FakeExchange
 
     pg, redis_ha, database, redis_url = stacks
