@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
+from unittest.mock import patch
 
 import psycopg2
 import pytest
@@ -61,16 +63,44 @@ def test_a_terminated_connection_is_discarded_and_a_read_retried(
     assert all(not p.conn.closed for p in storage.pool._idle)
 
 
-def test_a_write_on_a_dead_connection_answers_unavailable_and_is_not_retried(
-    storage: PostgresStorage, pg_empty: str
-) -> None:
-    pid = _backend_pid(storage)
-    admin = psycopg2.connect(pg_empty)
+def _terminate(pg_url: str, pid: int) -> None:
+    """End backend `pid` as a server that went away would, and wait until it is gone."""
+    admin = psycopg2.connect(pg_url)
     admin.autocommit = True
     with admin.cursor() as cur:
         cur.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        for _ in range(200):
+            cur.execute("SELECT count(*) FROM pg_stat_activity WHERE pid = %s", (pid,))
+            if cur.fetchone() == (0,):
+                break
+            time.sleep(0.01)
     admin.close()
-    with pytest.raises(StorageUnavailable):
+
+
+def test_a_write_never_goes_out_on_a_connection_whose_server_closed_it_while_idle(
+    storage: PostgresStorage, pg_empty: str
+) -> None:
+    # What a restarted or failed-over server leaves in every pool: idle connections it has
+    # already closed. Sending a write on one would fail it (503) though nothing was sent.
+    pid = _backend_pid(storage)
+    _terminate(pg_empty, pid)
+    assert storage.save_signals([_signal("once")])[0][1] is True
+    assert _backend_pid(storage) != pid
+    assert storage.counts()["signals"] == 1
+
+
+def test_a_write_whose_connection_dies_under_it_answers_unavailable_and_is_not_retried(
+    storage: PostgresStorage, pg_empty: str
+) -> None:
+    pid = _backend_pid(storage)
+    lent = storage.pool._idle[-1]
+    storage.pool._idle.clear()
+    _terminate(pg_empty, pid)
+    storage.pool._idle.append(lent)  # as if it had been lent just before its server went away
+    with (
+        patch("database_service.storage.pg_pool._closed_by_server", return_value=False),
+        pytest.raises(StorageUnavailable),
+    ):
         storage.save_signals([_signal("once")])
     assert storage.counts()["signals"] == 0  # the caller retries with its client_id, not the storage
     assert storage.save_signals([_signal("once")])[0][1] is True

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
+import select
 import socket
 import threading
 import time
@@ -203,11 +204,17 @@ class Pool:
         return "postgresql: " + self.mask(" ".join(str(exc).split()) or type(exc).__name__)
 
     def _take(self, fresh: bool) -> Pooled:
-        with self._lock:
-            if self._closed:
-                raise StorageUnavailable("storage is closed")
-            if self._idle and not fresh:
-                return self._idle.pop()
+        while not fresh:
+            with self._lock:
+                if self._closed:
+                    raise StorageUnavailable("storage is closed")
+                if not self._idle:
+                    break
+                pooled = self._idle.pop()
+            if not _closed_by_server(pooled.conn):
+                return pooled
+            self._discard(pooled)  # its server went away while it sat idle: never lent again
+            self.discard_idle()  # the others lead to the same server
         try:
             return self._open()
         except psycopg2.Error as exc:
@@ -255,6 +262,22 @@ class Pool:
             self._closed = True
         self.discard_idle()
         self._watchdog.stop()
+
+
+def _closed_by_server(conn: Connection) -> bool:
+    """Whether an idle connection's server has spoken (closed it, or ended the session).
+
+    An idle session in autocommit, listening to nothing, receives nothing from a live
+    server; a readable socket means the server's FIN or its termination message. Used
+    before lending, so no write is sent on a connection to a server that went away.
+    """
+    if conn.closed:
+        return True
+    try:
+        readable, _, _ = select.select([conn.fileno()], [], [], 0)
+    except (OSError, ValueError):
+        return True
+    return bool(readable)
 
 
 class Watchdog:
