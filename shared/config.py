@@ -16,6 +16,8 @@ from urllib.parse import unquote, urlsplit
 
 from dotenv import dotenv_values
 
+from shared.redis_url import parse_redis_url
+
 RATE_LIMIT_PREFIX = "RATE_LIMIT_"
 _RESERVED_RATE_LIMIT_KEYS = {
     "RATE_LIMIT_DEFAULT",
@@ -144,7 +146,7 @@ def parse_log_level(value: str) -> str:
 
 # What every service reads; a setting one service alone uses lives in its settings module.
 SHARED_SETTINGS: tuple[Setting, ...] = (
-    Setting("REDIS_URL", parse_url("redis", "rediss", "unix"), None),
+    Setting("REDIS_URL", parse_redis_url, None),
     Setting("REDIS_TIMEOUT_SECONDS", parse_float(0.001, 10.0), 0.05),
     Setting("API_KEY", parse_str, None),
     Setting("API_KEYS", parse_key_list, (), "more accepted keys, comma-separated (rotation)"),

@@ -12,6 +12,9 @@ from typing import TYPE_CHECKING, Any
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
+from redis.sentinel import Sentinel
+
+from shared.redis_url import is_sentinel, parse_sentinel_url
 
 if TYPE_CHECKING:
     from flask import Flask
@@ -27,15 +30,36 @@ REDIS_ERRORS: tuple[type[BaseException], ...] = (redis.RedisError, OSError)
 
 
 def redis_client(url: str, timeout: float = FAST_TIMEOUT, **kwargs: Any) -> redis.Redis:
-    """A client with bounded connect/read timeouts and no hidden retries."""
-    return redis.Redis.from_url(
-        url,
-        socket_timeout=timeout,
-        socket_connect_timeout=timeout,
-        retry=Retry(NoBackoff(), 0),
-        health_check_interval=0,
+    """A client with bounded connect/read timeouts and no hidden retries.
+
+    For a `redis+sentinel://` URL, the client of the master the sentinels name: every new
+    connection asks them, so after a failover the next connection reaches the new master.
+    """
+    options: dict[str, Any] = {
+        "socket_timeout": timeout,
+        "socket_connect_timeout": timeout,
+        "retry": Retry(NoBackoff(), 0),
+        "health_check_interval": 0,
         **kwargs,
-    )
+    }
+    if is_sentinel(url):
+        return _master_client(url, options)
+    return redis.Redis.from_url(url, **options)
+
+
+def _master_client(url: str, options: dict[str, Any]) -> redis.Redis:
+    spec = parse_sentinel_url(url)
+    # redis-py's own reading of the query options (ssl_ca_certs, ...), as for a plain URL
+    scheme = "rediss" if spec.tls else "redis"
+    parsed = redis.connection.parse_url(f"{scheme}://sentinel/{spec.db}?{spec.query}")
+    for key in ("host", "port", "db", "connection_class"):
+        parsed.pop(key, None)
+    auth = {"username": spec.username, "password": spec.password, "ssl": spec.tls}
+    # the sentinels take the same credentials and TLS as the master, but never its db
+    sentinel_options = {**parsed, **options, **auth}
+    sentinel = Sentinel(list(spec.sentinels), sentinel_kwargs=sentinel_options, **sentinel_options)
+    client: redis.Redis = sentinel.master_for(spec.master, db=spec.db)
+    return client
 
 
 def fallback_counter(metrics: Metrics, component: str) -> Callable[[], None]:

@@ -2,9 +2,10 @@
 
 `@rate_limit(requests_per_minute=100, scope="signals_save")` limits one view; routes with
 no decorator get `RATE_LIMIT_DEFAULT`. The backend is chosen by URL like the `limits`
-library: `redis://...` (from `REDIS_URL`); else `file:///path`, the store a gunicorn master
-with several workers shares among them (`SARDAG_RATE_LIMIT_HOST_STORE`, set by
-shared/gunicorn_hooks.py); else `memory://` (one process).
+library: `redis://...` or `redis+sentinel://...` (from `REDIS_URL`); else `file:///path`,
+the store a gunicorn master with several workers shares among them
+(`SARDAG_RATE_LIMIT_HOST_STORE`, set by shared/gunicorn_hooks.py); else `memory://` (one
+process).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import functools
 import os
 from collections.abc import Callable
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 from flask import Flask, Request, Response, current_app, g, request
 
@@ -22,6 +24,7 @@ from shared.rate_limiter.host import HOST_ERRORS, HOST_STORE_ENV, HostBackend, h
 from shared.rate_limiter.memory import MemoryBackend
 from shared.rate_limiter.redis_backend import FailoverBackend, RedisBackend
 from shared.redis_conn import FAST_TIMEOUT, CircuitBreaker, app_breaker, fallback_counter, redis_client
+from shared.redis_url import PLAIN_SCHEMES, SENTINEL_SCHEMES
 from shared.request_pipeline import get_pipeline
 
 __all__ = [
@@ -58,13 +61,13 @@ def storage_from_url(
     timeout: float = FAST_TIMEOUT,
     breaker: CircuitBreaker | None = None,
 ) -> Backend:
-    """Build a backend from `memory://`, `file:///path` or a `redis://` URL.
+    """Build a backend from `memory://`, `file:///path` or a Redis URL (one server or Sentinel).
 
     The shared stores fail open to the in-process backend while they fail.
     """
     if url.startswith("memory://"):
         return MemoryBackend(max_keys=max_keys)
-    if url.startswith(("redis://", "rediss://", "unix://")):
+    if urlsplit(url).scheme in (*PLAIN_SCHEMES, *SENTINEL_SCHEMES):
         primary = RedisBackend(redis_client(url, timeout=timeout))
         breaker = breaker or CircuitBreaker("rate limiter")
         return FailoverBackend(primary, MemoryBackend(max_keys), breaker, on_fallback)
