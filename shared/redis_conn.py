@@ -94,11 +94,27 @@ class DirectConnections:
         self._idle: list[Any] = []
 
     def call(self, command: bytes) -> Any:
-        """Send one packed command and return its reply (Redis errors raise)."""
+        """Send one packed command and return its reply (Redis errors raise).
+
+        An idle connection the server closed meanwhile (its `timeout`, a restart, a
+        failover: the connection error comes at once) is no outage: the idle ones are
+        dropped with it and the command is sent once more on a new connection, which
+        under Sentinel asks for the current master. A timeout is never retried (a hung
+        server must cost one wait, not two). Should the server have run the command
+        before the connection died, the retry counts one request twice: stricter, never
+        looser.
+        """
         try:
             conn = self._idle.pop()
         except IndexError:
-            conn = self._factory()
+            return self._send(self._factory(), command)
+        try:
+            return self._send(conn, command)
+        except redis.ConnectionError:
+            self.close()
+            return self._send(self._factory(), command)
+
+    def _send(self, conn: Any, command: bytes) -> Any:
         try:
             conn.send_packed_command([command], check_health=False)
             reply = conn.read_response()
