@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
-from redis.sentinel import Sentinel
+from redis.sentinel import MasterNotFoundError, Sentinel
 
 from shared.redis_url import is_sentinel, parse_sentinel_url
 
@@ -25,6 +25,10 @@ if TYPE_CHECKING:
 # time pays the timeout; once Redis is back, /health says so (and requests return to Redis)
 # within about this long (the fault suite asks for 5 s, on a loaded machine).
 REPROBE_SECONDS = 2.0
+# Under Sentinel an outage is usually a failover, over once a replica is promoted (about
+# 2 s after the master is lost): probing this often keeps the fail-open window short. A
+# probe during a failover fails fast (the sentinels name no master, or the dead one refuses).
+SENTINEL_REPROBE_SECONDS = 0.5
 FAST_TIMEOUT = 0.05  # seconds: a request never waits longer than this on a sick Redis
 REDIS_ERRORS: tuple[type[BaseException], ...] = (redis.RedisError, OSError)
 
@@ -57,9 +61,29 @@ def _master_client(url: str, options: dict[str, Any]) -> redis.Redis:
     auth = {"username": spec.username, "password": spec.password, "ssl": spec.tls}
     # the sentinels take the same credentials and TLS as the master, but never its db
     sentinel_options = {**parsed, **options, **auth}
-    sentinel = Sentinel(list(spec.sentinels), sentinel_kwargs=sentinel_options, **sentinel_options)
+    sentinel = _Sentinel(list(spec.sentinels), sentinel_kwargs=sentinel_options, **sentinel_options)
     client: redis.Redis = sentinel.master_for(spec.master, db=spec.db)
     return client
+
+
+class _Sentinel(Sentinel):
+    """redis-py's Sentinel, whose "no master" error is one short line for the logs."""
+
+    def discover_master(self, service_name: str) -> tuple[str, int]:
+        """The master's address, as the first sentinel that knows it says."""
+        try:
+            address: tuple[str, int] = super().discover_master(service_name)
+        except MasterNotFoundError:
+            asked = ", ".join(
+                "{host}:{port}".format_map(s.connection_pool.connection_kwargs) for s in self.sentinels
+            )
+            raise MasterNotFoundError(f"no sentinel names a master {service_name!r} (asked {asked})") from None
+        return address
+
+
+def reprobe_seconds(url: str | None) -> float:
+    """How often an open breaker lets a call try the Redis at `url` again."""
+    return SENTINEL_REPROBE_SECONDS if url and is_sentinel(url) else REPROBE_SECONDS
 
 
 def fallback_counter(metrics: Metrics, component: str) -> Callable[[], None]:
@@ -90,8 +114,15 @@ class DirectConnections:
 
     def __init__(self, client: redis.Redis) -> None:
         pool = client.connection_pool
-        self._factory = functools.partial(pool.connection_class, **pool.connection_kwargs)
+        self._make = functools.partial(pool.connection_class, **pool.connection_kwargs)
         self._idle: list[Any] = []
+
+    def _factory(self) -> Any:
+        """A new connection, connected now: `connect()` is where a Sentinel-managed connection
+        asks the sentinels for the master (sending on an unconnected one would not ask them)."""
+        conn = self._make()
+        conn.connect()
+        return conn
 
     def call(self, command: bytes) -> Any:
         """Send one packed command and return its reply (Redis errors raise).
@@ -197,8 +228,9 @@ def app_breaker(app: Flask) -> CircuitBreaker:
 
     Shared, so that a request which uses both waits on a hung Redis once, not once each.
     """
+    reprobe = reprobe_seconds(app.config.get("REDIS_URL"))
     breaker: CircuitBreaker = app.extensions.setdefault(
-        BREAKER_EXTENSION, CircuitBreaker("rate limiter and cache")
+        BREAKER_EXTENSION, CircuitBreaker("rate limiter and cache", reprobe)
     )
     return breaker
 

@@ -23,7 +23,14 @@ from shared.rate_limiter.base import Backend, RateLimitResult
 from shared.rate_limiter.host import HOST_ERRORS, HOST_STORE_ENV, HostBackend, host_store_path
 from shared.rate_limiter.memory import MemoryBackend
 from shared.rate_limiter.redis_backend import FailoverBackend, RedisBackend
-from shared.redis_conn import FAST_TIMEOUT, CircuitBreaker, app_breaker, fallback_counter, redis_client
+from shared.redis_conn import (
+    FAST_TIMEOUT,
+    CircuitBreaker,
+    app_breaker,
+    fallback_counter,
+    redis_client,
+    reprobe_seconds,
+)
 from shared.redis_url import PLAIN_SCHEMES, SENTINEL_SCHEMES
 from shared.request_pipeline import get_pipeline
 
@@ -69,7 +76,7 @@ def storage_from_url(
         return MemoryBackend(max_keys=max_keys)
     if urlsplit(url).scheme in (*PLAIN_SCHEMES, *SENTINEL_SCHEMES):
         primary = RedisBackend(redis_client(url, timeout=timeout))
-        breaker = breaker or CircuitBreaker("rate limiter")
+        breaker = breaker or CircuitBreaker("rate limiter", reprobe_seconds(url))
         return FailoverBackend(primary, MemoryBackend(max_keys), breaker, on_fallback)
     if url.startswith("file://"):
         host = HostBackend(host_store_path(url), max_keys)

@@ -13,6 +13,9 @@ Timing:
   by another, and a second failover of the same master may start that soon after the first;
 - repl-diskless-sync-delay 0: a replica (or a restarted old master) syncs at once, not after
   Redis's default 5 s wait for other replicas to join.
+Isolation: the master's name and the password (of servers and sentinels alike) are new for
+each stack, so sentinels of another stack on this machine, which may meet one of these
+ports again after a restart, can neither adopt these servers nor be adopted.
 Nothing is persisted: a restarted node is started as a replica of the current master, so
 its empty dataset never replaces the data (what Redis's docs warn about for a master
 restarted without persistence).
@@ -29,11 +32,11 @@ Usage (what a whole-system load test reuses):
 from __future__ import annotations
 
 import contextlib
-import os
 import shutil
 import subprocess
 import tempfile
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,7 +45,6 @@ from typing import Any, TypeVar
 from shared.testing import free_port
 from shared.testing.servers import _binary
 
-MASTER_NAME = "sardag"
 QUORUM = 2
 DOWN_AFTER_MS = 1000
 FAILOVER_TIMEOUT_MS = 3000
@@ -76,7 +78,8 @@ class SentinelStack:
 
     def __init__(self, replicas: int = 1, sentinels: int = 3, password: str | None = None) -> None:
         self.binary = _binary("redis-server")
-        self.password = password
+        self.password = password or uuid.uuid4().hex
+        self.master_name = f"sardag-{uuid.uuid4().hex[:8]}"
         self.root = Path(tempfile.mkdtemp(prefix="sardag-sentinel-"))
         self.nodes = [self._node(f"redis{i}") for i in range(replicas + 1)]
         self.sentinels = [self._node(f"sentinel{i}") for i in range(sentinels)]
@@ -88,14 +91,13 @@ class SentinelStack:
 
     @property
     def url(self) -> str:
-        """`redis+sentinel://[:password@]127.0.0.1:<s1>,...:<s3>/sardag/0`: REDIS_URL."""
+        """`redis+sentinel://:<password>@127.0.0.1:<s1>,...:<s3>/<master name>/0`: REDIS_URL."""
         return self.url_for(0)
 
     def url_for(self, db: int) -> str:
         """The Sentinel URL of database `db`."""
-        auth = f":{self.password}@" if self.password else ""
         hosts = ",".join(f"127.0.0.1:{s.port}" for s in self.sentinels)
-        return f"redis+sentinel://{auth}{hosts}/{MASTER_NAME}/{db}"
+        return f"redis+sentinel://:{self.password}@{hosts}/{self.master_name}/{db}"
 
     # ---- life cycle
 
@@ -124,8 +126,7 @@ class SentinelStack:
         command = [self.binary, "--port", str(node.port), "--bind", "127.0.0.1", "--dir", str(node.root)]
         command += ["--save", "", "--appendonly", "no", "--protected-mode", "no"]
         command += ["--repl-diskless-sync", "yes", "--repl-diskless-sync-delay", "0"]
-        if self.password:
-            command += ["--requirepass", self.password, "--masterauth", self.password]
+        command += ["--requirepass", self.password, "--masterauth", self.password]
         if master is not None:
             command += ["--replicaof", "127.0.0.1", str(master.port)]
         node.process = self._spawn(node, command)
@@ -138,13 +139,13 @@ class SentinelStack:
             "bind 127.0.0.1",
             "protected-mode no",
             f"dir {sentinel.root}",
-            f"sentinel monitor {MASTER_NAME} 127.0.0.1 {master.port} {QUORUM}",
-            f"sentinel down-after-milliseconds {MASTER_NAME} {DOWN_AFTER_MS}",
-            f"sentinel failover-timeout {MASTER_NAME} {FAILOVER_TIMEOUT_MS}",
-            f"sentinel parallel-syncs {MASTER_NAME} 1",
+            f"sentinel monitor {self.master_name} 127.0.0.1 {master.port} {QUORUM}",
+            f"sentinel down-after-milliseconds {self.master_name} {DOWN_AFTER_MS}",
+            f"sentinel failover-timeout {self.master_name} {FAILOVER_TIMEOUT_MS}",
+            f"sentinel parallel-syncs {self.master_name} 1",
+            f"sentinel auth-pass {self.master_name} {self.password}",
+            f"requirepass {self.password}",  # the sentinels ask for the same password the servers do
         ]
-        if self.password:  # the sentinels ask for the same password the servers do
-            lines += [f"sentinel auth-pass {MASTER_NAME} {self.password}", f"requirepass {self.password}"]
         config = sentinel.root / "sentinel.conf"
         config.write_text("\n".join(lines) + "\n")
         sentinel.process = self._spawn(sentinel, [self.binary, str(config), "--sentinel"])
@@ -158,8 +159,7 @@ class SentinelStack:
         """Kill every sentinel and server; delete the directory."""
         for node in (*self.sentinels, *self.nodes):
             node.kill()
-        if not os.environ.get("KEEP_SENTINEL_DIR"):
-            shutil.rmtree(self.root, ignore_errors=True)
+        shutil.rmtree(self.root, ignore_errors=True)
 
     def __enter__(self) -> SentinelStack:
         try:
@@ -253,11 +253,11 @@ class SentinelStack:
         return answer[0].decode() if answer else None
 
     def _sentinel_master(self, sentinel: RedisNode) -> int | None:
-        answer = self._call(sentinel.port, "SENTINEL", "GET-MASTER-ADDR-BY-NAME", MASTER_NAME)
+        answer = self._call(sentinel.port, "SENTINEL", "GET-MASTER-ADDR-BY-NAME", self.master_name)
         return int(answer[1]) if answer else None
 
     def _sentinel_state(self, sentinel: RedisNode) -> dict[str, str]:
-        answer = self._call(sentinel.port, "SENTINEL", "MASTER", MASTER_NAME) or []
+        answer = self._call(sentinel.port, "SENTINEL", "MASTER", self.master_name) or []
         flat = [x.decode() if isinstance(x, bytes) else str(x) for x in answer]
         return dict(zip(flat[::2], flat[1::2], strict=True))
 

@@ -97,12 +97,12 @@ def test_the_master_and_the_sentinels_get_the_password_and_tls() -> None:
 def test_without_tls_the_connections_are_plain_and_direct_calls_ask_the_sentinels() -> None:
     client = redis_client("redis+sentinel://:pw@127.0.0.1:1/mymaster")
     assert client.connection_pool.connection_class is SentinelManagedConnection
-    # the rate limiter's own connections are made the same way: they follow the master too
-    direct = DirectConnections(client)._factory()
-    assert isinstance(direct, SentinelManagedConnection)
-    assert direct.connection_pool.service_name == "mymaster"
-    with pytest.raises(redis.ConnectionError, match="No master found for 'mymaster'"):
+    asked = r"no sentinel names a master 'mymaster' \(asked 127.0.0.1:1\)"
+    with pytest.raises(redis.ConnectionError, match=asked):
         client.ping()
+    # the rate limiter's own connections ask them too (never a default localhost:6379)
+    with pytest.raises(redis.ConnectionError, match=asked):
+        DirectConnections(client).call(b"*1\r\n$4\r\nPING\r\n")
 
 
 def test_the_password_is_masked_where_the_config_is_shown() -> None:

@@ -191,12 +191,10 @@ class PriceBook:
         if update.symbol not in self._tracked:
             return None
         with self._cond:
-            record = merge(
-                self._records.get(update.symbol),
-                update,
-                time.time() if received_at is None else received_at,
-                source,
-            )
+            current = self._records.get(update.symbol)
+            record = merge(current, update, time.time() if received_at is None else received_at, source)
+            if current is not None and current.epoch != self.epoch and _same_update(current, record):
+                return current  # a leader's record of this very update came first (this worker went solo)
             self._publish(record, local=True)
         return record
 
@@ -224,6 +222,8 @@ class PriceBook:
             if current is not None:
                 if current.seq == record.seq and current.epoch == record.epoch:
                     return False
+                if current.epoch != record.epoch and _same_update(current, record):
+                    return False  # made by another ingester too: this worker alone, or an earlier leader
                 if current.received_at > record.received_at:
                     self._floor = self._seq + 1
                     return False
@@ -324,6 +324,13 @@ class PriceBook:
     def closed(self) -> bool:
         """True once the book was closed for shutdown."""
         return self._closed
+
+
+def _same_update(one: PriceRecord, other: PriceRecord) -> bool:
+    """Whether two records show the same upstream update (whoever ingested it)."""
+    return one.event_time == other.event_time and all(
+        getattr(one, n) == getattr(other, n) for n in RECORD_FIELDS
+    )
 
 
 def _position(record: PriceRecord) -> int:
