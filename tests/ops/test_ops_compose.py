@@ -47,7 +47,9 @@ def compose(compose_path: Path) -> dict[str, Any]:
 
 @pytest.mark.integration
 @pytest.mark.slow
-def test_compose_validates_against_compose_spec(compose_path: Path, ops: SimpleNamespace) -> None:
+@pytest.mark.parametrize("file", ["docker-compose.yml", "docker-compose.ha.yml"])
+def test_compose_validates_against_compose_spec(file: str, ops: SimpleNamespace) -> None:
+    compose_path = ops.REPO / file
     try:
         import check_jsonschema  # noqa: F401
     except ImportError:
@@ -68,6 +70,30 @@ def test_compose_validates_against_compose_spec(compose_path: Path, ops: SimpleN
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "ok -- validation done" in result.stdout
+
+
+@pytest.mark.unit
+def test_the_ha_file_points_both_services_at_three_sentinels_of_one_master(ops: SimpleNamespace) -> None:
+    from ruamel.yaml import YAML
+
+    from shared.redis_url import parse_sentinel_url
+
+    ha = YAML(typ="safe").load((ops.REPO / "docker-compose.ha.yml").read_text())
+    sentinels = sorted(name for name in ha["services"] if name.startswith("sentinel-"))
+    assert len(sentinels) == 3
+    for name in APP_PORTS:
+        url = ha["services"][name]["environment"]["REDIS_URL"]
+        spec = parse_sentinel_url(url.replace("${REDIS_PASSWORD:?set REDIS_PASSWORD in .env}", "pw"))
+        assert (spec.master, spec.db, spec.password) == ("sardag", 0, "pw")
+        assert sorted(host for host, _ in spec.sentinels) == sentinels
+        assert set(ha["services"][name]["depends_on"]) == set(sentinels)
+    for name in sentinels:
+        config = "\n".join(ha["services"][name]["command"])
+        assert "sentinel monitor sardag redis 6379 2" in config
+        assert 'requirepass "$$REDIS_PASSWORD"' in config  # the URL's password opens the sentinels too
+    replica = " ".join(ha["services"]["redis-replica"]["command"])
+    assert "--replicaof redis 6379" in replica
+    assert "--masterauth" in ha["services"]["redis"]["command"][-1]  # the old master rejoins as a replica
 
 
 @pytest.mark.unit
