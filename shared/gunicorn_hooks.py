@@ -24,6 +24,8 @@ from shared import logger, sentry_integration
 from shared.config import Check, ConfigError, Setting, exit_on_config_error, load_config, secret_values
 from shared.lifecycle import shutdown
 from shared.rate_limiter.host import HOST_ERRORS, HOST_STORE_ENV, HostBackend, host_store_path
+from shared.redis_conn import unknown_master
+from shared.redis_url import is_sentinel
 from shared.secrets import Secrets
 
 
@@ -86,6 +88,7 @@ def _on_starting(server: Arbiter, config: Mapping[str, Any], metrics_dir: str) -
         reset_metrics_dir(metrics_dir)
     logger.configure_logging(config["LOG_LEVEL"], config["LOG_FORMAT"])
     sentry_integration.announce(config["SERVICE_NAME"], config.get("SENTRY_DSN"))
+    check_sentinel_master(config.get("REDIS_URL"))
     share_rate_limits(server, config)
 
 
@@ -110,6 +113,14 @@ def share_rate_limits(server: Any, config: Mapping[str, Any]) -> None:
         path = _create_host_store(config["SERVICE_NAME"], workers)
         os.environ[HOST_STORE_ENV] = f"file://{path}"
         server.log.info("rate limits: exact across %d workers through a store on this host (%s)", workers, path)
+
+
+def check_sentinel_master(url: str | None) -> None:
+    """Stop with one line when REDIS_URL's sentinels answer but know no master by its name."""
+    if url and is_sentinel(url):
+        problem = unknown_master(url)
+        if problem is not None:
+            exit_on_config_error(ConfigError("REDIS_URL", problem))
 
 
 def _create_host_store(service: str, workers: int) -> str:

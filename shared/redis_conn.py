@@ -39,19 +39,25 @@ def redis_client(url: str, timeout: float = FAST_TIMEOUT, **kwargs: Any) -> redi
     For a `redis+sentinel://` URL, the client of the master the sentinels name: every new
     connection asks them, so after a failover the next connection reaches the new master.
     """
-    options: dict[str, Any] = {
+    options = _options(timeout, **kwargs)
+    if is_sentinel(url):
+        spec = parse_sentinel_url(url)
+        client: redis.Redis = _sentinel(url, options).master_for(spec.master, db=spec.db)
+        return client
+    return redis.Redis.from_url(url, **options)
+
+
+def _options(timeout: float, **kwargs: Any) -> dict[str, Any]:
+    return {
         "socket_timeout": timeout,
         "socket_connect_timeout": timeout,
         "retry": Retry(NoBackoff(), 0),
         "health_check_interval": 0,
         **kwargs,
     }
-    if is_sentinel(url):
-        return _master_client(url, options)
-    return redis.Redis.from_url(url, **options)
 
 
-def _master_client(url: str, options: dict[str, Any]) -> redis.Redis:
+def _sentinel(url: str, options: dict[str, Any]) -> _Sentinel:
     spec = parse_sentinel_url(url)
     # redis-py's own reading of the query options (ssl_ca_certs, ...), as for a plain URL
     scheme = "rediss" if spec.tls else "redis"
@@ -61,9 +67,7 @@ def _master_client(url: str, options: dict[str, Any]) -> redis.Redis:
     auth = {"username": spec.username, "password": spec.password, "ssl": spec.tls}
     # the sentinels take the same credentials and TLS as the master, but never its db
     sentinel_options = {**parsed, **options, **auth}
-    sentinel = _Sentinel(list(spec.sentinels), sentinel_kwargs=sentinel_options, **sentinel_options)
-    client: redis.Redis = sentinel.master_for(spec.master, db=spec.db)
-    return client
+    return _Sentinel(list(spec.sentinels), sentinel_kwargs=sentinel_options, **sentinel_options)
 
 
 class _Sentinel(Sentinel):
@@ -79,6 +83,26 @@ class _Sentinel(Sentinel):
             )
             raise MasterNotFoundError(f"no sentinel names a master {service_name!r} (asked {asked})") from None
         return address
+
+
+def unknown_master(url: str, timeout: float = 1.0) -> str | None:
+    """Why a Sentinel `url` can never work: every sentinel that answers knows no master by its
+    name. None when one knows it, or when none answers (an outage, not a setting)."""
+    name = parse_sentinel_url(url).master
+    answered = []
+    for sentinel in _sentinel(url, _options(timeout)).sentinels:
+        try:
+            masters = sentinel.sentinel_masters()
+        except REDIS_ERRORS:
+            continue
+        finally:
+            sentinel.close()
+        if name in masters:
+            return None
+        answered.append("{host}:{port}".format_map(sentinel.connection_pool.connection_kwargs))
+    if not answered:
+        return None
+    return f"no sentinel knows a master named {name!r} (asked {', '.join(answered)})"
 
 
 def reprobe_seconds(url: str | None) -> float:

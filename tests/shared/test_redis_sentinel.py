@@ -7,9 +7,10 @@ from collections.abc import Iterator
 import pytest
 import redis
 
+from shared.gunicorn_hooks import check_sentinel_master
 from shared.rate_limiter import FailoverBackend, storage_from_url
-from shared.redis_conn import redis_client
-from shared.testing import wait_until
+from shared.redis_conn import redis_client, unknown_master
+from shared.testing import free_port, wait_until
 from shared.testing.sentinel import RedisNode, SentinelStack
 
 pytestmark = [pytest.mark.integration, pytest.mark.redis, pytest.mark.slow]
@@ -55,3 +56,18 @@ def test_limits_and_cached_values_live_on_the_master_and_follow_its_successor(st
     stack.restart(old)  # rejoins as a replica of the new master
     assert on(stack, old).execute_command("ROLE")[0] == b"slave"
     assert stack.master() is new
+
+
+def test_a_master_name_the_sentinels_do_not_know_stops_the_start_with_one_line(
+    stack: SentinelStack, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert unknown_master(stack.url) is None
+    wrong = stack.url.replace(f"/{stack.master_name}/", "/no-such-master/")
+    with pytest.raises(SystemExit) as stopped:
+        check_sentinel_master(wrong)
+    assert stopped.value.code == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("configuration error: REDIS_URL: no sentinel knows a master named 'no-such-master'")
+    assert stack.password not in line
+    # sentinels that do not answer: an outage, not a setting (the services start, fail open)
+    assert unknown_master(f"redis+sentinel://127.0.0.1:{free_port()}/no-such-master", timeout=0.2) is None
