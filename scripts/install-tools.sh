@@ -2,11 +2,10 @@
 # Install the non-Python tools the ops tests use, on a fresh Debian machine (run as root):
 #   - promtool and a real Prometheus server: Debian's `prometheus` package
 #   - nginx, the load balancer of deploy/nginx: Debian's `nginx` package
-#   - redis-server, the private servers of the Redis fault tests; its `--sentinel` mode is
-#     the Sentinel of the failover tests (what Debian's `redis-sentinel` package runs)
 #   - etcd, the DCS of the Patroni failover tests (Patroni itself is in the `test` extra):
 #     Debian's `etcd-server` package
 #   - pm2: `npm ci` from package-lock.json (node_modules/, git-ignored)
+#   - chromium: Debian's `chromium` package, the headless browser that loads each /docs page
 # hadolint, check-jsonschema, actionlint and shellcheck come from the Python `test` extra
 # (pyproject.toml). The Debian packages are there for their binaries: the tests start them
 # on free ports; where policy-rc.d or no init system stops it, no service starts.
@@ -61,12 +60,12 @@ install_nginx() {
     apt_install nginx nginx
 }
 
-install_redis() {
-    apt_install redis-server redis-server
-}
-
 install_etcd() {
     apt_install etcd-server etcd
+}
+
+install_chromium() {
+    apt_install chromium chromium
 }
 
 install_pm2() {
@@ -85,7 +84,7 @@ install_pm2() {
 status=0
 install_prometheus || status=1
 install_nginx || status=1
-install_redis || status=1
 install_etcd || status=1
 install_pm2 || status=1
+install_chromium || status=1
 exit "$status"

@@ -16,9 +16,9 @@ from typing import Any, TextIO
 
 from flask import Flask, Request, Response, g, has_request_context
 
-from shared.config import secret_values
+from shared import tracing
 from shared.request_pipeline import RequestState, elapsed_seconds, get_pipeline
-from shared.secrets import Secrets
+from shared.secrets import Secrets, secret_values
 
 REQUEST_ID_HEADER = "X-Request-ID"
 _VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
@@ -79,7 +79,8 @@ class JsonFormatter(logging.Formatter):
 class TextFormatter(logging.Formatter):
     """`<time> <LEVEL> <logger> <message> key=value ...`: the JSON line's fields, for the eye.
 
-    Secrets are masked, as in the JSON format.
+    Secrets are masked, as in the JSON format, and control characters (a request path's
+    terminal escapes, a newline that would forge a line) are written as `\\xNN`.
     """
 
     def __init__(self, secrets: Secrets | None = None) -> None:
@@ -90,9 +91,19 @@ class TextFormatter(logging.Formatter):
         """The line (and the traceback, if any), with every secret replaced by `***`."""
         head = f"{self.formatTime(record)} {record.levelname} {record.name} {record.getMessage()}"
         fields = " ".join(f"{key}={_text_value(value)}" for key, value in extra_fields(record).items())
-        line = f"{head} {fields}" if fields else head
-        text = f"{line}\n{self.formatException(record.exc_info)}" if record.exc_info else line
-        return self.secrets.mask(text)
+        line = _escape_controls(f"{head} {fields}" if fields else head)
+        if record.exc_info:  # a traceback keeps its line breaks, nothing else
+            line = f"{line}\n{_escape_controls(self.formatException(record.exc_info), keep=NEWLINE)}"
+        return self.secrets.mask(line)
+
+
+_CONTROLS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+NEWLINE = "\n"
+
+
+def _escape_controls(text: str, keep: str = "") -> str:
+    """`text` with every C0/C1 control character (but those in `keep`) written as `\\xNN`."""
+    return _CONTROLS.sub(lambda m: m[0] if m[0] in keep else f"\\x{ord(m[0]):02x}", text)
 
 
 def _text_value(value: Any) -> str:
@@ -109,12 +120,21 @@ def make_formatter(fmt: str, secrets: Secrets | None = None) -> logging.Formatte
 
 
 class RequestIdFilter(logging.Filter):
-    """Attach the current request id (when inside a request) to every record."""
+    """Attach the current request id (when inside a request), and trace ids, to every record."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         if "request_id" not in record.__dict__ and has_request_context():
             record.request_id = g.get("request_id")
+        if tracing.enabled() and "trace_id" not in record.__dict__:
+            add_trace_ids(record.__dict__)
         return True
+
+
+def add_trace_ids(fields: dict[str, Any]) -> None:
+    """Add `trace_id` and `span_id` of the current span (tracing on, inside a span)."""
+    ids = tracing.current_ids()
+    if ids is not None:
+        fields["trace_id"], fields["span_id"] = ids
 
 
 class StderrHandler(logging.StreamHandler[TextIO]):
@@ -323,6 +343,8 @@ def _finish_request(access_log: logging.Logger, req: Request, state: RequestStat
         "remote_addr": req.remote_addr,
         "request_id": request_id,
     }
+    if tracing.enabled():
+        add_trace_ids(fields)
     handler = _sole_background_handler(access_log)
     if handler is not None:
         handler.put_entry(time.time(), access_log.name, "request", fields)

@@ -1,272 +1,203 @@
-"""Redis with automatic failover for tests: a master, its replicas and three sentinels.
+"""A Redis Sentinel stack of a test's own: one master, one replica, three sentinels on loopback.
 
-Everything listens on loopback, on free ports of its own, in a temporary directory. The
-servers are Debian's `redis-server`; the sentinels are the same binary in `--sentinel` mode
-(what Debian's `redis-sentinel` package starts), each with a config file of its own, which
-Sentinel rewrites as it learns the topology.
-
-Timing:
-- down-after-milliseconds 1000: a master that answers no PING for a second is subjectively
-  down; two sentinels agreeing (quorum 2 of 3) make it objectively down and elect one of
-  them to fail over: a promotion about 2 s after the kill on a quiet machine;
-- failover-timeout 3000: a failover stuck for 3 s (its elected sentinel died) is retried
-  by another, and a second failover of the same master may start that soon after the first;
-- repl-diskless-sync-delay 0: a replica (or a restarted old master) syncs at once, not after
-  Redis's default 5 s wait for other replicas to join.
-Isolation: the master's name and the password (of servers and sentinels alike) are new for
-each stack, so sentinels of another stack on this machine, which may meet one of these
-ports again after a restart, can neither adopt these servers nor be adopted.
-Nothing is persisted: a restarted node is started as a replica of the current master, so
-its empty dataset never replaces the data (what Redis's docs warn about for a master
-restarted without persistence).
-
-Usage (what a whole-system load test reuses):
+Built from Debian's redis-server (a sentinel is `redis-server <conf> --sentinel`, which is
+all the `redis-sentinel` package runs), each on a free port, nothing saved to disk. Tuned
+to fail over fast: a master is down after 1 s without answers, and two sentinels agree.
+Use it as a context manager; `url` is the services' `REDIS_URL`; `kill_master()` is the
+fault (SIGKILL) and `wait_failover()` returns when the sentinels name the new master;
+`wait_new_master(old)` does the same and returns the new master, `restart(old)` brings the
+killed node back as a replica of it:
 
     with SentinelStack() as stack:
-        service_env = {"REDIS_URL": stack.url}
-        old = stack.kill_master()          # SIGKILL the master
-        stack.wait_new_master(other_than=old)
-        stack.restart(old)                 # rejoins as a replica of the new master
+        env = {"REDIS_URL": stack.url}
+        old = stack.kill_master()
+        stack.wait_new_master(old)
+        stack.restart(old)
 """
 
 from __future__ import annotations
 
-import contextlib
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
-import uuid
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+
+import redis
 
 from shared.testing import free_port
-from shared.testing.servers import _binary
+from shared.testing.servers import PrivateRedis, _binary
 
-QUORUM = 2
-DOWN_AFTER_MS = 1000
-FAILOVER_TIMEOUT_MS = 3000
-T = TypeVar("T")
+MASTER_NAME = "sardag"
+DOWN_AFTER_MS = 1000  # sentinel down-after-milliseconds: how long a silent master is still trusted
 
 
-@dataclass
-class RedisNode:
-    """One redis-server (a data node or a sentinel): its name, port, directory and process."""
+class RedisNode(PrivateRedis):
+    """A redis-server of the stack: master, or replica of `master_port`."""
 
-    name: str
-    port: int
-    root: Path
-    process: subprocess.Popen[bytes] | None = None
+    def __init__(
+        self, password: str | None, master_port: int | None = None, extra: tuple[str, ...] = ()
+    ) -> None:
+        super().__init__(password=password)
+        self.master_port = master_port
+        self.extra = extra
 
-    @property
-    def running(self) -> bool:
-        """Whether its process is alive."""
-        return self.process is not None and self.process.poll() is None
-
-    def kill(self) -> None:
-        """SIGKILL it: a host lost at once (no shutdown, no goodbye to replicas)."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(10)
-        self.process = None
+    def start(self) -> RedisNode:
+        """Start the server (as replica when it has a master) and wait for PING."""
+        command = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", ""]
+        command += ["--appendonly", "no", "--protected-mode", "no", *self.extra]
+        if self.password:
+            command += ["--requirepass", self.password, "--masterauth", self.password]
+        if self.master_port:
+            command += ["--replicaof", "127.0.0.1", str(self.master_port)]
+        self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self._wait_ping()
+        return self
 
 
 class SentinelStack:
-    """`replicas` + 1 redis-servers and `sentinels` sentinels, started and broken by a test."""
+    """Master, replica and three sentinels; `url` is the `redis+sentinel://` REDIS_URL."""
 
-    def __init__(self, replicas: int = 1, sentinels: int = 3, password: str | None = None) -> None:
+    def __init__(self, password: str | None = None, sentinels: int = 3, db: int = 0) -> None:
         self.binary = _binary("redis-server")
-        self.password = password or uuid.uuid4().hex
-        self.master_name = f"sardag-{uuid.uuid4().hex[:8]}"
+        self.password = password
+        self.db = db
         self.root = Path(tempfile.mkdtemp(prefix="sardag-sentinel-"))
-        self.nodes = [self._node(f"redis{i}") for i in range(replicas + 1)]
-        self.sentinels = [self._node(f"sentinel{i}") for i in range(sentinels)]
-
-    def _node(self, name: str) -> RedisNode:
-        return RedisNode(name, free_port(), self.root / name)
-
-    # ---- what a service is given
+        self.master = RedisNode(password)
+        self.replica = RedisNode(password, self.master.port)
+        self.sentinel_ports = [free_port() for _ in range(sentinels)]
+        self.sentinels: list[subprocess.Popen[bytes]] = []
 
     @property
     def url(self) -> str:
-        """`redis+sentinel://:<password>@127.0.0.1:<s1>,...:<s3>/<master name>/0`: REDIS_URL."""
-        return self.url_for(0)
+        """`redis+sentinel://[:password@]127.0.0.1:<p1>,...:<p3>/<master>/<db>`."""
+        auth = f":{self.password}@" if self.password else ""
+        hosts = ",".join(f"127.0.0.1:{port}" for port in self.sentinel_ports)
+        return f"redis+sentinel://{auth}{hosts}/{MASTER_NAME}/{self.db}"
 
-    def url_for(self, db: int) -> str:
-        """The Sentinel URL of database `db`."""
-        hosts = ",".join(f"127.0.0.1:{s.port}" for s in self.sentinels)
-        return f"redis+sentinel://:{self.password}@{hosts}/{self.master_name}/{db}"
-
-    # ---- life cycle
-
-    def start(self, timeout: float = 30.0) -> SentinelStack:
-        """Start the master, its replicas, then the sentinels; wait until all know each other."""
-        master, *replicas = self.nodes
-        self._start_server(master, None)
-        for node in replicas:
-            self._start_server(node, master)
-        for node in replicas:
-            self.wait_replicating(node, timeout)
-        for sentinel in self.sentinels:
-            self._start_sentinel(sentinel, master)
-
-        def acquainted() -> bool:
-            # each sentinel sees every replica and every other sentinel: a failover can start
-            wanted = (str(len(replicas)), str(len(self.sentinels) - 1))
-            states = [self._sentinel_state(s) for s in self.sentinels]
-            return all((s.get("num-slaves"), s.get("num-other-sentinels")) == wanted for s in states)
-
-        _wait(acquainted, timeout, "the sentinels to know the replicas and each other")
+    def start(self) -> SentinelStack:
+        """Start master, replica (wait until in sync) and sentinels (wait until they see both)."""
+        self.master.start()
+        self.replica.start()
+        self._wait(lambda: self._synced(self.replica.port))
+        for port in self.sentinel_ports:
+            conf = self.root / f"sentinel-{port}.conf"
+            conf.write_text(self._sentinel_conf(port))
+            command = [self.binary, str(conf), "--sentinel"]
+            self.sentinels.append(
+                subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            )
+        self._wait(lambda: all(self._knows_replica(port) for port in self.sentinel_ports), timeout=20)
         return self
 
-    def _start_server(self, node: RedisNode, master: RedisNode | None) -> None:
-        node.root.mkdir(exist_ok=True)
-        command = [self.binary, "--port", str(node.port), "--bind", "127.0.0.1", "--dir", str(node.root)]
-        command += ["--save", "", "--appendonly", "no", "--protected-mode", "no"]
-        command += ["--repl-diskless-sync", "yes", "--repl-diskless-sync-delay", "0"]
-        command += ["--requirepass", self.password, "--masterauth", self.password]
-        if master is not None:
-            command += ["--replicaof", "127.0.0.1", str(master.port)]
-        node.process = self._spawn(node, command)
-        _wait(lambda: self._ping(node.port), 10, f"{node.name} to answer PING")
-
-    def _start_sentinel(self, sentinel: RedisNode, master: RedisNode) -> None:
-        sentinel.root.mkdir(exist_ok=True)
+    def _sentinel_conf(self, port: int) -> str:
         lines = [
-            f"port {sentinel.port}",
+            f"port {port}",
             "bind 127.0.0.1",
             "protected-mode no",
-            f"dir {sentinel.root}",
-            f"sentinel monitor {self.master_name} 127.0.0.1 {master.port} {QUORUM}",
-            f"sentinel down-after-milliseconds {self.master_name} {DOWN_AFTER_MS}",
-            f"sentinel failover-timeout {self.master_name} {FAILOVER_TIMEOUT_MS}",
-            f"sentinel parallel-syncs {self.master_name} 1",
-            f"sentinel auth-pass {self.master_name} {self.password}",
-            f"requirepass {self.password}",  # the sentinels ask for the same password the servers do
+            f"dir {self.root}",
+            f"sentinel monitor {MASTER_NAME} 127.0.0.1 {self.master.port} 2",
+            f"sentinel down-after-milliseconds {MASTER_NAME} {DOWN_AFTER_MS}",
+            f"sentinel failover-timeout {MASTER_NAME} 10000",
+            f"sentinel parallel-syncs {MASTER_NAME} 1",
         ]
-        config = sentinel.root / "sentinel.conf"
-        config.write_text("\n".join(lines) + "\n")
-        sentinel.process = self._spawn(sentinel, [self.binary, str(config), "--sentinel"])
-        _wait(lambda: self._ping(sentinel.port), 10, f"{sentinel.name} to answer PING")
+        if self.password:  # the same password on the sentinels and the data nodes
+            lines += [f"sentinel auth-pass {MASTER_NAME} {self.password}", f"requirepass {self.password}"]
+        return "\n".join(lines) + "\n"
 
-    def _spawn(self, node: RedisNode, command: list[str]) -> subprocess.Popen[bytes]:
-        log = (node.root / "server.log").open("ab")
-        return subprocess.Popen(command, stdout=log, stderr=log)
+    def sentinel_client(self, port: int) -> redis.Redis:
+        """A plain client of one sentinel."""
+        return redis.Redis(port=port, password=self.password, socket_timeout=1, socket_connect_timeout=1)
 
-    def stop(self) -> None:
-        """Kill every sentinel and server; delete the directory."""
-        for node in (*self.sentinels, *self.nodes):
-            node.kill()
-        shutil.rmtree(self.root, ignore_errors=True)
+    def _node(self, port: int) -> redis.Redis:
+        return redis.Redis(port=port, password=self.password, socket_timeout=1, socket_connect_timeout=1)
 
-    def __enter__(self) -> SentinelStack:
+    def _synced(self, port: int) -> bool:
+        info: dict[str, object] = self._node(port).info("replication")  # type: ignore[assignment]
+        return info.get("master_link_status") == "up"
+
+    def _knows_replica(self, port: int) -> bool:
         try:
-            return self.start()
-        except BaseException:
-            self.stop()
-            raise
+            client = self.sentinel_client(port)
+            replicas = client.sentinel_slaves(MASTER_NAME)
+            others = client.sentinel_master(MASTER_NAME)["num-other-sentinels"]
+        except redis.RedisError:
+            return False
+        return bool(replicas) and others >= len(self.sentinel_ports) - 1
 
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    # ---- faults
+    def master_port(self) -> int | None:
+        """The master's port as the first answering sentinel names it."""
+        for port in self.sentinel_ports:
+            try:
+                address = self.sentinel_client(port).sentinel_get_master_addr_by_name(MASTER_NAME)
+            except redis.RedisError:
+                continue
+            return int(address[1]) if address else None
+        return None
 
     def kill_master(self) -> RedisNode:
-        """SIGKILL the current master; return it (for `wait_new_master` and `restart`)."""
-        node = self.master()
-        node.kill()
+        """SIGKILL the current master (the fault); returns it."""
+        node = self.master
+        assert node.process is not None
+        node.process.send_signal(signal.SIGKILL)
+        node.process.wait(10)
+        node.process = None
         return node
+
+    def wait_failover(self, timeout: float = 30.0) -> float:
+        """Wait until the sentinels name the replica as master; swap roles; monotonic time seen."""
+        self._wait(lambda: self.master_port() == self.replica.port, timeout=timeout, interval=0.05)
+        seen = time.monotonic()
+        self.master, self.replica = self.replica, self.master
+        return seen
+
+    def wait_new_master(self, other_than: RedisNode | int, timeout: float = 30.0) -> RedisNode:
+        """Wait until the sentinels name a master other than `other_than` (a node or its port); return it."""
+        old = other_than if isinstance(other_than, int) else other_than.port
+        self._wait(lambda: self.master_port() not in (None, old), timeout=timeout, interval=0.05)
+        if self.master.port == old:
+            self.master, self.replica = self.replica, self.master
+        return self.master
 
     def restart(self, node: RedisNode, timeout: float = 30.0) -> None:
         """Start a killed node again as a replica of the current master; wait until it syncs."""
-        self._start_server(node, self.master())
-        self.wait_replicating(node, timeout)
+        node.master_port = self.master.port
+        node.start()
+        self._wait(lambda: self._synced(node.port), timeout=timeout)
 
-    # ---- what the stack says
+    def rejoin_old_master(self) -> None:
+        """Restart the killed node; the sentinels make it a replica of the new master."""
+        self.replica.master_port = self.master.port
+        self.replica.start()
 
-    def master_port(self) -> int:
-        """The port of the master most sentinels name now (TimeoutError when they cannot agree)."""
+    @staticmethod
+    def _wait(check: object, timeout: float = 10.0, interval: float = 0.1) -> None:
+        assert callable(check)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                met = bool(check())
+            except redis.RedisError:  # not up yet: the deadline decides
+                met = False
+            if met:
+                return
+            time.sleep(interval)
+        raise TimeoutError("sentinel stack: condition not met in time")
 
-        def agreed() -> int | None:
-            named = [self._sentinel_master(s) for s in self.sentinels if s.running]
-            ports = [p for p in named if p is not None]
-            best = max(set(ports), key=ports.count, default=None)
-            return best if best is not None and ports.count(best) >= QUORUM else None
+    def stop(self) -> None:
+        """Stop every process of the stack."""
+        for process in self.sentinels:
+            if process.poll() is None:
+                process.kill()
+                process.wait(10)
+        self.sentinels.clear()
+        self.master.stop()
+        self.replica.stop()
+        shutil.rmtree(self.root, ignore_errors=True)  # the sentinels' rewritten config files
 
-        port: int = _wait(agreed, 10, "the sentinels to agree on a master")
-        return port
+    def __enter__(self) -> SentinelStack:
+        return self.start()
 
-    def master(self) -> RedisNode:
-        """The node that is the master now."""
-        port = self.master_port()
-        return next(n for n in self.nodes if n.port == port)
-
-    def wait_new_master(self, other_than: RedisNode | int, timeout: float = 30.0) -> RedisNode:
-        """Wait until the sentinels name a master other than `other_than` (a node or its port)
-        and it answers as master; return it."""
-        old = other_than if isinstance(other_than, int) else other_than.port
-
-        def promoted() -> RedisNode | None:
-            with contextlib.suppress(TimeoutError):
-                node = self.master()
-                if node.port != old and self._role(node.port) == "master":
-                    return node
-            return None
-
-        node: RedisNode = _wait(promoted, timeout, f"a master other than port {old}")
-        return node
-
-    def wait_replicating(self, node: RedisNode, timeout: float = 30.0) -> None:
-        """Wait until `node` is a replica whose link to its master is up."""
-
-        def linked() -> bool:
-            info = self._call(node.port, "INFO", "replication") or {}
-            return bool(info.get("role") == "slave" and info.get("master_link_status") == "up")
-
-        _wait(linked, timeout, f"{node.name} to replicate its master")
-
-    def log_tail(self, node: RedisNode, lines: int = 40) -> str:
-        """The end of a node's or sentinel's log (failure messages)."""
-        path = node.root / "server.log"
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""
-
-    # ---- one-shot calls
-
-    def _call(self, port: int, *command: str) -> Any:
-        import redis
-
-        client = redis.Redis(port=port, password=self.password, socket_timeout=0.5, socket_connect_timeout=0.5)
-        try:
-            return client.execute_command(*command)
-        except redis.RedisError:
-            return None
-        finally:
-            client.close()
-
-    def _ping(self, port: int) -> bool:
-        return bool(self._call(port, "PING"))
-
-    def _role(self, port: int) -> str | None:
-        answer = self._call(port, "ROLE")
-        return answer[0].decode() if answer else None
-
-    def _sentinel_master(self, sentinel: RedisNode) -> int | None:
-        answer = self._call(sentinel.port, "SENTINEL", "GET-MASTER-ADDR-BY-NAME", self.master_name)
-        return int(answer[1]) if answer else None
-
-    def _sentinel_state(self, sentinel: RedisNode) -> dict[str, str]:
-        answer = self._call(sentinel.port, "SENTINEL", "MASTER", self.master_name) or []
-        flat = [x.decode() if isinstance(x, bytes) else str(x) for x in answer]
-        return dict(zip(flat[::2], flat[1::2], strict=True))
-
-
-def _wait(condition: Callable[[], T | None], timeout: float, what: str) -> T:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise TimeoutError(f"waited {timeout:g} s for {what}")
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

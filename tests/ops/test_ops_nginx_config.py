@@ -20,6 +20,7 @@ def loopback_values(tmp_path: Path, ports: list[int]) -> dict[str, str | list[st
         "SARDAG_DATABASE_SERVICE_UPSTREAM": [f"127.0.0.1:{ports[2]}", f"127.0.0.1:{ports[3]}"],
         "SARDAG_WEBSOCKET_STREAMING_UPSTREAM": [f"127.0.0.1:{ports[4]}", f"127.0.0.1:{ports[5]}"],
         "SARDAG_ACCESS_LOG": str(tmp_path / "access.log"),
+        "SARDAG_TRACE_SAMPLE_PERCENT": "10",
     }
 
 

@@ -137,7 +137,10 @@ def _start_nginx(
 ) -> dict[str, int]:
     """deploy/nginx rendered with loopback upstreams, started; its port per service."""
     ports = {service: ops.free_port() for service in SERVICES}
-    values: dict[str, str | list[str]] = {"SARDAG_ACCESS_LOG": str(root / "access.log")}
+    values: dict[str, str | list[str]] = {
+        "SARDAG_ACCESS_LOG": str(root / "access.log"),
+        "SARDAG_TRACE_SAMPLE_PERCENT": "10",
+    }
     for service in SERVICES:
         name = service.upper().replace("-", "_")
         values[f"SARDAG_{name}_LISTEN"] = f"127.0.0.1:{ports[service]}"

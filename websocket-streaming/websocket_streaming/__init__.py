@@ -39,13 +39,20 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     )
     service = StreamingService(app.config, get_metrics(app))
     app.extensions[EXTENSION] = service
-    app.extensions[f"{EXTENSION}.sse"] = SubscriberSlots(int(app.config["SSE_MAX_SUBSCRIBERS"]))
+    app.extensions[f"{EXTENSION}.sse"] = SubscriberSlots(
+        int(app.config["SSE_MAX_SUBSCRIBERS"]),
+        int(app.config["SSE_MAX_STREAMS_PER_CLIENT"]),
+        get_metrics(app).gauge(
+            "sse_subscribers", "Open /stream connections (summed over workers)", multiprocess_mode="livesum"
+        ),
+    )
     app.register_blueprint(bp)
     openapi.init_app(app)
     get_pipeline(app).add(before=lambda _request, _state: service.ensure_started())
     health = get_health(app)
     health.add_check("ingest", lambda: _ingest_check(service), critical=True)
     health.add_check("upstream", lambda: _upstream_check(service), critical=False)
+    health.add_readiness("price", lambda: _price_ready(service))
     on_shutdown(app, service.stop)
     return app
 
@@ -79,6 +86,12 @@ def _ingest_check(service: StreamingService) -> tuple[str, object]:
     return "ok", service.role
 
 
+def _price_ready(service: StreamingService) -> tuple[bool, object]:
+    """Ready: this process's book holds a price no older than PRICE_STALE_SECONDS."""
+    age = service.newest_update_age()
+    return age is not None and age <= service.stale_after, {"newest_price_age_seconds": age}
+
+
 def _upstream_check(service: StreamingService) -> tuple[str, dict[str, object]]:
     """Feed freshness: degraded while disconnected or silent longer than the stale limit.
 
@@ -108,6 +121,9 @@ def _upstream_check(service: StreamingService) -> tuple[str, dict[str, object]]:
             detail["hint"] = OFFLINE_HINT.format(host=host)
     if service.bridge is not None:
         detail["redis"] = "ok" if service.bridge.healthy else "unreachable"
+    silent = service.watch.silent
+    if silent:
+        detail["silent_streams"] = list(silent)
     fresh = age is not None and age <= service.stale_after
-    ok = fresh and (service.role == "follower" or detail["connected"])
+    ok = fresh and not silent and (service.role == "follower" or detail["connected"])
     return ("ok" if ok else "degraded"), detail

@@ -20,7 +20,6 @@ import logging
 import math
 import queue
 import random
-import re
 import socket
 import threading
 import time
@@ -31,6 +30,9 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import websocket
+
+from shared import tracing
+from shared.secrets import strip_url_credentials
 
 from .backoff import AttemptWindow, Backoff
 from .parser import SERVER_SHUTDOWN
@@ -87,11 +89,6 @@ def stream_count(url: str) -> int:
     return len([s for s in raw.split("/") if s])
 
 
-def redact(text: str) -> str:
-    """`text` with the user name and password taken out of any URL in it."""
-    return re.sub(r"(?<=//)[^/@\s]+@", "", text)
-
-
 def ended_by_error(exc: BaseException) -> Ended:
     """A connection error as a short, credential-free reason."""
     if isinstance(exc, websocket.WebSocketBadStatusException):
@@ -106,7 +103,7 @@ def ended_by_error(exc: BaseException) -> Ended:
         return Ended("timed out")
     if isinstance(exc, websocket.WebSocketConnectionClosedException | ConnectionResetError):
         return Ended("connection cut without a close frame")
-    return Ended(redact(f"{type(exc).__name__}: {exc}")[:200])
+    return Ended(strip_url_credentials(f"{type(exc).__name__}: {exc}")[:200])
 
 
 def ended_by_close(data: bytes) -> Ended:
@@ -140,6 +137,7 @@ class Connection:
         self.last_message_at: float | None = None
         self.messages = 0
         self.closing = False
+        self.span: tracing.Span = tracing.NOOP_SPAN  # from the attempt to the first frame
         self.thread = threading.Thread(target=self._run, daemon=True, name=f"ws-reader-{conn_id}")
 
     def start(self) -> None:
@@ -324,6 +322,10 @@ class UpstreamManager:
             "unresolved": error is not None and error.unresolved,
         }
 
+    def rotate(self) -> None:
+        """Replace every line's connection, make-before-break (heals a silent stream)."""
+        self._events.put(("rotate", None, None))
+
     def use_lines(self, count: int) -> None:
         """Keep `count` lines from now on (a solo worker in a Redis outage holds one)."""
         self._events.put(("lines", None, max(1, count)))
@@ -422,7 +424,21 @@ class UpstreamManager:
         line.attempted = True
         line.candidate = Connection(next(self._ids), self.url, self, line)
         log.info("connecting upstream (connection %s, line %s)", line.candidate.id, line.name)
+        line.candidate.span = self._connect_span(line, line.candidate)
         line.candidate.start()
+
+    def _connect_span(self, line: Line, conn: Connection) -> tracing.Span:
+        """A span from an attempt to its first frame; why it was made is its first event."""
+        attributes: dict[str, str | int] = {"binance.line": line.name, "binance.connection": conn.id}
+        attributes["server.address"] = self.host
+        span = tracing.start_span("binance connect", kind="client", attributes=attributes)
+        if line.active is not None:
+            span.add_event("rotation", {"reason": "serverShutdown" if line.rotate_soon else "maximum age"})
+        elif line.last_error is not None:
+            span.add_event("reconnect", {"reason": line.last_error.text})
+        else:
+            span.add_event("connect", {"reason": "start"})
+        return span
 
     def _watchdog(self, line: Line, active: Connection, now: float) -> None:
         if active.last_message_at is None:
@@ -480,6 +496,7 @@ class UpstreamManager:
     # ---- supervisor event handlers ---------------------------------------------------
     def _on_opened(self, conn: Connection, _detail: object) -> None:
         self._open += 1
+        conn.span.add_event("opened")
         line = conn.line
         if conn is not line.candidate:
             conn.close()
@@ -490,6 +507,10 @@ class UpstreamManager:
 
     def _on_first(self, conn: Connection, _detail: object) -> None:
         line = conn.line
+        if conn is line.candidate and line.active is not None:
+            conn.span.add_event("switched", {"replaced_connection": line.active.id})
+        conn.span.add_event("delivering")
+        conn.span.end()
         log.info(
             "upstream connection %s delivering (line %s, %d streams)", conn.id, line.name, self.stream_count
         )
@@ -533,6 +554,12 @@ class UpstreamManager:
             self._gap_pending = False
             self.on_gap()
 
+    def _on_rotate(self, _conn: None, _detail: object) -> None:
+        for line in self.lines:
+            if line.active is not None and line.candidate is None:
+                line.rotate_soon = True
+                line.next_attempt = 0.0
+
     def _on_shutdown(self, conn: Connection, _detail: object) -> None:
         line = conn.line
         if conn is line.active:
@@ -545,6 +572,9 @@ class UpstreamManager:
 
     def _on_closed(self, conn: Connection, ended: Ended) -> None:
         now = time.monotonic()
+        if conn.messages == 0:  # never delivered: its span is still open
+            conn.span.add_event("failed", {"reason": ended.text})
+            conn.span.end()
         if conn.opened_at is not None:
             self._open -= 1
         line = conn.line
