@@ -47,6 +47,10 @@ class RedisNode(PrivateRedis):
         """Start the server (as replica when it has a master) and wait for PING."""
         command = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", ""]
         command += ["--appendonly", "no", "--protected-mode", "no", *self.extra]
+        # Replication without files: a replica's full sync would write dump.rdb into the
+        # working directory (the checkout) otherwise; and no 5 s wait before a sync.
+        command += ["--repl-diskless-sync", "yes", "--repl-diskless-sync-delay", "0"]
+        command += ["--repl-diskless-load", "on-empty-db"]
         if self.password:
             command += ["--requirepass", self.password, "--masterauth", self.password]
         if self.master_port:

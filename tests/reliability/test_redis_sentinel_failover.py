@@ -308,7 +308,8 @@ def measure(
             "db_5xx_or_unanswered": sum(
                 1 for a in during if a.kind.startswith("db") and not 0 < a.status < 500
             ),
-            "fail_open_window_s": round(fail_open_window(fallback, failover.killed, end), 2),
+            # up to a second before the old master restarts: a replica joining is its own event
+            "fail_open_window_s": round(fail_open_window(fallback, failover.killed, end - 1.0), 2),
             "admitted_of_limit_plus_5": failover.admitted,
             "stale_or_failed_prices": sum(1 for a in prices if not fresh(a)),
             "prices_read": len(prices),
