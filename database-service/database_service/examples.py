@@ -89,6 +89,21 @@ EXAMPLES: dict[tuple[str, str], Example] = {
             }
         }
     },
+    ("/livez", "get"): {"responses": {"200": {"status": "alive", "service": "database-service"}}},
+    ("/readyz", "get"): {
+        "responses": {
+            "200": {
+                "status": "ready",
+                "service": "database-service",
+                "checks": {"database": {"status": "ok", "detail": "postgresql"}},
+            },
+            "503": {
+                "status": "not ready",
+                "service": "database-service",
+                "checks": {"database": {"status": "down", "detail": "OperationalError"}},
+            },
+        }
+    },
     ("/health", "get"): {
         "responses": {
             "200": {

@@ -33,6 +33,21 @@ EXAMPLES: dict[tuple[str, str], Example] = {
             }
         }
     },
+    ("/livez", "get"): {"responses": {"200": {"status": "alive", "service": "websocket-streaming"}}},
+    ("/readyz", "get"): {
+        "responses": {
+            "200": {
+                "status": "ready",
+                "service": "websocket-streaming",
+                "checks": {"price": {"status": "ok", "detail": {"newest_price_age_seconds": 0.4}}},
+            },
+            "503": {
+                "status": "not ready",
+                "service": "websocket-streaming",
+                "checks": {"price": {"status": "down", "detail": {"newest_price_age_seconds": None}}},
+            },
+        }
+    },
     ("/health", "get"): {
         "responses": {
             "200": {
