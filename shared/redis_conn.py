@@ -35,6 +35,10 @@ if TYPE_CHECKING:
 # time pays the timeout; once Redis is back, /health says so (and requests return to Redis)
 # within about this long (the fault suite asks for 5 s, on a loaded machine).
 REPROBE_SECONDS = 2.0
+# Under Sentinel an outage is usually a failover, over once a replica is promoted (about
+# 2 s after the master is lost): probing this often keeps the fail-open window short. A
+# probe during a failover fails fast (the sentinels name no master, or the dead one refuses).
+SENTINEL_REPROBE_SECONDS = 0.5
 FAST_TIMEOUT = 0.05  # seconds: a request never waits longer than this on a sick Redis
 REDIS_ERRORS: tuple[type[BaseException], ...] = (redis.RedisError, OSError)
 
@@ -324,13 +328,19 @@ class CircuitBreaker:
 BREAKER_EXTENSION = "sardag_redis_breaker"
 
 
+def reprobe_seconds(url: str | None) -> float:
+    """How often an open breaker lets a call try the Redis at `url` again."""
+    return SENTINEL_REPROBE_SECONDS if url and is_sentinel_url(url) else REPROBE_SECONDS
+
+
 def app_breaker(app: Flask) -> CircuitBreaker:
     """The one breaker of `app`'s Redis users (rate limiter, cache).
 
     Shared, so that a request which uses both waits on a hung Redis once, not once each.
     """
     breaker: CircuitBreaker = app.extensions.setdefault(
-        BREAKER_EXTENSION, CircuitBreaker("rate limiter and cache")
+        BREAKER_EXTENSION,
+        CircuitBreaker("rate limiter and cache", reprobe_seconds(app.config.get("REDIS_URL"))),
     )
     return breaker
 

@@ -30,6 +30,7 @@ from shared.redis_conn import (
     app_breaker,
     fallback_counter,
     redis_client,
+    reprobe_seconds,
 )
 from shared.request_pipeline import get_pipeline
 
@@ -93,7 +94,7 @@ def storage_from_url(
         return MemoryBackend(max_keys=max_keys)
     if url.split("://", 1)[0] in (*PLAIN_SCHEMES, *SENTINEL_SCHEMES):
         primary = RedisBackend(redis_client(url, timeout=timeout))
-        breaker = breaker or CircuitBreaker("rate limiter")
+        breaker = breaker or CircuitBreaker("rate limiter", reprobe_seconds(url))
         return FailoverBackend(primary, MemoryBackend(max_keys), breaker, on_fallback)
     if url.startswith("file://"):
         host = HostBackend(host_store_path(url), max_keys)

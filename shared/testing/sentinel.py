@@ -4,11 +4,20 @@ Built from Debian's redis-server (a sentinel is `redis-server <conf> --sentinel`
 all the `redis-sentinel` package runs), each on a free port, nothing saved to disk. Tuned
 to fail over fast: a master is down after 1 s without answers, and two sentinels agree.
 Use it as a context manager; `url` is the services' `REDIS_URL`; `kill_master()` is the
-fault (SIGKILL) and `wait_failover()` returns when the sentinels name the new master.
+fault (SIGKILL) and `wait_failover()` returns when the sentinels name the new master;
+`wait_new_master(old)` does the same and returns the new master, `restart(old)` brings the
+killed node back as a replica of it:
+
+    with SentinelStack() as stack:
+        env = {"REDIS_URL": stack.url}
+        old = stack.kill_master()
+        stack.wait_new_master(old)
+        stack.restart(old)
 """
 
 from __future__ import annotations
 
+import shutil
 import signal
 import subprocess
 import tempfile
@@ -38,6 +47,10 @@ class RedisNode(PrivateRedis):
         """Start the server (as replica when it has a master) and wait for PING."""
         command = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", ""]
         command += ["--appendonly", "no", "--protected-mode", "no", *self.extra]
+        # Replication without files: a replica's full sync would write dump.rdb into the
+        # working directory (the checkout) otherwise; and no 5 s wait before a sync.
+        command += ["--repl-diskless-sync", "yes", "--repl-diskless-sync-delay", "0"]
+        command += ["--repl-diskless-load", "on-empty-db"]
         if self.password:
             command += ["--requirepass", self.password, "--masterauth", self.password]
         if self.master_port:
@@ -143,6 +156,20 @@ class SentinelStack:
         self.master, self.replica = self.replica, self.master
         return seen
 
+    def wait_new_master(self, other_than: RedisNode | int, timeout: float = 30.0) -> RedisNode:
+        """Wait until the sentinels name a master other than `other_than` (a node or its port); return it."""
+        old = other_than if isinstance(other_than, int) else other_than.port
+        self._wait(lambda: self.master_port() not in (None, old), timeout=timeout, interval=0.05)
+        if self.master.port == old:
+            self.master, self.replica = self.replica, self.master
+        return self.master
+
+    def restart(self, node: RedisNode, timeout: float = 30.0) -> None:
+        """Start a killed node again as a replica of the current master; wait until it syncs."""
+        node.master_port = self.master.port
+        node.start()
+        self._wait(lambda: self._synced(node.port), timeout=timeout)
+
     def rejoin_old_master(self) -> None:
         """Restart the killed node; the sentinels make it a replica of the new master."""
         self.replica.master_port = self.master.port
@@ -171,6 +198,7 @@ class SentinelStack:
         self.sentinels.clear()
         self.master.stop()
         self.replica.stop()
+        shutil.rmtree(self.root, ignore_errors=True)  # the sentinels' rewritten config files
 
     def __enter__(self) -> SentinelStack:
         return self.start()
