@@ -1,4 +1,10 @@
-"""Named dependency checks behind `/health`: healthy, degraded or unhealthy."""
+"""Named dependency checks behind `/health`, and the Kubernetes probes `/livez` and `/readyz`.
+
+`/health` reports every dependency (healthy, degraded or unhealthy). `/livez` only says the
+process can answer: it runs no check, so a PostgreSQL or Redis outage never makes an
+orchestrator restart healthy pods into it. `/readyz` runs the readiness checks only (what
+this pod needs to serve now) and answers 503 while any is not ok.
+"""
 
 from __future__ import annotations
 
@@ -35,6 +41,7 @@ class HealthCheck:
 
     def __init__(self, app: Flask | None = None) -> None:
         self.checks: dict[str, Check] = {}
+        self.readiness: dict[str, Check] = {}
         self.started = time.monotonic()
         self.service = "app"
         self._gauge: Any = None
@@ -46,6 +53,8 @@ class HealthCheck:
         self.service = app.config.get("SERVICE_NAME", app.name)
         app.extensions[EXTENSION] = self
         app.add_url_rule("/health", "health", self.view, methods=["GET"])
+        app.add_url_rule("/livez", "livez", self.live_view, methods=["GET"])
+        app.add_url_rule("/readyz", "readyz", self.ready_view, methods=["GET"])
         metrics = app.extensions.get(METRICS_EXTENSION)
         if metrics is not None:
             self._gauge = metrics.gauge(
@@ -60,6 +69,10 @@ class HealthCheck:
         """Add (or replace) a named check."""
         self.checks[name] = Check(name, func, critical)
 
+    def add_readiness(self, name: str, func: CheckFunc) -> None:
+        """Add (or replace) a check `/readyz` needs ok before this pod takes traffic."""
+        self.readiness[name] = Check(name, func, critical=True)
+
     def run(self) -> dict[str, Any]:
         """Run every check and summarise."""
         results = {name: _run_one(check) for name, check in self.checks.items()}
@@ -67,7 +80,7 @@ class HealthCheck:
         return {
             "status": self._overall(results),
             "service": self.service,
-            "uptime_seconds": round(time.monotonic() - self.started, 3),
+            "uptime_seconds": self._uptime(),
             "checks": results,
         }
 
@@ -94,6 +107,23 @@ class HealthCheck:
             response.headers["Retry-After"] = "5"
         return response, status
 
+    def live_view(self) -> tuple[Response, int]:
+        """The `/livez` endpoint: 200 whenever the process can answer, whatever its dependencies."""
+        return jsonify({"status": "alive", "service": self.service, "uptime_seconds": self._uptime()}), 200
+
+    def ready_view(self) -> tuple[Response, int]:
+        """The `/readyz` endpoint: 200 when every readiness check is ok, else 503."""
+        results = {name: _run_one(check) for name, check in self.readiness.items()}
+        ready = all(result["status"] == OK for result in results.values())
+        status = "ready" if ready else "not ready"
+        response = jsonify({"status": status, "service": self.service, "checks": results})
+        if not ready:
+            response.headers["Retry-After"] = "5"
+        return response, 200 if ready else 503
+
+    def _uptime(self) -> float:
+        return round(time.monotonic() - self.started, 3)
+
 
 def _run_one(check: Check) -> dict[str, Any]:
     try:
@@ -118,3 +148,25 @@ def _normalise(outcome: CheckResult) -> dict[str, Any]:
 def get_health(app: Flask | None = None, user: str = "get_health()") -> HealthCheck:
     """The health extension of `app` (default: the current app); `user` names who needs it."""
     return required(app or current_app, EXTENSION, HealthCheck, user)
+
+
+def probe_paths(ready: str) -> dict[str, Any]:
+    """OpenAPI path items of `/livez` and `/readyz`; `ready` says what readiness means here."""
+    body = {"application/json": {"schema": {"type": "object", "required": ["status", "service"]}}}
+    return {
+        "/livez": {
+            "get": {
+                "summary": "Liveness: the process can answer (no dependency is checked)",
+                "responses": {"200": {"description": "alive", "content": body}},
+            }
+        },
+        "/readyz": {
+            "get": {
+                "summary": f"Readiness: {ready}",
+                "responses": {
+                    "200": {"description": "ready", "content": body},
+                    "503": {"description": "not ready: a readiness check is down", "content": body},
+                },
+            }
+        },
+    }

@@ -31,6 +31,7 @@ from database_service.models import (
 )
 from shared import __version__
 from shared.app import INDEX_SCHEMA
+from shared.health_check import probe_paths
 
 REF = "#/components/schemas/{model}"
 INPUT_MODELS: tuple[type[BaseModel], ...] = (SignalIn, TradeIn)
@@ -216,6 +217,7 @@ def build_openapi(version: str = __version__, secured: bool = False) -> dict[str
                 )
             },
             "/health": {"get": _health()},
+            **probe_paths("storage (the primary database) answers"),
             "/stats": {"get": _simple("Counts, backend and uptime", _json(_ref(ServiceStats)))},
             "/metrics": {"get": _simple("Prometheus metrics", {"text/plain": {"schema": {"type": "string"}}})},
             "/openapi.json": {"get": _simple("This document", _json({"type": "object"}))},

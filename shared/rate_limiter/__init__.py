@@ -38,7 +38,7 @@ __all__ = [
 ]
 
 EXTENSION = "sardag_rate_limiter"
-EXEMPT_ENDPOINTS = frozenset({"health", "metrics", "static"})
+EXEMPT_ENDPOINTS = frozenset({"health", "livez", "readyz", "metrics", "static"})
 F = TypeVar("F", bound=Callable[..., Any])
 
 

@@ -46,6 +46,8 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     health = get_health(app)
     health.add_check("ingest", lambda: _ingest_check(service), critical=True)
     health.add_check("upstream", lambda: _upstream_check(service), critical=False)
+    health.add_readiness("ingest", lambda: _ingest_check(service))
+    health.add_readiness("price", lambda: _price_check(service))
     on_shutdown(app, service.stop)
     return app
 
@@ -77,6 +79,16 @@ def _ingest_check(service: StreamingService) -> tuple[str, object]:
     if not service.alive():
         return "down", "an ingest thread died"
     return "ok", service.role
+
+
+def _price_check(service: StreamingService) -> tuple[str, object]:
+    """Readiness: the book holds a price no older than PRICE_STALE_SECONDS."""
+    age = service.newest_update_age()
+    if age is None:
+        return "down", "no price yet"
+    if age > service.stale_after:
+        return "down", f"newest price is {age} s old (limit {service.stale_after} s)"
+    return "ok", {"newest_price_age_seconds": age}
 
 
 def _upstream_check(service: StreamingService) -> tuple[str, dict[str, object]]:

@@ -14,6 +14,7 @@ from flask import Flask, Response, jsonify
 
 from shared import __version__
 from shared.app import INDEX_SCHEMA
+from shared.health_check import probe_paths
 from shared.symbols import SYMBOL_PATTERN
 
 SYMBOL = SYMBOL_PATTERN.strip("^$")
@@ -198,6 +199,7 @@ def build_openapi(version: str = __version__) -> dict[str, Any]:
                 )
             },
             "/health": {"get": _health()},
+            **probe_paths("ingest runs in this process and the book holds a fresh price"),
             "/stats": {"get": _operation("Ingest counters", _ok("counters", STATS_SCHEMA))},
             "/metrics": {
                 "get": _operation(
