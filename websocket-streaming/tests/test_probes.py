@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
 
 import pytest
+import requests
 from flask import Flask
 from websocket_streaming import get_service
 from websocket_streaming.fake_exchange import FakeExchange, trade_event
@@ -55,3 +57,26 @@ def test_both_probes_are_in_the_openapi_document(make_app: Callable[..., Flask])
     paths = make_app(connect=False).test_client().get("/openapi.json").get_json()["paths"]
     assert set(paths["/readyz"]["get"]["responses"]) == {"200", "503"}
     assert set(paths["/livez"]["get"]["responses"]) == {"200"}
+
+
+def subscribers_metric(base: str) -> float:
+    """sardag_sse_subscribers as /metrics exposes it (what the HPA's custom metric reads)."""
+    text = requests.get(f"{base}/metrics", timeout=5).text
+    found = re.search(r'^sardag_sse_subscribers\{service="websocket-streaming"\} (\S+)$', text, re.M)
+    assert found, "sardag_sse_subscribers is not exported"
+    return float(found.group(1))
+
+
+def test_sse_subscribers_gauge_counts_open_streams(
+    make_app: Callable[..., Flask], serve: Callable[[Flask], str]
+) -> None:
+    base = serve(make_app(SSE_HEARTBEAT_SECONDS=0.2))
+    assert subscribers_metric(base) == 0
+    streams = [requests.get(f"{base}/stream", stream=True, timeout=5) for _ in range(3)]
+    assert [s.status_code for s in streams] == [200, 200, 200]
+    wait_until(lambda: subscribers_metric(base) == 3, 3.0, "three subscribers counted")
+    for stream in streams[:2]:
+        stream.close()
+    # a closed client is noticed at the next heartbeat write
+    wait_until(lambda: subscribers_metric(base) == 1, 3.0, "two streams released")
+    streams[2].close()

@@ -39,7 +39,11 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     )
     service = StreamingService(app.config, get_metrics(app))
     app.extensions[EXTENSION] = service
-    app.extensions[f"{EXTENSION}.sse"] = SubscriberSlots(int(app.config["SSE_MAX_SUBSCRIBERS"]))
+    subscribers = get_metrics(app).gauge(
+        "sse_subscribers", "Open SSE streams (summed over live workers: per pod)", multiprocess_mode="livesum"
+    )
+    subscribers.set(0)
+    app.extensions[f"{EXTENSION}.sse"] = SubscriberSlots(int(app.config["SSE_MAX_SUBSCRIBERS"]), subscribers)
     app.register_blueprint(bp)
     openapi.init_app(app)
     get_pipeline(app).add(before=lambda _request, _state: service.ensure_started())

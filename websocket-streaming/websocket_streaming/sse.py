@@ -12,6 +12,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
+from typing import Any
 
 from shared import tracing
 
@@ -26,9 +27,10 @@ HEARTBEAT = b": heartbeat\n"
 class SubscriberSlots:
     """Caps concurrent streams so SSE can never take every worker thread from REST."""
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, gauge: Any = None) -> None:
         self.limit = limit
         self.count = 0
+        self._gauge = gauge  # sardag_sse_subscribers: the HPA's per-pod signal
         self._lock = threading.Lock()
 
     def acquire(self) -> bool:
@@ -37,12 +39,18 @@ class SubscriberSlots:
             if self.count >= self.limit:
                 return False
             self.count += 1
+            self._export()
             return True
 
     def release(self) -> None:
         """Give a slot back."""
         with self._lock:
             self.count -= 1
+            self._export()
+
+    def _export(self) -> None:
+        if self._gauge is not None:
+            self._gauge.set(self.count)
 
 
 def price_events(
