@@ -468,4 +468,6 @@ def test_the_connection_budget_arithmetic_is_what_the_docs_state() -> None:
     hpa = by_kind(objects, "HorizontalPodAutoscaler")["database-service"]
     total = int(env["DATABASE_POOL_SIZE"]) * int(env["WEB_CONCURRENCY"]) * hpa["spec"]["maxReplicas"]
     assert total == 80
-    assert "4 x WEB_CONCURRENCY 2 x maxReplicas 10 = 80" in (K8S / "overlays" / "prod" / "hpa.yaml").read_text()
+    written = "DATABASE_POOL_SIZE 4 x WEB_CONCURRENCY 2 x maxReplicas 10 = 80"
+    assert written in (K8S / "overlays" / "prod" / "hpa.yaml").read_text()
+    assert written in (REPO / "docs" / "kubernetes.md").read_text()
