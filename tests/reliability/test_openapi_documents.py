@@ -47,6 +47,8 @@ def test_every_websocket_streaming_route_is_documented() -> None:
     assert paths == {
         "/",
         "/health",
+        "/livez",
+        "/readyz",
         "/stats",
         "/metrics",
         "/openapi.json",
