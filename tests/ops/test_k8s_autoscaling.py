@@ -178,8 +178,10 @@ def test_database_service_scales_up_under_load_and_back_down_after(ops: SimpleNa
     samples = query_range(ops, prometheus, expr, start, end)
     timeline = simulate(samples, hpa)
     peak = max(r for _, r in timeline)
-    changes = [(round(t - start), r) for (t, r), (_, before) in zip(timeline[1:], timeline) if r != before]
-    print(f"\n{answered} requests in 20 s, peak {max(v for _, v in samples):.0f} req/s; (s, replicas): {changes}")
+    pairs = zip(timeline[1:], timeline[:-1], strict=True)
+    changes = [(round(t - start), r) for (t, r), (_, before) in pairs if r != before]
+    rate = max(v for _, v in samples)
+    print(f"\n{answered} requests in 20 s, peak {rate:.0f} req/s; (s, replicas): {changes}")
     assert timeline[0][1] == hpa.minimum
     assert peak > hpa.minimum, f"no scale-up: {samples}"
     scaled_up_at = next(t for t, r in timeline if r > hpa.minimum)
