@@ -1,19 +1,23 @@
-"""A simulation of the HPA controller on real measurements: database-service under gunicorn
-is loaded, a real Prometheus scrapes it with the labels the pod-annotation job gives, the
-Prometheus Adapter rule's PromQL (deploy/k8s/prometheus-adapter/rules.yaml) is read back as
-a range, and the HPA algorithm with overlays/prod/hpa.yaml's target, bounds, tolerance and
+"""A simulation of the HPA controller on real measurements: each service under gunicorn is
+loaded, a real Prometheus scrapes it with the labels the pod-annotation job gives, the
+Prometheus Adapter rules' PromQL (deploy/k8s/prometheus-adapter/rules.yaml) is read back as
+a range, and the HPA algorithm with overlays/prod/hpa.yaml's targets, bounds, tolerance and
 stabilisation is applied to it: it must scale up under the load and back down after.
 
 Not a cluster: one process carries the whole Deployment's load, and the simulation spreads
 it over the simulated replicas as the Service would. The stabilisation windows are divided
-by TIME_SCALE (30) so CI runs it in about a minute; K8S_AUTOSCALING_LONG=1 uses the real
-windows (over five minutes of idling). The load is Python threads, not k6."""
+by TIME_SCALE (30) so CI runs the two in about three minutes; K8S_AUTOSCALING_LONG=1 uses the real
+windows (over fifteen minutes of idling). The load is Python threads (REST) and raw sockets
+(SSE subscribers), not k6 and Locust. Not simulated: the CPU metric and scale-down rate
+policies (websocket-streaming's one pod per 5 minutes)."""
 
 from __future__ import annotations
 
 import json
 import math
 import os
+import re
+import socket
 import threading
 import time
 import urllib.parse
@@ -27,7 +31,11 @@ import yaml
 
 LONG = os.environ.get("K8S_AUTOSCALING_LONG") == "1"
 TIME_SCALE = 1 if LONG else 30
-NAMESPACE, POD = "sardag", "database-service-7d9f-abcde"
+NAMESPACE = "sardag"
+PODS = {
+    "database-service": "database-service-7d9f-abcde",
+    "websocket-streaming": "websocket-streaming-5c8b-fghij",
+}
 TOLERANCE = 0.1  # the controller's default --horizontal-pod-autoscaler-tolerance
 
 
@@ -79,13 +87,13 @@ def hpa_spec(ops: SimpleNamespace, name: str) -> dict[str, Any]:
     raise AssertionError(f"no HPA {name}")
 
 
-def adapter_query(ops: SimpleNamespace, metric: str) -> str:
+def adapter_query(ops: SimpleNamespace, metric: str, pod: str) -> str:
     """The adapter rule exposing `metric`, its templates filled as the adapter fills them."""
     rules = yaml.safe_load((ops.REPO / "deploy/k8s/prometheus-adapter/rules.yaml").read_text())["rules"]
     (rule,) = [r for r in rules if r["name"]["as"] == metric]
     series = rule["seriesQuery"].split("{", 1)[0]
     query: str = rule["metricsQuery"]
-    matchers = f'namespace="{NAMESPACE}",pod=~"{POD}"'
+    matchers = f'namespace="{NAMESPACE}",pod=~"{pod}"'
     return (
         query.replace("<<.Series>>", series)
         .replace("<<.LabelMatchers>>", matchers)
@@ -93,14 +101,14 @@ def adapter_query(ops: SimpleNamespace, metric: str) -> str:
     )
 
 
-def start_prometheus(ops: SimpleNamespace, launcher: Any, target: str) -> str:
+def start_prometheus(ops: SimpleNamespace, launcher: Any, target: str, pod: str) -> str:
     """A real Prometheus scraping `target` every second with the pod job's labels."""
     config = {
         "global": {"scrape_interval": "1s", "scrape_timeout": "1s"},
         "scrape_configs": [
             {
                 "job_name": "kubernetes-pods",
-                "static_configs": [{"targets": [target], "labels": {"namespace": NAMESPACE, "pod": POD}}],
+                "static_configs": [{"targets": [target], "labels": {"namespace": NAMESPACE, "pod": pod}}],
             }
         ],
     }
@@ -130,6 +138,11 @@ def query_range(
     assert body["status"] == "success", body
     values = {round(float(t)): float(v) for result in body["data"]["result"] for t, v in result["values"]}
     return [(float(t), values.get(t, 0.0)) for t in range(first, last + 1)]
+
+
+def scraped(ops: SimpleNamespace, prometheus: str) -> bool:
+    """Whether Prometheus has scraped its target in the last two seconds."""
+    return query_range(ops, prometheus, "up", time.time() - 2, time.time())[-1][1] == 1
 
 
 def load(url: str, seconds: float, threads: int = 6) -> int:
@@ -164,11 +177,10 @@ def test_database_service_scales_up_under_load_and_back_down_after(ops: SimpleNa
         down_window=spec["behavior"]["scaleDown"]["stabilizationWindowSeconds"] / TIME_SCALE,
     )
     db = launcher.gunicorn("database-service", workers=2, RATE_LIMIT_ENABLED="0")
-    prometheus = start_prometheus(ops, launcher, f"127.0.0.1:{db.port}")
-    expr = adapter_query(ops, pods_metric["metric"]["name"])
-    ops.wait_until(
-        lambda: query_range(ops, prometheus, "up", time.time() - 2, time.time())[-1][1] == 1, 30, "scrape"
-    )
+    pod = PODS["database-service"]
+    prometheus = start_prometheus(ops, launcher, f"127.0.0.1:{db.port}", pod)
+    expr = adapter_query(ops, pods_metric["metric"]["name"], pod)
+    ops.wait_until(lambda: scraped(ops, prometheus), 30, "the first scrape")
     start = time.time()
     time.sleep(5)  # idle first: the recommendation is the minimum
     answered = load(f"{db.url}/signals/history?limit=1", 20)
@@ -186,4 +198,72 @@ def test_database_service_scales_up_under_load_and_back_down_after(ops: SimpleNa
     assert peak > hpa.minimum, f"no scale-up: {samples}"
     scaled_up_at = next(t for t, r in timeline if r > hpa.minimum)
     assert scaled_up_at <= loaded_until + 2
+    assert timeline[-1][1] == hpa.minimum, f"not back down: {timeline[-10:]}"
+
+
+def open_streams(url: str, count: int) -> list[socket.socket]:
+    """`count` SSE subscribers on raw sockets, each past its `: connected` comment."""
+    address = urllib.parse.urlsplit(url)
+    request = f"GET /stream HTTP/1.1\r\nHost: {address.netloc}\r\nAccept: text/event-stream\r\n\r\n".encode()
+    streams = []
+    for _ in range(count):
+        stream = socket.create_connection((address.hostname, address.port), timeout=10)
+        stream.sendall(request)
+        streams.append(stream)
+    for stream in streams:
+        received = b""
+        while b": connected" not in received:
+            chunk = stream.recv(4096)
+            assert chunk, "a stream closed before it was connected"
+            received += chunk
+        assert received.startswith(b"HTTP/1.1 200"), received[:200]
+    return streams
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+@pytest.mark.websocket
+def test_websocket_streaming_scales_on_subscribers_and_slowly_back(ops: SimpleNamespace, launcher: Any) -> None:
+    spec = hpa_spec(ops, "websocket-streaming")
+    (pods_metric,) = [m["pods"] for m in spec["metrics"]]
+    hpa = Autoscaler(
+        target=float(pods_metric["target"]["averageValue"]),
+        minimum=spec["minReplicas"],
+        maximum=spec["maxReplicas"],
+        down_window=spec["behavior"]["scaleDown"]["stabilizationWindowSeconds"] / TIME_SCALE,
+    )
+    subscribers = math.ceil(hpa.minimum * hpa.target * 1.25)  # a quarter over the target
+    exchange = launcher.fake_exchange()
+    urls = dict(re.findall(r"(BINANCE_WS_URL|BINANCE_REST_URL)=(\S+)", exchange.log_text()))
+    ws = launcher.gunicorn(
+        "websocket-streaming",
+        workers=1,
+        SSE_MAX_SUBSCRIBERS=str(subscribers + 50),
+        SSE_HEARTBEAT_SECONDS="1",
+        RATE_LIMIT_ENABLED="0",
+        **urls,
+    )
+    pod = PODS["websocket-streaming"]
+    prometheus = start_prometheus(ops, launcher, f"127.0.0.1:{ws.port}", pod)
+    expr = adapter_query(ops, pods_metric["metric"]["name"], pod)
+    ops.wait_until(lambda: scraped(ops, prometheus), 30, "the first scrape")
+    start = time.time()
+    time.sleep(3)
+    streams = open_streams(ws.url, subscribers)
+    time.sleep(10)
+    closed_at = time.time()
+    for stream in streams:
+        stream.close()
+    time.sleep(hpa.down_window + 10)
+    samples = query_range(ops, prometheus, expr, start, time.time())
+    timeline = simulate(samples, hpa)
+    pairs = zip(timeline[1:], timeline[:-1], strict=True)
+    changes = [(round(t - start), r) for (t, r), (_, before) in pairs if r != before]
+    print(f"\n{subscribers} subscribers, peak {max(v for _, v in samples):.0f}; (s, replicas): {changes}")
+    assert max(v for _, v in samples) == subscribers
+    assert max(r for _, r in timeline) > hpa.minimum, f"no scale-up: {samples}"
+    # slow scale-down: still scaled up a window after the subscribers left, down at the end
+    still_up = [r for t, r in timeline if closed_at + 3 < t < closed_at + hpa.down_window - 2]
+    assert still_up
+    assert min(still_up) > hpa.minimum
     assert timeline[-1][1] == hpa.minimum, f"not back down: {timeline[-10:]}"
