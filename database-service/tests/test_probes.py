@@ -51,3 +51,20 @@ def test_both_probes_are_in_the_openapi_document() -> None:
     paths = build_openapi()["paths"]
     assert set(paths["/readyz"]["get"]["responses"]) == {"200", "503"}
     assert set(paths["/livez"]["get"]["responses"]) == {"200"}
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("database_url", [NOWHERE])
+def test_readyz_stays_200_on_the_standbys_while_the_primary_is_unreachable(
+    make_app: Callable[..., Flask], pg_database: str
+) -> None:
+    # During a failover reads go on from DATABASE_READ_URL: the pod must stay in the Service.
+    make_app(DATABASE_URL=pg_database)  # the standby's schema, as replication would give it
+    client = make_app(DATABASE_READ_URL=pg_database).test_client()
+    ready = client.get("/readyz")
+    assert ready.status_code == 200
+    detail = ready.get_json()["checks"]["database"]["detail"]
+    assert detail.startswith("reads only: the primary is unreachable")
+    assert client.get("/signals/history").status_code == 200
+    write = client.post("/signals/save", json={"symbol": "BTCUSDT", "action": "BUY", "price": 1})
+    assert write.status_code == 503
