@@ -26,6 +26,7 @@ SECRET = "sardag"  # the one Secret the overlays reference, created by the opera
 NO_SCHEMA = "Couldn't find schema"  # kubernetes-validate only warns (exit 0) for unknown kinds
 # Variables the images set or gunicorn.conf.py reads that compose leaves to the image.
 IMAGE_ENV = {"PROMETHEUS_MULTIPROC_DIR": "/tmp/sardag-metrics", "GRACEFUL_TIMEOUT": "30"}
+SSE_HEARTBEAT_SECONDS = 15  # the default; the Ingress must outlast many heartbeats
 ADAPTER_RULES = K8S / "prometheus-adapter" / "rules.yaml"
 Objects = list[dict[str, Any]]
 
@@ -139,6 +140,7 @@ def policy(objects: Objects, overlay: Path, routes: dict[str, set[str]]) -> list
     problems += _references(objects, overlay)
     problems += _disruption_budgets(objects)
     problems += _autoscalers(objects)
+    problems += _streaming_ingress(objects)
     return problems
 
 
@@ -234,6 +236,18 @@ def _references(objects: Objects, overlay: Path) -> Iterator[str]:
                     ref = source["configMapKeyRef"]
                     if ref["key"] not in config_maps.get(ref["name"], {}).get("data", {}):
                         yield f"{name}: ConfigMap {ref['name']} has no key {ref['key']}"
+
+
+def _streaming_ingress(objects: Objects) -> Iterator[str]:
+    """SSE through ingress-nginx: unbuffered, and read timeouts far above the heartbeat."""
+    annotations = by_kind(objects, "Ingress")["websocket-streaming"]["metadata"].get("annotations", {})
+    prefix = "nginx.ingress.kubernetes.io/"
+    if annotations.get(f"{prefix}proxy-buffering") != "off":
+        yield "Ingress websocket-streaming buffers responses: SSE events would be held back"
+    least = 10 * SSE_HEARTBEAT_SECONDS
+    for timeout in ("proxy-read-timeout", "proxy-send-timeout"):
+        if int(annotations.get(prefix + timeout, 60)) < least:
+            yield f"Ingress websocket-streaming {timeout} under {least} s: quiet streams are cut"
 
 
 def _disruption_budgets(objects: Objects) -> Iterator[str]:
@@ -430,6 +444,13 @@ def test_validation_refuses_an_object_it_has_no_schema_for(tmp_path: Path) -> No
             "    name: websocket-stream\n  minReplicas",
             "HPA websocket-streaming targets Deployment websocket-stream, which does not exist",
             id="hpa-target-missing",
+        ),
+        pytest.param(
+            "base/ingress.yaml",
+            'proxy-buffering: "off"',
+            'proxy-buffering: "on"',
+            "Ingress websocket-streaming buffers responses",
+            id="sse-buffered",
         ),
         pytest.param(
             "overlays/prod/hpa.yaml",
