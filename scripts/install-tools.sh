@@ -5,6 +5,7 @@
 #   - etcd, the DCS of the Patroni failover tests (Patroni itself is in the `test` extra):
 #     Debian's `etcd-server` package
 #   - pm2: `npm ci` from package-lock.json (node_modules/, git-ignored)
+#   - chromium: Debian's `chromium` package, the headless browser that loads each /docs page
 # hadolint, check-jsonschema, actionlint and shellcheck come from the Python `test` extra
 # (pyproject.toml). The Debian packages are there for their binaries: the tests start them
 # on free ports; where policy-rc.d or no init system stops it, no service starts.
@@ -63,6 +64,10 @@ install_etcd() {
     apt_install etcd-server etcd
 }
 
+install_chromium() {
+    apt_install chromium chromium
+}
+
 install_pm2() {
     if ! command -v npm >/dev/null 2>&1; then
         log "no npm: install Node.js 20+ and npm, then rerun (PM2 tests skip without it)"
@@ -81,4 +86,5 @@ install_prometheus || status=1
 install_nginx || status=1
 install_etcd || status=1
 install_pm2 || status=1
+install_chromium || status=1
 exit "$status"

@@ -45,17 +45,27 @@ mkdir -p data
 # Job control puts each server in a process group of its own: Ctrl-C reaches this script
 # only, and the trap stops each server with one SIGTERM. A gunicorn worker that gets the
 # terminal's SIGINT and its master's SIGQUIT at once can hang in its own shutdown.
+# The services stop first, the fake exchange after them: stopped first, it would make
+# websocket-streaming log "upstream connection lost" on every Ctrl-C.
 set -m
 pids=()
-stop_all() { kill -TERM "${pids[@]}" 2>/dev/null || true; wait "${pids[@]}" 2>/dev/null || true; }
+fake_pid=""
+stop_all() {
+    kill -TERM "${pids[@]}" 2>/dev/null || true
+    wait "${pids[@]}" 2>/dev/null || true
+    if [ -n "$fake_pid" ]; then
+        kill -TERM "$fake_pid" 2>/dev/null || true
+        wait "$fake_pid" 2>/dev/null || true
+    fi
+}
 trap stop_all EXIT INT TERM
 
 if [ "$fake" = 1 ]; then
     .venv/bin/python -m websocket_streaming.fake_exchange --port "$FAKE_PORT" &
-    pids+=($!)
+    fake_pid=$!
     for _ in $(seq 200); do  # up to 20 s: the services' first connection must find it
         listening "$FAKE_PORT" && break
-        kill -0 "${pids[0]}" 2>/dev/null || { echo "run: the fake exchange exited" >&2; exit 1; }
+        kill -0 "$fake_pid" 2>/dev/null || { echo "run: the fake exchange exited" >&2; exit 1; }
         sleep 0.1
     done
     listening "$FAKE_PORT" || { echo "run: the fake exchange did not listen on $FAKE_PORT" >&2; exit 1; }
@@ -66,4 +76,4 @@ pids+=($!)
 PORT="$WS_PORT" .venv/bin/gunicorn -c websocket-streaming/gunicorn.conf.py "websocket_streaming:create_app()" &
 pids+=($!)
 echo "run: database-service http://127.0.0.1:$DB_PORT  websocket-streaming http://127.0.0.1:$WS_PORT (Ctrl-C stops)" >&2
-wait -n "${pids[@]}"
+wait -n "${pids[@]}" ${fake_pid:+"$fake_pid"}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -10,7 +11,7 @@ from flask.json.provider import DefaultJSONProvider
 from werkzeug.exceptions import RequestEntityTooLarge
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from shared import __version__, errors, logger, sentry_integration, tracing
+from shared import __version__, docs_page, errors, logger, sentry_integration, tracing
 from shared.config import Check, Setting, load_config
 from shared.health_check import HealthCheck
 from shared.lifecycle import on_shutdown, shutdown
@@ -23,7 +24,7 @@ __all__ = ["MAX_BODY_BYTES", "ServiceFlask", "create_base_app", "on_shutdown", "
 
 MAX_BODY_BYTES = 1024 * 1024
 # What `/` links to, when the app has the route: name -> path.
-INDEX_LINKS = {"health": "/health", "openapi": "/openapi.json", "metrics": "/metrics"}
+INDEX_LINKS = {"docs": "/docs", "health": "/health", "openapi": "/openapi.json", "metrics": "/metrics"}
 # The JSON Schema of what `/` answers, for each service's OpenAPI document.
 INDEX_SCHEMA = {
     "type": "object",
@@ -32,8 +33,14 @@ INDEX_SCHEMA = {
         "service": {"type": "string"},
         "version": {"type": "string"},
         "links": {"type": "object", "additionalProperties": {"type": "string"}},
+        "routes": {
+            "type": "array",
+            "items": {"type": "string"},
+            "description": "every route as METHOD /path, the path as /openapi.json writes it",
+        },
     },
 }
+_VARIABLE = re.compile(r"<(?:[^:<>]+:)?([^<>]+)>")
 
 
 class ServiceFlask(Flask):
@@ -80,14 +87,29 @@ def create_base_app(
     Cache(app)
     RateLimiter(app)
     app.add_url_rule("/", "index", _index, methods=["GET"])
+    docs_page.init_app(app)
     return app
 
 
 def _index() -> Response:
-    """`/`: which service this is, its version, and where to look next."""
+    """`/`: which service this is, its version, where to look next and every route."""
     routes = {rule.rule for rule in current_app.url_map.iter_rules()}
+    if "/openapi.json" not in routes:
+        routes.discard("/docs")  # a page of a document the app does not have
     links = {name: path for name, path in INDEX_LINKS.items() if path in routes}
-    return jsonify({"service": current_app.config["SERVICE_NAME"], "version": __version__, "links": links})
+    body = {"service": current_app.config["SERVICE_NAME"], "version": __version__, "links": links}
+    return jsonify({**body, "routes": route_list(current_app)})
+
+
+def route_list(app: Flask) -> list[str]:
+    """Every route of `app` as `METHOD /path` (`/signals/{signal_id}`), sorted by path."""
+    found: set[tuple[str, str]] = set()
+    for rule in app.url_map.iter_rules():
+        if rule.endpoint == "static":
+            continue
+        path = _VARIABLE.sub(r"{\1}", rule.rule)
+        found.update((path, method) for method in rule.methods or () if method not in ("HEAD", "OPTIONS"))
+    return [f"{method} {path}" for path, method in sorted(found)]
 
 
 def _reject_large_bodies(req: Request, state: RequestState) -> None:

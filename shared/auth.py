@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 from flask import Flask, current_app, request
 
 from shared.errors import APIError
-from shared.secrets import Secrets
+from shared.secrets import MIN_KEY_LENGTH, Secrets, key_file_keys
 
 F = TypeVar("F", bound=Callable[..., Any])
 EXTENSION = "sardag_api_keys"
@@ -81,8 +81,9 @@ class ApiKeys:
             if state == self._file_state:
                 return  # another thread got here first
             keys = _read_key_file(str(self.path))
-            if self._secrets is not None:
+            if self._secrets is not None:  # a refused short key is masked too: it may be a real one
                 self._secrets.add(keys)
+            keys = _long_enough(keys, str(self.path))
             self._from_file, self._file_state = frozenset(_digest(k) for k in keys), state
         log.info("api keys file %s read: %d keys", self.path, len(keys))
 
@@ -90,11 +91,20 @@ class ApiKeys:
 def _read_key_file(path: str) -> list[str]:
     try:
         with open(path, encoding="utf-8") as handle:
-            lines = [line.strip() for line in handle]
+            keys = key_file_keys(handle.read())
     except (OSError, UnicodeDecodeError) as exc:
         log.error("api keys file %s unreadable (%s): no key from it is accepted", path, type(exc).__name__)
         return []
-    return [line for line in lines if line and not line.startswith("#")]
+    return keys
+
+
+def _long_enough(keys: list[str], path: str) -> list[str]:
+    """The keys of MIN_KEY_LENGTH characters or more; the others are refused, with one log line."""
+    accepted = [key for key in keys if len(key) >= MIN_KEY_LENGTH]
+    if len(accepted) < len(keys):
+        refused = len(keys) - len(accepted)
+        log.error("api keys file %s: %d keys shorter than %d characters refused", path, refused, MIN_KEY_LENGTH)
+    return accepted
 
 
 def init_app(app: Flask) -> ApiKeys:

@@ -85,6 +85,13 @@ class BinanceClient:
         found: list[list[Any]] = self._get("/api/v3/klines", params)
         return found
 
+    def server_time(self) -> int:
+        """Binance's clock: `serverTime` of `GET /api/v3/time` (weight 1), in ms since the epoch."""
+        found = self._get("/api/v3/time", {})
+        if not isinstance(found, dict) or not isinstance(found.get("serverTime"), int):
+            raise BinanceUnavailable(f"unexpected /api/v3/time answer: {str(found)[:80]}")
+        return int(found["serverTime"])
+
     def blocked_for(self) -> float:
         """Seconds left before Binance's `Retry-After` allows another request."""
         return max(0.0, self._blocked_until - self._clock())

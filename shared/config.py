@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import difflib
 import importlib
 import importlib.util
 import ipaddress
@@ -17,12 +18,15 @@ from urllib.parse import unquote, urlsplit
 
 from dotenv import dotenv_values
 
+from shared.secrets import MIN_KEY_LENGTH, key_file_keys, redacted
+
 RATE_LIMIT_PREFIX = "RATE_LIMIT_"
 _RESERVED_RATE_LIMIT_KEYS = {
     "RATE_LIMIT_DEFAULT",
     "RATE_LIMIT_ENABLED",
     "RATE_LIMIT_WINDOW_SECONDS",
     "RATE_LIMIT_MAX_KEYS",
+    "RATE_LIMIT_IPV6_PREFIX",
 }
 
 
@@ -118,6 +122,16 @@ def parse_url(*schemes: str) -> Parser:
     return parse
 
 
+def parse_redis_url(value: str) -> str | None:
+    """A Redis URL: one server, or a master through Sentinel (`redis+sentinel://`)."""
+    from shared.redis_conn import PLAIN_SCHEMES, SENTINEL_SCHEMES, check_redis_url
+
+    url: str | None = parse_url(*PLAIN_SCHEMES, *SENTINEL_SCHEMES)(value)
+    if url is not None:
+        check_redis_url(url)
+    return url
+
+
 def parse_choice(*choices: str) -> Parser:
     """Build a parser for one of a fixed set of (case-insensitive) words."""
 
@@ -130,9 +144,24 @@ def parse_choice(*choices: str) -> Parser:
     return parse
 
 
+def parse_key(value: str) -> str | None:
+    """One API key (surrounding spaces dropped), at least MIN_KEY_LENGTH characters; None when empty."""
+    key = value.strip()
+    if key and len(key) < MIN_KEY_LENGTH:
+        raise ValueError(f"a key must be at least {MIN_KEY_LENGTH} characters, got {len(key)}{_KEY_HINT}")
+    return key or None
+
+
 def parse_key_list(value: str) -> tuple[str, ...]:
-    """Comma-separated API keys (surrounding spaces dropped, no empty entries)."""
-    return tuple(dict.fromkeys(k.strip() for k in value.split(",") if k.strip()))
+    """Comma-separated API keys (surrounding spaces dropped, no empty entries), each long enough."""
+    keys = tuple(dict.fromkeys(k.strip() for k in value.split(",") if k.strip()))
+    for number, key in enumerate(keys, 1):
+        if len(key) < MIN_KEY_LENGTH:
+            raise ValueError(f"key {number} is shorter than {MIN_KEY_LENGTH} characters{_KEY_HINT}")
+    return keys
+
+
+_KEY_HINT = ' (make one: python -c "import secrets; print(secrets.token_urlsafe(32))")'
 
 
 def parse_log_level(value: str) -> str:
@@ -184,9 +213,9 @@ def parse_resource_attributes(value: str) -> dict[str, str]:
 
 # What every service reads; a setting one service alone uses lives in its settings module.
 SHARED_SETTINGS: tuple[Setting, ...] = (
-    Setting("REDIS_URL", parse_url("redis", "rediss", "unix"), None),
+    Setting("REDIS_URL", parse_redis_url, None),
     Setting("REDIS_TIMEOUT_SECONDS", parse_float(0.001, 10.0), 0.05),
-    Setting("API_KEY", parse_str, None),
+    Setting("API_KEY", parse_key, None),
     Setting("API_KEYS", parse_key_list, (), "more accepted keys, comma-separated (rotation)"),
     Setting("API_KEYS_FILE", parse_str, None, "file of accepted keys, one a line, re-read on change"),
     Setting("BIND", parse_str, "127.0.0.1"),
@@ -197,6 +226,9 @@ SHARED_SETTINGS: tuple[Setting, ...] = (
     Setting("RATE_LIMIT_ENABLED", parse_bool, True),
     Setting("RATE_LIMIT_WINDOW_SECONDS", parse_float(0.001), 60.0),
     Setting("RATE_LIMIT_MAX_KEYS", parse_int(1), 100_000),
+    Setting(
+        "RATE_LIMIT_IPV6_PREFIX", parse_int(32, 128), 64, "IPv6 clients are limited per network of this size"
+    ),
     Setting("SENTRY_DSN", parse_str, None),
     Setting("SENTRY_ENVIRONMENT", parse_str, None),
     Setting("SENTRY_RELEASE", parse_str, None),
@@ -241,6 +273,75 @@ def service_settings(name: str) -> ServiceSettings:
     )
 
 
+# Variables a user sets meaning one of ours; SARDAG_* names the deployment files use themselves.
+LOOKALIKES = {"HOST": "BIND", "LISTEN": "BIND", "BIND_ADDRESS": "BIND", "HTTP_PORT": "PORT"}
+OWN_PREFIX = "SARDAG_"
+
+
+def _installed(attribute: str) -> set[Any]:
+    """The union of `attribute` over the settings modules of the services installed here."""
+    found: set[Any] = set()
+    for module in SERVICES.values():
+        try:
+            found.update(getattr(importlib.import_module(module), attribute, ()))
+        except ImportError:
+            continue
+    return found
+
+
+def lookalike_warnings(
+    environ: Mapping[str, str] | None = None,
+    *,
+    settings: Iterable[Setting] = (),
+    scopes: Iterable[str] | None = None,
+    env_file: str | Path | None = ".env",
+) -> list[str]:
+    """One line per variable that looks like a setting but is none, naming the likely one.
+
+    `HOST=0.0.0.0` is silently ignored (the address is BIND), `SARDAG_DATABASE_URL` is not
+    read, `RATE_LIMIT_SIGNAL_SAVE` limits nothing: each would leave a user believing it
+    took effect.
+    """
+    # one .env may serve both services: a setting or scope of either is no typo
+    installed = {s.name for s in _installed("SETTINGS")}
+    names = sorted(installed | {s.name for s in (*SHARED_SETTINGS, *settings)})
+    known_scopes = sorted(_installed("RATE_LIMIT_SCOPES") if scopes is None else set(scopes))
+    raw = _read_sources(environ, env_file)
+    lines = []
+    for variable in sorted(raw):
+        meant = _meant(variable, names, known_scopes)
+        if meant:
+            lines.append(f"configuration warning: {variable} is ignored (not a setting); did you mean {meant}?")
+    return lines
+
+
+def _meant(variable: str, names: list[str], scopes: list[str]) -> str | None:
+    if variable in names:
+        return None
+    if variable in LOOKALIKES:
+        return LOOKALIKES[variable]
+    if variable.startswith(OWN_PREFIX):
+        bare = variable.removeprefix(OWN_PREFIX)
+        if bare in names:
+            return bare
+        close = difflib.get_close_matches(bare, names, n=1, cutoff=0.85)
+        return close[0] if close else None
+    if variable.startswith(RATE_LIMIT_PREFIX) and variable not in _RESERVED_RATE_LIMIT_KEYS:
+        scope = variable.removeprefix(RATE_LIMIT_PREFIX).lower()
+        if scope in scopes:
+            return None
+        candidates = [RATE_LIMIT_PREFIX + s.upper() for s in scopes] + sorted(_RESERVED_RATE_LIMIT_KEYS)
+        close = difflib.get_close_matches(variable, candidates, n=1, cutoff=0.6)
+        return close[0] if close else "one of " + ", ".join(candidates)
+    return None
+
+
+def warn_lookalikes(settings: Iterable[Setting] = ()) -> None:
+    """Print `lookalike_warnings` to stderr (at start and in `python -m shared.config`)."""
+    for line in lookalike_warnings(settings=settings):
+        print(line, file=sys.stderr)
+
+
 def load_config(
     service: str,
     overrides: Mapping[str, Any] | None = None,
@@ -262,6 +363,8 @@ def load_config(
         if key not in specs and key != "RATE_LIMITS":
             config[key] = value
     _check_bind(config)
+    _check_key_file(config.get("API_KEYS_FILE"))
+    _check_sentinels(config)
     if check is not None:
         check(config)
     return config
@@ -321,6 +424,33 @@ def _check_bind(config: Mapping[str, Any]) -> None:
     )
 
 
+def _check_key_file(path: str | None) -> None:
+    """A configured API_KEYS_FILE must be readable and hold at least one key, each long enough."""
+    if path is None:
+        return
+    try:
+        keys = key_file_keys(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        problem = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
+        raise ConfigError("API_KEYS_FILE", f"cannot read {path!r}: {problem}") from None
+    if not keys:
+        raise ConfigError("API_KEYS_FILE", f"{path!r} holds no key (one a line; # comments ignored)")
+    if any(len(key) < MIN_KEY_LENGTH for key in keys):
+        raise ConfigError("API_KEYS_FILE", f"{path!r} holds a key shorter than {MIN_KEY_LENGTH} characters")
+
+
+def _check_sentinels(config: Mapping[str, Any]) -> None:
+    """With a Sentinel REDIS_URL, the sentinels that answer must know the master by that name."""
+    from shared.redis_conn import check_sentinels, is_sentinel_url
+
+    url = config.get("REDIS_URL")
+    if url and is_sentinel_url(url):
+        try:
+            check_sentinels(url, timeout=max(0.5, float(config["REDIS_TIMEOUT_SECONDS"])))
+        except ValueError as exc:
+            raise ConfigError("REDIS_URL", str(exc)) from None
+
+
 def _is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
@@ -334,43 +464,6 @@ def exit_on_config_error(error: ConfigError) -> None:
     """Print the one-line configuration error and stop the process (no traceback)."""
     print(str(error), file=sys.stderr)
     raise SystemExit(2)
-
-
-# URLs whose password part is a secret (a collector may take basic auth in its URL).
-SECRET_URLS = (
-    "DATABASE_URL",
-    "DATABASE_READ_URL",
-    "REDIS_URL",
-    "OTEL_EXPORTER_OTLP_ENDPOINT",
-    "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
-)
-SECRET_NAMES = ("API_KEY", "API_KEYS", "SENTRY_DSN", *SECRET_URLS)
-
-
-def redacted(config: Mapping[str, Any]) -> dict[str, Any]:
-    """A copy of `config` safe to print: secrets and URL passwords masked."""
-    safe = dict(config)
-    for name in SECRET_NAMES:
-        value = safe.get(name)
-        if not value:
-            continue
-        if name in SECRET_URLS:
-            parts = urlsplit(str(value))
-            safe[name] = str(value).replace(parts.password, "***") if parts.password else value
-        else:
-            safe[name] = "***"
-    return safe
-
-
-def secret_values(config: Mapping[str, Any]) -> set[str]:
-    """Every secret string in `config`: API keys, URL passwords (as written and decoded), the DSN."""
-    found = {str(config.get("API_KEY") or ""), *config.get("API_KEYS", ())}
-    for name in (*SECRET_URLS, "SENTRY_DSN"):
-        parts = urlsplit(str(config.get(name) or ""))
-        found.update({parts.password or "", unquote(parts.password or "")})
-    dsn = str(config.get("SENTRY_DSN") or "")
-    found.update({dsn, urlsplit(dsn).username or ""})  # a DSN's user part is its key
-    return {value for value in found if value}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -391,6 +484,7 @@ def main(argv: list[str] | None = None) -> None:
         config = load_config(spec.name, settings=spec.settings, defaults=spec.defaults, check=spec.check)
     except ConfigError as exc:
         exit_on_config_error(exc)
+    warn_lookalikes(spec.settings)
     for key, value in sorted(redacted(config).items()):
         print(f"{key}={value}")
     print(f"{name}: configuration valid; it would listen on {config['BIND']}:{config['PORT']}")

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
-from flask import Flask, Response, jsonify
+from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 log = logging.getLogger("shared.errors")
@@ -74,6 +74,25 @@ def validation_error(details: Sequence[Mapping[str, Any]], message: str | None =
     """A 400 `validation_error` listing each bad field."""
     text = message or "; ".join(f"{d['field']}: {d['message']}" for d in details[:5])
     return APIError("validation_error", text or "invalid request", 400, details)
+
+
+def unknown_parameter_message(allowed: Collection[str]) -> str:
+    """The one wording, in every service, for a query parameter an operation does not take."""
+    if not allowed:
+        return "is not a parameter of this operation, which takes none"
+    return "is not a parameter of this operation, which takes " + ", ".join(sorted(allowed))
+
+
+def refuse_unknown_parameters(allowed: Collection[str] = ()) -> None:
+    """Raise the 400 `validation_error` naming each query parameter not in `allowed`.
+
+    A misspelt filter (`?symbl=BTCUSDT`) silently ignored would answer a question the
+    client did not ask; any route calls this first.
+    """
+    unknown = [name for name in request.args if name not in allowed]
+    if unknown:
+        message = unknown_parameter_message(allowed)
+        raise validation_error([{"field": name, "message": message} for name in unknown])
 
 
 def unavailable(message: str, retry_after: int = 1) -> APIError:

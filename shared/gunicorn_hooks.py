@@ -21,10 +21,10 @@ from gunicorn.glogging import Logger as GunicornLogger
 from gunicorn.workers.base import Worker
 
 from shared import logger, sentry_integration
-from shared.config import Check, ConfigError, Setting, exit_on_config_error, load_config, secret_values
+from shared.config import Check, ConfigError, Setting, exit_on_config_error, load_config, warn_lookalikes
 from shared.lifecycle import shutdown
 from shared.rate_limiter.host import HOST_ERRORS, HOST_STORE_ENV, HostBackend, host_store_path
-from shared.secrets import Secrets
+from shared.secrets import Secrets, secret_values
 
 
 def configure(
@@ -36,13 +36,13 @@ def configure(
     check: Check | None = None,
 ) -> dict[str, Any]:
     """Validate config (one line and exit 2 on error), then set bind, metrics dir and hooks."""
+    settings = tuple(settings)
     try:
         config = load_config(service, settings=settings, defaults=defaults, check=check)
     except ConfigError as exc:
         exit_on_config_error(exc)
-    metrics_dir = os.environ.setdefault(
-        "PROMETHEUS_MULTIPROC_DIR", str(Path(tempfile.gettempdir()) / f"sardag-metrics-{service}")
-    )
+    warn_lookalikes(settings)
+    metrics_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or _private_metrics_dir(service)
     namespace.update(
         bind=[_bind(config["BIND"], config["PORT"])],
         workers=int(os.environ.get("WEB_CONCURRENCY", "2")),
@@ -60,13 +60,34 @@ def configure(
         control_socket_disable=True,
         logger_class=service_logger(config["LOG_FORMAT"], Secrets(secret_values(config))),
         on_starting=lambda server: _on_starting(server, config, metrics_dir),
-        on_exit=lambda server: remove_host_store(),
-        nworkers_changed=lambda server, new, old: _check_worker_change(server, config, new),
+        on_exit=lambda server: _on_exit(metrics_dir),
+        nworkers_changed=lambda server, new, old: _check_worker_change(server, config, new, old),
         post_fork=lambda server, worker: _post_fork(config),
         child_exit=_child_exit,
         worker_exit=_worker_exit,
     )
     return config
+
+
+PRIVATE_METRICS_ENV = "SARDAG_PRIVATE_METRICS_DIR"  # the directory below was made for this master
+
+
+def _private_metrics_dir(service: str) -> str:
+    """A fresh directory only this user can enter (mkdtemp: 0700, unpredictable), named to the workers.
+
+    A fixed path in a shared /tmp could be another user's (planted files, a symlink) and
+    two masters of one service would wipe each other's metrics at start.
+    """
+    path = tempfile.mkdtemp(prefix=f"sardag-metrics-{service}-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = os.environ[PRIVATE_METRICS_ENV] = path
+    return path
+
+
+def _on_exit(metrics_dir: str) -> None:
+    """Master exit: remove the host store, and the metrics directory if it was made for this master."""
+    remove_host_store()
+    if metrics_dir and os.environ.get(PRIVATE_METRICS_ENV) == metrics_dir:
+        shutil.rmtree(metrics_dir, ignore_errors=True)
 
 
 def service_logger(fmt: str, secrets: Secrets | None = None) -> type[GunicornLogger]:
@@ -138,8 +159,12 @@ def remove_host_store() -> None:
         shutil.rmtree(Path(host_store_path(url)).parent, ignore_errors=True)
 
 
-def _check_worker_change(server: Any, config: Mapping[str, Any], workers: int) -> None:
+def _check_worker_change(server: Any, config: Mapping[str, Any], workers: int, old: int | None) -> None:
     # TTIN past one worker, started without a shared store: never count per worker silently.
+    # gunicorn also calls this from arbiter setup (old is None, at start and on HUP), before
+    # on_starting creates the store: the start's own line says how limits are counted then.
+    if old is None or workers <= old:
+        return
     shared = config["REDIS_URL"] or os.environ.get(HOST_STORE_ENV)
     if workers > 1 and config["RATE_LIMIT_ENABLED"] and not shared:
         server.log.error(
@@ -179,9 +204,17 @@ def _bind(host: str, port: int) -> str:
 
 
 def reset_metrics_dir(path: str) -> None:
-    """Empty the multiprocess metrics directory so a restart starts from zero."""
-    shutil.rmtree(path, ignore_errors=True)
-    os.makedirs(path, exist_ok=True)
+    """Empty the multiprocess metrics directory so a restart starts from zero.
+
+    Its contents go, the directory stays: removing and re-creating it would drop a private
+    directory's 0700 mode and leave a moment in which another user could create the path.
+    """
+    os.makedirs(path, mode=0o700, exist_ok=True)
+    for entry in Path(path).iterdir():
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
 
 
 def _child_exit(server: Arbiter, worker: Worker) -> None:

@@ -1,9 +1,9 @@
 """Named dependency checks behind `/health`, and the Kubernetes probes `/livez` and `/readyz`.
 
-`/health` reports every dependency (healthy, degraded or unhealthy). `/livez` only says the
-process can answer: it runs no check, so a PostgreSQL or Redis outage never makes an
-orchestrator restart healthy pods into it. `/readyz` runs the readiness checks only (what
-this pod needs to serve now) and answers 503 while any is not ok.
+`/health` reports every check (healthy, degraded or unhealthy). `/livez` answers 200
+whenever the process can answer at all, whatever its dependencies: a liveness probe that
+followed PostgreSQL or Redis would restart healthy pods into an outage. `/readyz` runs only
+the readiness checks (what this pod needs to serve now) and answers 503 until they pass.
 """
 
 from __future__ import annotations
@@ -53,8 +53,8 @@ class HealthCheck:
         self.service = app.config.get("SERVICE_NAME", app.name)
         app.extensions[EXTENSION] = self
         app.add_url_rule("/health", "health", self.view, methods=["GET"])
-        app.add_url_rule("/livez", "livez", self.live_view, methods=["GET"])
-        app.add_url_rule("/readyz", "readyz", self.ready_view, methods=["GET"])
+        app.add_url_rule("/livez", "livez", self.live, methods=["GET"])
+        app.add_url_rule("/readyz", "readyz", self.ready, methods=["GET"])
         metrics = app.extensions.get(METRICS_EXTENSION)
         if metrics is not None:
             self._gauge = metrics.gauge(
@@ -70,8 +70,8 @@ class HealthCheck:
         self.checks[name] = Check(name, func, critical)
 
     def add_readiness(self, name: str, func: CheckFunc) -> None:
-        """Add (or replace) a check `/readyz` needs ok before this pod takes traffic."""
-        self.readiness[name] = Check(name, func, critical=True)
+        """Add (or replace) a check `/readyz` requires to be ok."""
+        self.readiness[name] = Check(name, func, True)
 
     def run(self) -> dict[str, Any]:
         """Run every check and summarise."""
@@ -107,22 +107,53 @@ class HealthCheck:
             response.headers["Retry-After"] = "5"
         return response, status
 
-    def live_view(self) -> tuple[Response, int]:
-        """The `/livez` endpoint: 200 whenever the process can answer, whatever its dependencies."""
-        return jsonify({"status": "alive", "service": self.service, "uptime_seconds": self._uptime()}), 200
+    def live(self) -> Response:
+        """The `/livez` endpoint: 200 while the process answers; no dependency is consulted."""
+        return jsonify({"status": "alive", "service": self.service})
 
-    def ready_view(self) -> tuple[Response, int]:
+    def ready(self) -> tuple[Response, int]:
         """The `/readyz` endpoint: 200 when every readiness check is ok, else 503."""
         results = {name: _run_one(check) for name, check in self.readiness.items()}
-        ready = all(result["status"] == OK for result in results.values())
-        status = "ready" if ready else "not ready"
-        response = jsonify({"status": status, "service": self.service, "checks": results})
+        ready = all(r["status"] == OK for r in results.values())
+        response = jsonify(
+            {"status": "ready" if ready else "not ready", "service": self.service, "checks": results}
+        )
         if not ready:
             response.headers["Retry-After"] = "5"
         return response, 200 if ready else 503
 
-    def _uptime(self) -> float:
-        return round(time.monotonic() - self.started, 3)
+
+PROBE_SCHEMA = {
+    "type": "object",
+    "required": ["status", "service"],
+    "properties": {
+        "status": {"type": "string", "enum": ["alive", "ready", "not ready"]},
+        "service": {"type": "string"},
+        "checks": {"type": "object"},
+    },
+}
+
+
+def probe_paths(readiness: str) -> dict[str, Any]:
+    """The OpenAPI path items of `/livez` and `/readyz`; `readiness` says what ready means."""
+    body = {"application/json": {"schema": PROBE_SCHEMA}}
+    return {
+        "/livez": {
+            "get": {
+                "summary": "Liveness: the process answers (200 even while PostgreSQL or Redis is down)",
+                "responses": {"200": {"description": "alive", "content": body}},
+            }
+        },
+        "/readyz": {
+            "get": {
+                "summary": f"Readiness: {readiness}",
+                "responses": {
+                    "200": {"description": "ready to serve", "content": body},
+                    "503": {"description": "not ready: see checks", "content": body},
+                },
+            }
+        },
+    }
 
 
 def _run_one(check: Check) -> dict[str, Any]:
@@ -130,8 +161,18 @@ def _run_one(check: Check) -> dict[str, Any]:
         outcome = check.func()
     except Exception as exc:  # a failing check is a result, not a crash
         log.warning("health check %s failed: %s", check.name, exc)
-        return {"status": DOWN, "detail": f"{type(exc).__name__}: {exc}"}
+        return {"status": DOWN, "detail": public_reason(exc)}
     return _normalise(outcome)
+
+
+def public_reason(exc: BaseException) -> str:
+    """What /health may say about a failure: its `public_message` or its type, never its text.
+
+    /health is public; a driver's message names hosts, ports, users and file paths. The
+    full reason is in the log line above (secrets masked).
+    """
+    public = getattr(exc, "public_message", None)
+    return public if isinstance(public, str) else type(exc).__name__
 
 
 def _normalise(outcome: CheckResult) -> dict[str, Any]:

@@ -17,9 +17,8 @@ from typing import Any, TextIO
 from flask import Flask, Request, Response, g, has_request_context
 
 from shared import tracing
-from shared.config import secret_values
 from shared.request_pipeline import RequestState, elapsed_seconds, get_pipeline
-from shared.secrets import Secrets
+from shared.secrets import Secrets, secret_values
 
 REQUEST_ID_HEADER = "X-Request-ID"
 _VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
@@ -80,7 +79,8 @@ class JsonFormatter(logging.Formatter):
 class TextFormatter(logging.Formatter):
     """`<time> <LEVEL> <logger> <message> key=value ...`: the JSON line's fields, for the eye.
 
-    Secrets are masked, as in the JSON format.
+    Secrets are masked, as in the JSON format, and control characters (a request path's
+    terminal escapes, a newline that would forge a line) are written as `\\xNN`.
     """
 
     def __init__(self, secrets: Secrets | None = None) -> None:
@@ -91,9 +91,19 @@ class TextFormatter(logging.Formatter):
         """The line (and the traceback, if any), with every secret replaced by `***`."""
         head = f"{self.formatTime(record)} {record.levelname} {record.name} {record.getMessage()}"
         fields = " ".join(f"{key}={_text_value(value)}" for key, value in extra_fields(record).items())
-        line = f"{head} {fields}" if fields else head
-        text = f"{line}\n{self.formatException(record.exc_info)}" if record.exc_info else line
-        return self.secrets.mask(text)
+        line = _escape_controls(f"{head} {fields}" if fields else head)
+        if record.exc_info:  # a traceback keeps its line breaks, nothing else
+            line = f"{line}\n{_escape_controls(self.formatException(record.exc_info), keep=NEWLINE)}"
+        return self.secrets.mask(line)
+
+
+_CONTROLS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+NEWLINE = "\n"
+
+
+def _escape_controls(text: str, keep: str = "") -> str:
+    """`text` with every C0/C1 control character (but those in `keep`) written as `\\xNN`."""
+    return _CONTROLS.sub(lambda m: m[0] if m[0] in keep else f"\\x{ord(m[0]):02x}", text)
 
 
 def _text_value(value: Any) -> str:

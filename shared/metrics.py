@@ -231,7 +231,8 @@ class Metrics:
         if self.multiprocess_dir:
             registry = CollectorRegistry()
             MultiProcessCollector(registry, path=self.multiprocess_dir)
-        return Response(generate_latest(registry), mimetype=CONTENT_TYPE_LATEST)
+        # content_type, not mimetype: CONTENT_TYPE_LATEST already names its charset
+        return Response(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)
 
 
 def _name(name: str) -> str:

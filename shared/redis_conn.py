@@ -1,17 +1,30 @@
-"""Redis connections with short timeouts, and the circuit breaker shared by its users."""
+"""Redis connections with short timeouts, and the circuit breaker shared by its users.
+
+`REDIS_URL` names one server (`redis://`, `rediss://`, `unix://`) or a master watched by
+Redis Sentinel, in the form `limits` and Flask-Limiter use:
+`redis+sentinel://[:password@]host1:26379,host2:26379/<master>[/db]` (`rediss+sentinel://`
+for TLS). The password, TLS and other query options apply to the sentinels and to the
+master alike; every connection asks a sentinel for the master's address when it opens, so
+each user of Redis follows a failover by itself.
+"""
 
 from __future__ import annotations
 
 import functools
 import logging
+import socket
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote, urlsplit
 
 import redis
 from redis.backoff import NoBackoff
+from redis.connection import parse_url
 from redis.retry import Retry
+from redis.sentinel import MasterNotFoundError, Sentinel
 
 if TYPE_CHECKING:
     from flask import Flask
@@ -26,16 +39,157 @@ FAST_TIMEOUT = 0.05  # seconds: a request never waits longer than this on a sick
 REDIS_ERRORS: tuple[type[BaseException], ...] = (redis.RedisError, OSError)
 
 
+SENTINEL_SCHEMES = {"redis+sentinel": False, "rediss+sentinel": True}  # scheme -> TLS
+PLAIN_SCHEMES = ("redis", "rediss", "unix")
+SENTINEL_PORT = 26379
+# A pooled connection idle this long gets TCP keepalive probes, so a NAT or firewall that
+# drops idle flows keeps this one (and a dead peer is noticed without a request paying).
+KEEPALIVE_OPTIONS = {
+    name: value
+    for name, value in (("TCP_KEEPIDLE", 60), ("TCP_KEEPINTVL", 10), ("TCP_KEEPCNT", 3))
+    if hasattr(socket, name)
+}
+
+
+@dataclass(frozen=True)
+class SentinelURL:
+    """A parsed `redis+sentinel://` URL: where the sentinels are and which master to ask for."""
+
+    sentinels: tuple[tuple[str, int], ...]
+    master: str
+    db: int
+    tls: bool
+    options: dict[str, Any]  # password, username, TLS and query options: sentinels and master alike
+
+
+def is_sentinel_url(url: str) -> bool:
+    """Whether `url` names a master through Redis Sentinel."""
+    return urlsplit(url).scheme in SENTINEL_SCHEMES
+
+
+def parse_sentinel_url(url: str) -> SentinelURL:
+    """Parse `redis+sentinel://[:password@]h1:26379,h2:26379/<master>[/db]` (ValueError, password-free)."""
+    parts = urlsplit(url)
+    if parts.scheme not in SENTINEL_SCHEMES:
+        raise ValueError(f"not a sentinel URL: use {' or '.join(f'{s}://' for s in SENTINEL_SCHEMES)}")
+    hosts = parts.netloc.rpartition("@")[2]
+    sentinels = tuple(_sentinel_address(item) for item in hosts.split(","))
+    names = [unquote(p) for p in parts.path.split("/")[1:]]
+    if not names or not names[0]:
+        raise ValueError("no master name: use redis+sentinel://host:26379,.../<master>[/db]")
+    if len(names) > 2 or (len(names) == 2 and not names[1].isdigit()):
+        raise ValueError(f"path must be /<master>[/db], got {parts.path!r}")
+    tls = SENTINEL_SCHEMES[parts.scheme]
+    plain = f"{'rediss' if tls else 'redis'}://{parts.netloc.rpartition('@')[0]}@localhost"
+    options = parse_url(plain + (f"?{parts.query}" if parts.query else ""))
+    for key in ("host", "port", "path", "connection_class"):
+        options.pop(key, None)
+    db = int(names[1]) if len(names) == 2 else int(options.pop("db", 0))
+    options.pop("db", None)
+    return SentinelURL(sentinels, names[0], db, tls, options)
+
+
+def _sentinel_address(item: str) -> tuple[str, int]:
+    """`host[:port]` of one sentinel (an IPv6 address in brackets)."""
+    item = item.strip()
+    if item.startswith("["):
+        host, _, rest = item[1:].partition("]")
+        port, forbidden = rest.removeprefix(":"), "/?#@ []"
+    else:
+        (host, _, port), forbidden = item.partition(":"), "/?#@ :[]"
+    if not host or any(c in host for c in forbidden):
+        raise ValueError(f"bad sentinel host {item!r}: use host:port, separated by commas")
+    if port and not (port.isdigit() and 0 < int(port) < 65536):
+        raise ValueError(f"bad sentinel port in {item!r}")
+    return host, int(port) if port else SENTINEL_PORT
+
+
+def check_redis_url(url: str) -> None:
+    """Raise ValueError (never naming the password) unless `url` is a usable Redis URL."""
+    if is_sentinel_url(url):
+        parse_sentinel_url(url)
+        return
+    parts = urlsplit(url)
+    if parts.scheme in ("redis", "rediss") and "," in parts.netloc:
+        raise ValueError("several hosts need the Sentinel form: redis+sentinel://h1:26379,h2:26379/<master>")
+    try:
+        parse_url(url)
+    except ValueError as exc:
+        raise ValueError(str(exc).replace(parts.password or "\0", "***")) from None
+
+
+def check_sentinels(url: str, timeout: float = 0.5) -> None:
+    """Raise ValueError if a sentinel that answers does not know the master, or is no sentinel.
+
+    Silent when no sentinel answers: Redis being away is an outage the services ride out
+    (in-process limits and cache), not a configuration error.
+    """
+    target = parse_sentinel_url(url)
+    for host, port in target.sentinels:
+        client = redis.Redis(host, port, **_sentinel_kwargs(target, timeout))
+        try:
+            address = client.execute_command("SENTINEL", "GET-MASTER-ADDR-BY-NAME", target.master)
+        except redis.ResponseError as exc:
+            if "unknown command" in str(exc).lower():
+                raise ValueError(f"{host}:{port} is a Redis server, not a sentinel") from None
+            raise ValueError(f"sentinel {host}:{port} refused the query: {exc}") from None
+        except REDIS_ERRORS:
+            continue
+        finally:
+            client.close()
+        if address is None:
+            raise ValueError(f"sentinel {host}:{port} does not know a master named {target.master!r}")
+
+
+def _sentinel_kwargs(target: SentinelURL, timeout: float) -> dict[str, Any]:
+    """Connection settings for the sentinels themselves: the URL's password and TLS, no db."""
+    kwargs = {k: v for k, v in target.options.items() if k != "db"}
+    kwargs.update(socket_timeout=timeout, socket_connect_timeout=timeout, ssl=target.tls)
+    kwargs["retry"] = Retry(NoBackoff(), 0)  # a sentinel that fails is skipped: the next one is asked
+    return kwargs
+
+
 def redis_client(url: str, timeout: float = FAST_TIMEOUT, **kwargs: Any) -> redis.Redis:
-    """A client with bounded connect/read timeouts and no hidden retries."""
-    return redis.Redis.from_url(
-        url,
-        socket_timeout=timeout,
-        socket_connect_timeout=timeout,
-        retry=Retry(NoBackoff(), 0),
-        health_check_interval=0,
+    """A client with bounded timeouts that retries only a connection found dead, once.
+
+    A pooled connection closed while idle (Redis `timeout`, a NAT, a failover) fails on
+    its next use with a connection error before any reply: one retry on a new connection
+    (which, with Sentinel, asks where the master is now) tells that apart from an outage.
+    Timeouts are never retried: a hung server costs a request one timeout, not two.
+    """
+    settings: dict[str, Any] = {
+        "socket_timeout": timeout,
+        "socket_connect_timeout": timeout,
+        "socket_keepalive": True,
+        "socket_keepalive_options": {getattr(socket, k): v for k, v in KEEPALIVE_OPTIONS.items()},
+        "retry": Retry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,)),
+        "health_check_interval": 0,
         **kwargs,
-    )
+    }
+    if not is_sentinel_url(url):
+        if urlsplit(url).scheme == "unix":
+            settings.pop("socket_keepalive")
+            settings.pop("socket_keepalive_options")
+        return redis.Redis.from_url(url, **settings)
+    target = parse_sentinel_url(url)
+    sentinel = Sentinel(target.sentinels, sentinel_kwargs=_sentinel_kwargs(target, timeout))
+    settings = {**target.options, **settings, "db": target.db, "ssl": target.tls}
+    client: redis.Redis = sentinel.master_for(target.master, **settings)
+    return client
+
+
+def describe(error: BaseException) -> str:
+    """A log-sized description of a Redis error.
+
+    redis-py's "no master found" message repeats each sentinel client's whole repr (2 KB for
+    three sentinels): the master's name and how many sentinels failed say as much.
+    """
+    text = str(error)
+    if isinstance(error, MasterNotFoundError):
+        head, _, failures = text.partition(" : ")
+        count = failures.count("Error") if failures else 0
+        return f"{head} ({count} sentinel{'s' if count != 1 else ''} unreachable)" if failures else head
+    return text
 
 
 def fallback_counter(metrics: Metrics, component: str) -> Callable[[], None]:
@@ -70,11 +224,27 @@ class DirectConnections:
         self._idle: list[Any] = []
 
     def call(self, command: bytes) -> Any:
-        """Send one packed command and return its reply (Redis errors raise)."""
+        """Send one packed command and return its reply (Redis errors raise).
+
+        An idle connection found closed (the server's `timeout`, a NAT, a failover) is
+        retried once on a new one; a new connection's failure is the answer.
+        """
         try:
             conn = self._idle.pop()
         except IndexError:
-            conn = self._factory()
+            return self._send(self._connect(), command)
+        try:
+            return self._send(conn, command)
+        except redis.ConnectionError:
+            return self._send(self._connect(), command)
+
+    def _connect(self) -> Any:
+        """A new connection, opened through its own `connect` (with Sentinel: to the master now)."""
+        conn = self._factory()
+        conn.connect()
+        return conn
+
+    def _send(self, conn: Any, command: bytes) -> Any:
         try:
             conn.send_packed_command([command], check_health=False)
             reply = conn.read_response()
@@ -146,7 +316,9 @@ class CircuitBreaker:
             first = self._opened_at is None
             self._opened_at, self._probing = self._clock(), False
         if first:
-            self._log.warning("%s unreachable (%s); %s falls back to in-process", self.store, error, self.name)
+            self._log.warning(
+                "%s unreachable (%s); %s falls back to in-process", self.store, describe(error), self.name
+            )
 
 
 BREAKER_EXTENSION = "sardag_redis_breaker"

@@ -32,10 +32,17 @@ if not _config["REDIS_URL"] and int(os.environ.get("WEB_CONCURRENCY", "1")) > 1:
         file=sys.stderr,
     )
 threads = int(os.environ.get("GUNICORN_THREADS", _config["SSE_MAX_SUBSCRIBERS"] + REST_THREADS))
-if _config["SSE_MAX_SUBSCRIBERS"] > threads - min(REST_THREADS, threads // 2):
+SSE_CAP = min(_config["SSE_MAX_SUBSCRIBERS"], max(1, threads - min(REST_THREADS, threads // 2)))
+if _config["SSE_MAX_SUBSCRIBERS"] > SSE_CAP:
     # GUNICORN_THREADS was set lower: shrink the SSE cap (the workers read it from the
-    # environment) so streams can never take the threads REST needs.
-    os.environ["SSE_MAX_SUBSCRIBERS"] = str(max(1, threads - min(REST_THREADS, threads // 2)))
+    # environment) so streams can never take the threads REST needs; never silently.
+    os.environ["SSE_MAX_SUBSCRIBERS"] = str(SSE_CAP)
+    print(
+        f"websocket-streaming: GUNICORN_THREADS={threads} caps SSE streams at {SSE_CAP} per worker "
+        f"(SSE_MAX_SUBSCRIBERS={_config['SSE_MAX_SUBSCRIBERS']} asked; {threads - SSE_CAP} threads "
+        "stay free for REST); raise GUNICORN_THREADS or unset it to serve more streams",
+        file=sys.stderr,
+    )
 worker_connections = max(1000, threads * 2)
 SWITCH_INTERVAL = float(os.environ.get("PYTHON_SWITCH_INTERVAL", "0.001"))
 preload_app = False  # ingest threads must be created in the worker, never in the master
@@ -49,6 +56,12 @@ def post_worker_init(worker: Any) -> None:
     # The reader thread must get the GIL quickly when a frame arrives while request threads
     # run: at the default 5 ms switch interval the feed-to-/price delay's p99 is ~5 ms.
     sys.setswitchinterval(SWITCH_INTERVAL)
+    worker.log.info(
+        "SSE: at most %d streams in this worker (%d per client), %d threads",
+        SSE_CAP,
+        _config["SSE_MAX_STREAMS_PER_CLIENT"],
+        threads,
+    )
     start_ingest(app)
     previous = signal.getsignal(signal.SIGTERM)
 

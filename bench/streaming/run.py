@@ -115,6 +115,70 @@ def bench_parse(count: int, repeats: int = 3) -> list[Row]:
     ]
 
 
+# ---- 1b. bookTicker: the busiest stream ------------------------------------------------------
+BOOK_TICKER_PEAK = 300  # bookTicker updates/s per symbol at a major pair's peak (order of magnitude)
+
+
+def book_ticker_frames(count: int) -> list[bytes]:
+    """`count` combined-stream bookTicker frames round-robin over SYMBOLS, `u` rising."""
+    from websocket_streaming.fake_exchange import Market
+
+    market = Market(SYMBOLS, seed=11)
+    frames = []
+    for i in range(count):
+        symbol = SYMBOLS[i % len(SYMBOLS)]
+        market.step(symbol)
+        stream = f"{symbol.lower()}@bookTicker"
+        payload = market.book_ticker(symbol, 0, 10_000_000 + i)
+        frames.append(json.dumps({"stream": stream, "data": payload}, separators=(",", ":")).encode())
+    return frames
+
+
+def bench_book_ticker(count: int, repeats: int = 3) -> list[Row]:
+    """bookTicker through handle_frame (parse + dedup + apply) vs json.loads of the same frames,
+    on one line and on the A/B pair (every frame twice), and the CPU share of one worker at
+    the peak rate."""
+    os.sched_setaffinity(0, {0})
+    try:
+        frames = book_ticker_frames(count)
+        now = time.time()
+        one, pair = fresh_handlers(repeats), fresh_handlers(repeats)
+
+        def one_line() -> None:
+            handle = next(one)
+            for frame in frames:
+                handle(frame, now)
+
+        def two_lines() -> None:
+            handle = next(pair)
+            for frame in frames:
+                handle(frame, now, 1)
+                handle(frame, now, 2)
+
+        def json_only() -> None:
+            for frame in frames:
+                json.loads(frame)
+
+        full = best_rate(one_line, count, repeats)
+        both = best_rate(two_lines, count, repeats)  # unique updates per CPU second
+        ceiling = best_rate(json_only, count, repeats)
+    finally:
+        os.sched_setaffinity(0, set(range(os.cpu_count() or 1)))
+    peak = BOOK_TICKER_PEAK * len(SYMBOLS)
+    ratio = full / ceiling
+    return [
+        Row("bookTicker parse+dedup+apply, one core (msg/s)", f"{full:,.0f}", "", None),
+        Row("json.loads alone, same bookTicker frames (msg/s)", f"{ceiling:,.0f}", "ceiling", None),
+        Row("bookTicker handle_frame / json.loads", f"{ratio:.2f}", ">= 0.6", ratio >= 0.6),
+        Row(
+            f"CPU share of one worker at {peak:,} bookTicker/s, A/B lines (%)",
+            f"{100 * peak / both:.1f}",
+            "",
+            None,
+        ),
+    ]
+
+
 # ---- gunicorn helpers ------------------------------------------------------------------------
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -194,6 +258,7 @@ def service_env(fake_ws: str, fake_rest: str) -> dict[str, str]:
         "WS_STREAMS": "trade",
         "RATE_LIMIT_PRICE": "1000000000",
         "RATE_LIMIT_STREAM": "100000",
+        "SSE_MAX_STREAMS_PER_CLIENT": "10000",  # every subscriber comes from 127.0.0.1
     }
 
 
@@ -350,35 +415,60 @@ def wait_for_price(fake, base: str) -> None:  # type: ignore[no-untyped-def]
 
 
 # ---- 4. SSE fan-out ----------------------------------------------------------------------
-def bench_sse(fake, base: str, subscribers: int, events: int) -> list[Row]:  # type: ignore[no-untyped-def]
-    """p99 delay from the feed sending a frame to each of N SSE subscribers reading it."""
+def wait_streams_closed(base: str, timeout: float = 40.0) -> None:
+    """Wait until the server has noticed the last run's streams are gone (at its next write:
+    a heartbeat at the latest), so their slots are free."""
+    port = int(base.rsplit(":", 1)[1])
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+        conn.request("GET", "/stats")
+        if json.loads(conn.getresponse().read())["sse_subscribers"] == 0:
+            return
+        time.sleep(0.5)
+    raise SystemExit("the previous run's SSE streams were never released")
+
+
+def sse_delays(fake, base: str, subscribers: int, events: int, stall: bool) -> tuple[list[float], int]:  # type: ignore[no-untyped-def]
+    """Feed-to-subscriber delays (ms) of N SSE subscribers, and how many events never came.
+
+    Between trades the feed sends bookTicker quotes that only a stalled subscriber (with
+    `stall`) asked for, so its socket fills and stays full; the load is the same either way.
+    """
+    wait_streams_closed(base)
     ready = Path(tempfile.mkdtemp()) / "ready"
+    argv = [sys.executable, str(Path(__file__).parent / "sse_clients.py"), base, str(subscribers)]
     clients = subprocess.Popen(
-        [
-            sys.executable,
-            str(Path(__file__).parent / "sse_clients.py"),
-            base,
-            str(subscribers),
-            str(events),
-            str(ready),
-        ],
-        stdout=subprocess.PIPE,
+        [*argv, str(events), str(ready), *(["stall"] if stall else [])], stdout=subprocess.PIPE
     )
     deadline = time.monotonic() + 60
     while not ready.exists():
         if time.monotonic() > deadline or clients.poll() is not None:
+            clients.kill()  # never left behind, holding streams
             raise SystemExit("SSE clients did not connect")
         time.sleep(0.05)
     sent: dict[int, float] = {}
+    quote_id = itertools.count(int(time.time() * 1000))
     for n in range(events):
         sent[n] = time.monotonic()
         fake.send(trade_event("ETHUSDT", f"{50000 + n}", next(TRADE_IDS)), stream="ethusdt@trade")
+        for _ in range(20):
+            quote = {"u": next(quote_id), "s": "BTCUSDT", "b": "90000.5", "B": "1", "a": "90001.5", "A": "2"}
+            fake.send(quote, stream="btcusdt@bookTicker")
         time.sleep(0.05)
     out, _ = clients.communicate(timeout=120)
     received = json.loads(out)
     delays = [(at - sent[n]) * 1000 for stream in received for n, at in stream]
-    missing = subscribers * events - len(delays)
-    worst = p99(delays)
+    return delays, subscribers * events - len(delays)
+
+
+def bench_sse(fake, base: str, subscribers: int, events: int) -> list[Row]:  # type: ignore[no-untyped-def]
+    """p99 delay from the feed sending a frame to each of N SSE subscribers reading it, without
+    and then with one more subscriber that never reads."""
+    delays, missing = sse_delays(fake, base, subscribers, events, stall=False)
+    stalled, stalled_missing = sse_delays(fake, base, subscribers, events, stall=True)
+    worst, worst_stalled = p99(delays), p99(stalled)
+    ratio = worst_stalled / worst
     return [
         Row(
             f"SSE fan-out p99, {subscribers} subscribers (ms)",
@@ -387,6 +477,13 @@ def bench_sse(fake, base: str, subscribers: int, events: int) -> list[Row]:  # t
             worst <= 50 and missing == 0,
         ),
         Row("SSE events delivered / expected", f"{len(delays)} / {subscribers * events}", "all", missing == 0),
+        Row(
+            f"SSE fan-out p99, {subscribers} subscribers + 1 that never reads (ms)",
+            f"{worst_stalled:.2f}",
+            "",
+            stalled_missing == 0,
+        ),
+        Row("p99 with the stalled subscriber / without", f"{ratio:.2f}", "<= 1.20", ratio <= 1.2),
     ]
 
 
@@ -433,6 +530,7 @@ def main() -> None:
     from websocket_streaming.fake_exchange import FakeExchange
 
     rows = bench_parse(50_000 if args.quick else 200_000)
+    rows += bench_book_ticker(50_000 if args.quick else 200_000)
     with FakeExchange(rate=0) as fake, keep_feed_alive(fake):
         env = service_env(fake.ws_url, fake.rest_url)
         with gunicorn("websocket_streaming:create_app()", env, SERVICE_DIR) as base:

@@ -1,6 +1,7 @@
 """N concurrent SSE subscribers in one asyncio process; prints receive times as JSON.
 
-Usage: python sse_clients.py <base_url> <subscribers> <events> <ready_file>
+Usage: python sse_clients.py <base_url> <subscribers> <events> <ready_file> [stall]
+With `stall`, one more subscriber (events=price,quote) opens and never reads.
 Each price event's `price` encodes the event number (price = 50000 + n); the receive time
 is CLOCK_MONOTONIC, comparable with the sender's in the parent process.
 """
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import sys
 import time
 from pathlib import Path
@@ -37,9 +39,19 @@ async def subscriber(
     writer.close()
 
 
-async def main(base: str, count: int, events: int, ready_file: str) -> None:
+def stalled(host: str, port: int) -> socket.socket:
+    """A subscriber to every event type that never reads (a 4 KiB receive buffer)."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect((host, port))
+    sock.sendall(f"GET /stream?events=price,quote HTTP/1.0\r\nHost: {host}\r\n\r\n".encode())
+    return sock
+
+
+async def main(base: str, count: int, events: int, ready_file: str, stall: bool = False) -> None:
     """Open every stream, signal readiness, collect, print JSON."""
     parts = urlsplit(base)
+    staller = stalled(parts.hostname or "127.0.0.1", parts.port or 80) if stall else None
     connected: asyncio.Queue[None] = asyncio.Queue()
     results: list[list[tuple[int, float]]] = [[] for _ in range(count)]
     tasks = [
@@ -53,7 +65,9 @@ async def main(base: str, count: int, events: int, ready_file: str) -> None:
     Path(ready_file).write_text("ready")
     await asyncio.wait_for(asyncio.gather(*tasks), timeout=120)
     print(json.dumps(results))
+    if staller is not None:
+        staller.close()
 
 
 if __name__ == "__main__":
-    asyncio.run(main(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]))
+    asyncio.run(main(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5:] == ["stall"]))

@@ -64,6 +64,7 @@ def service_env(fake: FakeExchange, connections: int) -> dict[str, str]:
         "LOG_LEVEL": "WARNING",
         "RATE_LIMIT_PRICE": "1000000000",
         "RATE_LIMIT_STREAM": "100000",
+        "SSE_MAX_STREAMS_PER_CLIENT": "10000",  # every subscriber comes from 127.0.0.1
     }
 
 

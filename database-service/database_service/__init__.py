@@ -52,6 +52,15 @@ class ServiceState:
     trades_tracked: ServiceMetric[Counter]
     started: float = field(default_factory=time.monotonic)
     storage_errors: ReasonLog = field(default_factory=ReasonLog)
+    stats_counts: meta.Recent = field(default_factory=lambda: meta.Recent(meta.COUNTS_MAX_AGE))
+
+    def stored(self, signals: int = 0, trades: int = 0) -> None:
+        """Count rows this worker stored; its /stats counts them from the next call on."""
+        if signals:
+            self.signals_saved.inc(signals)
+        if trades:
+            self.trades_tracked.inc(trades)
+        self.stats_counts.invalidate()
 
 
 def create_app(config: Mapping[str, Any] | None = None) -> Flask:
@@ -68,6 +77,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     storage: Storage = app.extensions["storage"]
     on_shutdown(app, storage.close)
     get_health(app).add_check("database", lambda: _database_check(storage))
+    get_health(app).add_readiness("database", lambda: _database_check(storage))
     reads: Storage | None = app.extensions.get("read_storage")
     get_health(app).add_readiness("database", lambda: _readiness_check(storage, reads))
     if reads is not None:
@@ -83,6 +93,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
 
 def _database_check(storage: Storage) -> tuple[str, str]:
     storage.ping()
+    storage.check_schema()  # readiness: a schema with pending migrations is down (never migrated here)
     return "ok", storage.backend
 
 

@@ -13,6 +13,7 @@ import re
 import struct
 
 from database_service.models import MAX_TIME_US, MIN_TIME_US
+from shared.errors import validation_error
 
 CURSOR_PATTERN = "^[A-Za-z0-9_-]{22}$"
 _SHAPE = re.compile(CURSOR_PATTERN)
@@ -36,3 +37,13 @@ def decode_cursor(cursor: str) -> tuple[int, int]:
     # Stored times lie in [MIN_TIME_US, MAX_TIME_US): clamping keeps the same rows before
     # the position and gives both databases a time they can represent.
     return min(max(ts_us, MIN_TIME_US - 1), MAX_TIME_US), row_id
+
+
+def after_cursor(cursor: str | None) -> tuple[int, int] | None:
+    """The keyset position of a `cursor` query parameter (None: the first page), or the 400."""
+    if cursor is None:
+        return None
+    try:
+        return decode_cursor(cursor)
+    except BadCursor as exc:
+        raise validation_error([{"field": "cursor", "message": str(exc)}]) from None

@@ -204,6 +204,11 @@ METADATA_NOTE = "JSON object, at most 16 KiB as compact JSON and 32 levels deep;
 Timestamp = Annotated[int, BeforeValidator(parse_timestamp), WithJsonSchema(TIMESTAMP_SCHEMA)]
 QueryTimestamp = Annotated[int, BeforeValidator(parse_query_timestamp), WithJsonSchema(TIMESTAMP_SCHEMA)]
 NO_NUL = r"^[^\x00]*$"  # neither database stores U+0000 in text
+# What each pattern means, in the words a 400 gives (parsing.py; a regex never reaches a client).
+PATTERN_MESSAGES = {
+    NO_NUL: "must not contain NUL characters",
+    _TIMEFRAME.pattern: "must be a count and a unit (s m h d w M), e.g. 15m",
+}
 Text64 = Annotated[str, Field(min_length=1, max_length=64, pattern=NO_NUL)]
 ClientId = Annotated[str, Field(min_length=1, max_length=128, pattern=NO_NUL)]
 Timeframe = Annotated[str, Field(pattern=_TIMEFRAME.pattern, max_length=5)]
@@ -280,8 +285,9 @@ class TradeIn(BaseModel):
     entry_price: TradeAmount
     exit_price: TradeAmount
     side: Side = Field(default="LONG", description="LONG or SHORT (case-insensitive)")
-    quantity: TradeAmount = Decimal(1)
-    fees: NonNegative = Decimal(0)
+    # json_schema_extra: the document's default is the JSON number, not pydantic's "1"
+    quantity: TradeAmount = Field(default=Decimal(1), json_schema_extra={"default": 1})
+    fees: NonNegative = Field(default=Decimal(0), json_schema_extra={"default": 0})
     strategy: Text64 | None = None
     signal_id: BigId | None = None
     entry_time: Timestamp | None = Field(default=None, description="must not be after exit_time")
@@ -298,7 +304,24 @@ class HistoryQuery(BaseModel):
     symbol: Symbol | None = None
     strategy: Text64 | None = None
     action: Action | None = None
-    since: QueryTimestamp | None = Field(default=None, description="inclusive")
+    since: QueryTimestamp | None = Field(default=None, description="inclusive; not later than until")
+    until: QueryTimestamp | None = Field(default=None, description="exclusive")
+    limit: int = Field(default=100, ge=1, le=1000)
+    cursor: str | None = Field(
+        default=None,
+        json_schema_extra={"pattern": "^[A-Za-z0-9_-]{22}$"},
+        description="next_cursor of the previous page (any value of this shape is a position)",
+    )
+
+
+class TradesQuery(BaseModel):
+    """Query string of GET /performance/trades (time filters apply to exit_time)."""
+
+    model_config = ConfigDict(extra="forbid", title="TradesQuery")
+
+    symbol: Symbol | None = None
+    strategy: Text64 | None = None
+    since: QueryTimestamp | None = Field(default=None, description="inclusive; not later than until")
     until: QueryTimestamp | None = Field(default=None, description="exclusive")
     limit: int = Field(default=100, ge=1, le=1000)
     cursor: str | None = Field(
@@ -315,7 +338,7 @@ class StatsQuery(BaseModel):
 
     strategy: Text64 | None = None
     symbol: Symbol | None = None
-    since: QueryTimestamp | None = Field(default=None, description="inclusive")
+    since: QueryTimestamp | None = Field(default=None, description="inclusive; not later than until")
     until: QueryTimestamp | None = Field(default=None, description="exclusive")
     group_by: Literal["strategy", "symbol"] | None = None
 
@@ -381,6 +404,16 @@ class TradeOut(BaseModel):
     metadata: dict[str, Any] | None
     client_id: str | None
     created_at: datetime
+
+
+class TradePage(BaseModel):
+    """One page of closed trades, latest exit first."""
+
+    model_config = ConfigDict(title="TradePage")
+
+    trades: list[TradeOut]
+    count: int
+    next_cursor: str | None = Field(description="pass as cursor for the next page; null at the end")
 
 
 class Stats(BaseModel):

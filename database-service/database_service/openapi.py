@@ -13,6 +13,8 @@ from typing import Any
 from pydantic import BaseModel
 from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
+from database_service.examples import EXAMPLES
+from database_service.idempotency import IDENTICAL
 from database_service.models import (
     MAX_BIGINT,
     METADATA_VALUE_SCHEMA,
@@ -28,10 +30,14 @@ from database_service.models import (
     StatsQuery,
     TradeIn,
     TradeOut,
+    TradePage,
+    TradesQuery,
 )
 from shared import __version__
 from shared.app import INDEX_SCHEMA
+from shared.docs_page import docs_paths
 from shared.health_check import probe_paths
+from shared.openapi_examples import add_examples
 
 REF = "#/components/schemas/{model}"
 INPUT_MODELS: tuple[type[BaseModel], ...] = (SignalIn, TradeIn)
@@ -40,6 +46,7 @@ OUTPUT_MODELS: tuple[type[BaseModel], ...] = (
     SignalBatchOut,
     SignalPage,
     TradeOut,
+    TradePage,
     Stats,
     GroupedStats,
     ServiceStats,
@@ -53,6 +60,7 @@ ERRORS = {
     "413": "payload_too_large: body over 1 MiB",
     "414": "the request line is longer than 4094 bytes (answered by gunicorn, as HTML)",
     "415": "unsupported_media_type: Content-Type is not application/json",
+    "422": "idempotency_conflict: a client_id already stored with a different body (see the description)",
     "429": "rate_limited (Retry-After, X-RateLimit-* headers)",
     "500": "internal_error",
     "503": "unavailable: the database cannot be reached (Retry-After)",
@@ -126,13 +134,14 @@ def _save_signals() -> dict[str, Any]:
     either = {"oneOf": [_ref(SignalOut), _ref(SignalBatchOut)]}
     return {
         "summary": "Save one signal, or an array of up to 1000 in one transaction",
+        "description": IDENTICAL + " In a batch every item is checked; one conflict stores none of them.",
         "requestBody": {"required": True, "content": _json({"oneOf": [_ref(SignalIn), batch]})},
         "responses": _responses(
             {
                 **_ok("stored (at least one new signal)", either, "201"),
-                **_ok("every client_id was already stored: the stored signals", either),
+                **_ok("every client_id was already stored with an identical body: the stored signals", either),
             },
-            ("400", "413", "415", "429", "503"),
+            ("400", "413", "415", "422", "429", "503"),
         ),
     }
 
@@ -163,14 +172,23 @@ def _get_signal() -> dict[str, Any]:
 def _track() -> dict[str, Any]:
     return {
         "summary": "Record one closed trade",
+        "description": IDENTICAL,
         "requestBody": {"required": True, "content": _json(_ref(TradeIn))},
         "responses": _responses(
             {
                 **_ok("stored", _ref(TradeOut), "201"),
-                **_ok("client_id already stored: the stored trade", _ref(TradeOut)),
+                **_ok("client_id already stored with an identical body: the stored trade", _ref(TradeOut)),
             },
-            ("400", "413", "415", "429", "503"),
+            ("400", "413", "415", "422", "429", "503"),
         ),
+    }
+
+
+def _trades() -> dict[str, Any]:
+    return {
+        "summary": "Closed trades, latest exit first, keyset-paginated (time filters on exit_time)",
+        "parameters": _parameters(TradesQuery),
+        "responses": _responses(_ok("one page", _ref(TradePage)), ("400", "429", "503")),
     }
 
 
@@ -213,18 +231,21 @@ def build_openapi(version: str = __version__, secured: bool = False) -> dict[str
         "paths": {
             "/": {
                 "get": _simple(
-                    "Service name, version and links to /health, /openapi.json, /metrics", _json(INDEX_SCHEMA)
+                    "Service name, version, links to /health, /openapi.json, /metrics and every route",
+                    _json(INDEX_SCHEMA),
                 )
             },
             "/health": {"get": _health()},
-            **probe_paths("the primary database answers, or the standbys of DATABASE_READ_URL do"),
+            **probe_paths("the database answers"),
             "/stats": {"get": _simple("Counts, backend and uptime", _json(_ref(ServiceStats)))},
             "/metrics": {"get": _simple("Prometheus metrics", {"text/plain": {"schema": {"type": "string"}}})},
             "/openapi.json": {"get": _simple("This document", _json({"type": "object"}))},
+            **docs_paths(),
             "/signals/save": {"post": _secured(_save_signals(), secured)},
             "/signals/history": {"get": _history()},
             "/signals/{signal_id}": {"get": _get_signal()},
             "/performance/track": {"post": _secured(_track(), secured)},
+            "/performance/trades": {"get": _trades()},
             "/performance/stats": {"get": _stats()},
         },
         "components": {"schemas": _components()},
@@ -234,4 +255,4 @@ def build_openapi(version: str = __version__, secured: bool = False) -> dict[str
             "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
             "bearer": {"type": "http", "scheme": "bearer"},
         }
-    return document
+    return add_examples(document, EXAMPLES)

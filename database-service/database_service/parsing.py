@@ -11,7 +11,9 @@ from flask import request
 from pydantic import BaseModel, TypeAdapter, ValidationError
 from pydantic_core import ErrorDetails
 
-from shared.errors import APIError, validation_error
+from shared.errors import APIError, refuse_unknown_parameters, validation_error
+
+from .models import PATTERN_MESSAGES
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -97,15 +99,78 @@ def field_path(loc: tuple[str | int, ...]) -> str:
     return path or "body"
 
 
-# pydantic's own words for these name internal classes ("instance of SignalIn")
-_TYPE_MESSAGES = {"model_type": "must be a JSON object", "dict_type": "must be a JSON object"}
+# pydantic's own words name Python ("Input should be", "Decimal('5E-324')", "instance of
+# SignalIn", raw regexes): every message here reads like the body's own ("must be ...").
+_TYPE_MESSAGES = {
+    "model_type": "must be a JSON object",
+    "dict_type": "must be a JSON object",
+    "missing": "is required",
+    "extra_forbidden": "is not a field of this body",
+    "int_type": "must be an integer",
+    "int_parsing": "must be an integer",
+    "int_from_float": "must be an integer",
+    "string_type": "must be a string",
+    "bool_type": "must be true or false",
+    "bool_parsing": "must be true or false",
+    "list_type": "must be a JSON array",
+    "none_required": "must be null",
+}
+_SMALLEST_DOUBLE = Decimal("5e-324")
+_DECIMAL_REPR = re.compile(r"Decimal\('([-+0-9.eE]+)'\)")
+
+
+def _number_text(value: Any) -> str:
+    """1e15, 5e-324, 0.5, 1000: a number as JSON would write it, never Decimal('1E+15')."""
+    if isinstance(value, str):  # pydantic's ctx may hold the bound's repr: "Decimal('5E-324')"
+        found = _DECIMAL_REPR.fullmatch(value)
+        value = Decimal(found[1]) if found else value
+    if isinstance(value, Decimal | float | int) and not isinstance(value, bool):
+        number = Decimal(value)
+        if number == number.to_integral_value() and abs(number) < 10**6:
+            return str(int(number))
+        return str(number.normalize()).lower().replace("e+", "e")
+    return str(value)
+
+
+def _bound_message(kind: str, ctx: dict[str, Any]) -> str:
+    if kind == "greater_than_equal":
+        bound = ctx["ge"]
+        if _number_text(bound) == _number_text(_SMALLEST_DOUBLE):
+            return "must be a number greater than 0"
+        return f"must be at least {_number_text(bound)}"
+    if kind == "greater_than":
+        return f"must be greater than {_number_text(ctx['gt'])}"
+    if kind == "less_than":
+        return f"must be below {_number_text(ctx['lt'])}"
+    return f"must be at most {_number_text(ctx['le'])}"
 
 
 def _message(error: ErrorDetails) -> str:
-    if error["type"] in _TYPE_MESSAGES:
-        return _TYPE_MESSAGES[error["type"]]
+    kind = error["type"]
+    ctx: dict[str, Any] = dict(error.get("ctx") or {})
+    if kind in _TYPE_MESSAGES:
+        return _TYPE_MESSAGES[kind]
+    if kind in ("greater_than_equal", "greater_than", "less_than", "less_than_equal"):
+        return _bound_message(kind, ctx)
+    if kind == "string_too_short":
+        return (
+            "must not be empty"
+            if ctx.get("min_length") == 1
+            else f"must be at least {ctx['min_length']} characters"
+        )
+    if kind == "string_too_long":
+        return f"must be at most {ctx['max_length']} characters"
+    if kind == "string_pattern_mismatch":
+        return PATTERN_MESSAGES.get(str(ctx.get("pattern")), "is not in the documented format")
+    if kind == "too_short":
+        return f"must have at least {ctx['min_length']} item(s)"
+    if kind == "too_long":
+        return f"must have at most {ctx['max_length']} items"
+    if kind == "literal_error":
+        return "must be one of " + str(ctx.get("expected", "")).replace("'", "")
     message = str(error["msg"])
-    return message.removeprefix("Value error, ").removeprefix("Assertion failed, ")
+    message = message.removeprefix("Value error, ").removeprefix("Assertion failed, ")
+    return "is not valid" if message.startswith("Input should") else message
 
 
 def details(exc: ValidationError, limit: int = 50) -> list[dict[str, str]]:
@@ -138,7 +203,12 @@ def query(model: type[M]) -> M:
     Every documented parameter is a single value: silently keeping the first of
     `?symbol=A&symbol=B` would answer a question the client did not ask.
     """
+    refuse_unknown_parameters(model.model_fields)
     repeated = [name for name, values in request.args.lists() if len(values) > 1]
     if repeated:
         raise validation_error([{"field": name, "message": "must be given at most once"} for name in repeated])
-    return validate(model, request.args.to_dict())
+    params = validate(model, request.args.to_dict())
+    since, until = getattr(params, "since", None), getattr(params, "until", None)
+    if since is not None and until is not None and since > until:  # an empty 200 would hide the slip
+        raise validation_error([{"field": "since", "message": "must not be later than until"}])
+    return params

@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import hashlib
 import json
+from datetime import datetime
 from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify
 
 from database_service import stats
+from database_service.cursor import after_cursor, encode_cursor
 from database_service.domain import new_trade, now_us
-from database_service.models import StatsQuery, TradeIn
+from database_service.idempotency import conflict_check, trade_fields
+from database_service.models import StatsQuery, TradeIn, TradesQuery
 from database_service.parsing import json_body, query, validate
 from database_service.storage import Storage, TradeFilter, get_read_storage, get_storage
+from database_service.storage.base import datetime_to_us
 from shared import tracing
 from shared.auth import require_api_key
 from shared.errors import validation_error
@@ -34,10 +38,26 @@ def track() -> tuple[Response, int]:
     exit_us = trade.exit_time if trade.exit_time is not None else now_us()
     if trade.entry_time is not None and trade.entry_time > exit_us:
         raise validation_error([{"field": "entry_time", "message": "must not be after exit_time"}])
-    stored, created = get_storage().save_trade(new_trade(trade, exit_us))
+    new = new_trade(trade, exit_us)
+    stored, created = get_storage().save_trade(new, conflict_check("trade", [trade_fields(trade, new)]))
     if created:  # the save raised the statistics version: cached statistics are unreachable
-        current_app.extensions["database_service"].trades_tracked.inc()
+        current_app.extensions["database_service"].stored(trades=1)
     return jsonify(stored), 201 if created else 200
+
+
+@bp.get("/performance/trades")
+@rate_limit(requests_per_minute=200, scope="performance_trades")
+def trades() -> Response:
+    """Closed trades, latest exit first, filtered like the statistics, keyset-paginated."""
+    params = query(TradesQuery)
+    filters = TradeFilter(params.symbol, params.strategy, params.since, params.until)
+    rows = get_read_storage().trade_history(filters, after_cursor(params.cursor), params.limit + 1)
+    page, more = rows[: params.limit], len(rows) > params.limit
+    next_cursor = None
+    if more:
+        last = page[-1]
+        next_cursor = encode_cursor(datetime_to_us(datetime.fromisoformat(last["exit_time"])), last["id"])
+    return jsonify({"trades": page, "count": len(page), "next_cursor": next_cursor})
 
 
 @bp.get("/performance/stats")

@@ -11,6 +11,8 @@ from shared.config import ConfigError, Setting, parse_bool, parse_float, parse_i
 
 SERVICE = "database-service"
 DEFAULTS = {"PORT": 5020}
+# The `scope` of each @rate_limit route: RATE_LIMIT_<SCOPE> sets its requests per minute.
+RATE_LIMIT_SCOPES = ("signals_save", "signals_history", "performance_track", "performance_trades")
 _URL_SCHEMES = parse_url("sqlite", "postgresql", "postgres")
 _POSTGRES_SCHEMES = parse_url("postgresql", "postgres")
 # libpq 14+: which server of a multi-host URL a connection settles on.

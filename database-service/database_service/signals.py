@@ -6,18 +6,17 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from flask import Blueprint, Response, current_app, jsonify
-from prometheus_client import Counter
 from pydantic import Field, TypeAdapter
 
-from database_service.cursor import BadCursor, decode_cursor, encode_cursor
+from database_service.cursor import after_cursor, encode_cursor
 from database_service.domain import new_signal, now_us
+from database_service.idempotency import conflict_check, signal_fields
 from database_service.models import MAX_BIGINT, HistoryQuery, SignalIn
 from database_service.parsing import json_body, query, validate, validate_many
 from database_service.storage import SignalFilter, get_read_storage, get_storage
 from database_service.storage.base import datetime_to_us
 from shared.auth import require_api_key
 from shared.errors import not_found, validation_error
-from shared.metrics import ServiceMetric
 from shared.rate_limiter import rate_limit
 
 MAX_BATCH = 1000
@@ -25,9 +24,8 @@ bp = Blueprint("signals", __name__)
 BATCH = TypeAdapter(Annotated[list[SignalIn], Field(min_length=1, max_length=MAX_BATCH)])
 
 
-def _counter() -> ServiceMetric[Counter]:
-    counter: ServiceMetric[Counter] = current_app.extensions["database_service"].signals_saved
-    return counter
+def _stored(created: int) -> None:
+    current_app.extensions["database_service"].stored(signals=created)
 
 
 @bp.post("/signals/save")
@@ -41,19 +39,25 @@ def save_signals() -> tuple[Response, int]:
     if not isinstance(body, dict):
         raise validation_error([{"field": "body", "message": "must be a JSON object or an array of objects"}])
     signal = validate(SignalIn, body)
-    stored, created = get_storage().save_signals([new_signal(signal, now_us())])[0]
+    new = new_signal(signal, now_us())
+    check = conflict_check("signal", [signal_fields(signal, new)])
+    stored, created = get_storage().save_signals([new], check)[0]
     if created:
-        _counter().inc()
+        _stored(1)
     return jsonify(stored), 201 if created else 200
 
 
 def _save_batch(body: list[Any]) -> tuple[Response, int]:
     signals = validate_many(BATCH, body)
     default = now_us()
-    results = get_storage().save_signals([new_signal(s, default) for s in signals])
+    new = [new_signal(s, default) for s in signals]
+    check = conflict_check(
+        "signal", [signal_fields(s, n) for s, n in zip(signals, new, strict=True)], batch=True
+    )
+    results = get_storage().save_signals(new, check)
     created = sum(1 for _, new in results if new)
     if created:
-        _counter().inc(created)
+        _stored(created)
     payload = {"count": len(results), "created": created, "signals": [s for s, _ in results]}
     return jsonify(payload), 201 if created else 200
 
@@ -63,21 +67,12 @@ def _save_batch(body: list[Any]) -> tuple[Response, int]:
 def history() -> Response:
     """Newest first, filtered, keyset-paginated by an opaque cursor."""
     params = query(HistoryQuery)
-    after = _after(params.cursor)
+    after = after_cursor(params.cursor)
     filters = SignalFilter(params.symbol, params.strategy, params.action, params.since, params.until)
     rows = get_read_storage().signal_history(filters, after, params.limit + 1)
     page, more = rows[: params.limit], len(rows) > params.limit
     next_cursor = _cursor_of(page[-1]) if more else None
     return jsonify({"signals": page, "count": len(page), "next_cursor": next_cursor})
-
-
-def _after(cursor: str | None) -> tuple[int, int] | None:
-    if cursor is None:
-        return None
-    try:
-        return decode_cursor(cursor)
-    except BadCursor as exc:
-        raise validation_error([{"field": "cursor", "message": str(exc)}]) from None
 
 
 def _cursor_of(signal: dict[str, Any]) -> str:

@@ -9,6 +9,9 @@ from typing import Any
 import pytest
 from flask.testing import FlaskClient
 
+from shared.errors import unknown_parameter_message
+from shared.testing import python_in_message
+
 pytestmark = [pytest.mark.api, pytest.mark.database]
 
 GOOD = {"symbol": "BTCUSDT", "action": "BUY", "price": 1.5}
@@ -77,6 +80,7 @@ def test_bad_signal_is_400_and_nothing_stored(
         assert error["error"] == "validation_error"
         assert field in [d["field"] for d in error["details"]]
     assert "A" * 100 not in response.get_data(as_text=True)  # the 10 KB input is not echoed
+    assert python_in_message(response.get_data(as_text=True)) == []
     assert rows() == (0, 0)
 
 
@@ -141,6 +145,7 @@ def test_malformed_body_is_refused_and_nothing_stored(
     response = client.post(path, data=raw, content_type=ctype)
     assert response.status_code == status
     assert response.get_json()["error"] == code
+    assert python_in_message(response.get_data(as_text=True)) == []
     assert rows() == (0, 0)
 
 
@@ -178,6 +183,7 @@ def test_bad_trade_is_400_and_nothing_stored(
     error = response.get_json()
     assert error["error"] == "validation_error"
     assert field in [d["field"] for d in error["details"]]
+    assert python_in_message(response.get_data(as_text=True)) == []
     assert rows() == (0, 0)
 
 
@@ -193,6 +199,11 @@ BAD_QUERIES: dict[str, tuple[str, str]] = {
     "unknown parameter": ("/signals/history?symbl=BTCUSDT", "symbl"),
     "bad group_by": ("/performance/stats?group_by=side", "group_by"),
     "bad stats until": ("/performance/stats?until=2026-13-01T00:00:00Z", "until"),
+    "NUL in a filter": ("/signals/history?strategy=a%00b", "strategy"),
+    "strategy too long": ("/performance/stats?strategy=" + "s" * 65, "strategy"),
+    "since after until": ("/signals/history?since=2026-01-02T00:00:00Z&until=2026-01-01T00:00:00Z", "since"),
+    "stats since after until": ("/performance/stats?since=1767312000000&until=1767225600000", "since"),
+    "unknown stats parameter": ("/performance/stats?foo=1", "foo"),
 }
 
 
@@ -203,6 +214,7 @@ def test_bad_query_is_400(client: FlaskClient, url: str, field: str) -> None:
     error = response.get_json()
     assert error["error"] == "validation_error"
     assert field in [d["field"] for d in error["details"]]
+    assert python_in_message(response.get_data(as_text=True)) == []
 
 
 def test_wrong_method_is_405_json(client: FlaskClient) -> None:
@@ -223,3 +235,47 @@ def test_a_non_object_is_named_a_json_object_not_an_internal_class(
     assert {"field": field, "message": "must be a JSON object"} in error["details"]
     assert "SignalIn" not in json.dumps(error)
     assert "instance of" not in json.dumps(error)
+
+
+@pytest.mark.parametrize(
+    ("body", "field", "message"),
+    [
+        (_with(GOOD, price=0), "price", "must be a number greater than 0"),
+        (_with(GOOD, price=1e15), "price", "must be below 1e15"),
+        (_with(GOOD, confidence=2), "confidence", "must be at most 1"),
+        (_with(GOOD, strategy="a\u0000b"), "strategy", "must not contain NUL characters"),
+        (_with(GOOD, timeframe="fast"), "timeframe", "must be a count and a unit (s m h d w M), e.g. 15m"),
+        (_with(GOOD, strategy=""), "strategy", "must not be empty"),
+        (_with(GOOD, unknown=1), "unknown", "is not a field of this body"),
+        (_without(GOOD, "symbol"), "symbol", "is required"),
+        ([], "body", "must have at least 1 item(s)"),
+    ],
+    ids=["zero price", "price 1e15", "confidence 2", "NUL", "timeframe", "empty", "unknown", "missing", "[]"],
+)
+def test_messages_read_like_the_documentation_not_like_python(
+    client: FlaskClient, body: Any, field: str, message: str
+) -> None:
+    error = client.post("/signals/save", json=body).get_json()
+    assert {"field": field, "message": message} in error["details"]
+
+
+def test_since_after_until_is_400_naming_both(client: FlaskClient) -> None:
+    for path in ("/signals/history", "/performance/stats"):
+        response = client.get(f"{path}?since=2026-01-02T00:00:00Z&until=2026-01-01T00:00:00Z")
+        assert response.status_code == 400
+        assert response.get_json()["details"] == [{"field": "since", "message": "must not be later than until"}]
+    # equal bounds are a valid, empty half-open range
+    assert client.get("/signals/history?since=1767225600000&until=1767225600000").status_code == 200
+
+
+def test_an_unknown_parameter_gets_the_wording_websocket_streaming_uses(client: FlaskClient) -> None:
+    details = client.get("/performance/stats?symbl=BTCUSDT").get_json()["details"]
+    assert details == [
+        {
+            "field": "symbl",
+            "message": unknown_parameter_message(["group_by", "since", "strategy", "symbol", "until"]),
+        }
+    ]
+    assert details[0]["message"] == (
+        "is not a parameter of this operation, which takes group_by, since, strategy, symbol, until"
+    )

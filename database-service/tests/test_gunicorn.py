@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -23,6 +24,10 @@ def test_gunicorn_serves_and_stops_gracefully(tmp_path: Path) -> None:
         assert status == 201
         assert http("GET", f"{server.url}/signals/{saved['id']}") == (200, saved)
         assert server.stop(timeout=30) == 0, server.log_tail()
+    # a clean start and stop warns of nothing: a false ERROR at every start (gunicorn's
+    # nworkers_changed during arbiter setup) would train operators to ignore errors
+    levels = [json.loads(line) for line in server.log_text().splitlines()]
+    assert [e for e in levels if e.get("level") in ("WARNING", "ERROR", "CRITICAL")] == []
 
 
 def test_metrics_work_without_a_metrics_directory_set(tmp_path: Path) -> None:
@@ -42,4 +47,6 @@ def test_metrics_work_without_a_metrics_directory_set(tmp_path: Path) -> None:
             assert http("GET", f"{server.url}/health")[0] == 200
         # five here and at least one from the launcher's wait, summed over both workers
         wait_until(lambda: health_count() >= 6, 10 * FLUSH_SECONDS, "/health requests in /metrics")
-        assert list((tmp_path / "sardag-metrics-database-service").glob("*.db"))
+        (private,) = tmp_path.glob("sardag-metrics-database-service-*")  # mkdtemp's: unpredictable, 0700
+        assert private.stat().st_mode & 0o777 == 0o700
+        assert list(private.glob("*.db"))

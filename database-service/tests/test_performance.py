@@ -179,12 +179,28 @@ def test_rebuild_stats_makes_cached_statistics_stale(make_app: Callable[..., Fla
 def test_trade_client_id_is_idempotent(client: FlaskClient, rows: Callable[[], tuple[int, int]]) -> None:
     first = client.post("/performance/track", json=trade(client_id="fill-1"))
     client.get("/performance/stats")
-    second = client.post("/performance/track", json=trade(client_id="fill-1", exit_price=50))
+    # the retry, a moment later, without exit_time (the server's clock) and with the defaults spelt out
+    second = client.post("/performance/track", json=trade(client_id="fill-1", side="long", quantity=1, fees=0))
     assert (first.status_code, second.status_code) == (201, 200)
     assert second.get_json() == first.get_json()
     assert rows() == (0, 1)
     # a replay is not a new trade: the cached statistics stay valid
     assert client.get("/performance/stats").headers["X-Cache"] == "HIT"
+
+
+def test_a_trade_client_id_reused_with_another_body_is_a_422(
+    client: FlaskClient, rows: Callable[[], tuple[int, int]]
+) -> None:
+    first = client.post("/performance/track", json=trade(client_id="fill-1"))
+    reused = client.post("/performance/track", json=trade(client_id="fill-1", exit_price=50, side="SHORT"))
+    assert reused.status_code == 422
+    error = reused.get_json()
+    assert error["error"] == "idempotency_conflict"
+    assert '"fill-1"' in error["message"]
+    assert [d["field"] for d in error["details"]] == ["side", "exit_price"]
+    assert rows() == (0, 1)
+    assert client.get("/performance/stats").get_json()["total_trades"] == 1
+    assert first.status_code == 201
 
 
 def test_prices_keep_their_decimals(client: FlaskClient) -> None:
@@ -219,3 +235,39 @@ def test_stats_from_a_lagging_standby_are_cached_under_the_standbys_version(tmp_
     assert (after.headers["X-Cache"], after.get_json()["total_trades"]) == ("MISS", 2)
     lagging.close()
     shutdown(app)
+
+
+def test_tracked_trades_are_read_back_latest_exit_first_in_cursor_pages(client: FlaskClient) -> None:
+    base = 1_767_225_600_000  # 2026-01-01T00:00:00Z
+    # pairs of trades share an exit time: page edges cross ties, broken by id
+    stored = [
+        client.post(
+            "/performance/track",
+            json=trade(
+                symbol="ETHUSDT" if n % 3 == 0 else "BTCUSDT",
+                strategy=f"s{n % 2}",
+                exit_time=base + n // 2 * 1000,
+            ),
+        ).get_json()
+        for n in range(9)
+    ]
+    walked: list[dict[str, Any]] = []
+    url = "/performance/trades?limit=2"
+    while url:
+        page = client.get(url).get_json()
+        assert page["count"] == len(page["trades"]) <= 2
+        walked += page["trades"]
+        url = f"/performance/trades?limit=2&cursor={page['next_cursor']}" if page["next_cursor"] else ""
+    newest_first = sorted(stored, key=lambda t: (t["exit_time"], t["id"]), reverse=True)
+    assert walked == newest_first  # every trade once, as /performance/track answered it
+    eth = client.get("/performance/trades", query_string={"symbol": "ethusdt", "strategy": "s0"}).get_json()
+    assert [t["id"] for t in eth["trades"]] == [
+        t["id"] for t in newest_first if t["symbol"] == "ETHUSDT" and t["strategy"] == "s0"
+    ]
+    window = client.get(
+        "/performance/trades", query_string={"since": base + 1000, "until": base + 3000}
+    ).get_json()
+    assert sorted(t["id"] for t in window["trades"]) == [t["id"] for t in stored[2:6]]
+    assert client.get("/performance/trades?until=1&since=2").status_code == 400
+    assert client.get("/performance/trades?cursor=bad").status_code == 400
+    assert client.get("/performance/trades?side=LONG").get_json()["details"][0]["field"] == "side"

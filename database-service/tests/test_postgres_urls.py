@@ -7,10 +7,10 @@ from pathlib import Path
 import psycopg2.extensions
 import pytest
 from database_service.settings import check_postgres_url
-from database_service.storage.base import masked
 from database_service.storage.pg_pool import Timeouts, connect_params
 
 from shared.config import main
+from shared.secrets import mask_url_secrets as masked
 
 pytestmark = pytest.mark.unit
 
@@ -113,8 +113,7 @@ def test_a_multi_host_password_is_masked_in_driver_messages() -> None:
 
 
 def test_the_log_masks_a_multi_host_read_url_password() -> None:
-    from shared.config import secret_values
-    from shared.secrets import Secrets
+    from shared.secrets import Secrets, secret_values
 
     config = {"DATABASE_URL": "sqlite:///x.db", "DATABASE_READ_URL": GOOD[0], "API_KEYS": ()}
     line = Secrets(secret_values(config)).mask(f"reads from {GOOD[0]} failed")

@@ -1,70 +1,50 @@
-"""Kubernetes probes: /livez answers while the database is down, /readyz follows the database."""
+"""/livez and /readyz against a private PostgreSQL and Redis that the test stops and restarts."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Iterator
 
 import pytest
-from flask import Flask
+from database_service import create_app
 
-pytestmark = [pytest.mark.api, pytest.mark.database]
+from shared.lifecycle import shutdown
+from shared.testing import wait_until
+from shared.testing.servers import PrivatePostgres, PrivateRedis
 
-NOWHERE = "postgresql://postgres@127.0.0.1:1/nowhere"  # nothing listens on port 1: refused at once
-
-
-@pytest.mark.unit
-@pytest.mark.parametrize("database_url", [NOWHERE])
-def test_livez_stays_200_and_readyz_is_503_with_postgres_and_redis_down(make_app: Callable[..., Flask]) -> None:
-    client = make_app(REDIS_URL="redis://127.0.0.1:1/0").test_client()
-    assert client.get("/health").status_code == 503
-    live = client.get("/livez")
-    assert live.status_code == 200
-    assert live.get_json()["status"] == "alive"
-    ready = client.get("/readyz")
-    assert ready.status_code == 503
-    assert ready.headers["Retry-After"]
-    body = ready.get_json()
-    assert body["status"] == "not ready"
-    assert body["checks"]["database"]["status"] == "down"
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.database, pytest.mark.redis]
 
 
-def test_readyz_is_200_when_storage_answers(make_app: Callable[..., Flask], backend: str) -> None:
-    ready = make_app().test_client().get("/readyz")
-    assert ready.status_code == 200
-    assert ready.get_json()["checks"] == {"database": {"status": "ok", "detail": backend}}
+@pytest.fixture
+def servers() -> Iterator[tuple[PrivatePostgres, PrivateRedis]]:
+    """A PostgreSQL and a redis-server of this test's own."""
+    with PrivatePostgres() as pg, PrivateRedis() as rd:
+        yield pg, rd
 
 
-@pytest.mark.unit
-@pytest.mark.parametrize("database_url", [NOWHERE])
-def test_probes_are_never_rate_limited(make_app: Callable[..., Flask]) -> None:
-    client = make_app(RATE_LIMIT_DEFAULT=2).test_client()
-    statuses = {path: {client.get(path).status_code for _ in range(5)} for path in ("/livez", "/readyz")}
-    assert statuses == {"/livez": {200}, "/readyz": {503}}
-    assert "X-RateLimit-Limit" not in client.get("/livez").headers
-    assert {client.get("/stats").status_code for _ in range(5)} >= {429}  # the default limit applies elsewhere
-
-
-@pytest.mark.unit
-def test_both_probes_are_in_the_openapi_document() -> None:
-    from database_service.openapi import build_openapi
-
-    paths = build_openapi()["paths"]
-    assert set(paths["/readyz"]["get"]["responses"]) == {"200", "503"}
-    assert set(paths["/livez"]["get"]["responses"]) == {"200"}
-
-
-@pytest.mark.integration
-@pytest.mark.parametrize("database_url", [NOWHERE])
-def test_readyz_stays_200_on_the_standbys_while_the_primary_is_unreachable(
-    make_app: Callable[..., Flask], pg_database: str
+def test_alive_but_not_ready_while_postgres_and_redis_are_down(
+    servers: tuple[PrivatePostgres, PrivateRedis],
 ) -> None:
-    # During a failover reads go on from DATABASE_READ_URL: the pod must stay in the Service.
-    make_app(DATABASE_URL=pg_database)  # the standby's schema, as replication would give it
-    client = make_app(DATABASE_READ_URL=pg_database).test_client()
-    ready = client.get("/readyz")
-    assert ready.status_code == 200
-    detail = ready.get_json()["checks"]["database"]["detail"]
-    assert detail.startswith("reads only: the primary is unreachable")
-    assert client.get("/signals/history").status_code == 200
-    write = client.post("/signals/save", json={"symbol": "BTCUSDT", "action": "BUY", "price": 1})
-    assert write.status_code == 503
+    pg, rd = servers
+    app = create_app({"TESTING": True, "DATABASE_URL": pg.url, "REDIS_URL": rd.url, "LOG_FORMAT": "text"})
+    client = app.test_client()
+    try:
+        assert client.get("/readyz").status_code == 200
+        assert client.get("/readyz").get_json()["checks"]["database"] == {
+            "status": "ok",
+            "detail": "postgresql",
+        }
+        pg.stop("immediate")
+        rd.stop()
+        live = client.get("/livez")
+        assert (live.status_code, live.get_json()) == (200, {"status": "alive", "service": "database-service"})
+        ready = client.get("/readyz")
+        assert ready.status_code == 503
+        assert ready.get_json()["checks"]["database"]["status"] == "down"
+        assert client.get("/health").status_code == 503
+        assert {client.get("/livez").status_code for _ in range(10)} == {200}
+        pg.start()
+        wait_until(
+            lambda: client.get("/readyz").status_code == 200, what="ready again after PostgreSQL returns"
+        )
+    finally:
+        shutdown(app)

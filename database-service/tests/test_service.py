@@ -17,11 +17,12 @@ SIGNAL = {"symbol": "BTCUSDT", "action": "BUY", "price": 1.5}
 TRADE = {"symbol": "BTCUSDT", "entry_price": 100, "exit_price": 110}
 
 
-def test_index_links_health_openapi_and_metrics(client: FlaskClient) -> None:
+def test_index_links_docs_health_openapi_and_metrics(client: FlaskClient) -> None:
     body = client.get("/").get_json()
     assert body["service"] == "database-service"
     assert body["version"] == client.get("/openapi.json").get_json()["info"]["version"]
-    assert body["links"] == {"health": "/health", "openapi": "/openapi.json", "metrics": "/metrics"}
+    links = {"docs": "/docs", "health": "/health", "openapi": "/openapi.json", "metrics": "/metrics"}
+    assert body["links"] == links
     for path in body["links"].values():
         assert client.get(path).status_code == 200
 
@@ -104,14 +105,15 @@ def test_openapi_rejects_what_the_api_rejects(client: FlaskClient) -> None:
 
 
 def test_writes_need_the_api_key_when_set(make_app: Callable[..., Flask], backend: str) -> None:
-    client = make_app(API_KEY="s3cret-key").test_client()
+    client = make_app(API_KEY="s3cret-key-0123456789").test_client()
     assert client.post("/signals/save", json=SIGNAL).status_code == 401
     wrong = client.post("/performance/track", json=TRADE, headers={"X-API-Key": "nope"})
     assert (wrong.status_code, wrong.get_json()["error"]) == (401, "unauthorized")
     assert client.get("/stats").get_json()["signals"] == 0
-    ok = client.post("/signals/save", json=SIGNAL, headers={"X-API-Key": "s3cret-key"})
+    ok = client.post("/signals/save", json=SIGNAL, headers={"X-API-Key": "s3cret-key-0123456789"})
     assert ok.status_code == 201
-    bearer = client.post("/performance/track", json=TRADE, headers={"Authorization": "Bearer s3cret-key"})
+    bearer_key = {"Authorization": "Bearer s3cret-key-0123456789"}
+    bearer = client.post("/performance/track", json=TRADE, headers=bearer_key)
     assert bearer.status_code == 201
     assert client.get("/signals/history").status_code == 200  # reads stay open
 
@@ -167,3 +169,11 @@ def test_redis_down_falls_back_without_errors(make_app: Callable[..., Flask]) ->
         r'sardag_redis_fallback_total\{component="(\w+)",service="database-service"\} (\S+)', metrics
     )
     assert {component for component, count in fallbacks if float(count) > 0} == {"cache", "rate_limiter"}
+
+
+def test_index_lists_every_documented_operation(client: FlaskClient) -> None:
+    routes = client.get("/").get_json()["routes"]
+    paths = client.get("/openapi.json").get_json()["paths"]
+    operations = sorted(f"{method.upper()} {path}" for path, item in paths.items() for method in item)
+    assert sorted(routes) == operations
+    assert "GET /performance/trades" in routes

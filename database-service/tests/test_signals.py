@@ -117,10 +117,50 @@ def test_single_saves_with_client_id_answer_what_reads_answer(client: FlaskClien
 
 
 def test_client_id_is_idempotent(client: FlaskClient, rows: Callable[[], tuple[int, int]]) -> None:
-    first = client.post("/signals/save", json=signal(client_id="order-1"))
-    second = client.post("/signals/save", json=signal(client_id="order-1", price=1))
+    first = client.post("/signals/save", json=signal(client_id="order-1", strategy="m", metadata={"a": 1}))
+    # the same request as a client would retry it: case, a number written otherwise, no timestamp
+    again = signal(client_id="order-1", symbol="btcusdt", action="buy", price=43250.50, strategy="m")
+    second = client.post("/signals/save", json={**again, "metadata": {"a": 1.0}})
     assert (first.status_code, second.status_code) == (201, 200)
     assert second.get_json() == first.get_json()
+    assert rows() == (1, 0)
+
+
+def test_a_client_id_reused_with_another_body_is_a_422_naming_key_and_fields(
+    client: FlaskClient, rows: Callable[[], tuple[int, int]]
+) -> None:
+    first = client.post("/signals/save", json=signal(client_id="order-1", strategy="m"))
+    assert first.status_code == 201
+    reused = client.post("/signals/save", json=signal(client_id="order-1", price=1, strategy=None))
+    assert reused.status_code == 422
+    error = reused.get_json()
+    assert error["error"] == "idempotency_conflict"
+    assert '"order-1"' in error["message"]
+    assert [d["field"] for d in error["details"]] == ["price", "strategy"]
+    # an explicit timestamp other than the stored one is a difference too
+    at = client.post("/signals/save", json=signal(client_id="order-1", strategy="m", timestamp=1767225600000))
+    assert [d["field"] for d in at.get_json()["details"]] == ["timestamp"]
+    assert rows() == (1, 0)
+    assert client.get(f"/signals/{first.get_json()['id']}").get_json() == first.get_json()
+
+
+def test_a_batch_with_one_conflicting_item_stores_nothing(
+    client: FlaskClient, rows: Callable[[], tuple[int, int]]
+) -> None:
+    assert client.post("/signals/save", json=signal(client_id="a")).status_code == 201
+    batch = [signal(client_id="new-1"), signal(), signal(client_id="a", action="SELL"), signal(client_id="a")]
+    answer = client.post("/signals/save", json=batch)
+    assert answer.status_code == 422
+    error = answer.get_json()
+    assert error["error"] == "idempotency_conflict"
+    assert error["details"] == [
+        {"field": "[2].action", "message": "differs from the stored signal with client_id a"}
+    ]
+    assert rows() == (1, 0)  # neither new-1 nor the key-less signal was stored
+    # within one batch, a key twice with different bodies conflicts with itself
+    twice = client.post("/signals/save", json=[signal(client_id="c"), signal(client_id="c", price=2)])
+    assert twice.status_code == 422
+    assert [d["field"] for d in twice.get_json()["details"]] == ["[1].price"]
     assert rows() == (1, 0)
 
 
@@ -134,7 +174,7 @@ def test_concurrent_duplicate_client_id_is_stored_once(
     def post(n: int) -> tuple[int, Any]:
         client = app.test_client()
         start.wait(timeout=30)  # all twenty leave together
-        response = client.post("/signals/save", json=signal(client_id="race-1", price=100 + n))
+        response = client.post("/signals/save", json=signal(client_id="race-1", price=100))
         return response.status_code, response.get_json()
 
     with ThreadPoolExecutor(max_workers=20) as pool:
@@ -211,3 +251,50 @@ def test_history_default_limit_is_100(client: FlaskClient) -> None:
     body = client.get("/signals/history").get_json()
     assert body["count"] == 100
     assert body["next_cursor"] is not None
+
+
+def delete_row(database_url: str, table: str, row_id: int) -> None:
+    """Delete one row behind the service's back, as a retention policy would."""
+    if database_url.startswith("sqlite"):
+        import sqlite3
+
+        conn = sqlite3.connect(database_url.removeprefix("sqlite:///"))
+        with conn:
+            conn.execute(f"DELETE FROM {table} WHERE id = ?", (row_id,))
+        conn.close()
+        return
+    import psycopg2
+
+    conn = psycopg2.connect(database_url)
+    with conn, conn.cursor() as cur:
+        cur.execute(f"DELETE FROM {table} WHERE id = %s", (row_id,))
+    conn.close()
+
+
+def test_a_client_id_whose_row_was_deleted_saves_anew_never_a_500(
+    client: FlaskClient, database_url: str
+) -> None:
+    kept = client.post("/signals/save", json=signal(client_id="kept")).get_json()
+    for key in ("gone-batch", "gone-single"):
+        delete_row(
+            database_url, "signals", client.post("/signals/save", json=signal(client_id=key)).get_json()["id"]
+        )
+    batch = [
+        signal(client_id="kept"),
+        signal(client_id="gone-batch", price=2),
+        signal(client_id="gone-batch", price=2),
+    ]
+    answer = client.post("/signals/save", json=batch)
+    assert answer.status_code == 201, answer.get_json()
+    body = answer.get_json()
+    assert body["created"] == 1
+    ids = [s["id"] for s in body["signals"]]
+    assert ids[0] == kept["id"]
+    assert ids[1] == ids[2] != kept["id"]
+    assert client.get(f"/signals/{ids[1]}").get_json()["price"] == 2
+    single = client.post("/signals/save", json=signal(client_id="gone-single"))
+    assert single.status_code == 201, single.get_json()
+    trade = {"symbol": "BTCUSDT", "entry_price": 100, "exit_price": 110, "client_id": "gone-trade"}
+    delete_row(database_url, "trades", client.post("/performance/track", json=trade).get_json()["id"])
+    again = client.post("/performance/track", json=trade)
+    assert again.status_code == 201, again.get_json()

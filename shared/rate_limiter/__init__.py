@@ -2,14 +2,15 @@
 
 `@rate_limit(requests_per_minute=100, scope="signals_save")` limits one view; routes with
 no decorator get `RATE_LIMIT_DEFAULT`. The backend is chosen by URL like the `limits`
-library: `redis://...` (from `REDIS_URL`); else `file:///path`, the store a gunicorn master
-with several workers shares among them (`SARDAG_RATE_LIMIT_HOST_STORE`, set by
+library: `redis://...` or `redis+sentinel://...` (from `REDIS_URL`); else `file:///path`,
+the store a gunicorn master with several workers shares among them (`SARDAG_RATE_LIMIT_HOST_STORE`, set by
 shared/gunicorn_hooks.py); else `memory://` (one process).
 """
 
 from __future__ import annotations
 
 import functools
+import ipaddress
 import os
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -21,7 +22,15 @@ from shared.rate_limiter.base import Backend, RateLimitResult
 from shared.rate_limiter.host import HOST_ERRORS, HOST_STORE_ENV, HostBackend, host_store_path
 from shared.rate_limiter.memory import MemoryBackend
 from shared.rate_limiter.redis_backend import FailoverBackend, RedisBackend
-from shared.redis_conn import FAST_TIMEOUT, CircuitBreaker, app_breaker, fallback_counter, redis_client
+from shared.redis_conn import (
+    FAST_TIMEOUT,
+    PLAIN_SCHEMES,
+    SENTINEL_SCHEMES,
+    CircuitBreaker,
+    app_breaker,
+    fallback_counter,
+    redis_client,
+)
 from shared.request_pipeline import get_pipeline
 
 __all__ = [
@@ -43,12 +52,30 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def client_ip() -> str:
-    """The client address: the socket peer, or the X-Forwarded-For hop ProxyFix trusts."""
-    return _address(request)
+    """The client's rate-limit key: its address (the socket peer, or the X-Forwarded-For hop
+    ProxyFix trusts), an IPv6 one as its /RATE_LIMIT_IPV6_PREFIX network."""
+    return _address(request, int(current_app.config.get("RATE_LIMIT_IPV6_PREFIX", 64)))
 
 
-def _address(req: Request) -> str:
-    return req.remote_addr or "unknown"
+def _address(req: Request, ipv6_prefix: int) -> str:
+    address = req.remote_addr or "unknown"
+    return client_key(address, ipv6_prefix) if ":" in address else address
+
+
+@functools.lru_cache(maxsize=4096)
+def client_key(address: str, ipv6_prefix: int = 64) -> str:
+    """The key of a client address: an IPv4 address itself; an IPv6 one its network.
+
+    One IPv6 host usually holds a whole /64 and picks a new address from it at will, so
+    keying the full address would give it 2^64 budgets. An IPv4-mapped address is its IPv4.
+    """
+    try:
+        ip = ipaddress.IPv6Address(address)
+    except ValueError:
+        return address
+    if ip.ipv4_mapped is not None:
+        return str(ip.ipv4_mapped)
+    return str(ipaddress.IPv6Network((ip, ipv6_prefix), strict=False))
 
 
 def storage_from_url(
@@ -58,13 +85,13 @@ def storage_from_url(
     timeout: float = FAST_TIMEOUT,
     breaker: CircuitBreaker | None = None,
 ) -> Backend:
-    """Build a backend from `memory://`, `file:///path` or a `redis://` URL.
+    """Build a backend from `memory://`, `file:///path` or a Redis URL (Sentinel too).
 
     The shared stores fail open to the in-process backend while they fail.
     """
     if url.startswith("memory://"):
         return MemoryBackend(max_keys=max_keys)
-    if url.startswith(("redis://", "rediss://", "unix://")):
+    if url.split("://", 1)[0] in (*PLAIN_SCHEMES, *SENTINEL_SCHEMES):
         primary = RedisBackend(redis_client(url, timeout=timeout))
         breaker = breaker or CircuitBreaker("rate limiter")
         return FailoverBackend(primary, MemoryBackend(max_keys), breaker, on_fallback)
@@ -166,7 +193,8 @@ class RateLimiter:
             return
         view = self._view_functions.get(endpoint)
         if view is not None and not hasattr(view, "rate_limit_scope"):
-            self.check(endpoint, _address(req), self.limit_for(endpoint, None), state)
+            prefix = int(self.config.get("RATE_LIMIT_IPV6_PREFIX", 64))
+            self.check(endpoint, _address(req, prefix), self.limit_for(endpoint, None), state)
 
     def health(self) -> tuple[str, str]:
         """`degraded` while limiting in-process because the shared store is unreachable."""

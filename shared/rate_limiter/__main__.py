@@ -11,10 +11,10 @@ import os
 import sys
 import uuid
 
-from shared.config import redacted
 from shared.rate_limiter.memory import MemoryBackend
 from shared.rate_limiter.redis_backend import RedisBackend
 from shared.redis_conn import REDIS_ERRORS, redis_client
+from shared.secrets import redacted
 
 
 class FakeClock:

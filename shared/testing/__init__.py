@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import socket
 import threading
 import time
@@ -102,3 +103,16 @@ def scratch_postgres(admin_url: str, prefix: str) -> Iterator[str]:
         yield urlunsplit(urlsplit(admin_url)._replace(path=f"/{name}"))
     finally:
         admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+# What Python says that a client should never read: pydantic's phrasing, reprs, type names,
+# raw regexes (every 4xx message reads like "must be a positive number below 1e15").
+PYTHON_IN_MESSAGES = re.compile(
+    r"Decimal\(|Input should|String should|List should|Value error|instance of|"
+    r"\b(?:str|int|float|dict|list|tuple|NoneType|bool)\b|\^\S*\$|\\x00|Traceback"
+)
+
+
+def python_in_message(body: str) -> list[str]:
+    """The pieces of Python (reprs, pydantic phrases, type names, regexes) in an answer's body."""
+    return [found.group(0) for found in PYTHON_IN_MESSAGES.finditer(body)]

@@ -21,6 +21,11 @@ TEST_FILES = [f.replace("/rules/", "/tests/").replace(".rules.yml", ".rules.test
 # What the issue asks an alert for, by a word of the alert's name.
 REQUIRED = ("PriceFeedStale", "FeedDisconnected", "NoUpstreamLeader", "HighErrorRate", "HighLatencyP99")
 REQUIRED += ("RedisFallbackActive", "DatabaseUnavailable", "RateLimitRejectionsSpiking", "TargetDown")
+REQUIRED += ("AvailabilityBudgetBurnFast", "AvailabilityBudgetBurnSlow", "LatencyBudgetBurnFast")
+REQUIRED += ("LatencyBudgetBurnSlow", "FreshnessBudgetBurnFast", "FreshnessBudgetBurnSlow")
+REQUIRED += ("ExchangeToServedLatencyHigh",)
+# The SLO error ratios, recorded per service over every window the burn-rate alerts read.
+SLO_WINDOWS = ("5m", "30m", "1h", "2h", "6h", "1d", "3d")
 
 
 def load_yaml(path: Path) -> Any:
@@ -29,10 +34,15 @@ def load_yaml(path: Path) -> Any:
     return YAML(typ="safe").load(path.read_text())
 
 
+def rules(repo: Path) -> list[dict[str, Any]]:
+    """Every rule (alerting and recording) of every rule file."""
+    groups = [group for path in RULE_FILES for group in load_yaml(repo / path)["groups"]]
+    return [rule for group in groups for rule in group["rules"]]
+
+
 def alerts(repo: Path) -> dict[str, dict[str, Any]]:
     """Every alerting rule, by name."""
-    groups = [group for path in RULE_FILES for group in load_yaml(repo / path)["groups"]]
-    return {rule["alert"]: rule for group in groups for rule in group["rules"] if "alert" in rule}
+    return {rule["alert"]: rule for rule in rules(repo) if "alert" in rule}
 
 
 def promtool(ops: SimpleNamespace, *args: str) -> str:
@@ -48,15 +58,25 @@ def test_promtool_check_rules(ops: SimpleNamespace) -> None:
     output = promtool(ops, "check", "rules", *RULE_FILES)
     assert output.count("SUCCESS") == len(RULE_FILES), output
     found = sum(int(n) for n in re.findall(r"SUCCESS: (\d+) rules found", output))
-    assert found == len(alerts(ops.REPO))
+    assert found == len(rules(ops.REPO))
 
 
 @pytest.mark.integration
-@pytest.mark.parametrize("tests", TEST_FILES)
+@pytest.mark.parametrize(  # the SLO tests evaluate three days of samples
+    "tests", [pytest.param(f, marks=pytest.mark.slow) if "/slo." in f else f for f in TEST_FILES]
+)
 def test_promtool_test_rules(ops: SimpleNamespace, tests: str) -> None:
     output = promtool(ops, "test", "rules", tests)
     print(output)
     assert "SUCCESS" in output
+
+
+@pytest.mark.unit
+def test_every_slo_ratio_is_recorded_over_every_window(ops: SimpleNamespace) -> None:
+    recorded = {rule["record"] for rule in rules(ops.REPO) if "record" in rule}
+    for slo in ("availability", "latency", "freshness"):
+        for window in SLO_WINDOWS:
+            assert f"job:sardag_slo_{slo}_errors:ratio_rate{window}" in recorded, (slo, window)
 
 
 @pytest.mark.unit
@@ -91,8 +111,9 @@ def test_every_alert_links_to_its_runbook_section(ops: SimpleNamespace) -> None:
 @pytest.mark.unit
 def test_alerts_read_documented_metrics(ops: SimpleNamespace) -> None:
     documented = set(re.findall(r"sardag_[a-z0-9_]+", (ops.REPO / "docs/shared-api.md").read_text()))
-    for name, rule in alerts(ops.REPO).items():
-        for metric in re.findall(r"sardag_[a-z0-9_]+", rule["expr"]):
+    for rule in rules(ops.REPO):
+        name = rule.get("alert") or rule["record"]
+        for metric in re.findall(r"(?<![:a-z])sardag_[a-z0-9_]+", rule["expr"]):
             assert re.sub(r"_(bucket|sum|count)$", "", metric) in documented, f"{name}: {metric}"
 
 

@@ -47,7 +47,9 @@ def compose(compose_path: Path) -> dict[str, Any]:
 
 @pytest.mark.integration
 @pytest.mark.slow
-def test_compose_validates_against_compose_spec(compose_path: Path, ops: SimpleNamespace) -> None:
+@pytest.mark.parametrize("file_name", ["docker-compose.yml", "docker-compose.redis-ha.yml"])
+def test_compose_validates_against_compose_spec(file_name: str, ops: SimpleNamespace) -> None:
+    compose_path = ops.REPO / file_name
     try:
         import check_jsonschema  # noqa: F401
     except ImportError:
@@ -334,3 +336,29 @@ def _as_list(value: Any) -> list[Any]:
     if isinstance(value, list):
         return [v["path"] if isinstance(v, dict) else v for v in value]
     return [value]
+
+
+@pytest.mark.unit
+def test_redis_ha_file_points_both_services_at_the_three_sentinels(ops: SimpleNamespace) -> None:
+    """docker-compose.redis-ha.yml: the services' REDIS_URL names the sentinels and the master they watch."""
+    from ruamel.yaml import YAML
+
+    from shared.redis_conn import SENTINEL_PORT, parse_sentinel_url
+
+    ha = YAML(typ="safe").load((ops.REPO / "docker-compose.redis-ha.yml").read_text())
+    sentinels = sorted(name for name in ha["services"] if name.startswith("redis-sentinel-"))
+    assert len(sentinels) == 3
+    assert "--replicaof redis 6379" in ha["services"]["redis-replica"]["command"][-1]
+    for name in APP_PORTS:
+        url = ha["services"][name]["environment"]["REDIS_URL"].replace(
+            "${REDIS_PASSWORD:?set REDIS_PASSWORD in .env}", "pw"
+        )
+        target = parse_sentinel_url(url)
+        assert target.sentinels == tuple((s, SENTINEL_PORT) for s in sentinels)
+        assert target.options["password"] == "pw"
+        depends = ha["services"][name]["depends_on"]
+        assert {s: depends[s]["condition"] for s in sentinels} == dict.fromkeys(sentinels, "service_healthy")
+        for sentinel in sentinels:
+            script = ha["services"][sentinel]["command"][-1]
+            assert f"sentinel monitor {target.master} redis 6379 2" in script
+            assert "requirepass $$REDIS_PASSWORD" in script  # the URL's password opens the sentinels too

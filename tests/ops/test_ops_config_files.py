@@ -107,7 +107,11 @@ def test_env_example_values_parse(ops: SimpleNamespace) -> None:
 
 @pytest.fixture(scope="module")
 def ecosystem(ops: SimpleNamespace, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    scratch = tmp_path_factory.mktemp("ecosystem")
+    return evaluate_ecosystem(ops, tmp_path_factory.mktemp("ecosystem"))
+
+
+def evaluate_ecosystem(ops: SimpleNamespace, scratch: Path, **extra: str) -> dict[str, Any]:
+    """ecosystem.config.js as `pm2 start` sees it, with `extra` in the caller's environment."""
     node = ops.find_tool("node")
     script = "console.log(JSON.stringify(require(process.argv[1])))"
     result = subprocess.run(
@@ -120,6 +124,7 @@ def ecosystem(ops: SimpleNamespace, tmp_path_factory: pytest.TempPathFactory) ->
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
             "SARDAG_RUN_DIR": str(scratch / "run"),
             "SARDAG_LOG_DIR": str(scratch / "logs"),
+            **extra,
         },
     )
     assert result.returncode == 0, result.stderr
@@ -140,6 +145,25 @@ def test_ecosystem_runs_both_services_under_gunicorn(ecosystem: dict[str, Any], 
         assert app["cwd"] == str(ops.REPO)
         assert app["env"]["PORT"] == str(ops.SERVICES[name]["port"])
         assert int(app["env"]["WEB_CONCURRENCY"]) >= 1
+
+
+@pytest.mark.integration
+def test_ecosystem_feed_fake_adds_the_fake_exchange_and_feeds_streaming_from_it(
+    ops: SimpleNamespace, tmp_path: Path
+) -> None:
+    apps = {
+        app["name"]: app for app in evaluate_ecosystem(ops, tmp_path, FEED="fake", FAKE_PORT="9555")["apps"]
+    }
+    assert set(apps) == {*ops.SERVICES, "fake-exchange"}
+    fake = apps["fake-exchange"]
+    assert fake["script"] == str(ops.REPO / ".venv/bin/python")
+    assert fake["args"] == ["-m", "websocket_streaming.fake_exchange", "--port", "9555"]
+    streaming = apps["websocket-streaming"]["env"]
+    assert (streaming["BINANCE_WS_URL"], streaming["BINANCE_REST_URL"]) == (
+        "ws://127.0.0.1:9555",
+        "http://127.0.0.1:9555",
+    )
+    assert "BINANCE_WS_URL" not in apps["database-service"]["env"]
 
 
 @pytest.mark.integration

@@ -95,7 +95,7 @@ def test_image_layout_runs_cmd_and_healthcheck(
     assert refused.returncode == 2, "BIND=0.0.0.0 without API_KEY must refuse to start"
     assert "BIND" in refused.stderr
 
-    server = launcher.start(f"{service}-image", image.cmd, {**env, "API_KEY": "ops-test-key"}, port)
+    server = launcher.start(f"{service}-image", image.cmd, {**env, "API_KEY": "ops-test-key-0123456789"}, port)
     launcher.wait_healthy(server)
     health = _run(image.healthcheck, app, env, timeout=10)
     assert health.returncode == 0, health.stderr

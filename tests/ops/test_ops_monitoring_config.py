@@ -109,10 +109,14 @@ def test_dashboard_has_every_required_panel(ops: SimpleNamespace) -> None:
 @pytest.mark.unit
 def test_dashboard_uses_only_documented_metrics(ops: SimpleNamespace) -> None:
     documented = set(re.findall(r"sardag_[a-z0-9_]+", (ops.REPO / "docs/shared-api.md").read_text()))
+    rule_files = (ops.REPO / "deploy/prometheus/rules").glob("*.rules.yml")
+    recorded = {name for path in rule_files for name in re.findall(r"record: (\S+)", path.read_text())}
     for title, ref, expr in dashboard_queries(ops.REPO):
-        for metric in re.findall(r"sardag_[a-z0-9_]+", expr):
+        for metric in re.findall(r"(?<![:a-z])sardag_[a-z0-9_]+", expr):
             base = re.sub(r"_(bucket|sum|count)$", "", metric)
             assert base in documented, f"{title}/{ref}: {metric} is not in docs/shared-api.md"
+        for series in re.findall(r"[a-z_]+:sardag_[a-z0-9_:]+", expr):  # a recording rule's
+            assert series in recorded, f"{title}/{ref}: {series} is recorded by no rule"
 
 
 @pytest.mark.unit

@@ -1,5 +1,6 @@
-"""A real Prometheus scrapes both running services with the alerting rules loaded: every
-rule evaluates, a feed outage makes its alert pending, every dashboard query returns series."""
+"""A real Prometheus scrapes both running services with the alerting and recording rules
+loaded: every rule evaluates, a feed outage makes its alert pending, the SLO ratios are
+recorded for both services, every dashboard query (the SLO row included) returns series."""
 
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ VARIABLES = {"$__rate_interval": "30s", "$__interval": "2s", "$__range": "5m"}
 HISTORY_LIMIT = 3  # low per-route limit on /signals/history, so the 429 panel has data
 DB_WORKERS = 2  # without Redis each worker limits on its own: up to HISTORY_LIMIT per worker
 ONLY_WITH_REDIS = {"sardag_redis_fallback_total"}  # these services run without Redis here
+_JOBS = ("database-service", "websocket-streaming")
 
 
 def _dashboard_queries(repo: Path) -> list[tuple[str, str, str]]:
@@ -140,6 +142,15 @@ def _rules_evaluate(ops: SimpleNamespace, prometheus: str) -> list[dict[str, Any
     return rules if all(r["health"] == "ok" for r in rules) else []
 
 
+def _recording_rules_evaluate(ops: SimpleNamespace, prometheus: str) -> list[dict[str, Any]]:
+    """Every recording rule (the SLO ratios), once each has been evaluated without an error."""
+    _, body = ops.http("GET", f"{prometheus}/api/v1/rules?type=record")
+    rules = [rule for group in body["data"]["groups"] for rule in group["rules"]]
+    broken = [f"{r['name']}: {r.get('lastError')}" for r in rules if r["health"] == "err"]
+    assert not broken, broken
+    return rules if rules and all(r["health"] == "ok" for r in rules) else []
+
+
 def _alert_states(ops: SimpleNamespace, prometheus: str) -> dict[str, str]:
     _, body = ops.http("GET", f"{prometheus}/api/v1/alerts")
     return {alert["labels"]["alertname"]: alert["state"] for alert in body["data"]["alerts"]}
@@ -187,7 +198,7 @@ def test_every_dashboard_query_returns_series(ops: SimpleNamespace, launcher: An
         launcher,
         {"database-service:5020": f"127.0.0.1:{db.port}", "websocket-streaming:5021": f"127.0.0.1:{ws.port}"},
     )
-    jobs = {"database-service", "websocket-streaming"}
+    jobs = {*_JOBS}
     ops.wait_until(lambda: _targets_up(ops, prometheus, jobs), 30, "both scrape targets up")
     _wait_for_prices(ops, ws.url)
     exchange = _reconnect(ops, launcher, exchange, ws.url)
@@ -195,6 +206,18 @@ def test_every_dashboard_query_returns_series(ops: SimpleNamespace, launcher: An
     time.sleep(5 * SCRAPE_SECONDS)
     _traffic(ops, db.url, ws.url)
     rules = ops.wait_until(lambda: _rules_evaluate(ops, prometheus), 30, "every alerting rule evaluated")
+    records = ops.wait_until(lambda: _recording_rules_evaluate(ops, prometheus), 30, "every SLO ratio recorded")
+    for slo, jobs in (
+        ("availability", {*_JOBS}),
+        ("latency", {*_JOBS}),
+        ("freshness", {"websocket-streaming"}),
+    ):
+        result = _query(ops, prometheus, f"job:sardag_slo_{slo}_errors:ratio_rate5m")["data"]["result"]
+        assert {series["metric"]["job"] for series in result} == jobs, (slo, result)
+    _, stats = ops.http("GET", f"{ws.url}/stats")
+    print(f"websocket-streaming /stats latency: {json.dumps(stats['latency'])}")
+    assert {"aggTrade", "24hrTicker"} <= set(stats["latency"]["exchange_to_received"]), stats["latency"]
+    assert stats["latency"]["clock_offset_seconds"] is not None, "Binance's clock was never read"
     # The feed goes away: its alert must go pending (it fires after its `for`, 1 minute).
     exchange.stop(timeout=10)
     states = ops.wait_until(
@@ -202,8 +225,11 @@ def test_every_dashboard_query_returns_series(ops: SimpleNamespace, launcher: An
         30,
         "SardagFeedDisconnected to be pending",
     )
-    print(f"{len(rules)} alerting rules evaluated; active after the feed stopped: {states}")
-    for metric in sorted({m for rule in rules for m in re.findall(r"sardag_[a-z0-9_]+", rule["query"])}):
+    print(f"{len(rules)} alerting, {len(records)} recording rules evaluated; active, feed stopped: {states}")
+    queries_read = [rule["query"] for rule in (*rules, *records)]
+    for metric in sorted(
+        {m for query in queries_read for m in re.findall(r"(?<![:a-z])sardag_[a-z0-9_]+", query)}
+    ):
         if metric not in ONLY_WITH_REDIS:
             assert _query(ops, prometheus, metric)["data"]["result"], f"an alert reads {metric}, never exported"
     queries = _dashboard_queries(ops.REPO)

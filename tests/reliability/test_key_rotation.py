@@ -96,11 +96,11 @@ def test_rotating_a_key_refuses_no_write_and_retires_the_old_key(tmp_path: Path)
 
 @pytest.mark.unit
 def test_any_configured_key_is_accepted_and_no_other() -> None:
-    environ = {"API_KEY": "first-key-0000", "API_KEYS": "second-key-1111, third-key-2222"}
+    environ = {"API_KEY": "first-key-0000-aaaa", "API_KEYS": "second-key-1111-bbbb, third-key-2222-cccc"}
     keys = auth.ApiKeys.from_config(load_config("svc", environ=environ, env_file=None))
     assert keys.required
-    assert all(keys.accepts(k) for k in ("first-key-0000", "second-key-1111", "third-key-2222"))
-    assert not keys.accepts("second-key-111")
+    assert all(keys.accepts(k) for k in ("first-key-0000-aaaa", "second-key-1111-bbbb", "third-key-2222-cccc"))
+    assert not keys.accepts("second-key-1111-bbb")
     assert not keys.accepts("")
 
 
@@ -131,8 +131,10 @@ def test_an_unreadable_key_file_accepts_nothing(tmp_path: Path) -> None:
 
 
 @pytest.mark.unit
-def test_api_keys_alone_allow_a_public_bind() -> None:
-    assert load_config("svc", environ={"BIND": "0.0.0.0", "API_KEYS": "k1-abcdef"}, env_file=None)
-    assert load_config("svc", environ={"BIND": "0.0.0.0", "API_KEYS_FILE": "/run/keys"}, env_file=None)
+def test_api_keys_alone_allow_a_public_bind(tmp_path: Path) -> None:
+    assert load_config("svc", environ={"BIND": "0.0.0.0", "API_KEYS": "k1-abcdef-0123456789"}, env_file=None)
+    keys = tmp_path / "keys"
+    keys.write_text(f"{OLD_KEY}\n")
+    assert load_config("svc", environ={"BIND": "0.0.0.0", "API_KEYS_FILE": str(keys)}, env_file=None)
     with pytest.raises(ConfigError):
         load_config("svc", environ={"BIND": "0.0.0.0", "API_KEYS": " , "}, env_file=None)

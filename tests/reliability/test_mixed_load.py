@@ -85,7 +85,10 @@ def test_mixed_load(
     seconds = SECONDS[form]
     common = {"REDIS_URL": private_redis.url, **LIMITS}
     db = launcher.gunicorn("database-service", workers=2, DATABASE_URL=private_postgres().url, **common)
-    ws_env = streaming_settings(fake_exchange, WS_RING_SIZE=str(RING_SIZE), **common)
+    # every subscriber comes from 127.0.0.1: the per-client stream cap must admit them all
+    ws_env = streaming_settings(
+        fake_exchange, WS_RING_SIZE=str(RING_SIZE), SSE_MAX_STREAMS_PER_CLIENT=str(SSE_USERS), **common
+    )
     ws = launcher.gunicorn("websocket-streaming", workers=2, **ws_env)
     wait_until(lambda: Client(ws.url).get("/price/BTCUSDT").status == 200, 30, "a price")
     workers = {"database-service": db.children(), "websocket-streaming": ws.children()}

@@ -28,7 +28,7 @@ from typing import Any
 
 import pytest
 
-from shared.testing import scratch_postgres, wait_until
+from shared.testing import python_in_message, scratch_postgres, wait_until
 from shared.testing.processes import VENV_BIN, Launcher, Running, http
 
 pytestmark = [pytest.mark.integration, pytest.mark.api, pytest.mark.slow]
@@ -39,7 +39,15 @@ LONG_MIN_REQUESTS = 2000
 RAISED = "1000000"
 RAISED_LIMITS = {
     f"RATE_LIMIT_{name}": RAISED
-    for name in ("DEFAULT", "SIGNALS_SAVE", "SIGNALS_HISTORY", "PERFORMANCE_TRACK", "PRICE", "STREAM")
+    for name in (
+        "DEFAULT",
+        "SIGNALS_SAVE",
+        "SIGNALS_HISTORY",
+        "PERFORMANCE_TRACK",
+        "PERFORMANCE_TRADES",
+        "PRICE",
+        "STREAM",
+    )
 }
 KEYS = ("st-key-0123456789abcdef", "st-key-fedcba9876543210")
 CONFIG = "request-timeout = 10\n"
@@ -93,12 +101,18 @@ def check(outcome: Outcome, service: Running, name: str, min_requests: int) -> N
     tail = outcome.output[-6000:]
     assert outcome.code == 0, f"schemathesis found problems:\n{tail}\n--- service log ---\n{service.log_tail()}"
     assert not [s for s in outcome.statuses if s >= 500], outcome.summary(name)
+    # every operation carries an example: the examples phase runs instead of being skipped
+    assert "Examples (in" in outcome.output, tail
+    assert "⏭  Examples" not in outcome.output, tail
     assert len(outcome.entries) >= min_requests, outcome.summary(name)
     for entry in outcome.entries:
         status, content = int(entry["response"]["status"]), entry["response"]["content"]
         if status >= 400 and status != 414:  # 414 is gunicorn's own HTML (a documented deviation)
             assert content["mimeType"].startswith("application/json"), entry["request"]["url"]
             assert {"error", "message"} <= set(json.loads(content.get("text") or "{}")), entry["request"]["url"]
+            # messages read like the documentation: no repr, pydantic phrase, type name or regex
+            text = content.get("text") or ""
+            assert python_in_message(text) == [], (entry["request"]["url"], text)
 
 
 def _examples(long: int, short: int) -> int:

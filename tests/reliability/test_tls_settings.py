@@ -10,8 +10,9 @@ import redis
 from database_service.settings import SERVICE, SETTINGS
 from database_service.storage import open_storage
 
-from shared.config import load_config, redacted
+from shared.config import load_config
 from shared.redis_conn import redis_client
+from shared.secrets import redacted
 
 pytestmark = pytest.mark.unit
 

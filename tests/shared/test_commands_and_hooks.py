@@ -67,3 +67,25 @@ def test_child_exit_marks_the_worker_dead(monkeypatch: pytest.MonkeyPatch, tmp_p
     gunicorn_hooks._child_exit(None, SimpleNamespace(pid=4242))
     assert not (tmp_path / "gauge_livemax_4242.db").exists()
     assert os.environ["PROMETHEUS_MULTIPROC_DIR"] == str(tmp_path)
+
+
+def test_without_a_metrics_directory_set_each_master_gets_a_private_one(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    monkeypatch.setenv(gunicorn_hooks.PRIVATE_METRICS_ENV, "")  # setenv, not delenv: restored after the test
+    monkeypatch.setattr(gunicorn_hooks.tempfile, "tempdir", None)  # re-read TMPDIR
+    made = []
+    for _ in range(2):  # two masters of one service on one host
+        monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", "")  # unset (empty); restored after the test
+        namespace: dict[str, Any] = {}
+        gunicorn_hooks.configure(namespace, "svc", defaults={"PORT": 5020})
+        made.append(Path(os.environ["PROMETHEUS_MULTIPROC_DIR"]))
+    assert made[0] != made[1]
+    assert made[0] != tmp_path / "sardag-metrics-svc"  # not the predictable shared path
+    for path in made:
+        assert path.is_dir()
+        assert path.stat().st_mode & 0o777 == 0o700
+    namespace["on_exit"](None)
+    assert not made[1].exists()  # removed at the master's exit

@@ -16,12 +16,12 @@ from shared.config import (
     ConfigError,
     Setting,
     load_config,
+    lookalike_warnings,
     main,
     parse_int,
-    redacted,
-    secret_values,
     service_settings,
 )
+from shared.secrets import redacted, secret_values
 from shared.testing.processes import Launcher, Running, http
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -125,7 +125,7 @@ def test_per_route_limits_from_environment() -> None:
 def test_non_loopback_bind_needs_an_api_key_or_explicit_opt_out() -> None:
     with pytest.raises(ConfigError, match="BIND"):
         load_config("svc", environ={"BIND": "0.0.0.0"}, env_file=None)
-    assert load_config("svc", environ={"BIND": "0.0.0.0", "API_KEY": "k"}, env_file=None)
+    assert load_config("svc", environ={"BIND": "0.0.0.0", "API_KEY": "k-0123456789abcdef"}, env_file=None)
     opt_out = {"BIND": "0.0.0.0", "ALLOW_UNAUTHENTICATED": "1"}
     assert load_config("svc", environ=opt_out, env_file=None)["ALLOW_UNAUTHENTICATED"] is True
     for loopback in ("127.0.0.1", "::1", "localhost", "127.0.0.2"):
@@ -138,13 +138,13 @@ def test_redaction_hides_secrets() -> None:
         "svc",
         {"DATABASE_URL": "postgresql://u:pw123@db:5432/x"},
         environ={
-            "API_KEY": "topsecret",
+            "API_KEY": "topsecret-0123456789",
             "OTEL_EXPORTER_OTLP_ENDPOINT": "https://otel:collect0r@otel.example:4318",
         },
         env_file=None,
     )
     safe = redacted(config)
-    assert "topsecret" not in str(safe)
+    assert "topsecret-0123456789" not in str(safe)
     assert "pw123" not in str(safe)
     assert safe["DATABASE_URL"] == "postgresql://u:***@db:5432/x"
     assert safe["OTEL_EXPORTER_OTLP_ENDPOINT"] == "https://otel:***@otel.example:4318"
@@ -237,14 +237,14 @@ def test_every_service_setting_refuses_a_bad_value_with_one_line(
 def test_config_command_prints_the_real_port_and_a_verdict(
     service: str, port: int, clean_env: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    clean_env.setenv("API_KEY", "hunter2")
+    clean_env.setenv("API_KEY", "hunter2-0123456789abc")
     code, out, err = _check(service, capsys)
     assert (code, err) == (0, "")
     lines = out.splitlines()
     assert f"PORT={port}" in lines
     assert f"SERVICE_NAME={service}" in lines
     assert "API_KEY=***" in lines
-    assert "hunter2" not in out
+    assert "hunter2-0123456789abc" not in out
     assert lines[-1] == f"{service}: configuration valid; it would listen on 127.0.0.1:{port}"
 
 
@@ -288,10 +288,10 @@ def test_config_command_names_its_services_and_refuses_others(tmp_path: Path) ->
 @pytest.mark.integration
 @pytest.mark.slow
 def test_config_command_runs_the_checks_across_settings(tmp_path: Path) -> None:
-    symbols = ",".join(f"S{i:03d}USDT" for i in range(600))  # x 2 streams: past 1024 per connection
+    symbols = ",".join(f"S{i:03d}USDT" for i in range(600))  # x 3 default streams: past 1024 per connection
     refused = _config_command("websocket-streaming", cwd=tmp_path, SYMBOLS=symbols)
     assert (refused.returncode, refused.stdout) == (2, "")
-    assert refused.stderr == "configuration error: SYMBOLS: 1200 streams; Binance allows 1024 per connection\n"
+    assert refused.stderr == "configuration error: SYMBOLS: 1800 streams; Binance allows 1024 per connection\n"
     fits = _config_command(
         "websocket-streaming", cwd=tmp_path, SYMBOLS=symbols[: 300 * 9 - 1], WS_STREAMS="aggTrade"
     )
@@ -333,3 +333,41 @@ def test_a_bad_symbols_does_not_stop_database_service(tmp_path: Path) -> None:
     with Launcher(tmp_path) as launch:
         server = launch.gunicorn("database-service", workers=1, SYMBOLS="BTC-USD,,??")
         assert http("GET", f"{server.url}/health")[0] == 200
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize(
+    ("variable", "meant"),
+    [
+        ("HOST", "BIND"),
+        ("SARDAG_DATABASE_URL", "DATABASE_URL"),
+        ("SARDAG_LOG_LEVL", "LOG_LEVEL"),
+        ("RATE_LIMIT_SIGNAL_SAVE", "RATE_LIMIT_SIGNALS_SAVE"),
+        ("RATE_LIMIT_PRICES", "RATE_LIMIT_PRICE"),
+    ],
+)
+def test_a_lookalike_variable_gets_one_warning_naming_the_intended_one(
+    variable: str, meant: str, clean_env: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    warnings = lookalike_warnings({variable: "1", "PATH": "/bin"}, env_file=None)
+    assert warnings == [f"configuration warning: {variable} is ignored (not a setting); did you mean {meant}?"]
+    # and the config command says it, once, before its verdict
+    clean_env.setenv(variable, "0.0.0.0" if variable == "HOST" else "5")
+    code, out, err = _check("database-service", capsys)
+    assert code == 0
+    assert err.splitlines() == warnings
+    assert out.splitlines()[-1] == "database-service: configuration valid; it would listen on 127.0.0.1:5020"
+
+
+@pytest.mark.unit
+def test_settings_scopes_of_either_service_and_our_own_sardag_variables_are_not_warned() -> None:
+    environ = {
+        "BIND": "127.0.0.1",
+        "RATE_LIMIT_PRICE": "300",  # websocket-streaming's: one .env serves both services
+        "RATE_LIMIT_SIGNALS_SAVE": "100",
+        "RATE_LIMIT_ENABLED": "1",
+        "SARDAG_RATE_LIMIT_HOST_STORE": "file:///tmp/x",  # set by the gunicorn master
+        "SARDAG_LOG_DIR": "/tmp",  # the run scripts'
+        "HOSTNAME": "box",
+    }
+    assert lookalike_warnings(environ, env_file=None) == []

@@ -13,6 +13,7 @@ import http.client
 import json
 import math
 import os
+import re
 import signal
 import subprocess
 import time
@@ -35,6 +36,7 @@ DATABASE_ROUTES = [  # (method, path, body, limit): the declared limits, the res
     ("POST", "/signals/save", SIGNAL, 100),
     ("GET", "/signals/history", None, 200),
     ("POST", "/performance/track", TRADE, 100),
+    ("GET", "/performance/trades", None, 200),
     ("GET", "/signals/1", None, 60),
     ("GET", "/performance/stats", None, 60),
     ("GET", "/stats", None, 60),
@@ -96,7 +98,20 @@ def request(
 @pytest.fixture(scope="module")
 def make_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MakeRun]:
     """`FEED=fake scripts/run.sh` on free ports, on a scratch SQLite file; stopped afterwards."""
-    tmp = tmp_path_factory.mktemp("make-run")
+    run = start_run(tmp_path_factory.mktemp("make-run"))
+    try:
+        yield run
+    finally:
+        os.killpg(run.process.pid, signal.SIGTERM)
+        try:
+            run.process.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(run.process.pid, signal.SIGKILL)
+            run.process.wait(10)
+
+
+def start_run(tmp: Path) -> MakeRun:
+    """Start `FEED=fake scripts/run.sh` and wait for both services and a first price."""
     dropped = ("WEB_CONCURRENCY", "GUNICORN_", "PROMETHEUS_", "RATE_LIMIT_", "SARDAG_", "API_KEY", "BIND")
     env = {k: v for k, v in os.environ.items() if not k.startswith(dropped) and k != "PORT"}
     db_port, ws_port = free_port(), free_port()
@@ -123,14 +138,11 @@ def make_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MakeRun]:
             wait_until(lambda p=port: _healthy(run, p), 90, f"make run: /health on {port}")
         # wait for the feed from another loopback address: 127.0.0.1's budgets stay untouched
         wait_until(lambda: _priced(ws_port), 60, "a first price from the fake exchange")
-        yield run
-    finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(10)
+    except BaseException:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(10)
+        raise
+    return run
 
 
 def _healthy(run: MakeRun, port: int) -> bool:
@@ -190,3 +202,17 @@ def test_the_start_up_log_says_how_each_service_counts(make_run: MakeRun) -> Non
     log = make_run.log.read_text(errors="replace")
     assert "rate limits: exact across 2 workers through a store on this host" in log
     assert "rate limits: in-process, exact (1 worker, no REDIS_URL)" in log
+
+
+def test_ctrl_c_stops_the_services_before_the_fake_exchange(tmp_path: Path) -> None:
+    # the fake exchange stopped first made websocket-streaming warn "upstream connection lost"
+    run = start_run(tmp_path)
+    os.killpg(run.process.pid, signal.SIGINT)  # what the terminal's Ctrl-C sends the foreground group
+    try:
+        run.process.wait(60)
+    finally:
+        if run.process.poll() is None:
+            os.killpg(run.process.pid, signal.SIGKILL)
+    log = run.log.read_text(errors="replace")
+    assert not re.search(r"upstream connection \S+ lost|connection \S+ failed", log), log[-3000:]
+    assert "Traceback" not in log, log[-3000:]

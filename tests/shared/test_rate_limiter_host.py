@@ -217,3 +217,14 @@ def test_adding_workers_without_a_shared_store_is_logged(master_env: Path) -> No
         "rate limits: now counted per worker (2 workers, no REDIS_URL, started with one): "
         "a client may get up to 2x its limit until restarted with WEB_CONCURRENCY=2"
     ]
+
+
+@pytest.mark.unit
+def test_gunicorn_setting_the_worker_count_at_start_is_not_a_change(master_env: Path) -> None:
+    # arbiter setup sets num_workers from None before on_starting has created the host store
+    server = _server(2)
+    namespace: dict[str, Any] = {}
+    gunicorn_hooks.configure(namespace, "svc")
+    namespace["nworkers_changed"](server, 2, None)
+    namespace["nworkers_changed"](server, 1, 2)  # TTOU: fewer workers never over-count
+    assert server.log.lines == []

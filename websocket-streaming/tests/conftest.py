@@ -33,6 +33,7 @@ def app_config(fake: FakeExchange, **overrides: Any) -> dict[str, Any]:
         "WS_BACKOFF_BASE_SECONDS": 0.1,
         "WS_BACKOFF_CAP_SECONDS": 1.0,
         "WS_BACKFILL_ENABLED": False,
+        "BINANCE_TIME_CHECK_SECONDS": 0,  # tests count REST requests; test_latency.py asks for it
         "WS_ROTATION_OVERLAP_SECONDS": 0.3,
         "SSE_HEARTBEAT_SECONDS": 15.0,
         "LOG_FORMAT": "text",

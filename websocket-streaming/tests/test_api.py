@@ -140,3 +140,39 @@ def test_health_is_unhealthy_when_nothing_can_ever_feed_the_process(idle_app: Fl
     upstream = body["checks"]["upstream"]
     assert upstream["status"] == "degraded"
     assert upstream["detail"]["connected"] is False
+
+
+def test_price_and_prices_bodies_end_with_a_newline_like_every_other_body(idle_app: Flask) -> None:
+    get_service(idle_app).book.apply(PriceUpdate("BTCUSDT", "trade", 1, price=dec("42.10")))
+    client = idle_app.test_client()
+    for path in ("/price/BTCUSDT", "/prices", "/symbols", "/stats"):
+        answer = client.get(path)
+        assert answer.status_code == 200
+        assert answer.data.endswith(b"}\n"), path
+
+
+@pytest.mark.parametrize("path", ["/prices?foo=1", "/price/BTCUSDT?foo=1", "/symbols?foo=1", "/stats?foo=1"])
+def test_an_unknown_query_parameter_is_refused_like_database_service(idle_app: Flask, path: str) -> None:
+    answer = idle_app.test_client().get(path)
+    assert answer.status_code == 400
+    assert answer.get_json()["details"] == [
+        {"field": "foo", "message": "is not a parameter of this operation, which takes none"}
+    ]
+
+
+def test_stream_names_the_parameter_it_takes(idle_app: Flask) -> None:
+    answer = idle_app.test_client().get("/stream?symbol=BTCUSDT")  # `symbols`, plural
+    assert answer.status_code == 400
+    assert answer.get_json()["details"] == [
+        {"field": "symbol", "message": "is not a parameter of this operation, which takes events, symbols"}
+    ]
+
+
+def test_index_lists_every_documented_operation(idle_app: Flask) -> None:
+    client = idle_app.test_client()
+    routes = client.get("/").get_json()["routes"]
+    paths = client.get("/openapi.json").get_json()["paths"]
+    assert sorted(routes) == sorted(
+        f"{method.upper()} {path}" for path, item in paths.items() for method in item
+    )
+    assert "GET /price/{symbol}" in routes

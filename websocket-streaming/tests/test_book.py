@@ -110,7 +110,12 @@ def test_price_answer_writes_the_exact_decimal_string_as_a_json_number() -> None
         "symbol",
         "price",
         "bid",
+        "bid_qty",
         "ask",
+        "ask_qty",
+        "quote_id",
+        "quote_time",
+        "quote_age_seconds",
         "open_24h",
         "high_24h",
         "low_24h",
@@ -252,3 +257,102 @@ def test_id_at_names_the_update_at_a_ring_position() -> None:
     assert book.id_at(5) == records[4].event_id  # type: ignore[union-attr]
     assert book.id_at(4) is None  # left the ring
     assert book.id_at(21) is None
+
+
+def quote(symbol: str, update_id: int, bid: str, ask: str = "200", size: str = "1") -> PriceUpdate:
+    d = Decimal
+    return PriceUpdate(
+        symbol,
+        "bookTicker",
+        None,
+        bid=d(bid),
+        ask=d(ask),
+        bid_qty=d(size),
+        ask_qty=d(size),
+        update_id=update_id,
+    )
+
+
+def test_quotes_are_ordered_by_update_id_an_older_one_is_dropped_and_counted() -> None:
+    book = PriceBook(["BTCUSDT"])
+    assert book.apply(quote("BTCUSDT", 10, "100", size="2")) is not None
+    assert book.apply(quote("BTCUSDT", 9, "99")) is None  # older by `u`: e.g. the lagging line
+    assert book.apply(quote("BTCUSDT", 10, "98")) is None  # the same `u` again
+    record = book.get("BTCUSDT")
+    assert record is not None
+    assert (record.bid, record.bid_qty, record.quote_id, record.kind) == (Decimal(100), Decimal(2), 10, "quote")
+    assert book.stale_quotes == 2
+    assert book.seq == 1  # nothing dropped reached the ring
+
+
+def test_a_ticker_bid_ask_never_replaces_a_book_ticker_quote() -> None:
+    book = PriceBook(["BTCUSDT"])
+    ticker = PriceUpdate("BTCUSDT", "24hrTicker", 5, price=Decimal(101), bid=Decimal(1), ask=Decimal(2))
+    book.apply(ticker)
+    assert book.get("BTCUSDT").bid == Decimal(1)  # type: ignore[union-attr]  # no bookTicker yet
+    book.apply(quote("BTCUSDT", 3, "100.5", "100.7"))
+    book.apply(PriceUpdate("BTCUSDT", "24hrTicker", 6, price=Decimal(102), bid=Decimal(1), ask=Decimal(2)))
+    record = book.get("BTCUSDT")
+    assert record is not None
+    assert (record.price, record.bid, record.ask, record.kind) == (
+        Decimal(102),
+        Decimal("100.5"),
+        Decimal("100.7"),
+        "price",
+    )
+
+
+def test_through_redis_an_older_quote_never_overwrites_a_newer_one() -> None:
+    leader, follower = PriceBook(["BTCUSDT"]), PriceBook(["BTCUSDT"])
+    newer = leader.apply(quote("BTCUSDT", 20, "100"), received_at=1.0)
+    other = PriceBook(["BTCUSDT"])  # another publisher (a solo worker) that lagged behind
+    older = other.apply(quote("BTCUSDT", 19, "99"), received_at=2.0)
+    late_trade = other.apply(trade("BTCUSDT", "99.5", 5), received_at=3.0)
+    assert newer is not None
+    assert older is not None
+    assert late_trade is not None
+    assert follower.put(PriceRecord.from_dict(newer.to_dict()))
+    assert not follower.put(PriceRecord.from_dict(older.to_dict()))
+    assert follower.put(PriceRecord.from_dict(late_trade.to_dict()))
+    record = follower.get("BTCUSDT")
+    assert record is not None
+    assert (record.price, record.bid, record.quote_id) == (Decimal("99.5"), Decimal(100), 20)
+
+
+def test_a_quote_round_trips_through_redis_json() -> None:
+    book = PriceBook(["BTCUSDT"])
+    made = book.apply(quote("BTCUSDT", 42, "100.10", "100.20", "0.5"), received_at=1000.25)
+    assert made is not None
+    copy = PriceRecord.from_dict(json.loads(json.dumps(made.to_dict())))
+    fields = ("bid", "bid_qty", "ask", "ask_qty", "quote_id", "quote_at", "kind", "event_id")
+    assert [getattr(copy, f) for f in fields] == [getattr(made, f) for f in fields]
+    answer = json.loads(price_answer(copy, stale_after=10, now=1001.0), parse_float=Decimal)
+    assert answer["bid_qty"] == Decimal("0.5")
+    assert answer["quote_time"] == 1000250
+    assert answer["quote_age_seconds"] == Decimal("0.750")
+
+
+def test_resume_finds_an_id_through_the_index_until_it_leaves_the_ring() -> None:
+    book = PriceBook(["BTCUSDT"], ring_size=16)
+    ids = [book.apply(trade("BTCUSDT", str(i), i)).event_id for i in range(40)]  # type: ignore[union-attr]
+    assert book.resume(ids[30]) == (31, [])
+    assert book.resume(ids[24]) == (25, [])  # the oldest still held
+    cursor, snapshot = book.resume(ids[23])  # evicted: the snapshot
+    assert cursor == 40
+    assert len(snapshot) == 1
+    assert len(book._index) == 16  # the index forgets what the ring forgot
+
+
+def test_a_price_waiter_is_not_woken_by_quotes_only_by_a_price() -> None:
+    book = PriceBook(["BTCUSDT"])
+    woken: list[tuple[int, list[PriceRecord], bool]] = []
+    waiter = threading.Thread(target=lambda: woken.append(book.wait_since(0, 2.0, frozenset({"price"}))))
+    waiter.start()
+    for n in range(1, 50):
+        book.apply(quote("BTCUSDT", n, "100"))
+    time.sleep(0.2)
+    assert woken == []  # 49 quotes, still asleep
+    book.apply(trade("BTCUSDT", "101", 1))
+    waiter.join(2.0)
+    [(cursor, records, lost)] = woken
+    assert (cursor, len(records), lost) == (50, 50, False)  # the caller filters the quotes out

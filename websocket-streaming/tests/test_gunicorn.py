@@ -15,9 +15,9 @@ import requests
 from websocket_streaming.fake_exchange import FakeExchange, trade_event
 
 from shared.testing import wait_until
-from shared.testing.processes import Launcher, Running
+from shared.testing.processes import Launcher, Running, rss_kib
 
-from .test_sse import collect_prices, open_stream
+from .test_sse import book_ticker, collect_prices, open_stream, send_trades, stalled_subscriber
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.websocket, pytest.mark.api]
 
@@ -70,7 +70,7 @@ def test_200_sse_subscribers_do_not_block_price(
     fake: FakeExchange,
     start_service: Callable[..., Running],
 ) -> None:
-    service = start_service(RATE_LIMIT_STREAM=1000)  # 200 streams from one address
+    service = start_service(RATE_LIMIT_STREAM=1000, SSE_MAX_STREAMS_PER_CLIENT=300)  # 200 from one address
     wait_until(lambda: fake.open_connections() == 1, 5.0, "the upstream connection")
     streams = [open_stream(service.url) for _ in range(200)]
     fake.send(trade_event("BTCUSDT", "123.45", 1), stream="btcusdt@trade")
@@ -141,3 +141,40 @@ def test_redis_mode_two_instances_share_prices_and_one_upstream(
         keys = list(client.scan_iter(f"{prefix}*"))
         if keys:
             client.delete(*keys)
+
+
+def test_a_subscriber_that_never_reads_is_cut_while_200_others_get_every_event(
+    fake: FakeExchange,
+    start_service: Callable[..., Running],
+) -> None:
+    service = start_service(
+        RATE_LIMIT_STREAM=1000, SSE_MAX_STREAMS_PER_CLIENT=300, SSE_WRITE_TIMEOUT_SECONDS=1, LOG_LEVEL="INFO"
+    )
+    wait_until(lambda: fake.open_connections() == 1, 5.0, "the upstream connection")
+    streams = [open_stream(service.url) for _ in range(200)]  # `price` events only
+    stalled = stalled_subscriber(service.url, "?events=price,quote")
+    assert get(service, "/stats").json()["sse_subscribers"] == 201
+    [worker] = service.children()
+    rss_before = rss_kib(worker)
+    for n in range(4000):  # quotes only the stalled subscriber asked for: its socket fills up
+        fake.send(book_ticker("BTCUSDT", n + 1, f"{100 + n % 50}.5"), stream="btcusdt@bookTicker")
+    trades = [("ETHUSDT", f"{2000 + n}.5") for n in range(20)]
+    send_trades(fake, trades)
+    expected = [(s, Decimal(p)) for s, p in trades]
+    for _, messages in streams:
+        assert collect_prices(messages, len(expected)) == expected
+    wait_until(lambda: get(service, "/stats").json()["sse_subscribers"] == 200, 10.0, "the stalled stream cut")
+    stats = get(service, "/stats").json()
+    assert stats["sse_write_timeouts"] + stats["sse_overflows"] == 1
+    assert rss_kib(worker) - rss_before < 64 * 1024  # what it buffered is bounded (128 KiB socket)
+    stalled.close()
+    for response, _ in streams:
+        response.close()
+
+
+def test_gunicorn_threads_below_the_stream_cap_is_said_at_start(
+    start_service: Callable[..., Running],
+) -> None:
+    service = start_service(GUNICORN_THREADS=4)
+    assert get(service, "/stats").json()["sse_max_subscribers"] == 2
+    assert any("GUNICORN_THREADS=4 caps SSE streams at 2 per worker" in line for line in service.log_messages())

@@ -130,3 +130,37 @@ def test_malformed_frames_raise_parse_error(text: str | bytes) -> None:
 def test_huge_nested_frame_is_a_parse_error_not_a_crash() -> None:
     with pytest.raises(ParseError):
         parse_frame("[" * 100_000 + "]" * 100_000)
+
+
+def test_book_ticker_carries_sizes_and_update_id() -> None:
+    [u] = parse_frame(documented(14)).updates
+    assert (u.bid, u.bid_qty) == (Decimal("66526.00000000"), Decimal("0.18986000"))
+    assert (u.ask, u.ask_qty) == (Decimal("66526.01000000"), Decimal("14.00805000"))
+    assert u.update_id == 49065292445
+
+
+BOOK = {"u": 7, "s": "BTCUSDT", "b": "100.1", "B": "2", "a": "100.2", "A": "3"}
+AGG = {"e": "aggTrade", "E": 1, "s": "BTCUSDT", "a": 5, "p": "100.1", "q": "2", "f": 1, "l": 2, "T": 1}
+
+
+@pytest.mark.parametrize(
+    "event",
+    [
+        {k: v for k, v in BOOK.items() if k != "u"},  # no update id: cannot be ordered
+        {**BOOK, "u": "7"},
+        {**BOOK, "u": -1},
+        {**BOOK, "b": "0"},
+        {**BOOK, "a": "0.00000000"},
+        {**BOOK, "B": "1e300"},
+        {**BOOK, "A": "-1"},
+        {k: v for k, v in BOOK.items() if k != "A"},
+        {k: v for k, v in AGG.items() if k != "a"},
+        {**AGG, "p": "0"},
+        {**AGG, "q": "1e300"},
+        {**AGG, "q": "NaN"},
+        {**AGG, "a": 1.5},
+    ],
+)
+def test_corrupt_book_ticker_and_agg_trade_frames_are_refused(event: dict) -> None:
+    with pytest.raises(ParseError):
+        parse_frame(json.dumps({"stream": "btcusdt@x", "data": event}))

@@ -1,82 +1,94 @@
-"""Kubernetes probes: /livez answers with no feed at all, /readyz waits for a fresh price."""
+"""/livez and /readyz: liveness never follows a dependency; readiness is a fresh price."""
 
 from __future__ import annotations
 
-import re
 import time
-from collections.abc import Callable
+import urllib.request
+from collections.abc import Callable, Iterator
 
 import pytest
-import requests
 from flask import Flask
 from websocket_streaming import get_service
 from websocket_streaming.fake_exchange import FakeExchange, trade_event
 
-from shared.testing import free_port, wait_until
+from shared.testing import wait_until
+from shared.testing.servers import PrivateRedis
 
-pytestmark = [pytest.mark.unit, pytest.mark.websocket, pytest.mark.api]
 
-
-def test_livez_is_200_and_readyz_503_with_no_feed_and_redis_down(make_app: Callable[..., Flask]) -> None:
-    app = make_app(connect=False, BINANCE_WS_URL=f"ws://127.0.0.1:{free_port()}", REDIS_URL=None)
+@pytest.mark.unit
+@pytest.mark.slow
+@pytest.mark.websocket
+def test_ready_only_with_a_fresh_price(fake: FakeExchange, make_app: Callable[..., Flask]) -> None:
+    app = make_app(PRICE_STALE_SECONDS=1.0)
     client = app.test_client()
-    live = client.get("/livez")
-    assert live.status_code == 200
-    assert live.get_json()["status"] == "alive"
-    ready = client.get("/readyz")
-    assert ready.status_code == 503
-    assert ready.get_json()["checks"]["price"] == {"status": "down", "detail": "no price yet"}
-    assert ready.headers["Retry-After"]
-
-
-def test_readyz_turns_200_on_the_first_price_and_503_when_it_goes_stale(
-    fake: FakeExchange, make_app: Callable[..., Flask]
-) -> None:
-    app = make_app(PRICE_STALE_SECONDS=0.5)
-    client = app.test_client()
-    assert client.get("/readyz").status_code == 503
-    fake.send(trade_event("BTCUSDT", "100.5", 1), stream="btcusdt@trade")
-    wait_until(lambda: client.get("/readyz").status_code == 200, 5.0, "readiness after the first price")
-    assert client.get("/readyz").get_json()["checks"]["ingest"]["status"] == "ok"
-    time.sleep(0.6)  # longer than PRICE_STALE_SECONDS with nothing sent
-    stale = client.get("/readyz")
-    assert stale.status_code == 503
-    assert "old (limit 0.5 s)" in stale.get_json()["checks"]["price"]["detail"]
+    before = client.get("/readyz")
+    assert before.status_code == 503  # connected, but no price yet
+    assert before.get_json()["checks"]["price"] == {
+        "status": "down",
+        "detail": {"newest_price_age_seconds": None},
+    }
+    assert before.headers["Retry-After"] == "5"
     assert client.get("/livez").status_code == 200
-    assert get_service(app).running_here()
+    fake.send(trade_event("BTCUSDT", "100.5", 1), stream="btcusdt@trade")
+    wait_until(lambda: client.get("/readyz").status_code == 200, what="ready after the first price")
+    assert client.get("/readyz").get_json()["status"] == "ready"
+    time.sleep(1.3)  # the feed goes silent past PRICE_STALE_SECONDS
+    assert client.get("/readyz").status_code == 503
+    assert client.get("/livez").get_json() == {"status": "alive", "service": "websocket-streaming"}
 
 
-def test_probes_are_never_rate_limited(make_app: Callable[..., Flask]) -> None:
-    client = make_app(connect=False, RATE_LIMIT_DEFAULT=2).test_client()
-    for path, status in (("/livez", 200), ("/readyz", 503)):
-        assert {client.get(path).status_code for _ in range(5)} == {status}
-    assert 429 in {client.get("/symbols").status_code for _ in range(5)}
+@pytest.mark.unit
+@pytest.mark.websocket
+def test_probes_are_not_rate_limited(fake: FakeExchange, make_app: Callable[..., Flask]) -> None:
+    client = make_app(RATE_LIMIT_DEFAULT=2).test_client()
+    assert [client.get("/symbols").status_code for _ in range(3)] == [200, 200, 429]
+    assert {client.get("/livez").status_code for _ in range(20)} == {200}
+    assert {client.get("/readyz").status_code for _ in range(20)} == {503}  # answered, never 429
 
 
-def test_both_probes_are_in_the_openapi_document(make_app: Callable[..., Flask]) -> None:
-    paths = make_app(connect=False).test_client().get("/openapi.json").get_json()["paths"]
-    assert set(paths["/readyz"]["get"]["responses"]) == {"200", "503"}
-    assert set(paths["/livez"]["get"]["responses"]) == {"200"}
+@pytest.fixture
+def private_redis() -> Iterator[PrivateRedis]:
+    """A redis-server of this test's own: the test kills it."""
+    with PrivateRedis() as server:
+        yield server
 
 
-def subscribers_metric(base: str) -> float:
-    """sardag_sse_subscribers as /metrics exposes it (what the HPA's custom metric reads)."""
-    text = requests.get(f"{base}/metrics", timeout=5).text
-    found = re.search(r'^sardag_sse_subscribers\{service="websocket-streaming"\} (\S+)$', text, re.M)
-    assert found, "sardag_sse_subscribers is not exported"
-    return float(found.group(1))
+@pytest.mark.integration
+@pytest.mark.slow
+@pytest.mark.redis
+def test_alive_while_redis_is_down(
+    fake: FakeExchange, make_app: Callable[..., Flask], private_redis: PrivateRedis
+) -> None:
+    app = make_app(REDIS_URL=private_redis.url, WS_LEADER_LOCK_TTL_SECONDS=0.6, PRICE_STALE_SECONDS=30.0)
+    wait_until(lambda: get_service(app).role == "leader", what="leadership")
+    wait_until(lambda: fake.open_connections() >= 1, what="upstream connection")
+    fake.send(trade_event("BTCUSDT", "100.5", 1), stream="btcusdt@trade")
+    client = app.test_client()
+    wait_until(lambda: client.get("/readyz").status_code == 200, what="ready")
+    private_redis.stop()
+    for _ in range(20):  # while Redis stays down, liveness stays 200
+        assert client.get("/livez").status_code == 200
+        time.sleep(0.1)
+    assert client.get("/health").get_json()["checks"]["upstream"]["detail"]["redis"] == "unreachable"
 
 
-def test_sse_subscribers_gauge_counts_open_streams(
+@pytest.mark.unit
+@pytest.mark.slow
+@pytest.mark.websocket
+def test_subscriber_gauge_follows_open_streams(
     make_app: Callable[..., Flask], serve: Callable[[Flask], str]
 ) -> None:
-    base = serve(make_app(SSE_HEARTBEAT_SECONDS=0.2))
-    assert subscribers_metric(base) == 0
-    streams = [requests.get(f"{base}/stream", stream=True, timeout=5) for _ in range(3)]
-    assert [s.status_code for s in streams] == [200, 200, 200]
-    wait_until(lambda: subscribers_metric(base) == 3, 3.0, "three subscribers counted")
-    for stream in streams[:2]:
-        stream.close()
-    # a closed client is noticed at the next heartbeat write
-    wait_until(lambda: subscribers_metric(base) == 1, 3.0, "two streams released")
-    streams[2].close()
+    app = make_app(SSE_HEARTBEAT_SECONDS=0.2)  # a closed stream is noticed at its next write
+    base = serve(app)
+
+    def gauge() -> str:
+        text = urllib.request.urlopen(f"{base}/metrics", timeout=5).read().decode()
+        return next(line for line in text.splitlines() if line.startswith("sardag_sse_subscribers{"))
+
+    streams = [urllib.request.urlopen(f"{base}/stream", timeout=5) for _ in range(2)]
+    for stream in streams:
+        stream.readline()  # the stream is open once its first line arrives
+    assert gauge().endswith(" 2.0")  # what the websocket-streaming HPA divides by pods
+    streams[0].close()
+    wait_until(lambda: gauge().endswith(" 1.0"), what="the gauge to drop with a closed stream")
+    streams[1].close()

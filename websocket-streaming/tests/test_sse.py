@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import itertools
 import json
+import re
+import socket
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager
@@ -370,3 +372,190 @@ def test_ids_from_before_a_hole_in_the_publishers_sequence_fall_back_to_the_snap
     publish(last=8)  # a heartbeat: the publisher is at 8, so made[7] never arrived here
     wait_until(lambda: get_service(reader).book.resume(made[6].event_id)[1], 3.0, "the hole")  # type: ignore[union-attr]
     assert resumed(made[6], 2) == [price(5), price(6)]
+
+
+def book_ticker(symbol: str, update_id: int, bid: str) -> dict:
+    """A bookTicker payload (no `e`, no `E`) with a spread of 0.1 and sizes."""
+    ask = str(Decimal(bid) + Decimal("0.1"))
+    return {"u": update_id, "s": symbol, "b": bid, "B": "1.5", "a": ask, "A": "2.5"}
+
+
+def collect(messages: Iterable[tuple[str, str]], count: int) -> list[tuple[str, str, Decimal | None]]:
+    """The next `count` price or quote events as (type, symbol, price or bid)."""
+    got = []
+    for kind, data in messages:
+        if kind in ("price", "quote"):
+            body = json.loads(data, parse_float=Decimal)
+            got.append((kind, body["symbol"], body["price"] if kind == "price" else body["bid"]))
+            if len(got) == count:
+                break
+    return got
+
+
+@unit
+def test_events_price_and_quote_arrive_in_order_and_resume_exactly_with_last_event_id(
+    fake: FakeExchange,
+    app: Flask,
+    serve: Callable[[Flask], str],
+) -> None:
+    base = serve(app)
+    _, first = open_stream(base, "?events=price,quote")
+    sent: list[tuple[str, str, Decimal | None]] = []
+
+    def send(n: int) -> None:
+        if n % 3:
+            fake.send(book_ticker("BTCUSDT", 1000 + n, f"{500 + n}.5"), stream="btcusdt@bookTicker")
+            sent.append(("quote", "BTCUSDT", Decimal(f"{500 + n}.5")))
+        else:
+            send_trades(fake, [("BTCUSDT", f"{700 + n}.25")])
+            sent.append(("price", "BTCUSDT", Decimal(f"{700 + n}.25")))
+
+    for n in range(30):
+        send(n)
+    before = collect(first, 30)
+    first.close()
+    for n in range(30, 60):
+        send(n)
+    _, second = open_stream(base, "?events=price,quote", last_event_id=first.last_id)
+    after = collect(second, 30)
+    second.close()
+    assert before + after == sent
+    _, quotes_only = open_stream(base, "?events=quote", last_event_id=first.ids[0])
+    quotes = [e for e in sent[1:] if e[0] == "quote"]
+    assert collect(quotes_only, len(quotes)) == quotes
+    quotes_only.close()
+
+
+@unit
+def test_a_quote_event_carries_best_bid_ask_with_sizes_and_its_age(
+    fake: FakeExchange,
+    app: Flask,
+    serve: Callable[[Flask], str],
+) -> None:
+    _, stream = open_stream(serve(app), "?events=quote")
+    fake.send(book_ticker("ETHUSDT", 77, "3000.10"), stream="ethusdt@bookTicker")
+    kind, data = next(m for m in stream if m[0] != "comment")
+    body = json.loads(data, parse_float=Decimal)
+    assert kind == "quote"
+    assert (body["bid"], body["bid_qty"], body["ask"], body["ask_qty"]) == (
+        Decimal("3000.10"),
+        Decimal("1.5"),
+        Decimal("3000.20"),
+        Decimal("2.5"),
+    )
+    assert body["quote_id"] == 77
+    assert 0 <= body["quote_age_seconds"] < 5
+    stream.close()
+
+
+@unit
+@pytest.mark.parametrize(
+    ("query", "field"),
+    [
+        ("?events=trade", "events"),
+        ("?events=", "events"),
+        ("?events=price,price", "events"),
+        ("?events=price&events=quote", "events"),
+        ("?events=PRICE", "events"),
+        ("?symbols=btcusdt&symbols=ethusdt", "symbols"),
+    ],
+)
+def test_bad_stream_parameters_answer_400_naming_the_field(app: Flask, query: str, field: str) -> None:
+    answer = app.test_client().get(f"/stream{query}")
+    assert answer.status_code == 400
+    body = answer.get_json()
+    assert body["error"] == "validation_error"
+    assert [d["field"] for d in body["details"]] == [field]
+
+
+@unit
+def test_one_client_cannot_take_every_stream_slot(
+    make_app: Callable[..., Flask],
+    serve: Callable[[Flask], str],
+) -> None:
+    base = serve(make_app(SSE_MAX_SUBSCRIBERS=10, SSE_MAX_STREAMS_PER_CLIENT=2))
+    first, _ = open_stream(base)
+    second, _ = open_stream(base)
+    refused = requests.get(f"{base}/stream", timeout=5)
+    assert refused.status_code == 429
+    assert refused.json()["error"] == "too_many_streams"
+    assert "Retry-After" in refused.headers
+    assert requests.get(f"{base}/stats", timeout=5).json()["sse_subscribers"] == 2
+    first.close()
+    second.close()
+
+
+def stalled_subscriber(base: str, query: str = "") -> socket.socket:
+    """A client that subscribes, reads up to `: connected`, then stops reading (a tiny
+    receive buffer, so the server's writes block soon)."""
+    host, port = base.removeprefix("http://").split(":")
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect((host, int(port)))
+    sock.sendall(f"GET /stream{query} HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
+    seen = b""
+    while b": connected" not in seen:
+        seen += sock.recv(1)
+    return sock
+
+
+def flood(fake: FakeExchange, count: int) -> list[tuple[str, Decimal]]:
+    """`count` BTCUSDT trades, each a new price; returns them as sent."""
+    trades = [("BTCUSDT", f"{10000 + n}.125") for n in range(count)]
+    send_trades(fake, trades)
+    return [(s, Decimal(p)) for s, p in trades]
+
+
+@unit
+@pytest.mark.slow
+def test_a_subscriber_that_falls_behind_gets_overflow_then_last_event_id_recovers_every_event(
+    fake: FakeExchange,
+    make_app: Callable[..., Flask],
+    serve: Callable[[Flask], str],
+) -> None:
+    app = make_app(SSE_QUEUE_EVENTS=16)
+    base = serve(app)
+    sock = stalled_subscriber(base)
+    sent = flood(fake, 3000)  # far more than the socket buffers hold: the server's write blocks
+    wait_until(lambda: get_service(app).book.seq >= 3000, 10.0, "every trade applied")
+    sock.settimeout(10)
+    raw = b""
+    while chunk := sock.recv(65536):  # now read: the stream ends after its overflow message
+        raw += chunk
+    sock.close()
+    # the events as sent (the stream is HTTP/1.1 chunked: chunk sizes sit between messages)
+    *events, overflow = re.findall(r"(?:id: (\S+)\n)?event: (\w+)\ndata: (.*)\n\n", raw.decode())
+    assert overflow[:2] == ("", "overflow")  # no id: the client's last id stays the last event's
+    notice = json.loads(overflow[2])
+    assert notice["reason"] == "slow_consumer"
+    assert notice["dropped"] > 16
+    got = [("BTCUSDT", json.loads(data, parse_float=Decimal)["price"]) for _, _, data in events]
+    last_id = events[-1][0]
+    assert notice["last_id"] == last_id
+    _, again = open_stream(base, last_event_id=last_id)
+    rest = collect_prices(again, len(sent) - len(got))
+    again.close()
+    assert got + rest == sent  # nothing lost, nothing twice
+    stats = requests.get(f"{base}/stats", timeout=5).json()
+    assert stats["sse_overflows"] == 1
+    assert stats["sse_dropped"] == notice["dropped"]
+
+
+@unit
+@pytest.mark.slow
+def test_a_subscriber_that_never_reads_is_cut_after_the_write_timeout_and_its_slot_freed(
+    fake: FakeExchange,
+    make_app: Callable[..., Flask],
+    serve: Callable[[Flask], str],
+) -> None:
+    app = make_app(SSE_WRITE_TIMEOUT_SECONDS=0.5, SSE_MAX_SUBSCRIBERS=1)
+    base = serve(app)
+    sock = stalled_subscriber(base)
+    flood(fake, 3000)
+
+    slots = app.extensions["websocket_streaming.sse"]
+    wait_until(lambda: slots.count == 0, 10.0, "the stalled stream's slot back")
+    assert requests.get(f"{base}/stats", timeout=5).json()["sse_write_timeouts"] == 1
+    sock.close()
+    answer, _ = open_stream(base)  # the one slot serves the next client
+    answer.close()

@@ -7,7 +7,9 @@ import socket
 import pytest
 import websocket
 from websocket_streaming.backoff import AttemptWindow
-from websocket_streaming.upstream import ended_by_close, ended_by_error, host_of, redact, stream_count
+from websocket_streaming.upstream import ended_by_close, ended_by_error, host_of, stream_count
+
+from shared.secrets import strip_url_credentials
 
 pytestmark = pytest.mark.unit
 
@@ -40,7 +42,10 @@ def test_host_never_carries_credentials() -> None:
     assert host_of("wss://user:secret@stream.binance.com:9443/stream?streams=a") == "stream.binance.com:9443"
     assert host_of("wss://stream.binance.com/stream") == "stream.binance.com:443"
     assert host_of("ws://127.0.0.1/ws") == "127.0.0.1:80"
-    assert redact("failed: wss://user:secret@proxy.example:8443/x") == "failed: wss://proxy.example:8443/x"
+    assert (
+        strip_url_credentials("failed: wss://user:secret@proxy.example:8443/x")
+        == "failed: wss://proxy.example:8443/x"
+    )
 
 
 def test_stream_count_reads_the_combined_stream_url() -> None:

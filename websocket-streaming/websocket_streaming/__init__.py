@@ -39,19 +39,20 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     )
     service = StreamingService(app.config, get_metrics(app))
     app.extensions[EXTENSION] = service
-    subscribers = get_metrics(app).gauge(
-        "sse_subscribers", "Open SSE streams (summed over live workers: per pod)", multiprocess_mode="livesum"
+    app.extensions[f"{EXTENSION}.sse"] = SubscriberSlots(
+        int(app.config["SSE_MAX_SUBSCRIBERS"]),
+        int(app.config["SSE_MAX_STREAMS_PER_CLIENT"]),
+        get_metrics(app).gauge(
+            "sse_subscribers", "Open /stream connections (summed over workers)", multiprocess_mode="livesum"
+        ),
     )
-    subscribers.set(0)
-    app.extensions[f"{EXTENSION}.sse"] = SubscriberSlots(int(app.config["SSE_MAX_SUBSCRIBERS"]), subscribers)
     app.register_blueprint(bp)
     openapi.init_app(app)
     get_pipeline(app).add(before=lambda _request, _state: service.ensure_started())
     health = get_health(app)
     health.add_check("ingest", lambda: _ingest_check(service), critical=True)
     health.add_check("upstream", lambda: _upstream_check(service), critical=False)
-    health.add_readiness("ingest", lambda: _ingest_check(service))
-    health.add_readiness("price", lambda: _price_check(service))
+    health.add_readiness("price", lambda: _price_ready(service))
     on_shutdown(app, service.stop)
     return app
 
@@ -85,14 +86,10 @@ def _ingest_check(service: StreamingService) -> tuple[str, object]:
     return "ok", service.role
 
 
-def _price_check(service: StreamingService) -> tuple[str, object]:
-    """Readiness: the book holds a price no older than PRICE_STALE_SECONDS."""
+def _price_ready(service: StreamingService) -> tuple[bool, object]:
+    """Ready: this process's book holds a price no older than PRICE_STALE_SECONDS."""
     age = service.newest_update_age()
-    if age is None:
-        return "down", "no price yet"
-    if age > service.stale_after:
-        return "down", f"newest price is {age} s old (limit {service.stale_after} s)"
-    return "ok", {"newest_price_age_seconds": age}
+    return age is not None and age <= service.stale_after, {"newest_price_age_seconds": age}
 
 
 def _upstream_check(service: StreamingService) -> tuple[str, dict[str, object]]:
@@ -124,6 +121,9 @@ def _upstream_check(service: StreamingService) -> tuple[str, dict[str, object]]:
             detail["hint"] = OFFLINE_HINT.format(host=host)
     if service.bridge is not None:
         detail["redis"] = "ok" if service.bridge.healthy else "unreachable"
+    silent = service.watch.silent
+    if silent:
+        detail["silent_streams"] = list(silent)
     fresh = age is not None and age <= service.stale_after
-    ok = fresh and (service.role == "follower" or detail["connected"])
+    ok = fresh and not silent and (service.role == "follower" or detail["connected"])
     return ("ok" if ok else "degraded"), detail

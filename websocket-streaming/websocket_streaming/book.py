@@ -17,10 +17,22 @@ from collections.abc import Callable, Iterable
 from decimal import Decimal
 from itertools import islice
 
-from .parser import PriceUpdate
+from .parser import BOOK_TICKER, PriceUpdate
 
 TRACEPARENT_MAX = 55  # a version-00 traceparent: 00-<32 hex>-<16 hex>-<2 hex>
-RECORD_FIELDS = ("price", "bid", "ask", "open_24h", "high_24h", "low_24h", "volume_24h", "change_24h_percent")
+RECORD_FIELDS = (
+    "price",
+    "bid",
+    "bid_qty",
+    "ask",
+    "ask_qty",
+    "open_24h",
+    "high_24h",
+    "low_24h",
+    "volume_24h",
+    "change_24h_percent",
+)
+PRICE, QUOTE = "price", "quote"  # what changed in a record: its SSE event type
 
 
 class PriceRecord:
@@ -29,17 +41,22 @@ class PriceRecord:
     __slots__ = (
         "answer_head",
         "ask",
+        "ask_qty",
         "bid",
+        "bid_qty",
         "change_24h_percent",
         "encoded",
         "epoch",
         "event_time",
         "high_24h",
+        "kind",
         "low_24h",
         "open_24h",
         "pos",
         "price",
         "price_time",
+        "quote_at",
+        "quote_id",
         "received_at",
         "seq",
         "source",
@@ -52,7 +69,9 @@ class PriceRecord:
         self.symbol = symbol
         self.price: Decimal | None = None
         self.bid: Decimal | None = None
+        self.bid_qty: Decimal | None = None
         self.ask: Decimal | None = None
+        self.ask_qty: Decimal | None = None
         self.open_24h: Decimal | None = None
         self.high_24h: Decimal | None = None
         self.low_24h: Decimal | None = None
@@ -62,6 +81,9 @@ class PriceRecord:
         self.price_time: int | None = None
         self.received_at = received_at
         self.source = source
+        self.kind = PRICE  # QUOTE when the update that made it was a bookTicker
+        self.quote_id: int | None = None  # bookTicker `u` of the quote; None: from a 24 h ticker
+        self.quote_at: float | None = None  # local time the quote was received (epoch s)
         self.epoch = ""  # event id `<epoch>-<seq>`: given by the book that made the record
         self.seq = 0
         self.pos = 0  # position in this process's ring (set when the book publishes it)
@@ -86,6 +108,9 @@ class PriceRecord:
             received_at=self.received_at,
             source=self.source,
             id=self.event_id,
+            kind=self.kind,
+            quote_id=self.quote_id,
+            quote_at=self.quote_at,
         )
         if self.trace is not None:
             data["traceparent"] = self.trace
@@ -100,6 +125,10 @@ class PriceRecord:
             setattr(record, name, None if value is None else Decimal(value))
         record.event_time = data.get("event_time")
         record.price_time = data.get("price_time")
+        record.kind = QUOTE if data.get("kind") == QUOTE else PRICE
+        quote_id, quote_at = data.get("quote_id"), data.get("quote_at")
+        record.quote_id = quote_id if type(quote_id) is int else None
+        record.quote_at = float(quote_at) if isinstance(quote_at, int | float) else None
         parsed = parse_event_id(data.get("id"))
         if parsed is not None:
             record.epoch, record.seq = parsed
@@ -138,8 +167,7 @@ def merge(old: PriceRecord | None, update: PriceUpdate, received_at: float, sour
         new.price, new.price_time = u.price, when
     else:
         new.price, new.price_time = o.price, o.price_time
-    new.bid = o.bid if u.bid is None else u.bid
-    new.ask = o.ask if u.ask is None else u.ask
+    _merge_quote(new, o, u, received_at)
     new.open_24h = o.open_24h if u.open_24h is None else u.open_24h
     new.high_24h = o.high_24h if u.high_24h is None else u.high_24h
     new.low_24h = o.low_24h if u.low_24h is None else u.low_24h
@@ -148,6 +176,24 @@ def merge(old: PriceRecord | None, update: PriceUpdate, received_at: float, sour
     new.change_24h_percent = o.change_24h_percent if pct is None else pct
     new.event_time = o.event_time if when is None else when
     return new
+
+
+def _merge_quote(new: PriceRecord, o: PriceRecord, u: PriceUpdate, received_at: float) -> None:
+    """Best bid/ask: a bookTicker's quote (the caller dropped it if older by `u`), else a
+    24 h ticker's bid/ask, but only while no bookTicker quote was ever received."""
+    if u.bid is not None and (u.kind == BOOK_TICKER or o.quote_id is None):
+        new.bid, new.bid_qty, new.ask, new.ask_qty = u.bid, u.bid_qty, u.ask, u.ask_qty
+        new.quote_at = received_at
+        if u.kind == BOOK_TICKER:
+            new.kind, new.quote_id = QUOTE, u.update_id
+        return
+    new.bid, new.bid_qty, new.ask, new.ask_qty = o.bid, o.bid_qty, o.ask, o.ask_qty
+    new.quote_id, new.quote_at = o.quote_id, o.quote_at
+
+
+def older_quote(current: PriceRecord | None, update_id: int | None) -> bool:
+    """True when a bookTicker with `update_id` is not newer than the quote `current` holds."""
+    return current is not None and current.quote_id is not None and (update_id or 0) <= current.quote_id
 
 
 class PriceBook:
@@ -163,13 +209,21 @@ class PriceBook:
         self._tracked = frozenset(self.symbols)
         self._records: dict[str, PriceRecord] = {}
         self._ring: deque[PriceRecord] = deque(maxlen=ring_size)
+        self._index: dict[tuple[str, int], int] = {}  # event id -> ring position, for resume
         self._seq = 0  # ring position of the newest update
         self._floor = 0  # resuming from a position below this could miss events (a gap)
         self.epoch = new_epoch()
         self._made = 0  # records made here: the `seq` of their event ids
-        self._cond = threading.Condition(threading.Lock())
+        lock = threading.Lock()
+        self._cond = threading.Condition(lock)  # any update
         self._waiting = 0
+        # Waiters for one event type wake only for it: a `price` stream is not woken by the
+        # hundreds of bookTicker quotes a second it does not want.
+        self._kind_cond = {kind: threading.Condition(lock) for kind in (PRICE, QUOTE)}
+        self._kind_seq = dict.fromkeys((PRICE, QUOTE), 0)  # ring position of each type's newest
+        self._kind_waiting = dict.fromkeys((PRICE, QUOTE), 0)
         self._closed = False
+        self.stale_quotes = 0  # bookTicker updates dropped: not newer (by `u`) than the quote held
         # Called (under the book's lock, so in order) with every record made here rather
         # than received from Redis: the Redis publisher's feed while this process leads.
         self.sink: Callable[[PriceRecord], None] | None = None
@@ -199,12 +253,19 @@ class PriceBook:
         source: str = "websocket",
         trace: str | None = None,
     ) -> PriceRecord | None:
-        """Merge one update (`trace`: its frame's traceparent, when sampled); None when not tracked."""
+        """Merge one update (`trace`: its frame's traceparent, when sampled); None when its symbol
+        is not tracked, a publisher already sent it, or it is an older quote."""
         if update.symbol not in self._tracked:
             return None
         with self._cond:
+            current = self._records.get(update.symbol)
+            if update.kind == BOOK_TICKER and older_quote(current, update.update_id):
+                self.stale_quotes += 1  # ordered by `u`: whichever line or publisher sent it
+                return None
+            if current is not None and current.epoch != self.epoch and not _newer(update.event_time, current):
+                return None  # a handover: the leader's record has this event already (or a newer one)
             record = merge(
-                self._records.get(update.symbol),
+                current,
                 update,
                 time.time() if received_at is None else received_at,
                 source,
@@ -227,8 +288,11 @@ class PriceBook:
     def put(self, record: PriceRecord) -> bool:
         """Store a complete record from Redis unless the book has it or a newer one.
 
-        A newer one means this ring now differs from what the publisher's subscribers saw,
-        so a client naming an earlier id gets the snapshot rather than a replay with a hole.
+        Newer is the exchange's order, never a host's clock: within one publisher's epoch the
+        sequence number, across epochs (a new leader, this worker's own solo records) the
+        exchange event time, so the same update under two ids is stored once and a price
+        never goes back. Refusing an older one means this ring now differs from what the
+        publisher's subscribers saw, so a client naming an earlier id gets the snapshot.
         """
         if record.symbol not in self._tracked:
             return False
@@ -237,9 +301,10 @@ class PriceBook:
             if current is not None:
                 if current.seq == record.seq and current.epoch == record.epoch:
                     return False
-                if current.received_at > record.received_at:
+                if not _follows(record, current) or _quote_went_back(current, record):
                     self._floor = self._seq + 1
                     return False
+                _keep_newer_quote(current, record)
             self._publish(record, local=False)
         return True
 
@@ -255,9 +320,18 @@ class PriceBook:
         self._seq += 1
         record.pos = self._seq
         self._records[record.symbol] = record
-        self._ring.append(record)
+        ring = self._ring
+        if len(ring) == ring.maxlen:  # the oldest leaves the ring: and the index
+            oldest = ring[0]
+            self._index.pop((oldest.epoch, oldest.seq), None)
+        ring.append(record)
+        self._index[(record.epoch, record.seq)] = record.pos
         if self._waiting:
             self._cond.notify_all()
+        kind = record.kind
+        self._kind_seq[kind] = self._seq
+        if self._kind_waiting[kind]:
+            self._kind_cond[kind].notify_all()
         if local and self.sink is not None:
             self.sink(record)
 
@@ -275,12 +349,17 @@ class PriceBook:
         newest.reverse()
         return self._seq, newest, lost
 
-    def wait_since(self, cursor: int, timeout: float) -> tuple[int, list[PriceRecord], bool]:
-        """Like `since`, but first block up to `timeout` for an update (or the book closing).
+    def wait_since(
+        self, cursor: int, timeout: float, kinds: frozenset[str] | None = None
+    ) -> tuple[int, list[PriceRecord], bool]:
+        """Like `since`, but first block up to `timeout` for an update (or the book closing);
+        with `kinds` naming one event type, for an update of that type.
 
         One lock round trip per wake-up: with hundreds of SSE streams woken at once, the
         lock is what they queue for.
         """
+        if kinds is not None and len(kinds) == 1:
+            return self._wait_kind(cursor, timeout, next(iter(kinds)))
         with self._cond:
             if self._seq <= cursor and not self._closed:
                 self._waiting += 1
@@ -288,6 +367,17 @@ class PriceBook:
                     self._cond.wait_for(lambda: self._seq > cursor or self._closed, timeout)
                 finally:
                     self._waiting -= 1
+            return self._since(cursor)
+
+    def _wait_kind(self, cursor: int, timeout: float, kind: str) -> tuple[int, list[PriceRecord], bool]:
+        cond, seqs = self._kind_cond[kind], self._kind_seq
+        with cond:
+            if seqs[kind] <= cursor and not self._closed:
+                self._kind_waiting[kind] += 1
+                try:
+                    cond.wait_for(lambda: seqs[kind] > cursor or self._closed, timeout)
+                finally:
+                    self._kind_waiting[kind] -= 1
             return self._since(cursor)
 
     def ordered_snapshot(self) -> tuple[int, list[PriceRecord]]:
@@ -312,12 +402,10 @@ class PriceBook:
         return self.ordered_snapshot()
 
     def _find(self, epoch: str, seq: int) -> int | None:
-        with self._cond:  # a copy, so the search itself never holds up the feed
-            ring, floor = list(self._ring), self._floor
-        for record in reversed(ring):
-            if record.seq == seq and record.epoch == epoch:
-                return record.pos if record.pos >= floor else None
-        return None
+        """The ring position of event `<epoch>-<seq>` if the ring holds it past any gap."""
+        with self._cond:
+            position = self._index.get((epoch, seq))
+            return position if position is not None and position >= self._floor else None
 
     def id_at(self, cursor: int) -> str | None:
         """The event id at ring position `cursor`, None when it left the ring or never was."""
@@ -332,11 +420,42 @@ class PriceBook:
         with self._cond:
             self._closed = True
             self._cond.notify_all()
+            for cond in self._kind_cond.values():
+                cond.notify_all()
 
     @property
     def closed(self) -> bool:
         """True once the book was closed for shutdown."""
         return self._closed
+
+
+def _newer(event_time: int | None, current: PriceRecord) -> bool:
+    """Whether an event at `event_time` is past `current`; unknown times cannot be ordered, so yes."""
+    return event_time is None or current.event_time is None or event_time > current.event_time
+
+
+def _follows(record: PriceRecord, current: PriceRecord) -> bool:
+    """Whether `record` comes after `current` in the exchange's order (see `PriceBook.put`)."""
+    if record.epoch == current.epoch:
+        return record.seq > current.seq
+    return _newer(record.event_time, current)
+
+
+def _quote_went_back(current: PriceRecord, record: PriceRecord) -> bool:
+    """A published quote older by `u` than the one held: never served over the newer one."""
+    return record.kind == QUOTE and older_quote(current, record.quote_id)
+
+
+def _keep_newer_quote(current: PriceRecord, record: PriceRecord) -> None:
+    """A trade record carrying an older quote (another publisher's) takes the newer one held."""
+    if current.quote_id is not None and (record.quote_id is None or record.quote_id < current.quote_id):
+        record.bid, record.bid_qty, record.ask, record.ask_qty = (
+            current.bid,
+            current.bid_qty,
+            current.ask,
+            current.ask_qty,
+        )
+        record.quote_id, record.quote_at = current.quote_id, current.quote_at
 
 
 def _position(record: PriceRecord) -> int:

@@ -22,25 +22,37 @@ def price_answer(record: PriceRecord, stale_after: float, now: float | None = No
     head = record.answer_head
     if head is None:  # records are never changed once published: the head is written once
         head = record.answer_head = _answer_head(record)
-    age = max(0.0, (time.time() if now is None else now) - record.received_at)
+    now = time.time() if now is None else now
+    age = max(0.0, now - record.received_at)
     stale = "true" if age > stale_after else "false"
-    return f'{head},"age_seconds":{age:.3f},"stale":{stale},"source":"{record.source}"}}'
+    quote_age = "null" if record.quote_at is None else f"{max(0.0, now - record.quote_at):.3f}"
+    return (
+        f'{head},"age_seconds":{age:.3f},"stale":{stale},"quote_age_seconds":{quote_age},'
+        f'"source":"{record.source}"}}'
+    )
 
 
 def _answer_head(record: PriceRecord) -> str:
-    """The answer up to `age_seconds`: the part that depends on the record alone."""
+    """The answer up to `age_seconds`: the part that depends on the record alone (the ages,
+    computed when sent, come after it)."""
     fields = ",".join(f'"{name}":{_num(getattr(record, name))}' for name in RECORD_FIELDS)
     return (
         f'{{"symbol":"{record.symbol}",{fields},"event_time":{_num(record.event_time)},'
-        f'"received_at":{int(record.received_at * 1000)}'
+        f'"received_at":{int(record.received_at * 1000)},"quote_id":{_num(record.quote_id)},'
+        f'"quote_time":{"null" if record.quote_at is None else int(record.quote_at * 1000)}'
     )
 
 
 def sse_event(record: PriceRecord, stale_after: float) -> bytes:
-    """One `event: price` SSE message with its `id:`, encoded once per record for all streams."""
+    """One SSE message (`event: price` or `quote`, what the update changed) with its `id:`,
+    encoded once per record for all streams."""
     encoded = record.encoded
     if encoded is None:
-        data = price_answer(record, stale_after)
-        encoded = f"id: {record.event_id}\nevent: price\ndata: {data}\n\n".encode()
-        record.encoded = encoded
+        encoded = record.encoded = sse_message(record, record.kind, stale_after)
     return encoded
+
+
+def sse_message(record: PriceRecord, kind: str, stale_after: float) -> bytes:
+    """`record` as one SSE message of type `kind`, encoded now (snapshots: ages as of now)."""
+    data = price_answer(record, stale_after)
+    return f"id: {record.event_id}\nevent: {kind}\ndata: {data}\n\n".encode()

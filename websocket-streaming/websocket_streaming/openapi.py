@@ -14,8 +14,12 @@ from flask import Flask, Response, jsonify
 
 from shared import __version__
 from shared.app import INDEX_SCHEMA
+from shared.docs_page import docs_paths
 from shared.health_check import probe_paths
+from shared.openapi_examples import add_examples
 from shared.symbols import SYMBOL_PATTERN
+
+from .examples import EXAMPLES
 
 SYMBOL = SYMBOL_PATTERN.strip("^$")
 SYMBOLS_PATTERN = f"^{SYMBOL}(,{SYMBOL})*$"
@@ -46,10 +50,26 @@ PRICE_SCHEMA: dict[str, Any] = {
         "price": {"type": "number", "description": "written from the exchange's exact decimal string"},
         **{
             name: DECIMAL
-            for name in ("bid", "ask", "open_24h", "high_24h", "low_24h", "volume_24h", "change_24h_percent")
+            for name in (
+                "bid",
+                "bid_qty",
+                "ask",
+                "ask_qty",
+                "open_24h",
+                "high_24h",
+                "low_24h",
+                "volume_24h",
+                "change_24h_percent",
+            )
         },
         "event_time": {"type": ["integer", "null"], "description": "exchange event time, epoch ms"},
         "received_at": {"type": "integer", "description": "epoch ms"},
+        "quote_id": {
+            "type": ["integer", "null"],
+            "description": "bookTicker update id `u` of the quote (null: bid/ask from the 24 h ticker)",
+        },
+        "quote_time": {"type": ["integer", "null"], "description": "when the quote was received, epoch ms"},
+        "quote_age_seconds": {"type": ["number", "null"], "minimum": 0},
         "age_seconds": {"type": "number", "minimum": 0},
         "stale": {"type": "boolean", "description": "older than PRICE_STALE_SECONDS"},
         "source": {"type": "string", "enum": ["websocket", "rest"]},
@@ -79,11 +99,12 @@ STATS_SCHEMA: dict[str, Any] = {
     },
 }
 DESCRIPTIONS = {
-    "400": "validation_error: a malformed symbol",
+    "400": "validation_error: a malformed symbol, or a bad or repeated query parameter (named in details)",
     "404": "not_found: the symbol is not tracked (see /symbols)",
     "405": "method_not_allowed",
     "414": "the request line is longer than 4094 bytes (answered by gunicorn, as HTML)",
-    "429": "rate_limited (Retry-After, X-RateLimit-* headers)",
+    "429": "rate_limited (Retry-After, X-RateLimit-* headers); on /stream also too_many_streams: "
+    "this client holds SSE_MAX_STREAMS_PER_CLIENT streams on the worker already",
     "500": "internal_error",
     "503": "unavailable: no price received yet, or too many stream subscribers (Retry-After)",
 }
@@ -156,31 +177,64 @@ def _stream() -> dict[str, Any]:
         "description": "comma-separated tracked symbols (default: all), given at most once",
         "schema": {"type": "string", "pattern": SYMBOLS_PATTERN},
     }
-    event = {  # OpenAPI 3.1 has no itemSchema: a text/event-stream schema describes each event
+    types = {
+        "name": "events",
+        "in": "query",
+        "required": False,
+        "description": "comma-separated event types, each once: price, quote (default: price)",
+        "schema": {"type": "string", "pattern": "^(price|quote|price,quote|quote,price)$"},
+    }
+    last_id = {
+        "name": "Last-Event-ID",
+        "in": "header",
+        "required": False,
+        "description": "resume after this event: the missed events of every requested type, "
+        "or one snapshot event per symbol and type when the ring no longer holds it",
+        "schema": {"type": "string", "maxLength": 64},
+    }
+
+    def typed(name: str, data: dict[str, Any], description: str, with_id: bool = True) -> dict[str, Any]:
+        body = {"type": "string", "contentMediaType": "application/json", "contentSchema": data}
+        properties: dict[str, Any] = {"event": {"const": name}, "data": body}
+        if with_id:
+            properties["id"] = {"type": "string", "description": "`<epoch>-<seq>`: send as Last-Event-ID"}
+        return {"title": name, "description": description, "type": "object", "properties": properties}
+
+    overflow = {
         "type": "object",
-        "required": ["event", "data", "id"],
+        "required": ["reason", "dropped", "last_id"],
         "properties": {
-            "event": {"const": "price"},
-            "data": {
-                "type": "string",
-                "contentMediaType": "application/json",
-                "contentSchema": {"$ref": f"{REF}Price"},
-            },
-            "id": {"type": "string"},
+            "reason": {"const": "slow_consumer"},
+            "dropped": {"type": "integer", "minimum": 0},
+            "last_id": {"type": ["string", "null"], "description": "the last event this stream sent"},
         },
     }
+    event = {  # OpenAPI 3.1 has no itemSchema: a text/event-stream schema describes each event
+        "oneOf": [
+            typed("price", {"$ref": f"{REF}Price"}, "a trade or 24 h ticker changed the symbol's record"),
+            typed("quote", {"$ref": f"{REF}Price"}, "a bookTicker changed best bid/ask (ordered by `u`)"),
+            typed(
+                "overflow",
+                overflow,
+                "last message before the server closes a stream that fell SSE_QUEUE_EVENTS behind; "
+                "reconnect with Last-Event-ID to get what was dropped",
+                with_id=False,
+            ),
+        ]
+    }
     events = {
-        "description": "one `event: price` per update with the price answer as data; comment heartbeats",
+        "description": "events of the requested types, in update order, each with its id; comment "
+        "heartbeats (with `id:`) every SSE_HEARTBEAT_SECONDS",
         "content": {"text/event-stream": {"schema": event}},
     }
     return _operation(
-        "Server-Sent Events: one price event per update",
+        "Server-Sent Events: one event per update of the requested types",
         events,
         "400",
         "404",
         "429",
         "503",
-        parameters=[symbols],
+        parameters=[symbols, types, last_id],
     )
 
 
@@ -188,18 +242,18 @@ def _stream() -> dict[str, Any]:
 def build_openapi(version: str = __version__) -> dict[str, Any]:
     """The whole OpenAPI 3.1 document of websocket-streaming (shared: do not mutate it)."""
     symbols = {"type": "object", "required": ["symbols"], "properties": {"symbols": {"type": "array"}}}
-    return {
+    document = {
         "openapi": "3.1.0",
         "info": {"title": "Sardag websocket-streaming", "version": version},
         "paths": {
             "/": {
                 "get": _operation(
-                    "Service name, version and links to /health, /openapi.json, /metrics",
+                    "Service name, version, links to /health, /openapi.json, /metrics and every route",
                     _ok("the index", INDEX_SCHEMA),
                 )
             },
             "/health": {"get": _health()},
-            **probe_paths("ingest runs in this process and the book holds a fresh price"),
+            **probe_paths("a price no older than PRICE_STALE_SECONDS in this process's book"),
             "/stats": {"get": _operation("Ingest counters", _ok("counters", STATS_SCHEMA))},
             "/metrics": {
                 "get": _operation(
@@ -211,6 +265,7 @@ def build_openapi(version: str = __version__) -> dict[str, Any]:
                 )
             },
             "/openapi.json": {"get": _operation("This document", _ok("OpenAPI 3.1", {"type": "object"}))},
+            **docs_paths(),
             "/symbols": {"get": _operation("Tracked symbols", _ok("upper-case symbols", symbols))},
             "/price/{symbol}": {"get": _price()},
             "/prices": {"get": _prices()},
@@ -218,6 +273,7 @@ def build_openapi(version: str = __version__) -> dict[str, Any]:
         },
         "components": {"schemas": {"Error": ERROR_SCHEMA, "Price": PRICE_SCHEMA}},
     }
+    return add_examples(document, EXAMPLES)
 
 
 def openapi_view() -> Response:

@@ -49,6 +49,8 @@ class PriceUpdate:
     volume_24h: Decimal | None = None
     change_24h_percent: Decimal | None = None
     update_id: int | None = None
+    bid_qty: Decimal | None = None
+    ask_qty: Decimal | None = None
 
 
 @dataclass(slots=True)
@@ -73,6 +75,33 @@ def dec(value: object) -> Decimal:
     if not number.is_finite() or (number.is_signed() and number):
         raise ParseError(f"not a finite non-negative decimal: {value[:32]!r}")
     return number
+
+
+MAX_QUANTITY = Decimal("1e15")  # far above any real order size; larger means a corrupt frame
+
+
+def positive_dec(value: object) -> Decimal:
+    """A price that must be above zero (a trade or best bid/ask at 0 is a corrupt frame)."""
+    number = dec(value)
+    if not number:
+        raise ParseError("price of 0")
+    return number
+
+
+def quantity(value: object) -> Decimal:
+    """A quantity: exact, non-negative and below MAX_QUANTITY."""
+    number = dec(value)
+    if number > MAX_QUANTITY:
+        raise ParseError(f"quantity {value!s:.32} above {MAX_QUANTITY}")
+    return number
+
+
+def required_id(event: dict, name: str) -> int:
+    """An integer id the event must carry (`u` of bookTicker, `a` of aggTrade)."""
+    value = event.get(name)
+    if type(value) is not int or value < 0:
+        raise ParseError(f"missing or malformed id `{name}`")
+    return value
 
 
 def signed_dec(value: object) -> Decimal:
@@ -109,8 +138,14 @@ def _opt_int(value: object) -> int | None:
 
 
 def _trade(e: dict) -> PriceUpdate:
-    update_id = e.get("t") if e["e"] == TRADE else e.get("a")
-    return PriceUpdate(_symbol(e), e["e"], _time(e), price=dec(e["p"]), update_id=_opt_int(update_id))
+    return PriceUpdate(_symbol(e), TRADE, _time(e), price=dec(e["p"]), update_id=_opt_int(e.get("t")))
+
+
+def _agg_trade(e: dict) -> PriceUpdate:
+    """An aggTrade feeds the candles too: its id, price and quantity must all be sound."""
+    quantity(e["q"])
+    price, update_id = positive_dec(e["p"]), required_id(e, "a")
+    return PriceUpdate(_symbol(e), AGG_TRADE, _time(e), price=price, update_id=update_id)
 
 
 def _mini_ticker(e: dict, kind: str = MINI_TICKER) -> PriceUpdate:
@@ -131,6 +166,8 @@ def _ticker(e: dict) -> PriceUpdate:
     update = _mini_ticker(e, TICKER)
     update.bid = dec(e["b"])
     update.ask = dec(e["a"])
+    update.bid_qty = quantity(e.get("B", "0"))
+    update.ask_qty = quantity(e.get("A", "0"))
     update.change_24h_percent = signed_dec(e["P"])
     update.update_id = _opt_int(e.get("L"))
     return update
@@ -144,14 +181,22 @@ def _kline(e: dict) -> PriceUpdate:
 
 
 def _book_ticker(e: dict) -> PriceUpdate:
+    """Best bid/ask with sizes; `u` (the book update id) orders quotes, so it is required."""
     return PriceUpdate(
-        _symbol(e), BOOK_TICKER, None, bid=dec(e["b"]), ask=dec(e["a"]), update_id=_opt_int(e.get("u"))
+        _symbol(e),
+        BOOK_TICKER,
+        None,
+        bid=positive_dec(e["b"]),
+        ask=positive_dec(e["a"]),
+        bid_qty=quantity(e["B"]),
+        ask_qty=quantity(e["A"]),
+        update_id=required_id(e, "u"),
     )
 
 
 _EVENT_PARSERS = {
     TRADE: _trade,
-    AGG_TRADE: _trade,
+    AGG_TRADE: _agg_trade,
     MINI_TICKER: _mini_ticker,
     TICKER: _ticker,
     KLINE: _kline,
@@ -179,7 +224,7 @@ def parse_event(event: object) -> Frame:
 
 def _parse_untyped(event: dict) -> Frame:
     """bookTicker has no `e`; replies to SUBSCRIBE carry `result` or `error` and `id`."""
-    if "u" in event and "b" in event:
+    if "s" in event and ("b" in event or "u" in event):  # a bookTicker: its parser checks each field
         return Frame(BOOK_TICKER, [_book_ticker(event)], not event.keys() <= KNOWN_FIELDS[BOOK_TICKER])
     if "id" in event and ("result" in event or "error" in event):
         return Frame(REPLY, [])

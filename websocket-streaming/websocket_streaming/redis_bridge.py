@@ -14,13 +14,19 @@ Each worker has one of three roles, decided again whenever what it knows changes
   nothing. Back to follower once a leader is heard again, but no sooner than `min_solo`
   seconds after going solo, so a flapping Redis cannot spend Binance's connection budget.
 
-Messages: `{"origin", "epoch", "last", "records"}`. Records carry their event ids
+Messages: `{"origin", "epoch", "last", "sent_at", "records"}`. Records carry their event ids
 (`<epoch>-<seq>`, see book.py). A receiver that sees a sequence jump within an epoch (a
 batch lost while Redis failed) or that subscribes again marks a gap in its book, so an SSE
 client resuming from before the gap gets the snapshot, not a replay with a hole. A leader
 with nothing to publish sends an empty message every `silence / 5` s: a heartbeat.
 A new leader also writes its whole book to `price:<SYMBOL>` (TTL), where late workers load
 it from when they subscribe.
+
+Freshness never compares two hosts' clocks: a record's `received_at` is restamped on
+arrival into this host's clock. A message carries the publisher's `sent_at`; the record's
+age then (`sent_at - received_at`, both the publisher's clock) is added to the time since
+the message arrived. A stored `price:*` value carries `stored_at` the same way, and the
+time since it was stored is what its TTL has run down (Redis's clock alone).
 """
 
 from __future__ import annotations
@@ -38,7 +44,7 @@ from contextlib import AbstractContextManager, nullcontext
 from typing import Any, cast
 
 from shared import tracing
-from shared.redis_conn import REDIS_ERRORS, redis_client
+from shared.redis_conn import REDIS_ERRORS, describe, redis_client
 
 from .book import PriceBook, PriceRecord
 
@@ -67,13 +73,13 @@ if redis.call('get', KEYS[1]) == ARGV[1] then
 end
 return 0
 """
-# KEYS: lock, price keys; ARGV: instance, price TTL, channel, message ('' = none), records.
+# KEYS: lock, price keys; ARGV: instance, price TTL (ms), channel, message ('' = none), records.
 PUBLISH_SCRIPT = """
 if redis.call('get', KEYS[1]) ~= ARGV[1] then
   return 0
 end
 for i = 2, #KEYS do
-  redis.call('set', KEYS[i], ARGV[i + 3], 'EX', ARGV[2])
+  redis.call('set', KEYS[i], ARGV[i + 3], 'PX', ARGV[2])
 end
 if ARGV[4] ~= '' then
   redis.call('publish', ARGV[3], ARGV[4])
@@ -103,6 +109,7 @@ class RedisBridge:
         min_solo: float = 5.0,
         report_error: Reporter | None = None,
         lead: bool = True,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.book = book
         self.on_role = on_role
@@ -117,6 +124,7 @@ class RedisBridge:
         self.min_solo = min_solo
         self.report_error = report_error
         self.lead = lead  # False: never compete for the lock nor ingest, only serve what others publish
+        self.clock = clock  # this host's wall clock: what `received_at` and `sent_at` are read on
         self.redis = redis_client(url, timeout=max(0.5, lock_ttl / 4))
         self._publish_script = self.redis.register_script(PUBLISH_SCRIPT)
         self.role = FOLLOWER
@@ -132,6 +140,8 @@ class RedisBridge:
         self._store_due = False
         self._outbox: queue.SimpleQueue[PriceRecord] = queue.SimpleQueue()
         self._role_lock = threading.Lock()
+        self._callback_lock = threading.Lock()  # one `on_role` call at a time, outside `_role_lock`
+        self._applied = FOLLOWER  # the role `on_role` was last called with
         self._logged: dict[str, float] = {}  # thread name -> when its last error was logged
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -163,7 +173,7 @@ class RedisBridge:
             try:
                 self.redis.eval(RELEASE_SCRIPT, 1, self.lock_key, self.id)
             except REDIS_ERRORS as exc:
-                log.warning("could not release the upstream lock: %s", exc)
+                log.warning("could not release the upstream lock: %s", describe(exc))
 
     @property
     def alive(self) -> bool:
@@ -198,7 +208,7 @@ class RedisBridge:
         now = time.monotonic()
         if now - self._logged.get(name, -10.0) >= 10.0:
             self._logged[name] = now
-            log.warning("redis error in %s: %s", name, exc)
+            log.warning("redis error in %s: %s", name, describe(exc))
 
     # ---- roles -----------------------------------------------------------------------
     def _decide(self, now: float) -> str:
@@ -226,7 +236,23 @@ class RedisBridge:
             self.role = role
             self._store_due = role == LEADER
             self.book.sink = self._outbox.put if role == LEADER else None
-            self.on_role(role)
+        self._apply_role()
+
+    def _apply_role(self) -> None:
+        """Call `on_role` with the current role, outside `_role_lock`.
+
+        Starting or stopping upstream connections can take seconds; meanwhile the other
+        threads (the subscriber above all) go on. A thread that finds a call running leaves
+        the newest role to it: the running call checks again once it returns.
+        """
+        while self.role != self._applied and self._callback_lock.acquire(blocking=False):
+            try:
+                role = self.role
+                if role != self._applied and not self._stop.is_set():
+                    self._applied = role
+                    self.on_role(role)
+            finally:
+                self._callback_lock.release()
 
     def _subscription_failed(self) -> None:
         self._subscribed, self._unsubscribed = False, True
@@ -293,7 +319,13 @@ class RedisBridge:
             for record in records if traced else ():  # receivers continue from this span
                 if "traceparent" in record:
                     record["traceparent"] = span.traceparent
-            message = {"origin": self.id, "epoch": self.book.epoch, "last": self._last_sent, "records": records}
+            message = {
+                "origin": self.id,
+                "epoch": self.book.epoch,
+                "last": self._last_sent,
+                "sent_at": self.clock(),
+                "records": records,
+            }
             self._sent_at = time.monotonic()
             latest = {r.symbol: record for r, record in zip(batch, records, strict=True)}  # the newest wins
             self._run(latest, json.dumps(message))
@@ -311,8 +343,9 @@ class RedisBridge:
     def _run(self, records: dict[str, dict[str, Any]], message: str) -> None:
         """One fenced round trip: stores `records` (by symbol), publishes `message`, if the lock is ours."""
         keys = [self.lock_key, *(self.key_prefix + symbol for symbol in records)]
-        args: list[str | float] = [self.id, self.price_ttl, self.channel, message]
-        args.extend(json.dumps(record) for record in records.values())
+        args: list[str | float] = [self.id, self.price_ttl * 1000, self.channel, message]
+        stored_at = self.clock()
+        args.extend(json.dumps({**record, "stored_at": stored_at}) for record in records.values())
         if not self._publish_script(keys=keys, args=args):
             log.warning("publish refused: the upstream lock is no longer ours")
             self._lease_until = 0.0
@@ -337,12 +370,23 @@ class RedisBridge:
             pubsub.close()
 
     def _load_snapshot(self) -> None:
-        keys = [self.key_prefix + s for s in self.book.symbols]
-        for raw in cast("list[bytes | None]", self.redis.mget(keys)):
-            if raw:
-                record = PriceRecord.from_dict(json.loads(raw))
-                record.trace = None  # a stored record's trace ended when it was published
-                self.book.put(record)
+        """Every stored record, its age read from the publisher's clock and the key's TTL."""
+        pipe = self.redis.pipeline(transaction=False)
+        for symbol in self.book.symbols:
+            pipe.get(self.key_prefix + symbol)
+            pipe.pttl(self.key_prefix + symbol)
+        replies = pipe.execute()
+        now = self.clock()
+        for raw, left in zip(replies[::2], replies[1::2], strict=True):
+            if not raw:
+                continue
+            data = json.loads(raw)
+            record = PriceRecord.from_dict(data)
+            stored_age = _age(data.get("stored_at"), record.received_at)
+            since_stored = max(0.0, self.price_ttl - left / 1000) if left > 0 else 0.0
+            record.received_at = now - since_stored - stored_age
+            record.trace = None  # a stored record's trace ended when it was published
+            self.book.put(record)
 
     def _receive(self, data: bytes) -> None:
         try:
@@ -355,6 +399,10 @@ class RedisBridge:
             self.book.mark_gap()
             return
         self._heard_at = time.monotonic()
+        now = self.clock()
+        sent_at = message.get("sent_at")
+        for record in records:  # restamped into this host's clock (see the module's docstring)
+            record.received_at = now - _age(sent_at, record.received_at)
         for record in records:
             self._follow(record.epoch, record.seq - 1)
             self._epochs[record.epoch] = record.seq
@@ -374,6 +422,13 @@ class RedisBridge:
             self.book.mark_gap()
         if isinstance(previous, int):
             self._epochs[epoch] = previous
+
+
+def _age(then: object, received_at: float) -> float:
+    """A record's age at `then` on its publisher's clock; 0 when not told (an older version)."""
+    if not isinstance(then, int | float) or isinstance(then, bool):
+        return 0.0
+    return max(0.0, float(then) - received_at)
 
 
 _ROLE_LOG = {

@@ -18,9 +18,11 @@ from shared.sentry_integration import capture_exception
 from .backfill import Backfiller
 from .book import PriceBook
 from .dedup import TwinFrames, UpdateFilter
+from .latency import ClockCheck, LatencyTracker
 from .parser import ParseError, parse_frame
 from .redis_bridge import INGESTING, SOLO, RedisBridge
 from .settings import combined_url, stream_names
+from .silence import StreamWatch
 from .stats import IngestStats, MetricsSync
 from .upstream import UpstreamManager, UpstreamSettings
 
@@ -41,15 +43,22 @@ class StreamingService:
         self.stale_after = float(config["PRICE_STALE_SECONDS"])
         self.book = PriceBook(self.symbols, int(config["WS_RING_SIZE"]))
         self.stats = IngestStats()
-        self.url = combined_url(
-            config["BINANCE_WS_URL"], stream_names(self.symbols, tuple(config["WS_STREAMS"]))
-        )
+        streams = stream_names(self.symbols, tuple(config["WS_STREAMS"]))
+        self.url = combined_url(config["BINANCE_WS_URL"], streams)
+        self.watch = StreamWatch(streams, float(config["WS_STREAM_SILENCE_SECONDS"]))
         self.backfiller = self._new_backfiller()
         self.updates = UpdateFilter()  # drops the twins of a rotation overlap or of A/B feeds
         self.twins = TwinFrames()  # ... and spares parsing those that are byte-equal
         self.upstream: UpstreamManager | None = None
         self.bridge: RedisBridge | None = None
         self.metrics = MetricsSync(self.stats, metrics)
+        self.latency = LatencyTracker(metrics)
+        self.clock = ClockCheck(
+            BinanceClient(config["BINANCE_REST_URL"]),
+            metrics,
+            float(config["BINANCE_TIME_CHECK_SECONDS"]),
+            self.holds_upstream,  # only the process that talks to Binance asks it the time
+        )
         self.started = False
         self.start_error: str | None = None
         self._pid: int | None = None  # the process ingest was started in
@@ -87,6 +96,8 @@ class StreamingService:
             self._log_parse_error(exc, data)
             return None
         stream, apply, admit = frame.stream, self.book.apply, self.updates.admit
+        if stream is not None:
+            self.watch.seen[stream] = received_at
         # A sampled frame's trace follows its updates: Redis, other workers, SSE writes.
         with tracing.span("binance frame", kind="consumer") as span, self._ingest_lock:
             self.stats.messages[frame.kind] += 1  # two connections deliver at once (rotation, A/B)
@@ -98,6 +109,8 @@ class StreamingService:
                     apply(update, received_at, trace=trace)
             if connection is not None:
                 self.twins.remember(data, connection, frame.kind)
+        if frame.updates:
+            self.latency.received(frame.kind, frame.updates[0].event_time, received_at)
         return frame.kind
 
     def _log_parse_error(self, exc: ParseError, data: bytes | str) -> None:
@@ -169,10 +182,12 @@ class StreamingService:
             self._start_upstream()
         self._ticker = threading.Thread(target=self._tick, daemon=True, name="ws-metrics")
         self._ticker.start()
+        self.clock.start()
 
     def stop(self) -> None:
         """Close the upstream connection, release the lock, end every SSE stream."""
         self._stop.set()
+        self.clock.stop()
         self.book.close()
         self.backfiller.stop()
         self._stop_upstream()  # before the lock goes: the next leader's connection is then the only one
@@ -220,6 +235,7 @@ class StreamingService:
                 report_error=report_error,
             )
             upstream.start()
+            self.watch.start(time.time())
             # Published once its thread runs: alive() would see a manager not yet started as
             # one whose thread died, and /health answered 503 during a leadership change.
             self.upstream = upstream
@@ -231,6 +247,7 @@ class StreamingService:
     def _stop_upstream(self) -> None:
         with self._upstream_lock:
             upstream, self.upstream = self.upstream, None
+        self.watch.stop()
         if upstream is not None:
             upstream.stop()
 
@@ -252,10 +269,28 @@ class StreamingService:
         while not self._stop.wait(1.0):
             try:
                 self._rates.append((time.monotonic(), self.stats.total_messages()))
-                self.metrics.sync(self._price_times, leader=self.holds_upstream())
+                self._heal_silent_streams()
+                self.metrics.sync(
+                    self._price_times,
+                    leader=self.holds_upstream(),
+                    stale_quotes=self.book.stale_quotes,
+                    watch=self.watch,
+                )
+                self.latency.flush()
             except Exception as exc:
                 log.exception("metrics tick failed")
                 report_error(exc, {"what": "metrics tick"})
+
+    def _heal_silent_streams(self) -> None:
+        """A stream silent while the others deliver: reconnect the lines (make-before-break)."""
+        upstream = self.upstream
+        if self.watch.check(time.time()) and upstream is not None:
+            log.warning(
+                "streams silent for %.0f s while the feed delivers: %s; reconnecting",
+                self.watch.silence,
+                ", ".join(self.watch.silent[:10]),
+            )
+            upstream.rotate()
 
     def _price_times(self) -> dict[str, float]:
         return {s: r.received_at for s, r in self.book.snapshot().items()}
@@ -322,4 +357,16 @@ class StreamingService:
             "last_message_age_seconds": None if age is None else round(age, 3),
             "symbols_with_price": len(self.book.snapshot()),
             "sse_resyncs": s.sse_resyncs,
+            "sse_dropped": s.sse_dropped,
+            "sse_overflows": s.sse_overflows,
+            "sse_write_timeouts": s.sse_write_timeouts,
+            "stale_quotes_dropped": self.book.stale_quotes,
+            "silent_streams": list(self.watch.silent),
+            "stream_silences": self.watch.detected,
+            "silence_reconnects": self.watch.heals,
+            "latency": {
+                **self.latency.summary(),
+                "clock_offset_seconds": self.clock.offset,
+                "clock_offset_round_trip_seconds": self.clock.round_trip,
+            },
         }

@@ -12,6 +12,8 @@ from shared.symbols import SYMBOL_RULE, is_symbol
 
 SERVICE = "websocket-streaming"
 DEFAULTS = {"PORT": 5021}
+# The `scope` of each @rate_limit route: RATE_LIMIT_<SCOPE> sets its requests per minute.
+RATE_LIMIT_SCOPES = ("price", "stream")
 STREAM_KINDS = ("trade", "aggTrade", "miniTicker", "ticker", "bookTicker")
 KLINE_RE = re.compile(r"^kline_(1s|1m|3m|5m|15m|30m|1h|2h|4h|6h|8h|12h|1d|3d|1w|1M)$")
 
@@ -86,10 +88,17 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "WS_STREAMS",
         parse_stream_kinds,
-        ("aggTrade", "ticker"),
-        "per-symbol streams: aggTrade for the last price, ticker for bid/ask and 24 h",
+        ("aggTrade", "ticker", "bookTicker"),
+        "per-symbol streams: aggTrade for the last price, ticker for the 24 h figures, "
+        "bookTicker for best bid/ask with sizes",
     ),
     Setting("WS_BACKFILL_ENABLED", parse_bool, True, "fetch last prices over REST after a gap"),
+    Setting(
+        "BINANCE_TIME_CHECK_SECONDS",
+        parse_float(0.0, 86_400.0),
+        300.0,
+        "how often the upstream holder measures Binance's clock (GET /api/v3/time); 0: never",
+    ),
     Setting(
         "WS_MAX_CONNECTION_AGE_SECONDS",
         parse_float(0.1, 86_400.0),
@@ -118,6 +127,12 @@ SETTINGS: tuple[Setting, ...] = (
         1.0,
         "how long the old connection keeps reading after the switch",
     ),
+    Setting(
+        "WS_STREAM_SILENCE_SECONDS",
+        parse_float(1.0, 86_400.0),
+        60.0,
+        "a subscribed stream silent this long while the others deliver is reported and healed by a reconnect",
+    ),
     Setting("WS_RING_SIZE", parse_int(16, 10_000_000), 65_536),
     Setting("WS_LEADER_LOCK_TTL_SECONDS", parse_float(0.3, 300.0), 10.0),
     Setting("PRICE_REDIS_TTL_SECONDS", parse_int(1), 3600),
@@ -125,4 +140,22 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("SSE_HEARTBEAT_SECONDS", parse_float(0.05, 300.0), 15.0),
     Setting("SSE_RETRY_SECONDS", parse_float(0.1, 300.0), 1.0, "reconnect delay told to SSE clients (retry:)"),
     Setting("SSE_MAX_SUBSCRIBERS", parse_int(1, 10_000), 256),
+    Setting(
+        "SSE_MAX_STREAMS_PER_CLIENT",
+        parse_int(1, 10_000),
+        8,
+        "concurrent streams one client address may hold per worker (429 past it)",
+    ),
+    Setting(
+        "SSE_QUEUE_EVENTS",
+        parse_int(16, 10_000_000),
+        8192,
+        "events a subscriber may fall behind before it is sent `overflow` and closed",
+    ),
+    Setting(
+        "SSE_WRITE_TIMEOUT_SECONDS",
+        parse_float(0.1, 3600.0),
+        30.0,
+        "a stream whose write stays blocked this long (the client stopped reading) is cut",
+    ),
 )

@@ -20,7 +20,6 @@ import logging
 import math
 import queue
 import random
-import re
 import socket
 import threading
 import time
@@ -33,6 +32,7 @@ from urllib.parse import parse_qs, urlsplit
 import websocket
 
 from shared import tracing
+from shared.secrets import strip_url_credentials
 
 from .backoff import AttemptWindow, Backoff
 from .parser import SERVER_SHUTDOWN
@@ -89,11 +89,6 @@ def stream_count(url: str) -> int:
     return len([s for s in raw.split("/") if s])
 
 
-def redact(text: str) -> str:
-    """`text` with the user name and password taken out of any URL in it."""
-    return re.sub(r"(?<=//)[^/@\s]+@", "", text)
-
-
 def ended_by_error(exc: BaseException) -> Ended:
     """A connection error as a short, credential-free reason."""
     if isinstance(exc, websocket.WebSocketBadStatusException):
@@ -108,7 +103,7 @@ def ended_by_error(exc: BaseException) -> Ended:
         return Ended("timed out")
     if isinstance(exc, websocket.WebSocketConnectionClosedException | ConnectionResetError):
         return Ended("connection cut without a close frame")
-    return Ended(redact(f"{type(exc).__name__}: {exc}")[:200])
+    return Ended(strip_url_credentials(f"{type(exc).__name__}: {exc}")[:200])
 
 
 def ended_by_close(data: bytes) -> Ended:
@@ -326,6 +321,10 @@ class UpstreamManager:
             else round(time.time() - latest.last_error_at, 3),
             "unresolved": error is not None and error.unresolved,
         }
+
+    def rotate(self) -> None:
+        """Replace every line's connection, make-before-break (heals a silent stream)."""
+        self._events.put(("rotate", None, None))
 
     def use_lines(self, count: int) -> None:
         """Keep `count` lines from now on (a solo worker in a Redis outage holds one)."""
@@ -554,6 +553,12 @@ class UpstreamManager:
         if self._gap_pending and self.on_gap is not None:
             self._gap_pending = False
             self.on_gap()
+
+    def _on_rotate(self, _conn: None, _detail: object) -> None:
+        for line in self.lines:
+            if line.active is not None and line.candidate is None:
+                line.rotate_soon = True
+                line.next_attempt = 0.0
 
     def _on_shutdown(self, conn: Connection, _detail: object) -> None:
         line = conn.line

@@ -104,7 +104,12 @@ class StorageExtension:
             self.init_app(app)
 
     def init_app(self, app: Flask) -> None:
-        """Open the backend (and the read one) and apply migrations unless MIGRATE_ON_START is false."""
+        """Open the backend (and the read one) and apply migrations unless MIGRATE_ON_START is false.
+
+        With MIGRATE_ON_START false nothing in this process ever migrates: pending
+        migrations are one error line at start, then a 503 for every request and an
+        unhealthy /health until `python -m database_service migrate` has run.
+        """
         storage = open_storage(app.config["DATABASE_URL"], app.config)
         app.extensions["storage"] = storage
         # The pool closes when the process exits, even without gunicorn's worker_exit hook.
@@ -113,10 +118,14 @@ class StorageExtension:
         if read_url:
             reads = open_storage(read_url, app.config)
             reads.schema_ready = True  # the primary's schema, replicated: never migrated from here
+            reads.migrates = False
             app.extensions["read_storage"] = reads
             atexit.register(_close_if_alive, weakref.ref(reads))
-        if app.config.get("MIGRATE_ON_START", True):
+        storage.migrates = bool(app.config.get("MIGRATE_ON_START", True))
+        if storage.migrates:
             self._migrate_on_start(storage)
+        else:
+            self._check_on_start(storage)
 
     @staticmethod
     def _migrate_on_start(storage: Storage) -> None:
@@ -129,6 +138,13 @@ class StorageExtension:
             return
         if applied:
             log.info("migrations applied: %s", ", ".join(applied))
+
+    @staticmethod
+    def _check_on_start(storage: Storage) -> None:
+        try:
+            storage.check_schema()
+        except StorageUnavailable as exc:  # SchemaPending included: its message says what to do
+            log.error("database schema not ready at start-up: %s", exc)
 
 
 def get_storage() -> Storage:

@@ -2,21 +2,33 @@
 
 from __future__ import annotations
 
+import math
 import re
+import time
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from importlib import resources
 from typing import Any
-from urllib.parse import unquote, urlsplit
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 ONE_MICROSECOND = timedelta(microseconds=1)
 
 
 UNAVAILABLE_MESSAGE = "The database is unavailable; retry shortly."
+
+# Called with (index in the request, stored row) of every item whose client_id was already
+# held, inside the saving transaction: raising there stores nothing of the request.
+KnownCheck = Callable[[list[tuple[int, dict[str, Any]]]], None]
+
+
+def check_known_rows(check_known: KnownCheck | None, results: Sequence[tuple[dict[str, Any], bool]]) -> None:
+    """Give `check_known` the (index, stored row) of every result that was not inserted."""
+    known = [(i, stored) for i, (stored, new) in enumerate(results) if not new]
+    if check_known is not None and known:
+        check_known(known)
 
 
 class StorageError(Exception):
@@ -35,19 +47,21 @@ class StorageUnavailable(StorageError):
         self.public_message = public_message
 
 
+class SchemaPending(StorageUnavailable):
+    """Required migrations are not applied and this service does not migrate (MIGRATE_ON_START=0)."""
+
+    def __init__(self, pending: Sequence[str]) -> None:
+        super().__init__(
+            f"migrations pending: {', '.join(pending)}; MIGRATE_ON_START=0, so run "
+            "`python -m database_service migrate` (every request answers 503 until then)",
+            "The database schema is not up to date; retry after the operators have migrated it.",
+        )
+        self.pending = list(pending)
+
+
 def one_line(text: str) -> str:
     """`text` with every run of whitespace (newlines, tabs) collapsed into one space."""
     return " ".join(text.split())
-
-
-def masked(text: str, url: str) -> str:
-    """`text` with the password of `url` (plain and percent-encoded) replaced by ***."""
-    password = urlsplit(url).password
-    if not password:
-        return text
-    for form in {password, unquote(password)}:
-        text = text.replace(form, "***")
-    return text
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,6 +159,9 @@ _MIGRATION_FILE = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
 _REQUIRES = re.compile(r"^--\s*requires-extension:\s*([a-z0-9_]+)\s*$", re.MULTILINE)
 
 
+MIGRATION_FOLDERS = {"postgresql": "postgres", "sqlite": "sqlite"}  # dialect -> migrations/<folder>
+
+
 def load_migrations(dialect: str) -> list[Migration]:
     """Return the migrations shipped for a dialect, oldest first."""
     folder = resources.files("database_service") / "migrations" / dialect
@@ -181,12 +198,40 @@ class Storage(ABC):
 
     dialect: str = ""
     schema_ready: bool = False
+    migrates: bool = True  # MIGRATE_ON_START: False means a request only ever checks the schema
+    _checked_at: float = -math.inf
+    _pending_seen: tuple[str, ...] = ()  # what the last check found
 
     def ensure_schema(self) -> None:
-        """Apply migrations once, e.g. when the database was down at start-up."""
-        if not self.schema_ready:
+        """Make the schema current once: migrate if this service migrates, else check it."""
+        if self.schema_ready:
+            return
+        if self.migrates:  # e.g. the database was down when the service started
             self.migrate()
             self.schema_ready = True
+        else:
+            self.check_schema()
+
+    def check_schema(self) -> None:
+        """Raise SchemaPending while a required migration is not applied; never migrates.
+
+        A pending answer is kept for 2 s, so requests during a rollout cost no query each.
+        """
+        if self.schema_ready:
+            return
+        now = time.monotonic()
+        if now - self._checked_at >= 2.0:
+            self._pending_seen = tuple(self.pending_migrations())
+            self._checked_at = now
+        if self._pending_seen:
+            raise SchemaPending(self._pending_seen)
+        self.schema_ready = True
+
+    def pending_migrations(self) -> list[str]:
+        """Labels of the required migrations not applied (an optional one never blocks)."""
+        applied = set(self.applied_migrations())
+        required = [m for m in load_migrations(MIGRATION_FOLDERS[self.dialect]) if m.requires_extension is None]
+        return [m.label for m in required if m.label not in applied]
 
     @property
     @abstractmethod
@@ -199,11 +244,16 @@ class Storage(ABC):
 
     @abstractmethod
     def applied_migrations(self) -> list[str]:
-        """Names of the migrations recorded in schema_migrations."""
+        """Names of the migrations recorded in schema_migrations (none before the first)."""
 
     @abstractmethod
-    def save_signals(self, signals: Sequence[NewSignal]) -> list[tuple[dict[str, Any], bool]]:
-        """Store signals in one transaction; return each stored signal and whether it is new."""
+    def save_signals(
+        self, signals: Sequence[NewSignal], check_known: KnownCheck | None = None
+    ) -> list[tuple[dict[str, Any], bool]]:
+        """Store signals in one transaction; return each stored signal and whether it is new.
+
+        `check_known` sees the stored rows of known client_ids before the commit (see KnownCheck).
+        """
 
     @abstractmethod
     def get_signal(self, signal_id: int) -> dict[str, Any] | None:
@@ -216,8 +266,14 @@ class Storage(ABC):
         """Newest first by (timestamp, id), strictly after the keyset position `after`."""
 
     @abstractmethod
-    def save_trade(self, trade: NewTrade) -> tuple[dict[str, Any], bool]:
-        """Store one trade; return the stored trade and whether it is new."""
+    def save_trade(self, trade: NewTrade, check_known: KnownCheck | None = None) -> tuple[dict[str, Any], bool]:
+        """Store one trade; return the stored trade and whether it is new (`check_known`: as above)."""
+
+    @abstractmethod
+    def trade_history(
+        self, filters: TradeFilter, after: tuple[int, int] | None, limit: int
+    ) -> list[dict[str, Any]]:
+        """Latest exit first by (exit_time, id), strictly after the keyset position `after`."""
 
     @abstractmethod
     def trade_stats(self, filters: TradeFilter, group_by: str | None) -> list[StatsAggregate]:

@@ -18,6 +18,7 @@ from psycopg2.extras import Json, execute_values
 
 from database_service.storage import pg_migrations, pg_stats, sql
 from database_service.storage.base import (
+    KnownCheck,
     NewSignal,
     NewTrade,
     SignalFilter,
@@ -25,14 +26,15 @@ from database_service.storage.base import (
     Storage,
     StorageUnavailable,
     TradeFilter,
+    check_known_rows,
     datetime_to_us,
-    masked,
     one_line,
     us_to_datetime,
     us_to_iso,
 )
 from database_service.storage.pg_pool import UNAVAILABLE_ERRORS, ConnectionLost, Pool, Timeouts, connect_params
 from shared import tracing
+from shared.secrets import mask_url_secrets
 
 T = TypeVar("T")
 
@@ -107,7 +109,7 @@ class PostgresStorage(sql.SqlReads, Storage):
         self.url = url
         self.timeouts = timeouts or Timeouts()
         self.params = connect_params(url, self.timeouts)
-        self.pool = Pool(self.params, pool_size, self.timeouts, lambda text: masked(text, url))
+        self.pool = Pool(self.params, pool_size, self.timeouts, lambda text: mask_url_secrets(text, url))
         self._backend: str | None = None
         self._closed = False
         self._retrying = threading.local()  # set while a read is retried: it gets a new connection
@@ -174,6 +176,12 @@ class PostgresStorage(sql.SqlReads, Storage):
         """A history page (retried once on a lost connection)."""
         return self._read(super().signal_history, filters, after, limit)
 
+    def trade_history(
+        self, filters: TradeFilter, after: tuple[int, int] | None, limit: int
+    ) -> list[dict[str, Any]]:
+        """A page of trades (retried once on a lost connection)."""
+        return self._read(super().trade_history, filters, after, limit)
+
     def migrate(self) -> list[str]:
         """Apply pending migrations (see pg_migrations: optional ones cannot undo the others)."""
         try:
@@ -193,7 +201,7 @@ class PostgresStorage(sql.SqlReads, Storage):
     def reason(self, error: BaseException) -> str:
         """Why the database failed, for the log: the driver's message with the password masked."""
         detail = one_line(str(error)) or type(error).__name__
-        return f"postgresql: {masked(detail, self.url)}"
+        return f"postgresql: {mask_url_secrets(detail, self.url)}"
 
     def rebuild_summaries(self) -> None:
         """Recompute every trade bucket from the trades (after a bulk load that bypassed the API)."""
@@ -204,19 +212,26 @@ class PostgresStorage(sql.SqlReads, Storage):
             raise StorageUnavailable(self.reason(exc)) from exc
 
     def applied_migrations(self) -> list[str]:
-        """Names recorded in schema_migrations, oldest first."""
+        """Names recorded in schema_migrations, oldest first (none before the first migration)."""
         with self._statement() as cur:
+            cur.execute("SELECT to_regclass('schema_migrations') IS NOT NULL")
+            if cur.fetchone() != (True,):
+                return []
             cur.execute("SELECT version, name FROM schema_migrations ORDER BY version")
             return [f"{version:04d}_{name}" for version, name in cur.fetchall()]
 
-    def save_signals(self, signals: Sequence[NewSignal]) -> list[tuple[dict[str, Any], bool]]:
+    def save_signals(
+        self, signals: Sequence[NewSignal], check_known: KnownCheck | None = None
+    ) -> list[tuple[dict[str, Any], bool]]:
         """Insert signals in one transaction; known client_ids return the stored rows."""
         keys = [s.client_id for s in signals]
         if len(signals) == 1 and keys[0] is None:
             return self._save_unkeyed(SIGNALS, [CODEC.signal_params(signals[0])], None)
         if len(signals) == 1:
-            return [self._save_one_keyed(signals[0])]
-        return self._copy_signals(signals, keys)
+            result = [self._save_one_keyed(signals[0])]
+            check_known_rows(check_known, result)  # a known key stored nothing: no transaction to undo
+            return result
+        return self._copy_signals(signals, keys, check_known)
 
     def _save_one_keyed(self, signal: NewSignal) -> tuple[dict[str, Any], bool]:
         """One signal with a client_id: claim the key and insert in ONE statement (autocommit).
@@ -234,10 +249,12 @@ class PostgresStorage(sql.SqlReads, Storage):
             return CODEC.signal_dict(found), True
         with self._statement() as cur:
             stored = _stored_by_key(cur, SIGNALS, [str(signal.client_id)])
+        if str(signal.client_id) not in stored:  # its signal was deleted (retention): reclaimed
+            return self._copy_signals([signal], [signal.client_id], None)[0]
         return stored[str(signal.client_id)], False
 
     def _copy_signals(
-        self, signals: Sequence[NewSignal], keys: list[str | None]
+        self, signals: Sequence[NewSignal], keys: list[str | None], check_known: KnownCheck | None
     ) -> list[tuple[dict[str, Any], bool]]:
         """A batch (or a keyed save) through COPY, the database's own bulk path.
 
@@ -254,23 +271,34 @@ class PostgresStorage(sql.SqlReads, Storage):
             cur.execute(RESERVE_SIGNAL_IDS, (len(signals),))
             created, ids = _one_row(cur)
             won: set[int] = set()
+            times = [us_to_datetime(s.ts_us) for s in signals]
             if any(keys):
-                won = _claim_keys(cur, SIGNALS, ids, keys, [us_to_datetime(s.ts_us) for s in signals])
+                won = _claim_keys(cur, SIGNALS, ids, keys, times)
             fresh = [(ids[i], s) for i, s in enumerate(signals) if keys[i] is None or ids[i] in won]
             inserted = _copy_in(cur, fresh, _iso(created))
             dupes = [k for i, k in enumerate(keys) if k is not None and ids[i] not in won]
             stored = _stored_by_key(cur, SIGNALS, dupes)
-        # a row not inserted is one whose client_id another row already holds
-        return [
-            (inserted[i], True) if i in inserted else (stored[str(k)], False)
-            for i, k in zip(ids, keys, strict=True)
-        ]
+            again = _reclaim_orphans(cur, SIGNALS, ids, keys, times, {k for k in dupes if k not in stored})
+            if again:
+                inserted |= _copy_in(
+                    cur, [(ids[i], s) for i, s in enumerate(signals) if ids[i] in again], _iso(created)
+                )
+                stored = _stored_by_key(cur, SIGNALS, dupes)
+            # a row not inserted is one whose client_id another row already holds
+            results = [
+                (inserted[i], True) if i in inserted else (stored[str(k)], False)
+                for i, k in zip(ids, keys, strict=True)
+            ]
+            check_known_rows(check_known, results)  # before COMMIT: raising stores nothing
+        return results
 
-    def save_trade(self, trade: NewTrade) -> tuple[dict[str, Any], bool]:
+    def save_trade(self, trade: NewTrade, check_known: KnownCheck | None = None) -> tuple[dict[str, Any], bool]:
         """Insert one trade; a known client_id returns the stored row."""
-        return self._save(
+        result = self._save(
             TRADES, [CODEC.trade_params(trade)], [trade.client_id], 12, lambda cur: _on_new_trade(cur, trade)
-        )[0]
+        )
+        check_known_rows(check_known, result)  # one trade: a known key stored nothing
+        return result[0]
 
     def stats_version(self) -> int:
         """The statistics version (raised in every new trade's transaction)."""
@@ -297,13 +325,18 @@ class PostgresStorage(sql.SqlReads, Storage):
                 (len(rows),),
             )
             ids = [row[0] for row in cur.fetchall()]
-            won = _claim_keys(cur, spec, ids, keys, [row[time_at] for row in rows])
+            times = [row[time_at] for row in rows]
+            won = _claim_keys(cur, spec, ids, keys, times)
+            dupes = [k for i, k in enumerate(keys) if k is not None and ids[i] not in won]
+            stored = _stored_by_key(cur, spec, dupes)
+            orphans = {k for k in dupes if k not in stored}
+            won |= _reclaim_orphans(cur, spec, ids, keys, times, orphans)
             fresh = [(ids[i], *row) for i, row in enumerate(rows) if keys[i] is None or ids[i] in won]
             inserted = _insert(cur, spec, fresh)
             if inserted and on_insert is not None:
                 on_insert(cur)
-            dupes = [k for i, k in enumerate(keys) if k is not None and ids[i] not in won]
-            stored = _stored_by_key(cur, spec, dupes)
+            if orphans:  # a second occurrence of a reclaimed key answers the row inserted now
+                stored = _stored_by_key(cur, spec, [k for i, k in enumerate(keys) if k and ids[i] not in won])
         # a row not inserted is one whose client_id another row already holds
         return [
             (inserted[i], True) if i in inserted else (stored[str(k)], False)
@@ -512,6 +545,29 @@ def _insert(
         fetch=True,
     )
     return {row[0]: spec.to_dict(row) for row in returned}
+
+
+def _reclaim_orphans(
+    cur: psycopg2.extensions.cursor,
+    spec: TableSpec,
+    ids: list[int],
+    keys: list[str | None],
+    times: list[Any],
+    orphans: set[str],
+) -> set[int]:
+    """Free the keys whose row is gone (retention deleted it) and claim them again: the ids that won.
+
+    The key outlived its row, so the client's retry is a new write, not a replay; without
+    this its stored answer is missing and the whole batch failed.
+    """
+    if not orphans:
+        return set()
+    cur.execute(
+        f"DELETE FROM {spec.keys} k WHERE k.client_id = ANY(%s) AND NOT EXISTS "
+        f"(SELECT 1 FROM {spec.table} t WHERE t.id = k.{spec.key_id} AND t.{spec.time} = k.{spec.time})",
+        (sorted(orphans),),
+    )
+    return _claim_keys(cur, spec, ids, [k if k in orphans else None for k in keys], times)
 
 
 def _stored_by_key(

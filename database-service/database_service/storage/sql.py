@@ -136,6 +136,14 @@ class Codec:
         """SELECT of one signal by id."""
         return f"SELECT {SIGNAL_COLUMNS} FROM signals WHERE id = {self.placeholder} LIMIT 1"
 
+    def trade_page(
+        self, filters: TradeFilter, after: tuple[int, int] | None, limit: int
+    ) -> tuple[str, list[Any]]:
+        """SELECT of one keyset page of trades, latest exit first, with its parameters."""
+        where, params = trade_page_where(filters, after, self.placeholder, self.store_time)
+        order = f"ORDER BY exit_time DESC, id DESC LIMIT {self.placeholder}"
+        return f"SELECT {TRADE_COLUMNS} FROM trades {where} {order}", [*params, limit]
+
     def signal_page(
         self, filters: SignalFilter, after: tuple[int, int] | None, limit: int
     ) -> tuple[str, list[Any]]:
@@ -143,6 +151,17 @@ class Codec:
         where, params = signal_where(filters, after, self.placeholder, self.store_time)
         order = f"ORDER BY ts DESC, id DESC LIMIT {self.placeholder}"
         return f"SELECT {SIGNAL_COLUMNS} FROM signals {where} {order}", [*params, limit]
+
+
+def trade_page_where(
+    filters: TradeFilter, after: tuple[int, int] | None, ph: str, conv: Convert
+) -> tuple[str, list[Any]]:
+    """WHERE clause for /performance/trades: the stats filters and a (exit_time, id) keyset."""
+    where, params = trade_where(filters, ph, conv)
+    if after is None:
+        return where, params
+    keyset = f"(exit_time, id) < ({ph}, {ph})"
+    return (f"{where} AND {keyset}" if where else f"WHERE {keyset}"), [*params, conv(after[0]), after[1]]
 
 
 def signal_where(
@@ -295,3 +314,13 @@ class SqlReads:
             cur.execute(query, params)
             rows = cur.fetchall()
         return [self.codec.signal_dict(row) for row in rows]
+
+    def trade_history(
+        self, filters: TradeFilter, after: tuple[int, int] | None, limit: int
+    ) -> list[dict[str, Any]]:
+        """Keyset page of trades, latest exit first."""
+        query, params = self.codec.trade_page(filters, after, limit)
+        with self._statement() as cur:
+            cur.execute(query, params)
+            rows = cur.fetchall()
+        return [self.codec.trade_dict(row) for row in rows]

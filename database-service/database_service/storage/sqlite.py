@@ -16,12 +16,14 @@ from urllib.parse import unquote, urlsplit
 from database_service.storage import sql
 from database_service.storage.base import (
     UNAVAILABLE_MESSAGE,
+    KnownCheck,
     NewSignal,
     NewTrade,
     StatsAggregate,
     Storage,
     StorageUnavailable,
     TradeFilter,
+    check_known_rows,
     load_migrations,
     us_to_iso,
 )
@@ -208,12 +210,17 @@ class SQLiteStorage(sql.SqlReads, Storage):
         return applied
 
     def applied_migrations(self) -> list[str]:
-        """Names recorded in schema_migrations, oldest first."""
+        """Names recorded in schema_migrations, oldest first (none before the first migration)."""
         with self._cursor() as cur:
+            table = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations'"
+            if cur.execute(table).fetchone() is None:
+                return []
             rows = cur.execute("SELECT version, name FROM schema_migrations ORDER BY version")
             return [f"{version:04d}_{name}" for version, name in rows]
 
-    def save_signals(self, signals: Sequence[NewSignal]) -> list[tuple[dict[str, Any], bool]]:
+    def save_signals(
+        self, signals: Sequence[NewSignal], check_known: KnownCheck | None = None
+    ) -> list[tuple[dict[str, Any], bool]]:
         """Insert signals in one transaction; a known client_id returns the stored row."""
         now = _now_us()
         results = []
@@ -221,12 +228,14 @@ class SQLiteStorage(sql.SqlReads, Storage):
             for signal in signals:
                 row, new = _insert_or_get(cur, SIGNALS, CODEC.signal_params(signal), signal.client_id, now)
                 results.append((CODEC.signal_dict(row), new))
+            check_known_rows(check_known, results)
         return results
 
-    def save_trade(self, trade: NewTrade) -> tuple[dict[str, Any], bool]:
+    def save_trade(self, trade: NewTrade, check_known: KnownCheck | None = None) -> tuple[dict[str, Any], bool]:
         """Insert one trade; a known client_id returns the stored row."""
         with self._cursor(write=True) as cur:
             row, new = _insert_or_get(cur, TRADES, CODEC.trade_params(trade), trade.client_id, _now_us())
+            check_known_rows(check_known, [(CODEC.trade_dict(row), new)])
             if new:
                 cur.execute(sql.BUMP_STATS_VERSION)
         return CODEC.trade_dict(row), new

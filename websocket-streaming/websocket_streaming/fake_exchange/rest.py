@@ -1,4 +1,5 @@
-"""The fake exchange's REST endpoints: `/api/v3/ticker/price` and `/api/v3/ticker/24hr`."""
+"""The fake exchange's REST endpoints: `/api/v3/ticker/price`, `/api/v3/ticker/24hr` and
+`/api/v3/time` (`{"serverTime": ms}`, weight 1)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from urllib.parse import parse_qs, urlsplit
 from .market import Market
 
 SYMBOL_RE = re.compile(r"^[A-Z0-9\-_.]{1,20}$")
-WEIGHTS = {"/api/v3/ticker/price": (2, 4), "/api/v3/ticker/24hr": (2, 80)}
+WEIGHTS = {"/api/v3/ticker/price": (2, 4), "/api/v3/ticker/24hr": (2, 80), "/api/v3/time": (1, 1)}
 
 
 @dataclass
@@ -71,6 +72,8 @@ def handle_rest(market: Market, target: str) -> RestReply:
     parts = urlsplit(target)
     if parts.path not in WEIGHTS:
         return RestReply(404, {"code": -1, "msg": "Not found."})
+    if parts.path == "/api/v3/time":
+        return RestReply(200, {"serverTime": int(time.time() * 1000)}, {"X-MBX-USED-WEIGHT-1M": "1"})
     query = parse_qs(parts.query, keep_blank_values=True)
     try:
         names = _symbols_param(query)

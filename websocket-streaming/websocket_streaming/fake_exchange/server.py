@@ -137,6 +137,7 @@ class FakeExchange:
         self.close_codes: list[int | None] = []  # close code each client sent (1006: none)
         self.closed: list[ClosedConnection] = []
         self.sent_events = 0
+        self._muted: dict[str, set[ServerConnection]] = {}  # stream -> connections it went silent on
         self._refusing: tuple[int, int] | None = None  # (HTTP status, Retry-After) at handshake
         self._close_code_on_connect: int | None = None
         self._closing: set[asyncio.Future[None]] = set()
@@ -341,7 +342,8 @@ class FakeExchange:
         for stream in streams:
             payload = self.market.payload(stream, now_ms)
             if payload is not None:
-                subscribed = [c for c in listening if stream in c.streams]
+                muted = self._muted.get(stream, set())
+                subscribed = [c for c in listening if stream in c.streams and c.conn not in muted]
                 self._send_payload(stream, payload, subscribed)
 
     def _send_payload(self, stream: str, payload: object, clients: list[Client]) -> None:
@@ -387,6 +389,15 @@ class FakeExchange:
                 client.conn.transport.abort()
 
         self.call(abort)
+
+    def mute_stream(self, stream: str) -> None:
+        """Stop generating `stream` on the connections open now while the others go on (as
+        Binance sometimes does); a connection opened later gets it again."""
+
+        def run() -> None:
+            self._muted.setdefault(stream, set()).update(self.clients)
+
+        self.call(run)
 
     def go_silent(self, only: int | None = None) -> None:
         """Stop sending data on open connections (pings go on); new ones get data."""

@@ -1,0 +1,109 @@
+"""Idempotency keys (`client_id`): an identical repeat gets the stored row, a different body a 422.
+
+"Identical" compares what the client sent, as stored: every field of the body by its value
+after validation (symbols and actions upper-cased, numbers as the stored double, metadata
+as JSON values), omitted optional fields as null and documented defaults (side LONG,
+quantity 1, fees 0) as those defaults. Times the server sets when they are omitted
+(`timestamp`, `exit_time`) count only when the repeat sends them: a retry sent a second
+later without a timestamp is the same request. This follows the IETF Idempotency-Key
+draft (a key reused with a different payload is a 422) and Stripe's mismatched-parameter
+refusal.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from database_service.models import SignalIn, TradeIn
+from database_service.storage import NewSignal, NewTrade
+from database_service.storage.base import KnownCheck, datetime_to_us
+from shared.errors import APIError
+
+CONFLICT = "idempotency_conflict"
+IDENTICAL = (
+    "A repeat with the same client_id and an identical body answers 200 with the stored row; "
+    "a different body answers 422 idempotency_conflict naming the key and the fields that differ "
+    "(nothing of the request is stored). Identical means every field equal after validation "
+    "(case-insensitive symbol and action, numbers as the stored double, metadata as JSON), an "
+    "omitted optional field as null and an omitted default as that default; timestamp and "
+    "exit_time, which default to the server's clock, are compared only when the repeat sends them."
+)
+_TIMES = frozenset({"timestamp", "entry_time", "exit_time"})
+
+
+def signal_fields(signal: SignalIn, new: NewSignal) -> dict[str, Any]:
+    """What an identical repeat of `signal` must match in the stored signal."""
+    fields: dict[str, Any] = {
+        "symbol": new.symbol,
+        "action": new.action,
+        "price": new.price,
+        "confidence": new.confidence,
+        "strategy": new.strategy,
+        "timeframe": new.timeframe,
+        "metadata": new.metadata,
+    }
+    if signal.timestamp is not None:
+        fields["timestamp"] = new.ts_us
+    return fields
+
+
+def trade_fields(trade: TradeIn, new: NewTrade) -> dict[str, Any]:
+    """What an identical repeat of `trade` must match in the stored trade."""
+    fields: dict[str, Any] = {
+        "symbol": new.symbol,
+        "side": new.side,
+        "entry_price": new.entry_price,
+        "exit_price": new.exit_price,
+        "quantity": new.quantity,
+        "fees": new.fees,
+        "strategy": new.strategy,
+        "signal_id": new.signal_id,
+        "entry_time": new.entry_us,
+        "metadata": new.metadata,
+    }
+    if trade.exit_time is not None:
+        fields["exit_time"] = new.exit_us
+    return fields
+
+
+def differences(expected: dict[str, Any], stored: dict[str, Any]) -> list[str]:
+    """Names of the fields of `expected` whose stored value is another."""
+    return [name for name, value in expected.items() if not _same(name, value, stored.get(name))]
+
+
+def _same(name: str, sent: Any, stored: Any) -> bool:
+    if sent is None or stored is None:
+        return sent is None and stored is None
+    if name in _TIMES:
+        return bool(sent == datetime_to_us(datetime.fromisoformat(str(stored))))
+    if isinstance(sent, Decimal | float) or (isinstance(sent, int) and name != "signal_id"):
+        return float(sent) == float(stored)
+    return bool(sent == stored)
+
+
+def conflict_check(kind: str, expected: list[dict[str, Any]], batch: bool = False) -> KnownCheck:
+    """A storage check raising the 422 when a known client_id's stored row differs from the request."""
+
+    def check(known: list[tuple[int, dict[str, Any]]]) -> None:
+        details: list[dict[str, str]] = []
+        keys: list[str] = []
+        for index, stored in known:
+            differ = differences(expected[index], stored)
+            if differ:
+                key = str(stored["client_id"])
+                keys.append(f'"{key}"')
+                prefix = f"[{index}]." if batch else ""
+                message = f"differs from the stored {kind} with client_id {key}"
+                details += [{"field": prefix + name, "message": message} for name in differ]
+        if details:
+            raise APIError(
+                CONFLICT,
+                f"client_id {', '.join(dict.fromkeys(keys))} already stored with a different body: repeat "
+                f"the identical body to get the stored {kind}, or use a new client_id",
+                422,
+                details,
+            )
+
+    return check
