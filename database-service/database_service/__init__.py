@@ -77,7 +77,6 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     storage: Storage = app.extensions["storage"]
     on_shutdown(app, storage.close)
     get_health(app).add_check("database", lambda: _database_check(storage))
-    get_health(app).add_readiness("database", lambda: _database_check(storage))
     reads: Storage | None = app.extensions.get("read_storage")
     get_health(app).add_readiness("database", lambda: _readiness_check(storage, reads))
     if reads is not None:
