@@ -46,7 +46,7 @@ _KINDS = {
 }
 # Scrapes and probes would be most of the traces and say nothing. Matched on the path
 # (OTEL_PYTHON_FLASK_EXCLUDED_URLS, comma-separated regular expressions, replaces the list).
-DEFAULT_EXCLUDED_URLS = r"/metrics(\?|$),/health(\?|$)"
+DEFAULT_EXCLUDED_URLS = r"/metrics(\?|$),/health(\?|$),/livez(\?|$),/readyz(\?|$)"
 _PROPAGATOR = TraceContextTextMapPropagator()
 _EXPORTER_LOGGERS = (
     "opentelemetry.exporter.otlp.proto.http.trace_exporter",

@@ -77,8 +77,8 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     storage: Storage = app.extensions["storage"]
     on_shutdown(app, storage.close)
     get_health(app).add_check("database", lambda: _database_check(storage))
-    get_health(app).add_readiness("database", lambda: _database_check(storage))
     reads: Storage | None = app.extensions.get("read_storage")
+    get_health(app).add_readiness("database", lambda: _readiness_check(storage, reads))
     if reads is not None:
         on_shutdown(app, reads.close)
         get_health(app).add_check("database_read", lambda: _database_check(reads), critical=False)
@@ -94,6 +94,17 @@ def _database_check(storage: Storage) -> tuple[str, str]:
     storage.ping()
     storage.check_schema()  # readiness: a schema with pending migrations is down (never migrated here)
     return "ok", storage.backend
+
+
+def _readiness_check(storage: Storage, reads: Storage | None) -> tuple[str, str]:
+    """Ready while the primary answers, or the standbys do (reads go on during a failover)."""
+    try:
+        return _database_check(storage)
+    except Exception as primary:
+        if reads is None:
+            raise
+        reads.ping()
+        return "ok", f"reads only: the primary is unreachable ({type(primary).__name__})"
 
 
 def _storage_unavailable(error: StorageUnavailable) -> Response:

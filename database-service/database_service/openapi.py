@@ -236,7 +236,7 @@ def build_openapi(version: str = __version__, secured: bool = False) -> dict[str
                 )
             },
             "/health": {"get": _health()},
-            **probe_paths("the database answers"),
+            **probe_paths("the primary answers, or the standbys of DATABASE_READ_URL do"),
             "/stats": {"get": _simple("Counts, backend and uptime", _json(_ref(ServiceStats)))},
             "/metrics": {"get": _simple("Prometheus metrics", {"text/plain": {"schema": {"type": "string"}}})},
             "/openapi.json": {"get": _simple("This document", _json({"type": "object"}))},
