@@ -356,9 +356,9 @@ def test_a_refusing_collector_is_said_once_and_its_lost_batches_counted(
 OFF_PROBE = """
 import json, sys, threading
 from database_service import create_app
-app = create_app({"DATABASE_URL": sys.argv[1], "API_KEY": "k"})
+app = create_app({"DATABASE_URL": sys.argv[1], "API_KEY": "tracing-test-key-0123"})
 client = app.test_client()
-statuses = [client.get("/signals/history", headers={"X-API-Key": "k",
+statuses = [client.get("/signals/history", headers={"X-API-Key": "tracing-test-key-0123",
             "traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"}).status_code
             for _ in range(3)]
 # redis-py 7 imports OpenTelemetry's API and metrics SDK when they are installed (its own
@@ -557,7 +557,7 @@ class Recording(Transport):
     def capture_envelope(self, envelope):
         self.envelopes.append(envelope)
 
-app = create_app({"DATABASE_URL": sys.argv[1], "API_KEY": "k", "OTEL_EXPORTER_OTLP_ENDPOINT": sys.argv[2]})
+app = create_app({"DATABASE_URL": sys.argv[1], "API_KEY": "tracing-test-key-0123", "OTEL_EXPORTER_OTLP_ENDPOINT": sys.argv[2]})
 
 @app.get("/boom")
 def boom():
