@@ -557,7 +557,9 @@ class Recording(Transport):
     def capture_envelope(self, envelope):
         self.envelopes.append(envelope)
 
-app = create_app({"DATABASE_URL": sys.argv[1], "API_KEY": "tracing-test-key-0123", "OTEL_EXPORTER_OTLP_ENDPOINT": sys.argv[2]})
+app = create_app(
+    {"DATABASE_URL": sys.argv[1], "API_KEY": "tracing-test-key-0123", "OTEL_EXPORTER_OTLP_ENDPOINT": sys.argv[2]}
+)
 
 @app.get("/boom")
 def boom():
