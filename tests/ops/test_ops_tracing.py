@@ -558,7 +558,7 @@ class Recording(Transport):
         self.envelopes.append(envelope)
 
 app = create_app(
-    {"DATABASE_URL": sys.argv[1], "API_KEY": "tracing-test-key-0123", "OTEL_EXPORTER_OTLP_ENDPOINT": sys.argv[2]}
+    {"DATABASE_URL": sys.argv[1], "API_KEY": "tracing-test-key-012", "OTEL_EXPORTER_OTLP_ENDPOINT": sys.argv[2]}
 )
 
 @app.get("/boom")
