@@ -138,6 +138,7 @@ def test_a_rolling_update_under_load_loses_no_request(
     def values(instances: list[Any]) -> dict[str, str | list[str]]:
         return {
             "SARDAG_ACCESS_LOG": str(root / "access.log"),
+            "SARDAG_TRACE_SAMPLE_PERCENT": "10",  # nginx's trace sampling (tracing is off here)
             "SARDAG_WEBSOCKET_STREAMING_LISTEN": f"127.0.0.1:{lb_port}",
             "SARDAG_WEBSOCKET_STREAMING_UPSTREAM": [f"127.0.0.1:{r.port}" for r in instances],
             "SARDAG_DATABASE_SERVICE_LISTEN": f"127.0.0.1:{db_port}",

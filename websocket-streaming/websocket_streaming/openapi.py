@@ -190,7 +190,7 @@ def _stream() -> dict[str, Any]:
         "required": False,
         "description": "resume after this event: the missed events of every requested type, "
         "or one snapshot event per symbol and type when the ring no longer holds it",
-        "schema": {"type": "string", "maxLength": 64},
+        "schema": {"type": "string"},
     }
 
     def typed(name: str, data: dict[str, Any], description: str, with_id: bool = True) -> dict[str, Any]:
