@@ -296,6 +296,18 @@ class TradeIn(BaseModel):
     metadata: Metadata | None = Field(default=None, description=METADATA_NOTE)
 
 
+Since = Annotated[QueryTimestamp | None, Field(description="inclusive; not later than until")]
+Until = Annotated[QueryTimestamp | None, Field(description="exclusive")]
+PageLimit = Annotated[int, Field(ge=1, le=1000)]
+Cursor = Annotated[
+    str | None,
+    Field(
+        json_schema_extra={"pattern": "^[A-Za-z0-9_-]{22}$"},
+        description="next_cursor of the previous page (any value of this shape is a position)",
+    ),
+]
+
+
 class HistoryQuery(BaseModel):
     """Query string of GET /signals/history."""
 
@@ -304,14 +316,10 @@ class HistoryQuery(BaseModel):
     symbol: Symbol | None = None
     strategy: Text64 | None = None
     action: Action | None = None
-    since: QueryTimestamp | None = Field(default=None, description="inclusive; not later than until")
-    until: QueryTimestamp | None = Field(default=None, description="exclusive")
-    limit: int = Field(default=100, ge=1, le=1000)
-    cursor: str | None = Field(
-        default=None,
-        json_schema_extra={"pattern": "^[A-Za-z0-9_-]{22}$"},
-        description="next_cursor of the previous page (any value of this shape is a position)",
-    )
+    since: Since = None
+    until: Until = None
+    limit: PageLimit = 100
+    cursor: Cursor = None
 
 
 class TradesQuery(BaseModel):
@@ -321,14 +329,10 @@ class TradesQuery(BaseModel):
 
     symbol: Symbol | None = None
     strategy: Text64 | None = None
-    since: QueryTimestamp | None = Field(default=None, description="inclusive; not later than until")
-    until: QueryTimestamp | None = Field(default=None, description="exclusive")
-    limit: int = Field(default=100, ge=1, le=1000)
-    cursor: str | None = Field(
-        default=None,
-        json_schema_extra={"pattern": "^[A-Za-z0-9_-]{22}$"},
-        description="next_cursor of the previous page (any value of this shape is a position)",
-    )
+    since: Since = None
+    until: Until = None
+    limit: PageLimit = 100
+    cursor: Cursor = None
 
 
 class StatsQuery(BaseModel):
@@ -338,8 +342,8 @@ class StatsQuery(BaseModel):
 
     strategy: Text64 | None = None
     symbol: Symbol | None = None
-    since: QueryTimestamp | None = Field(default=None, description="inclusive; not later than until")
-    until: QueryTimestamp | None = Field(default=None, description="exclusive")
+    since: Since = None
+    until: Until = None
     group_by: Literal["strategy", "symbol"] | None = None
 
 

@@ -19,6 +19,7 @@ from shared.health_check import probe_paths
 from shared.openapi_examples import add_examples
 from shared.symbols import SYMBOL_PATTERN
 
+from .book import RECORD_FIELDS
 from .examples import EXAMPLES
 
 SYMBOL = SYMBOL_PATTERN.strip("^$")
@@ -48,20 +49,7 @@ PRICE_SCHEMA: dict[str, Any] = {
     "properties": {
         "symbol": {"type": "string", "pattern": "^[A-Z0-9]{2,20}$"},
         "price": {"type": "number", "description": "written from the exchange's exact decimal string"},
-        **{
-            name: DECIMAL
-            for name in (
-                "bid",
-                "bid_qty",
-                "ask",
-                "ask_qty",
-                "open_24h",
-                "high_24h",
-                "low_24h",
-                "volume_24h",
-                "change_24h_percent",
-            )
-        },
+        **{name: DECIMAL for name in RECORD_FIELDS if name != "price"},
         "event_time": {"type": ["integer", "null"], "description": "exchange event time, epoch ms"},
         "received_at": {"type": "integer", "description": "epoch ms"},
         "quote_id": {
