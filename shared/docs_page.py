@@ -110,5 +110,6 @@ def _init() -> Response:
 def _asset(name: str) -> Response:
     refuse_unknown_parameters()
     if name not in ASSETS:
-        raise not_found(f"{name} is not an asset of /docs")
+        # never echoed: a path segment is the client's text, of any length
+        raise not_found(f"Not an asset of /docs, which serves: {', '.join(ASSETS)}.")
     return send_from_directory(swagger_ui_path, name, max_age=86400)

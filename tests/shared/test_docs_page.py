@@ -26,7 +26,8 @@ def test_docs_page_loads_only_assets_the_service_serves(memory_app: Flask) -> No
 
 def test_docs_assets_are_the_listed_files_only(memory_app: Flask) -> None:
     client = memory_app.test_client()
-    for name in ("index.html", "..%2Fpyproject.toml", "swagger-ui.js.map"):
+    for name in ("index.html", "..%2Fpyproject.toml", "swagger-ui.js.map", "\u202e" + "x" * 5000):
         answer = client.get(f"/docs/assets/{name}")
         assert answer.status_code == 404
         assert answer.get_json()["error"] == "not_found"
+        assert "x" * 100 not in answer.get_data(as_text=True)  # a hostile name is not echoed
