@@ -81,14 +81,15 @@ function fakeExchange() {
   return {
     name: "fake-exchange",
     script: path.join(venv, "bin", "python"),
-    args: ["-m", "websocket_streaming.fake_exchange", "--port", fakePort],
+    args: ["-m", "fake_exchange", "--port", fakePort],
     interpreter: "none",
     exec_mode: "fork",
     instances: 1,
     cwd: root,
     env: {
       PYTHONUNBUFFERED: "1",
-      PYTHONPATH: [root, path.join(root, "websocket-streaming")].join(path.delimiter),
+      // a tool of the repository, in no service package: tools/fake-exchange
+      PYTHONPATH: path.join(root, "tools", "fake-exchange"),
     },
     autorestart: true,
     kill_signal: "SIGTERM",

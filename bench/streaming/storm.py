@@ -24,15 +24,19 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 import time
 import urllib.error
 import urllib.request
 from collections import Counter
 from dataclasses import dataclass
+from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tools" / "fake-exchange"))
+
+from fake_exchange import FakeExchange
+from fake_exchange.drill import NumberedTrades, PriceSampler, SseReader
 from run import SERVICE_DIR, Row, fresh_handlers, gunicorn, print_table, sample_frames
-from websocket_streaming.fake_exchange import FakeExchange
-from websocket_streaming.fake_exchange.drill import NumberedTrades, PriceSampler, SseReader
 
 SYMBOLS = ("BTCUSDT", "ETHUSDT")
 APP = "websocket_streaming:create_app()"

@@ -12,9 +12,8 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from shared.testing import require_server
-from shared.testing.processes import REPO, SERVICES, Launcher, http
+from sardag_testing import require_server
+from sardag_testing.processes import REPO, SERVICES, Launcher, http
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -12,9 +12,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-
-from shared.testing.processes import Launcher, Running
-from shared.testing.servers import PrivatePostgres, PrivateRedis
+from sardag_testing.processes import Launcher, Running
+from sardag_testing.servers import PrivatePostgres, PrivateRedis
 
 HERE = Path(__file__).resolve().parent
 FEED_RATE = "20"  # fake exchange events per second per stream

@@ -24,9 +24,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from shared.testing import free_port, wait_until
-from shared.testing.processes import REPO, VENV_BIN
+from sardag_testing import free_port, wait_until
+from sardag_testing.processes import REPO, VENV_BIN
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.api]
 

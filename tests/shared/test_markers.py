@@ -10,8 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from shared.testing.markers import kind_problems
+from sardag_testing.markers import kind_problems
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -52,7 +51,7 @@ def test_exactly_one_kind_and_no_server_for_a_unit_test() -> None:
 
 GUARDED = """
 import socket, subprocess, sys
-from shared.testing.markers import install_server_guard
+from sardag_testing.markers import install_server_guard
 install_server_guard()
 for attempt in (
     lambda: subprocess.run([sys.executable, "-c", "pass"], check=True),

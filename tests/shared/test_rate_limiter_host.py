@@ -10,11 +10,11 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from sardag_testing import FakeClock
 
 from shared import gunicorn_hooks
 from shared.rate_limiter import FailoverBackend, HostBackend, storage_from_url
 from shared.rate_limiter.host import HOST_STORE_ENV, PURGE_EVERY
-from shared.testing import FakeClock
 
 
 @pytest.mark.unit
@@ -110,7 +110,7 @@ def test_an_unusable_store_fails_open_in_process(tmp_path: Path) -> None:
 HAMMER = """
 import sys
 from shared.rate_limiter import HostBackend
-from shared.testing import FakeClock
+from sardag_testing import FakeClock
 store = HostBackend(sys.argv[1])
 print(sum(store.hit("shared-key", 100, 60.0).allowed for _ in range(150)))
 """
