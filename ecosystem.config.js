@@ -4,7 +4,7 @@
 //   npx pm2 start ecosystem.config.js       # start both
 //   npx pm2 status | logs | reload ...
 //   npx pm2 delete ecosystem.config.js      # stop both
-//   FEED=fake npx pm2 start ecosystem.config.js   # offline: the shipped fake exchange as a
+//   FEED=fake npx pm2 start ecosystem.config.js   # offline: the fake exchange (tools/fake-exchange) as a
 //                                           # third app, websocket-streaming fed by it
 //
 // gunicorn is the process PM2 watches (`interpreter: "none"`, fork mode, one instance);

@@ -15,7 +15,7 @@ Run from the repository root:  .venv/bin/python bench/streaming/storm.py [--quic
   in one process.
 
 The service runs under gunicorn with the project's gunicorn.conf.py and production timings
-(PRICE_STALE_SECONDS 10, backoff 0.5 s base), fed by the shipped fake exchange with numbered
+(PRICE_STALE_SECONDS 10, backoff 0.5 s base), fed by the fake exchange (tools/fake-exchange) with numbered
 trades at 100 per second. REST backfill is off, so every recovery is the WebSocket's own.
 """
 

@@ -50,7 +50,7 @@ def private_redis() -> Iterator[PrivateRedis]:
 
 @pytest.fixture
 def fake_exchange(launcher: Launcher) -> Running:
-    """The shipped fake Binance exchange, feeding a random walk."""
+    """The fake Binance exchange (tools/fake-exchange), feeding a random walk."""
     return launcher.fake_exchange("--rate", FEED_RATE)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -71,8 +72,14 @@ print("git allowed")
 @pytest.mark.integration
 @pytest.mark.slow
 def test_the_unit_guard_refuses_processes_and_servers() -> None:
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "tests" / "support")}  # where sardag_testing lives
     done = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(GUARDED)], capture_output=True, text=True, timeout=60, cwd=ROOT
+        [sys.executable, "-c", textwrap.dedent(GUARDED)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+        env=env,
     )
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
