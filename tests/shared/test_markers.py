@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 from sardag_testing.markers import kind_problems
+from sardag_testing.processes import SUPPORT_PATH
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -72,7 +73,7 @@ print("git allowed")
 @pytest.mark.integration
 @pytest.mark.slow
 def test_the_unit_guard_refuses_processes_and_servers() -> None:
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "tests" / "support")}  # where sardag_testing lives
+    env = {**os.environ, "PYTHONPATH": str(SUPPORT_PATH)}
     done = subprocess.run(
         [sys.executable, "-c", textwrap.dedent(GUARDED)],
         capture_output=True,

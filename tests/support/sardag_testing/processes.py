@@ -76,6 +76,7 @@ def listening(port: int, host: str = "127.0.0.1") -> bool:
 
 SOURCE_PATH = [REPO, REPO / "database-service", REPO / "websocket-streaming"]
 FAKE_EXCHANGE_PATH = [REPO / "tools" / "fake-exchange"]  # a tool: on no service's path
+SUPPORT_PATH = REPO / "tests" / "support"  # where sardag_testing lives, for a test's own subprocess
 
 
 def service_env(
