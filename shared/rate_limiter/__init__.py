@@ -19,9 +19,10 @@ from flask import Flask, Request, Response, current_app, g, request
 
 from shared.errors import APIError, error_response
 from shared.rate_limiter.base import Backend, RateLimitResult
+from shared.rate_limiter.failover import FailoverBackend
 from shared.rate_limiter.host import HOST_ERRORS, HOST_STORE_ENV, HostBackend, host_store_path
 from shared.rate_limiter.memory import MemoryBackend
-from shared.rate_limiter.redis_backend import FailoverBackend, RedisBackend
+from shared.rate_limiter.redis_backend import RedisBackend
 from shared.redis_conn import (
     FAST_TIMEOUT,
     PLAIN_SCHEMES,
