@@ -80,8 +80,9 @@ function fakeExchange() {
   fs.mkdirSync(logDir, { recursive: true });
   return {
     name: "fake-exchange",
-    script: path.join(venv, "bin", "python"),
-    args: ["-m", "websocket_streaming.fake_exchange", "--port", fakePort],
+    // the script run.sh uses too (it names the module); it execs Python, so PM2 signals the server
+    script: path.join(root, "scripts", "fake-exchange.sh"),
+    args: ["--port", fakePort],
     interpreter: "none",
     exec_mode: "fork",
     instances: 1,
@@ -89,6 +90,7 @@ function fakeExchange() {
     env: {
       PYTHONUNBUFFERED: "1",
       PYTHONPATH: [root, path.join(root, "websocket-streaming")].join(path.delimiter),
+      SARDAG_VENV: venv,
     },
     autorestart: true,
     kill_signal: "SIGTERM",
