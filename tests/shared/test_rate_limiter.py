@@ -179,12 +179,12 @@ def test_rejections_are_counted_in_metrics(memory_app: Flask) -> None:
 
 @pytest.mark.unit
 @pytest.mark.slow
-def test_a_million_distinct_keys_stay_within_the_bound() -> None:
-    backend = MemoryBackend(max_keys=10_000)
-    for i in range(1_000_000):
+def test_a_hundred_times_the_bound_in_distinct_keys_stays_within_it() -> None:
+    backend = MemoryBackend(max_keys=1_000)
+    for i in range(100_000):
         backend.hit(f"scope:{i}", 5, 60.0)
-    assert len(backend) == 10_000
-    assert backend.hit("scope:999999", 1, 60.0).allowed is False  # the newest keys survive
+    assert len(backend) == 1_000
+    assert backend.hit("scope:99999", 1, 60.0).allowed is False  # the newest keys survive
     assert backend.hit("scope:0", 1, 60.0).allowed is True  # the oldest were evicted
 
 
