@@ -13,8 +13,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-
-from shared.testing.processes import http, listening
+from sardag_testing.processes import http, listening
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.api]
 
