@@ -12,6 +12,7 @@ refusal.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -74,14 +75,18 @@ def _same(name: str, sent: Any, stored: Any) -> bool:
     return bool(sent == stored)
 
 
-def conflict_check(kind: str, expected: list[dict[str, Any]], batch: bool = False) -> KnownCheck:
-    """A storage check raising the 422 when a known client_id's stored row differs from the request."""
+def conflict_check(kind: str, expected: Callable[[int], dict[str, Any]], batch: bool = False) -> KnownCheck:
+    """A storage check raising the 422 when a known client_id's stored row differs from the request.
+
+    `expected(index)`: what item `index` must match (signal_fields, trade_fields), asked only
+    for the items whose client_id was already stored.
+    """
 
     def check(known: list[tuple[int, dict[str, Any]]]) -> None:
         details: list[dict[str, str]] = []
         keys: list[str] = []
         for index, stored in known:
-            differ = differences(expected[index], stored)
+            differ = differences(expected(index), stored)
             if differ:
                 key = str(stored["client_id"])
                 keys.append(f'"{key}"')

@@ -40,7 +40,7 @@ def track() -> tuple[Response, int]:
     if trade.entry_time is not None and trade.entry_time > exit_us:
         raise validation_error([{"field": "entry_time", "message": "must not be after exit_time"}])
     new = new_trade(trade, exit_us)
-    stored, created = get_storage().save_trade(new, conflict_check("trade", [trade_fields(trade, new)]))
+    stored, created = get_storage().save_trade(new, conflict_check("trade", lambda _: trade_fields(trade, new)))
     if created:  # the save raised the statistics version: cached statistics are unreachable
         current_app.extensions["database_service"].stored(trades=1)
     return saved([(stored, created)], lambda: stored, return_preference())

@@ -42,7 +42,7 @@ def save_signals() -> tuple[Response, int]:
         raise validation_error([{"field": "body", "message": "must be a JSON object or an array of objects"}])
     signal = validate(SignalIn, body)
     new = new_signal(signal, now_us())
-    check = conflict_check("signal", [signal_fields(signal, new)])
+    check = conflict_check("signal", lambda _: signal_fields(signal, new))
     results = get_storage().save_signals([new], check)
     _stored(sum(1 for _, fresh in results if fresh))
     return saved(results, lambda: results[0][0], return_preference())
@@ -52,16 +52,15 @@ def _save_batch(body: list[Any]) -> tuple[Response, int]:
     signals = validate_many(BATCH, body)
     default = now_us()
     new = [new_signal(s, default) for s in signals]
-    check = conflict_check(
-        "signal", [signal_fields(s, n) for s, n in zip(signals, new, strict=True)], batch=True
-    )
-    results = get_storage().save_signals(new, check)
+    check = conflict_check("signal", lambda i: signal_fields(signals[i], new[i]), batch=True)
+    preference = return_preference()
+    results = get_storage().save_signals(new, check, full=preference != "minimal")
     created = sum(1 for _, fresh in results if fresh)
     _stored(created)
     return saved(
         results,
         lambda: {"count": len(results), "created": created, "signals": [s for s, _ in results]},
-        return_preference(),
+        preference,
     )
 
 

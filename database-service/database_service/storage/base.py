@@ -214,11 +214,13 @@ class Storage(ABC):
 
     @abstractmethod
     def save_signals(
-        self, signals: Sequence[NewSignal], check_known: KnownCheck | None = None
+        self, signals: Sequence[NewSignal], check_known: KnownCheck | None = None, full: bool = True
     ) -> list[tuple[dict[str, Any], bool]]:
         """Store signals in one transaction; return each stored signal and whether it is new.
 
         `check_known` sees the stored rows of known client_ids before the commit (see KnownCheck).
+        `full` False: only the ids are wanted (Prefer: return=minimal), so a backend may answer
+        a new row by `{"id": ...}` alone when that saves it work; known rows are always whole.
         """
 
     @abstractmethod

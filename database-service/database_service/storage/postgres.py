@@ -42,9 +42,10 @@ BUCKET_LOCK_SPACE = 0x5A42  # two-int advisory locks (space, hour number) guard 
 
 Row = NewSignal | NewTrade
 OnInsert = Callable[[psycopg2.extensions.cursor], None]
-# Inserts (id, row) pairs; returns the answers by id (created: created_at as ISO text)
+# Inserts (id, row) pairs; returns the answers by id (created: created_at as ISO text; full:
+# False when only the ids are asked for, Prefer: return=minimal)
 Inserter = Callable[
-    [psycopg2.extensions.cursor, Table, list[tuple[int, Row]], str | None], dict[int, dict[str, Any]]
+    [psycopg2.extensions.cursor, Table, list[tuple[int, Row]], str | None, bool], dict[int, dict[str, Any]]
 ]
 
 
@@ -195,7 +196,7 @@ class PostgresStorage(sql.SqlReads, Storage):
             return [f"{version:04d}_{name}" for version, name in cur.fetchall()]
 
     def save_signals(
-        self, signals: Sequence[NewSignal], check_known: KnownCheck | None = None
+        self, signals: Sequence[NewSignal], check_known: KnownCheck | None = None, full: bool = True
     ) -> list[tuple[dict[str, Any], bool]]:
         """Insert signals in one transaction; known client_ids return the stored rows."""
         keys = [s.client_id for s in signals]
@@ -205,7 +206,7 @@ class PostgresStorage(sql.SqlReads, Storage):
             result = [self._save_one_keyed(signals[0])]
             check_known_rows(check_known, result)  # a known key stored nothing: no transaction to undo
             return result
-        return self._save_keyed(SIGNALS, signals, _copy_in, None, check_known)
+        return self._save_keyed(SIGNALS, signals, _copy_in, None, check_known, full)
 
     def _save_one_keyed(self, signal: NewSignal) -> tuple[dict[str, Any], bool]:
         """One signal with a client_id: claim the key and insert in ONE statement (autocommit).
@@ -226,7 +227,7 @@ class PostgresStorage(sql.SqlReads, Storage):
         with self._statement() as cur:
             stored = _stored_by_key(cur, SIGNALS, [str(signal.client_id)])
         if str(signal.client_id) not in stored:  # its signal was deleted (retention): reclaimed
-            return self._save_keyed(SIGNALS, [signal], _copy_in, None, None)[0]
+            return self._save_keyed(SIGNALS, [signal], _copy_in, None, None, True)[0]
         return stored[str(signal.client_id)], False
 
     def save_trade(self, trade: NewTrade, check_known: KnownCheck | None = None) -> tuple[dict[str, Any], bool]:
@@ -234,7 +235,7 @@ class PostgresStorage(sql.SqlReads, Storage):
         on_insert: OnInsert = lambda cur: _on_new_trade(cur, trade)  # noqa: E731
         if trade.client_id is None:
             return self._save_unkeyed(TRADES, trade, on_insert)
-        return self._save_keyed(TRADES, [trade], _insert, on_insert, check_known)[0]
+        return self._save_keyed(TRADES, [trade], _insert, on_insert, check_known, True)[0]
 
     def stats_version(self) -> int:
         """The statistics version (raised in every new trade's transaction)."""
@@ -252,6 +253,7 @@ class PostgresStorage(sql.SqlReads, Storage):
         insert: Inserter,
         on_insert: OnInsert | None,
         check_known: KnownCheck | None,
+        full: bool,
     ) -> list[tuple[dict[str, Any], bool]]:
         """Rows, some with a client_id, in one transaction: a batch through COPY, a trade by INSERT.
 
@@ -269,13 +271,13 @@ class PostgresStorage(sql.SqlReads, Storage):
             won = _claim_keys(cur, table, ids, keys, times)
             fresh = [(ids[i], item) for i, item in enumerate(items) if keys[i] is None or ids[i] in won]
             now = _iso(created)
-            inserted = insert(cur, table, fresh, now)
+            inserted = insert(cur, table, fresh, now, full)
             dupes = [k for i, k in enumerate(keys) if k is not None and ids[i] not in won]
             stored = _stored_by_key(cur, table, dupes)
             again = _reclaim_orphans(cur, table, ids, keys, times, {k for k in dupes if k not in stored})
             if again:  # a second occurrence of a reclaimed key answers the row inserted now
                 inserted |= insert(
-                    cur, table, [(ids[i], it) for i, it in enumerate(items) if ids[i] in again], now
+                    cur, table, [(ids[i], it) for i, it in enumerate(items) if ids[i] in again], now, full
                 )
                 stored = _stored_by_key(cur, table, dupes)
             if inserted and on_insert is not None:
@@ -437,53 +439,76 @@ def _escaped(text: str) -> str:
     return text.translate(_COPY_ESCAPES)
 
 
-def _copy_column(kind: SqlType, values: Sequence[Any]) -> tuple[list[str], list[Any]]:
-    """One column of a COPY: its text per row, and its answer per row as a read would give it.
-
-    jsonb answers None here: it is read back, as JSONB reorders keys and rewrites numbers.
-    """
+def _copy_texts(kind: SqlType, values: Sequence[Any]) -> list[str]:
+    """One column of a COPY in its text format, row by row."""
     if kind == "text":
-        return _memoised(_escaped, values), list(values)
+        return _memoised(_escaped, values)
     if kind == "timestamptz":
-        texts = _memoised(lambda us: str(us_to_iso(us)), values)
-        return texts, [None if value is None else text for value, text in zip(values, texts, strict=True)]
+        return _memoised(lambda us: str(us_to_iso(us)), values)
     if kind == "jsonb":
-        texts = [NULL if value is None else _escaped(json.dumps(value)) for value in values]
-        return texts, [None] * len(values)
-    texts = [NULL if value is None else (repr(value) if kind == "float8" else str(value)) for value in values]
-    return texts, [sql.optional_float(value) if kind != "bigint" else value for value in values]
+        return [NULL if value is None else _escaped(json.dumps(value)) for value in values]
+    return [NULL if value is None else (repr(value) if kind == "float8" else str(value)) for value in values]
+
+
+def _copied_answers(kind: SqlType, values: Sequence[Any], texts: list[str]) -> list[Any]:
+    """One column of a COPY as a read would answer it, from the values sent (jsonb: read back)."""
+    if kind == "text" or kind == "bigint":
+        return list(values)
+    if kind == "timestamptz":  # the ISO text sent is the answer's
+        return [None if value is None else text for value, text in zip(values, texts, strict=True)]
+    if kind == "jsonb":  # JSONB reorders keys and rewrites numbers
+        return [None] * len(values)
+    return [sql.optional_float(value) for value in values]
 
 
 def _copy_in(
-    cur: psycopg2.extensions.cursor, table: Table, rows: list[tuple[int, Row]], created: str | None
+    cur: psycopg2.extensions.cursor, table: Table, rows: list[tuple[int, Row]], created: str | None, full: bool
 ) -> dict[int, dict[str, Any]]:
-    """COPY rows with the given ids into the table; return them as the API does, by id.
+    """COPY rows with the given ids into the table; return them as the API does (or ids only), by id.
 
     COPY is the database's own bulk path: an INSERT of 1000 rows costs the server about
     three times a COPY of them (row by row through the executor, a 1000-row statement to
-    parse) and psycopg2 as much again to adapt them. The answer is built from the validated
-    values, which are what the database stores (numbers are already doubles written
-    shortest, times whole microseconds), column by column; only JSON columns are read back
-    (JSONB reorders keys and rewrites numbers): one more round trip, for rows that have any.
+    parse) and psycopg2 as much again to adapt them.
     """
     if not rows:
         return {}
     ids = [row_id for row_id, _ in rows]
     columns = list(zip(*(table.values(item) for _, item in rows), strict=True))
-    texts, answers = zip(
-        *(_copy_column(c.type, v) for c, v in zip(table.columns, columns, strict=True)), strict=True
-    )
+    texts = [_copy_texts(c.type, values) for c, values in zip(table.columns, columns, strict=True)]
     lines = "".join("\t".join(parts) + "\n" for parts in zip(map(str, ids), *texts, strict=True))
-    names = table.answer_fields
-    answered = {
-        row[0]: dict(zip(names, (*row, created), strict=True)) for row in zip(ids, *answers, strict=True)
-    }
     # psycopg2's instrumentation does not see copy_expert: its own span, and the comment.
     with tracing.span(
         f"COPY {table.name}", kind="client", attributes=_copy_span_attributes(table, len(rows))
     ) as span:
         copy = f"COPY {table.name} (id, {table.fields}) FROM STDIN{tracing.sql_comment(span.traceparent)}"
         cur.copy_expert(copy, io.StringIO(lines))
+    if not full:
+        return {row_id: {"id": row_id} for row_id in ids}
+    return _copied(cur, table, ids, columns, texts, created)
+
+
+def _copied(
+    cur: psycopg2.extensions.cursor,
+    table: Table,
+    ids: list[int],
+    columns: list[tuple[Any, ...]],
+    texts: list[list[str]],
+    created: str | None,
+) -> dict[int, dict[str, Any]]:
+    """The answers to rows just COPYed in, by id, built from the validated values sent.
+
+    They are what the database stores (numbers are already doubles written shortest, times
+    whole microseconds), so the answer equals a read's; only JSON columns are read back: one
+    more round trip, for batches that have any.
+    """
+    answers = [
+        _copied_answers(c.type, values, column_texts)
+        for c, values, column_texts in zip(table.columns, columns, texts, strict=True)
+    ]
+    names = table.answer_fields
+    answered = {
+        row[0]: dict(zip(names, (*row, created), strict=True)) for row in zip(ids, *answers, strict=True)
+    }
     _read_back_json(cur, table, answered, columns)
     return answered
 
@@ -507,9 +532,9 @@ def _read_back_json(
 
 
 def _insert(
-    cur: psycopg2.extensions.cursor, table: Table, rows: list[tuple[int, Row]], created: str | None
+    cur: psycopg2.extensions.cursor, table: Table, rows: list[tuple[int, Row]], created: str | None, full: bool
 ) -> dict[int, dict[str, Any]]:
-    """INSERT ... RETURNING rows with the given ids; the answers as stored (`created` unused)."""
+    """INSERT ... RETURNING rows with the given ids; the answers as stored (`created`, `full` unused)."""
     if not rows:
         return {}
     returned = execute_values(

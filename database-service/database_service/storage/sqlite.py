@@ -217,9 +217,9 @@ class SQLiteStorage(sql.SqlReads, Storage):
             return [f"{version:04d}_{name}" for version, name in rows]
 
     def save_signals(
-        self, signals: Sequence[NewSignal], check_known: KnownCheck | None = None
+        self, signals: Sequence[NewSignal], check_known: KnownCheck | None = None, full: bool = True
     ) -> list[tuple[dict[str, Any], bool]]:
-        """Insert signals in one transaction; a known client_id returns the stored row."""
+        """Insert signals in one transaction; a known client_id returns the stored row (always whole)."""
         now = _now_us()
         results = []
         with self._cursor(write=True) as cur:
