@@ -99,19 +99,26 @@ class PostgresStorage(sql.SqlReads, Storage):
         return self._backend
 
     @contextmanager
-    def _cursor(self, autocommit: bool = False) -> Iterator[psycopg2.extensions.cursor]:
+    def _cursor(
+        self, autocommit: bool = False, first: tuple[str, tuple[Any, ...]] | None = None
+    ) -> Iterator[psycopg2.extensions.cursor]:
         """One transaction on a pooled connection: commit on success, rollback on error.
 
         `autocommit`: for ONE statement, committed by the server on its own. A transaction
         costs a BEGIN and a COMMIT round trip more; a single statement is atomic by itself,
         so under autocommit the same work takes one round trip, with the same durability
         (the server answers only after the commit). Never run two writes that way.
+        `first`: the transaction's first statement and its parameters, sent with the BEGIN
+        in one round trip (its result is the cursor's).
         """
         with self._leased() as (cur, deadline):
             if autocommit:
                 yield cur
                 return
-            cur.execute("BEGIN")
+            if first is None:
+                cur.execute("BEGIN")
+            else:
+                cur.execute(f"BEGIN; {first[0]}", first[1])
             yield cur
             # Checked by the server right before it commits: past the deadline the client
             # may have given up (503), so the transaction must not commit.
@@ -260,12 +267,11 @@ class PostgresStorage(sql.SqlReads, Storage):
         One statement reserves the ids and reads the transaction's now(), which is exactly
         what the created_at default stores; the new keys are claimed with those ids (first
         writer wins), the rows that won or carry no key are inserted with them, and a row
-        not inserted answers the stored row that holds its key. Round trips: BEGIN, ids,
-        [keys], insert, [its read-back], [dupes], [orphans], [on_insert], COMMIT.
+        not inserted answers the stored row that holds its key. Round trips: BEGIN with the
+        ids, [keys], insert, [its read-back], [dupes], [orphans], [on_insert], COMMIT.
         """
         keys = [item.client_id for item in items]
-        with self._cursor() as cur:
-            cur.execute(_reserve_ids(table), (len(items),))
+        with self._cursor(first=(_reserve_ids(table), (len(items),))) as cur:
             created, ids = _one_row(cur)
             times = [us_to_datetime(table.time_us(item)) for item in items]
             won = _claim_keys(cur, table, ids, keys, times)
