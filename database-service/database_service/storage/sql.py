@@ -46,29 +46,35 @@ class Codec:
     store_json: Callable[[dict[str, Any] | None], Any]
     read_time: Callable[[Any], str | None]
     read_json: Callable[[Any], dict[str, Any] | None]
-    # (table, "store" or "read") -> one converter per column (id and created_at too when
-    # reading), built on first use: per row, answers and parameters only zip and call.
-    _converters: dict[tuple[str, str], tuple[Callable[[Any], Any], ...]] = field(
+    # (table, "store" or "read") -> (position, converter) of each column that needs one (id
+    # and created_at count when reading), built on first use: the others are taken as they are.
+    _converters: dict[tuple[str, str], tuple[tuple[int, Callable[[Any], Any]], ...]] = field(
         default_factory=dict, init=False, compare=False, repr=False
     )
 
     def params(self, table: Table, item: NewSignal | NewTrade) -> tuple[Any, ...]:
         """The values of `item` for `table.fields`, in order, as this backend stores them."""
-        stores = self._per_column(table, "store")
-        return tuple([store(value) for store, value in zip(stores, table.values(item), strict=True)])
+        values = list(table.values(item))
+        for i, store in self._per_column(table, "store"):
+            values[i] = store(values[i])
+        return tuple(values)
 
     def answer(self, table: Table, row: Sequence[Any]) -> dict[str, Any]:
         """A row of `table.selected` as the API returns it."""
-        reads = self._per_column(table, "read")
-        return {name: read(value) for name, read, value in zip(table.answer_fields, reads, row, strict=True)}
+        names = table.answer_fields
+        answer = dict(zip(names, row, strict=True))
+        for i, read in self._per_column(table, "read"):
+            answer[names[i]] = read(row[i])
+        return answer
 
-    def _per_column(self, table: Table, way: str) -> tuple[Callable[[Any], Any], ...]:
+    def _per_column(self, table: Table, way: str) -> tuple[tuple[int, Callable[[Any], Any]], ...]:
         found = self._converters.get((table.name, way))
         if found is None:
             if way == "store":
-                found = tuple(self._store(column.type) for column in table.columns)
+                every = [self._store(column.type) for column in table.columns]
             else:
-                found = (identity, *(self._read(column.type) for column in table.columns), self.read_time)
+                every = [identity, *(self._read(column.type) for column in table.columns), self.read_time]
+            found = tuple((i, convert) for i, convert in enumerate(every) if convert is not identity)
             self._converters[(table.name, way)] = found
         return found
 
