@@ -92,7 +92,7 @@ class Codec:
 
     def _store(self, kind: SqlType) -> Callable[[Any], Any]:
         if kind == "numeric":
-            return _keep_none(self.store_number)
+            return identity if self.store_number is identity else _keep_none(self.store_number)
         if kind == "timestamptz":
             return _keep_none(self.store_time)
         return self.store_json if kind == "jsonb" else identity
