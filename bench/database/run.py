@@ -145,10 +145,10 @@ def ingest(args: argparse.Namespace, url: str, port: int, minimal_port: int) -> 
         rates["single"].append(concurrent_posts(port, "/signals/save", singles, args.clients))
         rates["minimal"].append(concurrent_posts(minimal_port, "/signals/save", singles, args.clients))
         batches = [[signal_body(first + b * BATCH + i) for i in range(BATCH)] for b in range(args.batches)]
-        rates["batch"].append(concurrent_posts(port, "/signals/save", batches, args.clients) * BATCH)
-        # the same bodies again: every row is new (no client_id), so both sides do the same work
-        answered = concurrent_posts(port, "/signals/save", batches, args.clients, MINIMAL) * BATCH
-        rates["batch_minimal"].append(answered)
+        # the same bodies for both answers (every row is new: no client_id), in turn first
+        for name in ("batch", "batch_minimal")[:: 1 if rnd % 2 == 0 else -1]:
+            headers = MINIMAL if name == "batch_minimal" else None
+            rates[name].append(concurrent_posts(port, "/signals/save", batches, args.clients, headers) * BATCH)
         rates["copy"].append(copy_rate(url, batches, args.clients))
         last = {name: f"{values[-1]:,.0f}/s" for name, values in rates.items()}
         print(
