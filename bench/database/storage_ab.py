@@ -85,7 +85,8 @@ def main() -> int:
         return 0
     if not args.base:
         parser.error("--base is required")
-    from shared.testing import scratch_postgres
+    sys.path.insert(0, str(ROOT / "tests" / "support"))
+    from sardag_testing import scratch_postgres
 
     with tempfile.TemporaryDirectory() as tmp, scratch_postgres(args.postgres, "sardag_ab") as url:
         base = Path(tmp) / "base"
