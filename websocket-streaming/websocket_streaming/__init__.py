@@ -13,11 +13,11 @@ from shared.metrics import get_metrics
 from shared.request_pipeline import get_pipeline
 
 from . import openapi
+from .binance.streams import host_of
 from .routes import EXTENSION, bp, get_service
 from .service import StreamingService
 from .settings import DEFAULTS, SERVICE, SETTINGS, check
 from .sse import SubscriberSlots
-from .upstream import host_of
 
 __all__ = ["create_app", "get_service", "start_ingest", "stop_ingest"]
 OFFLINE_HINT = (
