@@ -14,7 +14,7 @@ from flask import Flask, Response, current_app
 from prometheus_client import Counter
 
 from database_service import meta, performance, signals
-from database_service.settings import DEFAULTS, SERVICE, SETTINGS, check
+from database_service.settings import DEFAULTS, SERVICE, SETTINGS, DatabaseConfig, check
 from database_service.storage import Storage, StorageExtension, StorageUnavailable
 from shared.app import create_base_app
 from shared.errors import error_response
@@ -66,7 +66,13 @@ class ServiceState:
 def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     """Build the database-service Flask app; `config` overrides the environment."""
     app = create_base_app(
-        "database_service", SERVICE, config, settings=SETTINGS, defaults=DEFAULTS, check=check
+        "database_service",
+        SERVICE,
+        config,
+        settings=SETTINGS,
+        defaults=DEFAULTS,
+        check=check,
+        typed=DatabaseConfig,
     )
     metrics = get_metrics(app)
     app.extensions["database_service"] = ServiceState(

@@ -15,9 +15,11 @@ from database_service.domain import new_trade, now_us
 from database_service.idempotency import conflict_check, trade_fields
 from database_service.models import StatsQuery, TradeIn, TradesQuery
 from database_service.parsing import json_body, query, validate
+from database_service.settings import DatabaseConfig
 from database_service.storage import Storage, TradeFilter, get_read_storage, get_storage
 from database_service.storage.base import datetime_to_us
 from shared import tracing
+from shared.app import typed_config
 from shared.auth import require_api_key
 from shared.errors import validation_error
 from shared.rate_limiter import rate_limit
@@ -77,7 +79,7 @@ def performance_stats() -> Response:
         return _answer(hit, "HIT")
     version, result = _compute(storage, params)
     if version is not None:  # None: a trade landed while computing; the next request caches
-        cache.set(_key(version, params), result, current_app.config["STATS_CACHE_TTL"])
+        cache.set(_key(version, params), result, typed_config(DatabaseConfig).stats_cache_ttl)
     return _answer(result, "MISS")
 
 

@@ -7,7 +7,7 @@ from typing import Any
 
 from flask import Flask
 
-from shared.app import create_base_app, on_shutdown
+from shared.app import create_base_app, on_shutdown, typed_config
 from shared.health_check import get_health
 from shared.metrics import get_metrics
 from shared.request_pipeline import get_pipeline
@@ -16,7 +16,7 @@ from . import openapi
 from .binance.streams import host_of
 from .routes import EXTENSION, bp, get_service
 from .service import StreamingService
-from .settings import DEFAULTS, SERVICE, SETTINGS, check
+from .settings import DEFAULTS, SERVICE, SETTINGS, StreamingConfig, check
 from .sse import SubscriberSlots
 
 __all__ = ["create_app", "get_service", "start_ingest", "stop_ingest"]
@@ -35,13 +35,20 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     post_worker_init starts it earlier, before any request.
     """
     app = create_base_app(
-        "websocket_streaming", SERVICE, config, settings=SETTINGS, defaults=DEFAULTS, check=check
+        "websocket_streaming",
+        SERVICE,
+        config,
+        settings=SETTINGS,
+        defaults=DEFAULTS,
+        check=check,
+        typed=StreamingConfig,
     )
-    service = StreamingService(app.config, get_metrics(app))
+    settings = typed_config(StreamingConfig, app)
+    service = StreamingService(settings, get_metrics(app))
     app.extensions[EXTENSION] = service
     app.extensions[f"{EXTENSION}.sse"] = SubscriberSlots(
-        int(app.config["SSE_MAX_SUBSCRIBERS"]),
-        int(app.config["SSE_MAX_STREAMS_PER_CLIENT"]),
+        settings.sse_max_subscribers,
+        settings.sse_max_streams_per_client,
         get_metrics(app).gauge(
             "sse_subscribers", "Open /stream connections (summed over workers)", multiprocess_mode="livesum"
         ),
@@ -78,8 +85,8 @@ def _ingest_check(service: StreamingService) -> tuple[str, object]:
         return "down", f"ingest did not start: {service.start_error}"
     if not service.running_here():
         return "down", "ingest not running in this process"
-    config = service.config
-    if not config["INGEST_ENABLED"] and not config.get("REDIS_URL"):
+    settings = service.settings
+    if not settings.ingest_enabled and not settings.redis_url:
         return "down", "INGEST_ENABLED=0 without REDIS_URL: nothing feeds this process"
     if not service.alive():
         return "down", "an ingest thread died"
@@ -100,7 +107,7 @@ def _upstream_check(service: StreamingService) -> tuple[str, dict[str, object]]:
     """
     stats = service.stats
     age = service.newest_update_age()
-    host = host_of(service.config["BINANCE_WS_URL"])
+    host = host_of(service.settings.binance_ws_url)
     detail: dict[str, object] = {
         "role": service.role,
         "host": host,

@@ -110,13 +110,13 @@ def stream() -> Response:
         )
     if refused is not None:
         raise unavailable("too many stream subscribers; retry later", retry_after=5)
-    config = current_app.config
+    config = service.settings
     settings = StreamSettings(
         stale_after=service.stale_after,
-        heartbeat=float(config["SSE_HEARTBEAT_SECONDS"]),
-        retry=float(config["SSE_RETRY_SECONDS"]),
-        queue_limit=int(config["SSE_QUEUE_EVENTS"]),
-        write_timeout=float(config["SSE_WRITE_TIMEOUT_SECONDS"]),
+        heartbeat=config.sse_heartbeat_seconds,
+        retry=config.sse_retry_seconds,
+        queue_limit=config.sse_queue_events,
+        write_timeout=config.sse_write_timeout_seconds,
     )
     _set_write_timeout(settings.write_timeout)
     events = price_events(

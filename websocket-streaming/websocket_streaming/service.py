@@ -7,7 +7,6 @@ import os
 import threading
 import time
 from collections import deque
-from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
@@ -21,7 +20,7 @@ from .dedup import TwinFrames, UpdateFilter
 from .latency import ClockCheck, LatencyTracker
 from .parser import ParseError, parse_frame
 from .redis_bridge import INGESTING, SOLO, RedisBridge
-from .settings import combined_url, stream_names
+from .settings import StreamingConfig, combined_url, stream_names
 from .silence import StreamWatch
 from .stats import IngestStats, MetricsSync
 from .upstream import UpstreamManager, UpstreamSettings
@@ -37,15 +36,15 @@ def report_error(exc: BaseException, context: dict[str, Any]) -> None:
 class StreamingService:
     """Everything that keeps the price book of one worker fed."""
 
-    def __init__(self, config: Mapping[str, Any], metrics: Any) -> None:
-        self.config = config
-        self.symbols: tuple[str, ...] = tuple(config["SYMBOLS"])
-        self.stale_after = float(config["PRICE_STALE_SECONDS"])
-        self.book = PriceBook(self.symbols, int(config["WS_RING_SIZE"]))
+    def __init__(self, settings: StreamingConfig, metrics: Any) -> None:
+        self.settings = settings
+        self.symbols = settings.symbols
+        self.stale_after = settings.price_stale_seconds
+        self.book = PriceBook(self.symbols, settings.ws_ring_size)
         self.stats = IngestStats()
-        streams = stream_names(self.symbols, tuple(config["WS_STREAMS"]))
-        self.url = combined_url(config["BINANCE_WS_URL"], streams)
-        self.watch = StreamWatch(streams, float(config["WS_STREAM_SILENCE_SECONDS"]))
+        streams = stream_names(self.symbols, settings.ws_streams)
+        self.url = combined_url(settings.binance_ws_url, streams)
+        self.watch = StreamWatch(streams, settings.ws_stream_silence_seconds)
         self.backfiller = self._new_backfiller()
         self.updates = UpdateFilter()  # drops the twins of a rotation overlap or of A/B feeds
         self.twins = TwinFrames()  # ... and spares parsing those that are byte-equal
@@ -54,9 +53,9 @@ class StreamingService:
         self.metrics = MetricsSync(self.stats, metrics)
         self.latency = LatencyTracker(metrics)
         self.clock = ClockCheck(
-            BinanceClient(config["BINANCE_REST_URL"]),
+            BinanceClient(settings.binance_rest_url),
             metrics,
-            float(config["BINANCE_TIME_CHECK_SECONDS"]),
+            settings.binance_time_check_seconds,
             self.holds_upstream,  # only the process that talks to Binance asks it the time
         )
         self.started = False
@@ -72,7 +71,7 @@ class StreamingService:
         self._ticker: threading.Thread | None = None
 
     def _new_backfiller(self) -> Backfiller:
-        client = BinanceClient(self.config["BINANCE_REST_URL"])
+        client = BinanceClient(self.settings.binance_rest_url)
         return Backfiller(client, self.book, self.symbols, self.stats, report_error)
 
     # ---- the hot path: called by the reader thread for every frame -------------------
@@ -148,7 +147,7 @@ class StreamingService:
     def _forget_parent(self) -> None:
         """Forked from a process that ingested: none of its threads came along, and a lock
         one of them held would stay held here, so start from a clean book."""
-        self.book = PriceBook(self.symbols, int(self.config["WS_RING_SIZE"]))
+        self.book = PriceBook(self.symbols, self.settings.ws_ring_size)
         self.backfiller = self._new_backfiller()
         self.updates, self.twins = UpdateFilter(), TwinFrames()
         self.upstream = self.bridge = self._ticker = None
@@ -175,10 +174,10 @@ class StreamingService:
         self.start_error = None
         self._stop.clear()
         self.book.new_epoch()  # here, in the serving process: workers forked from one app differ
-        if self.config.get("REDIS_URL"):
-            self.bridge = self._bridge()
+        if self.settings.redis_url:
+            self.bridge = self._bridge(self.settings.redis_url)
             self.bridge.start()
-        elif self.config["INGEST_ENABLED"]:
+        elif self.settings.ingest_enabled:
             self._start_upstream()
         self._ticker = threading.Thread(target=self._tick, daemon=True, name="ws-metrics")
         self._ticker.start()
@@ -194,32 +193,32 @@ class StreamingService:
         if self.bridge is not None:
             self.bridge.stop()
 
-    def _bridge(self) -> RedisBridge:
+    def _bridge(self, redis_url: str) -> RedisBridge:
         """The Redis bridge; a follower that hears no leader for half the stale threshold
         ingests on its own (connecting takes well under the other half)."""
-        lock_ttl = float(self.config["WS_LEADER_LOCK_TTL_SECONDS"])
+        lock_ttl = self.settings.ws_leader_lock_ttl_seconds
         return RedisBridge(
-            self.config["REDIS_URL"],
+            redis_url,
             self.book,
             self._on_role,
-            prefix=self.config["REDIS_KEY_PREFIX"],
+            prefix=self.settings.redis_key_prefix,
             lock_ttl=lock_ttl,
-            price_ttl=int(self.config["PRICE_REDIS_TTL_SECONDS"]),
+            price_ttl=self.settings.price_redis_ttl_seconds,
             silence=max(0.2, self.stale_after / 2),
             min_solo=min(5.0, lock_ttl),
             report_error=report_error,
-            lead=bool(self.config["INGEST_ENABLED"]),
+            lead=self.settings.ingest_enabled,
         )
 
     def _on_role(self, role: str) -> None:
         """Hold the upstream connections as leader (WS_CONNECTIONS) or solo (one), never as follower."""
         if role in INGESTING:
-            self._start_upstream(1 if role == SOLO else int(self.config["WS_CONNECTIONS"]))
+            self._start_upstream(1 if role == SOLO else self.settings.ws_connections)
         else:
             self._stop_upstream()
 
     def _start_upstream(self, lines: int | None = None) -> None:
-        lines = int(self.config["WS_CONNECTIONS"]) if lines is None else lines
+        lines = self.settings.ws_connections if lines is None else lines
         with self._upstream_lock:
             if self._stop.is_set():
                 return
@@ -241,7 +240,7 @@ class StreamingService:
             self.upstream = upstream
 
     def _on_gap(self) -> None:
-        if self.config["WS_BACKFILL_ENABLED"]:
+        if self.settings.ws_backfill_enabled:
             self.backfiller.trigger()
 
     def _stop_upstream(self) -> None:
@@ -252,16 +251,16 @@ class StreamingService:
             upstream.stop()
 
     def _upstream_settings(self) -> UpstreamSettings:
-        c = self.config
+        s = self.settings
         return UpstreamSettings(
             stale_after=self.stale_after,
-            max_age=float(c["WS_MAX_CONNECTION_AGE_SECONDS"]),
-            backoff_base=float(c["WS_BACKOFF_BASE_SECONDS"]),
-            backoff_cap=float(c["WS_BACKOFF_CAP_SECONDS"]),
-            backoff_reset_after=float(c["WS_BACKOFF_RESET_SECONDS"]),
-            attempt_limit=int(c["WS_CONNECT_ATTEMPTS_PER_5_MIN"]),
-            overlap=float(c["WS_ROTATION_OVERLAP_SECONDS"]),
-            connections=int(c["WS_CONNECTIONS"]),
+            max_age=s.ws_max_connection_age_seconds,
+            backoff_base=s.ws_backoff_base_seconds,
+            backoff_cap=s.ws_backoff_cap_seconds,
+            backoff_reset_after=s.ws_backoff_reset_seconds,
+            attempt_limit=s.ws_connect_attempts_per_5_min,
+            overlap=s.ws_rotation_overlap_seconds,
+            connections=s.ws_connections,
         )
 
     # ---- background tick: Prometheus sync and message rate --------------------------

@@ -4,10 +4,20 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
-from shared.config import ConfigError, Setting, parse_bool, parse_float, parse_int, parse_str, parse_url
+from shared.config import (
+    ConfigError,
+    Setting,
+    SharedConfig,
+    parse_bool,
+    parse_float,
+    parse_int,
+    parse_str,
+    parse_url,
+)
 from shared.symbols import SYMBOL_RULE, is_symbol
 
 SERVICE = "websocket-streaming"
@@ -159,3 +169,35 @@ SETTINGS: tuple[Setting, ...] = (
         "a stream whose write stays blocked this long (the client stopped reading) is cut",
     ),
 )
+
+
+@dataclass(frozen=True, repr=False)
+class StreamingConfig(SharedConfig):
+    """websocket-streaming's typed configuration: the shared settings and those above."""
+
+    symbols: tuple[str, ...]
+    binance_ws_url: str
+    binance_rest_url: str
+    price_stale_seconds: float
+    ingest_enabled: bool
+    ws_streams: tuple[str, ...]
+    ws_backfill_enabled: bool
+    binance_time_check_seconds: float
+    ws_max_connection_age_seconds: float
+    ws_connections: int
+    ws_backoff_base_seconds: float
+    ws_backoff_cap_seconds: float
+    ws_backoff_reset_seconds: float
+    ws_connect_attempts_per_5_min: int
+    ws_rotation_overlap_seconds: float
+    ws_stream_silence_seconds: float
+    ws_ring_size: int
+    ws_leader_lock_ttl_seconds: float
+    price_redis_ttl_seconds: int
+    redis_key_prefix: str
+    sse_heartbeat_seconds: float
+    sse_retry_seconds: float
+    sse_max_subscribers: int
+    sse_max_streams_per_client: int
+    sse_queue_events: int
+    sse_write_timeout_seconds: float

@@ -5,11 +5,12 @@ from __future__ import annotations
 import atexit
 import logging
 import weakref
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from flask import Flask, current_app
 
+from database_service.settings import POOL_SIZE, DatabaseConfig
 from database_service.storage.base import (
     NewSignal,
     NewTrade,
@@ -20,9 +21,10 @@ from database_service.storage.base import (
     StorageUnavailable,
     TradeFilter,
 )
+from shared.app import typed_config
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from database_service.storage.pg_pool import Timeouts
 
 __all__ = [
     "NewSignal",
@@ -49,10 +51,11 @@ SCHEMES = {
 }
 
 
-def open_storage(url: str, options: Mapping[str, Any] | None = None) -> Storage:
+def open_storage(url: str, settings: DatabaseConfig | None = None) -> Storage:
     """Create the backend for a DATABASE_URL (sqlite:///path or postgresql://..., multi-host too).
 
-    `options`: the app's config, of which the DATABASE_* pool and timeout settings apply.
+    `settings`: the app's typed configuration, of which the DATABASE_* pool and timeout
+    settings apply (without it, their defaults).
     """
     scheme = SCHEMES.get(urlsplit(url).scheme.lower())
     if scheme == "sqlite":
@@ -63,25 +66,24 @@ def open_storage(url: str, options: Mapping[str, Any] | None = None) -> Storage:
         from database_service.storage.pg_pool import Timeouts
         from database_service.storage.postgres import PostgresStorage
 
-        given = options or {}
-        pool_size = int(given.get("DATABASE_POOL_SIZE", 8))
-        timeouts = Timeouts(
-            **{field: given[name] for name, field in TIMEOUT_SETTINGS.items() if given.get(name) is not None}
-        )
+        pool_size = POOL_SIZE if settings is None else settings.database_pool_size
+        timeouts = Timeouts() if settings is None else _timeouts(settings)
         return PostgresStorage(_libpq_url(url), pool_size=pool_size, timeouts=timeouts)
     raise ValueError("DATABASE_URL: scheme must be sqlite:// or postgresql://")
 
 
-# setting -> field of pg_pool.Timeouts
-TIMEOUT_SETTINGS = {
-    "DATABASE_CONNECT_TIMEOUT": "connect",
-    "DATABASE_STATEMENT_TIMEOUT": "statement",
-    "DATABASE_LOCK_TIMEOUT": "lock",
-    "DATABASE_TIMEOUT": "request",
-    "DATABASE_KEEPALIVES_IDLE": "keepalives_idle",
-    "DATABASE_KEEPALIVES_INTERVAL": "keepalives_interval",
-    "DATABASE_KEEPALIVES_COUNT": "keepalives_count",
-}
+def _timeouts(settings: DatabaseConfig) -> Timeouts:
+    from database_service.storage.pg_pool import Timeouts
+
+    return Timeouts(
+        connect=settings.database_connect_timeout,
+        statement=settings.database_statement_timeout,
+        lock=settings.database_lock_timeout,
+        request=settings.database_timeout,
+        keepalives_idle=settings.database_keepalives_idle,
+        keepalives_interval=settings.database_keepalives_interval,
+        keepalives_count=settings.database_keepalives_count,
+    )
 
 
 def _libpq_url(url: str) -> str:
@@ -110,18 +112,18 @@ class StorageExtension:
         migrations are one error line at start, then a 503 for every request and an
         unhealthy /health until `python -m database_service migrate` has run.
         """
-        storage = open_storage(app.config["DATABASE_URL"], app.config)
+        settings = typed_config(DatabaseConfig, app)
+        storage = open_storage(settings.database_url, settings)
         app.extensions["storage"] = storage
         # The pool closes when the process exits, even without gunicorn's worker_exit hook.
         atexit.register(_close_if_alive, weakref.ref(storage))
-        read_url = app.config.get("DATABASE_READ_URL")
-        if read_url:
-            reads = open_storage(read_url, app.config)
+        if settings.database_read_url:
+            reads = open_storage(settings.database_read_url, settings)
             reads.schema_ready = True  # the primary's schema, replicated: never migrated from here
             reads.migrates = False
             app.extensions["read_storage"] = reads
             atexit.register(_close_if_alive, weakref.ref(reads))
-        storage.migrates = bool(app.config.get("MIGRATE_ON_START", True))
+        storage.migrates = settings.migrate_on_start
         if storage.migrates:
             self._migrate_on_start(storage)
         else:
