@@ -12,9 +12,11 @@ from typing import Any
 
 from shared import tracing
 from shared.binance_client import BinanceClient
+from shared.health_check import HealthCheck
 from shared.sentry_integration import capture_exception
 
 from .backfill import Backfiller
+from .binance.streams import host_of
 from .book import PriceBook
 from .dedup import TwinFrames, UpdateFilter
 from .latency import ClockCheck, LatencyTracker
@@ -26,6 +28,10 @@ from .stats import IngestStats, MetricsSync
 from .upstream import UpstreamManager, UpstreamSettings
 
 log = logging.getLogger("websocket_streaming.service")
+OFFLINE_HINT = (
+    "{host} cannot be resolved (no internet or no DNS?); "
+    "`make run-offline` (FEED=fake) runs the shipped fake exchange as the feed"
+)
 
 
 def report_error(exc: BaseException, context: dict[str, Any]) -> None:
@@ -322,6 +328,68 @@ class StreamingService:
         if upstream is not None and not upstream.alive and not self._stop.is_set():
             return False
         return self.bridge is None or self.bridge.alive or self._stop.is_set()
+
+    # ---- its verdict for /health and /readyz ----------------------------------------
+    def register_health(self, health: HealthCheck) -> None:
+        """Add this service's checks: ingest (critical), upstream (degraded at worst), price (/readyz)."""
+        health.add_check("ingest", self.ingest_health, critical=True)
+        health.add_check("upstream", self.upstream_health, critical=False)
+        health.add_readiness("price", self.price_ready)
+
+    def ingest_health(self) -> tuple[str, object]:
+        """Critical: down whenever this serving process has no running ingest."""
+        if self.start_error is not None:
+            return "down", f"ingest did not start: {self.start_error}"
+        if not self.running_here():
+            return "down", "ingest not running in this process"
+        if not self.settings.ingest_enabled and not self.settings.redis_url:
+            return "down", "INGEST_ENABLED=0 without REDIS_URL: nothing feeds this process"
+        if not self.alive():
+            return "down", "an ingest thread died"
+        return "ok", self.role
+
+    def price_ready(self) -> tuple[bool, object]:
+        """Ready: this process's book holds a price no older than PRICE_STALE_SECONDS."""
+        age = self.newest_update_age()
+        return age is not None and age <= self.stale_after, {"newest_price_age_seconds": age}
+
+    def upstream_health(self) -> tuple[str, dict[str, object]]:
+        """Feed freshness: degraded while disconnected or silent longer than the stale limit."""
+        age = self.newest_update_age()
+        detail = self._feed_detail(age)
+        silent = self.watch.silent
+        if silent:
+            detail["silent_streams"] = list(silent)
+        fresh = age is not None and age <= self.stale_after
+        ok = fresh and not silent and (self.role == "follower" or detail["connected"])
+        return ("ok" if ok else "degraded"), detail
+
+    def _feed_detail(self, age: float | None) -> dict[str, object]:
+        """While the feed cannot connect, says why: the upstream host (never credentials), the
+        last error, and how to run offline when the host cannot be resolved."""
+        stats = self.stats
+        host = host_of(self.settings.binance_ws_url)
+        detail: dict[str, object] = {
+            "role": self.role,
+            "host": host,
+            "connected": self.upstream is not None and stats.connected,
+            "last_message_age_seconds": None if (a := stats.last_message_age()) is None else round(a, 3),
+            "newest_price_age_seconds": age,
+            "reconnects": stats.reconnects,
+        }
+        upstream = self.upstream
+        if upstream is not None:
+            state = upstream.status()
+            detail.update(
+                lines=state["lines"],
+                last_error=state["last_error"],
+                last_error_age_seconds=state["last_error_age_seconds"],
+            )
+            if state["unresolved"]:
+                detail["hint"] = OFFLINE_HINT.format(host=host)
+        if self.bridge is not None:
+            detail["redis"] = "ok" if self.bridge.healthy else "unreachable"
+        return detail
 
     def newest_update_age(self) -> float | None:
         """Seconds since the book last changed (any symbol), None before the first price."""
