@@ -7,7 +7,7 @@ import json
 from datetime import datetime
 from typing import Any
 
-from flask import Blueprint, Response, current_app, jsonify
+from flask import Blueprint, Response, jsonify
 
 from database_service import stats
 from database_service.cursor import after_cursor, encode_cursor
@@ -16,6 +16,7 @@ from database_service.idempotency import conflict_check, trade_fields
 from database_service.models import StatsQuery, TradeIn, TradesQuery
 from database_service.parsing import json_body, query, validate
 from database_service.settings import DatabaseConfig
+from database_service.state import service_state
 from database_service.storage import Storage, TradeFilter, get_read_storage, get_storage
 from database_service.storage.base import datetime_to_us
 from shared import tracing
@@ -43,7 +44,7 @@ def track() -> tuple[Response, int]:
     new = new_trade(trade, exit_us)
     stored, created = get_storage().save_trade(new, conflict_check("trade", [trade_fields(trade, new)]))
     if created:  # the save raised the statistics version: cached statistics are unreachable
-        current_app.extensions["database_service"].stored(trades=1)
+        service_state().stored(trades=1)
     return jsonify(stored), 201 if created else 200
 
 

@@ -13,7 +13,7 @@ from shared.metrics import get_metrics
 from shared.request_pipeline import get_pipeline
 
 from . import openapi
-from .routes import EXTENSION, bp, get_service
+from .routes import EXTENSION, SLOTS_EXTENSION, bp, find_service, get_service
 from .service import StreamingService
 from .settings import DEFAULTS, SERVICE, SETTINGS, StreamingConfig, check
 from .sse import SubscriberSlots
@@ -41,7 +41,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     settings = typed_config(StreamingConfig, app)
     service = StreamingService(settings, get_metrics(app))
     app.extensions[EXTENSION] = service
-    app.extensions[f"{EXTENSION}.sse"] = SubscriberSlots(
+    app.extensions[SLOTS_EXTENSION] = SubscriberSlots(
         settings.sse_max_subscribers,
         settings.sse_max_streams_per_client,
         get_metrics(app).gauge(
@@ -61,11 +61,13 @@ def start_ingest(app: Flask) -> None:
 
     A no-op for an app that is not websocket-streaming (the bench's bare baseline).
     """
-    if EXTENSION in app.extensions:
-        get_service(app).ensure_started()
+    service = find_service(app)
+    if service is not None:
+        service.ensure_started()
 
 
 def stop_ingest(app: Flask) -> None:
     """Close the upstream connection, release the Redis lock, end the SSE streams."""
-    if EXTENSION in app.extensions:
-        get_service(app).stop()
+    service = find_service(app)
+    if service is not None:
+        service.stop()

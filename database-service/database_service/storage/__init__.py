@@ -39,10 +39,13 @@ __all__ = [
     "get_read_storage",
     "get_storage",
     "open_storage",
+    "primary_storage",
+    "read_storage",
 ]
 
 log = logging.getLogger(__name__)
 
+EXTENSION, READ_EXTENSION = "storage", "read_storage"
 SCHEMES = {
     "sqlite": "sqlite",
     "postgresql": "postgresql",
@@ -99,7 +102,7 @@ def _close_if_alive(ref: weakref.ref[Storage]) -> None:
 
 
 class StorageExtension:
-    """Flask extension: app.extensions["storage"] is the Storage backend."""
+    """Flask extension: `primary_storage(app)` is the Storage backend, `read_storage(app)` the standbys'."""
 
     def __init__(self, app: Flask | None = None) -> None:
         if app is not None:
@@ -114,14 +117,14 @@ class StorageExtension:
         """
         settings = typed_config(DatabaseConfig, app)
         storage = open_storage(settings.database_url, settings)
-        app.extensions["storage"] = storage
+        app.extensions[EXTENSION] = storage
         # The pool closes when the process exits, even without gunicorn's worker_exit hook.
         atexit.register(_close_if_alive, weakref.ref(storage))
         if settings.database_read_url:
             reads = open_storage(settings.database_read_url, settings)
             reads.schema_ready = True  # the primary's schema, replicated: never migrated from here
             reads.migrates = False
-            app.extensions["read_storage"] = reads
+            app.extensions[READ_EXTENSION] = reads
             atexit.register(_close_if_alive, weakref.ref(reads))
         storage.migrates = settings.migrate_on_start
         if storage.migrates:
@@ -149,14 +152,26 @@ class StorageExtension:
             log.error("database schema not ready at start-up: %s", exc)
 
 
+def primary_storage(app: Flask | None = None) -> Storage:
+    """The primary backend of `app` (default: the current app) as opened: no schema check."""
+    storage: Storage = (app or current_app).extensions[EXTENSION]
+    return storage
+
+
+def read_storage(app: Flask | None = None) -> Storage | None:
+    """The DATABASE_READ_URL backend of `app` (default: the current app); None without one."""
+    reads: Storage | None = (app or current_app).extensions.get(READ_EXTENSION)
+    return reads
+
+
 def get_storage() -> Storage:
     """The current app's storage backend, its schema migrated."""
-    storage: Storage = current_app.extensions["storage"]
+    storage = primary_storage()
     storage.ensure_schema()
     return storage
 
 
 def get_read_storage() -> Storage:
     """Where reads that may lag go: DATABASE_READ_URL's servers if set, else the primary."""
-    reads: Storage | None = current_app.extensions.get("read_storage")
+    reads = read_storage()
     return reads if reads is not None else get_storage()
