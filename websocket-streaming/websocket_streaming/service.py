@@ -16,13 +16,13 @@ from shared.health_check import HealthCheck
 from shared.sentry_integration import capture_exception
 
 from .backfill import Backfiller
-from .binance.streams import host_of
+from .binance.streams import combined_url, host_of, stream_names
 from .book import PriceBook
 from .dedup import TwinFrames, UpdateFilter
 from .latency import ClockCheck, LatencyTracker
 from .parser import ParseError, parse_frame
 from .redis_bridge import INGESTING, SOLO, RedisBridge
-from .settings import StreamingConfig, combined_url, stream_names
+from .settings import StreamingConfig
 from .silence import StreamWatch
 from .stats import IngestStats, MetricsSync
 from .upstream import UpstreamManager, UpstreamSettings

@@ -6,7 +6,6 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote
 
 from shared.config import (
     ConfigError,
@@ -20,31 +19,14 @@ from shared.config import (
 )
 from shared.symbols import SYMBOL_RULE, is_symbol
 
+from .binance.streams import combined_url, stream_names
+
 SERVICE = "websocket-streaming"
 DEFAULTS = {"PORT": 5021}
 # The `scope` of each @rate_limit route: RATE_LIMIT_<SCOPE> sets its requests per minute.
 RATE_LIMIT_SCOPES = ("price", "stream")
 STREAM_KINDS = ("trade", "aggTrade", "miniTicker", "ticker", "bookTicker")
 KLINE_RE = re.compile(r"^kline_(1s|1m|3m|5m|15m|30m|1h|2h|4h|6h|8h|12h|1d|3d|1w|1M)$")
-
-
-MAX_URL_BYTES = 8000  # Binance's reported limit on a combined-stream URL is ~8 KB
-MAX_STREAMS = 1024
-
-
-def stream_names(symbols: tuple[str, ...], kinds: tuple[str, ...]) -> list[str]:
-    """Combined-stream names: lowercase symbol, `@`, stream kind (`btcusdt@aggTrade`)."""
-    return [f"{symbol.lower()}@{kind}" for symbol in symbols for kind in kinds]
-
-
-def combined_url(base: str, streams: list[str]) -> str:
-    """`<base>/stream?streams=a/b/c`; raises ValueError past Binance's limits."""
-    if len(streams) > MAX_STREAMS:
-        raise ValueError(f"{len(streams)} streams; Binance allows {MAX_STREAMS} per connection")
-    url = f"{base.rstrip('/')}/stream?streams=" + quote("/".join(streams), safe="/@!_")
-    if len(url.encode()) > MAX_URL_BYTES:
-        raise ValueError(f"combined-stream URL is {len(url)} bytes; keep it under 8 KB")
-    return url
 
 
 def check(config: Mapping[str, Any]) -> None:

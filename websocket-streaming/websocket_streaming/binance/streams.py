@@ -1,8 +1,26 @@
-"""Binance combined-stream URLs: the host they name (never credentials) and their stream count."""
+"""Binance combined-stream URLs: built from symbols and kinds within Binance's limits; read back."""
 
 from __future__ import annotations
 
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, quote, urlsplit
+
+MAX_URL_BYTES = 8000  # Binance's reported limit on a combined-stream URL is ~8 KB
+MAX_STREAMS = 1024
+
+
+def stream_names(symbols: tuple[str, ...], kinds: tuple[str, ...]) -> list[str]:
+    """Combined-stream names: lowercase symbol, `@`, stream kind (`btcusdt@aggTrade`)."""
+    return [f"{symbol.lower()}@{kind}" for symbol in symbols for kind in kinds]
+
+
+def combined_url(base: str, streams: list[str]) -> str:
+    """`<base>/stream?streams=a/b/c`; raises ValueError past Binance's limits."""
+    if len(streams) > MAX_STREAMS:
+        raise ValueError(f"{len(streams)} streams; Binance allows {MAX_STREAMS} per connection")
+    url = f"{base.rstrip('/')}/stream?streams=" + quote("/".join(streams), safe="/@!_")
+    if len(url.encode()) > MAX_URL_BYTES:
+        raise ValueError(f"combined-stream URL is {len(url)} bytes; keep it under 8 KB")
+    return url
 
 
 def host_of(url: str) -> str:
