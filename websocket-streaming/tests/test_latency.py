@@ -10,6 +10,7 @@ from collections.abc import Callable
 import pytest
 from flask import Flask
 from websocket_streaming import get_service
+from websocket_streaming.binance.rest import BinanceClient
 from websocket_streaming.book import PriceBook, PriceRecord
 from websocket_streaming.fake_exchange import FakeExchange, trade_event
 from websocket_streaming.latency import ClockCheck
@@ -17,7 +18,6 @@ from websocket_streaming.parser import PriceUpdate, dec
 from websocket_streaming.sse import DEFAULT_EVENTS, StreamSettings, price_events
 from websocket_streaming.stats import IngestStats
 
-from shared.binance_client import BinanceClient
 from shared.metrics import get_metrics
 from shared.testing import free_port, wait_until
 

@@ -11,11 +11,11 @@ from dataclasses import replace
 from typing import Any
 
 from shared import tracing
-from shared.binance_client import BinanceClient
 from shared.health_check import HealthCheck
 from shared.sentry_integration import capture_exception
 
-from .backfill import Backfiller
+from .binance.backfill import Backfiller
+from .binance.rest import BinanceClient
 from .binance.streams import combined_url, host_of, stream_names
 from .book import PriceBook
 from .dedup import TwinFrames, UpdateFilter

@@ -10,13 +10,13 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
-
-from shared.binance_client import (
+from websocket_streaming.binance.rest import (
     BinanceClient,
     BinanceHTTPError,
     BinanceRateLimited,
     BinanceUnavailable,
 )
+
 from shared.testing import free_port
 
 pytestmark = pytest.mark.unit
