@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-from flask import Blueprint, Response, current_app, jsonify
+from flask import Blueprint, Response, jsonify
 from pydantic import Field, TypeAdapter
 
 from database_service.cursor import after_cursor, encode_cursor
@@ -14,6 +14,7 @@ from database_service.idempotency import conflict_check, signal_fields
 from database_service.models import MAX_BIGINT, HistoryQuery, SignalIn
 from database_service.parsing import json_body, query, validate, validate_many
 from database_service.prefer import return_preference, saved
+from database_service.state import service_state
 from database_service.storage import SignalFilter, get_read_storage, get_storage
 from database_service.storage.base import datetime_to_us
 from shared.auth import require_api_key
@@ -27,7 +28,7 @@ BATCH = TypeAdapter(Annotated[list[SignalIn], Field(min_length=1, max_length=MAX
 
 def _stored(created: int) -> None:
     if created:
-        current_app.extensions["database_service"].stored(signals=created)
+        service_state().stored(signals=created)
 
 
 @bp.post("/signals/save")

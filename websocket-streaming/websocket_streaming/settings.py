@@ -4,11 +4,22 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote
 
-from shared.config import ConfigError, Setting, parse_bool, parse_float, parse_int, parse_str, parse_url
+from shared.config import (
+    ConfigError,
+    Setting,
+    SharedConfig,
+    parse_bool,
+    parse_float,
+    parse_int,
+    parse_str,
+    parse_url,
+)
 from shared.symbols import SYMBOL_RULE, is_symbol
+
+from .binance.streams import combined_url, stream_names
 
 SERVICE = "websocket-streaming"
 DEFAULTS = {"PORT": 5021}
@@ -16,25 +27,6 @@ DEFAULTS = {"PORT": 5021}
 RATE_LIMIT_SCOPES = ("price", "stream")
 STREAM_KINDS = ("trade", "aggTrade", "miniTicker", "ticker", "bookTicker")
 KLINE_RE = re.compile(r"^kline_(1s|1m|3m|5m|15m|30m|1h|2h|4h|6h|8h|12h|1d|3d|1w|1M)$")
-
-
-MAX_URL_BYTES = 8000  # Binance's reported limit on a combined-stream URL is ~8 KB
-MAX_STREAMS = 1024
-
-
-def stream_names(symbols: tuple[str, ...], kinds: tuple[str, ...]) -> list[str]:
-    """Combined-stream names: lowercase symbol, `@`, stream kind (`btcusdt@aggTrade`)."""
-    return [f"{symbol.lower()}@{kind}" for symbol in symbols for kind in kinds]
-
-
-def combined_url(base: str, streams: list[str]) -> str:
-    """`<base>/stream?streams=a/b/c`; raises ValueError past Binance's limits."""
-    if len(streams) > MAX_STREAMS:
-        raise ValueError(f"{len(streams)} streams; Binance allows {MAX_STREAMS} per connection")
-    url = f"{base.rstrip('/')}/stream?streams=" + quote("/".join(streams), safe="/@!_")
-    if len(url.encode()) > MAX_URL_BYTES:
-        raise ValueError(f"combined-stream URL is {len(url)} bytes; keep it under 8 KB")
-    return url
 
 
 def check(config: Mapping[str, Any]) -> None:
@@ -159,3 +151,35 @@ SETTINGS: tuple[Setting, ...] = (
         "a stream whose write stays blocked this long (the client stopped reading) is cut",
     ),
 )
+
+
+@dataclass(frozen=True, repr=False)
+class StreamingConfig(SharedConfig):
+    """websocket-streaming's typed configuration: the shared settings and those above."""
+
+    symbols: tuple[str, ...]
+    binance_ws_url: str
+    binance_rest_url: str
+    price_stale_seconds: float
+    ingest_enabled: bool
+    ws_streams: tuple[str, ...]
+    ws_backfill_enabled: bool
+    binance_time_check_seconds: float
+    ws_max_connection_age_seconds: float
+    ws_connections: int
+    ws_backoff_base_seconds: float
+    ws_backoff_cap_seconds: float
+    ws_backoff_reset_seconds: float
+    ws_connect_attempts_per_5_min: int
+    ws_rotation_overlap_seconds: float
+    ws_stream_silence_seconds: float
+    ws_ring_size: int
+    ws_leader_lock_ttl_seconds: float
+    price_redis_ttl_seconds: int
+    redis_key_prefix: str
+    sse_heartbeat_seconds: float
+    sse_retry_seconds: float
+    sse_max_subscribers: int
+    sse_max_streams_per_client: int
+    sse_queue_events: int
+    sse_write_timeout_seconds: float

@@ -11,8 +11,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from sardag_testing import free_port
-
-from shared.binance_client import (
+from websocket_streaming.binance.rest import (
     BinanceClient,
     BinanceHTTPError,
     BinanceRateLimited,
