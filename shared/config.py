@@ -211,6 +211,14 @@ def parse_resource_attributes(value: str) -> dict[str, str]:
     return found
 
 
+def parse_otlp_headers(value: str) -> dict[str, str]:
+    """OTLP exporter headers, `key=value,key=value`; an error never quotes them (they hold tokens)."""
+    try:
+        return parse_resource_attributes(value)
+    except ValueError:
+        raise ValueError("must be key=value pairs, comma-separated (not shown: it may hold a token)") from None
+
+
 # What every service reads; a setting one service alone uses lives in its settings module.
 SHARED_SETTINGS: tuple[Setting, ...] = (
     Setting("REDIS_URL", parse_redis_url, None),
@@ -238,6 +246,8 @@ SHARED_SETTINGS: tuple[Setting, ...] = (
     # Tracing (shared/tracing.py): the standard OpenTelemetry variables; no endpoint = off.
     Setting("OTEL_EXPORTER_OTLP_ENDPOINT", parse_otlp_endpoint, None, "OTLP/HTTP collector; unset: no tracing"),
     Setting("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", parse_otlp_endpoint, None, "full traces URL (overrides)"),
+    Setting("OTEL_EXPORTER_OTLP_HEADERS", parse_otlp_headers, {}, "secret: sent with every export"),
+    Setting("OTEL_EXPORTER_OTLP_TRACES_HEADERS", parse_otlp_headers, {}, "secret: for traces (overrides)"),
     Setting("OTEL_EXPORTER_OTLP_PROTOCOL", parse_choice("http/protobuf"), "http/protobuf"),
     Setting("OTEL_SERVICE_NAME", parse_str, None, "default: the service's name"),
     Setting("OTEL_TRACES_SAMPLER", parse_choice(*OTEL_SAMPLERS), "parentbased_always_on"),
@@ -285,6 +295,8 @@ class SharedConfig:
     otel_traces_sampler: str
     otel_traces_sampler_arg: float | None
     otel_resource_attributes: dict[str, str]
+    otel_exporter_otlp_headers: dict[str, str]
+    otel_exporter_otlp_traces_headers: dict[str, str]
     otel_sdk_disabled: bool
 
     @classmethod

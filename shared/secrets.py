@@ -35,7 +35,9 @@ SECRET_URLS = (
     "BINANCE_WS_URL",
     "BINANCE_REST_URL",
 )
-SECRET_NAMES = ("API_KEY", "API_KEYS", "SENTRY_DSN", *SECRET_URLS)
+# Header settings (`key=value,...`) whose values are secrets: a collector's auth token.
+SECRET_HEADERS = ("OTEL_EXPORTER_OTLP_HEADERS", "OTEL_EXPORTER_OTLP_TRACES_HEADERS")
+SECRET_NAMES = ("API_KEY", "API_KEYS", "SENTRY_DSN", *SECRET_URLS, *SECRET_HEADERS)
 URL_NAMES = (*SECRET_URLS, "SENTRY_DSN")
 PASSWORD_PARAMS = frozenset({"password"})  # query parameters that carry a password (libpq, redis-py)
 _URL_CREDENTIALS = re.compile(r"(?<=//)[^/@\s]+@")
@@ -128,10 +130,13 @@ def strip_url_credentials(text: str) -> str:
 
 
 def secret_values(config: Mapping[str, Any]) -> set[str]:
-    """Every secret string in `config`: API keys, URL passwords (as written and decoded), the DSN."""
+    """Every secret string in `config`: API keys, URL passwords (as written and decoded), the DSN,
+    the values of the OTLP exporter's headers."""
     found = {str(config.get("API_KEY") or ""), *config.get("API_KEYS", ())}
     for name in URL_NAMES:
         found |= url_secrets(config.get(name))
+    for name in SECRET_HEADERS:
+        found.update(str(v) for v in dict(config.get(name) or {}).values())
     dsn = str(config.get("SENTRY_DSN") or "")
     found.update({dsn, urlsplit(dsn).username or ""})  # a DSN's user part is its key
     return {value for value in found if value}

@@ -216,6 +216,7 @@ SHARED_BAD_VALUES = [
     ("OTEL_RESOURCE_ATTRIBUTES", "team", "must be key=value"),
     ("OTEL_RESOURCE_ATTRIBUTES", "=x", "must be key=value"),
     ("OTEL_SDK_DISABLED", "maybe", "must be a boolean"),
+    ("OTEL_EXPORTER_OTLP_HEADERS", "Bearer tok-0123", "must be key=value pairs"),
 ]
 SERVICE_BAD_VALUES = [
     ("database-service", "DATABASE_URL", "mysql://root@db/x", "unknown URL scheme"),

@@ -30,6 +30,7 @@ DB_PW, DB_QUERY_PW, READ_PW = "dbpw-DDDD/0123", "dbqpw-EEEE 0123", "readpw-HHHH/
 REDIS_PW, REDIS_QUERY_PW = "rdpw-FFFF/0123", "rdqpw-GGGG+0123"
 SENTRY_KEY = "sentrykey0123456789abcdef0000"
 FEED_PW, OTEL_PW = "feedpw-JJJJ/0123", "otelpw-KKKK/0123"  # a proxy's, a collector's basic auth
+OTEL_TOKEN, OTEL_TRACES_TOKEN = "Bearer oteltoken-LLLL0123", "tracestoken-MMMM0123"  # a collector's headers
 SECRETS = (
     KEY,
     KEYS,
@@ -42,6 +43,8 @@ SECRETS = (
     SENTRY_KEY,
     FEED_PW,
     OTEL_PW,
+    OTEL_TOKEN,
+    OTEL_TRACES_TOKEN,
 )
 SERVICES = ("database-service", "websocket-streaming")
 
@@ -71,11 +74,13 @@ def settings(service: str, tmp_path: Path) -> dict[str, str]:
 
 
 def tracing_settings() -> dict[str, str]:
-    """The collector URLs (only the config command reads them here: tracing is process-wide)."""
+    """The collector URLs and headers (only the config command reads them: tracing is process-wide)."""
     collector = f"http://otel:{quote(OTEL_PW, safe='')}@127.0.0.1:{free_port()}"
     return {
         "OTEL_EXPORTER_OTLP_ENDPOINT": collector,
         "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": f"{collector}/v1/traces",
+        "OTEL_EXPORTER_OTLP_HEADERS": f"authorization={quote(OTEL_TOKEN)},x-team=desk",
+        "OTEL_EXPORTER_OTLP_TRACES_HEADERS": f"x-token={OTEL_TRACES_TOKEN}",
     }
 
 
@@ -191,5 +196,6 @@ def test_no_secret_in_the_config_command_output(
     out = capsys.readouterr()
     assert "REDIS_URL=redis://:***@127.0.0.1" in out.out
     assert "OTEL_EXPORTER_OTLP_ENDPOINT=http://otel:***@127.0.0.1" in out.out
+    assert "OTEL_EXPORTER_OTLP_HEADERS=***" in out.out
     assert "password=***" in out.out
     assert leaked(out.out + out.err) == []
