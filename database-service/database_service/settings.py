@@ -9,6 +9,7 @@ from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from shared.config import ConfigError, Setting, SharedConfig, parse_bool, parse_float, parse_int, parse_url
+from shared.secrets import mask_url_secrets
 
 SERVICE = "database-service"
 DEFAULTS = {"PORT": 5020}
@@ -60,7 +61,7 @@ def check_postgres_url(url: str) -> None:
     for attrs in query.get("target_session_attrs", []):
         if attrs not in SESSION_ATTRS:
             raise ValueError(f"target_session_attrs must be one of {', '.join(SESSION_ATTRS)}, got {attrs!r}")
-    _check_with_libpq(url, parts.password)
+    _check_with_libpq(url)
 
 
 def _check_host(host: str, several: bool) -> None:
@@ -74,17 +75,15 @@ def _check_host(host: str, several: bool) -> None:
         raise ValueError(f"host {host!r} has no valid port (1-65535)")
 
 
-def _check_with_libpq(url: str, password: str | None) -> None:
-    """libpq's own parser: unknown parameters, bad percent-encoding."""
+def _check_with_libpq(url: str) -> None:
+    """libpq's own parser: unknown parameters, bad percent-encoding (its message masked)."""
     import psycopg2
     import psycopg2.extensions
 
     try:
         psycopg2.extensions.parse_dsn(url)
     except psycopg2.ProgrammingError as exc:
-        message = " ".join(str(exc).split())
-        for secret in {password or "", unquote(password or "")} - {""}:
-            message = message.replace(secret, "***")
+        message = mask_url_secrets(" ".join(str(exc).split()), url)
         raise ValueError(f"libpq cannot read it: {message}") from None
 
 
