@@ -17,9 +17,10 @@ from shared.sentry_integration import capture_exception
 
 from .backfill import Backfiller
 from .book import PriceBook
+from .candle_feed import CandleFeed
 from .dedup import TwinFrames, UpdateFilter
 from .latency import ClockCheck, LatencyTracker
-from .parser import ParseError, parse_frame
+from .parser import AGG_TRADE, ParseError, parse_frame
 from .redis_bridge import INGESTING, SOLO, RedisBridge
 from .settings import combined_url, stream_names
 from .silence import StreamWatch
@@ -47,6 +48,7 @@ class StreamingService:
         self.url = combined_url(config["BINANCE_WS_URL"], streams)
         self.watch = StreamWatch(streams, float(config["WS_STREAM_SILENCE_SECONDS"]))
         self.backfiller = self._new_backfiller()
+        self.candles = CandleFeed(config, self.book, self.holds_upstream, report_error)
         self.updates = UpdateFilter()  # drops the twins of a rotation overlap or of A/B feeds
         self.twins = TwinFrames()  # ... and spares parsing those that are byte-equal
         self.upstream: UpstreamManager | None = None
@@ -93,6 +95,8 @@ class StreamingService:
         except ParseError as exc:
             with self._ingest_lock:
                 self.stats.parse_errors += 1
+            if b"aggTrade" in (data if isinstance(data, bytes) else data.encode()):
+                self.candles.malformed()
             self._log_parse_error(exc, data)
             return None
         stream, apply, admit = frame.stream, self.book.apply, self.updates.admit
@@ -107,6 +111,8 @@ class StreamingService:
             for update in frame.updates:
                 if admit(stream, update):
                     apply(update, received_at, trace=trace)
+                    if update.kind == AGG_TRADE:
+                        self.candles.trade(update)
             if connection is not None:
                 self.twins.remember(data, connection, frame.kind)
         if frame.updates:
@@ -150,6 +156,7 @@ class StreamingService:
         one of them held would stay held here, so start from a clean book."""
         self.book = PriceBook(self.symbols, int(self.config["WS_RING_SIZE"]))
         self.backfiller = self._new_backfiller()
+        self.candles = CandleFeed(self.config, self.book, self.holds_upstream, report_error)
         self.updates, self.twins = UpdateFilter(), TwinFrames()
         self.upstream = self.bridge = self._ticker = None
         self.started = False
@@ -180,6 +187,7 @@ class StreamingService:
             self.bridge.start()
         elif self.config["INGEST_ENABLED"]:
             self._start_upstream()
+        self.candles.start(self.bridge, int(self.config["PRICE_REDIS_TTL_SECONDS"]))
         self._ticker = threading.Thread(target=self._tick, daemon=True, name="ws-metrics")
         self._ticker.start()
         self.clock.start()
@@ -190,6 +198,7 @@ class StreamingService:
         self.clock.stop()
         self.book.close()
         self.backfiller.stop()
+        self.candles.stop()
         self._stop_upstream()  # before the lock goes: the next leader's connection is then the only one
         if self.bridge is not None:
             self.bridge.stop()
@@ -235,6 +244,7 @@ class StreamingService:
                 report_error=report_error,
             )
             upstream.start()
+            self.candles.heal_known_holes()  # a follower taking over: what the last holder left
             self.watch.start(time.time())
             # Published once its thread runs: alive() would see a manager not yet started as
             # one whose thread died, and /health answered 503 during a leadership change.
@@ -364,6 +374,7 @@ class StreamingService:
             "silent_streams": list(self.watch.silent),
             "stream_silences": self.watch.detected,
             "silence_reconnects": self.watch.heals,
+            **self.candles.summary(),
             "latency": {
                 **self.latency.summary(),
                 "clock_offset_seconds": self.clock.offset,
