@@ -23,7 +23,7 @@ from shared.binance_client import BinanceClient
 from shared.redis_conn import REDIS_ERRORS, describe
 
 from .book import PriceBook
-from .candles import MALFORMED, CandleBuilder, Trade, candle_json
+from .candles import BACKWARDS, DUPLICATE, MALFORMED, CandleBuilder, Trade, candle_json
 from .parser import PriceUpdate
 from .redis_bridge import FOLLOWER, LEADER, RedisBridge
 from .trades_gap import GapHealer, RestBudget
@@ -137,7 +137,8 @@ class CandleFeed:
             self.book.add_event(candle["symbol"], candle_json(candle))
         if self.share is not None:
             self.share.publish(changed)
-        self.builder.prune()
+        if self.healer.idle():  # a hole being filled needs the range below it kept
+            self.builder.prune()
 
     def summary(self) -> dict[str, Any]:
         """What /stats shows."""
@@ -270,3 +271,45 @@ class CandleShare:
         if now - self._logged_at >= 10.0:
             self._logged_at = now
             log.warning("candles: redis error: %s", describe(exc))
+
+
+class CandleMetrics:
+    """Copies the candle counters into Prometheus as deltas (from the service's 1 s tick)."""
+
+    def __init__(self, metrics: Any) -> None:
+        self._gaps = metrics.counter(
+            "sardag_candle_gaps_total",
+            "Holes in aggregate trade ids, by result: healed over REST, or unfilled (candles left incomplete)",
+            ["result"],
+        )
+        self._dropped = metrics.counter(
+            "sardag_candle_trades_dropped_total",
+            "aggTrade updates not applied to candles: duplicate, backwards (below every id applied), malformed",
+            ["reason"],
+        )
+        self._unfilled = metrics.counter(
+            "sardag_candle_trades_unfilled_total", "Aggregate trades REST could not give: missing from candles"
+        )
+        self._held = metrics.gauge("sardag_candles_held", "Candles held in memory (bounded by CANDLE_HISTORY)")
+        self._seen: dict[str, int] = {}
+        for result in ("healed", "unfilled"):
+            self._gaps.labels(result=result).inc(0)
+        for reason in (DUPLICATE, BACKWARDS, MALFORMED):
+            self._dropped.labels(reason=reason).inc(0)
+        self._unfilled.inc(0)
+
+    def sync(self, builder: CandleBuilder) -> None:
+        """Push the growth of every counter since the last sync, and the gauge."""
+        c = builder.counters
+        self._inc(self._gaps.labels(result="healed"), "healed", c.gaps_healed)
+        self._inc(self._gaps.labels(result="unfilled"), "unfilled", c.gaps_unfilled)
+        self._inc(self._unfilled, "unfilled_trades", c.unfilled_trades)
+        for reason, count in list(c.dropped.items()):
+            self._inc(self._dropped.labels(reason=reason), f"dropped:{reason}", count)
+        self._held.set(builder.held())
+
+    def _inc(self, metric: Any, key: str, total: int) -> None:
+        grown = total - self._seen.get(key, 0)
+        if grown > 0:
+            metric.inc(grown)
+            self._seen[key] = total

@@ -17,7 +17,7 @@ from shared.sentry_integration import capture_exception
 
 from .backfill import Backfiller
 from .book import PriceBook
-from .candle_feed import CandleFeed
+from .candle_feed import CandleFeed, CandleMetrics
 from .dedup import TwinFrames, UpdateFilter
 from .latency import ClockCheck, LatencyTracker
 from .parser import AGG_TRADE, ParseError, parse_frame
@@ -55,6 +55,7 @@ class StreamingService:
         self.bridge: RedisBridge | None = None
         self.metrics = MetricsSync(self.stats, metrics)
         self.latency = LatencyTracker(metrics)
+        self.candle_metrics = CandleMetrics(metrics)
         self.clock = ClockCheck(
             BinanceClient(config["BINANCE_REST_URL"]),
             metrics,
@@ -287,6 +288,7 @@ class StreamingService:
                     watch=self.watch,
                 )
                 self.latency.flush()
+                self.candle_metrics.sync(self.candles.builder)
             except Exception as exc:
                 log.exception("metrics tick failed")
                 report_error(exc, {"what": "metrics tick"})
