@@ -32,6 +32,7 @@ CANDLE_SETTINGS: dict[str, Any] = {
     "CANDLE_INTERVALS": INTERVALS,
     "CANDLE_EVENT_SECONDS": 0.1,
     "WS_ROTATION_OVERLAP_SECONDS": 0.2,
+    "RATE_LIMITS": {"price": 1_000_000, "candles": 1_000_000},  # the test polls /candles
 }
 DECIMALS = ("open", "high", "low", "close", "volume", "quote_volume")
 

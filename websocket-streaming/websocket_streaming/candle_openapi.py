@@ -124,6 +124,7 @@ def candles_operation(operation: Any, ok: Any) -> dict[str, Any]:
         ok("the candles", body),
         "400",
         "404",
+        "429",
         parameters=parameters,
     )
     return result

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from flask import Blueprint, Response, current_app, request
 
 from shared.errors import not_found, refuse_unknown_parameters, validation_error
+from shared.rate_limiter import rate_limit
 from shared.symbols import SYMBOL_RE, SYMBOL_RULE
 
 from .candle_feed import CandleFeed
@@ -90,6 +91,7 @@ def _until(raw: str | None) -> int | None:
 
 
 @bp.get("/candles/<symbol>")
+@rate_limit(requests_per_minute=300, scope="candles")  # RATE_LIMIT_CANDLES
 def candles(symbol: str) -> Response:
     """Candles of one symbol at one interval, newest last; the open candle is `closed: false`."""
     refuse_unknown_parameters(("interval", "limit", "until"))

@@ -15,7 +15,7 @@ from .candles import parse_intervals
 SERVICE = "websocket-streaming"
 DEFAULTS = {"PORT": 5021}
 # The `scope` of each @rate_limit route: RATE_LIMIT_<SCOPE> sets its requests per minute.
-RATE_LIMIT_SCOPES = ("price", "stream")
+RATE_LIMIT_SCOPES = ("price", "stream", "candles")
 STREAM_KINDS = ("trade", "aggTrade", "miniTicker", "ticker", "bookTicker")
 KLINE_RE = re.compile(r"^kline_(1s|1m|3m|5m|15m|30m|1h|2h|4h|6h|8h|12h|1d|3d|1w|1M)$")
 
