@@ -73,7 +73,7 @@ def differences(app: Flask, fake: FakeExchange) -> list[str]:
     found = []
     for symbol in SYMBOLS:
         trades = fake.market.record.all(symbol)
-        for interval in INTERVALS:
+        for interval in get_service(app).candles.builder.intervals:
             truth = expected_candles(trades, interval)
             candles = served(app, symbol, interval)
             for candle in candles:
@@ -224,3 +224,32 @@ def test_every_worker_serves_the_record_after_a_storm_and_a_redis_outage(
             closed = [c for c in served(leader, symbol, "1s") if c["closed"]]
             assert [c for c in served(follower, symbol, "1s") if c["closed"]][-len(closed) :] == closed
         assert get_service(follower).candles.healer.requests == follower_rest  # a follower never asks REST
+
+
+@pytest.mark.unit
+@pytest.mark.websocket
+@pytest.mark.slow
+def test_history_comes_from_klines_and_a_restart_serves_the_same_candles(
+    fake: FakeExchange, make_app: Callable[..., Flask]
+) -> None:
+    now = int(time.time() * 1000)
+    minute = now - now % 60_000
+    for n in range(600):  # the 10 minutes before this one, traded before the service starts
+        fake.market.step("BTCUSDT", minute - 600_000 + n * 1000)
+        fake.market.step("ETHUSDT", minute - 600_000 + n * 1000 + 500)
+    settings = {**CANDLE_SETTINGS, "CANDLE_INTERVALS": ("1m",)}
+    with trading(fake, rate=20) as flow:
+        first = make_app(**settings)
+        wait_until(lambda: settled([first]) and len(served(first, "BTCUSDT", "1m")) >= 11, 10.0, "history")
+        sources = [c["source"] for c in served(first, "BTCUSDT", "1m")]
+        assert sources[:10] == ["klines"] * 10
+        assert sources[-1] == "trades"
+        before = served(first, "BTCUSDT", "1m")[:10]
+        get_service(first).stop()  # a restart: the next process starts from nothing
+        second = make_app(**settings)
+        wait_until(lambda: settled([second]) and len(served(second, "BTCUSDT", "1m")) >= 11, 10.0, "history")
+        assert served(second, "BTCUSDT", "1m")[:10] == before
+        finish(fake, [second], flow)
+    assert differences(second, fake) == []
+    newest = served(second, "BTCUSDT", "1m")[-1]
+    assert (newest["source"], newest["complete"]) == ("trades", True)  # rebuilt from the minute's open

@@ -297,6 +297,8 @@ def test_the_fake_serves_agg_trades_and_klines_in_binances_shapes() -> None:
         ("until=yesterday", "until"),
         ("until=2026-11-24T10:00:00", "until"),
         ("until=-5", "until"),
+        ("until=1969-12-31T23:59:59Z", "until"),
+        ("until=12345678901234567", "until"),
         ("interval=1m&interval=5m", "interval"),
         ("limit=1&limit=2", "limit"),
         ("until=1&until=2", "until"),

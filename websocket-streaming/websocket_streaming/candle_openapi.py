@@ -9,6 +9,9 @@ from shared.openapi_examples import Example
 from shared.symbols import SYMBOL_PATTERN
 
 from .candles import INTERVAL_MS
+from .settings import CANDLE_SETTINGS
+
+DEFAULTS = {s.name: s.default for s in CANDLE_SETTINGS}
 
 EVENT_NAMES = ("price", "quote", "candle")
 # Every ordering of one, two or three distinct types: a repeated one is refused with a 400.
@@ -91,23 +94,24 @@ def candles_operation(operation: Any, ok: Any) -> dict[str, Any]:
             "name": "interval",
             "in": "query",
             "required": False,
-            "description": "one of CANDLE_INTERVALS (default setting 1m,5m,1h); default: the shortest",
-            "schema": {"type": "string", "enum": list(INTERVAL_MS)},
+            "description": "one of CANDLE_INTERVALS (these by default); default: the shortest",
+            "schema": {"type": "string", "enum": list(DEFAULTS["CANDLE_INTERVALS"])},
         },
         {
             "name": "limit",
             "in": "query",
             "required": False,
-            "description": "how many candles, 1 to CANDLE_HISTORY (default setting 500); default 500",
-            "schema": {"type": "integer", "minimum": 1, "maximum": 1000},
+            "description": f"how many candles, 1 to CANDLE_HISTORY ({DEFAULTS['CANDLE_HISTORY']} by default); "
+            "default 500",
+            "schema": {"type": "integer", "minimum": 1, "maximum": DEFAULTS["CANDLE_HISTORY"]},
         },
         {
             "name": "until",
             "in": "query",
             "required": False,
-            "description": "only candles opening before this (exclusive): epoch ms or an ISO 8601 date-time "
-            "with a zone",
-            "schema": {"type": "string"},
+            "description": "only candles opening before this (exclusive): epoch ms; an ISO 8601 date-time "
+            "with a zone (2026-11-24T10:00:00Z) is taken too",
+            "schema": {"type": "string", "pattern": "^[0-9]{1,16}$"},
         },
     ]
     body = {

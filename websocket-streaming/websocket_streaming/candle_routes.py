@@ -66,20 +66,20 @@ def parse_until(raw: str | None) -> int | None:
     if raw is None:
         return None
     if _DIGITS.match(raw):
-        millis = int(raw)
-    else:
-        if not raw.isascii() or len(raw) > 40:
-            raise ValueError(raw)
-        parsed = datetime.fromisoformat(raw[:10] + raw[10:].upper())
-        if parsed.tzinfo is None or parsed.utcoffset() is None:
-            raise ValueError(raw)
-        millis = (parsed - datetime(1970, 1, 1, tzinfo=UTC)) // _MILLISECOND
+        return int(raw)  # any count of milliseconds is a moment; past every candle it takes them all
+    if not raw.isascii() or len(raw) > 40:
+        raise ValueError(raw)
+    parsed = datetime.fromisoformat(raw[:10] + raw[10:].upper())
+    if parsed.tzinfo is None or parsed.utcoffset() is None:
+        raise ValueError(raw)
+    millis = (parsed - EPOCH) // _MILLISECOND
     if not 0 <= millis < MAX_EPOCH_MS:
         raise ValueError(raw)
     return millis
 
 
-_MILLISECOND = datetime(1970, 1, 1, 0, 0, 0, 1000, tzinfo=UTC) - datetime(1970, 1, 1, tzinfo=UTC)
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MILLISECOND = datetime(1970, 1, 1, 0, 0, 0, 1000, tzinfo=UTC) - EPOCH
 
 
 def _until(raw: str | None) -> int | None:

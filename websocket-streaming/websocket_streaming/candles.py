@@ -392,11 +392,6 @@ class CandleBuilder:
                 stored += 1
         return stored
 
-    def has_history(self, symbol: str, interval: str) -> bool:
-        """Whether any candle of `symbol` at `interval` is held."""
-        with self._lock:
-            return bool(self._symbols[symbol].opens.get(interval))
-
     def export(self, changed_only: bool) -> dict[str, Any]:
         """Candles (all, or changed since the last export) and each symbol's coverage, JSON-ready."""
         now = self.clock()

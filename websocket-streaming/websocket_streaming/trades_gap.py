@@ -161,10 +161,8 @@ class GapHealer:
         return None
 
     def _history(self, symbol: str, before: int) -> None:
-        """The last candles before `before` from klines, for every interval without any."""
+        """The last candles before `before` from klines (where no candle is held)."""
         for interval in self.builder.intervals:
-            if self.builder.has_history(symbol, interval):
-                continue
             rows = self._call(KLINES_WEIGHT, self.client.klines, symbol, interval, self.builder.keep)
             try:
                 candles = [kline_candle(symbol, interval, row) for row in rows or ()]
