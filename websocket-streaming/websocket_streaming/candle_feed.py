@@ -190,18 +190,19 @@ class CandleShare:
 
     # ---- leader ----------------------------------------------------------------------
     def publish(self, changed: dict[str, Any]) -> None:
-        """As leader: store and publish what changed (everything, at takeover and every minute)."""
+        """As leader: publish what changed and store it in the hash (rewritten whole at takeover
+        and every minute; the message then tells followers to reload it)."""
         if self.bridge.role != LEADER:
             self._full_due = True
             return
         full = self._full_due or time.monotonic() - self._full_at >= FULL_EVERY
-        export = self.builder.export(changed_only=False) if full else changed
-        if not export["candles"] and not full:
+        stored = self.builder.export(changed_only=False) if full else changed
+        if not changed["candles"] and not full:
             return
-        fields: list[str] = [COVERAGE_FIELD, json.dumps(export["coverage"])]
-        for candle in export["candles"]:
+        fields: list[str] = [COVERAGE_FIELD, json.dumps(stored["coverage"])]
+        for candle in stored["candles"]:
             fields += [candle_field(candle), json.dumps(candle, separators=(",", ":"))]
-        message = json.dumps({"origin": self.bridge.id, **export}, separators=(",", ":"))
+        message = json.dumps({"origin": self.bridge.id, "full": full, **changed}, separators=(",", ":"))
         args = [self.bridge.id, self.channel, message, self.ttl_ms, "1" if full else "0", *fields]
         try:
             self._store(keys=[self.bridge.lock_key, self.hash_key], args=args)
@@ -256,6 +257,8 @@ class CandleShare:
             return
         if message.get("origin") != self.bridge.id:
             self._adopt(message)
+            if message.get("full") is True:  # a new leader rewrote the hash: take all of it
+                self._load()
 
     def _adopt(self, message: dict[str, Any]) -> None:
         try:

@@ -416,7 +416,7 @@ class CandleBuilder:
 
     def adopt(self, message: dict[str, Any]) -> list[dict[str, Any]]:
         """Take what the leader exported: its candles as they are, its coverage. Returns the
-        candles adopted (JSON-ready), for SSE."""
+        candles that changed here (JSON-ready), for SSE."""
         adopted = []
         with self._lock:
             for data in message.get("candles", ()):
@@ -424,6 +424,8 @@ class CandleBuilder:
                 state = self._symbols.get(candle.symbol)
                 if state is None or candle.interval not in self.intervals:
                     continue
+                if state.by_interval.get(candle.interval, {}).get(candle.open_time) == candle:
+                    continue  # held already (a reload of the whole hash)
                 self._put(state, candle)
                 state.newest_time = max(state.newest_time, candle.open_time)
                 adopted.append(data)
