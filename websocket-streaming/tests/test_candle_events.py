@@ -14,7 +14,7 @@ from websocket_streaming.fake_exchange.drill import TradeFlow
 
 from .test_sse import EventStream, open_stream
 
-pytestmark = [pytest.mark.unit, pytest.mark.websocket, pytest.mark.api]
+pytestmark = [pytest.mark.unit, pytest.mark.websocket, pytest.mark.api, pytest.mark.slow]
 
 
 def candles_from(stream: EventStream, count: int) -> list[dict]:
