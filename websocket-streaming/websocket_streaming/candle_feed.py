@@ -62,7 +62,7 @@ class CandleFeed:
         self,
         config: Any,
         book: PriceBook,
-        holds_feed: Callable[[], bool],
+        may_call_rest: Callable[[], bool],
         report_error: Reporter | None = None,
     ) -> None:
         self.book = book
@@ -75,7 +75,7 @@ class CandleFeed:
             self.builder,
             self.budget,
             max_trades=int(config["CANDLE_HEAL_MAX_TRADES"]),
-            may_call=holds_feed,
+            may_call=may_call_rest,
             report_error=report_error,
         )
         self.event_every = float(config["CANDLE_EVENT_SECONDS"])

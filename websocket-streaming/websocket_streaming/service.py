@@ -48,7 +48,7 @@ class StreamingService:
         self.url = combined_url(config["BINANCE_WS_URL"], streams)
         self.watch = StreamWatch(streams, float(config["WS_STREAM_SILENCE_SECONDS"]))
         self.backfiller = self._new_backfiller()
-        self.candles = CandleFeed(config, self.book, self.holds_upstream, report_error)
+        self.candles = CandleFeed(config, self.book, self._may_call_rest, report_error)
         self.updates = UpdateFilter()  # drops the twins of a rotation overlap or of A/B feeds
         self.twins = TwinFrames()  # ... and spares parsing those that are byte-equal
         self.upstream: UpstreamManager | None = None
@@ -157,7 +157,7 @@ class StreamingService:
         one of them held would stay held here, so start from a clean book."""
         self.book = PriceBook(self.symbols, int(self.config["WS_RING_SIZE"]))
         self.backfiller = self._new_backfiller()
-        self.candles = CandleFeed(self.config, self.book, self.holds_upstream, report_error)
+        self.candles = CandleFeed(self.config, self.book, self._may_call_rest, report_error)
         self.updates, self.twins = UpdateFilter(), TwinFrames()
         self.upstream = self.bridge = self._ticker = None
         self.started = False
@@ -322,6 +322,10 @@ class StreamingService:
         if self.bridge is None:
             return "standalone"
         return self.bridge.role
+
+    def _may_call_rest(self) -> bool:
+        """Candles' REST calls: never from a follower (the leader's candles are served there)."""
+        return self.role != "follower"
 
     def holds_upstream(self) -> bool:
         """True while this process runs the upstream as the leader, or alone without Redis."""

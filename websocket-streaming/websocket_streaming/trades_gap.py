@@ -92,7 +92,8 @@ class GapHealer:
         self.retry_delay = retry_delay
         self.requests = 0
         self.errors = 0
-        self.pending = 0
+        self.pending = 0  # jobs queued or running
+        self._pending_lock = threading.Lock()  # `found` runs in the reader thread, jobs end in this one
         self._jobs: queue.SimpleQueue[tuple[str, int, int, int]] = queue.SimpleQueue()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -109,7 +110,8 @@ class GapHealer:
 
     def found(self, symbol: str, hole: tuple[int, int], trade_time: int) -> None:
         """A hole the feed revealed: (0, id - 1) at a symbol's first trade, else (lo, hi)."""
-        self.pending += 1
+        with self._pending_lock:
+            self.pending += 1
         self._jobs.put((symbol, hole[0], hole[1], trade_time))
 
     def idle(self) -> bool:
@@ -132,7 +134,8 @@ class GapHealer:
                 if self.report_error is not None:
                     self.report_error(exc, {"what": "candle gap"})
             finally:
-                self.pending -= 1
+                with self._pending_lock:
+                    self.pending -= 1
 
     # ---- a symbol's first trade: history, then the open candles from their start -----
     def _first_trade(self, symbol: str, newest: int, when: int) -> None:
