@@ -253,3 +253,37 @@ def test_history_comes_from_klines_and_a_restart_serves_the_same_candles(
     assert differences(second, fake) == []
     newest = served(second, "BTCUSDT", "1m")[-1]
     assert (newest["source"], newest["complete"]) == ("trades", True)  # rebuilt from the minute's open
+
+
+@pytest.mark.unit
+@pytest.mark.websocket
+@pytest.mark.slow
+def test_bad_trade_frames_are_counted_and_dropped_never_applied(
+    fake: FakeExchange, make_app: Callable[..., Flask]
+) -> None:
+    app = make_app(**CANDLE_SETTINGS)
+    with trading(fake, rate=40) as flow:
+        wait_until(lambda: closed_count(app) >= 1, 10.0, "a closed candle")
+        newest = fake.market.record.last("BTCUSDT")
+        assert newest is not None
+        base = {**newest.event(), "p": "1.5", "q": "1"}
+        bad = [
+            {**base, "p": "0"},
+            {**base, "q": "1e300"},
+            {**base, "a": None},
+            {**base, "f": 9, "l": 3},
+            {**base, "a": 1},  # backwards: long applied
+            {**base, "a": newest.agg_id},  # a repeat of an applied id, another price
+        ]
+        for payload in bad:
+            fake.send(payload, stream="btcusdt@aggTrade")
+        fake.send('{"stream":"btcusdt@aggTrade","data":{"e":"aggTrade","p":', None)
+        time.sleep(0.5)
+        finish(fake, [app], flow)
+    stats = app.test_client().get("/stats").get_json()
+    assert stats["candle_trades_dropped"]["malformed"] == 5
+    # the two repeated ids: dropped by the dedup (it remembers them) or, past its window, by the builder
+    dropped = stats["duplicates_dropped"] + sum(stats["candle_trades_dropped"].values()) - 5
+    assert dropped >= 2
+    assert get_service(app).alive()
+    assert differences(app, fake) == []  # none of them reached a candle
