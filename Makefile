@@ -4,7 +4,7 @@
 run:            ## install the runtime only, then run both services (5020, 5021) on embedded defaults
 	@scripts/run.sh
 
-run-offline:    ## same, with the shipped fake exchange as the Binance feed (waits until it listens)
+run-offline:    ## same, with the fake exchange (tools/fake-exchange) as the Binance feed (waits until it listens)
 	@FEED=fake scripts/run.sh
 
 test:           ## install the runtime plus test, lint and bench tools, then run the whole suite

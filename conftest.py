@@ -13,9 +13,8 @@ from urllib.parse import urlsplit
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient, FlaskCliRunner
-
-from shared.testing import free_port, in_ci, require_server
-from shared.testing.markers import check_kinds, install_server_guard, report_slow_unmarked
+from sardag_testing import free_port, in_ci, require_server
+from sardag_testing.markers import check_kinds, install_server_guard, report_slow_unmarked
 
 __all__ = ["free_port", "in_ci", "require_server"]
 

@@ -4,7 +4,7 @@
 //   npx pm2 start ecosystem.config.js       # start both
 //   npx pm2 status | logs | reload ...
 //   npx pm2 delete ecosystem.config.js      # stop both
-//   FEED=fake npx pm2 start ecosystem.config.js   # offline: the shipped fake exchange as a
+//   FEED=fake npx pm2 start ecosystem.config.js   # offline: the fake exchange (tools/fake-exchange) as a
 //                                           # third app, websocket-streaming fed by it
 //
 // gunicorn is the process PM2 watches (`interpreter: "none"`, fork mode, one instance);
@@ -81,14 +81,15 @@ function fakeExchange() {
   return {
     name: "fake-exchange",
     script: path.join(venv, "bin", "python"),
-    args: ["-m", "websocket_streaming.fake_exchange", "--port", fakePort],
+    args: ["-m", "fake_exchange", "--port", fakePort],
     interpreter: "none",
     exec_mode: "fork",
     instances: 1,
     cwd: root,
     env: {
       PYTHONUNBUFFERED: "1",
-      PYTHONPATH: [root, path.join(root, "websocket-streaming")].join(path.delimiter),
+      // a tool of the repository, in no service package: tools/fake-exchange
+      PYTHONPATH: path.join(root, "tools", "fake-exchange"),
     },
     autorestart: true,
     kill_signal: "SIGTERM",

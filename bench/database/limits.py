@@ -22,13 +22,13 @@ from pathlib import Path
 import psycopg2
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tests" / "support"))  # sardag_testing
 
 import run
 from client import concurrent_posts, run_threads
 from database_service.storage import open_storage
 from minimal_app import INSERT
-
-from shared.testing import free_port, scratch_postgres
+from sardag_testing import free_port, scratch_postgres
 
 FIELDS = ("symbol", "action", "price", "confidence", "strategy", "timeframe")
 PROBES = {  # copy_route_app.py: name -> query

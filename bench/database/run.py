@@ -33,6 +33,7 @@ from pathlib import Path
 import psycopg2
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tests" / "support"))  # sardag_testing
 
 from client import Http, concurrent_posts, latencies, run_threads
 from database_service.cursor import encode_cursor
@@ -40,8 +41,7 @@ from database_service.storage import open_storage
 from database_service.storage.base import datetime_to_us
 from load import SYMBOLS, load
 from naive import naive_stats
-
-from shared.testing import free_port, scratch_postgres
+from sardag_testing import free_port, scratch_postgres
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]

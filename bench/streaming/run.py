@@ -24,9 +24,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from websocket_streaming.fake_exchange import trade_event
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tools" / "fake-exchange"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tests" / "support"))  # sardag_testing
 
-from shared.testing import free_port
+from fake_exchange import trade_event
+from sardag_testing import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 SERVICE_DIR = ROOT / "websocket-streaming"
@@ -52,7 +54,7 @@ class Row:
 # ---- 1. parse-and-apply throughput -------------------------------------------------------
 def sample_frames(count: int) -> list[bytes]:
     """A realistic mix of combined-stream frames: aggTrade, ticker and bookTicker."""
-    from websocket_streaming.fake_exchange import Market
+    from fake_exchange import Market
 
     market = Market(SYMBOLS, seed=7)
     frames = []
@@ -121,7 +123,7 @@ BOOK_TICKER_PEAK = 300  # bookTicker updates/s per symbol at a major pair's peak
 
 def book_ticker_frames(count: int) -> list[bytes]:
     """`count` combined-stream bookTicker frames round-robin over SYMBOLS, `u` rising."""
-    from websocket_streaming.fake_exchange import Market
+    from fake_exchange import Market
 
     market = Market(SYMBOLS, seed=11)
     frames = []
@@ -527,7 +529,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="smaller samples")
     args = parser.parse_args()
-    from websocket_streaming.fake_exchange import FakeExchange
+    from fake_exchange import FakeExchange
 
     rows = bench_parse(50_000 if args.quick else 200_000)
     rows += bench_book_ticker(50_000 if args.quick else 200_000)

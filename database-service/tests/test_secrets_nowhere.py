@@ -11,11 +11,11 @@ from urllib.parse import quote
 import pytest
 import sentry_sdk
 from database_service import create_app
+from sardag_testing import free_port
 
 from shared.config import main as config_command
 from shared.lifecycle import shutdown
 from shared.sentry_integration import scrub_event
-from shared.testing import free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.api]  # the app dials closed loopback ports
 

@@ -27,9 +27,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from shared.testing import python_in_message, scratch_postgres, wait_until
-from shared.testing.processes import VENV_BIN, Launcher, Running, http
+from sardag_testing import python_in_message, scratch_postgres, wait_until
+from sardag_testing.processes import VENV_BIN, Launcher, Running, http
 
 pytestmark = [pytest.mark.integration, pytest.mark.api, pytest.mark.slow]
 

@@ -10,6 +10,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+from sardag_testing import free_port
 
 from shared.binance_client import (
     BinanceClient,
@@ -17,7 +18,6 @@ from shared.binance_client import (
     BinanceRateLimited,
     BinanceUnavailable,
 )
-from shared.testing import free_port
 
 pytestmark = pytest.mark.unit
 

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from sardag_testing.processes import Launcher, Running, http
 
 from shared.config import (
     SERVICES,
@@ -22,7 +23,6 @@ from shared.config import (
     service_settings,
 )
 from shared.secrets import redacted, secret_values
-from shared.testing.processes import Launcher, Running, http
 
 ROOT = Path(__file__).resolve().parents[2]
 # Free-text settings: no value is wrong for them.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -10,8 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from shared.testing.markers import kind_problems
+from sardag_testing.markers import kind_problems
+from sardag_testing.processes import SUPPORT_PATH
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -52,7 +53,7 @@ def test_exactly_one_kind_and_no_server_for_a_unit_test() -> None:
 
 GUARDED = """
 import socket, subprocess, sys
-from shared.testing.markers import install_server_guard
+from sardag_testing.markers import install_server_guard
 install_server_guard()
 for attempt in (
     lambda: subprocess.run([sys.executable, "-c", "pass"], check=True),
@@ -72,8 +73,14 @@ print("git allowed")
 @pytest.mark.integration
 @pytest.mark.slow
 def test_the_unit_guard_refuses_processes_and_servers() -> None:
+    env = {**os.environ, "PYTHONPATH": str(SUPPORT_PATH)}
     done = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(GUARDED)], capture_output=True, text=True, timeout=60, cwd=ROOT
+        [sys.executable, "-c", textwrap.dedent(GUARDED)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+        env=env,
     )
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()

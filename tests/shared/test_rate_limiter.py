@@ -9,9 +9,9 @@ from collections.abc import Callable
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from sardag_testing import FakeClock
 
 from shared.rate_limiter import MemoryBackend, RateLimiter, get_limiter
-from shared.testing import FakeClock
 
 pytestmark = pytest.mark.api
 

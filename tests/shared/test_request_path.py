@@ -12,10 +12,10 @@ from datetime import UTC, datetime
 
 import pytest
 from flask import Flask
+from sardag_testing import wait_until
 
 from shared import logger
 from shared.metrics import FLUSH_SECONDS, get_metrics
-from shared.testing import wait_until
 
 pytestmark = [pytest.mark.unit]
 

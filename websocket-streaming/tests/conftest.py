@@ -9,12 +9,11 @@ from typing import Any
 
 import pytest
 import redis
+from fake_exchange import FakeExchange
 from flask import Flask
+from sardag_testing import wait_until
 from websocket_streaming import create_app, start_ingest, stop_ingest
-from websocket_streaming.fake_exchange import FakeExchange
 from werkzeug.serving import BaseWSGIServer, make_server
-
-from shared.testing import wait_until
 
 SYMBOLS = ("BTCUSDT", "ETHUSDT", "BNBUSDT", "BNBBTC")
 

@@ -8,12 +8,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
+from fake_exchange import FAULT_KINDS, FakeExchange
+from fake_exchange.drill import NumberedTrades, PriceSampler, SseReader
 from flask import Flask
+from sardag_testing import wait_until
 from websocket_streaming import get_service
-from websocket_streaming.fake_exchange import FAULT_KINDS, FakeExchange
-from websocket_streaming.fake_exchange.drill import NumberedTrades, PriceSampler, SseReader
-
-from shared.testing import wait_until
 
 from .test_rotation import assert_exactly_once
 

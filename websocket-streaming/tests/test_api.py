@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
+from fake_exchange import FakeExchange
 from flask import Flask
 from websocket_streaming import create_app, get_service
-from websocket_streaming.fake_exchange import FakeExchange
 from websocket_streaming.parser import PriceUpdate, dec
 
 from .conftest import app_config

@@ -8,9 +8,9 @@ from collections.abc import Callable
 from decimal import Decimal
 
 import pytest
+from fake_exchange import FakeExchange
+from fake_exchange.drill import TradeFlow
 from flask import Flask
-from websocket_streaming.fake_exchange import FakeExchange
-from websocket_streaming.fake_exchange.drill import TradeFlow
 
 from .test_sse import EventStream, open_stream
 

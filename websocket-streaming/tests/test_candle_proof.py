@@ -15,15 +15,14 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+from fake_exchange import FakeExchange
+from fake_exchange.drill import TradeFlow
+from fake_exchange.trades import AggTrade
 from flask import Flask
+from sardag_testing import wait_until
+from sardag_testing.servers import PrivateRedis
 from websocket_streaming import get_service
 from websocket_streaming.candles import INTERVAL_MS
-from websocket_streaming.fake_exchange import FakeExchange
-from websocket_streaming.fake_exchange.drill import TradeFlow
-from websocket_streaming.fake_exchange.trades import AggTrade
-
-from shared.testing import wait_until
-from shared.testing.servers import PrivateRedis
 
 SYMBOLS = ("BTCUSDT", "ETHUSDT")
 INTERVALS = ("1s", "1m")  # 1 s candles: many close during a short storm

@@ -6,6 +6,9 @@ import json
 from decimal import Decimal
 
 import pytest
+from fake_exchange import FakeExchange
+from fake_exchange.rest import handle_rest
+from fake_exchange.trades import TradeRecord, kline_row
 from flask import Flask
 from websocket_streaming import create_app, get_service
 from websocket_streaming.candles import (
@@ -15,9 +18,6 @@ from websocket_streaming.candles import (
     kline_candle,
     parse_intervals,
 )
-from websocket_streaming.fake_exchange import FakeExchange
-from websocket_streaming.fake_exchange.rest import handle_rest
-from websocket_streaming.fake_exchange.trades import TradeRecord, kline_row
 from websocket_streaming.parser import ParseError, parse_frame
 from websocket_streaming.trades_gap import RestBudget, rest_trade
 

@@ -12,13 +12,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fake_exchange import FakeExchange, trade_event
 from flask import Flask
 from flask.testing import FlaskClient
+from sardag_testing import wait_until
 from websocket_streaming import create_app, get_service, start_ingest, stop_ingest
-from websocket_streaming.fake_exchange import FakeExchange, trade_event
 from websocket_streaming.parser import PriceUpdate
-
-from shared.testing import wait_until
 
 from .conftest import app_config
 

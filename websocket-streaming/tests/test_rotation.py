@@ -7,12 +7,11 @@ from collections import Counter
 from collections.abc import Callable
 
 import pytest
+from fake_exchange import FakeExchange
+from fake_exchange.drill import NumberedTrades, SseReader
 from flask import Flask
+from sardag_testing import wait_until
 from websocket_streaming import get_service
-from websocket_streaming.fake_exchange import FakeExchange
-from websocket_streaming.fake_exchange.drill import NumberedTrades, SseReader
-
-from shared.testing import wait_until
 
 pytestmark = [pytest.mark.unit, pytest.mark.slow, pytest.mark.websocket, pytest.mark.api]
 

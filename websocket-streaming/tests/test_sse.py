@@ -14,13 +14,12 @@ from decimal import Decimal
 import pytest
 import redis
 import requests
+from fake_exchange import FakeExchange, trade_event
 from flask import Flask
+from sardag_testing import repeating, wait_until
 from websocket_streaming import get_service
 from websocket_streaming.book import PriceBook, PriceRecord
-from websocket_streaming.fake_exchange import FakeExchange, trade_event
 from websocket_streaming.parser import PriceUpdate
-
-from shared.testing import repeating, wait_until
 
 pytestmark = [pytest.mark.websocket, pytest.mark.api]
 unit = pytest.mark.unit  # the app, the fake exchange and the HTTP server all run in this process
