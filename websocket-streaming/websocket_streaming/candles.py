@@ -92,16 +92,20 @@ class Candle:
         """The last millisecond of its interval (Binance's `closeTime`)."""
         return self.open_time + INTERVAL_MS[self.interval] - 1
 
-    def add(self, trade: Trade) -> None:
-        """Fold one trade in; the result does not depend on the order trades come in."""
-        price = trade.price
-        if self.first_id is None or trade.agg_id < self.first_id:
-            self.first_id, self.open = trade.agg_id, price
-        if self.last_id is None or trade.agg_id > self.last_id:
-            self.last_id, self.close = trade.agg_id, price
-        self.high, self.low = max(self.high, price), min(self.low, price)
+    def add(self, trade: Trade, quote: Decimal) -> None:
+        """Fold one trade in (`quote`: its price x quantity); the result does not depend on
+        the order trades come in."""
+        price, agg_id = trade.price, trade.agg_id
+        if self.first_id is None or agg_id < self.first_id:
+            self.first_id, self.open = agg_id, price
+        if self.last_id is None or agg_id > self.last_id:
+            self.last_id, self.close = agg_id, price
+        if price > self.high:
+            self.high = price
+        elif price < self.low:
+            self.low = price
         self.volume += trade.qty
-        self.quote_volume += trade.qty * price
+        self.quote_volume += quote
         self.trades += trade.count
 
     def to_dict(self, closed: bool, complete: bool) -> dict[str, Any]:
@@ -259,9 +263,10 @@ class CandleBuilder:
     ) -> None:
         self.clock = clock  # epoch ms: when a candle with no trade after it counts as closed
         self.intervals = tuple(intervals)
+        self._sizes = tuple((i, INTERVAL_MS[i]) for i in self.intervals)
         self.keep = keep
         self.counters = CandleCounters()
-        self._symbols = {s: SymbolCandles() for s in symbols}
+        self._symbols = {s: SymbolCandles(by_interval={i: {} for i in self.intervals}) for s in symbols}
         self._changed: dict[tuple[str, str, int], None] = {}  # since the last `take_changed`
         self._lock = threading.Lock()
 
@@ -345,14 +350,19 @@ class CandleBuilder:
 
     def _apply(self, state: SymbolCandles, trade: Trade) -> None:
         state.coverage.add(trade.agg_id)
-        state.newest_time = max(state.newest_time, trade.time_ms)
-        for interval in self.intervals:
-            size = INTERVAL_MS[interval]
-            open_time = trade.time_ms - trade.time_ms % size
-            candle = self._candle(state, trade.symbol, interval, open_time, trade.price)
-            if candle is not None:
-                candle.add(trade)
-                self._changed[(trade.symbol, interval, open_time)] = None
+        when, symbol = trade.time_ms, trade.symbol
+        if when > state.newest_time:
+            state.newest_time = when
+        quote = trade.qty * trade.price  # once, not once per interval (this runs for every trade)
+        for interval, size in self._sizes:
+            open_time = when - when % size
+            candle = state.by_interval[interval].get(open_time)
+            if candle is None or candle.source != TRADES:
+                candle = self._candle(state, symbol, interval, open_time, trade.price)
+                if candle is None:
+                    continue
+            candle.add(trade, quote)
+            self._changed[(symbol, interval, open_time)] = None
 
     def _candle(
         self, state: SymbolCandles, symbol: str, interval: str, open_time: int, price: Decimal
