@@ -80,16 +80,16 @@ function fakeExchange() {
   fs.mkdirSync(logDir, { recursive: true });
   return {
     name: "fake-exchange",
-    script: path.join(venv, "bin", "python"),
-    args: ["-m", "fake_exchange", "--port", fakePort],
+    // the script run.sh uses too (it names the module); it execs Python, so PM2 signals the server
+    script: path.join(root, "scripts", "fake-exchange.sh"),
+    args: ["--port", fakePort],
     interpreter: "none",
     exec_mode: "fork",
     instances: 1,
     cwd: root,
     env: {
       PYTHONUNBUFFERED: "1",
-      // a tool of the repository, in no service package: tools/fake-exchange
-      PYTHONPATH: path.join(root, "tools", "fake-exchange"),
+      SARDAG_VENV: venv,
     },
     autorestart: true,
     kill_signal: "SIGTERM",

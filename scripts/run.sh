@@ -61,7 +61,7 @@ stop_all() {
 trap stop_all EXIT INT TERM
 
 if [ "$fake" = 1 ]; then
-    PYTHONPATH=tools/fake-exchange .venv/bin/python -m fake_exchange --port "$FAKE_PORT" &
+    scripts/fake-exchange.sh --port "$FAKE_PORT" &  # execs Python: $! is the server itself
     fake_pid=$!
     for _ in $(seq 200); do  # up to 20 s: the services' first connection must find it
         listening "$FAKE_PORT" && break

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import time
+from dataclasses import fields
 from decimal import Decimal, localcontext
+from typing import Any
+
+from pydantic import BaseModel
 
 from database_service.models import SignalIn, TradeIn
 from database_service.storage import NewSignal, NewTrade
@@ -14,18 +18,21 @@ def now_us() -> int:
     return time.time_ns() // 1000
 
 
+def _same_names(request: type[BaseModel], row: type[Any], *converted: str) -> tuple[str, ...]:
+    """The request's fields that the row stores as they are: same name, not `converted`."""
+    return tuple(f.name for f in fields(row) if f.name in request.model_fields and f.name not in converted)
+
+
+SIGNAL_PASSED = _same_names(SignalIn, NewSignal, "confidence")  # a Decimal in, a double stored
+TRADE_PASSED = _same_names(TradeIn, NewTrade)
+
+
 def new_signal(signal: SignalIn, default_us: int) -> NewSignal:
     """A storage row for a validated signal (timestamp defaults to now)."""
     return NewSignal(
-        symbol=signal.symbol,
-        action=signal.action,
-        price=signal.price,
+        **{name: getattr(signal, name) for name in SIGNAL_PASSED},
         ts_us=signal.timestamp if signal.timestamp is not None else default_us,
         confidence=None if signal.confidence is None else float(signal.confidence),
-        strategy=signal.strategy,
-        timeframe=signal.timeframe,
-        metadata=signal.metadata,
-        client_id=signal.client_id,
     )
 
 
@@ -52,20 +59,11 @@ def new_trade(trade: TradeIn, exit_us: int) -> NewTrade:
     notional = trade.entry_price * trade.quantity
     duration = None if trade.entry_time is None else (exit_us - trade.entry_time) / 1_000_000
     return NewTrade(
-        symbol=trade.symbol,
-        side=trade.side,
-        entry_price=trade.entry_price,
-        exit_price=trade.exit_price,
-        quantity=trade.quantity,
-        fees=trade.fees,
+        **{name: getattr(trade, name) for name in TRADE_PASSED},
         pnl=pnl,
         pnl_percent=float(pnl / notional * 100),
         outcome=outcome(pnl),
         exit_us=exit_us,
         entry_us=trade.entry_time,
         duration_seconds=duration,
-        strategy=trade.strategy,
-        signal_id=trade.signal_id,
-        metadata=trade.metadata,
-        client_id=trade.client_id,
     )

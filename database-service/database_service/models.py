@@ -375,6 +375,18 @@ class SignalBatchOut(BaseModel):
     signals: list[SignalOut]
 
 
+class SaveSummary(BaseModel):
+    """Answer to a save sent with `Prefer: return=minimal`: the stored ids, in request order."""
+
+    model_config = ConfigDict(
+        title="SaveSummary", json_schema_extra={"examples": [{"count": 2, "created": 1, "ids": [42, 7]}]}
+    )
+
+    count: int
+    created: int = Field(description="rows new in this request (the rest had a known client_id)")
+    ids: list[int] = Field(description="each item's stored id, in request order (a known client_id: its row's)")
+
+
 class SignalPage(BaseModel):
     """One page of signal history, newest first."""
 

@@ -15,6 +15,7 @@ from database_service.domain import new_trade, now_us
 from database_service.idempotency import conflict_check, trade_fields
 from database_service.models import StatsQuery, TradeIn, TradesQuery
 from database_service.parsing import json_body, query, validate
+from database_service.prefer import return_preference, saved
 from database_service.storage import Storage, TradeFilter, get_read_storage, get_storage
 from database_service.storage.base import datetime_to_us
 from shared import tracing
@@ -39,10 +40,10 @@ def track() -> tuple[Response, int]:
     if trade.entry_time is not None and trade.entry_time > exit_us:
         raise validation_error([{"field": "entry_time", "message": "must not be after exit_time"}])
     new = new_trade(trade, exit_us)
-    stored, created = get_storage().save_trade(new, conflict_check("trade", [trade_fields(trade, new)]))
+    stored, created = get_storage().save_trade(new, conflict_check("trade", lambda _: trade_fields(trade, new)))
     if created:  # the save raised the statistics version: cached statistics are unreachable
         current_app.extensions["database_service"].stored(trades=1)
-    return jsonify(stored), 201 if created else 200
+    return saved([(stored, created)], lambda: stored, return_preference())
 
 
 @bp.get("/performance/trades")

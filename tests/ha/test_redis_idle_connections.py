@@ -11,7 +11,7 @@ import redis
 from sardag_testing.sentinel import RedisNode
 
 from shared.rate_limiter import storage_from_url
-from shared.rate_limiter.redis_backend import FailoverBackend
+from shared.rate_limiter.failover import FailoverBackend
 from shared.redis_conn import redis_client
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.redis]

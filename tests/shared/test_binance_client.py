@@ -63,7 +63,8 @@ def exchange() -> Iterator[tuple[Script, str]]:
     """A loopback HTTP server scripted by the test."""
     script = Script()
     server = ThreadingHTTPServer(("127.0.0.1", 0), make_handler(script))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    # shutdown() waits until the loop looks again: every 0.5 s by default, per test
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
     thread.start()
     yield script, f"http://127.0.0.1:{server.server_address[1]}"
     server.shutdown()

@@ -88,3 +88,35 @@ def test_the_unit_guard_refuses_processes_and_servers() -> None:
     assert lines[1] == "ConnectionRefusedError unit tests reach no server (port 6379)"
     assert lines[2] == "OperationalError unit tests reach no PostgreSQL server"
     assert lines[3] == "git allowed"
+
+
+IN_A_WORKER = """
+import subprocess, sys
+
+import pytest
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("n", range(4))
+def test_a_process(n):
+    with pytest.raises(RuntimeError, match="unit tests start no process"):
+        subprocess.run([sys.executable, "-c", "pass"], check=True)
+"""
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_the_unit_guard_holds_in_every_parallel_worker(tmp_path: Path) -> None:
+    # `-n`: the process that starts the workers goes unguarded (it runs no test); each worker is guarded.
+    (tmp_path / "test_guarded.py").write_text(IN_A_WORKER)
+    here = [sys.executable, "-m", "pytest", "-c", ROOT / "pytest.ini", "--rootdir", ROOT, "-p", "conftest"]
+    done = subprocess.run(
+        [*here, "-p", "no:cacheprovider", "-q", "-n", "2", tmp_path / "test_guarded.py"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+        env={**os.environ, "SARDAG_UNIT_GUARD": "1", "PYTHONPATH": str(ROOT)},
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "4 passed" in done.stdout
