@@ -46,6 +46,7 @@ RAISED_LIMITS = {
         "PERFORMANCE_TRADES",
         "PRICE",
         "STREAM",
+        "CANDLES",
     )
 }
 KEYS = ("st-key-0123456789abcdef", "st-key-fedcba9876543210")

@@ -12,7 +12,7 @@ from shared.health_check import get_health
 from shared.metrics import get_metrics
 from shared.request_pipeline import get_pipeline
 
-from . import openapi
+from . import candle_routes, openapi
 from .routes import EXTENSION, SLOTS_EXTENSION, bp, find_service, get_service
 from .service import StreamingService
 from .settings import DEFAULTS, SERVICE, SETTINGS, StreamingConfig, check
@@ -49,6 +49,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         ),
     )
     app.register_blueprint(bp)
+    app.register_blueprint(candle_routes.bp)
     openapi.init_app(app)
     get_pipeline(app).add(before=lambda _request, _state: service.ensure_started())
     service.register_health(get_health(app))

@@ -33,6 +33,7 @@ RECORD_FIELDS = (
     "change_24h_percent",
 )
 PRICE, QUOTE = "price", "quote"  # what changed in a record: its SSE event type
+CANDLE = "candle"  # a candle changed: a ring entry only (candles.py), never a symbol's record
 
 
 class PriceRecord:
@@ -242,9 +243,10 @@ class PriceBook:
         self._waiting = 0
         # Waiters for one event type wake only for it: a `price` stream is not woken by the
         # hundreds of bookTicker quotes a second it does not want.
-        self._kind_cond = {kind: threading.Condition(lock) for kind in (PRICE, QUOTE)}
-        self._kind_seq = dict.fromkeys((PRICE, QUOTE), 0)  # ring position of each type's newest
-        self._kind_waiting = dict.fromkeys((PRICE, QUOTE), 0)
+        self._kind_cond = {kind: threading.Condition(lock) for kind in (PRICE, QUOTE, CANDLE)}
+        self._kind_seq = dict.fromkeys((PRICE, QUOTE, CANDLE), 0)  # ring position of each type's newest
+        self._kind_waiting = dict.fromkeys((PRICE, QUOTE, CANDLE), 0)
+        self._candle_seq = 0  # candle events are numbered apart: Redis followers count price seqs
         self._closed = False
         self.stale_quotes = 0  # bookTicker updates dropped: not newer (by `u`) than the quote held
         # Called (under the book's lock, so in order) with every record made here rather
@@ -333,6 +335,16 @@ class PriceBook:
             self._publish(record, local=False)
         return True
 
+    def add_event(self, symbol: str, payload: str) -> None:
+        """Put a candle event (`payload`: its JSON) in the ring, for SSE; id `<epoch>c-<n>`."""
+        record = PriceRecord(symbol, time.time())
+        record.kind = CANDLE
+        with self._cond:
+            self._candle_seq += 1
+            record.epoch, record.seq = f"{self.epoch}c", self._candle_seq
+            record.encoded = f"id: {record.event_id}\nevent: candle\ndata: {payload}\n\n".encode()
+            self._publish(record, local=False)
+
     def mark_gap(self) -> None:
         """Updates may have been missed before the next one: resume no earlier than it."""
         with self._cond:
@@ -343,7 +355,8 @@ class PriceBook:
             self._made += 1
             record.epoch, record.seq = self.epoch, self._made
         seq = record.pos = self._seq = self._seq + 1
-        self._records[record.symbol] = record
+        if record.kind is not CANDLE:
+            self._records[record.symbol] = record
         ring, index = self._ring, self._index
         if len(ring) == ring.maxlen:  # the oldest leaves the ring: and the index
             oldest = ring[0]

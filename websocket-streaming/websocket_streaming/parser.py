@@ -52,6 +52,9 @@ class PriceUpdate:
     update_id: int | None = None
     bid_qty: Decimal | None = None
     ask_qty: Decimal | None = None
+    quantity: Decimal | None = None  # aggTrade: what candles add up
+    trade_time: int | None = None  # aggTrade `T`
+    trade_count: int = 1  # aggTrade: trades it aggregates (`l` - `f` + 1)
 
 
 @dataclass(slots=True)
@@ -143,10 +146,15 @@ def _trade(e: dict) -> PriceUpdate:
 
 
 def _agg_trade(e: dict) -> PriceUpdate:
-    """An aggTrade feeds the candles too: its id, price and quantity must all be sound."""
-    quantity(e["q"])
+    """An aggTrade feeds the candles too: its ids, time, price and quantity must all be sound."""
+    qty = quantity(e["q"])
     price, update_id = positive_dec(e["p"]), required_id(e, "a")
-    return PriceUpdate(_symbol(e), AGG_TRADE, _time(e), price=price, update_id=update_id)
+    first, last, when = required_id(e, "f"), required_id(e, "l"), required_id(e, "T")
+    if last < first:
+        raise ParseError("aggTrade with `l` before `f`")
+    update = PriceUpdate(_symbol(e), AGG_TRADE, _time(e), price=price, update_id=update_id, quantity=qty)
+    update.trade_time, update.trade_count = when, last - first + 1
+    return update
 
 
 def _mini_ticker(e: dict, kind: str = MINI_TICKER) -> PriceUpdate:

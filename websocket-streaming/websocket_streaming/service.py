@@ -18,9 +18,10 @@ from .binance.backfill import Backfiller
 from .binance.rest import BinanceClient
 from .binance.streams import combined_url, host_of, stream_names
 from .book import PriceBook
+from .candle_feed import CandleFeed, CandleMetrics
 from .dedup import TwinFrames, UpdateFilter
 from .latency import ClockCheck, LatencyTracker
-from .parser import Frame, ParseError, parse_frame
+from .parser import AGG_TRADE, Frame, ParseError, parse_frame
 from .redis_bridge import INGESTING, SOLO, RedisBridge
 from .settings import StreamingConfig
 from .silence import StreamWatch
@@ -52,12 +53,14 @@ class StreamingService:
         self.url = combined_url(settings.binance_ws_url, streams)
         self.watch = StreamWatch(streams, settings.ws_stream_silence_seconds)
         self.backfiller = self._new_backfiller()
+        self.candles = CandleFeed(settings, self.book, self._may_call_rest, report_error)
         self.updates = UpdateFilter()  # drops the twins of a rotation overlap or of A/B feeds
         self.twins = TwinFrames()  # ... and spares parsing those that are byte-equal
         self.upstream: UpstreamManager | None = None
         self.bridge: RedisBridge | None = None
         self.metrics = MetricsSync(self.stats, metrics)
         self.latency = LatencyTracker(metrics)
+        self.candle_metrics = CandleMetrics(metrics)
         self.clock = ClockCheck(
             BinanceClient(settings.binance_rest_url),
             metrics,
@@ -98,6 +101,8 @@ class StreamingService:
         except ParseError as exc:
             with self._ingest_lock:
                 self.stats.parse_errors += 1
+            if b"aggTrade" in (data if isinstance(data, bytes) else data.encode()):
+                self.candles.malformed()
             self._log_parse_error(exc, data)
             return None
         if frame.stream is not None:
@@ -124,6 +129,8 @@ class StreamingService:
             for update in frame.updates:
                 if admit(stream, update):
                     apply(update, received_at, "websocket", trace)
+                    if update.kind == AGG_TRADE:
+                        self.candles.trade(update)
             if connection is not None:
                 self.twins.remember(data, connection, frame.kind)
 
@@ -164,6 +171,7 @@ class StreamingService:
         one of them held would stay held here, so start from a clean book."""
         self.book = PriceBook(self.symbols, self.settings.ws_ring_size)
         self.backfiller = self._new_backfiller()
+        self.candles = CandleFeed(self.settings, self.book, self._may_call_rest, report_error)
         self.updates, self.twins = UpdateFilter(), TwinFrames()
         self.upstream = self.bridge = self._ticker = None
         self.started = False
@@ -194,6 +202,7 @@ class StreamingService:
             self.bridge.start()
         elif self.settings.ingest_enabled:
             self._start_upstream()
+        self.candles.start(self.bridge, self.settings.price_redis_ttl_seconds)
         self._ticker = threading.Thread(target=self._tick, daemon=True, name="ws-metrics")
         self._ticker.start()
         self.clock.start()
@@ -204,6 +213,7 @@ class StreamingService:
         self.clock.stop()
         self.book.close()
         self.backfiller.stop()
+        self.candles.stop()
         self._stop_upstream()  # before the lock goes: the next leader's connection is then the only one
         if self.bridge is not None:
             self.bridge.stop()
@@ -249,6 +259,7 @@ class StreamingService:
                 report_error=report_error,
             )
             upstream.start()
+            self.candles.heal_known_holes()  # a follower taking over: what the last holder left
             self.watch.start(time.time())
             # Published once its thread runs: alive() would see a manager not yet started as
             # one whose thread died, and /health answered 503 during a leadership change.
@@ -291,6 +302,7 @@ class StreamingService:
                     watch=self.watch,
                 )
                 self.latency.flush()
+                self.candle_metrics.sync(self.candles.builder)
             except Exception as exc:
                 log.exception("metrics tick failed")
                 report_error(exc, {"what": "metrics tick"})
@@ -324,6 +336,10 @@ class StreamingService:
         if self.bridge is None:
             return "standalone"
         return self.bridge.role
+
+    def _may_call_rest(self) -> bool:
+        """Candles' REST calls: never from a follower (the leader's candles are served there)."""
+        return self.role != "follower"
 
     def holds_upstream(self) -> bool:
         """True while this process runs the upstream as the leader, or alone without Redis."""
@@ -440,6 +456,7 @@ class StreamingService:
             "silent_streams": list(self.watch.silent),
             "stream_silences": self.watch.detected,
             "silence_reconnects": self.watch.heals,
+            **self.candles.summary(),
             "latency": {
                 **self.latency.summary(),
                 "clock_offset_seconds": self.clock.offset,

@@ -20,11 +20,12 @@ from shared.config import (
 from shared.symbols import SYMBOL_RULE, is_symbol
 
 from .binance.streams import combined_url, stream_names
+from .candles import parse_intervals
 
 SERVICE = "websocket-streaming"
 DEFAULTS = {"PORT": 5021}
 # The `scope` of each @rate_limit route: RATE_LIMIT_<SCOPE> sets its requests per minute.
-RATE_LIMIT_SCOPES = ("price", "stream")
+RATE_LIMIT_SCOPES = ("price", "stream", "candles")
 STREAM_KINDS = ("trade", "aggTrade", "miniTicker", "ticker", "bookTicker")
 KLINE_RE = re.compile(r"^kline_(1s|1m|3m|5m|15m|30m|1h|2h|4h|6h|8h|12h|1d|3d|1w|1M)$")
 
@@ -65,6 +66,36 @@ def parse_prefix(value: str) -> str:
     """A Redis key prefix; empty is allowed."""
     return parse_str(value) or ""
 
+
+CANDLE_SETTINGS = (
+    Setting(
+        "CANDLE_INTERVALS",
+        parse_intervals,
+        ("1m", "5m", "1h"),
+        "candle intervals built from aggTrade (1s, 1m, 3m, 5m, 15m, 30m, 1h, 2h, 4h, 6h, 8h, 12h, 1d)",
+    ),
+    Setting(
+        "CANDLE_HISTORY",
+        parse_int(10, 1000),
+        500,
+        "candles kept per symbol and interval (memory: this x intervals x symbols); /candles' largest limit",
+    ),
+    Setting(
+        "CANDLE_REST_WEIGHT_PER_MINUTE",
+        parse_int(10, 6000),
+        1200,
+        "Binance request weight candles may spend per minute (klines 2, aggTrades 4; Binance allows 6000)",
+    ),
+    Setting(
+        "CANDLE_HEAL_MAX_TRADES",
+        parse_int(1000, 10_000_000),
+        100_000,
+        "the largest hole in aggregate trade ids filled over REST; older ids of a larger one stay missing",
+    ),
+    Setting(
+        "CANDLE_EVENT_SECONDS", parse_float(0.05, 60.0), 0.5, "how often changed candles become SSE events"
+    ),
+)
 
 SETTINGS: tuple[Setting, ...] = (
     Setting("SYMBOLS", parse_symbols, ("BTCUSDT", "ETHUSDT", "BNBUSDT", "SOLUSDT", "XRPUSDT")),
@@ -126,6 +157,7 @@ SETTINGS: tuple[Setting, ...] = (
         "a subscribed stream silent this long while the others deliver is reported and healed by a reconnect",
     ),
     Setting("WS_RING_SIZE", parse_int(16, 10_000_000), 65_536),
+    *CANDLE_SETTINGS,
     Setting("WS_LEADER_LOCK_TTL_SECONDS", parse_float(0.3, 300.0), 10.0),
     Setting("PRICE_REDIS_TTL_SECONDS", parse_int(1), 3600),
     Setting("REDIS_KEY_PREFIX", parse_prefix, ""),
@@ -183,3 +215,8 @@ class StreamingConfig(SharedConfig):
     sse_max_streams_per_client: int
     sse_queue_events: int
     sse_write_timeout_seconds: float
+    candle_intervals: tuple[str, ...]
+    candle_history: int
+    candle_rest_weight_per_minute: int
+    candle_heal_max_trades: int
+    candle_event_seconds: float
