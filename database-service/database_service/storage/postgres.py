@@ -273,7 +273,10 @@ class PostgresStorage(sql.SqlReads, Storage):
         keys = [item.client_id for item in items]
         with self._cursor(first=(_reserve_ids(table), (len(items),))) as cur:
             created, ids = _one_row(cur)
-            times = [us_to_datetime(table.time_us(item)) for item in items]
+            times = [
+                None if k is None else us_to_datetime(table.time_us(it))
+                for it, k in zip(items, keys, strict=True)
+            ]
             won = _claim_keys(cur, table, ids, keys, times)
             fresh = [(ids[i], item) for i, item in enumerate(items) if keys[i] is None or ids[i] in won]
             now = _iso(created)
