@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import operator
 import time
 from dataclasses import fields
 from decimal import Decimal, localcontext
@@ -23,17 +24,22 @@ def _same_names(request: type[BaseModel], row: type[Any], *converted: str) -> tu
     return tuple(f.name for f in fields(row) if f.name in request.model_fields and f.name not in converted)
 
 
-SIGNAL_PASSED = _same_names(SignalIn, NewSignal, "confidence")  # a Decimal in, a double stored
 TRADE_PASSED = _same_names(TradeIn, NewTrade)
+# NewSignal's fields in order, each read from the request field of the same name (ts_us from
+# timestamp): a batch builds 1000 rows, and positional arguments cost half of keywords.
+_SIGNAL_ORDER = tuple(f.name for f in fields(NewSignal))
+_SIGNAL_VALUES = operator.attrgetter(*(name if name != "ts_us" else "timestamp" for name in _SIGNAL_ORDER))
+_TS, _CONFIDENCE = _SIGNAL_ORDER.index("ts_us"), _SIGNAL_ORDER.index("confidence")
 
 
 def new_signal(signal: SignalIn, default_us: int) -> NewSignal:
     """A storage row for a validated signal (timestamp defaults to now)."""
-    return NewSignal(
-        **{name: getattr(signal, name) for name in SIGNAL_PASSED},
-        ts_us=signal.timestamp if signal.timestamp is not None else default_us,
-        confidence=None if signal.confidence is None else float(signal.confidence),
-    )
+    values = list(_SIGNAL_VALUES(signal))
+    if values[_TS] is None:
+        values[_TS] = default_us
+    if values[_CONFIDENCE] is not None:
+        values[_CONFIDENCE] = float(values[_CONFIDENCE])
+    return NewSignal(*values)
 
 
 def trade_pnl(side: str, entry: Decimal, exit_: Decimal, quantity: Decimal, fees: Decimal) -> Decimal:
