@@ -287,6 +287,7 @@ class StreamingService:
             attempt_limit=s.ws_connect_attempts_per_5_min,
             overlap=s.ws_rotation_overlap_seconds,
             connections=s.ws_connections,
+            stagger=s.ws_line_stagger_seconds,
         )
 
     # ---- background tick: Prometheus sync and message rate --------------------------

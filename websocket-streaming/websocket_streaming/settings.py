@@ -151,6 +151,12 @@ SETTINGS: tuple[Setting, ...] = (
         "how long the old connection keeps reading after the switch",
     ),
     Setting(
+        "WS_LINE_STAGGER_SECONDS",
+        parse_float(0.0, 60.0),
+        1.0,
+        "line B opens this long after line A first delivers (so the two never reconnect in step)",
+    ),
+    Setting(
         "WS_STREAM_SILENCE_SECONDS",
         parse_float(1.0, 86_400.0),
         60.0,
@@ -204,6 +210,7 @@ class StreamingConfig(SharedConfig):
     ws_backoff_reset_seconds: float
     ws_connect_attempts_per_5_min: int
     ws_rotation_overlap_seconds: float
+    ws_line_stagger_seconds: float
     ws_stream_silence_seconds: float
     ws_ring_size: int
     ws_leader_lock_ttl_seconds: float
