@@ -23,6 +23,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import psycopg2
 import pytest
@@ -52,18 +53,20 @@ class Failover:
 
 
 class Writer:
-    """Saves signals; a write answered anything but 2xx is retried with the same client_id."""
+    """Saves signals; a write answered anything but 2xx is retried with the same body (and
+    client_id): a refused write may have been stored, and only an identical repeat is a repeat."""
 
     def __init__(self, marker: str) -> None:
         self.marker = marker
-        self.pending: dict[int, str] = {}  # per client thread: the client_id not yet stored
+        self.pending: dict[int, dict[str, Any]] = {}  # per client thread: the body not yet acknowledged
 
     def __call__(self, client: Client, n: int) -> Answer:
         """One attempt."""
-        client_id = self.pending.setdefault(id(client), f"{self.marker}-{n}")
-        answer = client.post(
-            "/signals/save", {"symbol": "BTCUSDT", "action": "BUY", "price": 100 + n, "client_id": client_id}
+        body = self.pending.setdefault(
+            id(client),
+            {"symbol": "BTCUSDT", "action": "BUY", "price": 100 + n, "client_id": f"{self.marker}-{n}"},
         )
+        answer = client.post("/signals/save", body)
         if 200 <= answer.status < 300:
             del self.pending[id(client)]
         else:
