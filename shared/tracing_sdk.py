@@ -189,7 +189,10 @@ class Backend:
     def instrument_app(self, app: Flask) -> None:
         """Trace every request of `app` (a `traceparent` from the client is continued)."""
         plain = app.wsgi_app
-        FlaskInstrumentor().instrument_app(app, tracer_provider=self.provider)
+        # enable_commenter=False: the Flask tags (framework, controller, route) would join the
+        # psycopg2 comment, which carries only the traceparent (_instrument_libraries), and cost
+        # a context and a dict per request.
+        FlaskInstrumentor().instrument_app(app, tracer_provider=self.provider, enable_commenter=False)
         # The request span must be current before the shared steps (rate limit on Redis)
         # run, so that their calls are its children: its hook goes first. Both of its
         # hooks stand aside for requests HeadSampler sent past the instrumentation.
