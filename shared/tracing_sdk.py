@@ -211,15 +211,22 @@ class Backend:
         """Export what is queued (graceful shutdown of a worker)."""
         self.provider.force_flush(timeout_millis=5000)
 
-    @contextlib.contextmanager
     def span(
         self, name: str, parent: str | None, links: Sequence[str], kind: str, attributes: Attributes | None
-    ) -> Iterator[_Span]:
+    ) -> contextlib.AbstractContextManager[_Span]:
         """See `shared.tracing.span`."""
         current = trace.get_current_span()
         if parent is None and not current.is_recording() and current.get_span_context().is_valid:
-            yield _Span(current)  # inside a dropped trace: a child would be dropped too
-            return
+            # Inside a dropped trace a child would be dropped too: no generator, no context
+            # change (nine requests in ten at a ratio of 10 % pass here).
+            return contextlib.nullcontext(_Span(current))
+        return self._recorded(name, parent, links, kind, attributes)
+
+    @contextlib.contextmanager
+    def _recorded(
+        self, name: str, parent: str | None, links: Sequence[str], kind: str, attributes: Attributes | None
+    ) -> Iterator[_Span]:
+        """A new span (sampled or not by the sampler), current for the block."""
         # A parent from another process starts from an empty context: instrumentation
         # quieted around the caller (a background loop) is live again inside this span.
         base = context_of(parent)
