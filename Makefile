@@ -4,14 +4,14 @@
 run:            ## install the runtime only, then run both services (5020, 5021) on embedded defaults
 	@scripts/run.sh
 
-run-offline:    ## same, with the shipped fake exchange as the Binance feed (waits until it listens)
+run-offline:    ## same, with the fake exchange (tools/fake-exchange) as the Binance feed (waits until it listens)
 	@FEED=fake scripts/run.sh
 
 test:           ## install the runtime plus test, lint and bench tools, then run the whole suite
 	scripts/test.sh
 
-test-unit:      ## unit tests only (no server needed)
-	scripts/test.sh -m unit
+test-unit:      ## unit tests only (no server needed), in 4 parallel workers
+	scripts/test.sh -m unit -n 4 --dist worksteal
 
 install:        ## create .venv and install the project with its dev, test and bench extras
 	scripts/bootstrap.sh

@@ -13,9 +13,8 @@ from urllib.parse import urlsplit
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient, FlaskCliRunner
-
-from shared.testing import free_port, in_ci, require_server
-from shared.testing.markers import check_kinds, install_server_guard, report_slow_unmarked
+from sardag_testing import free_port, in_ci, require_server
+from sardag_testing.markers import check_kinds, install_server_guard, report_slow_unmarked
 
 __all__ = ["free_port", "in_ci", "require_server"]
 
@@ -81,8 +80,14 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 def pytest_configure(config: pytest.Config) -> None:
     """Under SARDAG_UNIT_GUARD=1 (the CI's unit step) a test reaching for a server fails."""
-    if os.environ.get("SARDAG_UNIT_GUARD") == "1":
+    if os.environ.get("SARDAG_UNIT_GUARD") == "1" and not _xdist_controller(config):
         install_server_guard()
+
+
+def _xdist_controller(config: pytest.Config) -> bool:
+    """True in the process that starts pytest-xdist's workers (`-n`): it runs no test, and
+    the workers it starts (where the tests run, each with the guard) are processes."""
+    return bool(getattr(config.option, "tx", None)) and not hasattr(config, "workerinput")
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:

@@ -4,7 +4,7 @@
 //   npx pm2 start ecosystem.config.js       # start both
 //   npx pm2 status | logs | reload ...
 //   npx pm2 delete ecosystem.config.js      # stop both
-//   FEED=fake npx pm2 start ecosystem.config.js   # offline: the shipped fake exchange as a
+//   FEED=fake npx pm2 start ecosystem.config.js   # offline: the fake exchange (tools/fake-exchange) as a
 //                                           # third app, websocket-streaming fed by it
 //
 // gunicorn is the process PM2 watches (`interpreter: "none"`, fork mode, one instance);
@@ -80,15 +80,16 @@ function fakeExchange() {
   fs.mkdirSync(logDir, { recursive: true });
   return {
     name: "fake-exchange",
-    script: path.join(venv, "bin", "python"),
-    args: ["-m", "websocket_streaming.fake_exchange", "--port", fakePort],
+    // the script run.sh uses too (it names the module); it execs Python, so PM2 signals the server
+    script: path.join(root, "scripts", "fake-exchange.sh"),
+    args: ["--port", fakePort],
     interpreter: "none",
     exec_mode: "fork",
     instances: 1,
     cwd: root,
     env: {
       PYTHONUNBUFFERED: "1",
-      PYTHONPATH: [root, path.join(root, "websocket-streaming")].join(path.delimiter),
+      SARDAG_VENV: venv,
     },
     autorestart: true,
     kill_signal: "SIGTERM",

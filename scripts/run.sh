@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install (if needed) and run both services on embedded defaults: database-service on
 # 127.0.0.1:5020 (SQLite under data/) and websocket-streaming on 127.0.0.1:5021 (prices in
-# memory). FEED=fake runs the shipped fake exchange as the price feed (no internet needed).
+# memory). FEED=fake runs the fake exchange (tools/fake-exchange) as the price feed (no internet needed).
 # DATABASE_SERVICE_PORT, WEBSOCKET_STREAMING_PORT and FAKE_PORT move the ports (tests run it
 # on free ports). A port already taken stops it before anything starts, with one line
 # saying which and by what. Ctrl-C stops everything.
@@ -61,7 +61,7 @@ stop_all() {
 trap stop_all EXIT INT TERM
 
 if [ "$fake" = 1 ]; then
-    .venv/bin/python -m websocket_streaming.fake_exchange --port "$FAKE_PORT" &
+    scripts/fake-exchange.sh --port "$FAKE_PORT" &  # execs Python: $! is the server itself
     fake_pid=$!
     for _ in $(seq 200); do  # up to 20 s: the services' first connection must find it
         listening "$FAKE_PORT" && break

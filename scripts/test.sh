@@ -3,9 +3,11 @@
 # with coverage. Extra arguments go to pytest. Under CI=true a missing PostgreSQL, Redis,
 # Prometheus or PM2 fails the run instead of skipping, and two steps come first:
 #   1. the unit tests alone, with PostgreSQL and Redis unreachable (a network namespace of
-#      their own when `unshare` is allowed) and no process start allowed: they must pass;
+#      their own when `unshare` is allowed) and no test allowed to start a process, in four
+#      pytest-xdist workers (UNIT_WORKERS; they mostly wait on loopback sockets and timers);
 #   2. mypy (pyproject.toml's [tool.mypy]).
 # Every step runs; the exit status is the first failure's. Usage: scripts/test.sh [-m unit]
+# (`make test-unit` adds `-n 4 --dist worksteal`: the unit tests in parallel workers).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/bootstrap.sh
@@ -31,7 +33,7 @@ step() {  # name, command...: run it, keep the first failing status
 unit_alone() {
     local run=(env -u REDIS_URL -u DATABASE_URL SARDAG_UNIT_GUARD=1
         TEST_DATABASE_URL=postgresql://postgres@127.0.0.1:9/none TEST_REDIS_URL=redis://127.0.0.1:9/0
-        .venv/bin/python -m pytest -m unit -q -p no:cacheprovider)
+        .venv/bin/python -m pytest -m unit -q -p no:cacheprovider -n "${UNIT_WORKERS:-4}" --dist worksteal)
     if command -v unshare >/dev/null && command -v ip >/dev/null && unshare -n true 2>/dev/null; then
         unshare -n sh -c 'ip link set lo up && exec "$@"' sh "${run[@]}"
     else

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 from flask import Flask, Request, Response, current_app, jsonify
 from flask.json.provider import DefaultJSONProvider
@@ -12,7 +12,7 @@ from werkzeug.exceptions import RequestEntityTooLarge
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from shared import __version__, docs_page, errors, logger, sentry_integration, tracing
-from shared.config import Check, Setting, load_config
+from shared.config import Check, Setting, SharedConfig, load_config
 from shared.health_check import HealthCheck
 from shared.lifecycle import on_shutdown, shutdown
 from shared.metrics import Metrics
@@ -20,7 +20,7 @@ from shared.rate_limiter import RateLimiter
 from shared.redis_cache import Cache
 from shared.request_pipeline import RequestState, get_pipeline
 
-__all__ = ["MAX_BODY_BYTES", "ServiceFlask", "create_base_app", "on_shutdown", "shutdown"]
+__all__ = ["MAX_BODY_BYTES", "ServiceFlask", "create_base_app", "on_shutdown", "shutdown", "typed_config"]
 
 MAX_BODY_BYTES = 1024 * 1024
 # What `/` links to, when the app has the route: name -> path.
@@ -41,6 +41,8 @@ INDEX_SCHEMA = {
     },
 }
 _VARIABLE = re.compile(r"<(?:[^:<>]+:)?([^<>]+)>")
+CONFIG_EXTENSION = "sardag_config"
+C = TypeVar("C", bound=SharedConfig)
 
 
 class ServiceFlask(Flask):
@@ -67,14 +69,16 @@ def create_base_app(
     settings: Iterable[Setting] = (),
     defaults: Mapping[str, Any] | None = None,
     check: Check | None = None,
+    typed: type[SharedConfig] = SharedConfig,
 ) -> Flask:
-    """A Flask app with config loaded and every shared extension initialised."""
+    """A Flask app with config loaded (and typed, as `typed`) and every shared extension initialised."""
     app = ServiceFlask(import_name)
     app.config.update(load_config(service, config, settings=settings, defaults=defaults, check=check))
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
+    built = app.extensions[CONFIG_EXTENSION] = typed.from_config(app.config)
     if isinstance(app.json, DefaultJSONProvider):
         app.json.sort_keys = False
-    hops = int(app.config["TRUSTED_PROXIES"])
+    hops = built.trusted_proxies
     if hops:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops)  # type: ignore[method-assign]
     logger.init_app(app)  # first: every later step and error answer has the request id
@@ -89,6 +93,14 @@ def create_base_app(
     app.add_url_rule("/", "index", _index, methods=["GET"])
     docs_page.init_app(app)
     return app
+
+
+def typed_config(kind: type[C], app: Flask | None = None) -> C:
+    """The typed configuration `create_base_app` built for `app` (default: the current app)."""
+    found = (app or current_app).extensions.get(CONFIG_EXTENSION)
+    if not isinstance(found, kind):
+        raise TypeError(f"the app holds {type(found).__name__}, not {kind.__name__}: built by another service?")
+    return found
 
 
 def _index() -> Response:

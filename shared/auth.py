@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 from flask import Flask, current_app, request
 
 from shared.errors import APIError
-from shared.secrets import MIN_KEY_LENGTH, Secrets, key_file_keys
+from shared.secrets import MIN_KEY_LENGTH, Secrets, app_secrets, key_file_keys
 
 F = TypeVar("F", bound=Callable[..., Any])
 EXTENSION = "sardag_api_keys"
@@ -111,7 +111,7 @@ def init_app(app: Flask) -> ApiKeys:
     """The app's key set, built once from its configuration."""
     keys: ApiKeys | None = app.extensions.get(EXTENSION)
     if keys is None:
-        keys = app.extensions[EXTENSION] = ApiKeys.from_config(app.config, app.extensions.get("sardag_secrets"))
+        keys = app.extensions[EXTENSION] = ApiKeys.from_config(app.config, app_secrets(app))
     return keys
 
 

@@ -11,9 +11,9 @@ import math
 import os
 import sys
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Self, get_args, get_origin, get_type_hints
 from urllib.parse import unquote, urlsplit
 
 from dotenv import dotenv_values
@@ -211,6 +211,14 @@ def parse_resource_attributes(value: str) -> dict[str, str]:
     return found
 
 
+def parse_otlp_headers(value: str) -> dict[str, str]:
+    """OTLP exporter headers, `key=value,key=value`; an error never quotes them (they hold tokens)."""
+    try:
+        return parse_resource_attributes(value)
+    except ValueError:
+        raise ValueError("must be key=value pairs, comma-separated (not shown: it may hold a token)") from None
+
+
 # What every service reads; a setting one service alone uses lives in its settings module.
 SHARED_SETTINGS: tuple[Setting, ...] = (
     Setting("REDIS_URL", parse_redis_url, None),
@@ -238,6 +246,8 @@ SHARED_SETTINGS: tuple[Setting, ...] = (
     # Tracing (shared/tracing.py): the standard OpenTelemetry variables; no endpoint = off.
     Setting("OTEL_EXPORTER_OTLP_ENDPOINT", parse_otlp_endpoint, None, "OTLP/HTTP collector; unset: no tracing"),
     Setting("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", parse_otlp_endpoint, None, "full traces URL (overrides)"),
+    Setting("OTEL_EXPORTER_OTLP_HEADERS", parse_otlp_headers, {}, "secret: sent with every export"),
+    Setting("OTEL_EXPORTER_OTLP_TRACES_HEADERS", parse_otlp_headers, {}, "secret: for traces (overrides)"),
     Setting("OTEL_EXPORTER_OTLP_PROTOCOL", parse_choice("http/protobuf"), "http/protobuf"),
     Setting("OTEL_SERVICE_NAME", parse_str, None, "default: the service's name"),
     Setting("OTEL_TRACES_SAMPLER", parse_choice(*OTEL_SAMPLERS), "parentbased_always_on"),
@@ -245,6 +255,68 @@ SHARED_SETTINGS: tuple[Setting, ...] = (
     Setting("OTEL_RESOURCE_ATTRIBUTES", parse_resource_attributes, {}),
     Setting("OTEL_SDK_DISABLED", parse_bool, False),
 )
+
+
+# repr=False: the fields hold keys and URLs with passwords; the object never prints them.
+@dataclass(frozen=True, repr=False)
+class SharedConfig:
+    """The typed settings: each field is the resolved setting of its name upper-cased.
+
+    A service subclasses it with its own settings and builds it once, in `create_app`,
+    from `app.config` (after the test overrides); request code reads its fields.
+    """
+
+    service_name: str
+    redis_url: str | None
+    redis_timeout_seconds: float
+    api_key: str | None
+    api_keys: tuple[str, ...]
+    api_keys_file: str | None
+    bind: str
+    port: int
+    allow_unauthenticated: bool
+    trusted_proxies: int
+    rate_limit_default: int
+    rate_limit_enabled: bool
+    rate_limit_window_seconds: float
+    rate_limit_max_keys: int
+    rate_limit_ipv6_prefix: int
+    rate_limits: dict[str, int]
+    sentry_dsn: str | None
+    sentry_environment: str | None
+    sentry_release: str | None
+    sentry_traces_sample_rate: float
+    log_level: str
+    log_format: str
+    otel_exporter_otlp_endpoint: str | None
+    otel_exporter_otlp_traces_endpoint: str | None
+    otel_exporter_otlp_protocol: str
+    otel_service_name: str | None
+    otel_traces_sampler: str
+    otel_traces_sampler_arg: float | None
+    otel_resource_attributes: dict[str, str]
+    otel_exporter_otlp_headers: dict[str, str]
+    otel_exporter_otlp_traces_headers: dict[str, str]
+    otel_sdk_disabled: bool
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> Self:
+        """The typed view of a resolved configuration (`load_config`'s, overrides applied)."""
+        hints = get_type_hints(cls)
+        return cls(**{f.name: _typed(hints[f.name], config[f.name.upper()]) for f in fields(cls)})
+
+
+def _typed(hint: Any, value: Any) -> Any:
+    """`value` as the field's type: a test override may give 1 for 1.0, or a list for a tuple."""
+    if hint in (int, float, bool):
+        return hint(value)
+    if get_origin(hint) is tuple:
+        return tuple(value)
+    if get_origin(hint) is dict:
+        return dict(value)
+    if value is not None and type(None) in get_args(hint) and float in get_args(hint):
+        return float(value)
+    return value
 
 
 @dataclass(frozen=True)

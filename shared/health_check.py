@@ -17,6 +17,7 @@ from typing import Any
 from flask import Flask, Response, current_app, jsonify
 
 from shared.lifecycle import required
+from shared.secrets import app_secrets
 
 EXTENSION = "sardag_health"
 METRICS_EXTENSION = "sardag_metrics"  # shared.metrics.EXTENSION, when the app has metrics
@@ -99,10 +100,10 @@ class HealthCheck:
                 self._gauge.labels(check=name, status=status).set(1 if result["status"] == status else 0)
 
     def view(self) -> tuple[Response, int]:
-        """The `/health` endpoint."""
+        """The `/health` endpoint (secrets masked, as in the logs)."""
         report = self.run()
         status = 503 if report["status"] == "unhealthy" else 200
-        response = jsonify(report)
+        response = jsonify(app_secrets(current_app).mask_deep(report))
         if status == 503:
             response.headers["Retry-After"] = "5"
         return response, status
@@ -115,9 +116,8 @@ class HealthCheck:
         """The `/readyz` endpoint: 200 when every readiness check is ok, else 503."""
         results = {name: _run_one(check) for name, check in self.readiness.items()}
         ready = all(r["status"] == OK for r in results.values())
-        response = jsonify(
-            {"status": "ready" if ready else "not ready", "service": self.service, "checks": results}
-        )
+        report = {"status": "ready" if ready else "not ready", "service": self.service, "checks": results}
+        response = jsonify(app_secrets(current_app).mask_deep(report))
         if not ready:
             response.headers["Retry-After"] = "5"
         return response, 200 if ready else 503

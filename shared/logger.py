@@ -18,6 +18,7 @@ from flask import Flask, Request, Response, g, has_request_context
 
 from shared import tracing
 from shared.request_pipeline import RequestState, elapsed_seconds, get_pipeline
+from shared.secrets import EXTENSION as SECRETS_EXTENSION
 from shared.secrets import Secrets, secret_values
 
 REQUEST_ID_HEADER = "X-Request-ID"
@@ -25,9 +26,6 @@ _VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 _STANDARD_ATTRS = frozenset(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
 _Entry = tuple[float, str, str, str, dict[str, Any]]  # created, level, logger, message, extra
 _ENCODER = json.JSONEncoder(default=str)  # built once: json.dumps(default=...) builds one per call
-
-
-SECRETS_EXTENSION = "sardag_secrets"
 
 
 def extra_fields(record: logging.LogRecord) -> dict[str, Any]:

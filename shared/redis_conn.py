@@ -26,6 +26,8 @@ from redis.connection import parse_url
 from redis.retry import Retry
 from redis.sentinel import MasterNotFoundError, Sentinel
 
+from shared.secrets import mask_url_secrets
+
 if TYPE_CHECKING:
     from flask import Flask
 
@@ -119,7 +121,7 @@ def check_redis_url(url: str) -> None:
     try:
         parse_url(url)
     except ValueError as exc:
-        raise ValueError(str(exc).replace(parts.password or "\0", "***")) from None
+        raise ValueError(mask_url_secrets(str(exc), url)) from None
 
 
 def check_sentinels(url: str, timeout: float = 0.5) -> None:

@@ -17,7 +17,9 @@ from flask.ctx import _AppCtxGlobals
 
 EXTENSION = "sardag_pipeline"
 RequestState = _AppCtxGlobals  # what `g` is: per-request attributes the steps share
-BeforeStep = Callable[[Request, RequestState], None]  # (request, g)
+# (request, g); a step that returns a response ends the request there, as a before_request
+# function does: the later steps and the view are skipped, the after-steps still run.
+BeforeStep = Callable[[Request, RequestState], Response | None]
 AfterStep = Callable[[Request, RequestState, Response], None]  # (request, g, response)
 
 
@@ -38,12 +40,15 @@ class RequestPipeline:
         if after is not None:
             self.after.insert(0, after)
 
-    def _run_before(self) -> None:
+    def _run_before(self) -> Response | None:
         req = request._get_current_object()  # type: ignore[attr-defined]
         state = g._get_current_object()
         state.request_started = time.perf_counter()
         for step in self.before:
-            step(req, state)
+            answer = step(req, state)
+            if answer is not None:
+                return answer
+        return None
 
     def _run_after(self, response: Response) -> Response:
         req = request._get_current_object()  # type: ignore[attr-defined]

@@ -1,10 +1,12 @@
 """Secret masking, in one place: which settings are secret, and how text and URLs are masked.
 
-One `Secrets` per process-wide sink: the log handler's formatter and Sentry's `before_send`
-hold the same object, and the API-key loader adds every key it reads, so a key loaded at
-run time is masked from then on (and stays masked after it is retired). `secret_values`
-is what a configuration adds to it; `redacted` is the configuration as the config command
-prints it; `mask_url` masks one URL and `url_secrets` lists the secrets inside one.
+One `Secrets` per process, held by every sink: the log handler's formatter, Sentry's
+`before_send`, `/health` and `/readyz` (through `app_secrets`); the API-key loader adds every
+key it reads, so a key loaded at run time is masked from then on (and stays masked after it
+is retired). `secret_values` is what a configuration adds to it; `redacted` is the
+configuration as the config command prints it, masked by the same values; `mask_url` masks
+one URL and `url_secrets` lists the secrets inside one. The password of every URL setting
+is a secret, the Binance URLs' too (a proxy in front of them may take basic auth).
 """
 
 from __future__ import annotations
@@ -13,9 +15,13 @@ import json
 import re
 import threading
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, unquote_plus, urlsplit, urlunsplit
 
+if TYPE_CHECKING:
+    from flask import Flask
+
+EXTENSION = "sardag_secrets"  # app.extensions key of the process's Secrets (set by shared.logger)
 MASK = "***"
 MIN_MASKED_LENGTH = 4  # shorter "secrets" would mask ordinary words; docs/security.md says so
 MIN_KEY_LENGTH = 16  # an API key shorter than this is refused (guessable, and short text masks words)
@@ -26,8 +32,12 @@ SECRET_URLS = (
     "REDIS_URL",
     "OTEL_EXPORTER_OTLP_ENDPOINT",
     "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+    "BINANCE_WS_URL",
+    "BINANCE_REST_URL",
 )
-SECRET_NAMES = ("API_KEY", "API_KEYS", "SENTRY_DSN", *SECRET_URLS)
+# Header settings (`key=value,...`) whose values are secrets: a collector's auth token.
+SECRET_HEADERS = ("OTEL_EXPORTER_OTLP_HEADERS", "OTEL_EXPORTER_OTLP_TRACES_HEADERS")
+SECRET_NAMES = ("API_KEY", "API_KEYS", "SENTRY_DSN", *SECRET_URLS, *SECRET_HEADERS)
 URL_NAMES = (*SECRET_URLS, "SENTRY_DSN")
 PASSWORD_PARAMS = frozenset({"password"})  # query parameters that carry a password (libpq, redis-py)
 _URL_CREDENTIALS = re.compile(r"(?<=//)[^/@\s]+@")
@@ -69,6 +79,12 @@ class Secrets:
         if isinstance(value, list | tuple):
             return [self.mask_deep(v) for v in value]
         return value
+
+
+def app_secrets(app: Flask) -> Secrets:
+    """The secrets everything `app` writes out is masked with (empty before logging is set up)."""
+    found = app.extensions.get(EXTENSION)
+    return found if isinstance(found, Secrets) else Secrets()
 
 
 def url_secrets(url: str | None) -> set[str]:
@@ -114,23 +130,27 @@ def strip_url_credentials(text: str) -> str:
 
 
 def secret_values(config: Mapping[str, Any]) -> set[str]:
-    """Every secret string in `config`: API keys, URL passwords (as written and decoded), the DSN."""
+    """Every secret string in `config`: API keys, URL passwords (as written and decoded), the DSN,
+    the values of the OTLP exporter's headers."""
     found = {str(config.get("API_KEY") or ""), *config.get("API_KEYS", ())}
     for name in URL_NAMES:
         found |= url_secrets(config.get(name))
+    for name in SECRET_HEADERS:
+        found.update(str(v) for v in dict(config.get(name) or {}).values())
     dsn = str(config.get("SENTRY_DSN") or "")
     found.update({dsn, urlsplit(dsn).username or ""})  # a DSN's user part is its key
     return {value for value in found if value}
 
 
 def redacted(config: Mapping[str, Any]) -> dict[str, Any]:
-    """A copy of `config` safe to print: secrets masked, URLs with their passwords masked."""
-    safe = dict(config)
-    for name in SECRET_NAMES:
-        value = safe.get(name)
-        if not value:
-            continue
-        safe[name] = mask_url(str(value)) if name in SECRET_URLS else MASK
+    """A copy of `config` safe to print: secret settings masked, URLs with their passwords
+    masked, and every secret value masked wherever else it appears (as in the logs)."""
+    secrets = Secrets(secret_values(config))
+    safe = {}
+    for name, value in config.items():
+        if value and name in SECRET_NAMES:
+            value = mask_url(str(value)) if name in SECRET_URLS else MASK
+        safe[name] = secrets.mask(value) if isinstance(value, str) else value
     return safe
 
 

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from flask import Flask
 
-from shared.secrets import Secrets
+from shared.secrets import Secrets, app_secrets
 
 EXTENSION = "sardag_sentry"
 SENSITIVE_HEADERS = frozenset({"x-api-key", "authorization", "cookie", "proxy-authorization"})
@@ -132,7 +132,7 @@ def init_app(app: Flask) -> None:
         app.config.get("SENTRY_RELEASE"),
         dsn=app.config.get("SENTRY_DSN") or "",
         traces_sample_rate=float(app.config.get("SENTRY_TRACES_SAMPLE_RATE") or 0.0),
-        secrets=app.extensions.get("sardag_secrets"),
+        secrets=app_secrets(app),
         quiet=os.environ.get(ANNOUNCED_ENV) == "1",
     )
     app.extensions[EXTENSION] = enabled

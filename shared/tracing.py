@@ -76,6 +76,7 @@ class TracingSettings:
     sampler: str
     sampler_arg: float | None
     resource: dict[str, str] = field(default_factory=dict)
+    headers: dict[str, str] = field(default_factory=dict, repr=False)  # a collector's token: never printed
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> TracingSettings:
@@ -91,7 +92,13 @@ class TracingSettings:
             sampler=str(config.get("OTEL_TRACES_SAMPLER") or "parentbased_always_on"),
             sampler_arg=config.get("OTEL_TRACES_SAMPLER_ARG"),
             resource=dict(config.get("OTEL_RESOURCE_ATTRIBUTES") or {}),
+            headers=dict(_first(config, "OTEL_EXPORTER_OTLP_TRACES_HEADERS", "OTEL_EXPORTER_OTLP_HEADERS")),
         )
+
+
+def _first(config: Mapping[str, Any], *names: str) -> Any:
+    """The value of the first of `names` that is set (non-empty) in `config`, else `{}`."""
+    return next((config[name] for name in names if config.get(name)), {})
 
 
 def init_app(app: Flask) -> None:

@@ -15,10 +15,12 @@ class Http:
     def __init__(self, host: str, port: int) -> None:
         self.conn = http.client.HTTPConnection(host, port, timeout=120)
 
-    def request(self, method: str, path: str, body: bytes | None = None) -> tuple[int, Any, Any]:
+    def request(
+        self, method: str, path: str, body: bytes | None = None, headers: dict[str, str] | None = None
+    ) -> tuple[int, Any, Any]:
         """Send and read one request; return status, decoded JSON and headers."""
-        headers = {"Content-Type": "application/json"} if body is not None else {}
-        self.conn.request(method, path, body=body, headers=headers)
+        sent = {"Content-Type": "application/json"} if body is not None else {}
+        self.conn.request(method, path, body=body, headers={**sent, **(headers or {})})
         response = self.conn.getresponse()
         return response.status, json.loads(response.read()), response.headers
 
@@ -38,7 +40,9 @@ def run_threads(threads: list[threading.Thread]) -> float:
     return time.perf_counter() - started
 
 
-def concurrent_posts(port: int, path: str, bodies: list[Any], clients: int) -> float:
+def concurrent_posts(
+    port: int, path: str, bodies: list[Any], clients: int, headers: dict[str, str] | None = None
+) -> float:
     """POST every body (pre-encoded) from `clients` threads; return requests per second."""
     encoded = [json.dumps(b).encode() for b in bodies]
     shares = [encoded[i::clients] for i in range(clients)]
@@ -47,7 +51,7 @@ def concurrent_posts(port: int, path: str, bodies: list[Any], clients: int) -> f
     def worker(share: list[bytes]) -> None:
         http = Http("127.0.0.1", port)
         for body in share:
-            status, _, _ = http.request("POST", path, body)
+            status, _, _ = http.request("POST", path, body, headers)
             if status != 201:
                 errors.append(status)
 

@@ -6,9 +6,10 @@ Same database, gunicorn settings and clients as bench/database/run.py (no preloa
 alternate; the medians of signals/s and their ratios to the baselines are printed:
 - single saves: the service, the minimal route (run.py's baseline), and a raw psycopg2
   loop of INSERT ... RETURNING + commit from 4 threads (no HTTP);
-- batches of 1000: the service, COPY (run.py's baseline), and bench/database/copy_route_app.py
-  doing COPY behind HTTP with a tiny answer, with the full answer of 1000 signals, and
-  with the full answer and the service's validation.
+- batches of 1000: the service (full answer, and `Prefer: return=minimal`), COPY (run.py's
+  baseline), and bench/database/copy_route_app.py doing COPY behind HTTP with a tiny answer,
+  with a tiny answer and the service's validation (the ceiling of return=minimal), with the
+  full answer of 1000 signals, and with the full answer and the service's validation.
 """
 
 from __future__ import annotations
@@ -22,17 +23,18 @@ from pathlib import Path
 import psycopg2
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tests" / "support"))  # sardag_testing
 
 import run
 from client import concurrent_posts, run_threads
 from database_service.storage import open_storage
 from minimal_app import INSERT
-
-from shared.testing import free_port, scratch_postgres
+from sardag_testing import free_port, scratch_postgres
 
 FIELDS = ("symbol", "action", "price", "confidence", "strategy", "timeframe")
 PROBES = {  # copy_route_app.py: name -> query
     "COPY route, tiny answer": "",
+    "COPY route, tiny answer, validation": "?validate=1",
     "COPY route, full answer": "?answer=1",
     "COPY route, full answer, validation": "?answer=1&validate=1",
 }
@@ -104,7 +106,15 @@ def main() -> int:
 def measure(args: argparse.Namespace, url: str, ports: list[int]) -> dict[str, list[float]]:
     """Per round, every side in turn (signals/s)."""
     service, minimal, probe = ports
-    names = ("single", "minimal", "raw psycopg2 INSERT+commit", "batches", "COPY", *PROBES)
+    names = (
+        "single",
+        "minimal",
+        "raw psycopg2 INSERT+commit",
+        "batches",
+        "batches return=minimal",
+        "COPY",
+        *PROBES,
+    )
     rates: dict[str, list[float]] = {name: [] for name in names}
     for rnd in range(args.rounds):
         singles = [run.signal_body(rnd * 1_000_000 + i) for i in range(1000)]
@@ -113,6 +123,8 @@ def measure(args: argparse.Namespace, url: str, ports: list[int]) -> dict[str, l
         rates["minimal"].append(concurrent_posts(minimal, "/signals/save", singles, args.clients))
         rates["raw psycopg2 INSERT+commit"].append(raw_singles(url, singles, args.clients))
         rates["batches"].append(concurrent_posts(service, "/signals/save", batches, args.clients) * 1000)
+        answered = concurrent_posts(service, "/signals/save", batches, args.clients, run.MINIMAL) * 1000
+        rates["batches return=minimal"].append(answered)
         rates["COPY"].append(run.copy_rate(url, batches, args.clients))
         for name, query in PROBES.items():
             rates[name].append(concurrent_posts(probe, "/signals/save" + query, batches, args.clients) * 1000)

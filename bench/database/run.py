@@ -7,7 +7,8 @@ Everything goes through the HTTP API of the real server: gunicorn with
 database-service/gunicorn.conf.py (2 gthread workers x 4 threads), rate limiting off, the
 statistics cache in Redis when it answers. Rates do not travel between machines, so each
 has a baseline measured in the same run, on the same database and tables:
-- batches of 1000 against `COPY` of the same rows (same clients, 1000 rows per COPY and commit);
+- batches of 1000 against `COPY` of the same rows (same clients, 1000 rows per COPY and commit),
+  answered in full and with `Prefer: return=minimal` (count, created and the ids);
 - single saves against a minimal Flask route doing one `INSERT ... RETURNING` and a commit
   per request with psycopg2 (bench/database/minimal_app.py), under the same gunicorn settings;
 - uncached statistics against fetching every trade into Python.
@@ -33,6 +34,7 @@ from pathlib import Path
 import psycopg2
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tests" / "support"))  # sardag_testing
 
 from client import Http, concurrent_posts, latencies, run_threads
 from database_service.cursor import encode_cursor
@@ -40,19 +42,20 @@ from database_service.storage import open_storage
 from database_service.storage.base import datetime_to_us
 from load import SYMBOLS, load
 from naive import naive_stats
-
-from shared.testing import free_port, scratch_postgres
+from sardag_testing import free_port, scratch_postgres
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 GOALS = {
     "batch_vs_copy": 0.5,
+    "minimal_batch_vs_copy": 0.6,
     "single_vs_minimal": 0.7,
     "history_p99_ms": 15.0,
     "stats_ratio": 10.0,
     "cached_p99_ms": 5.0,
 }
 BATCH = 1000
+MINIMAL = {"Prefer": "return=minimal"}
 
 
 def parse_args() -> argparse.Namespace:
@@ -134,20 +137,23 @@ def signal_body(i: int) -> dict[str, object]:
 
 
 def ingest(args: argparse.Namespace, url: str, port: int, minimal_port: int) -> dict[str, list[float]]:
-    """Per round: single saves (service, minimal route) and batches (service, COPY), signals/s."""
-    rates: dict[str, list[float]] = {"single": [], "minimal": [], "batch": [], "copy": []}
+    """Per round: single saves (service, minimal route), batches (full, return=minimal, COPY), signals/s."""
+    rates: dict[str, list[float]] = {"single": [], "minimal": [], "batch": [], "batch_minimal": [], "copy": []}
     for rnd in range(args.rounds):
         first = rnd * 1_000_000
         singles = [signal_body(first + i) for i in range(args.singles)]
         rates["single"].append(concurrent_posts(port, "/signals/save", singles, args.clients))
         rates["minimal"].append(concurrent_posts(minimal_port, "/signals/save", singles, args.clients))
         batches = [[signal_body(first + b * BATCH + i) for i in range(BATCH)] for b in range(args.batches)]
-        rates["batch"].append(concurrent_posts(port, "/signals/save", batches, args.clients) * BATCH)
+        # the same bodies for both answers (every row is new: no client_id), in turn first
+        for name in ("batch", "batch_minimal")[:: 1 if rnd % 2 == 0 else -1]:
+            headers = MINIMAL if name == "batch_minimal" else None
+            rates[name].append(concurrent_posts(port, "/signals/save", batches, args.clients, headers) * BATCH)
         rates["copy"].append(copy_rate(url, batches, args.clients))
         last = {name: f"{values[-1]:,.0f}/s" for name, values in rates.items()}
         print(
             f"  ingest round {rnd + 1}: single {last['single']}, minimal route {last['minimal']}; "
-            f"batches {last['batch']}, COPY {last['copy']}",
+            f"batches {last['batch']}, batches return=minimal {last['batch_minimal']}, COPY {last['copy']}",
             flush=True,
         )
     return rates
@@ -298,6 +304,7 @@ def print_table(args: argparse.Namespace, r: dict[str, object], cache: str) -> N
     ratio = r["naive"] / uncached_p50
     med = statistics.median
     batch_ratio = med(a / b for a, b in zip(ingest_r["batch"], ingest_r["copy"], strict=True))
+    minimal_ratio = med(a / b for a, b in zip(ingest_r["batch_minimal"], ingest_r["copy"], strict=True))
     single_ratio = med(a / b for a, b in zip(ingest_r["single"], ingest_r["minimal"], strict=True))
     rows = [
         ("single saves (signals/s)", f"{med(ingest_r['single']):,.0f}", "", ""),
@@ -311,6 +318,13 @@ def print_table(args: argparse.Namespace, r: dict[str, object], cache: str) -> N
         ("batches of 1000 (signals/s)", f"{med(ingest_r['batch']):,.0f}", "", ""),
         ("COPY of the same rows (signals/s)", f"{med(ingest_r['copy']):,.0f}", "", ""),
         ("batches / COPY", f"{batch_ratio:.2f}", ">= 0.50", _ok(batch_ratio >= GOALS["batch_vs_copy"])),
+        ("batches with Prefer: return=minimal (signals/s)", f"{med(ingest_r['batch_minimal']):,.0f}", "", ""),
+        (
+            "batches return=minimal / COPY",
+            f"{minimal_ratio:.2f}",
+            ">= 0.60",
+            _ok(minimal_ratio >= GOALS["minimal_batch_vs_copy"]),
+        ),
     ]
     for name, (p50, p99, _) in hist.items():
         rows.append(

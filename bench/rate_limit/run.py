@@ -33,14 +33,13 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
-sys.path[:0] = [str(ROOT), str(HERE)]
+sys.path[:0] = [str(ROOT), str(HERE), str(ROOT / "tests" / "support")]
 
 import redis  # noqa: E402
 from app import DEFAULT_REDIS_URL, LIMITED, VARIANTS  # noqa: E402
 from micro import print_micro, run_micro  # noqa: E402
 from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
-
-from shared.testing import free_port  # noqa: E402
+from sardag_testing import free_port  # noqa: E402
 
 WRK_INSTALL = "apt-get install -y wrk   (Debian/Ubuntu; macOS: brew install wrk)"
 SCRUBBED_ENV_PREFIXES = ("RATE_LIMIT_", "REDIS_", "LOG_", "SENTRY_", "PROMETHEUS_", "GUNICORN_")

@@ -29,12 +29,12 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
-sys.path[:0] = [str(ROOT), str(HERE)]
+sys.path[:0] = [str(ROOT), str(HERE), str(ROOT / "tests" / "support")]
 
 from run import CLOCK_TICKS, SCRUBBED_ENV_PREFIXES, require_wrk, run_wrk  # noqa: E402
+from sardag_testing import free_port  # noqa: E402
 
 from shared.rate_limiter import HostBackend, MemoryBackend  # noqa: E402
-from shared.testing import free_port  # noqa: E402
 
 HIGH = str(100_000_000)
 VARIANTS = {  # name: (workers, threads, limits on)

@@ -15,7 +15,7 @@ Run from the repository root:  .venv/bin/python bench/streaming/storm.py [--quic
   in one process.
 
 The service runs under gunicorn with the project's gunicorn.conf.py and production timings
-(PRICE_STALE_SECONDS 10, backoff 0.5 s base), fed by the shipped fake exchange with numbered
+(PRICE_STALE_SECONDS 10, backoff 0.5 s base), fed by the fake exchange (tools/fake-exchange) with numbered
 trades at 100 per second. REST backfill is off, so every recovery is the WebSocket's own.
 """
 
@@ -24,15 +24,19 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 import time
 import urllib.error
 import urllib.request
 from collections import Counter
 from dataclasses import dataclass
+from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tools" / "fake-exchange"))
+
+from fake_exchange import FakeExchange
+from fake_exchange.drill import NumberedTrades, PriceSampler, SseReader
 from run import SERVICE_DIR, Row, fresh_handlers, gunicorn, print_table, sample_frames
-from websocket_streaming.fake_exchange import FakeExchange
-from websocket_streaming.fake_exchange.drill import NumberedTrades, PriceSampler, SseReader
 
 SYMBOLS = ("BTCUSDT", "ETHUSDT")
 APP = "websocket_streaming:create_app()"

@@ -50,9 +50,10 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path[:0] = [str(ROOT), str(ROOT / "database-service"), str(ROOT / "websocket-streaming")]
+sys.path[:0] = [str(ROOT / "tests" / "support"), str(ROOT / "tools" / "fake-exchange")]
 
-from shared.testing import scratch_postgres  # noqa: E402
-from shared.testing.processes import SOURCE_PATH, Launcher, Running  # noqa: E402
+from sardag_testing import scratch_postgres  # noqa: E402
+from sardag_testing.processes import SOURCE_PATH, Launcher, Running  # noqa: E402
 
 SAVE_LUA = ROOT / "bench" / "rate_limit" / "save.lua"
 BLOCKER = '''"""Bench only: make OpenTelemetry unimportable, as if it were not installed."""
@@ -356,7 +357,7 @@ def main() -> None:
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         raise SystemExit("needs wrk (apt-get install wrk)")
-    from websocket_streaming.fake_exchange import FakeExchange
+    from fake_exchange import FakeExchange
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-tracing-"))
     (tmp / "blocker").mkdir()

@@ -12,13 +12,16 @@ refusal.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
-from decimal import Decimal
 from typing import Any
+
+from pydantic import BaseModel
 
 from database_service.models import SignalIn, TradeIn
 from database_service.storage import NewSignal, NewTrade
 from database_service.storage.base import KnownCheck, datetime_to_us
+from database_service.storage.rows import SIGNALS, TRADES, Table
 from shared.errors import APIError
 
 CONFLICT = "idempotency_conflict"
@@ -30,41 +33,27 @@ IDENTICAL = (
     "omitted optional field as null and an omitted default as that default; timestamp and "
     "exit_time, which default to the server's clock, are compared only when the repeat sends them."
 )
-_TIMES = frozenset({"timestamp", "entry_time", "exit_time"})
 
 
 def signal_fields(signal: SignalIn, new: NewSignal) -> dict[str, Any]:
     """What an identical repeat of `signal` must match in the stored signal."""
-    fields: dict[str, Any] = {
-        "symbol": new.symbol,
-        "action": new.action,
-        "price": new.price,
-        "confidence": new.confidence,
-        "strategy": new.strategy,
-        "timeframe": new.timeframe,
-        "metadata": new.metadata,
-    }
-    if signal.timestamp is not None:
-        fields["timestamp"] = new.ts_us
-    return fields
+    return _expected(SIGNALS, signal, new)
 
 
 def trade_fields(trade: TradeIn, new: NewTrade) -> dict[str, Any]:
     """What an identical repeat of `trade` must match in the stored trade."""
-    fields: dict[str, Any] = {
-        "symbol": new.symbol,
-        "side": new.side,
-        "entry_price": new.entry_price,
-        "exit_price": new.exit_price,
-        "quantity": new.quantity,
-        "fees": new.fees,
-        "strategy": new.strategy,
-        "signal_id": new.signal_id,
-        "entry_time": new.entry_us,
-        "metadata": new.metadata,
-    }
-    if trade.exit_time is not None:
-        fields["exit_time"] = new.exit_us
+    return _expected(TRADES, trade, new)
+
+
+def _expected(table: Table, sent: BaseModel, new: NewSignal | NewTrade) -> dict[str, Any]:
+    """Every column the request has a field for (client_id aside), by its answer name, as
+    stored; a column the server's clock fills only when the request sent it, last."""
+    names = type(sent).model_fields
+    compared = [c for c in table.columns if c.answer in names and c.answer != "client_id"]
+    fields = {c.answer: getattr(new, c.attr) for c in compared if not c.clock}
+    fields.update(
+        {c.answer: getattr(new, c.attr) for c in compared if c.clock and getattr(sent, c.answer) is not None}
+    )
     return fields
 
 
@@ -73,24 +62,31 @@ def differences(expected: dict[str, Any], stored: dict[str, Any]) -> list[str]:
     return [name for name, value in expected.items() if not _same(name, value, stored.get(name))]
 
 
+_TYPES = {c.answer: c.type for table in (SIGNALS, TRADES) for c in table.columns}  # same name, same type
+
+
 def _same(name: str, sent: Any, stored: Any) -> bool:
     if sent is None or stored is None:
         return sent is None and stored is None
-    if name in _TIMES:
+    if _TYPES[name] == "timestamptz":
         return bool(sent == datetime_to_us(datetime.fromisoformat(str(stored))))
-    if isinstance(sent, Decimal | float) or (isinstance(sent, int) and name != "signal_id"):
+    if _TYPES[name] in ("numeric", "float8"):
         return float(sent) == float(stored)
     return bool(sent == stored)
 
 
-def conflict_check(kind: str, expected: list[dict[str, Any]], batch: bool = False) -> KnownCheck:
-    """A storage check raising the 422 when a known client_id's stored row differs from the request."""
+def conflict_check(kind: str, expected: Callable[[int], dict[str, Any]], batch: bool = False) -> KnownCheck:
+    """A storage check raising the 422 when a known client_id's stored row differs from the request.
+
+    `expected(index)`: what item `index` must match (signal_fields, trade_fields), asked only
+    for the items whose client_id was already stored.
+    """
 
     def check(known: list[tuple[int, dict[str, Any]]]) -> None:
         details: list[dict[str, str]] = []
         keys: list[str] = []
         for index, stored in known:
-            differ = differences(expected[index], stored)
+            differ = differences(expected(index), stored)
             if differ:
                 key = str(stored["client_id"])
                 keys.append(f'"{key}"')

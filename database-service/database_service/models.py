@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Callable
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Annotated, Any, Literal
@@ -15,10 +16,12 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    PlainValidator,
     WithJsonSchema,
 )
+from pydantic_core import PydanticKnownError
 
-from shared.symbols import SYMBOL_PATTERN, normalise_symbol
+from shared.symbols import SYMBOL_PATTERN, SYMBOL_RE, normalise_symbol
 
 # Timestamps: years 1970 to 2199 as written (an ISO string's zone offset may move the UTC
 # instant up to a day outside), or epoch milliseconds in [0, 2200-01-01).
@@ -45,7 +48,10 @@ def _number(value: Any) -> Decimal:
     """Accept JSON numbers only (int or decimal), never strings or booleans."""
     if isinstance(value, bool) or not isinstance(value, int | float | Decimal):
         raise ValueError("must be a number")
-    result = Decimal(str(value)) if isinstance(value, float) else Decimal(value)
+    if isinstance(value, Decimal):  # as json_body parses numbers with a fraction: no copy
+        result = value
+    else:
+        result = Decimal(str(value)) if isinstance(value, float) else Decimal(value)
     if not result.is_finite():
         raise ValueError("must be a finite number")
     return result
@@ -63,7 +69,9 @@ def nearest_double(value: Decimal) -> Decimal:
 def _symbol(value: Any) -> str:
     if not isinstance(value, str):
         raise ValueError("must be a string")
-    return normalise_symbol(value)
+    if SYMBOL_RE.match(value) is not None:  # the common case in one call: a batch has 1000
+        return value.upper()
+    return normalise_symbol(value)  # its error names the rule
 
 
 def _upper(value: Any) -> Any:
@@ -175,30 +183,49 @@ Symbol = Annotated[
     WithJsonSchema({"type": "string", "pattern": SYMBOL_PATTERN, "description": "upper-cased"}),
 ]
 DOUBLE_NOTE = "stored and answered as the nearest IEEE 754 double"
+
+
+def _bounded(
+    minimum: Decimal, *, below: Decimal | None = None, at_most: Decimal | None = None, double: bool = False
+) -> Callable[[Any], Decimal]:
+    """One validator for a JSON number in [minimum, below) or [minimum, at_most] (`double`:
+    then its nearest double). A batch checks 2000 numbers: one call each instead of four
+    (before, ge, lt, after), with pydantic's own error types, so messages stay the same."""
+
+    def check(value: Any) -> Decimal:
+        # json_body parses numbers with a fraction as Decimal: checked here without a call
+        number = value if type(value) is Decimal and value.is_finite() else _number(value)
+        if number < minimum:
+            raise PydanticKnownError("greater_than_equal", {"ge": minimum})
+        if below is not None and number >= below:
+            raise PydanticKnownError("less_than", {"lt": below})
+        if at_most is not None and number > at_most:
+            raise PydanticKnownError("less_than_equal", {"le": at_most})
+        return nearest_double(number) if double else number
+
+    return check
+
+
 # Money amounts in [minimum, 1e15), stored and answered as the nearest double.
 Price = Annotated[
     Decimal,
-    BeforeValidator(_number),
-    Field(ge=MIN_PRICE, lt=MAX_AMOUNT),
-    AfterValidator(nearest_double),
+    PlainValidator(_bounded(MIN_PRICE, below=MAX_AMOUNT, double=True)),
     _amount_schema(MIN_PRICE, f"greater than 0 (at least 5e-324) and below 1e15; {DOUBLE_NOTE}"),
 ]
 TradeAmount = Annotated[
     Decimal,
-    BeforeValidator(_number),
-    Field(ge=MIN_TRADE_AMOUNT, lt=MAX_AMOUNT),
-    AfterValidator(nearest_double),
+    PlainValidator(_bounded(MIN_TRADE_AMOUNT, below=MAX_AMOUNT, double=True)),
     _amount_schema(MIN_TRADE_AMOUNT, f"at least 1e-18 and below 1e15; {DOUBLE_NOTE}"),
 ]
 NonNegative = Annotated[
     Decimal,
-    BeforeValidator(_number),
-    Field(ge=0, lt=MAX_AMOUNT),
-    AfterValidator(nearest_double),
+    PlainValidator(_bounded(Decimal(0), below=MAX_AMOUNT, double=True)),
     _amount_schema(Decimal(0), f"at least 0 and below 1e15; {DOUBLE_NOTE}"),
 ]
 Confidence = Annotated[
-    Decimal, BeforeValidator(_number), Field(ge=0, le=1), _number_schema(minimum=0, maximum=1)
+    Decimal,
+    PlainValidator(_bounded(Decimal(0), at_most=Decimal(1))),
+    _number_schema(minimum=0, maximum=1),
 ]
 METADATA_NOTE = "JSON object, at most 16 KiB as compact JSON and 32 levels deep; no U+0000 in strings"
 Timestamp = Annotated[int, BeforeValidator(parse_timestamp), WithJsonSchema(TIMESTAMP_SCHEMA)]
@@ -373,6 +400,18 @@ class SignalBatchOut(BaseModel):
     count: int
     created: int = Field(description="signals new in this request (the rest had a known client_id)")
     signals: list[SignalOut]
+
+
+class SaveSummary(BaseModel):
+    """Answer to a save sent with `Prefer: return=minimal`: the stored ids, in request order."""
+
+    model_config = ConfigDict(
+        title="SaveSummary", json_schema_extra={"examples": [{"count": 2, "created": 1, "ids": [42, 7]}]}
+    )
+
+    count: int
+    created: int = Field(description="rows new in this request (the rest had a known client_id)")
+    ids: list[int] = Field(description="each item's stored id, in request order (a known client_id: its row's)")
 
 
 class SignalPage(BaseModel):

@@ -21,6 +21,7 @@ from database_service.models import (
     Error,
     GroupedStats,
     HistoryQuery,
+    SaveSummary,
     ServiceStats,
     SignalBatchOut,
     SignalIn,
@@ -33,6 +34,7 @@ from database_service.models import (
     TradePage,
     TradesQuery,
 )
+from database_service.prefer import MINIMAL_NOTE
 from shared import __version__
 from shared.app import INDEX_SCHEMA
 from shared.docs_page import docs_paths
@@ -44,6 +46,7 @@ INPUT_MODELS: tuple[type[BaseModel], ...] = (SignalIn, TradeIn)
 OUTPUT_MODELS: tuple[type[BaseModel], ...] = (
     SignalOut,
     SignalBatchOut,
+    SaveSummary,
     SignalPage,
     TradeOut,
     TradePage,
@@ -129,17 +132,46 @@ def _secured(operation: dict[str, Any], secured: bool) -> dict[str, Any]:
     return {**operation, "security": [{"apiKey": []}, {"bearer": []}], "responses": responses}
 
 
+PREFER = {
+    "name": "Prefer",
+    "in": "header",
+    "required": False,
+    "schema": {"type": "string"},
+    "description": "RFC 7240 preferences; `return=minimal` answers a SaveSummary (ids only) instead of "
+    "the stored rows. Unknown, malformed or repeated preferences are ignored (the first `return` counts).",
+    "example": "return=minimal",
+}
+PREFERENCE_APPLIED = {
+    "Preference-Applied": {
+        "description": "`return=minimal` or `return=representation` when the request asked for it",
+        "schema": {"type": "string", "enum": ["return=minimal", "return=representation"]},
+    }
+}
+
+
+def _saved(description: str, rows: list[dict[str, Any]], status: str) -> dict[str, Any]:
+    """A save's answer: the stored rows, or with `Prefer: return=minimal` their ids."""
+    schema = {"oneOf": [*rows, _ref(SaveSummary)]}
+    return {status: {"description": description, "headers": PREFERENCE_APPLIED, "content": _json(schema)}}
+
+
 def _save_signals() -> dict[str, Any]:
     batch = {"type": "array", "items": _ref(SignalIn), "minItems": 1, "maxItems": 1000}
-    either = {"oneOf": [_ref(SignalOut), _ref(SignalBatchOut)]}
+    either = [_ref(SignalOut), _ref(SignalBatchOut)]
     return {
         "summary": "Save one signal, or an array of up to 1000 in one transaction",
-        "description": IDENTICAL + " In a batch every item is checked; one conflict stores none of them.",
+        "description": f"{IDENTICAL} In a batch every item is checked; one conflict stores none of them. "
+        + MINIMAL_NOTE,
+        "parameters": [PREFER],
         "requestBody": {"required": True, "content": _json({"oneOf": [_ref(SignalIn), batch]})},
         "responses": _responses(
             {
-                **_ok("stored (at least one new signal)", either, "201"),
-                **_ok("every client_id was already stored with an identical body: the stored signals", either),
+                **_saved("stored (at least one new signal)", either, "201"),
+                **_saved(
+                    "every client_id was already stored with an identical body: the stored signals",
+                    either,
+                    "200",
+                ),
             },
             ("400", "413", "415", "422", "429", "503"),
         ),
@@ -172,12 +204,15 @@ def _get_signal() -> dict[str, Any]:
 def _track() -> dict[str, Any]:
     return {
         "summary": "Record one closed trade",
-        "description": IDENTICAL,
+        "description": f"{IDENTICAL} {MINIMAL_NOTE}",
+        "parameters": [PREFER],
         "requestBody": {"required": True, "content": _json(_ref(TradeIn))},
         "responses": _responses(
             {
-                **_ok("stored", _ref(TradeOut), "201"),
-                **_ok("client_id already stored with an identical body: the stored trade", _ref(TradeOut)),
+                **_saved("stored", [_ref(TradeOut)], "201"),
+                **_saved(
+                    "client_id already stored with an identical body: the stored trade", [_ref(TradeOut)], "200"
+                ),
             },
             ("400", "413", "415", "422", "429", "503"),
         ),

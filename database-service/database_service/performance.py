@@ -7,7 +7,7 @@ import json
 from datetime import datetime
 from typing import Any
 
-from flask import Blueprint, Response, current_app, jsonify
+from flask import Blueprint, Response, jsonify
 
 from database_service import stats
 from database_service.cursor import after_cursor, encode_cursor
@@ -15,9 +15,13 @@ from database_service.domain import new_trade, now_us
 from database_service.idempotency import conflict_check, trade_fields
 from database_service.models import StatsQuery, TradeIn, TradesQuery
 from database_service.parsing import json_body, query, validate
+from database_service.prefer import return_preference, saved
+from database_service.settings import DatabaseConfig
+from database_service.state import service_state
 from database_service.storage import Storage, TradeFilter, get_read_storage, get_storage
 from database_service.storage.base import datetime_to_us
 from shared import tracing
+from shared.app import typed_config
 from shared.auth import require_api_key
 from shared.errors import validation_error
 from shared.rate_limiter import rate_limit
@@ -39,10 +43,10 @@ def track() -> tuple[Response, int]:
     if trade.entry_time is not None and trade.entry_time > exit_us:
         raise validation_error([{"field": "entry_time", "message": "must not be after exit_time"}])
     new = new_trade(trade, exit_us)
-    stored, created = get_storage().save_trade(new, conflict_check("trade", [trade_fields(trade, new)]))
+    stored, created = get_storage().save_trade(new, conflict_check("trade", lambda _: trade_fields(trade, new)))
     if created:  # the save raised the statistics version: cached statistics are unreachable
-        current_app.extensions["database_service"].stored(trades=1)
-    return jsonify(stored), 201 if created else 200
+        service_state().stored(trades=1)
+    return saved([(stored, created)], lambda: stored, return_preference())
 
 
 @bp.get("/performance/trades")
@@ -77,7 +81,7 @@ def performance_stats() -> Response:
         return _answer(hit, "HIT")
     version, result = _compute(storage, params)
     if version is not None:  # None: a trade landed while computing; the next request caches
-        cache.set(_key(version, params), result, current_app.config["STATS_CACHE_TTL"])
+        cache.set(_key(version, params), result, typed_config(DatabaseConfig).stats_cache_ttl)
     return _answer(result, "MISS")
 
 

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from shared.config import ConfigError, Setting, parse_bool, parse_float, parse_int, parse_url
+from shared.config import ConfigError, Setting, SharedConfig, parse_bool, parse_float, parse_int, parse_url
+from shared.secrets import mask_url_secrets
 
 SERVICE = "database-service"
 DEFAULTS = {"PORT": 5020}
@@ -19,6 +21,7 @@ _POSTGRES_SCHEMES = parse_url("postgresql", "postgres")
 SESSION_ATTRS = ("any", "read-write", "read-only", "primary", "standby", "prefer-standby")
 # PostgreSQL timeouts (seconds) and keepalives: the settings' defaults, and pg_pool.Timeouts'.
 CONNECT_TIMEOUT, STATEMENT_TIMEOUT, LOCK_TIMEOUT, REQUEST_TIMEOUT = 3, 5.0, 3.0, 10.0
+POOL_SIZE = 8  # PostgreSQL connections per worker
 KEEPALIVES_IDLE, KEEPALIVES_INTERVAL, KEEPALIVES_COUNT = 10, 5, 3
 _HOST = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]*)(?::(\d*))?$")
 
@@ -58,7 +61,7 @@ def check_postgres_url(url: str) -> None:
     for attrs in query.get("target_session_attrs", []):
         if attrs not in SESSION_ATTRS:
             raise ValueError(f"target_session_attrs must be one of {', '.join(SESSION_ATTRS)}, got {attrs!r}")
-    _check_with_libpq(url, parts.password)
+    _check_with_libpq(url)
 
 
 def _check_host(host: str, several: bool) -> None:
@@ -72,17 +75,15 @@ def _check_host(host: str, several: bool) -> None:
         raise ValueError(f"host {host!r} has no valid port (1-65535)")
 
 
-def _check_with_libpq(url: str, password: str | None) -> None:
-    """libpq's own parser: unknown parameters, bad percent-encoding."""
+def _check_with_libpq(url: str) -> None:
+    """libpq's own parser: unknown parameters, bad percent-encoding (its message masked)."""
     import psycopg2
     import psycopg2.extensions
 
     try:
         psycopg2.extensions.parse_dsn(url)
     except psycopg2.ProgrammingError as exc:
-        message = " ".join(str(exc).split())
-        for secret in {password or "", unquote(password or "")} - {""}:
-            message = message.replace(secret, "***")
+        message = mask_url_secrets(" ".join(str(exc).split()), url)
         raise ValueError(f"libpq cannot read it: {message}") from None
 
 
@@ -101,7 +102,7 @@ def check(config: Mapping[str, Any]) -> None:
 SETTINGS = (
     Setting("DATABASE_URL", parse_database_url, "sqlite:///data/sardag.db", "where signals and trades live"),
     Setting("DATABASE_READ_URL", parse_read_url, None, "PostgreSQL standbys for history, one signal, stats"),
-    Setting("DATABASE_POOL_SIZE", parse_int(1, 100), 8, "PostgreSQL connections per worker"),
+    Setting("DATABASE_POOL_SIZE", parse_int(1, 100), POOL_SIZE, "PostgreSQL connections per worker"),
     Setting(
         "DATABASE_CONNECT_TIMEOUT", parse_int(2, 60), CONNECT_TIMEOUT, "seconds to connect, per host (libpq)"
     ),
@@ -133,3 +134,21 @@ SETTINGS = (
     Setting("STATS_CACHE_TTL", parse_float(0.001), 30.0, "seconds /performance/stats stays cached"),
     Setting("MIGRATE_ON_START", parse_bool, True, "apply pending migrations at start-up"),
 )
+
+
+@dataclass(frozen=True, repr=False)
+class DatabaseConfig(SharedConfig):
+    """database-service's typed configuration: the shared settings and those above."""
+
+    database_url: str
+    database_read_url: str | None
+    database_pool_size: int
+    database_connect_timeout: int
+    database_statement_timeout: float
+    database_lock_timeout: float
+    database_timeout: float
+    database_keepalives_idle: int
+    database_keepalives_interval: int
+    database_keepalives_count: int
+    stats_cache_ttl: float
+    migrate_on_start: bool

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-from flask import Blueprint, Response, current_app, jsonify
+from flask import Blueprint, Response, jsonify
 from pydantic import Field, TypeAdapter
 
 from database_service.cursor import after_cursor, encode_cursor
@@ -13,6 +13,8 @@ from database_service.domain import new_signal, now_us
 from database_service.idempotency import conflict_check, signal_fields
 from database_service.models import MAX_BIGINT, HistoryQuery, SignalIn
 from database_service.parsing import json_body, query, validate, validate_many
+from database_service.prefer import return_preference, saved
+from database_service.state import service_state
 from database_service.storage import SignalFilter, get_read_storage, get_storage
 from database_service.storage.base import datetime_to_us
 from shared.auth import require_api_key
@@ -25,7 +27,8 @@ BATCH = TypeAdapter(Annotated[list[SignalIn], Field(min_length=1, max_length=MAX
 
 
 def _stored(created: int) -> None:
-    current_app.extensions["database_service"].stored(signals=created)
+    if created:
+        service_state().stored(signals=created)
 
 
 @bp.post("/signals/save")
@@ -40,26 +43,26 @@ def save_signals() -> tuple[Response, int]:
         raise validation_error([{"field": "body", "message": "must be a JSON object or an array of objects"}])
     signal = validate(SignalIn, body)
     new = new_signal(signal, now_us())
-    check = conflict_check("signal", [signal_fields(signal, new)])
-    stored, created = get_storage().save_signals([new], check)[0]
-    if created:
-        _stored(1)
-    return jsonify(stored), 201 if created else 200
+    check = conflict_check("signal", lambda _: signal_fields(signal, new))
+    results = get_storage().save_signals([new], check)
+    _stored(sum(1 for _, fresh in results if fresh))
+    return saved(results, lambda: results[0][0], return_preference())
 
 
 def _save_batch(body: list[Any]) -> tuple[Response, int]:
     signals = validate_many(BATCH, body)
     default = now_us()
     new = [new_signal(s, default) for s in signals]
-    check = conflict_check(
-        "signal", [signal_fields(s, n) for s, n in zip(signals, new, strict=True)], batch=True
+    check = conflict_check("signal", lambda i: signal_fields(signals[i], new[i]), batch=True)
+    preference = return_preference()
+    results = get_storage().save_signals(new, check, full=preference != "minimal")
+    created = sum(1 for _, fresh in results if fresh)
+    _stored(created)
+    return saved(
+        results,
+        lambda: {"count": len(results), "created": created, "signals": [s for s, _ in results]},
+        preference,
     )
-    results = get_storage().save_signals(new, check)
-    created = sum(1 for _, new in results if new)
-    if created:
-        _stored(created)
-    payload = {"count": len(results), "created": created, "signals": [s for s, _ in results]}
-    return jsonify(payload), 201 if created else 200
 
 
 @bp.get("/signals/history")

@@ -12,9 +12,9 @@ import pytest
 from database_service import create_app
 from flask import Flask
 from flask.testing import FlaskClient
+from sardag_testing import scratch_postgres
 
 from shared.lifecycle import shutdown
-from shared.testing import scratch_postgres
 
 PG_TABLES = "signals, trades, signal_client_ids, trade_client_ids, trade_buckets"
 BACKENDS = [

@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 from flask.testing import FlaskClient
+from sardag_testing import python_in_message
 
 from shared.errors import unknown_parameter_message
-from shared.testing import python_in_message
 
 pytestmark = [pytest.mark.api, pytest.mark.database]
 

@@ -7,10 +7,10 @@ import re
 from pathlib import Path
 
 import pytest
+from sardag_testing import wait_until
+from sardag_testing.processes import Launcher, http
 
 from shared.metrics import FLUSH_SECONDS
-from shared.testing import wait_until
-from shared.testing.processes import Launcher, http
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.api]
 

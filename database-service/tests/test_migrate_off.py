@@ -14,9 +14,9 @@ import pytest
 from database_service import create_app
 from database_service.storage import open_storage
 from flask import Flask
+from sardag_testing import scratch_postgres
 
 from shared.lifecycle import shutdown
-from shared.testing import scratch_postgres
 
 pytestmark = [pytest.mark.database, pytest.mark.api]
 SIGNAL = {"symbol": "BTCUSDT", "action": "BUY", "price": 1.5}

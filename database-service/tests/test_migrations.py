@@ -13,8 +13,7 @@ import psycopg2
 import pytest
 from database_service.storage import open_storage
 from flask.testing import FlaskCliRunner
-
-from shared.testing import scratch_postgres
+from sardag_testing import scratch_postgres
 
 pytestmark = pytest.mark.database
 

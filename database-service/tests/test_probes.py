@@ -6,10 +6,10 @@ from collections.abc import Iterator
 
 import pytest
 from database_service import create_app
+from sardag_testing import wait_until
+from sardag_testing.servers import PrivatePostgres, PrivateRedis
 
 from shared.lifecycle import shutdown
-from shared.testing import wait_until
-from shared.testing.servers import PrivatePostgres, PrivateRedis
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.database, pytest.mark.redis]
 

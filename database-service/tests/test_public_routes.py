@@ -9,9 +9,9 @@ import pytest
 from database_service import create_app
 from flask import Flask
 from flask.testing import FlaskClient
+from sardag_testing import free_port
 
 from shared.lifecycle import shutdown
-from shared.testing import free_port
 
 pytestmark = [pytest.mark.api, pytest.mark.database]
 SIGNAL = {"symbol": "BTCUSDT", "action": "BUY", "price": 1.5}

@@ -8,13 +8,21 @@ from decimal import Decimal
 import pytest
 from database_service.cursor import BadCursor, decode_cursor, encode_cursor
 from database_service.domain import outcome, trade_pnl
-from database_service.models import SignalIn, parse_query_timestamp, parse_timestamp
+from database_service.models import (
+    SignalIn,
+    SignalOut,
+    TradeIn,
+    TradeOut,
+    parse_query_timestamp,
+    parse_timestamp,
+)
 from database_service.parsing import details
 from database_service.stats import empty, finalize, sqn
 from database_service.storage import StatsAggregate
 from database_service.storage.base import load_migrations, us_to_iso
+from database_service.storage.rows import SIGNALS, TRADES, Table
 from database_service.storage.sql import sample_stddev
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 pytestmark = pytest.mark.unit
 
@@ -168,3 +176,17 @@ def test_migrations_are_versioned_per_backend() -> None:
     assert [m.version for m in postgres] == [1, 2, 3, 4, 5]
     assert postgres[1].requires_extension == "timescaledb"
     assert postgres[0].requires_extension is None
+
+
+@pytest.mark.parametrize(
+    ("table", "answer", "sent"),
+    [(SIGNALS, SignalOut, SignalIn), (TRADES, TradeOut, TradeIn)],
+    ids=["signals", "trades"],
+)
+def test_the_answer_models_follow_the_declared_row(
+    table: Table, answer: type[BaseModel], sent: type[BaseModel]
+) -> None:
+    """storage/rows.py declares each row once: the documented answer lists its fields in its
+    order, and every field a request sends is stored (none silently dropped)."""
+    assert tuple(answer.model_fields) == table.answer_fields
+    assert set(sent.model_fields) <= set(table.answer_fields)

@@ -1,7 +1,8 @@
 """Exact sliding-window rate limiting for Flask views, in-process, host-wide or on Redis.
 
 `@rate_limit(requests_per_minute=100, scope="signals_save")` limits one view; routes with
-no decorator get `RATE_LIMIT_DEFAULT`. The backend is chosen by URL like the `limits`
+no decorator get `RATE_LIMIT_DEFAULT`. Both decide through `RateLimiter.admit`, which
+answers 429 with the one rejection builder. The backend is chosen by URL like the `limits`
 library: `redis://...` or `redis+sentinel://...` (from `REDIS_URL`); else `file:///path`,
 the store a gunicorn master with several workers shares among them (`SARDAG_RATE_LIMIT_HOST_STORE`, set by
 shared/gunicorn_hooks.py); else `memory://` (one process).
@@ -17,11 +18,12 @@ from typing import Any, TypeVar
 
 from flask import Flask, Request, Response, current_app, g, request
 
-from shared.errors import APIError, error_response
+from shared.errors import error_response
 from shared.rate_limiter.base import Backend, RateLimitResult
+from shared.rate_limiter.failover import FailoverBackend
 from shared.rate_limiter.host import HOST_ERRORS, HOST_STORE_ENV, HostBackend, host_store_path
 from shared.rate_limiter.memory import MemoryBackend
-from shared.rate_limiter.redis_backend import FailoverBackend, RedisBackend
+from shared.rate_limiter.redis_backend import RedisBackend
 from shared.redis_conn import (
     FAST_TIMEOUT,
     PLAIN_SCHEMES,
@@ -169,17 +171,13 @@ class RateLimiter:
             counter.inc()
         return result
 
-    def check(self, scope: str, key: str, limit: int, state: Any = g) -> RateLimitResult:
-        """Decide one request; raise the 429 APIError when it is over the limit."""
+    def admit(self, scope: str, key: str, limit: int, state: Any) -> Response | None:
+        """The one decision of every limited request: None when it may go on, else its 429."""
         result = self.decide(scope, key, limit, state)
-        if not result.allowed:
-            raise APIError(
-                "rate_limited", _message(limit), 429, headers={"Retry-After": result.retry_after_header}
-            )
-        return result
+        return None if result.allowed else self.rejection(result)
 
     def rejection(self, result: RateLimitResult) -> Response:
-        """The 429 answer for a rejected result, built without raising (the decorator's path)."""
+        """The 429 answer for a rejected result (its body built once per limit)."""
         body = self._bodies.get(result.limit)
         if body is None:
             body = self._bodies[result.limit] = error_response("rate_limited", _message(result.limit), 429).data
@@ -188,14 +186,15 @@ class RateLimiter:
         response.headers.add("Retry-After", result.retry_after_header)
         return response
 
-    def _limit_undecorated_route(self, req: Request, state: Any) -> None:
+    def _limit_undecorated_route(self, req: Request, state: Any) -> Response | None:
         endpoint = req.endpoint
         if not self.enabled or endpoint is None or endpoint in EXEMPT_ENDPOINTS:
-            return
+            return None
         view = self._view_functions.get(endpoint)
-        if view is not None and not hasattr(view, "rate_limit_scope"):
-            prefix = int(self.config.get("RATE_LIMIT_IPV6_PREFIX", 64))
-            self.check(endpoint, _address(req, prefix), self.limit_for(endpoint, None), state)
+        if view is None or hasattr(view, "rate_limit_scope"):
+            return None  # a decorated view decides itself, under its own scope
+        prefix = int(self.config.get("RATE_LIMIT_IPV6_PREFIX", 64))
+        return self.admit(endpoint, _address(req, prefix), self.limit_for(endpoint, None), state)
 
     def health(self) -> tuple[str, str]:
         """`degraded` while limiting in-process because the shared store is unreachable."""
@@ -226,9 +225,9 @@ def rate_limit(
             limiter = current_app.extensions.get(EXTENSION)
             if limiter is not None and limiter.enabled:
                 limit = limiter.limit_for(name, requests_per_minute)
-                result = limiter.decide(name, key_func(), limit, g._get_current_object())
-                if not result.allowed:
-                    return limiter.rejection(result)
+                rejected = limiter.admit(name, key_func(), limit, g._get_current_object())
+                if rejected is not None:
+                    return rejected
             return view(*args, **kwargs)
 
         wrapper.rate_limit_scope = name  # type: ignore[attr-defined]

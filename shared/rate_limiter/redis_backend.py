@@ -7,15 +7,14 @@ over-limit cache), so a client hammering far past its limit costs no Redis round
 from __future__ import annotations
 
 import hashlib
-import logging
 import time
 from collections.abc import Callable
 
 import redis
 
 from shared import tracing
-from shared.rate_limiter.base import Backend, RateLimitResult
-from shared.redis_conn import REDIS_ERRORS, CircuitBreaker, DirectConnections, pack, probe
+from shared.rate_limiter.base import RateLimitResult
+from shared.redis_conn import DirectConnections, pack
 
 KEY_PREFIX = "sardag:rl:"
 DEFAULT_OVER_LIMIT_KEYS = 10_000
@@ -162,55 +161,3 @@ class RedisBackend:
         self.over_limit.clear()
         for key in self.client.scan_iter(match=self.prefix + "*", count=1000):
             self.client.delete(key)
-
-
-class FailoverBackend:
-    """A shared store first; the in-process backend while it fails (fail open)."""
-
-    def __init__(
-        self,
-        primary: Backend,
-        fallback: Backend,
-        breaker: CircuitBreaker,
-        on_fallback: Callable[[], None] = lambda: None,
-        errors: tuple[type[BaseException], ...] = REDIS_ERRORS,
-    ) -> None:
-        self.primary = primary
-        self.fallback = fallback
-        self.breaker = breaker
-        self.name = primary.name
-        self._on_fallback = on_fallback
-        self._errors = errors
-
-    @property
-    def degraded(self) -> bool:
-        """True while requests are limited in-process because the shared store failed."""
-        return self.breaker.is_open
-
-    def ping(self) -> None:
-        """Always answers: while the shared store fails, this process decides."""
-
-    def reachable(self) -> bool:
-        """Whether the shared store answers now (a ping unless the breaker is open)."""
-        return probe(self.primary.ping, self.breaker, self._errors)
-
-    def hit(self, key: str, limit: int, window: float) -> RateLimitResult:
-        """Decide on the shared store, or in-process while the breaker is open."""
-        if self.breaker.allow():
-            try:
-                result = self.primary.hit(key, limit, window)
-            except self._errors as exc:
-                self.breaker.record_failure(exc)
-            else:
-                self.breaker.record_success()
-                return result
-        self._on_fallback()
-        return self.fallback.hit(key, limit, window)
-
-    def clear(self) -> None:
-        """Clear both stores."""
-        self.fallback.clear()
-        try:
-            self.primary.clear()
-        except self._errors as exc:
-            logging.getLogger("shared.rate_limiter").warning("could not clear %s: %s", self.name, exc)

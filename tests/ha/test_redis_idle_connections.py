@@ -8,11 +8,11 @@ import time
 
 import pytest
 import redis
+from sardag_testing.sentinel import RedisNode
 
 from shared.rate_limiter import storage_from_url
-from shared.rate_limiter.redis_backend import FailoverBackend
+from shared.rate_limiter.failover import FailoverBackend
 from shared.redis_conn import redis_client
-from shared.testing.sentinel import RedisNode
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.redis]
 

@@ -11,11 +11,11 @@ import threading
 import time
 
 import pytest
+from sardag_testing.sentinel import SentinelStack
 
 from shared.rate_limiter import storage_from_url
-from shared.rate_limiter.redis_backend import FailoverBackend
+from shared.rate_limiter.failover import FailoverBackend
 from shared.redis_conn import CircuitBreaker, redis_client
-from shared.testing.sentinel import SentinelStack
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.redis]
 

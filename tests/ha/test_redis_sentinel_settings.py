@@ -98,7 +98,7 @@ def test_password_and_tls_apply_to_the_sentinels_and_the_master() -> None:
 @pytest.mark.slow
 @pytest.mark.redis
 def test_an_unknown_master_or_a_plain_server_among_the_sentinels_is_a_config_error() -> None:
-    from shared.testing.sentinel import MASTER_NAME, SentinelStack
+    from sardag_testing.sentinel import MASTER_NAME, SentinelStack
 
     with SentinelStack(password=PASSWORD) as stack:
         assert load_config("svc", environ={"REDIS_URL": stack.url}, env_file=None)["REDIS_URL"] == stack.url

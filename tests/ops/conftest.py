@@ -10,9 +10,8 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-
-from shared.testing import free_port, in_ci, wait_until
-from shared.testing.processes import REPO, SERVICES, VENV_BIN, Launcher, answers, http, service_env
+from sardag_testing import free_port, in_ci, wait_until
+from sardag_testing.processes import REPO, SERVICES, VENV_BIN, Launcher, answers, http, service_env
 
 INSTALL_HINT = "run scripts/install-tools.sh (as root) to install it"
 NGINX_TEMPLATES = REPO / "deploy/nginx/templates"

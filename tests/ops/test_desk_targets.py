@@ -27,9 +27,8 @@ from types import SimpleNamespace
 from typing import Any, Protocol
 
 import pytest
-
-from shared.testing import wait_until
-from shared.testing.processes import Launcher, Running, answers, service_env
+from sardag_testing import wait_until
+from sardag_testing.processes import Launcher, Running, answers, service_env
 
 pytestmark = [
     pytest.mark.integration,
@@ -374,7 +373,7 @@ def test_desk_targets_through_a_postgres_and_a_redis_failover(
     ops.require_service_code()
     ops.find_tool("nginx", Path("/usr/sbin/nginx"))
     ops.find_tool("k6", VENV_BIN / "k6")
-    from websocket_streaming.fake_exchange.server import FakeExchange
+    from fake_exchange.server import FakeExchange
 
     pg, redis_ha, database, redis_url = stacks
     exchange = FakeExchange("127.0.0.1", 0, rate=10.0).start()

@@ -156,8 +156,9 @@ def test_ecosystem_feed_fake_adds_the_fake_exchange_and_feeds_streaming_from_it(
     }
     assert set(apps) == {*ops.SERVICES, "fake-exchange"}
     fake = apps["fake-exchange"]
-    assert fake["script"] == str(ops.REPO / ".venv/bin/python")
-    assert fake["args"] == ["-m", "websocket_streaming.fake_exchange", "--port", "9555"]
+    assert fake["script"] == str(ops.REPO / "scripts/fake-exchange.sh")  # what `make run-offline` runs
+    assert fake["args"] == ["--port", "9555"]
+    assert fake["env"]["SARDAG_VENV"] == str(ops.REPO / ".venv")
     streaming = apps["websocket-streaming"]["env"]
     assert (streaming["BINANCE_WS_URL"], streaming["BINANCE_REST_URL"]) == (
         "ws://127.0.0.1:9555",

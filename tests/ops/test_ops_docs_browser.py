@@ -20,9 +20,8 @@ from typing import Any
 
 import pytest
 import websocket
-
-from shared.testing import free_port, wait_until
-from shared.testing.processes import Launcher, http
+from sardag_testing import free_port, wait_until
+from sardag_testing.processes import Launcher, http
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.api]
 

@@ -17,7 +17,17 @@ SERVICES = {
     "database-service": ("database_service", 5020),
     "websocket-streaming": ("websocket_streaming", 5021),
 }
-IGNORED = ["tests", "**/tests", ".env", "data", "node_modules", ".venv", "**/__pycache__", ".pytest_cache"]
+IGNORED = [
+    "tests",
+    "**/tests",
+    "tools",
+    ".env",
+    "data",
+    "node_modules",
+    ".venv",
+    "**/__pycache__",
+    ".pytest_cache",
+]
 
 
 @pytest.mark.integration

@@ -14,8 +14,7 @@ from typing import Any
 
 import pytest
 import yaml
-
-from shared.testing.processes import REPO, VENV_BIN
+from sardag_testing.processes import REPO, VENV_BIN
 
 from . import k8s_policy as policy
 from .conftest import find_tool, missing

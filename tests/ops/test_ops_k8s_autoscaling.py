@@ -30,8 +30,7 @@ from typing import Any
 
 import pytest
 import yaml
-
-from shared.testing.processes import REPO
+from sardag_testing.processes import REPO
 
 LONG = os.environ.get("K8S_AUTOSCALING_LONG") == "1"
 LOAD_SCALE = 20  # targets / LOAD_SCALE: 10 requests/s and 10 subscribers per simulated pod

@@ -1,4 +1,5 @@
-"""PM2 from npm: `pm2 start ecosystem.config.js` runs both services; `pm2 delete` stops them."""
+"""PM2 from npm: `pm2 start ecosystem.config.js` runs both services (FEED=fake: and the fake
+exchange feeding them); `pm2 delete` stops them."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from sardag_testing.processes import http, listening
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.api]
 
@@ -48,12 +50,8 @@ def _pm2_binary(ops: SimpleNamespace) -> str:
     return ops.find_tool("pm2", ops.REPO / "node_modules/.bin/pm2")
 
 
-@pytest.fixture
-def pm2(ops: SimpleNamespace, launcher: Any, tmp_path: Path) -> Iterator[PM2]:
-    binary = _pm2_binary(ops)
-    exchange = launcher.fake_exchange()
-    match = re.search(r"BINANCE_WS_URL=(\S+) BINANCE_REST_URL=(\S+)", exchange.log_tail())
-    assert match, exchange.log_tail()
+def _pm2(ops: SimpleNamespace, tmp_path: Path, **extra: str) -> PM2:
+    """PM2 with a home, logs, run dir and service ports of this test's own."""
     env = ops.base_env(
         tmp_path,
         PM2_HOME=str(tmp_path / "pm2-home"),
@@ -63,11 +61,31 @@ def pm2(ops: SimpleNamespace, launcher: Any, tmp_path: Path) -> Iterator[PM2]:
         DATABASE_SERVICE_PORT=str(ops.free_port()),
         WEBSOCKET_STREAMING_PORT=str(ops.free_port()),
         DATABASE_SERVICE_WORKERS="2",
-        BINANCE_WS_URL=match[1],
-        BINANCE_REST_URL=match[2],
     )
-    env.pop("PORT", None)
-    manager = PM2(binary, env, ops.REPO)
+    for name in ("PORT", "FEED", "FAKE_PORT", "BINANCE_WS_URL", "BINANCE_REST_URL"):
+        env.pop(name, None)  # only what this test gives
+    env.update(extra)
+    return PM2(_pm2_binary(ops), env, ops.REPO)
+
+
+@pytest.fixture
+def pm2(ops: SimpleNamespace, launcher: Any, tmp_path: Path) -> Iterator[PM2]:
+    """PM2 whose websocket-streaming reads a fake exchange this test started itself."""
+    exchange = launcher.fake_exchange()
+    match = re.search(r"BINANCE_WS_URL=(\S+) BINANCE_REST_URL=(\S+)", exchange.log_tail())
+    assert match, exchange.log_tail()
+    manager = _pm2(ops, tmp_path, BINANCE_WS_URL=match[1], BINANCE_REST_URL=match[2])
+    try:
+        yield manager
+    finally:
+        manager.run("kill", timeout=60)
+
+
+@pytest.fixture
+def pm2_offline(ops: SimpleNamespace, tmp_path: Path) -> Iterator[PM2]:
+    """PM2 as the README's offline line runs it: FEED=fake, the fake exchange a third app."""
+    ops.require_service_code()
+    manager = _pm2(ops, tmp_path, FEED="fake", FAKE_PORT=str(ops.free_port()))
     try:
         yield manager
     finally:
@@ -116,3 +134,43 @@ def test_pm2_start_serves_both_then_delete_stops_them(pm2: PM2, ops: SimpleNames
     for name, port in _ports(pm2).items():
         assert not ops.answers(f"http://127.0.0.1:{port}/health", (200, 503)), f"{name} still answers"
     ops.wait_until(lambda: not any(_pid_alive(pid) for pid in pids), 40, "gunicorn masters to exit")
+
+
+def _live_price(url: str) -> dict[str, Any] | None:
+    """websocket-streaming's /price/BTCUSDT once a fresh price came over the WebSocket (the
+    start-up backfill's REST price comes first)."""
+    try:
+        status, body = http("GET", f"{url}/price/BTCUSDT", timeout=2)
+    except OSError:
+        return None
+    live = status == 200 and body["stale"] is False and body["source"] == "websocket"
+    return body if live else None
+
+
+def test_pm2_offline_feeds_websocket_streaming_from_the_fake_exchange_then_stops_all_three(
+    pm2_offline: PM2, ops: SimpleNamespace
+) -> None:
+    pm2, fake_port = pm2_offline, int(pm2_offline.env["FAKE_PORT"])
+    started = pm2.run("start", "ecosystem.config.js")
+    assert started.returncode == 0, started.stdout + started.stderr
+    streaming = f"http://127.0.0.1:{pm2.env['WEBSOCKET_STREAMING_PORT']}"
+    first = ops.wait_until(lambda: _live_price(streaming), 60, "a live price from the fake exchange")
+    later = ops.wait_until(
+        lambda: (p := _live_price(streaming)) and p["received_at"] > first["received_at"] and p,
+        10,
+        "the price to move on (a live feed, not one frame)",
+    )
+    assert later["price"] > 0
+    _, health = http("GET", f"{streaming}/health")
+    assert health["checks"]["upstream"]["detail"]["host"] == f"127.0.0.1:{fake_port}"
+    apps = pm2.apps()
+    assert set(apps) == {*ops.SERVICES, "fake-exchange"}
+    assert {app["pm2_env"]["status"] for app in apps.values()} == {"online"}
+    pids = [int(app["pid"]) for app in apps.values()]
+
+    deleted = pm2.run("delete", "ecosystem.config.js")
+    assert deleted.returncode == 0, deleted.stdout + deleted.stderr
+    assert pm2.apps() == {}
+    ops.wait_until(lambda: not any(_pid_alive(pid) for pid in pids), 40, "all three processes to exit")
+    for port in (*_ports(pm2).values(), fake_port):
+        assert not listening(port), f"port {port} still accepts connections"

@@ -13,8 +13,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-
-from shared.testing import scratch_postgres
+from sardag_testing import scratch_postgres
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.api, pytest.mark.database]
 

@@ -28,11 +28,10 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from sardag_testing import scratch_postgres
+from sardag_testing.processes import Launcher, Running
+from sardag_testing.traffic import SlowClients
 from websocket_streaming.settings import SETTINGS
-
-from shared.testing import scratch_postgres
-from shared.testing.processes import Launcher, Running
-from shared.testing.traffic import SlowClients
 
 pytestmark = [
     pytest.mark.integration,
@@ -160,7 +159,7 @@ def cluster(
     ops.require_service_code()
     ops.find_tool("nginx", Path("/usr/sbin/nginx"))  # skip (fail under CI) before starting anything
     import redis
-    from websocket_streaming.fake_exchange.server import FakeExchange
+    from fake_exchange.server import FakeExchange
 
     redis.Redis.from_url(redis_url).flushdb()
     tmp = tmp_path_factory.mktemp("topology")

@@ -1,6 +1,6 @@
 """Tracing with real parts: Debian's nginx (deploy/nginx) in front of database-service under
 gunicorn, the suite's PostgreSQL and Redis, and a small OTLP/HTTP receiver decoding the
-exporter's real protobuf (shared/testing/otlp.py).
+exporter's real protobuf (tests/support/sardag_testing/otlp.py).
 
 What an operator following a request would check: the client's trace id reaches the Flask
 span, the PostgreSQL span is its child and PostgreSQL itself sees the trace in the
@@ -26,9 +26,8 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-
-from shared.testing import scratch_postgres
-from shared.testing.processes import REPO, Launcher, Running, service_env
+from sardag_testing import scratch_postgres
+from sardag_testing.processes import REPO, Launcher, Running, service_env
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.api]
 
@@ -98,7 +97,7 @@ def traced(
 ) -> Iterator[Traced]:
     ops.require_service_code()
     ops.find_tool("nginx", Path("/usr/sbin/nginx"))
-    from shared.testing.otlp import otlp_receiver
+    from sardag_testing.otlp import otlp_receiver
 
     tmp = tmp_path_factory.mktemp("tracing")
     with (
@@ -426,9 +425,8 @@ def test_a_price_from_the_exchange_to_a_follower_sse_client_is_one_trace(
     launcher: Launcher, redis_url: str, ops: SimpleNamespace
 ) -> None:
     ops.require_service_code()
-    from websocket_streaming.fake_exchange.server import FakeExchange
-
-    from shared.testing.otlp import otlp_receiver
+    from fake_exchange.server import FakeExchange
+    from sardag_testing.otlp import otlp_receiver
 
     exchange = FakeExchange("127.0.0.1", 0, rate=5.0).start()
     try:
@@ -512,7 +510,7 @@ LAUNCHERS = {
 def test_each_launcher_traces_in_its_workers_and_flushes_at_a_graceful_stop(
     launcher: Launcher, tmp_path: Path, ops: SimpleNamespace, name: str
 ) -> None:
-    from shared.testing.otlp import otlp_receiver
+    from sardag_testing.otlp import otlp_receiver
 
     with otlp_receiver() as receiver:
         port = ops.free_port()
@@ -574,7 +572,7 @@ print(json.dumps({"status": answer.status_code, "events": events}))
 
 
 def test_a_sentry_event_carries_the_trace_id(tmp_path: Path) -> None:
-    from shared.testing.otlp import otlp_receiver
+    from sardag_testing.otlp import otlp_receiver
 
     trace_id = "8" * 32
     with otlp_receiver() as receiver:

@@ -12,9 +12,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-
-from shared.testing.processes import Launcher, Running
-from shared.testing.servers import PrivatePostgres, PrivateRedis
+from sardag_testing.processes import Launcher, Running
+from sardag_testing.servers import PrivatePostgres, PrivateRedis
 
 HERE = Path(__file__).resolve().parent
 FEED_RATE = "20"  # fake exchange events per second per stream
@@ -51,7 +50,7 @@ def private_redis() -> Iterator[PrivateRedis]:
 
 @pytest.fixture
 def fake_exchange(launcher: Launcher) -> Running:
-    """The shipped fake Binance exchange, feeding a random walk."""
+    """The fake Binance exchange (tools/fake-exchange), feeding a random walk."""
     return launcher.fake_exchange("--rate", FEED_RATE)
 
 

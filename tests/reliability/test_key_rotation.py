@@ -14,10 +14,10 @@ import time
 from pathlib import Path
 
 import pytest
+from sardag_testing.processes import Launcher, http
 
 from shared import auth
 from shared.config import ConfigError, load_config
-from shared.testing.processes import Launcher, http
 
 OLD_KEY = "rotation-old-1f2e3d4c5b6a7980"
 NEW_KEY = "rotation-new-0a9b8c7d6e5f4a3b"

@@ -19,11 +19,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-
-from shared.testing import wait_until
-from shared.testing.processes import VENV_BIN, Launcher, Running, rss_kib, service_env
-from shared.testing.servers import PrivatePostgres, PrivateRedis
-from shared.testing.traffic import Client
+from sardag_testing import wait_until
+from sardag_testing.processes import VENV_BIN, Launcher, Running, rss_kib, service_env
+from sardag_testing.servers import PrivatePostgres, PrivateRedis
+from sardag_testing.traffic import Client
 
 pytestmark = [
     pytest.mark.integration,

@@ -59,6 +59,7 @@ def test_every_websocket_streaming_route_is_documented() -> None:
         "/price/{symbol}",
         "/prices",
         "/stream",
+        "/candles/{symbol}",
     }
 
 

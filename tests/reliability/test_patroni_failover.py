@@ -1,6 +1,6 @@
 """PostgreSQL primary lost under load: Patroni promotes the standby, the service follows it.
 
-The stack: etcd, Patroni, two PostgreSQL nodes (shared.testing.patroni). database-service
+The stack: etcd, Patroni, two PostgreSQL nodes (sardag_testing.patroni). database-service
 (2 workers) has the multi-host DATABASE_URL (target_session_attrs=read-write) and
 DATABASE_READ_URL (prefer-standby); a second instance has no read URL, for comparison.
 4 writers save signals with client_ids and retry a refused one with the same client_id;
@@ -26,11 +26,10 @@ from dataclasses import dataclass
 
 import psycopg2
 import pytest
-
-from shared.testing import wait_until
-from shared.testing.patroni import TTL, PatroniCluster
-from shared.testing.processes import Launcher, Running
-from shared.testing.traffic import Answer, Client, Traffic, statuses
+from sardag_testing import wait_until
+from sardag_testing.patroni import TTL, PatroniCluster
+from sardag_testing.processes import Launcher, Running
+from sardag_testing.traffic import Answer, Client, Traffic, statuses
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.database, pytest.mark.api]
 

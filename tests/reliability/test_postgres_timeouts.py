@@ -18,10 +18,9 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-
-from shared.testing.processes import Launcher
-from shared.testing.servers import PrivatePostgres
-from shared.testing.traffic import Answer, Client, Traffic, statuses
+from sardag_testing.processes import Launcher
+from sardag_testing.servers import PrivatePostgres
+from sardag_testing.traffic import Answer, Client, Traffic, statuses
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.database, pytest.mark.api]
 

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 from database_service import create_app
 from flask.testing import FlaskClient
+from sardag_testing import scratch_postgres
 
 from shared.app import shutdown
-from shared.testing import scratch_postgres
 
 pytestmark = [pytest.mark.api, pytest.mark.database]
 

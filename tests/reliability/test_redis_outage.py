@@ -27,11 +27,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import pytest
-
-from shared.testing import wait_until
-from shared.testing.processes import Launcher, Running
-from shared.testing.servers import PrivateRedis
-from shared.testing.traffic import Answer, Client, Traffic, percentile, statuses
+from sardag_testing import wait_until
+from sardag_testing.processes import Launcher, Running
+from sardag_testing.servers import PrivateRedis
+from sardag_testing.traffic import Answer, Client, Traffic, percentile, statuses
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.redis, pytest.mark.api]
 

@@ -1,6 +1,6 @@
 """Redis behind Sentinel loses its master under mixed load on both services (2 workers each).
 
-The stack is `shared.testing.sentinel.SentinelStack` (a master, a replica, three sentinels on
+The stack is `sardag_testing.sentinel.SentinelStack` (a master, a replica, three sentinels on
 loopback); the services get its `redis+sentinel://` URL and nothing else: they must find
 the promoted replica by themselves. The master is SIGKILLed (a host lost at once).
 
@@ -34,14 +34,13 @@ from datetime import datetime
 from typing import Any
 
 import pytest
-from websocket_streaming.fake_exchange import FakeExchange
-from websocket_streaming.fake_exchange.drill import SseReader
+from fake_exchange import FakeExchange
+from fake_exchange.drill import SseReader
+from sardag_testing import wait_until
+from sardag_testing.processes import Launcher, Running, http
+from sardag_testing.sentinel import SentinelStack
+from sardag_testing.traffic import Answer, Client, Traffic, statuses
 from websocket_streaming.settings import SETTINGS
-
-from shared.testing import wait_until
-from shared.testing.processes import Launcher, Running, http
-from shared.testing.sentinel import SentinelStack
-from shared.testing.traffic import Answer, Client, Traffic, statuses
 
 pytestmark = [
     pytest.mark.integration,

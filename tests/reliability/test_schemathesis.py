@@ -27,9 +27,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from shared.testing import python_in_message, scratch_postgres, wait_until
-from shared.testing.processes import VENV_BIN, Launcher, Running, http
+from sardag_testing import python_in_message, scratch_postgres, wait_until
+from sardag_testing.processes import VENV_BIN, Launcher, Running, http
 
 pytestmark = [pytest.mark.integration, pytest.mark.api, pytest.mark.slow]
 
@@ -47,6 +46,7 @@ RAISED_LIMITS = {
         "PERFORMANCE_TRADES",
         "PRICE",
         "STREAM",
+        "CANDLES",
     )
 }
 KEYS = ("st-key-0123456789abcdef", "st-key-fedcba9876543210")

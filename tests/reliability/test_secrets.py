@@ -23,11 +23,11 @@ import pytest
 import redis
 import sentry_sdk
 from flask import Flask
+from sardag_testing import free_port, scratch_postgres, wait_until
+from sardag_testing.processes import Launcher, Running, http
+from sardag_testing.servers import PrivateRedis
 
 from shared.app import shutdown
-from shared.testing import free_port, scratch_postgres, wait_until
-from shared.testing.processes import Launcher, Running, http
-from shared.testing.servers import PrivateRedis
 
 pytestmark = [pytest.mark.integration, pytest.mark.api, pytest.mark.slow]
 

@@ -23,10 +23,9 @@ import time
 from collections.abc import Callable
 
 import pytest
-
-from shared.testing import wait_until
-from shared.testing.processes import Launcher, Running
-from shared.testing.traffic import Answer, Client, SlowClients, percentile, statuses
+from sardag_testing import wait_until
+from sardag_testing.processes import Launcher, Running
+from sardag_testing.traffic import Answer, Client, SlowClients, percentile, statuses
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.api]
 

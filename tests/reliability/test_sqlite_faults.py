@@ -31,10 +31,9 @@ from contextlib import closing
 from pathlib import Path
 
 import pytest
-
-from shared.testing import require_server, wait_until
-from shared.testing.processes import Launcher, Running
-from shared.testing.traffic import Answer, Client, Traffic, statuses
+from sardag_testing import require_server, wait_until
+from sardag_testing.processes import Launcher, Running
+from sardag_testing.traffic import Answer, Client, Traffic, statuses
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.database, pytest.mark.api]
 

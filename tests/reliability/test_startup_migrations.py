@@ -14,10 +14,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-
-from shared.testing import wait_until
-from shared.testing.processes import SOURCE_PATH, Launcher, Running, http, service_env
-from shared.testing.servers import PrivatePostgres
+from sardag_testing import wait_until
+from sardag_testing.processes import SOURCE_PATH, Launcher, Running, http, service_env
+from sardag_testing.servers import PrivatePostgres
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.database, pytest.mark.api]
 

@@ -9,10 +9,9 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytest
-
-from shared.testing import free_port
-from shared.testing.processes import Launcher, http
-from shared.testing.servers import PrivatePostgres
+from sardag_testing import free_port
+from sardag_testing.processes import Launcher, http
+from sardag_testing.servers import PrivatePostgres
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.database, pytest.mark.api]
 

@@ -16,11 +16,10 @@ from collections.abc import Callable
 
 import pytest
 import redis
-
-from shared.testing import wait_until
-from shared.testing.processes import Launcher, Running
-from shared.testing.servers import PrivatePostgres, PrivateRedis
-from shared.testing.traffic import Answer, Client, Traffic, statuses
+from sardag_testing import wait_until
+from sardag_testing.processes import Launcher, Running
+from sardag_testing.servers import PrivatePostgres, PrivateRedis
+from sardag_testing.traffic import Answer, Client, Traffic, statuses
 
 pytestmark = [
     pytest.mark.integration,

@@ -9,9 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from shared.testing import free_port, wait_until
-from shared.testing.processes import REPO, Launcher, Running, answers, http, listening, service_env
+from sardag_testing import free_port, wait_until
+from sardag_testing.processes import REPO, Launcher, Running, answers, http, listening, service_env
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.api]
 

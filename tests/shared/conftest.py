@@ -12,9 +12,8 @@ from flask import Flask
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+from sardag_testing.processes import SOURCE_PATH, Launcher, Running
 from support_app import BASE_CONFIG, create_app
-
-from shared.testing.processes import SOURCE_PATH, Launcher, Running
 
 HERE = Path(__file__).parent
 

@@ -7,9 +7,9 @@ from collections.abc import Callable
 import pytest
 import redis
 from flask import Flask
+from sardag_testing import free_port
 
 from shared.redis_cache import Cache, LocalCache, cached, get_cache
-from shared.testing import free_port
 
 
 @pytest.fixture(

@@ -6,15 +6,20 @@ import os
 import subprocess
 import sys
 from collections.abc import Callable
+from dataclasses import fields
 from pathlib import Path
 
 import pytest
+from database_service.settings import DatabaseConfig
+from sardag_testing.processes import Launcher, Running, http
+from websocket_streaming.settings import StreamingConfig
 
 from shared.config import (
     SERVICES,
     SHARED_SETTINGS,
     ConfigError,
     Setting,
+    SharedConfig,
     load_config,
     lookalike_warnings,
     main,
@@ -22,7 +27,6 @@ from shared.config import (
     service_settings,
 )
 from shared.secrets import redacted, secret_values
-from shared.testing.processes import Launcher, Running, http
 
 ROOT = Path(__file__).resolve().parents[2]
 # Free-text settings: no value is wrong for them.
@@ -107,6 +111,45 @@ def test_service_settings_and_defaults() -> None:
 
 
 @pytest.mark.unit
+@pytest.mark.parametrize(
+    ("service", "typed"), [("database-service", DatabaseConfig), ("websocket-streaming", StreamingConfig)]
+)
+def test_each_setting_has_one_typed_field_holding_its_value(service: str, typed: type[SharedConfig]) -> None:
+    spec = service_settings(service)
+    config = load_config(spec.name, settings=spec.settings, defaults=spec.defaults, environ={}, env_file=None)
+    built = typed.from_config(config)
+    assert {f.name.upper() for f in fields(built)} == set(config)  # a new setting needs its field
+    assert {name: getattr(built, name.lower()) for name in config} == config
+
+
+@pytest.mark.unit
+def test_typed_fields_take_a_test_override_of_a_near_type() -> None:
+    streaming = service_settings("websocket-streaming")
+    overrides = {
+        "SYMBOLS": ["BTCUSDT"],
+        "WS_CONNECTIONS": "1",
+        "PRICE_STALE_SECONDS": 5,
+        "SSE_QUEUE_EVENTS": 64.0,
+    }
+    config = load_config("ws", overrides, settings=streaming.settings, environ={}, env_file=None)
+    built = StreamingConfig.from_config(config)
+    assert (built.symbols, built.ws_connections) == (("BTCUSDT",), 1)
+    assert (built.price_stale_seconds, built.sse_queue_events) == (5.0, 64)
+    assert type(built.price_stale_seconds) is float
+    assert type(built.sse_queue_events) is int
+
+
+@pytest.mark.unit
+def test_the_typed_configuration_never_prints_its_secrets() -> None:
+    key, password = "k-0123456789abcdef-secret", "pw-very-secret"
+    overrides = {"API_KEY": key, "REDIS_URL": f"redis://:{password}@127.0.0.1:6379/0"}
+    built = SharedConfig.from_config(load_config("svc", overrides, environ={}, env_file=None))
+    assert built.api_key == key
+    assert key not in repr(built)
+    assert password not in repr(built)
+
+
+@pytest.mark.unit
 def test_symbols_are_normalised() -> None:
     streaming = service_settings("websocket-streaming")
     config = load_config(
@@ -173,6 +216,7 @@ SHARED_BAD_VALUES = [
     ("OTEL_RESOURCE_ATTRIBUTES", "team", "must be key=value"),
     ("OTEL_RESOURCE_ATTRIBUTES", "=x", "must be key=value"),
     ("OTEL_SDK_DISABLED", "maybe", "must be a boolean"),
+    ("OTEL_EXPORTER_OTLP_HEADERS", "Bearer tok-0123", "must be key=value pairs"),
 ]
 SERVICE_BAD_VALUES = [
     ("database-service", "DATABASE_URL", "mysql://root@db/x", "unknown URL scheme"),

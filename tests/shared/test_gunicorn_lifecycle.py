@@ -7,8 +7,7 @@ import re
 from collections.abc import Callable
 
 import pytest
-
-from shared.testing.processes import Running, http
+from sardag_testing.processes import Running, http
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -1,6 +1,6 @@
 """`make run` as a new user meets it: every limited route admits exactly its limit, across workers.
 
-scripts/run.sh runs as a subprocess on free ports with the shipped fake exchange (FEED=fake,
+scripts/run.sh runs as a subprocess on free ports with the fake exchange (tools/fake-exchange) (FEED=fake,
 the README's `make run-offline`), embedded defaults only: SQLite, no Redis, the workers
 the gunicorn configs choose. Limit + 5 rapid requests to each limited route, from 8
 threads on fresh connections (so they spread over database-service's workers), must give
@@ -24,9 +24,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from shared.testing import free_port, wait_until
-from shared.testing.processes import REPO, VENV_BIN
+from sardag_testing import free_port, wait_until
+from sardag_testing.processes import REPO, VENV_BIN
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.api]
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -10,8 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from shared.testing.markers import kind_problems
+from sardag_testing.markers import kind_problems
+from sardag_testing.processes import SUPPORT_PATH
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -52,7 +53,7 @@ def test_exactly_one_kind_and_no_server_for_a_unit_test() -> None:
 
 GUARDED = """
 import socket, subprocess, sys
-from shared.testing.markers import install_server_guard
+from sardag_testing.markers import install_server_guard
 install_server_guard()
 for attempt in (
     lambda: subprocess.run([sys.executable, "-c", "pass"], check=True),
@@ -72,8 +73,14 @@ print("git allowed")
 @pytest.mark.integration
 @pytest.mark.slow
 def test_the_unit_guard_refuses_processes_and_servers() -> None:
+    env = {**os.environ, "PYTHONPATH": str(SUPPORT_PATH)}
     done = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(GUARDED)], capture_output=True, text=True, timeout=60, cwd=ROOT
+        [sys.executable, "-c", textwrap.dedent(GUARDED)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+        env=env,
     )
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
@@ -81,3 +88,35 @@ def test_the_unit_guard_refuses_processes_and_servers() -> None:
     assert lines[1] == "ConnectionRefusedError unit tests reach no server (port 6379)"
     assert lines[2] == "OperationalError unit tests reach no PostgreSQL server"
     assert lines[3] == "git allowed"
+
+
+IN_A_WORKER = """
+import subprocess, sys
+
+import pytest
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("n", range(4))
+def test_a_process(n):
+    with pytest.raises(RuntimeError, match="unit tests start no process"):
+        subprocess.run([sys.executable, "-c", "pass"], check=True)
+"""
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_the_unit_guard_holds_in_every_parallel_worker(tmp_path: Path) -> None:
+    # `-n`: the process that starts the workers goes unguarded (it runs no test); each worker is guarded.
+    (tmp_path / "test_guarded.py").write_text(IN_A_WORKER)
+    here = [sys.executable, "-m", "pytest", "-c", ROOT / "pytest.ini", "--rootdir", ROOT, "-p", "conftest"]
+    done = subprocess.run(
+        [*here, "-p", "no:cacheprovider", "-q", "-n", "2", tmp_path / "test_guarded.py"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+        env={**os.environ, "SARDAG_UNIT_GUARD": "1", "PYTHONPATH": str(ROOT)},
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "4 passed" in done.stdout

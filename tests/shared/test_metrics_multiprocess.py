@@ -8,10 +8,10 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+from sardag_testing import wait_until
+from sardag_testing.processes import Running
 
 from shared.metrics import FLUSH_SECONDS
-from shared.testing import wait_until
-from shared.testing.processes import Running
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

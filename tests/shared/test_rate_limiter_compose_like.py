@@ -15,10 +15,9 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+from sardag_testing.processes import Launcher
+from sardag_testing.servers import PrivateRedis
 from test_make_run_limits import SIGNAL, burst, check_exact
-
-from shared.testing.processes import Launcher
-from shared.testing.servers import PrivateRedis
 
 pytestmark = [pytest.mark.integration, pytest.mark.redis, pytest.mark.slow, pytest.mark.api]
 

@@ -10,11 +10,12 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from sardag_testing import FakeClock
+from sardag_testing.processes import SUPPORT_PATH
 
 from shared import gunicorn_hooks
 from shared.rate_limiter import FailoverBackend, HostBackend, storage_from_url
 from shared.rate_limiter.host import HOST_STORE_ENV, PURGE_EVERY
-from shared.testing import FakeClock
 
 
 @pytest.mark.unit
@@ -110,7 +111,7 @@ def test_an_unusable_store_fails_open_in_process(tmp_path: Path) -> None:
 HAMMER = """
 import sys
 from shared.rate_limiter import HostBackend
-from shared.testing import FakeClock
+from sardag_testing import FakeClock
 store = HostBackend(sys.argv[1])
 print(sum(store.hit("shared-key", 100, 60.0).allowed for _ in range(150)))
 """
@@ -121,7 +122,8 @@ print(sum(store.hit("shared-key", 100, 60.0).allowed for _ in range(150)))
 def test_exact_across_processes_deciding_at_once(tmp_path: Path) -> None:
     path = str(tmp_path / "limits.sqlite")
     command = [sys.executable, "-c", HAMMER, path]
-    processes = [subprocess.Popen(command, stdout=subprocess.PIPE, text=True) for _ in range(3)]
+    env = {**os.environ, "PYTHONPATH": str(SUPPORT_PATH)}
+    processes = [subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=env) for _ in range(3)]
     admitted = [int(process.communicate(timeout=120)[0]) for process in processes]
     assert sum(admitted) == 100, admitted
 

@@ -9,12 +9,12 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import redis
+from sardag_testing import free_port, wait_until
+from sardag_testing.processes import Running
+from sardag_testing.servers import PrivateRedis
 from support_app import BASE_CONFIG
 
 from shared.rate_limiter import get_limiter
-from shared.testing import free_port, wait_until
-from shared.testing.processes import Running
-from shared.testing.servers import PrivateRedis
 
 pytestmark = [pytest.mark.integration, pytest.mark.redis]
 

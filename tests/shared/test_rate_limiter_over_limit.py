@@ -11,12 +11,12 @@ import redis
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+from sardag_testing import FakeClock
+from sardag_testing.servers import PrivateRedis
 from support_app import BASE_CONFIG, create_app
 
 from shared.rate_limiter import RateLimitResult
 from shared.rate_limiter.redis_backend import OverLimitCache
-from shared.testing import FakeClock
-from shared.testing.servers import PrivateRedis
 
 
 def _rejected(limit: int = 5, retry_after: float = 10.0) -> RateLimitResult:

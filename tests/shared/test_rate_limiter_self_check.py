@@ -7,9 +7,9 @@ import sys
 
 import pytest
 import redis
+from sardag_testing import free_port
 
 from shared.rate_limiter import __main__ as self_check
-from shared.testing import free_port
 
 
 @pytest.mark.unit

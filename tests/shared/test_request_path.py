@@ -12,10 +12,10 @@ from datetime import UTC, datetime
 
 import pytest
 from flask import Flask
+from sardag_testing import wait_until
 
 from shared import logger
 from shared.metrics import FLUSH_SECONDS, get_metrics
-from shared.testing import wait_until
 
 pytestmark = [pytest.mark.unit]
 
@@ -112,6 +112,11 @@ def test_access_records_still_reach_other_handlers(
     assert records[0].status == 200  # type: ignore[attr-defined]
 
 
+def quick_flusher(app: Flask) -> None:
+    """The flusher thread (started by the first request) flushes every 50 ms, not every FLUSH_SECONDS."""
+    get_metrics(app).tally._interval = 0.05
+
+
 @pytest.mark.parametrize(
     "created", [0.0, 1_700_000_000.0, 1_700_000_000.25, 1_795_507_535.856, 1_795_507_599.9994]
 )
@@ -121,8 +126,8 @@ def test_json_time_is_iso_utc_with_milliseconds(created: float) -> None:
     assert line["time"] == datetime.fromtimestamp(created, UTC).isoformat(timespec="milliseconds")
 
 
-@pytest.mark.slow  # waits for the flusher thread (FLUSH_SECONDS)
 def test_request_counts_reach_prometheus_without_a_scrape(memory_app: Flask) -> None:
+    quick_flusher(memory_app)
     client = memory_app.test_client()
     for _ in range(3):
         client.get("/plain")
@@ -197,10 +202,10 @@ def test_an_entry_that_cannot_be_formatted_does_not_stop_the_writer(capsys: pyte
     assert [e["message"] for e in _json_lines(err)] == ["fine"]
 
 
-@pytest.mark.slow  # waits for the flusher thread (FLUSH_SECONDS)
 def test_the_metrics_flusher_survives_a_failing_flush(
     memory_app: Flask, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
+    quick_flusher(memory_app)
     metrics = get_metrics(memory_app)
     real_observe = metrics.observe_request
     failures = iter([OSError("metrics directory gone")])

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from flask import Flask
 
 from shared.config import ConfigError, load_config
+from shared.health_check import get_health
 from shared.logger import TextFormatter
 from shared.secrets import mask_url, mask_url_secrets, redacted, secret_values, url_secrets
 
@@ -79,3 +82,30 @@ def test_text_logs_escape_terminal_control_characters() -> None:
     assert "\n" not in line
     assert "\r" not in line
     assert "\\x1b[2J" in line  # still readable: the escape's bytes, written as text
+
+
+def test_health_and_readyz_mask_a_secret_a_check_reports(make_app: Callable[..., Flask]) -> None:
+    app = make_app(REDIS_URL=None, API_KEY=KEY)
+    leaky = ("degraded", {"last_error": f"refused with key {KEY}"})  # a check quoting a driver
+    get_health(app).add_check("leaky", lambda: leaky, critical=False)
+    get_health(app).add_readiness("leaky", lambda: leaky)
+    client = app.test_client()
+    for path in ("/health", "/readyz"):
+        body = client.get(path).get_data(as_text=True)
+        assert KEY not in body
+        assert "refused with key ***" in body  # the check's detail is kept, its secret masked
+
+
+def test_the_config_printout_masks_a_secret_wherever_it_appears() -> None:
+    config = {
+        "API_KEY": KEY,
+        "SENTRY_ENVIRONMENT": f"prod-{KEY}",  # a secret pasted into a setting that is not one
+        "BINANCE_WS_URL": "wss://feed:Proxy-Pw%2F1@proxy.example:9443",  # a proxy's basic auth
+        "PORT": 5020,
+    }
+    safe = redacted(config)
+    assert safe["API_KEY"] == "***"
+    assert safe["SENTRY_ENVIRONMENT"] == "prod-***"
+    assert safe["BINANCE_WS_URL"] == "wss://feed:***@proxy.example:9443"
+    assert safe["PORT"] == 5020
+    assert {"Proxy-Pw%2F1", "Proxy-Pw/1"} <= secret_values(config)

@@ -46,6 +46,29 @@ def test_settings_follow_the_standard_variables() -> None:
 
 @pytest.mark.unit
 @pytest.mark.parametrize(
+    ("environ", "headers"),
+    [
+        ({}, {}),
+        (
+            {"OTEL_EXPORTER_OTLP_HEADERS": "authorization=Bearer%20t0k,x-team=desk"},
+            {"authorization": "Bearer t0k", "x-team": "desk"},
+        ),
+        ({"OTEL_EXPORTER_OTLP_HEADERS": "a=1", "OTEL_EXPORTER_OTLP_TRACES_HEADERS": "b=2"}, {"b": "2"}),
+    ],
+)
+def test_the_exporter_headers_come_from_the_standard_variables(
+    environ: dict[str, str], headers: dict[str, str]
+) -> None:
+    environ = {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4318", **environ}
+    settings = tracing.TracingSettings.from_config(
+        load_config("database-service", environ=environ, env_file=None)
+    )
+    assert settings.headers == headers
+    assert "t0k" not in repr(settings)  # a collector's token is never printed
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize(
     ("environ", "endpoint"),
     [
         ({}, None),

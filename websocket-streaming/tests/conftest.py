@@ -9,12 +9,11 @@ from typing import Any
 
 import pytest
 import redis
+from fake_exchange import FakeExchange
 from flask import Flask
+from sardag_testing import wait_until
 from websocket_streaming import create_app, start_ingest, stop_ingest
-from websocket_streaming.fake_exchange import FakeExchange
 from werkzeug.serving import BaseWSGIServer, make_server
-
-from shared.testing import wait_until
 
 SYMBOLS = ("BTCUSDT", "ETHUSDT", "BNBUSDT", "BNBBTC")
 
@@ -89,7 +88,8 @@ def serve() -> Iterator[Callable[[Flask], str]]:
 
     def start(app: Flask) -> str:
         server = make_server("127.0.0.1", 0, app, threaded=True)
-        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        # shutdown() waits until the loop looks again: every 0.5 s by default, per test
+        thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
         thread.start()
         servers.append((server, thread))
         return f"http://127.0.0.1:{server.server_port}"

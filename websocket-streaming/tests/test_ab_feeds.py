@@ -8,17 +8,22 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
+from fake_exchange import FAULT_KINDS, FakeExchange
+from fake_exchange.drill import NumberedTrades, PriceSampler, SseReader
 from flask import Flask
+from sardag_testing import wait_until
 from websocket_streaming import get_service
-from websocket_streaming.fake_exchange import FAULT_KINDS, FakeExchange
-from websocket_streaming.fake_exchange.drill import NumberedTrades, PriceSampler, SseReader
-
-from shared.testing import wait_until
 
 from .test_rotation import assert_exactly_once
 
 pytestmark = [pytest.mark.unit, pytest.mark.slow, pytest.mark.websocket, pytest.mark.api]
-AB = {"SYMBOLS": ("BTCUSDT", "ETHUSDT"), "WS_STREAMS": ("trade",), "WS_CONNECTIONS": 2}
+# line B opens 0.2 s after A delivers (1 s in production): the drills need both, not the wait
+AB = {
+    "SYMBOLS": ("BTCUSDT", "ETHUSDT"),
+    "WS_STREAMS": ("trade",),
+    "WS_CONNECTIONS": 2,
+    "WS_LINE_STAGGER_SECONDS": 0.2,
+}
 
 
 @dataclass
@@ -43,7 +48,7 @@ def drill(
     """Factory: subscribe to a new A/B service, then start the trades (`rate` a second)."""
 
     def start(rate: float = 100, **overrides: Any) -> Drill:
-        app = make_app(**AB, **overrides)
+        app = make_app(**{**AB, **overrides})
         base = serve(app)
         events = SseReader(base).start()
         return Drill(app, base, events, NumberedTrades(fake, rate=rate).start())
@@ -54,11 +59,11 @@ def drill(
 def test_two_connections_open_at_different_moments_and_each_update_is_published_once(
     fake: FakeExchange, drill: Callable[..., Drill]
 ) -> None:
-    run = drill(rate=200)
+    run = drill(rate=200, WS_LINE_STAGGER_SECONDS=1.0)  # the production default
     app, events, trades = run.app, run.events, run.trades
     wait_until(lambda: fake.open_connections() == 2, 5.0, "the B connection")
     first, second = fake.connection_attempts[:2]
-    assert second - first >= 0.9  # B opens a second after A delivered, not with it
+    assert second - first >= 0.9  # B opens WS_LINE_STAGGER_SECONDS after A delivered, not with it
     time.sleep(1.0)  # both deliver every trade
     received = events.wait_for(trades.stop())
     assert_exactly_once(received, trades.sent)
@@ -72,7 +77,7 @@ def test_two_connections_open_at_different_moments_and_each_update_is_published_
 def test_a_fault_on_one_connection_leaves_no_stale_price_and_no_missing_or_repeated_event(
     fake: FakeExchange, drill: Callable[..., Drill], fault: str
 ) -> None:
-    run = drill(PRICE_STALE_SECONDS=2.0)  # the watchdog replaces a silent connection after 2 s
+    run = drill(PRICE_STALE_SECONDS=1.0)  # the watchdog replaces a silent connection after 1 s
     events, trades = run.events, run.trades
     wait_until(lambda: run.delivering() == 2, 5.0, "both feeds delivering")
     sampler = PriceSampler(run.base, "BTCUSDT", interval=0.05).start()
@@ -82,7 +87,7 @@ def test_a_fault_on_one_connection_leaves_no_stale_price_and_no_missing_or_repea
     if fault != "garbage_burst":  # every other fault ends the connection: A must come back
         wait_until(lambda: len(fake.connection_attempts) >= 3, 6.0, "a new A connection")
     wait_until(lambda: run.delivering() == 2, 6.0, "both feeds again")
-    time.sleep(max(0.0, struck_at + 2.0 - time.monotonic()))  # sample 2 s after the fault at least
+    time.sleep(max(0.0, struck_at + 1.5 - time.monotonic()))  # sample past the watchdog's 1 s at least
     received = events.wait_for(trades.stop())
     sampler.stop()
     assert len(sampler.samples) > 30

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
+from decimal import Decimal
+
 import pytest
+from fake_exchange import FakeExchange
 from flask import Flask
 from websocket_streaming import create_app, get_service
-from websocket_streaming.fake_exchange import FakeExchange
 from websocket_streaming.parser import PriceUpdate, dec
 
 from .conftest import app_config
@@ -176,3 +179,38 @@ def test_index_lists_every_documented_operation(idle_app: Flask) -> None:
         f"{method.upper()} {path}" for path, item in paths.items() for method in item
     )
     assert "GET /price/{symbol}" in routes
+
+
+def test_price_and_prices_give_the_book_ticker_quote_with_sizes_and_its_own_time(idle_app: Flask) -> None:
+    service = get_service(idle_app)
+    trade = {"e": "trade", "E": 1_000_000, "s": "ETHUSDT", "t": 5, "p": "3000.01", "q": "1", "T": 1}
+    quote = {"u": 42, "s": "ETHUSDT", "b": "3000.00", "B": "0.12500000", "a": "3000.02", "A": "7.00000000"}
+    service.handle_frame(json.dumps({"stream": "ethusdt@trade", "data": trade}).encode(), 1000.0)
+    service.handle_frame(json.dumps({"stream": "ethusdt@bookTicker", "data": quote}).encode(), 1000.25)
+    later = {**trade, "E": 1_000_500, "t": 6, "p": "3000.05"}  # a trade after it keeps the quote's own time
+    service.handle_frame(json.dumps({"stream": "ethusdt@trade", "data": later}).encode(), 1000.5)
+    client = idle_app.test_client()
+    one = client.get("/price/ETHUSDT")
+    [listed] = json.loads(client.get("/prices").data, parse_float=Decimal)["prices"]
+    for answer in (json.loads(one.data, parse_float=Decimal), listed):
+        assert answer["price"] == Decimal("3000.05")  # the last trade, as before
+        assert (answer["bid"], answer["bid_qty"], answer["ask"], answer["ask_qty"]) == (
+            Decimal("3000.00"),
+            Decimal("0.12500000"),
+            Decimal("3000.02"),
+            Decimal("7.00000000"),
+        )
+        assert (answer["quote_id"], answer["quote_time"], answer["received_at"]) == (42, 1_000_250, 1_000_500)
+        assert answer["quote_age_seconds"] >= 0
+    assert b'"bid":3000.00,"bid_qty":0.12500000,' in one.data  # the exchange's digits, as JSON numbers
+
+
+def test_the_document_describes_each_stream_event_type_and_the_quote_fields(idle_app: Flask) -> None:
+    document = idle_app.test_client().get("/openapi.json").get_json()
+    stream = document["paths"]["/stream"]["get"]
+    events = stream["responses"]["200"]["content"]["text/event-stream"]["schema"]["oneOf"]
+    assert {"price", "quote", "overflow"} <= {e["properties"]["event"]["const"] for e in events}
+    [param] = [p for p in stream["parameters"] if p["name"] == "events"]
+    assert "quote" in param["description"]
+    price = document["components"]["schemas"]["Price"]["properties"]
+    assert {"bid", "bid_qty", "ask", "ask_qty", "quote_id", "quote_time", "quote_age_seconds"} <= set(price)

@@ -11,12 +11,11 @@ from typing import Any
 
 import pytest
 import redis
+from sardag_testing import wait_until
 from websocket_streaming.book import PriceBook, PriceRecord
 from websocket_streaming.encoding import price_answer
 from websocket_streaming.parser import PriceUpdate
 from websocket_streaming.redis_bridge import FOLLOWER, LEADER, SOLO, RedisBridge
-
-from shared.testing import wait_until
 
 pytestmark = [pytest.mark.websocket]
 

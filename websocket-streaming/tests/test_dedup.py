@@ -142,3 +142,69 @@ def test_a_twin_frame_is_counted_but_not_parsed_again(idle_app: Flask) -> None:
     assert summary["messages_by_type"] == {"trade": 2}
     assert summary["parse_errors"] == 1
     assert service.book.seq == 1
+
+
+def quote_frame(update_id: int, bid: str, **extra: object) -> bytes:
+    data = {"u": update_id, "s": "BTCUSDT", "b": bid, "B": "1.5", "a": "200.25", "A": "2.5", **extra}
+    return frame("btcusdt@bookTicker", data)
+
+
+def test_across_a_b_lines_an_older_quote_never_overwrites_a_newer_one(idle_app: Flask) -> None:
+    service = get_service(idle_app)
+    book = service.book
+    assert service.handle_frame(quote_frame(11, "100.11"), 1.0, 1) == "bookTicker"  # line A is ahead
+    service.handle_frame(quote_frame(10, "100.10"), 1.1, 2)  # line B delivers the older one late
+    service.handle_frame(quote_frame(11, "100.11"), 1.2, 2)  # ... then its byte-equal twin
+    service.handle_frame(quote_frame(11, "100.11", X=1), 1.3, 1)  # the same `u`, other bytes
+    service.handle_frame(quote_frame(12, "100.12"), 1.4, 2)
+    record = book.get("BTCUSDT")
+    assert record is not None
+    assert (record.bid, record.bid_qty, record.ask, record.ask_qty) == (
+        Decimal("100.12"),
+        Decimal("1.5"),
+        Decimal("200.25"),
+        Decimal("2.5"),
+    )
+    assert record.quote_id == 12
+    _, records, _ = book.since(0)
+    assert [r.quote_id for r in records] == [11, 12]  # each quote published once, in order
+    summary = service.summary()
+    assert summary["messages_by_type"] == {"bookTicker": 5}
+    assert summary["twin_frames_skipped"] == 1
+    assert summary["duplicates_dropped"] == 2  # the older quote and the same `u` in other bytes
+    assert summary["unknown_fields"] == 1  # the frame with a field bookTicker does not document
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"b": "0"},
+        {"a": "0.00000000"},
+        {"B": "1e300"},
+        {"A": "-1"},
+        {"b": "NaN"},
+        {"a": "Infinity"},
+        {"b": 100.5},  # a JSON number: it would go through a float
+        {"u": None},
+        {"u": "13"},
+        {"u": 1e30},
+        {"s": "BTC/USDT"},
+    ],
+)
+def test_a_corrupt_quote_is_counted_and_dropped_never_applied(idle_app: Flask, bad: dict[str, object]) -> None:
+    service = get_service(idle_app)
+    service.handle_frame(quote_frame(12, "100.12"), 1.0)
+    assert service.handle_frame(quote_frame(13, "100.13", **bad), 2.0) is None
+    record = service.book.get("BTCUSDT")
+    assert record is not None
+    assert (record.bid, record.quote_id, record.received_at) == (Decimal("100.12"), 12, 1.0)
+    assert service.book.seq == 1
+    assert service.summary()["parse_errors"] == 1
+
+
+def test_a_frame_without_u_is_counted_and_dropped(idle_app: Flask) -> None:
+    service = get_service(idle_app)
+    data = {"s": "BTCUSDT", "b": "100.1", "B": "1", "a": "100.2", "A": "1"}
+    assert service.handle_frame(frame("btcusdt@bookTicker", data), 1.0) is None
+    assert service.book.get("BTCUSDT") is None
+    assert service.summary()["parse_errors"] == 1

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import requests
 import websocket
-from websocket_streaming.fake_exchange import FakeExchange
+from fake_exchange import FakeExchange
 
 pytestmark = [pytest.mark.unit, pytest.mark.websocket]  # the fake exchange runs in this process
 

@@ -12,10 +12,9 @@ from typing import Any
 import pytest
 import redis
 import requests
-from websocket_streaming.fake_exchange import FakeExchange, trade_event
-
-from shared.testing import wait_until
-from shared.testing.processes import Launcher, Running, rss_kib
+from fake_exchange import FakeExchange, trade_event
+from sardag_testing import wait_until
+from sardag_testing.processes import Launcher, Running, rss_kib
 
 from .test_sse import book_ticker, collect_prices, open_stream, send_trades, stalled_subscriber
 

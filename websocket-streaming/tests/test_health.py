@@ -7,12 +7,11 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from fake_exchange import FakeExchange, trade_event
 from flask import Flask
+from sardag_testing import free_port, wait_until
 from websocket_streaming import create_app, get_service, stop_ingest
-from websocket_streaming.fake_exchange import FakeExchange, trade_event
 from websocket_streaming.service import StreamingService
-
-from shared.testing import free_port, wait_until
 
 from .conftest import app_config
 

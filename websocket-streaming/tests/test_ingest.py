@@ -12,13 +12,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fake_exchange import FakeExchange, trade_event
 from flask import Flask
 from flask.testing import FlaskClient
+from sardag_testing import wait_until
 from websocket_streaming import create_app, get_service, start_ingest, stop_ingest
-from websocket_streaming.fake_exchange import FakeExchange, trade_event
 from websocket_streaming.parser import PriceUpdate
-
-from shared.testing import wait_until
 
 from .conftest import app_config
 
@@ -185,10 +184,12 @@ def test_silent_connection_is_replaced_by_the_watchdog(
     fake.set_rate(20)
     wait_price(client, "BTCUSDT")
     fake.go_silent()
-    silent_at = time.monotonic()
     stats = get_service(app).stats
+    time.sleep(0.05)  # a frame already on its way still arrives
+    last_message_at = stats.last_message_at  # the silence starts here, not when the test asked for it
+    assert last_message_at is not None
     wait_until(lambda: stats.watchdog_reconnects == 1, 3.0, "the watchdog")
-    assert time.monotonic() - silent_at >= 0.9  # not before PRICE_STALE_SECONDS
+    assert time.time() - last_message_at >= 0.9  # not before PRICE_STALE_SECONDS of silence
     wait_until(
         lambda: (a := answer(client, "BTCUSDT")) and a["age_seconds"] < 0.2,
         2.0,
@@ -245,15 +246,16 @@ def test_close_1008_backs_off_without_a_reconnect_storm(
     fake: FakeExchange,
     make_app: Callable[..., Flask],
 ) -> None:
-    app = make_app(WS_BACKOFF_BASE_SECONDS=0.2, WS_BACKOFF_CAP_SECONDS=2.0)
+    # Full jitter scales with time: a third of the 3 s watch (0.2 s base, 2 s cap) bounds as well.
+    app = make_app(WS_BACKOFF_BASE_SECONDS=0.07, WS_BACKOFF_CAP_SECONDS=0.7)
     fake.set_rate(20)
     client = app.test_client()
     wait_price(client, "BTCUSDT")
     before = len(fake.connection_attempts)
     fake.close_1008(persistent=True)
-    time.sleep(3.0)
+    time.sleep(1.0)
     attempts = len(fake.connection_attempts) - before
-    assert 2 <= attempts <= 12  # without backoff this is hundreds in 3 s
+    assert 2 <= attempts <= 12  # without backoff this is hundreds in 1 s
     fake.resume()
     wait_price_after(client, time.time(), 4.0, "prices after the exchange stops closing with 1008")
 
@@ -264,8 +266,8 @@ def test_refused_connections_are_retried_with_backoff(
     make_app: Callable[..., Flask],
 ) -> None:
     fake.refuse_connections()
-    app = make_app(connect=False, WS_BACKOFF_BASE_SECONDS=0.2, WS_BACKOFF_CAP_SECONDS=2.0)
-    time.sleep(2.0)
+    app = make_app(connect=False, WS_BACKOFF_BASE_SECONDS=0.1, WS_BACKOFF_CAP_SECONDS=1.0)
+    time.sleep(1.0)  # half the timings of a 2 s watch with 0.2 s base and 2 s cap: the same bounds
     assert 2 <= len(fake.connection_attempts) <= 10
     assert get_service(app).stats.connected is False
     fake.resume()
@@ -319,7 +321,7 @@ def test_max_connection_age_rotates_without_losing_a_message(
     make_app: Callable[..., Flask],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    app = make_app(SYMBOLS=("BTCUSDT", "ETHUSDT"), WS_STREAMS=("trade",), WS_MAX_CONNECTION_AGE_SECONDS=0.8)
+    app = make_app(SYMBOLS=("BTCUSDT", "ETHUSDT"), WS_STREAMS=("trade",), WS_MAX_CONNECTION_AGE_SECONDS=0.5)
     ids = numbered_trades(app, monkeypatch)
     fake.set_rate(100)
     stats = get_service(app).stats
@@ -394,7 +396,7 @@ def test_connection_attempts_never_exceed_the_budget(
         WS_BACKOFF_BASE_SECONDS=0.01,
         WS_BACKOFF_CAP_SECONDS=0.02,
     )
-    time.sleep(1.5)  # without the budget this would be dozens of attempts
+    time.sleep(0.5)  # without the budget this would be dozens of attempts
     assert len(fake.connection_attempts) == 3
     assert get_service(app).stats.connection_attempts == 3
 
@@ -444,7 +446,7 @@ def test_server_pings_are_answered_so_the_connection_stays() -> None:
         start_ingest(app)
         try:
             wait_until(lambda: strict.open_connections() == 1, what="the connection")
-            time.sleep(1.5)
+            time.sleep(1.0)  # ten pings, each unanswered one fatal within 0.3 s
             assert len(strict.connection_attempts) == 1
             assert strict.open_connections() == 1
         finally:
@@ -492,14 +494,14 @@ def test_connections_closed_before_their_first_message_back_off(
     fake: FakeExchange,
     make_app: Callable[..., Flask],
 ) -> None:
-    app = make_app(WS_BACKOFF_BASE_SECONDS=0.2, WS_BACKOFF_CAP_SECONDS=2.0)
+    app = make_app(WS_BACKOFF_BASE_SECONDS=0.07, WS_BACKOFF_CAP_SECONDS=0.7)  # a third of 0.2 and 2 s
     client = app.test_client()
     fake.set_rate(20)
     wait_price(client, "BTCUSDT")
     fake.close_on_connect(1000)  # accepted, then closed before any data: a failed attempt
     before = len(fake.connection_attempts)
     fake.drop()
-    time.sleep(3.0)
+    time.sleep(1.0)  # a third of 3 s: the same bounds
     attempts = len(fake.connection_attempts) - before
     assert 2 <= attempts <= 12  # at once every time, this would be dozens
     detail = client.get("/health").get_json()["checks"]["upstream"]["detail"]

@@ -8,18 +8,18 @@ import time
 from collections.abc import Callable
 
 import pytest
+from fake_exchange import FakeExchange, trade_event
 from flask import Flask
+from sardag_testing import free_port, wait_until
 from websocket_streaming import get_service
+from websocket_streaming.binance.rest import BinanceClient
 from websocket_streaming.book import PriceBook, PriceRecord
-from websocket_streaming.fake_exchange import FakeExchange, trade_event
 from websocket_streaming.latency import ClockCheck
 from websocket_streaming.parser import PriceUpdate, dec
 from websocket_streaming.sse import DEFAULT_EVENTS, StreamSettings, price_events
 from websocket_streaming.stats import IngestStats
 
-from shared.binance_client import BinanceClient
 from shared.metrics import get_metrics
-from shared.testing import free_port, wait_until
 
 from .test_sse import open_stream
 

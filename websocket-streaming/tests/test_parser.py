@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
 
@@ -15,6 +16,8 @@ from websocket_streaming.parser import (
     UNKNOWN,
     ParseError,
     parse_frame,
+    positive_dec,
+    quantity,
 )
 
 pytestmark = pytest.mark.unit
@@ -164,3 +167,61 @@ AGG = {"e": "aggTrade", "E": 1, "s": "BTCUSDT", "a": 5, "p": "100.1", "q": "2", 
 def test_corrupt_book_ticker_and_agg_trade_frames_are_refused(event: dict) -> None:
     with pytest.raises(ParseError):
         parse_frame(json.dumps({"stream": "btcusdt@x", "data": event}))
+
+
+HOSTILE_DECIMALS = [
+    "100.5",
+    "0.00000001",
+    "1e5",
+    "1E-3",
+    " 7 ",
+    "1_000",
+    "\u0661\u0662",  # Arabic-Indic digits: Decimal reads them
+    "0",
+    "-0",
+    "0.000",
+    "-1",
+    "NaN",
+    "-NaN",
+    "sNaN",
+    "Infinity",
+    "-inf",
+    "1000000000000000",
+    "1000000000000000.00000001",
+    "1e300",
+    "",
+    "abc",
+]
+
+
+def field_checks(value: str, check: Callable[[object], Decimal]) -> Decimal | None:
+    """What the field-by-field check makes of `value` (None: refused)."""
+    try:
+        return check(value)
+    except ParseError:
+        return None
+
+
+@pytest.mark.parametrize("value", HOSTILE_DECIMALS)
+@pytest.mark.parametrize(
+    ("field", "check"), [("b", positive_dec), ("a", positive_dec), ("B", quantity), ("A", quantity)]
+)
+def test_a_quote_is_taken_or_refused_exactly_as_the_field_checks_say(
+    field: str, check: Callable[[object], Decimal], value: str
+) -> None:
+    expected = field_checks(value, check)
+    text = json.dumps({"stream": "btcusdt@bookTicker", "data": {**BOOK, field: value}})
+    if expected is None:
+        with pytest.raises(ParseError):
+            parse_frame(text)
+        return
+    [update] = parse_frame(text).updates
+    got = {"b": update.bid, "a": update.ask, "B": update.bid_qty, "A": update.ask_qty}[field]
+    assert (str(got), got.as_tuple()) == (str(expected), expected.as_tuple())  # the very same digits
+
+
+def test_a_book_ticker_with_an_undocumented_field_is_taken_and_flagged() -> None:
+    frame = parse_frame(json.dumps({"stream": "btcusdt@bookTicker", "data": {**BOOK, "X": 1}}))
+    assert frame.unknown_fields
+    assert frame.updates[0].update_id == 7
+    assert not parse_frame(json.dumps({"stream": "btcusdt@bookTicker", "data": BOOK})).unknown_fields

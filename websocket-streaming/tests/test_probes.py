@@ -7,12 +7,11 @@ import urllib.request
 from collections.abc import Callable, Iterator
 
 import pytest
+from fake_exchange import FakeExchange, trade_event
 from flask import Flask
+from sardag_testing import wait_until
+from sardag_testing.servers import PrivateRedis
 from websocket_streaming import get_service
-from websocket_streaming.fake_exchange import FakeExchange, trade_event
-
-from shared.testing import wait_until
-from shared.testing.servers import PrivateRedis
 
 
 @pytest.mark.unit

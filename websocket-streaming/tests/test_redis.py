@@ -9,11 +9,10 @@ from decimal import Decimal
 
 import pytest
 import redis
+from fake_exchange import FakeExchange, trade_event
 from flask import Flask
+from sardag_testing import free_port, wait_until
 from websocket_streaming import get_service, stop_ingest
-from websocket_streaming.fake_exchange import FakeExchange, trade_event
-
-from shared.testing import free_port, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.redis, pytest.mark.websocket]
 

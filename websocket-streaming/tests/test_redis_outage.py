@@ -24,14 +24,13 @@ from urllib.parse import urlsplit
 
 import pytest
 import redis
+from fake_exchange import FakeExchange
 from flask import Flask
+from sardag_testing import repeating, wait_until
+from sardag_testing.processes import Launcher, Running, http
+from sardag_testing.servers import PrivateRedis
 from websocket_streaming import get_service
-from websocket_streaming.fake_exchange import FakeExchange
 from websocket_streaming.settings import SETTINGS
-
-from shared.testing import repeating, wait_until
-from shared.testing.processes import Launcher, Running, http
-from shared.testing.servers import PrivateRedis
 
 pytestmark = [pytest.mark.integration, pytest.mark.redis, pytest.mark.websocket, pytest.mark.slow]
 # The leader's feed under the default settings: WS_CONNECTIONS connections (A and B).

@@ -14,13 +14,13 @@ import time
 from collections.abc import Callable
 
 import pytest
+from fake_exchange import FakeExchange
 from flask import Flask
+from sardag_testing import wait_until
+from sardag_testing.sentinel import SentinelStack
 from websocket_streaming import get_service, stop_ingest
-from websocket_streaming.fake_exchange import FakeExchange
 
 from shared.redis_conn import redis_client
-from shared.testing import wait_until
-from shared.testing.sentinel import SentinelStack
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.redis, pytest.mark.websocket]
 

@@ -7,12 +7,11 @@ from collections import Counter
 from collections.abc import Callable
 
 import pytest
+from fake_exchange import FakeExchange
+from fake_exchange.drill import NumberedTrades, SseReader
 from flask import Flask
+from sardag_testing import wait_until
 from websocket_streaming import get_service
-from websocket_streaming.fake_exchange import FakeExchange
-from websocket_streaming.fake_exchange.drill import NumberedTrades, SseReader
-
-from shared.testing import wait_until
 
 pytestmark = [pytest.mark.unit, pytest.mark.slow, pytest.mark.websocket, pytest.mark.api]
 
@@ -62,7 +61,7 @@ def test_rotation_at_the_maximum_age_closes_each_old_connection_itself(
     app = make_app(
         SYMBOLS=("BTCUSDT", "ETHUSDT"),
         WS_STREAMS=("trade",),
-        WS_MAX_CONNECTION_AGE_SECONDS=1.0,
+        WS_MAX_CONNECTION_AGE_SECONDS=0.6,  # twice the overlap: each old connection drains, then closes
         WS_ROTATION_OVERLAP_SECONDS=0.3,
     )
     events = SseReader(serve(app)).start()

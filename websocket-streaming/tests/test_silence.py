@@ -5,12 +5,11 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+from fake_exchange import FakeExchange
 from flask import Flask
+from sardag_testing import wait_until
 from websocket_streaming import create_app, get_service, start_ingest, stop_ingest
-from websocket_streaming.fake_exchange import FakeExchange
 from websocket_streaming.silence import StreamWatch
-
-from shared.testing import wait_until
 
 from .conftest import app_config
 

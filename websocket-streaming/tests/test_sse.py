@@ -14,13 +14,12 @@ from decimal import Decimal
 import pytest
 import redis
 import requests
+from fake_exchange import FakeExchange, trade_event
 from flask import Flask
+from sardag_testing import repeating, wait_until
 from websocket_streaming import get_service
 from websocket_streaming.book import PriceBook, PriceRecord
-from websocket_streaming.fake_exchange import FakeExchange, trade_event
 from websocket_streaming.parser import PriceUpdate
-
-from shared.testing import repeating, wait_until
 
 pytestmark = [pytest.mark.websocket, pytest.mark.api]
 unit = pytest.mark.unit  # the app, the fake exchange and the HTTP server all run in this process
@@ -506,6 +505,17 @@ def flood(fake: FakeExchange, count: int) -> list[tuple[str, Decimal]]:
     return [(s, Decimal(p)) for s, p in trades]
 
 
+def metric_values(base: str, wanted: dict[tuple[str, str], float]) -> dict[tuple[str, str], float]:
+    """The value of each (metric name, label that must appear) of `wanted` in `base`'s /metrics."""
+    found = {}
+    for line in requests.get(f"{base}/metrics", timeout=5).text.splitlines():
+        name, _, rest = line.partition("{")
+        for key in wanted:
+            if key[0] == name and key[1] in rest:
+                found[key] = float(line.rsplit(" ", 1)[1])
+    return found
+
+
 @unit
 @pytest.mark.slow
 def test_a_subscriber_that_falls_behind_gets_overflow_then_last_event_id_recovers_every_event(
@@ -539,6 +549,11 @@ def test_a_subscriber_that_falls_behind_gets_overflow_then_last_event_id_recover
     stats = requests.get(f"{base}/stats", timeout=5).json()
     assert stats["sse_overflows"] == 1
     assert stats["sse_dropped"] == notice["dropped"]
+    exported = {  # what the alert and the runbook read, once the metrics tick has run
+        ("sardag_sse_dropped_total", ""): float(notice["dropped"]),
+        ("sardag_sse_closed_total", 'reason="overflow"'): 1.0,
+    }
+    wait_until(lambda: metric_values(base, exported) == exported, 5.0, "the metrics exported")
 
 
 @unit

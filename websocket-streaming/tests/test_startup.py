@@ -10,10 +10,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from websocket_streaming.fake_exchange import FakeExchange
-
-from shared.testing import free_port, wait_until
-from shared.testing.processes import VENV_BIN, Launcher, Running, http, service_env
+from fake_exchange import FakeExchange
+from sardag_testing import free_port, wait_until
+from sardag_testing.processes import VENV_BIN, Launcher, Running, http, service_env
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.websocket, pytest.mark.api]
 APP = "websocket_streaming:create_app()"

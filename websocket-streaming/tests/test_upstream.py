@@ -7,7 +7,8 @@ import socket
 import pytest
 import websocket
 from websocket_streaming.backoff import AttemptWindow
-from websocket_streaming.upstream import ended_by_close, ended_by_error, host_of, stream_count
+from websocket_streaming.binance.errors import ended_by_close, ended_by_error
+from websocket_streaming.binance.streams import host_of, stream_count
 
 from shared.secrets import strip_url_credentials
 

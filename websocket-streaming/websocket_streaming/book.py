@@ -33,6 +33,7 @@ RECORD_FIELDS = (
     "change_24h_percent",
 )
 PRICE, QUOTE = "price", "quote"  # what changed in a record: its SSE event type
+CANDLE = "candle"  # a candle changed: a ring entry only (candles.py), never a symbol's record
 
 
 class PriceRecord:
@@ -159,6 +160,8 @@ _EMPTY = PriceRecord("", 0.0)
 def merge(old: PriceRecord | None, update: PriceUpdate, received_at: float, source: str) -> PriceRecord:
     """The record after `update`; an older price never overwrites a newer one."""
     o = _EMPTY if old is None else old
+    if update.kind == BOOK_TICKER and update.bid is not None:
+        return _with_quote(o, update, received_at, source)
     u = update
     new = PriceRecord(u.symbol, received_at, source)
     # Spelled out field by field: this runs for every frame (see bench/streaming).
@@ -175,6 +178,27 @@ def merge(old: PriceRecord | None, update: PriceUpdate, received_at: float, sour
     pct = u.change_24h_percent
     new.change_24h_percent = o.change_24h_percent if pct is None else pct
     new.event_time = o.event_time if when is None else when
+    return new
+
+
+_new_record = PriceRecord.__new__
+
+
+def _with_quote(o: PriceRecord, u: PriceUpdate, received_at: float, source: str) -> PriceRecord:
+    """`o` with a bookTicker's quote (the caller dropped it if older by `u`).
+
+    The busiest stream's path (see bench/streaming): each slot written once, with no
+    __init__ that would write them all first.
+    """
+    new = _new_record(PriceRecord)
+    new.symbol, new.received_at, new.source, new.kind = u.symbol, received_at, source, QUOTE
+    new.bid, new.bid_qty, new.ask, new.ask_qty = u.bid, u.bid_qty, u.ask, u.ask_qty
+    new.quote_id, new.quote_at = u.update_id, received_at
+    new.price, new.price_time, new.event_time = o.price, o.price_time, o.event_time
+    new.open_24h, new.high_24h, new.low_24h = o.open_24h, o.high_24h, o.low_24h
+    new.volume_24h, new.change_24h_percent = o.volume_24h, o.change_24h_percent
+    new.epoch, new.seq, new.pos = "", 0, 0
+    new.encoded = new.answer_head = new.trace = None
     return new
 
 
@@ -214,14 +238,15 @@ class PriceBook:
         self._floor = 0  # resuming from a position below this could miss events (a gap)
         self.epoch = new_epoch()
         self._made = 0  # records made here: the `seq` of their event ids
-        lock = threading.Lock()
+        lock = self._lock = threading.Lock()
         self._cond = threading.Condition(lock)  # any update
         self._waiting = 0
         # Waiters for one event type wake only for it: a `price` stream is not woken by the
         # hundreds of bookTicker quotes a second it does not want.
-        self._kind_cond = {kind: threading.Condition(lock) for kind in (PRICE, QUOTE)}
-        self._kind_seq = dict.fromkeys((PRICE, QUOTE), 0)  # ring position of each type's newest
-        self._kind_waiting = dict.fromkeys((PRICE, QUOTE), 0)
+        self._kind_cond = {kind: threading.Condition(lock) for kind in (PRICE, QUOTE, CANDLE)}
+        self._kind_seq = dict.fromkeys((PRICE, QUOTE, CANDLE), 0)  # ring position of each type's newest
+        self._kind_waiting = dict.fromkeys((PRICE, QUOTE, CANDLE), 0)
+        self._candle_seq = 0  # candle events are numbered apart: Redis followers count price seqs
         self._closed = False
         self.stale_quotes = 0  # bookTicker updates dropped: not newer (by `u`) than the quote held
         # Called (under the book's lock, so in order) with every record made here rather
@@ -257,22 +282,24 @@ class PriceBook:
         is not tracked, a publisher already sent it, or it is an older quote."""
         if update.symbol not in self._tracked:
             return None
-        with self._cond:
+        if received_at is None:
+            received_at = time.time()
+        with self._lock:  # the conditions' lock, taken without their Python-level wrappers
             current = self._records.get(update.symbol)
-            if update.kind == BOOK_TICKER and older_quote(current, update.update_id):
-                self.stale_quotes += 1  # ordered by `u`: whichever line or publisher sent it
+            if current is not None and not self._news(current, update):
                 return None
-            if current is not None and current.epoch != self.epoch and not _newer(update.event_time, current):
-                return None  # a handover: the leader's record has this event already (or a newer one)
-            record = merge(
-                current,
-                update,
-                time.time() if received_at is None else received_at,
-                source,
-            )
+            record = merge(current, update, received_at, source)
             record.trace = trace
-            self._publish(record, local=True)
+            self._publish(record, True)
         return record
+
+    def _news(self, current: PriceRecord, update: PriceUpdate) -> bool:
+        """Whether `update` may change `current`: a quote newer by `u`, and no event that the
+        record of a publisher (before a handover) has already."""
+        if update.kind == BOOK_TICKER and older_quote(current, update.update_id):
+            self.stale_quotes += 1  # ordered by `u`: whichever line or publisher sent it
+            return False
+        return current.epoch == self.epoch or _newer(update.event_time, current)
 
     def backfill(self, update: PriceUpdate, asked_at: float, received_at: float) -> bool:
         """Apply a REST update unless a WebSocket update arrived after the request was sent."""
@@ -308,6 +335,16 @@ class PriceBook:
             self._publish(record, local=False)
         return True
 
+    def add_event(self, symbol: str, payload: str) -> None:
+        """Put a candle event (`payload`: its JSON) in the ring, for SSE; id `<epoch>c-<n>`."""
+        record = PriceRecord(symbol, time.time())
+        record.kind = CANDLE
+        with self._cond:
+            self._candle_seq += 1
+            record.epoch, record.seq = f"{self.epoch}c", self._candle_seq
+            record.encoded = f"id: {record.event_id}\nevent: candle\ndata: {payload}\n\n".encode()
+            self._publish(record, local=False)
+
     def mark_gap(self) -> None:
         """Updates may have been missed before the next one: resume no earlier than it."""
         with self._cond:
@@ -317,19 +354,19 @@ class PriceBook:
         if not record.epoch:  # made here (or read from Redis written by a version without ids)
             self._made += 1
             record.epoch, record.seq = self.epoch, self._made
-        self._seq += 1
-        record.pos = self._seq
-        self._records[record.symbol] = record
-        ring = self._ring
+        seq = record.pos = self._seq = self._seq + 1
+        if record.kind is not CANDLE:
+            self._records[record.symbol] = record
+        ring, index = self._ring, self._index
         if len(ring) == ring.maxlen:  # the oldest leaves the ring: and the index
             oldest = ring[0]
-            self._index.pop((oldest.epoch, oldest.seq), None)
+            index.pop((oldest.epoch, oldest.seq), None)
         ring.append(record)
-        self._index[(record.epoch, record.seq)] = record.pos
+        index[record.epoch, record.seq] = seq
         if self._waiting:
             self._cond.notify_all()
         kind = record.kind
-        self._kind_seq[kind] = self._seq
+        self._kind_seq[kind] = seq
         if self._kind_waiting[kind]:
             self._kind_cond[kind].notify_all()
         if local and self.sink is not None:

@@ -22,8 +22,7 @@ from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar
 
-from shared.binance_client import BinanceClient, BinanceError
-
+from .binance.rest import BinanceClient, BinanceError
 from .book import PriceRecord
 
 log = logging.getLogger("websocket_streaming.latency")

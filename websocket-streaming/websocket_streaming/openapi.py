@@ -20,6 +20,7 @@ from shared.openapi_examples import add_examples
 from shared.symbols import SYMBOL_PATTERN
 
 from .book import RECORD_FIELDS
+from .candle_openapi import CANDLE_EXAMPLES, CANDLE_SCHEMA, EVENTS_PATTERN, candles_operation
 from .examples import EXAMPLES
 
 SYMBOL = SYMBOL_PATTERN.strip("^$")
@@ -169,8 +170,8 @@ def _stream() -> dict[str, Any]:
         "name": "events",
         "in": "query",
         "required": False,
-        "description": "comma-separated event types, each once: price, quote (default: price)",
-        "schema": {"type": "string", "pattern": "^(price|quote|price,quote|quote,price)$"},
+        "description": "comma-separated event types, each once: price, quote, candle (default: price)",
+        "schema": {"type": "string", "pattern": EVENTS_PATTERN},
     }
     last_id = {
         "name": "Last-Event-ID",
@@ -201,6 +202,11 @@ def _stream() -> dict[str, Any]:
         "oneOf": [
             typed("price", {"$ref": f"{REF}Price"}, "a trade or 24 h ticker changed the symbol's record"),
             typed("quote", {"$ref": f"{REF}Price"}, "a bookTicker changed best bid/ask (ordered by `u`)"),
+            typed(
+                "candle",
+                {"$ref": f"{REF}Candle"},
+                "a candle changed (at most one event per candle per CANDLE_EVENT_SECONDS); id `<epoch>c-<n>`",
+            ),
             typed(
                 "overflow",
                 overflow,
@@ -258,10 +264,11 @@ def build_openapi(version: str = __version__) -> dict[str, Any]:
             "/price/{symbol}": {"get": _price()},
             "/prices": {"get": _prices()},
             "/stream": {"get": _stream()},
+            "/candles/{symbol}": {"get": candles_operation(_operation, _ok)},
         },
-        "components": {"schemas": {"Error": ERROR_SCHEMA, "Price": PRICE_SCHEMA}},
+        "components": {"schemas": {"Error": ERROR_SCHEMA, "Price": PRICE_SCHEMA, "Candle": CANDLE_SCHEMA}},
     }
-    return add_examples(document, EXAMPLES)
+    return add_examples(document, {**EXAMPLES, **CANDLE_EXAMPLES})
 
 
 def openapi_view() -> Response:

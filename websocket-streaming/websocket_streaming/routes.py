@@ -26,6 +26,7 @@ from .sse import (
 )
 
 EXTENSION = "websocket_streaming"
+SLOTS_EXTENSION = f"{EXTENSION}.sse"
 JSON = "application/json"
 
 bp = Blueprint("streaming", __name__)
@@ -35,6 +36,18 @@ def get_service(app: Flask | None = None) -> StreamingService:
     """The ingest service of `app` (default: the current app)."""
     service: StreamingService = (app or current_app).extensions[EXTENSION]
     return service
+
+
+def find_service(app: Flask) -> StreamingService | None:
+    """The ingest service of `app`, None for an app that is not websocket-streaming."""
+    service: StreamingService | None = app.extensions.get(EXTENSION)
+    return service
+
+
+def subscriber_slots(app: Flask | None = None) -> SubscriberSlots:
+    """The `/stream` subscriber slots of `app` (default: the current app)."""
+    slots: SubscriberSlots = (app or current_app).extensions[SLOTS_EXTENSION]
+    return slots
 
 
 def _tracked(service: StreamingService, raw: str, field: str = "symbol") -> str:
@@ -98,7 +111,7 @@ def stream() -> Response:
     given = _once("symbols")
     wanted = frozenset(_tracked(service, s, "symbols") for s in given.split(",")) if given is not None else None
     kinds = _event_types(_once("events"))
-    slots: SubscriberSlots = current_app.extensions[f"{EXTENSION}.sse"]
+    slots = subscriber_slots()
     client = client_ip()
     refused = slots.acquire(client)
     if refused == CLIENT_FULL:
@@ -110,13 +123,13 @@ def stream() -> Response:
         )
     if refused is not None:
         raise unavailable("too many stream subscribers; retry later", retry_after=5)
-    config = current_app.config
+    config = service.settings
     settings = StreamSettings(
         stale_after=service.stale_after,
-        heartbeat=float(config["SSE_HEARTBEAT_SECONDS"]),
-        retry=float(config["SSE_RETRY_SECONDS"]),
-        queue_limit=int(config["SSE_QUEUE_EVENTS"]),
-        write_timeout=float(config["SSE_WRITE_TIMEOUT_SECONDS"]),
+        heartbeat=config.sse_heartbeat_seconds,
+        retry=config.sse_retry_seconds,
+        queue_limit=config.sse_queue_events,
+        write_timeout=config.sse_write_timeout_seconds,
     )
     _set_write_timeout(settings.write_timeout)
     events = price_events(
@@ -170,7 +183,7 @@ def _set_write_timeout(seconds: float) -> None:
 def stats() -> Response:
     """Message counts by type, rate, parse errors, reconnects, uptime, stream slots."""
     refuse_unknown_parameters()
-    slots: SubscriberSlots = current_app.extensions[f"{EXTENSION}.sse"]
+    slots = subscriber_slots()
     return jsonify(
         {
             **get_service().summary(),

@@ -7,26 +7,32 @@ import os
 import threading
 import time
 from collections import deque
-from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
 from shared import tracing
-from shared.binance_client import BinanceClient
+from shared.health_check import HealthCheck
 from shared.sentry_integration import capture_exception
 
-from .backfill import Backfiller
+from .binance.backfill import Backfiller
+from .binance.rest import BinanceClient
+from .binance.streams import combined_url, host_of, stream_names
 from .book import PriceBook
+from .candle_feed import CandleFeed, CandleMetrics
 from .dedup import TwinFrames, UpdateFilter
 from .latency import ClockCheck, LatencyTracker
-from .parser import ParseError, parse_frame
+from .parser import AGG_TRADE, Frame, ParseError, parse_frame
 from .redis_bridge import INGESTING, SOLO, RedisBridge
-from .settings import combined_url, stream_names
+from .settings import StreamingConfig
 from .silence import StreamWatch
 from .stats import IngestStats, MetricsSync
 from .upstream import UpstreamManager, UpstreamSettings
 
 log = logging.getLogger("websocket_streaming.service")
+OFFLINE_HINT = (
+    "{host} cannot be resolved (no internet or no DNS?); "
+    "`make run-offline` (FEED=fake) runs the shipped fake exchange as the feed"
+)
 
 
 def report_error(exc: BaseException, context: dict[str, Any]) -> None:
@@ -37,26 +43,28 @@ def report_error(exc: BaseException, context: dict[str, Any]) -> None:
 class StreamingService:
     """Everything that keeps the price book of one worker fed."""
 
-    def __init__(self, config: Mapping[str, Any], metrics: Any) -> None:
-        self.config = config
-        self.symbols: tuple[str, ...] = tuple(config["SYMBOLS"])
-        self.stale_after = float(config["PRICE_STALE_SECONDS"])
-        self.book = PriceBook(self.symbols, int(config["WS_RING_SIZE"]))
+    def __init__(self, settings: StreamingConfig, metrics: Any) -> None:
+        self.settings = settings
+        self.symbols = settings.symbols
+        self.stale_after = settings.price_stale_seconds
+        self.book = PriceBook(self.symbols, settings.ws_ring_size)
         self.stats = IngestStats()
-        streams = stream_names(self.symbols, tuple(config["WS_STREAMS"]))
-        self.url = combined_url(config["BINANCE_WS_URL"], streams)
-        self.watch = StreamWatch(streams, float(config["WS_STREAM_SILENCE_SECONDS"]))
+        streams = stream_names(self.symbols, settings.ws_streams)
+        self.url = combined_url(settings.binance_ws_url, streams)
+        self.watch = StreamWatch(streams, settings.ws_stream_silence_seconds)
         self.backfiller = self._new_backfiller()
+        self.candles = CandleFeed(settings, self.book, self._may_call_rest, report_error)
         self.updates = UpdateFilter()  # drops the twins of a rotation overlap or of A/B feeds
         self.twins = TwinFrames()  # ... and spares parsing those that are byte-equal
         self.upstream: UpstreamManager | None = None
         self.bridge: RedisBridge | None = None
         self.metrics = MetricsSync(self.stats, metrics)
         self.latency = LatencyTracker(metrics)
+        self.candle_metrics = CandleMetrics(metrics)
         self.clock = ClockCheck(
-            BinanceClient(config["BINANCE_REST_URL"]),
+            BinanceClient(settings.binance_rest_url),
             metrics,
-            float(config["BINANCE_TIME_CHECK_SECONDS"]),
+            settings.binance_time_check_seconds,
             self.holds_upstream,  # only the process that talks to Binance asks it the time
         )
         self.started = False
@@ -72,7 +80,7 @@ class StreamingService:
         self._ticker: threading.Thread | None = None
 
     def _new_backfiller(self) -> Backfiller:
-        client = BinanceClient(self.config["BINANCE_REST_URL"])
+        client = BinanceClient(self.settings.binance_rest_url)
         return Backfiller(client, self.book, self.symbols, self.stats, report_error)
 
     # ---- the hot path: called by the reader thread for every frame -------------------
@@ -93,25 +101,38 @@ class StreamingService:
         except ParseError as exc:
             with self._ingest_lock:
                 self.stats.parse_errors += 1
+            if b"aggTrade" in (data if isinstance(data, bytes) else data.encode()):
+                self.candles.malformed()
             self._log_parse_error(exc, data)
             return None
+        if frame.stream is not None:
+            self.watch.seen[frame.stream] = received_at
+        if tracing.enabled():  # a sampled frame's trace follows its updates: Redis, other workers, SSE
+            with tracing.span("binance frame", kind="consumer") as span:
+                self._apply(frame, data, connection, received_at, span.traceparent)
+        else:  # no span at all: the no-op one costs a tenth of a bookTicker frame (bench/streaming)
+            self._apply(frame, data, connection, received_at, None)
+        updates = frame.updates
+        if updates and updates[0].event_time is not None:
+            self.latency.received(frame.kind, updates[0].event_time, received_at)
+        return frame.kind
+
+    def _apply(
+        self, frame: Frame, data: bytes, connection: int | None, received_at: float, trace: str | None
+    ) -> None:
+        """Count `frame` and apply each of its updates that is news."""
         stream, apply, admit = frame.stream, self.book.apply, self.updates.admit
-        if stream is not None:
-            self.watch.seen[stream] = received_at
-        # A sampled frame's trace follows its updates: Redis, other workers, SSE writes.
-        with tracing.span("binance frame", kind="consumer") as span, self._ingest_lock:
+        with self._ingest_lock:
             self.stats.messages[frame.kind] += 1  # two connections deliver at once (rotation, A/B)
             if frame.unknown_fields:
                 self.stats.unknown_fields += 1
-            trace = span.traceparent
             for update in frame.updates:
                 if admit(stream, update):
-                    apply(update, received_at, trace=trace)
+                    apply(update, received_at, "websocket", trace)
+                    if update.kind == AGG_TRADE:
+                        self.candles.trade(update)
             if connection is not None:
                 self.twins.remember(data, connection, frame.kind)
-        if frame.updates:
-            self.latency.received(frame.kind, frame.updates[0].event_time, received_at)
-        return frame.kind
 
     def _log_parse_error(self, exc: ParseError, data: bytes | str) -> None:
         now = time.monotonic()
@@ -148,8 +169,9 @@ class StreamingService:
     def _forget_parent(self) -> None:
         """Forked from a process that ingested: none of its threads came along, and a lock
         one of them held would stay held here, so start from a clean book."""
-        self.book = PriceBook(self.symbols, int(self.config["WS_RING_SIZE"]))
+        self.book = PriceBook(self.symbols, self.settings.ws_ring_size)
         self.backfiller = self._new_backfiller()
+        self.candles = CandleFeed(self.settings, self.book, self._may_call_rest, report_error)
         self.updates, self.twins = UpdateFilter(), TwinFrames()
         self.upstream = self.bridge = self._ticker = None
         self.started = False
@@ -175,11 +197,12 @@ class StreamingService:
         self.start_error = None
         self._stop.clear()
         self.book.new_epoch()  # here, in the serving process: workers forked from one app differ
-        if self.config.get("REDIS_URL"):
-            self.bridge = self._bridge()
+        if self.settings.redis_url:
+            self.bridge = self._bridge(self.settings.redis_url)
             self.bridge.start()
-        elif self.config["INGEST_ENABLED"]:
+        elif self.settings.ingest_enabled:
             self._start_upstream()
+        self.candles.start(self.bridge, self.settings.price_redis_ttl_seconds)
         self._ticker = threading.Thread(target=self._tick, daemon=True, name="ws-metrics")
         self._ticker.start()
         self.clock.start()
@@ -190,36 +213,37 @@ class StreamingService:
         self.clock.stop()
         self.book.close()
         self.backfiller.stop()
+        self.candles.stop()
         self._stop_upstream()  # before the lock goes: the next leader's connection is then the only one
         if self.bridge is not None:
             self.bridge.stop()
 
-    def _bridge(self) -> RedisBridge:
+    def _bridge(self, redis_url: str) -> RedisBridge:
         """The Redis bridge; a follower that hears no leader for half the stale threshold
         ingests on its own (connecting takes well under the other half)."""
-        lock_ttl = float(self.config["WS_LEADER_LOCK_TTL_SECONDS"])
+        lock_ttl = self.settings.ws_leader_lock_ttl_seconds
         return RedisBridge(
-            self.config["REDIS_URL"],
+            redis_url,
             self.book,
             self._on_role,
-            prefix=self.config["REDIS_KEY_PREFIX"],
+            prefix=self.settings.redis_key_prefix,
             lock_ttl=lock_ttl,
-            price_ttl=int(self.config["PRICE_REDIS_TTL_SECONDS"]),
+            price_ttl=self.settings.price_redis_ttl_seconds,
             silence=max(0.2, self.stale_after / 2),
             min_solo=min(5.0, lock_ttl),
             report_error=report_error,
-            lead=bool(self.config["INGEST_ENABLED"]),
+            lead=self.settings.ingest_enabled,
         )
 
     def _on_role(self, role: str) -> None:
         """Hold the upstream connections as leader (WS_CONNECTIONS) or solo (one), never as follower."""
         if role in INGESTING:
-            self._start_upstream(1 if role == SOLO else int(self.config["WS_CONNECTIONS"]))
+            self._start_upstream(1 if role == SOLO else self.settings.ws_connections)
         else:
             self._stop_upstream()
 
     def _start_upstream(self, lines: int | None = None) -> None:
-        lines = int(self.config["WS_CONNECTIONS"]) if lines is None else lines
+        lines = self.settings.ws_connections if lines is None else lines
         with self._upstream_lock:
             if self._stop.is_set():
                 return
@@ -235,13 +259,14 @@ class StreamingService:
                 report_error=report_error,
             )
             upstream.start()
+            self.candles.heal_known_holes()  # a follower taking over: what the last holder left
             self.watch.start(time.time())
             # Published once its thread runs: alive() would see a manager not yet started as
             # one whose thread died, and /health answered 503 during a leadership change.
             self.upstream = upstream
 
     def _on_gap(self) -> None:
-        if self.config["WS_BACKFILL_ENABLED"]:
+        if self.settings.ws_backfill_enabled:
             self.backfiller.trigger()
 
     def _stop_upstream(self) -> None:
@@ -252,16 +277,17 @@ class StreamingService:
             upstream.stop()
 
     def _upstream_settings(self) -> UpstreamSettings:
-        c = self.config
+        s = self.settings
         return UpstreamSettings(
             stale_after=self.stale_after,
-            max_age=float(c["WS_MAX_CONNECTION_AGE_SECONDS"]),
-            backoff_base=float(c["WS_BACKOFF_BASE_SECONDS"]),
-            backoff_cap=float(c["WS_BACKOFF_CAP_SECONDS"]),
-            backoff_reset_after=float(c["WS_BACKOFF_RESET_SECONDS"]),
-            attempt_limit=int(c["WS_CONNECT_ATTEMPTS_PER_5_MIN"]),
-            overlap=float(c["WS_ROTATION_OVERLAP_SECONDS"]),
-            connections=int(c["WS_CONNECTIONS"]),
+            max_age=s.ws_max_connection_age_seconds,
+            backoff_base=s.ws_backoff_base_seconds,
+            backoff_cap=s.ws_backoff_cap_seconds,
+            backoff_reset_after=s.ws_backoff_reset_seconds,
+            attempt_limit=s.ws_connect_attempts_per_5_min,
+            overlap=s.ws_rotation_overlap_seconds,
+            connections=s.ws_connections,
+            stagger=s.ws_line_stagger_seconds,
         )
 
     # ---- background tick: Prometheus sync and message rate --------------------------
@@ -277,6 +303,7 @@ class StreamingService:
                     watch=self.watch,
                 )
                 self.latency.flush()
+                self.candle_metrics.sync(self.candles.builder)
             except Exception as exc:
                 log.exception("metrics tick failed")
                 report_error(exc, {"what": "metrics tick"})
@@ -311,6 +338,10 @@ class StreamingService:
             return "standalone"
         return self.bridge.role
 
+    def _may_call_rest(self) -> bool:
+        """Candles' REST calls: never from a follower (the leader's candles are served there)."""
+        return self.role != "follower"
+
     def holds_upstream(self) -> bool:
         """True while this process runs the upstream as the leader, or alone without Redis."""
         return self.upstream is not None and self.role != "follower"
@@ -323,6 +354,68 @@ class StreamingService:
         if upstream is not None and not upstream.alive and not self._stop.is_set():
             return False
         return self.bridge is None or self.bridge.alive or self._stop.is_set()
+
+    # ---- its verdict for /health and /readyz ----------------------------------------
+    def register_health(self, health: HealthCheck) -> None:
+        """Add this service's checks: ingest (critical), upstream (degraded at worst), price (/readyz)."""
+        health.add_check("ingest", self.ingest_health, critical=True)
+        health.add_check("upstream", self.upstream_health, critical=False)
+        health.add_readiness("price", self.price_ready)
+
+    def ingest_health(self) -> tuple[str, object]:
+        """Critical: down whenever this serving process has no running ingest."""
+        if self.start_error is not None:
+            return "down", f"ingest did not start: {self.start_error}"
+        if not self.running_here():
+            return "down", "ingest not running in this process"
+        if not self.settings.ingest_enabled and not self.settings.redis_url:
+            return "down", "INGEST_ENABLED=0 without REDIS_URL: nothing feeds this process"
+        if not self.alive():
+            return "down", "an ingest thread died"
+        return "ok", self.role
+
+    def price_ready(self) -> tuple[bool, object]:
+        """Ready: this process's book holds a price no older than PRICE_STALE_SECONDS."""
+        age = self.newest_update_age()
+        return age is not None and age <= self.stale_after, {"newest_price_age_seconds": age}
+
+    def upstream_health(self) -> tuple[str, dict[str, object]]:
+        """Feed freshness: degraded while disconnected or silent longer than the stale limit."""
+        age = self.newest_update_age()
+        detail = self._feed_detail(age)
+        silent = self.watch.silent
+        if silent:
+            detail["silent_streams"] = list(silent)
+        fresh = age is not None and age <= self.stale_after
+        ok = fresh and not silent and (self.role == "follower" or detail["connected"])
+        return ("ok" if ok else "degraded"), detail
+
+    def _feed_detail(self, age: float | None) -> dict[str, object]:
+        """While the feed cannot connect, says why: the upstream host (never credentials), the
+        last error, and how to run offline when the host cannot be resolved."""
+        stats = self.stats
+        host = host_of(self.settings.binance_ws_url)
+        detail: dict[str, object] = {
+            "role": self.role,
+            "host": host,
+            "connected": self.upstream is not None and stats.connected,
+            "last_message_age_seconds": None if (a := stats.last_message_age()) is None else round(a, 3),
+            "newest_price_age_seconds": age,
+            "reconnects": stats.reconnects,
+        }
+        upstream = self.upstream
+        if upstream is not None:
+            state = upstream.status()
+            detail.update(
+                lines=state["lines"],
+                last_error=state["last_error"],
+                last_error_age_seconds=state["last_error_age_seconds"],
+            )
+            if state["unresolved"]:
+                detail["hint"] = OFFLINE_HINT.format(host=host)
+        if self.bridge is not None:
+            detail["redis"] = "ok" if self.bridge.healthy else "unreachable"
+        return detail
 
     def newest_update_age(self) -> float | None:
         """Seconds since the book last changed (any symbol), None before the first price."""
@@ -364,6 +457,7 @@ class StreamingService:
             "silent_streams": list(self.watch.silent),
             "stream_silences": self.watch.detected,
             "silence_reconnects": self.watch.heals,
+            **self.candles.summary(),
             "latency": {
                 **self.latency.summary(),
                 "clock_offset_seconds": self.clock.offset,

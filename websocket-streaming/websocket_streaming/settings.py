@@ -4,37 +4,30 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote
 
-from shared.config import ConfigError, Setting, parse_bool, parse_float, parse_int, parse_str, parse_url
+from shared.config import (
+    ConfigError,
+    Setting,
+    SharedConfig,
+    parse_bool,
+    parse_float,
+    parse_int,
+    parse_str,
+    parse_url,
+)
 from shared.symbols import SYMBOL_RULE, is_symbol
+
+from .binance.streams import combined_url, stream_names
+from .candles import parse_intervals
 
 SERVICE = "websocket-streaming"
 DEFAULTS = {"PORT": 5021}
 # The `scope` of each @rate_limit route: RATE_LIMIT_<SCOPE> sets its requests per minute.
-RATE_LIMIT_SCOPES = ("price", "stream")
+RATE_LIMIT_SCOPES = ("price", "stream", "candles")
 STREAM_KINDS = ("trade", "aggTrade", "miniTicker", "ticker", "bookTicker")
 KLINE_RE = re.compile(r"^kline_(1s|1m|3m|5m|15m|30m|1h|2h|4h|6h|8h|12h|1d|3d|1w|1M)$")
-
-
-MAX_URL_BYTES = 8000  # Binance's reported limit on a combined-stream URL is ~8 KB
-MAX_STREAMS = 1024
-
-
-def stream_names(symbols: tuple[str, ...], kinds: tuple[str, ...]) -> list[str]:
-    """Combined-stream names: lowercase symbol, `@`, stream kind (`btcusdt@aggTrade`)."""
-    return [f"{symbol.lower()}@{kind}" for symbol in symbols for kind in kinds]
-
-
-def combined_url(base: str, streams: list[str]) -> str:
-    """`<base>/stream?streams=a/b/c`; raises ValueError past Binance's limits."""
-    if len(streams) > MAX_STREAMS:
-        raise ValueError(f"{len(streams)} streams; Binance allows {MAX_STREAMS} per connection")
-    url = f"{base.rstrip('/')}/stream?streams=" + quote("/".join(streams), safe="/@!_")
-    if len(url.encode()) > MAX_URL_BYTES:
-        raise ValueError(f"combined-stream URL is {len(url)} bytes; keep it under 8 KB")
-    return url
 
 
 def check(config: Mapping[str, Any]) -> None:
@@ -73,6 +66,36 @@ def parse_prefix(value: str) -> str:
     """A Redis key prefix; empty is allowed."""
     return parse_str(value) or ""
 
+
+CANDLE_SETTINGS = (
+    Setting(
+        "CANDLE_INTERVALS",
+        parse_intervals,
+        ("1m", "5m", "1h"),
+        "candle intervals built from aggTrade (1s, 1m, 3m, 5m, 15m, 30m, 1h, 2h, 4h, 6h, 8h, 12h, 1d)",
+    ),
+    Setting(
+        "CANDLE_HISTORY",
+        parse_int(10, 1000),
+        500,
+        "candles kept per symbol and interval (memory: this x intervals x symbols); /candles' largest limit",
+    ),
+    Setting(
+        "CANDLE_REST_WEIGHT_PER_MINUTE",
+        parse_int(10, 6000),
+        1200,
+        "Binance request weight candles may spend per minute (klines 2, aggTrades 4; Binance allows 6000)",
+    ),
+    Setting(
+        "CANDLE_HEAL_MAX_TRADES",
+        parse_int(1000, 10_000_000),
+        100_000,
+        "the largest hole in aggregate trade ids filled over REST; older ids of a larger one stay missing",
+    ),
+    Setting(
+        "CANDLE_EVENT_SECONDS", parse_float(0.05, 60.0), 0.5, "how often changed candles become SSE events"
+    ),
+)
 
 SETTINGS: tuple[Setting, ...] = (
     Setting("SYMBOLS", parse_symbols, ("BTCUSDT", "ETHUSDT", "BNBUSDT", "SOLUSDT", "XRPUSDT")),
@@ -128,12 +151,19 @@ SETTINGS: tuple[Setting, ...] = (
         "how long the old connection keeps reading after the switch",
     ),
     Setting(
+        "WS_LINE_STAGGER_SECONDS",
+        parse_float(0.0, 60.0),
+        1.0,
+        "line B opens this long after line A first delivers (so the two never reconnect in step)",
+    ),
+    Setting(
         "WS_STREAM_SILENCE_SECONDS",
         parse_float(1.0, 86_400.0),
         60.0,
         "a subscribed stream silent this long while the others deliver is reported and healed by a reconnect",
     ),
     Setting("WS_RING_SIZE", parse_int(16, 10_000_000), 65_536),
+    *CANDLE_SETTINGS,
     Setting("WS_LEADER_LOCK_TTL_SECONDS", parse_float(0.3, 300.0), 10.0),
     Setting("PRICE_REDIS_TTL_SECONDS", parse_int(1), 3600),
     Setting("REDIS_KEY_PREFIX", parse_prefix, ""),
@@ -159,3 +189,41 @@ SETTINGS: tuple[Setting, ...] = (
         "a stream whose write stays blocked this long (the client stopped reading) is cut",
     ),
 )
+
+
+@dataclass(frozen=True, repr=False)
+class StreamingConfig(SharedConfig):
+    """websocket-streaming's typed configuration: the shared settings and those above."""
+
+    symbols: tuple[str, ...]
+    binance_ws_url: str
+    binance_rest_url: str
+    price_stale_seconds: float
+    ingest_enabled: bool
+    ws_streams: tuple[str, ...]
+    ws_backfill_enabled: bool
+    binance_time_check_seconds: float
+    ws_max_connection_age_seconds: float
+    ws_connections: int
+    ws_backoff_base_seconds: float
+    ws_backoff_cap_seconds: float
+    ws_backoff_reset_seconds: float
+    ws_connect_attempts_per_5_min: int
+    ws_rotation_overlap_seconds: float
+    ws_line_stagger_seconds: float
+    ws_stream_silence_seconds: float
+    ws_ring_size: int
+    ws_leader_lock_ttl_seconds: float
+    price_redis_ttl_seconds: int
+    redis_key_prefix: str
+    sse_heartbeat_seconds: float
+    sse_retry_seconds: float
+    sse_max_subscribers: int
+    sse_max_streams_per_client: int
+    sse_queue_events: int
+    sse_write_timeout_seconds: float
+    candle_intervals: tuple[str, ...]
+    candle_history: int
+    candle_rest_weight_per_minute: int
+    candle_heal_max_trades: int
+    candle_event_seconds: float

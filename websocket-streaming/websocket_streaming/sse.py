@@ -1,7 +1,9 @@
 """Server-Sent Events: one event per book update, in order, plus heartbeats.
 
-Event types: `price` (a trade or 24 h ticker changed the record) and `quote` (a bookTicker
-changed best bid/ask); a stream sends the types its `?events=` names (default `price`).
+Event types: `price` (a trade or 24 h ticker changed the record), `quote` (a bookTicker
+changed best bid/ask) and `candle` (a candle changed: its /candles object, at most one per
+candle per CANDLE_EVENT_SECONDS); a stream sends the types its `?events=` names (default
+`price`). A resync's snapshot holds prices and quotes only: a client reads /candles then.
 Every event carries its update's id (`<epoch>-<seq>`, see book.py). A client reconnecting
 with `Last-Event-ID` gets exactly the events after that id from the ring, then live ones;
 when the id cannot be resumed exactly it gets one snapshot event per symbol and type instead.
@@ -30,13 +32,13 @@ from typing import Any
 
 from shared import tracing
 
-from .book import PRICE, QUOTE, PriceBook, PriceRecord
+from .book import CANDLE, PRICE, QUOTE, PriceBook, PriceRecord
 from .encoding import sse_event, sse_message
 from .stats import IngestStats
 
 CONNECTED = b": connected\n\n"
 HEARTBEAT = b": heartbeat\n"
-EVENT_TYPES = (PRICE, QUOTE)  # what `?events=` accepts
+EVENT_TYPES = (PRICE, QUOTE, CANDLE)  # what `?events=` accepts
 DEFAULT_EVENTS = frozenset({PRICE})
 FULL, CLIENT_FULL = "full", "client"  # why SubscriberSlots.acquire refused
 # A stream socket's send buffer (Linux doubles it): at 1000 events/s of ~400 bytes it covers

@@ -20,21 +20,20 @@ import logging
 import math
 import queue
 import random
-import socket
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from itertools import count
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
-
-import websocket
 
 from shared import tracing
-from shared.secrets import strip_url_credentials
 
-from .backoff import AttemptWindow, Backoff
+from .backoff import AttemptWindow
+from .binance.connection import Connection
+from .binance.errors import POLICY_VIOLATION, Ended
+from .binance.lines import Line
+from .binance.streams import host_of, stream_count
 from .parser import SERVER_SHUTDOWN
 from .stats import IngestStats
 
@@ -42,9 +41,6 @@ log = logging.getLogger("websocket_streaming.upstream")
 
 FrameHandler = Callable[[bytes, float, int | None], str | None]  # (frame, received at, connection)
 Reporter = Callable[[BaseException, dict[str, Any]], None]
-POLICY_VIOLATION = 1008  # Binance: too many messages from the client; back off
-ROTATION_SPREAD = 0.125  # line B rotates at 7/8 of the maximum age, apart from line A
-LINE_NAMES = "AB"
 
 
 @dataclass(frozen=True)
@@ -64,178 +60,6 @@ class UpstreamSettings:
     connections: int = 1
     reconnect_jitter: float = 0.25
     stagger: float = 1.0  # line B opens this long after line A first delivered
-
-
-@dataclass(frozen=True)
-class Ended:
-    """Why a connection attempt failed or a connection ended."""
-
-    text: str
-    code: int | None = None  # the close code the server sent
-    retry_after: float = 0.0  # the server's Retry-After when it refused the handshake
-    unresolved: bool = False  # the host name could not be resolved
-
-
-def host_of(url: str) -> str:
-    """`host:port` of a URL: never its user name or password."""
-    parts = urlsplit(url)
-    default = 443 if parts.scheme == "wss" else 80
-    return f"{parts.hostname or ''}:{parts.port or default}"
-
-
-def stream_count(url: str) -> int:
-    """How many streams a combined-stream URL names."""
-    raw = parse_qs(urlsplit(url).query).get("streams", [""])[0]
-    return len([s for s in raw.split("/") if s])
-
-
-def ended_by_error(exc: BaseException) -> Ended:
-    """A connection error as a short, credential-free reason."""
-    if isinstance(exc, websocket.WebSocketBadStatusException):
-        retry = _retry_after(exc.resp_headers)
-        hint = f" (Retry-After {retry:g} s)" if retry else ""
-        return Ended(f"HTTP {exc.status_code} at handshake{hint}", retry_after=retry)
-    if isinstance(exc, websocket.WebSocketAddressException | socket.gaierror):
-        return Ended(f"cannot resolve the host: {exc}", unresolved=True)
-    if isinstance(exc, ConnectionRefusedError):
-        return Ended("connection refused")
-    if isinstance(exc, TimeoutError | websocket.WebSocketTimeoutException):
-        return Ended("timed out")
-    if isinstance(exc, websocket.WebSocketConnectionClosedException | ConnectionResetError):
-        return Ended("connection cut without a close frame")
-    return Ended(strip_url_credentials(f"{type(exc).__name__}: {exc}")[:200])
-
-
-def ended_by_close(data: bytes) -> Ended:
-    """`close <code> <reason>` from a close frame payload."""
-    if len(data) < 2:
-        return Ended("close (no code)")
-    code = int.from_bytes(data[:2], "big")
-    return Ended(f"close {code} {data[2:].decode('utf-8', 'replace')}".strip(), code=code)
-
-
-def _retry_after(headers: dict[str, str] | None) -> float:
-    for name, value in (headers or {}).items():
-        if name.lower() == "retry-after":
-            try:
-                return max(0.0, float(value))
-            except ValueError:
-                return 0.0
-    return 0.0
-
-
-class Connection:
-    """One WebSocket connection that connects and reads in its own thread."""
-
-    def __init__(self, conn_id: int, url: str, manager: UpstreamManager, line: Line) -> None:
-        self.id = conn_id
-        self.url = url
-        self.manager = manager
-        self.line = line
-        self.ws: websocket.WebSocket | None = None
-        self.opened_at: float | None = None
-        self.last_message_at: float | None = None
-        self.messages = 0
-        self.closing = False
-        self.span: tracing.Span = tracing.NOOP_SPAN  # from the attempt to the first frame
-        self.thread = threading.Thread(target=self._run, daemon=True, name=f"ws-reader-{conn_id}")
-
-    def start(self) -> None:
-        """Connect and read in the background."""
-        self.thread.start()
-
-    def _run(self) -> None:
-        try:
-            ws = websocket.create_connection(
-                self.url,
-                timeout=self.manager.settings.connect_timeout,
-                skip_utf8_validation=True,
-                enable_multithread=True,
-            )
-        except Exception as exc:
-            self.manager.post("failed", self, ended_by_error(exc))
-            return
-        ws.settimeout(None)  # reads block; the watchdog aborts a silent socket
-        self.ws = ws
-        self.opened_at = self.last_message_at = time.monotonic()
-        if self.closing:
-            ws.abort()
-        self.manager.post("opened", self, None)
-        why = self._read(ws)
-        ws.shutdown()  # release the socket now, not whenever the object is collected
-        self.manager.post("closed", self, why)
-
-    def _read(self, ws: websocket.WebSocket) -> Ended:
-        """Read until the connection ends; returns why it ended."""
-        while True:
-            try:
-                opcode, data = ws.recv_data()
-            except Exception as exc:
-                return ended_by_error(exc)
-            if opcode == websocket.ABNF.OPCODE_CLOSE:
-                return ended_by_close(data)
-            if opcode == websocket.ABNF.OPCODE_TEXT:
-                self.last_message_at = time.monotonic()
-                self.messages += 1
-                self.manager.deliver(self, data)
-
-    def close(self) -> None:
-        """Close with a close frame and cut the socket; safe from any thread, twice."""
-        self.closing = True
-        ws = self.ws
-        if ws is None:
-            return
-        try:
-            ws.send_close(websocket.STATUS_NORMAL)
-        except Exception as exc:
-            log.debug("close frame not sent on connection %s: %s", self.id, exc)
-        ws.abort()
-
-    def age(self, now: float) -> float:
-        """Seconds since the connection opened (0 before)."""
-        return 0.0 if self.opened_at is None else now - self.opened_at
-
-
-class Line:
-    """One feed: its live connection, the one replacing it, the ones draining, its backoff."""
-
-    def __init__(self, index: int, settings: UpstreamSettings) -> None:
-        self.index = index
-        self.name = LINE_NAMES[index] if index < len(LINE_NAMES) else str(index)
-        self.max_age = settings.max_age * (1 - ROTATION_SPREAD * index)
-        self.backoff = Backoff(settings.backoff_base, settings.backoff_cap)
-        self.active: Connection | None = None
-        self.candidate: Connection | None = None
-        self.draining: dict[Connection, float] = {}
-        self.next_attempt = 0.0 if index == 0 else math.inf  # B waits until A delivered
-        self.rotate_soon = False
-        self.attempted = False
-        self.delivered_once = False
-        self.last_error: Ended | None = None
-        self.last_error_at: float | None = None
-
-    def connections(self) -> list[Connection]:
-        """Every connection of this line that may still be open."""
-        conns = [self.active, self.candidate, *self.draining]
-        return [c for c in conns if c is not None]
-
-    def failed(self, ended: Ended) -> None:
-        """Remember why the line lost its connection or an attempt (for /health)."""
-        self.last_error, self.last_error_at = ended, time.time()
-
-    def status(self, now: float) -> dict[str, Any]:
-        """This line's state for /health."""
-        active = self.active
-        return {
-            "line": self.name,
-            "connected": active is not None,
-            "delivering": active is not None and active.messages > 0,
-            "connection_age_seconds": None if active is None else round(active.age(now), 3),
-            "consecutive_failures": self.backoff.failures,
-            "next_attempt_in_seconds": None
-            if active is not None or math.isinf(self.next_attempt)
-            else round(max(0.0, self.next_attempt - now), 3),
-        }
 
 
 class UpstreamManager:

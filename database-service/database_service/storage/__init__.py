@@ -5,11 +5,12 @@ from __future__ import annotations
 import atexit
 import logging
 import weakref
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from flask import Flask, current_app
 
+from database_service.settings import POOL_SIZE, DatabaseConfig
 from database_service.storage.base import (
     NewSignal,
     NewTrade,
@@ -20,9 +21,10 @@ from database_service.storage.base import (
     StorageUnavailable,
     TradeFilter,
 )
+from shared.app import typed_config
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from database_service.storage.pg_pool import Timeouts
 
 __all__ = [
     "NewSignal",
@@ -37,10 +39,13 @@ __all__ = [
     "get_read_storage",
     "get_storage",
     "open_storage",
+    "primary_storage",
+    "read_storage",
 ]
 
 log = logging.getLogger(__name__)
 
+EXTENSION, READ_EXTENSION = "storage", "read_storage"
 SCHEMES = {
     "sqlite": "sqlite",
     "postgresql": "postgresql",
@@ -49,10 +54,11 @@ SCHEMES = {
 }
 
 
-def open_storage(url: str, options: Mapping[str, Any] | None = None) -> Storage:
+def open_storage(url: str, settings: DatabaseConfig | None = None) -> Storage:
     """Create the backend for a DATABASE_URL (sqlite:///path or postgresql://..., multi-host too).
 
-    `options`: the app's config, of which the DATABASE_* pool and timeout settings apply.
+    `settings`: the app's typed configuration, of which the DATABASE_* pool and timeout
+    settings apply (without it, their defaults).
     """
     scheme = SCHEMES.get(urlsplit(url).scheme.lower())
     if scheme == "sqlite":
@@ -63,25 +69,24 @@ def open_storage(url: str, options: Mapping[str, Any] | None = None) -> Storage:
         from database_service.storage.pg_pool import Timeouts
         from database_service.storage.postgres import PostgresStorage
 
-        given = options or {}
-        pool_size = int(given.get("DATABASE_POOL_SIZE", 8))
-        timeouts = Timeouts(
-            **{field: given[name] for name, field in TIMEOUT_SETTINGS.items() if given.get(name) is not None}
-        )
+        pool_size = POOL_SIZE if settings is None else settings.database_pool_size
+        timeouts = Timeouts() if settings is None else _timeouts(settings)
         return PostgresStorage(_libpq_url(url), pool_size=pool_size, timeouts=timeouts)
     raise ValueError("DATABASE_URL: scheme must be sqlite:// or postgresql://")
 
 
-# setting -> field of pg_pool.Timeouts
-TIMEOUT_SETTINGS = {
-    "DATABASE_CONNECT_TIMEOUT": "connect",
-    "DATABASE_STATEMENT_TIMEOUT": "statement",
-    "DATABASE_LOCK_TIMEOUT": "lock",
-    "DATABASE_TIMEOUT": "request",
-    "DATABASE_KEEPALIVES_IDLE": "keepalives_idle",
-    "DATABASE_KEEPALIVES_INTERVAL": "keepalives_interval",
-    "DATABASE_KEEPALIVES_COUNT": "keepalives_count",
-}
+def _timeouts(settings: DatabaseConfig) -> Timeouts:
+    from database_service.storage.pg_pool import Timeouts
+
+    return Timeouts(
+        connect=settings.database_connect_timeout,
+        statement=settings.database_statement_timeout,
+        lock=settings.database_lock_timeout,
+        request=settings.database_timeout,
+        keepalives_idle=settings.database_keepalives_idle,
+        keepalives_interval=settings.database_keepalives_interval,
+        keepalives_count=settings.database_keepalives_count,
+    )
 
 
 def _libpq_url(url: str) -> str:
@@ -97,7 +102,7 @@ def _close_if_alive(ref: weakref.ref[Storage]) -> None:
 
 
 class StorageExtension:
-    """Flask extension: app.extensions["storage"] is the Storage backend."""
+    """Flask extension: `primary_storage(app)` is the Storage backend, `read_storage(app)` the standbys'."""
 
     def __init__(self, app: Flask | None = None) -> None:
         if app is not None:
@@ -110,18 +115,18 @@ class StorageExtension:
         migrations are one error line at start, then a 503 for every request and an
         unhealthy /health until `python -m database_service migrate` has run.
         """
-        storage = open_storage(app.config["DATABASE_URL"], app.config)
-        app.extensions["storage"] = storage
+        settings = typed_config(DatabaseConfig, app)
+        storage = open_storage(settings.database_url, settings)
+        app.extensions[EXTENSION] = storage
         # The pool closes when the process exits, even without gunicorn's worker_exit hook.
         atexit.register(_close_if_alive, weakref.ref(storage))
-        read_url = app.config.get("DATABASE_READ_URL")
-        if read_url:
-            reads = open_storage(read_url, app.config)
+        if settings.database_read_url:
+            reads = open_storage(settings.database_read_url, settings)
             reads.schema_ready = True  # the primary's schema, replicated: never migrated from here
             reads.migrates = False
-            app.extensions["read_storage"] = reads
+            app.extensions[READ_EXTENSION] = reads
             atexit.register(_close_if_alive, weakref.ref(reads))
-        storage.migrates = bool(app.config.get("MIGRATE_ON_START", True))
+        storage.migrates = settings.migrate_on_start
         if storage.migrates:
             self._migrate_on_start(storage)
         else:
@@ -147,14 +152,26 @@ class StorageExtension:
             log.error("database schema not ready at start-up: %s", exc)
 
 
+def primary_storage(app: Flask | None = None) -> Storage:
+    """The primary backend of `app` (default: the current app) as opened: no schema check."""
+    storage: Storage = (app or current_app).extensions[EXTENSION]
+    return storage
+
+
+def read_storage(app: Flask | None = None) -> Storage | None:
+    """The DATABASE_READ_URL backend of `app` (default: the current app); None without one."""
+    reads: Storage | None = (app or current_app).extensions.get(READ_EXTENSION)
+    return reads
+
+
 def get_storage() -> Storage:
     """The current app's storage backend, its schema migrated."""
-    storage: Storage = current_app.extensions["storage"]
+    storage = primary_storage()
     storage.ensure_schema()
     return storage
 
 
 def get_read_storage() -> Storage:
     """Where reads that may lag go: DATABASE_READ_URL's servers if set, else the primary."""
-    reads: Storage | None = current_app.extensions.get("read_storage")
+    reads = read_storage()
     return reads if reads is not None else get_storage()

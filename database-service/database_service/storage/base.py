@@ -9,9 +9,12 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
 from importlib import resources
 from typing import Any
+
+# Declared with their tables' columns in rows.py; imported from here too.
+from database_service.storage.rows import NewSignal as NewSignal
+from database_service.storage.rows import NewTrade as NewTrade
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 ONE_MICROSECOND = timedelta(microseconds=1)
@@ -62,43 +65,6 @@ class SchemaPending(StorageUnavailable):
 def one_line(text: str) -> str:
     """`text` with every run of whitespace (newlines, tabs) collapsed into one space."""
     return " ".join(text.split())
-
-
-@dataclass(frozen=True, slots=True)
-class NewSignal:
-    """A validated signal ready to be stored (times are UTC epoch microseconds)."""
-
-    symbol: str
-    action: str
-    price: Decimal
-    ts_us: int
-    confidence: float | None = None
-    strategy: str | None = None
-    timeframe: str | None = None
-    metadata: dict[str, Any] | None = None
-    client_id: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class NewTrade:
-    """A validated closed trade with its computed fields."""
-
-    symbol: str
-    side: str
-    entry_price: Decimal
-    exit_price: Decimal
-    quantity: Decimal
-    fees: Decimal
-    pnl: Decimal
-    pnl_percent: float
-    outcome: str
-    exit_us: int
-    entry_us: int | None = None
-    duration_seconds: float | None = None
-    strategy: str | None = None
-    signal_id: int | None = None
-    metadata: dict[str, Any] | None = None
-    client_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -248,11 +214,13 @@ class Storage(ABC):
 
     @abstractmethod
     def save_signals(
-        self, signals: Sequence[NewSignal], check_known: KnownCheck | None = None
+        self, signals: Sequence[NewSignal], check_known: KnownCheck | None = None, full: bool = True
     ) -> list[tuple[dict[str, Any], bool]]:
         """Store signals in one transaction; return each stored signal and whether it is new.
 
         `check_known` sees the stored rows of known client_ids before the commit (see KnownCheck).
+        `full` False: only the ids are wanted (Prefer: return=minimal), so a backend may answer
+        a new row by `{"id": ...}` alone when that saves it work; known rows are always whole.
         """
 
     @abstractmethod

@@ -27,6 +27,7 @@ from database_service.storage.base import (
     load_migrations,
     us_to_iso,
 )
+from database_service.storage.rows import SIGNALS, TRADES, Table
 
 
 def sqlite_path(url: str) -> str:
@@ -60,22 +61,19 @@ def _now_us() -> int:
 
 
 def _insert_or_get(
-    cur: sqlite3.Cursor, table: tuple[str, str, str], values: tuple[Any, ...], client_id: str | None, now: int
-) -> tuple[Sequence[Any], bool]:
-    """Insert one row; on a known client_id return the stored row instead, and whether it is new."""
-    name, fields, columns = table
+    cur: sqlite3.Cursor, table: Table, item: NewSignal | NewTrade, now: int
+) -> tuple[dict[str, Any], bool]:
+    """Insert one row; on a known client_id answer the stored row instead, and whether it is new."""
+    values = CODEC.params(table, item)
     row = cur.execute(
-        f"INSERT INTO {name} ({fields}, created_at) VALUES ({', '.join('?' * (len(values) + 1))}) "
-        f"ON CONFLICT (client_id) WHERE client_id IS NOT NULL DO NOTHING RETURNING {columns}",
+        f"INSERT INTO {table.name} ({table.fields}, created_at) VALUES ({', '.join('?' * (len(values) + 1))}) "
+        f"ON CONFLICT (client_id) WHERE client_id IS NOT NULL DO NOTHING RETURNING {table.selected}",
         (*values, now),
     ).fetchone()
     if row is not None:
-        return row, True
-    return cur.execute(f"SELECT {columns} FROM {name} WHERE client_id = ?", (client_id,)).fetchone(), False
-
-
-SIGNALS = ("signals", sql.SIGNAL_FIELDS, sql.SIGNAL_COLUMNS)
-TRADES = ("trades", sql.TRADE_FIELDS, sql.TRADE_COLUMNS)
+        return CODEC.answer(table, row), True
+    stored = cur.execute(f"SELECT {table.selected} FROM {table.name} WHERE client_id = ?", (item.client_id,))
+    return CODEC.answer(table, stored.fetchone()), False
 
 
 class SQLiteStorage(sql.SqlReads, Storage):
@@ -219,26 +217,25 @@ class SQLiteStorage(sql.SqlReads, Storage):
             return [f"{version:04d}_{name}" for version, name in rows]
 
     def save_signals(
-        self, signals: Sequence[NewSignal], check_known: KnownCheck | None = None
+        self, signals: Sequence[NewSignal], check_known: KnownCheck | None = None, full: bool = True
     ) -> list[tuple[dict[str, Any], bool]]:
-        """Insert signals in one transaction; a known client_id returns the stored row."""
+        """Insert signals in one transaction; a known client_id returns the stored row (always whole)."""
         now = _now_us()
         results = []
         with self._cursor(write=True) as cur:
             for signal in signals:
-                row, new = _insert_or_get(cur, SIGNALS, CODEC.signal_params(signal), signal.client_id, now)
-                results.append((CODEC.signal_dict(row), new))
+                results.append(_insert_or_get(cur, SIGNALS, signal, now))
             check_known_rows(check_known, results)
         return results
 
     def save_trade(self, trade: NewTrade, check_known: KnownCheck | None = None) -> tuple[dict[str, Any], bool]:
         """Insert one trade; a known client_id returns the stored row."""
         with self._cursor(write=True) as cur:
-            row, new = _insert_or_get(cur, TRADES, CODEC.trade_params(trade), trade.client_id, _now_us())
-            check_known_rows(check_known, [(CODEC.trade_dict(row), new)])
+            stored, new = _insert_or_get(cur, TRADES, trade, _now_us())
+            check_known_rows(check_known, [(stored, new)])
             if new:
                 cur.execute(sql.BUMP_STATS_VERSION)
-        return CODEC.trade_dict(row), new
+        return stored, new
 
     def stats_version(self) -> int:
         """The statistics version (raised in every new trade's transaction)."""

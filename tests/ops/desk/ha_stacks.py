@@ -1,10 +1,10 @@
 """The two dependency stacks of the desk run, each with the one fault it injects.
 
-PostgreSQL: Patroni with etcd and two nodes in synchronous mode (shared.testing.patroni);
+PostgreSQL: Patroni with etcd and two nodes in synchronous mode (sardag_testing.patroni);
 the fault is losing the primary's host (its Patroni and PostgreSQL SIGKILLed), the stack has
 recovered once Patroni reports another node as the running primary, and the lost node is
 then started again so that it rejoins as a standby. Redis: one master, one replica, three
-sentinels (shared.testing.sentinel); the fault is the master SIGKILLed, recovered once the
+sentinels (sardag_testing.sentinel); the fault is the master SIGKILLed, recovered once the
 sentinels name another master, and the old one restarted as a replica.
 """
 
@@ -13,8 +13,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from shared.testing.patroni import Node, PatroniCluster
-from shared.testing.sentinel import SentinelStack
+from sardag_testing.patroni import Node, PatroniCluster
+from sardag_testing.sentinel import SentinelStack
 
 
 class PostgresFailover:

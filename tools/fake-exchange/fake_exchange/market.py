@@ -8,6 +8,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from decimal import Decimal
 
+from .trades import AggTrade, TradeRecord
+
 EIGHT_PLACES = Decimal("0.00000001")
 DEFAULT_START_PRICES = {
     "BTCUSDT": "90000",
@@ -93,6 +95,7 @@ class Market:
         self.rng = random.Random(seed)
         self.seq = 0
         self.symbols: dict[str, SymbolState] = {}
+        self.record = TradeRecord()  # every aggregate trade made, the truth candles are checked against
         for symbol in symbols:
             self.ensure(symbol)
 
@@ -105,8 +108,8 @@ class Market:
             self.symbols[symbol] = state
         return state
 
-    def step(self, symbol: str) -> None:
-        """Move `symbol` one trade along its random walk."""
+    def step(self, symbol: str, now_ms: int | None = None) -> AggTrade:
+        """Move `symbol` one aggregate trade along its random walk, recorded at `now_ms` (default now)."""
         state = self.ensure(symbol)
         factor = Decimal(f"{1 + self.rng.gauss(0, 0.0002):.8f}")
         state.last = (state.last * factor).quantize(EIGHT_PLACES)
@@ -116,6 +119,9 @@ class Market:
         state.volume += state.last_qty
         state.quote_volume += state.last_qty * state.last
         state.trades += 1
+        when = int(time.time() * 1000) if now_ms is None else now_ms
+        buyer_maker = self.rng.random() < 0.5
+        return self.record.add(symbol, state.last, state.last_qty, when, buyer_maker, self.rng.randint(1, 3))
 
     def next_seq(self) -> int:
         """Number the next event: one global counter across every stream."""
@@ -143,21 +149,9 @@ class Market:
         return trade_event(symbol, fmt(st.last), seq, now_ms, fmt(st.last_qty), self.rng.random() < 0.5)
 
     def agg_trade(self, symbol: str, now_ms: int, seq: int) -> dict:
-        """An `aggTrade` event whose id `a` is the global event number."""
-        st = self.ensure(symbol)
-        return {
-            "e": "aggTrade",
-            "E": now_ms,
-            "s": symbol,
-            "a": seq,
-            "p": fmt(st.last),
-            "q": fmt(st.last_qty),
-            "f": seq,
-            "l": seq,
-            "T": now_ms,
-            "m": self.rng.random() < 0.5,
-            "M": True,
-        }
+        """The `aggTrade` event of the symbol's latest recorded trade (ids consecutive per symbol)."""
+        trade = self.record.last(symbol) or self.step(symbol, now_ms)
+        return trade.event(now_ms)
 
     def mini_ticker(self, symbol: str, now_ms: int, seq: int = 0) -> dict:
         """A `24hrMiniTicker` event."""

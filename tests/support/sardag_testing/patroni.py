@@ -43,9 +43,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from shared.testing import free_port, require_server
-from shared.testing.processes import child_pids
-from shared.testing.servers import _binary, _pg_bin_dirs
+from sardag_testing import free_port, require_server
+from sardag_testing.processes import child_pids
+from sardag_testing.servers import _binary, _pg_bin_dirs
 
 TTL = 20
 LOOP_WAIT = 1

@@ -26,8 +26,8 @@ from pathlib import Path
 
 import redis
 
-from shared.testing import free_port
-from shared.testing.servers import PrivateRedis, _binary
+from sardag_testing import free_port
+from sardag_testing.servers import PrivateRedis, _binary
 
 MASTER_NAME = "sardag"
 DOWN_AFTER_MS = 1000  # sentinel down-after-milliseconds: how long a silent master is still trusted

@@ -27,6 +27,7 @@ import requests
 
 from .market import trade_event
 from .server import FakeExchange
+from .trades import AggTrade
 
 Update = tuple[str, int]  # (symbol, event time in ms)
 
@@ -84,6 +85,40 @@ class NumberedTrades(Paced):
         when = self._first_ms + n  # strictly increasing: one event time per update
         self.fake.send(trade_event(symbol, f"{1000 + n}.5", n, now_ms=when), stream=f"{symbol.lower()}@trade")
         self.sent.append((symbol, when))
+
+
+class TradeFlow(Paced):
+    """Makes `rate` aggregate trades per second, round-robin over `symbols`, whether or not
+    anyone listens: each is recorded by the exchange, then sent as an `aggTrade` event to the
+    connections subscribed to its stream. Trades go on while the service is cut off, so a
+    reconnect leaves a hole in the ids that only the REST API can fill."""
+
+    def __init__(
+        self, fake: FakeExchange, symbols: Iterable[str] = ("BTCUSDT", "ETHUSDT"), rate: float = 50.0
+    ) -> None:
+        super().__init__(rate, "trade-flow")
+        self.fake = fake
+        self.symbols = tuple(symbols)
+        self.made = 0
+
+    def stop(self) -> None:
+        """Stop trading."""
+        self._halt()
+
+    def step(self) -> None:
+        """Make the next trade (on the exchange's loop: recorded and sent in id order)."""
+        symbol = self.symbols[self.made % len(self.symbols)]
+        self.made += 1
+        self.fake.call(lambda: self._trade(symbol))
+
+    def _trade(self, symbol: str) -> AggTrade:
+        fake = self.fake
+        trade = fake.market.step(symbol)
+        stream = f"{symbol.lower()}@aggTrade"
+        muted = fake._muted.get(stream, set())
+        listening = [c for c in fake._listening() if stream in c.streams and c.conn not in muted]
+        fake._send_payload(stream, trade.event(), listening)
+        return trade
 
 
 @dataclass(frozen=True)

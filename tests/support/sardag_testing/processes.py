@@ -27,9 +27,9 @@ from typing import Any
 
 import pytest
 
-from shared.testing import free_port, wait_until
+from sardag_testing import free_port, wait_until
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 VENV_BIN = Path(sys.executable).parent
 SERVICES: dict[str, dict[str, Any]] = {
     "database-service": {"module": "database_service", "port": 5020},
@@ -75,6 +75,8 @@ def listening(port: int, host: str = "127.0.0.1") -> bool:
 
 
 SOURCE_PATH = [REPO, REPO / "database-service", REPO / "websocket-streaming"]
+FAKE_EXCHANGE_PATH = [REPO / "tools" / "fake-exchange"]  # a tool: on no service's path
+SUPPORT_PATH = REPO / "tests" / "support"  # where sardag_testing lives, for a test's own subprocess
 
 
 def service_env(
@@ -212,10 +214,11 @@ class Launcher:
         return running
 
     def fake_exchange(self, *args: str) -> Running:
-        """The shipped fake Binance exchange on a free loopback port (extra CLI `args`)."""
+        """The fake Binance exchange (tools/fake-exchange) on a free loopback port (extra CLI `args`)."""
         port = free_port()
-        argv = [sys.executable, "-m", "websocket_streaming.fake_exchange", "--port", str(port), *args]
-        running = self.start(f"fake-exchange-{port}", argv, service_env(self.tmp), port)
+        argv = [sys.executable, "-m", "fake_exchange", "--port", str(port), *args]
+        env = service_env(self.tmp, pythonpath=FAKE_EXCHANGE_PATH)
+        running = self.start(f"fake-exchange-{port}", argv, env, port)
 
         def ready() -> bool:  # it prints its URLs once it listens; tests read them from the log
             printed = re.search(r"BINANCE_REST_URL=\S+\n", running.log_text())  # the whole line

@@ -1,4 +1,4 @@
-"""Run the fake exchange: `python -m websocket_streaming.fake_exchange --port 9443`."""
+"""Run the fake exchange: `python -m fake_exchange --port 9443`."""
 
 from __future__ import annotations
 

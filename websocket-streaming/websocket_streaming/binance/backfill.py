@@ -8,16 +8,15 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from shared.binance_client import (
+from ..book import PriceBook
+from ..parser import ParseError, PriceUpdate, dec, signed_dec
+from ..stats import IngestStats
+from .rest import (
     BinanceClient,
     BinanceError,
     BinanceHTTPError,
     BinanceRateLimited,
 )
-
-from .book import PriceBook
-from .parser import ParseError, PriceUpdate, dec, signed_dec
-from .stats import IngestStats
 
 log = logging.getLogger("websocket_streaming.backfill")
 Reporter = Callable[[BaseException, dict[str, Any]], None]

@@ -336,9 +336,9 @@ class FakeExchange:
         """Advance every subscribed symbol one step and send one event per subscribed stream."""
         listening = self._listening()
         streams = sorted({s for c in listening for s in c.streams})
-        for symbol in sorted({s.partition("@")[0].upper() for s in streams if s[0] != "!"}):
-            self.market.step(symbol)
         now_ms = int(time.time() * 1000)
+        for symbol in sorted({s.partition("@")[0].upper() for s in streams if s[0] != "!"}):
+            self.market.step(symbol, now_ms)
         for stream in streams:
             payload = self.market.payload(stream, now_ms)
             if payload is not None:

@@ -85,6 +85,23 @@ class BinanceClient:
         found: list[list[Any]] = self._get("/api/v3/klines", params)
         return found
 
+    def agg_trades(
+        self,
+        symbol: str,
+        from_id: int | None = None,
+        start_time: int | None = None,
+        end_time: int | None = None,
+        limit: int = 1000,
+    ) -> list[dict[str, Any]]:
+        """`GET /api/v3/aggTrades` (weight 4): aggregate trades from `from_id` or within a time
+        span (less than an hour), oldest first; rows `{"a", "p", "q", "f", "l", "T", "m", "M"}`."""
+        params: dict[str, Any] = {"symbol": symbol.upper(), "limit": limit}
+        for name, value in (("fromId", from_id), ("startTime", start_time), ("endTime", end_time)):
+            if value is not None:
+                params[name] = value
+        found: list[dict[str, Any]] = self._get("/api/v3/aggTrades", params)
+        return found
+
     def server_time(self) -> int:
         """Binance's clock: `serverTime` of `GET /api/v3/time` (weight 1), in ms since the epoch."""
         found = self._get("/api/v3/time", {})

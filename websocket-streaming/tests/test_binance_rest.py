@@ -10,14 +10,13 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
-
-from shared.binance_client import (
+from sardag_testing import free_port
+from websocket_streaming.binance.rest import (
     BinanceClient,
     BinanceHTTPError,
     BinanceRateLimited,
     BinanceUnavailable,
 )
-from shared.testing import free_port
 
 pytestmark = pytest.mark.unit
 
@@ -63,7 +62,8 @@ def exchange() -> Iterator[tuple[Script, str]]:
     """A loopback HTTP server scripted by the test."""
     script = Script()
     server = ThreadingHTTPServer(("127.0.0.1", 0), make_handler(script))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    # shutdown() waits until the loop looks again: every 0.5 s by default, per test
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
     thread.start()
     yield script, f"http://127.0.0.1:{server.server_address[1]}"
     server.shutdown()

@@ -35,7 +35,9 @@ SERVER_FIXTURES = frozenset(
 )
 SLOW_SECONDS = 1.0
 SERVER_PORTS = {5432, 6379}  # PostgreSQL and Redis defaults; TEST_*_URL ports are added
-ALLOWED_PROGRAMS = frozenset({"git"})  # sentry-sdk asks git for the release: a tool, not a server
+# Tools, not servers: sentry-sdk asks git for the release; platform.processor() (each
+# pytest-xdist worker's start) runs `uname -p`.
+ALLOWED_PROGRAMS = frozenset({"git", "uname"})
 
 
 def kind_problems(items: Iterable[pytest.Item]) -> list[str]:

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from urllib.parse import quote
 
-from shared.testing import free_port, require_server
+from sardag_testing import free_port, require_server
 
 
 def _binary(name: str, *extra_dirs: str) -> str:
@@ -188,7 +188,7 @@ class PrivatePostgres:
 
     def pids(self) -> list[int]:
         """The postmaster and every process it started (none when the server is down)."""
-        from shared.testing.processes import child_pids
+        from sardag_testing.processes import child_pids
 
         try:
             postmaster = int((self.data / "postmaster.pid").read_text().split()[0])
