@@ -26,6 +26,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1].parent
 sys.path[:0] = [str(ROOT), str(ROOT / "database-service"), str(ROOT / "websocket-streaming")]
+sys.path[:0] = [str(ROOT / "tests" / "support"), str(ROOT / "tools" / "fake-exchange")]
 
 BUILDS = {"no otel": None, "off": None, "unsampled": "0.0", "sampled": "1.0"}
 SAVE_BODY = (
@@ -128,10 +129,9 @@ def main() -> None:
     if args.child:
         child(args.child, args.requests)
         return
+    from fake_exchange import FakeExchange
     from run import BLOCKER, otlp_sink
-    from websocket_streaming.fake_exchange import FakeExchange
-
-    from shared.testing import scratch_postgres
+    from sardag_testing import scratch_postgres
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-tracing-calls-"))
     (tmp / "sitecustomize.py").write_text(BLOCKER)
