@@ -110,6 +110,8 @@ def test_one_info_line_when_a_connection_delivers(
     for n in range(3):
         fake.send(trade_event("BTCUSDT", f"{100 + n}.5", n), stream="btcusdt@trade")
     wait_until(lambda: get_service(app).stats.total_messages() == 3, what="three frames")
-    assert delivering() == ["upstream connection 1 delivering (line A, 8 streams)"]
+    # the reader counts frames at once; the supervisor thread writes the line on its next tick
+    wait_until(lambda: delivering() != [], what="the delivering line")
+    assert delivering() == ["upstream connection 1 delivering (line A, 8 streams)"]  # one, not one a frame
     record = next(r for r in caplog.records if "delivering" in r.getMessage())
     assert record.levelno == logging.INFO
