@@ -251,6 +251,18 @@ def _leaders(instances: list[Running]) -> list[float] | None:
 
 
 # ---- 3. SSE through nginx ----------------------------------------------------------------------
+# Restated by each worker that serves the event (its own clock): not the event's identity.
+PER_WORKER_FIELDS = ("age_seconds", "stale", "received_at")
+
+
+def event_key(data: bytes) -> str:
+    """An SSE event's identity: its record's fields, without those each worker restates."""
+    record = json.loads(data)
+    for name in PER_WORKER_FIELDS:
+        record.pop(name, None)
+    return json.dumps(record, sort_keys=True)
+
+
 @dataclass
 class Subscriber:
     """Reads /stream on one port; keeps the time each event reached the socket, by its content.
@@ -280,8 +292,7 @@ class Subscriber:
                 *lines, buffer = (buffer + chunk).split(b"\n")
                 for line in lines:
                     if line.startswith(b"data: "):
-                        # The record's own fields; age_seconds and stale differ by instance.
-                        self.arrivals.setdefault(line[6:].split(b',"age_seconds"')[0].decode(), received)
+                        self.arrivals.setdefault(event_key(line[6:]), received)
 
 
 SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)  # Linux
