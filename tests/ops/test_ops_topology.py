@@ -251,8 +251,8 @@ def _leaders(instances: list[Running]) -> list[float] | None:
 
 
 # ---- 3. SSE through nginx ----------------------------------------------------------------------
-# Restated by each worker that serves the event (its own clock): not the event's identity.
-PER_WORKER_FIELDS = ("age_seconds", "stale", "received_at")
+# Restated by each worker when it writes the event (ages, on its own clock): not its identity.
+PER_WORKER_FIELDS = ("age_seconds", "quote_age_seconds", "stale", "received_at")
 
 
 def event_key(data: bytes) -> str:
