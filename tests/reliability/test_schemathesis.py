@@ -25,9 +25,10 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl, urlsplit
 
 import pytest
-from sardag_testing import python_in_message, scratch_postgres, wait_until
+from sardag_testing import json_strings, python_in_message, scratch_postgres, wait_until
 from sardag_testing.processes import VENV_BIN, Launcher, Running, http
 
 pytestmark = [pytest.mark.integration, pytest.mark.api, pytest.mark.slow]
@@ -112,7 +113,21 @@ def check(outcome: Outcome, service: Running, name: str, min_requests: int) -> N
             assert {"error", "message"} <= set(json.loads(content.get("text") or "{}")), entry["request"]["url"]
             # messages read like the documentation: no repr, pydantic phrase, type name or regex
             text = content.get("text") or ""
-            assert python_in_message(text) == [], (entry["request"]["url"], text)
+            assert python_in_message(text, client_words(entry)) == [], (entry["request"]["url"], text)
+
+
+def client_words(entry: dict[str, Any]) -> list[str]:
+    """What the client sent (query names and values, body strings): an answer may quote it."""
+    request = entry["request"]
+    words = [part[key] for part in request.get("queryString", []) for key in ("name", "value")]
+    query = parse_qsl(urlsplit(request["url"]).query, keep_blank_values=True)
+    words += [word for pair in query for word in pair]
+    posted = (request.get("postData") or {}).get("text") or ""
+    try:
+        words += list(json_strings(json.loads(posted)))
+    except ValueError:
+        words.append(posted)
+    return words
 
 
 def _examples(long: int, short: int) -> int:

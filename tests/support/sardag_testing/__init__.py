@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import TypeVar
 from urllib.parse import urlsplit, urlunsplit
@@ -113,6 +114,29 @@ PYTHON_IN_MESSAGES = re.compile(
 )
 
 
-def python_in_message(body: str) -> list[str]:
-    """The pieces of Python (reprs, pydantic phrases, type names, regexes) in an answer's body."""
-    return [found.group(0) for found in PYTHON_IN_MESSAGES.finditer(body)]
+def python_in_message(body: str, echoed: Iterable[str] = ()) -> list[str]:
+    """The pieces of Python (reprs, pydantic phrases, type names, regexes) in an answer's body.
+
+    `echoed` are the client's own words (parameter names and values it sent): an answer may
+    quote them back, so they are taken out of the body's decoded strings before it is read.
+    """
+    try:
+        said = "\n".join(json_strings(json.loads(body)))
+    except ValueError:
+        said = body
+    for words in sorted({w for w in echoed if w}, key=len, reverse=True):
+        said = said.replace(words, " ")
+    return [found.group(0) for found in PYTHON_IN_MESSAGES.finditer(said)]
+
+
+def json_strings(value: object) -> Iterator[str]:
+    """Every string in a decoded JSON value, keys included."""
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield str(key)
+            yield from json_strings(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from json_strings(item)
