@@ -58,9 +58,11 @@ function service(name, folder, module, port, workers, extraEnv = {}) {
     min_uptime: "10s",
     restart_delay: 2000,
     exp_backoff_restart_delay: 200,
-    // gunicorn shuts down gracefully on SIGTERM (SIGINT, PM2's default, is its quick
-    // shutdown). Give in-flight requests gunicorn's graceful_timeout before SIGKILL,
-    // and signal only the master: it drains and stops its own workers.
+    // gunicorn shuts down gracefully on SIGTERM; SIGINT is its quick shutdown. PM2 7 sends
+    // its daemon's PM2_KILL_SIGNAL (SIGINT by default) and ignores kill_signal, so the
+    // services' gunicorn hooks make SIGINT graceful when PM2 started them (shared/gunicorn_hooks.py).
+    // Give in-flight requests gunicorn's graceful_timeout before SIGKILL, and signal only
+    // the master: it drains and stops its own workers.
     kill_signal: "SIGTERM",
     kill_timeout: 35000,
     treekill: false,

@@ -111,6 +111,19 @@ def _on_starting(server: Arbiter, config: Mapping[str, Any], metrics_dir: str) -
     logger.configure_logging(config["LOG_LEVEL"], config["LOG_FORMAT"])
     sentry_integration.announce(config["SERVICE_NAME"], config.get("SENTRY_DSN"))
     share_rate_limits(server, config)
+    graceful_sigint_under_pm2(server)
+
+
+def graceful_sigint_under_pm2(server: Any) -> None:
+    """Under PM2, stop gracefully on SIGINT as on SIGTERM.
+
+    PM2 (7.x) signals every app with its daemon's PM2_KILL_SIGNAL, SIGINT by default, and
+    ignores an app's `kill_signal`. SIGINT is gunicorn's quick shutdown: in-flight requests
+    would be cut off at every `pm2 stop`, `restart` or `delete`. PM2 names its apps `pm_id`.
+    """
+    if "pm_id" in os.environ:
+        setattr(server, "handle_int", server.handle_term)  # noqa: B010 (an instance's handler)
+        server.log.info("SIGINT stops gracefully, as SIGTERM does (started by PM2, which sends SIGINT)")
 
 
 def share_rate_limits(server: Any, config: Mapping[str, Any]) -> None:

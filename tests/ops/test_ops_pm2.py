@@ -6,8 +6,11 @@ from __future__ import annotations
 import json
 import os
 import re
+import socket
 import subprocess
+import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -174,3 +177,46 @@ def test_pm2_offline_feeds_websocket_streaming_from_the_fake_exchange_then_stops
     ops.wait_until(lambda: not any(_pid_alive(pid) for pid in pids), 40, "all three processes to exit")
     for port in (*_ports(pm2).values(), fake_port):
         assert not listening(port), f"port {port} still accepts connections"
+
+
+def test_pm2_stop_lets_a_request_in_flight_finish(pm2: PM2, ops: SimpleNamespace) -> None:
+    """PM2 sends SIGINT (gunicorn's quick shutdown) whatever the ecosystem's kill_signal says:
+    a save whose request is still arriving when `pm2 stop` runs must be answered, not cut off."""
+    started = pm2.run("start", "ecosystem.config.js", "--only", "database-service")
+    assert started.returncode == 0, started.stdout + started.stderr
+    port = _ports(pm2)["database-service"]
+    ops.wait_until(lambda: ops.answers(f"http://127.0.0.1:{port}/health"), 60, "database-service via PM2")
+    body = json.dumps(
+        {"symbol": "BTCUSDT", "action": "BUY", "price": 43250.5, "strategy": "pm2", "client_id": "in-flight"}
+    ).encode()
+    head = (
+        f"POST /signals/save HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+    ).encode()
+    log = Path(pm2.env["SARDAG_LOG_DIR"]) / "database-service.err.log"
+    with socket.create_connection(("127.0.0.1", port), timeout=40) as client:
+        client.sendall(head[:20])  # accepted, its request line not complete: not yet given to a thread
+        with ThreadPoolExecutor(1) as pool:
+            stopping = pool.submit(pm2.run, "stop", "database-service")
+            ops.wait_until(
+                lambda: "Handling signal: int" in log.read_text(), 20, "PM2's SIGINT to reach gunicorn"
+            )
+            time.sleep(1.0)  # a quick shutdown's workers are gone by now (they exit in 0.1 s)
+            client.sendall(head[20:] + body)
+            answer = _read_all(client)
+            stopped = stopping.result(timeout=60)
+    assert stopped.returncode == 0, stopped.stdout + stopped.stderr
+    assert answer.startswith(b"HTTP/1.1 201"), answer[:200]
+    assert b'"client_id":"in-flight"' in answer.replace(b" ", b"")
+    assert "SIGINT stops gracefully" in log.read_text()
+
+
+def _read_all(client: socket.socket) -> bytes:
+    """Everything the server sends until it closes the connection (b"" if it reset it)."""
+    chunks = []
+    try:
+        while chunk := client.recv(65536):
+            chunks.append(chunk)
+    except ConnectionResetError:
+        chunks.append(b"<connection reset by the server>")
+    return b"".join(chunks)
