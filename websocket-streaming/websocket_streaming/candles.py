@@ -20,6 +20,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from datetime import date, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -37,7 +38,13 @@ INTERVAL_MS = {
     "8h": 28_800_000,
     "12h": 43_200_000,
     "1d": 86_400_000,
+    "3d": 259_200_000,  # from the epoch, as Binance aligns it
+    "1w": 604_800_000,  # from Monday 00:00 UTC (WEEK_OFFSET_MS)
+    "1M": 2_678_400_000,  # calendar months: the longest one (31 days), for ordering; see open_time_of
 }
+DAY_MS = 86_400_000
+WEEK_OFFSET_MS = 4 * DAY_MS  # 1970-01-01 was a Thursday: Monday 1970-01-05 starts a week
+MONTH = "1M"
 TRADES, KLINES = "trades", "klines"
 CLOSE_GRACE_MS = 1_000  # a trade of the last second may still be on its way
 # Why a trade from the feed was not applied (`sardag_candle_trades_dropped_total{reason}`).
@@ -54,6 +61,39 @@ def parse_intervals(value: str) -> tuple[str, ...]:
         if name not in INTERVAL_MS:
             raise ValueError(f"unknown interval {name!r}; use {', '.join(INTERVAL_MS)}")
     return tuple(sorted(names, key=INTERVAL_MS.__getitem__))
+
+
+def open_time_of(interval: str, when: int) -> int:
+    """The first millisecond (UTC) of the `interval` candle that holds `when` (epoch ms)."""
+    if interval == MONTH:
+        day = _civil(when // DAY_MS)
+        return _days(day[0], day[1], 1) * DAY_MS
+    size = INTERVAL_MS[interval]
+    offset = WEEK_OFFSET_MS if interval == "1w" else 0
+    return when - (when - offset) % size
+
+
+def next_open_time(interval: str, open_time: int) -> int:
+    """The first millisecond of the candle after the one opening at `open_time`."""
+    if interval == MONTH:
+        year, month, _ = _civil(open_time // DAY_MS)
+        year, month = (year + 1, 1) if month == 12 else (year, month + 1)
+        return _days(year, month, 1) * DAY_MS
+    return open_time + INTERVAL_MS[interval]
+
+
+def _civil(days: int) -> tuple[int, int, int]:
+    """(year, month, day) of a day count since 1970-01-01 (proleptic Gregorian, any sign)."""
+    date = _EPOCH_DATE + timedelta(days=days)
+    return date.year, date.month, date.day
+
+
+def _days(year: int, month: int, day: int) -> int:
+    """Days from 1970-01-01 to the date."""
+    return (date(year, month, day) - _EPOCH_DATE).days
+
+
+_EPOCH_DATE = date(1970, 1, 1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,19 +126,30 @@ class Candle:
     last_id: int | None = None
     source: str = TRADES
     complete: bool = False  # as last published (klines: always; followers: the leader's word)
+    # An empty candle (no trade in its span): the id of the last trade before it. It is
+    # complete once that id and the next are both applied (the next falls after its span).
+    prev_id: int | None = field(default=None, compare=False)
+
+    @property
+    def empty(self) -> bool:
+        """No trade in its span (a trade-built candle only: klines carry no ids)."""
+        return self.source == TRADES and self.first_id is None
 
     @property
     def close_time(self) -> int:
         """The last millisecond of its interval (Binance's `closeTime`)."""
-        return self.open_time + INTERVAL_MS[self.interval] - 1
+        return next_open_time(self.interval, self.open_time) - 1
 
     def add(self, trade: Trade, quote: Decimal) -> None:
         """Fold one trade in (`quote`: its price x quantity); the result does not depend on
         the order trades come in."""
         price, agg_id = trade.price, trade.agg_id
-        if self.first_id is None or agg_id < self.first_id:
+        if self.first_id is None:  # its first trade (an empty candle's prices were the one before's)
+            self.first_id = self.last_id = agg_id
+            self.open = self.high = self.low = self.close = price
+        elif agg_id < self.first_id:
             self.first_id, self.open = agg_id, price
-        if self.last_id is None or agg_id > self.last_id:
+        elif self.last_id is None or agg_id > self.last_id:
             self.last_id, self.close = agg_id, price
         if price > self.high:
             self.high = price
@@ -263,7 +314,10 @@ class CandleBuilder:
     ) -> None:
         self.clock = clock  # epoch ms: when a candle with no trade after it counts as closed
         self.intervals = tuple(intervals)
-        self._sizes = tuple((i, INTERVAL_MS[i]) for i in self.intervals)
+        # (interval, size, offset): open time = t - (t - offset) % size; size 0: calendar months
+        self._sizes = tuple(
+            (i, 0 if i == MONTH else INTERVAL_MS[i], WEEK_OFFSET_MS if i == "1w" else 0) for i in self.intervals
+        )
         self.keep = keep
         self.counters = CandleCounters()
         self._symbols = {s: SymbolCandles(by_interval={i: {} for i in self.intervals}) for s in symbols}
@@ -354,8 +408,8 @@ class CandleBuilder:
         if when > state.newest_time:
             state.newest_time = when
         quote = trade.qty * trade.price  # once, not once per interval (this runs for every trade)
-        for interval, size in self._sizes:
-            open_time = when - when % size
+        for interval, size, offset in self._sizes:
+            open_time = when - (when - offset) % size if size else open_time_of(interval, when)
             candle = state.by_interval[interval].get(open_time)
             if candle is None or candle.source != TRADES:
                 candle = self._candle(state, symbol, interval, open_time, trade.price)
@@ -363,11 +417,15 @@ class CandleBuilder:
                     continue
             candle.add(trade, quote)
             self._changed[(symbol, interval, open_time)] = None
+            opens = state.opens[interval]
+            if open_time != opens[-1]:  # healed into the past: the empty candles after it follow it
+                self._settle_empty(state, interval, candle)
 
     def _candle(
         self, state: SymbolCandles, symbol: str, interval: str, open_time: int, price: Decimal
     ) -> Candle | None:
-        """The trade-built candle at `open_time` (made if new); None when older than all held."""
+        """The trade-built candle at `open_time` (made if new, with the empty candles between it
+        and its trade-built neighbours); None when older than all held."""
         candles = state.by_interval.setdefault(interval, {})
         candle = candles.get(open_time)
         if candle is not None:  # a klines candle already counts every trade of its span
@@ -375,11 +433,48 @@ class CandleBuilder:
         opens = state.opens.setdefault(interval, [])
         if len(opens) >= self.keep and open_time < opens[0]:
             return None
+        at = bisect.bisect_left(opens, open_time)
+        before = candles[opens[at - 1]] if at else None
+        after = candles[opens[at]] if at < len(opens) else None
         bisect.insort(opens, open_time)
         candle = candles[open_time] = Candle(symbol, interval, open_time, price, price, price, price)
-        if len(opens) > self.keep:
+        if before is not None and before.source == TRADES:
+            self._fill_empty(state, before, open_time)
+        if after is not None and after.source == TRADES:
+            self._fill_empty(state, candle, after.open_time)
+        while len(opens) > self.keep:
             del candles[opens.pop(0)]
-        return candle
+        return candles.get(open_time)
+
+    def _fill_empty(self, state: SymbolCandles, before: Candle, until: int) -> None:
+        """Empty candles (Binance's klines list them) after `before` up to `until` (exclusive):
+        open = high = low = close = the close before, volume 0, no trade."""
+        interval = before.interval
+        start = next_open_time(interval, before.open_time)
+        size = INTERVAL_MS[interval]
+        if interval != MONTH:  # never more than `keep` of them
+            start = max(start, until - self.keep * size)
+        candles, opens = state.by_interval[interval], state.opens[interval]
+        prev_id = before.last_id if before.last_id is not None else before.prev_id
+        price, at = before.close, start
+        while at < until:
+            if at not in candles:
+                candles[at] = Candle(before.symbol, interval, at, price, price, price, price, prev_id=prev_id)
+                bisect.insort(opens, at)
+                self._changed[(before.symbol, interval, at)] = None
+            at = next_open_time(interval, at)
+
+    def _settle_empty(self, state: SymbolCandles, interval: str, candle: Candle) -> None:
+        """The empty candles right after `candle` take its close and last id (it changed)."""
+        opens, candles = state.opens[interval], state.by_interval[interval]
+        at = bisect.bisect_right(opens, candle.open_time)
+        price, prev_id = candle.close, candle.last_id
+        while at < len(opens) and (empty := candles[opens[at]]).empty:
+            if (empty.close, empty.prev_id) != (price, prev_id):
+                empty.open = empty.high = empty.low = empty.close = price
+                empty.prev_id = prev_id
+                self._changed[(candle.symbol, interval, empty.open_time)] = None
+            at += 1
 
     # ---- history and Redis -----------------------------------------------------------
     def load_history(self, candles: Iterable[Candle], before: int) -> int:
@@ -475,11 +570,12 @@ class CandleBuilder:
 
     @staticmethod
     def _complete(state: SymbolCandles, candle: Candle, closed: bool) -> bool:
-        if candle.source == KLINES or candle.first_id is None or candle.last_id is None:
-            return candle.complete
         coverage = state.coverage
-        if not coverage.ranges:  # a follower's copy: the leader said
+        if not coverage.ranges or candle.source == KLINES:  # a follower's copy: the leader said
             return candle.complete
+        if candle.first_id is None or candle.last_id is None:  # empty: no trade between its neighbours'
+            prev = candle.prev_id
+            return candle.complete if prev is None else coverage.covers(prev, prev + 1)
         newest = coverage.newest if coverage.newest is not None else candle.last_id
         last = candle.last_id + 1 if closed else newest
         return coverage.covers(candle.first_id - 1, last)
