@@ -496,3 +496,17 @@ def test_stats_show_the_candle_memory_bound(idle_app: Flask) -> None:
     assert stats["candles_max"] == 500 * 3 * 4
     assert stats["candles_held"] == 0
     assert stats["candle_intervals"] == ["1m", "5m", "1h"]
+
+
+def test_a_candle_exported_open_is_exported_again_once_the_clock_closes_it() -> None:
+    b = builder("1m")
+    now = [T0]
+    b.clock = lambda: now[0]
+    b.mark_before("BTCUSDT", 0)
+    b.live(trade(1, "10", at=T0 + 5))
+    assert [(c["open_time"], c["closed"]) for c in b.export(changed_only=True)["candles"]] == [(T0, False)]
+    now[0] = T0 + 30_000
+    assert b.export(changed_only=True)["candles"] == []  # still open, unchanged: nothing to say
+    now[0] = T0 + MINUTE + 1_001  # past its end and the grace, no trade since
+    assert [(c["open_time"], c["closed"]) for c in b.export(changed_only=True)["candles"]] == [(T0, True)]
+    assert b.export(changed_only=True)["candles"] == []  # once

@@ -322,6 +322,8 @@ class CandleBuilder:
         self.counters = CandleCounters()
         self._symbols = {s: SymbolCandles(by_interval={i: {} for i in self.intervals}) for s in symbols}
         self._changed: dict[tuple[str, str, int], None] = {}  # since the last `take_changed`
+        # Candles last exported open: exported again once the clock closes them (no trade does).
+        self._open: dict[tuple[str, str, int], None] = {}
         self._lock = threading.Lock()
 
     @property
@@ -498,26 +500,41 @@ class CandleBuilder:
         return stored
 
     def export(self, changed_only: bool) -> dict[str, Any]:
-        """Candles (all, or changed since the last export) and each symbol's coverage, JSON-ready."""
+        """Candles (all, or changed since the last export: traded, or closed by the clock) and
+        each symbol's coverage, JSON-ready."""
         now = self.clock()
         with self._lock:
-            keys = (
-                list(self._changed)
-                if changed_only
-                else [
-                    (s, i, o) for s, st in self._symbols.items() for i, opens in st.opens.items() for o in opens
-                ]
-            )
             if changed_only:
-                self._changed.clear()
-            candles = []
-            for symbol, interval, open_time in keys:
-                state = self._symbols[symbol]
-                candle = state.by_interval.get(interval, {}).get(open_time)
-                if candle is not None:
-                    candles.append(self._dict(state, candle, now))
+                candles = self._take_changed(now)
+            else:
+                candles = [
+                    self._dict(st, st.by_interval[i][o], now)
+                    for st in self._symbols.values()
+                    for i, opens in st.opens.items()
+                    for o in opens
+                ]
             coverage = {s: st.coverage.ranges[-256:] for s, st in self._symbols.items()}
         return {"candles": candles, "coverage": coverage}
+
+    def _take_changed(self, now: int) -> list[dict[str, Any]]:
+        """The candles changed since the last call, and those it exported open that closed since."""
+        changed, self._changed = self._changed, {}
+        closing = [key for key in self._open if key not in changed]
+        candles = []
+        for key in [*changed, *closing]:
+            symbol, interval, open_time = key
+            state = self._symbols[symbol]
+            candle = state.by_interval.get(interval, {}).get(open_time)
+            data = None if candle is None else self._dict(state, candle, now)
+            if data is not None and not data["closed"]:
+                self._open[key] = None
+                if key in changed:
+                    candles.append(data)
+                continue
+            self._open.pop(key, None)
+            if data is not None:
+                candles.append(data)
+        return candles
 
     def adopt(self, message: dict[str, Any]) -> list[dict[str, Any]]:
         """Take what the leader exported: its candles as they are, its coverage. Returns the
