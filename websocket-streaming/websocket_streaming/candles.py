@@ -10,6 +10,11 @@ prices of the lowest and highest id, never of the arrival order.
 Candles loaded from `GET /api/v3/klines` (history before this process's first trade) are
 `source: "klines"`: the exchange aggregated every trade of them, so they are complete, but
 they carry no aggregate trade ids. Memory is bounded: `keep` candles per symbol and interval.
+
+An interval with no trade between two trade-built candles is an empty candle, as Binance's
+klines list it (open = high = low = close = the close before, volume 0, no trade ids); it is
+complete once the trade before it and the next id are both applied. Intervals are Binance's,
+on its UTC boundaries: fixed sizes from the epoch (3d too), 1w from Monday, 1M calendar months.
 """
 
 from __future__ import annotations
@@ -84,8 +89,8 @@ def next_open_time(interval: str, open_time: int) -> int:
 
 def _civil(days: int) -> tuple[int, int, int]:
     """(year, month, day) of a day count since 1970-01-01 (proleptic Gregorian, any sign)."""
-    date = _EPOCH_DATE + timedelta(days=days)
-    return date.year, date.month, date.day
+    day = _EPOCH_DATE + timedelta(days=days)
+    return day.year, day.month, day.day
 
 
 def _days(year: int, month: int, day: int) -> int:
