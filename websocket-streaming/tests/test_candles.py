@@ -253,6 +253,12 @@ def test_long_intervals_open_where_binance_opens_them(
     assert fake_trades.next_open_time(interval, utc_ms(opens)) == utc_ms(next_opens)
 
 
+def test_a_week_is_the_row_binances_klines_reference_shows() -> None:
+    # GET /api/v3/klines' documented row: open 1499040000000 (Monday 2017-07-03), close 1499644799999
+    assert open_time_of("1w", 1_499_300_000_000) == 1_499_040_000_000
+    assert next_open_time("1w", 1_499_040_000_000) - 1 == 1_499_644_799_999
+
+
 def test_candles_at_3d_1w_and_1m_span_their_calendar_and_match_the_fakes_klines() -> None:
     b = builder("1d", "3d", "1w", "1M")
     record = TradeRecord()
