@@ -356,3 +356,52 @@ def test_a_price_waiter_is_not_woken_by_quotes_only_by_a_price() -> None:
     waiter.join(2.0)
     [(cursor, records, lost)] = woken
     assert (cursor, len(records), lost) == (50, 50, False)  # the caller filters the quotes out
+
+
+def candle_event(book: PriceBook, open_time: int, close: str, interval: str = "1m") -> str:
+    payload = f'{{"symbol":"BTCUSDT","interval":"{interval}","open_time":{open_time},"close":{close}}}'
+    return book.add_event("BTCUSDT", payload, interval, open_time)
+
+
+def test_a_candle_event_from_redis_keeps_its_publishers_id_and_order() -> None:
+    leader, follower = PriceBook(["BTCUSDT"]), PriceBook(["BTCUSDT"])
+    published: list[PriceRecord] = []
+    leader.sink = published.append  # what a leader's bridge publishes, in ring order
+    leader.apply(PriceUpdate("BTCUSDT", "trade", 1, price=Decimal("1.5")))
+    first = candle_event(leader, 0, "1.5")
+    leader.apply(PriceUpdate("BTCUSDT", "trade", 2, price=Decimal("2.5")))
+    for record in published:
+        follower.put(PriceRecord.from_dict(json.loads(json.dumps(record.to_dict()))))
+    follower.put(PriceRecord.from_dict(json.loads(json.dumps(published[1].to_dict()))))  # a repeat: once
+    assert [r.kind for r in published] == ["price", "candle", "price"]
+    assert first.rpartition("-")[0] == f"{leader.epoch}c"
+    cursor, first_after = follower.resume(first)
+    assert first_after == []  # found in the ring: resumed exactly
+    _, after, _ = follower.since(cursor)
+    assert [r.event_id for r in after] == [published[2].event_id]
+    assert follower.seq == 3
+    candle = follower.ordered_snapshot()[1][0]
+    assert candle.encoded == published[1].encoded  # the same SSE message, the same id
+
+
+def test_a_snapshot_holds_the_latest_event_of_the_two_newest_candles_per_interval() -> None:
+    book = PriceBook(["BTCUSDT"])
+    for open_time, close in [(0, "1"), (60_000, "2"), (60_000, "3"), (120_000, "4"), (120_000, "5")]:
+        candle_event(book, open_time, close)
+    candle_event(book, 0, "9", interval="1h")
+    _, records = book.ordered_snapshot()
+    data = [r.encoded.decode().partition("data: ")[2].strip() for r in records if r.encoded]
+    assert [json.loads(d)["close"] for d in data] == [3, 5, 9]  # by ring position, oldest first
+
+
+@pytest.mark.parametrize(
+    "change",
+    [{"candle": "{}\n\ndata: injected"}, {"candle": None}, {"event_time": "soon"}, {"id": "nope"}],
+)
+def test_a_malformed_candle_event_from_redis_is_refused(change: dict) -> None:
+    book = PriceBook(["BTCUSDT"])
+    published: list[PriceRecord] = []
+    book.sink = published.append
+    candle_event(book, 0, "1")
+    with pytest.raises(ValueError, match="candle event"):
+        PriceRecord.from_dict({**published[0].to_dict(), **change})

@@ -175,3 +175,26 @@ def test_solo_to_follower_through_redis_sends_each_update_once_in_order(
         publish(trade(str(n), n))
     wait_until(lambda: newest() == 111, 2.0, "the leader's updates")
     assert [str(r.price) for r in worker.book.since(0)[1]] == [str(n) for n in range(100, 112)]
+
+
+@pytest.mark.integration
+@pytest.mark.redis
+@pytest.mark.slow
+def test_candle_events_reach_a_follower_under_the_leaders_ids_and_its_heartbeats_leave_no_gap(
+    bridges: Callable[..., RedisBridge], redis_url: str, prefix: str
+) -> None:
+    leader = bridges()
+    wait_until(lambda: leader.role == LEADER, 3.0, "the leader")
+    follower = bridges()
+    wait_until(lambda: follower.role == FOLLOWER, 3.0, "the follower")
+    made = [leader.book.apply(trade(str(n), n)) for n in (1, 2, 3)]
+    prices = [r.event_id for r in made if r is not None]
+    candle = leader.book.add_event("BTCUSDT", '{"symbol":"BTCUSDT","close":3}', "1m", 0)
+    wait_until(lambda: follower.book.seq == 4, 3.0, "every event on the follower")
+    time.sleep(3 * leader.heartbeat)  # heartbeats name the last price seq (3), not the candle's (1)
+    cursor, snapshot = follower.book.resume(prices[0])
+    assert snapshot == []  # no gap marked: resumed exactly
+    _, after, _ = follower.book.since(cursor)
+    assert [r.event_id for r in after] == [prices[1], prices[2], candle]
+    stored = json.loads(redis.Redis.from_url(redis_url).get(f"{prefix}price:BTCUSDT") or b"{}")
+    assert (stored["kind"], stored["id"]) == ("price", prices[2])  # a candle event is never stored there

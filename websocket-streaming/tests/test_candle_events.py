@@ -53,3 +53,53 @@ def test_candle_events_carry_the_candle_and_resume_exactly_with_last_event_id(
     assert second.ids[:2] == [f"{epoch}-{int(seq) + 1}", f"{epoch}-{int(seq) + 2}"]  # none missed
     answer = app.test_client().get("/candles/BTCUSDT?interval=1m").get_json()
     assert answer["candles"][-1]["last_agg_id"] >= resumed[-1]["last_agg_id"]
+
+
+def until_heartbeat(stream: EventStream) -> list[tuple[str, str]]:
+    """Every event before the next heartbeat (a snapshot, when no trade comes meanwhile)."""
+    found = []
+    for kind, data in stream:
+        if kind == "comment":
+            if data == "heartbeat":
+                break
+            continue
+        found.append((kind, data))
+    return found
+
+
+def test_a_stream_that_cannot_resume_gets_the_newest_two_candles_of_each_interval_in_its_snapshot(
+    fake: FakeExchange, make_app: Callable[..., Flask], serve: Callable[[Flask], str]
+) -> None:
+    app = make_app(
+        WS_STREAMS=("aggTrade",),
+        CANDLE_INTERVALS=("1s", "1m"),
+        CANDLE_EVENT_SECONDS=0.05,
+        SSE_HEARTBEAT_SECONDS=0.5,
+        RATE_LIMITS={"price": 1_000_000, "candles": 1_000_000},
+    )
+    base = serve(app)
+    flow = TradeFlow(fake, ("BTCUSDT", "ETHUSDT"), rate=40).start()
+    time.sleep(2.5)  # a few 1 s candles close
+    flow.stop()
+    time.sleep(2.5)  # the clock closed the last 1 s candles (a second's grace) and they became events
+    client = app.test_client()
+    newest = {
+        (s, i): client.get(f"/candles/{s}?interval={i}&limit=2").get_json()["candles"]
+        for s in ("BTCUSDT", "ETHUSDT")
+        for i in ("1s", "1m")
+    }
+    _, stream = open_stream(base, "?events=price,candle", last_event_id="0123456789c-1")  # not in the ring
+    snapshot = until_heartbeat(stream)
+    stream.close()
+    candles = [json.loads(data) for kind, data in snapshot if kind == "candle"]
+    got = {
+        key: sorted((c for c in candles if (c["symbol"], c["interval"]) == key), key=lambda c: c["open_time"])
+        for key in newest
+    }
+    assert got == newest  # the open (or newest) one and the one before it, as /candles has them
+    assert {kind for kind, _ in snapshot} == {"price", "candle"}
+    assert [len(got[(s, "1s")]) for s in ("BTCUSDT", "ETHUSDT")] == [2, 2]  # no more than two
+    assert [got[(s, "1s")][0]["closed"] for s in ("BTCUSDT", "ETHUSDT")] == [True, True]
+    _, prices_only = open_stream(base, "?events=price", last_event_id="0123456789c-1")
+    assert {kind for kind, _ in until_heartbeat(prices_only)} == {"price"}  # candles only when asked
+    prices_only.close()

@@ -17,12 +17,11 @@ from typing import Any
 import pytest
 from fake_exchange import FakeExchange
 from fake_exchange.drill import TradeFlow
-from fake_exchange.trades import AggTrade
+from fake_exchange.trades import AggTrade, buckets
 from flask import Flask
 from sardag_testing import wait_until
 from sardag_testing.servers import PrivateRedis
 from websocket_streaming import get_service
-from websocket_streaming.candles import INTERVAL_MS
 
 SYMBOLS = ("BTCUSDT", "ETHUSDT")
 INTERVALS = ("1s", "1m")  # 1 s candles: many close during a short storm
@@ -37,15 +36,12 @@ DECIMALS = ("open", "high", "low", "close", "volume", "quote_volume")
 
 
 def expected_candles(trades: list[AggTrade], interval: str) -> dict[int, dict[str, Any]]:
-    """Each candle as computed from the exchange's record: open time -> fields."""
-    size = INTERVAL_MS[interval]
-    buckets: dict[int, list[AggTrade]] = {}
-    for trade in trades:
-        buckets.setdefault(trade.time_ms - trade.time_ms % size, []).append(trade)
-    candles = {}
-    for opened, group in buckets.items():
-        group.sort(key=lambda t: t.agg_id)
-        prices = [t.price for t in group]
+    """Each candle as computed from the exchange's record: open time -> fields. An interval
+    with no trade between two with trades is there too, as Binance's klines list it."""
+    candles, close = {}, Decimal(0)
+    for opened, group in buckets(trades, interval).items():
+        prices = [t.price for t in group] or [close]
+        close = prices[-1]
         candles[opened] = {
             "open": prices[0],
             "high": max(prices),
@@ -54,8 +50,8 @@ def expected_candles(trades: list[AggTrade], interval: str) -> dict[int, dict[st
             "volume": sum((t.qty for t in group), Decimal(0)),
             "quote_volume": sum((t.qty * t.price for t in group), Decimal(0)),
             "trades": sum(t.last_trade_id - t.first_trade_id + 1 for t in group),
-            "first_agg_id": group[0].agg_id,
-            "last_agg_id": group[-1].agg_id,
+            "first_agg_id": group[0].agg_id if group else None,
+            "last_agg_id": group[-1].agg_id if group else None,
         }
     return candles
 

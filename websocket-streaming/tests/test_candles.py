@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from decimal import Decimal
 
 import pytest
 from fake_exchange import FakeExchange
+from fake_exchange import trades as fake_trades
 from fake_exchange.rest import handle_rest
 from fake_exchange.trades import TradeRecord, kline_row
 from flask import Flask
@@ -16,6 +18,8 @@ from websocket_streaming.candles import (
     Coverage,
     Trade,
     kline_candle,
+    next_open_time,
+    open_time_of,
     parse_intervals,
 )
 from websocket_streaming.parser import ParseError, parse_frame
@@ -110,7 +114,12 @@ def test_a_hole_rest_cannot_fill_stays_marked_and_is_counted() -> None:
     b.heal(trade(2, "10", at=T0 + 1))
     b.gap_done(sum(hi - lo + 1 for lo, hi in b.missing("BTCUSDT", 2, 4)))
     b.live(trade(6, "10", at=T0 + 3 * MINUTE))
-    assert [c["complete"] for c in b.query("BTCUSDT", "1m", 10)] == [False, False, True]
+    served = b.query("BTCUSDT", "1m", 10)
+    assert [c["complete"] for c in served if c["trades"]] == [False, False, True]
+    # the minute with no trade known: ids 3 and 4 may lie in it, so it is not complete either
+    assert [(c["open_time"], c["trades"], c["complete"]) for c in served if not c["trades"]] == [
+        (T0 + MINUTE, 0, False)
+    ]
     assert (b.counters.gaps_found, b.counters.gaps_unfilled, b.counters.unfilled_trades) == (1, 1, 2)
 
 
@@ -199,10 +208,152 @@ def test_coverage_merges_and_reports_what_is_missing() -> None:
 
 
 @pytest.mark.parametrize(
-    ("value", "expected"), [("1m,5m,1h", ("1m", "5m", "1h")), ("1h, 1m", ("1m", "1h")), ("1d", ("1d",))]
+    ("value", "expected"),
+    [
+        ("1m,5m,1h", ("1m", "5m", "1h")),
+        ("1h, 1m", ("1m", "1h")),
+        ("1d", ("1d",)),
+        ("1M,1w,3d,1d", ("1d", "3d", "1w", "1M")),
+    ],
 )
 def test_intervals_parse_sorted(value: str, expected: tuple[str, ...]) -> None:
     assert parse_intervals(value) == expected
+
+
+def utc_ms(text: str) -> int:
+    """Epoch ms of an ISO 8601 UTC date-time."""
+    return int(datetime.fromisoformat(text).replace(tzinfo=UTC).timestamp() * 1000)
+
+
+@pytest.mark.parametrize(
+    ("interval", "moment", "opens", "next_opens"),
+    [
+        # 1w: Monday 00:00 UTC (2026-11-23 is a Monday; 2026-11-29 a Sunday)
+        ("1w", "2026-11-29T23:59:59.999", "2026-11-23T00:00:00", "2026-11-30T00:00:00"),
+        ("1w", "2026-11-30T00:00:00", "2026-11-30T00:00:00", "2026-12-07T00:00:00"),
+        ("1w", "1970-01-01T00:00:00", "1969-12-29T00:00:00", "1970-01-05T00:00:00"),
+        # 1M: calendar months, 28 to 31 days, across a year's end and a leap day
+        ("1M", "2026-12-31T23:59:59.999", "2026-12-01T00:00:00", "2027-01-01T00:00:00"),
+        ("1M", "2028-02-29T12:00:00", "2028-02-01T00:00:00", "2028-03-01T00:00:00"),
+        ("1M", "2027-02-10T00:00:00", "2027-02-01T00:00:00", "2027-03-01T00:00:00"),
+        # 3d: every third day from 1970-01-01, as Binance's 3d klines open
+        ("3d", "1970-01-03T23:59:59.999", "1970-01-01T00:00:00", "1970-01-04T00:00:00"),
+        ("3d", "2026-11-24T10:00:00", "2026-11-24T00:00:00", "2026-11-27T00:00:00"),
+        ("3d", "2026-11-23T23:59:59.999", "2026-11-21T00:00:00", "2026-11-24T00:00:00"),
+        ("1d", "2026-11-24T10:00:00", "2026-11-24T00:00:00", "2026-11-25T00:00:00"),
+    ],
+)
+def test_long_intervals_open_where_binance_opens_them(
+    interval: str, moment: str, opens: str, next_opens: str
+) -> None:
+    assert open_time_of(interval, utc_ms(moment)) == utc_ms(opens)
+    assert next_open_time(interval, utc_ms(opens)) == utc_ms(next_opens)
+    # the fake exchange (its own copy: it must not import the service) agrees
+    assert fake_trades.open_time_of(interval, utc_ms(moment)) == utc_ms(opens)
+    assert fake_trades.next_open_time(interval, utc_ms(opens)) == utc_ms(next_opens)
+
+
+def test_a_week_is_the_row_binances_klines_reference_shows() -> None:
+    # GET /api/v3/klines' documented row: open 1499040000000 (Monday 2017-07-03), close 1499644799999
+    assert open_time_of("1w", 1_499_300_000_000) == 1_499_040_000_000
+    assert next_open_time("1w", 1_499_040_000_000) - 1 == 1_499_644_799_999
+
+
+def test_candles_at_3d_1w_and_1m_span_their_calendar_and_match_the_fakes_klines() -> None:
+    b = builder("1d", "3d", "1w", "1M")
+    record = TradeRecord()
+    b.mark_before("BTCUSDT", 0)
+    moments = ["2027-02-27T10:00:00", "2027-02-28T23:59:59.999", "2027-03-01T00:00:00", "2027-03-02T08:00:00"]
+    for n, moment in enumerate(moments):
+        made = record.add("BTCUSDT", Decimal(f"{10 + n}.5"), Decimal("1"), utc_ms(moment), False)
+        b.live(Trade("BTCUSDT", made.agg_id, made.price, made.qty, made.time_ms))
+    months = b.query("BTCUSDT", "1M", 10)
+    assert [(c["open_time"], c["close_time"], c["trades"]) for c in months] == [
+        (utc_ms("2027-02-01T00:00:00"), utc_ms("2027-03-01T00:00:00") - 1, 2),
+        (utc_ms("2027-03-01T00:00:00"), utc_ms("2027-04-01T00:00:00") - 1, 2),
+    ]
+    weeks = b.query("BTCUSDT", "1w", 10)  # Monday 2027-02-22 to Sunday 2027-02-28, then from 03-01
+    assert [(c["open_time"], c["open"], c["close"]) for c in weeks] == [
+        (utc_ms("2027-02-22T00:00:00"), "10.5", "11.5"),
+        (utc_ms("2027-03-01T00:00:00"), "12.5", "13.5"),
+    ]
+    for interval in ("1d", "3d", "1w", "1M"):
+        rows = record.klines("BTCUSDT", interval, None, None, 10)
+        built = b.query("BTCUSDT", interval, 10)
+        assert [kline_candle("BTCUSDT", interval, r).to_dict(True, True)["close_time"] for r in rows] == [
+            c["close_time"] for c in built
+        ]
+        assert [(r[0], r[1], r[2], r[3], r[4], r[8]) for r in rows] == [
+            (
+                c["open_time"],
+                f"{Decimal(c['open']):.8f}",
+                f"{Decimal(c['high']):.8f}",
+                f"{Decimal(c['low']):.8f}",
+                f"{Decimal(c['close']):.8f}",
+                c["trades"],
+            )
+            for c in built
+        ]
+
+
+def test_an_interval_without_trades_is_an_empty_candle_at_the_close_before() -> None:
+    b = builder("1m")
+    b.mark_before("BTCUSDT", 0)
+    b.live(trade(1, "10.5", "2", at=T0 + 5_000))
+    b.live(trade(2, "11.25", at=T0 + 10_000))
+    b.live(trade(3, "12", at=T0 + 3 * MINUTE + 1))  # minutes 1 and 2 had no trade
+    served = b.query("BTCUSDT", "1m", 10)
+    assert [c["open_time"] for c in served] == [T0 + n * MINUTE for n in range(4)]
+    for empty in served[1:3]:
+        fields = {k: empty[k] for k in ("open", "high", "low", "close", "volume", "quote_volume", "trades")}
+        assert fields == {
+            "open": "11.25",
+            "high": "11.25",
+            "low": "11.25",
+            "close": "11.25",
+            "volume": "0",
+            "quote_volume": "0",
+            "trades": 0,
+        }
+        assert (empty["first_agg_id"], empty["last_agg_id"]) == (None, None)
+        assert empty["closed"]
+        assert empty["complete"]  # ids 2 and 3 are consecutive: nothing was in it
+    record = TradeRecord()  # the fake's klines list the same empty minutes, the same way
+    for price, qty, at in [("10.5", "2", 5_000), ("11.25", "1", 10_000), ("12", "1", 3 * MINUTE + 1)]:
+        record.add("BTCUSDT", Decimal(price), Decimal(qty), T0 + at, False)
+    rows = record.klines("BTCUSDT", "1m", None, None, 10)
+    assert [(r[0], r[1], r[4], r[5], r[8]) for r in rows[1:3]] == [
+        (T0 + n * MINUTE, "11.25000000", "11.25000000", "0.00000000", 0) for n in (1, 2)
+    ]
+
+
+def test_an_empty_candle_waits_for_the_hole_before_it_and_takes_a_healed_trade() -> None:
+    b = builder("1m")
+    b.mark_before("BTCUSDT", 0)
+    b.live(trade(1, "10", at=T0))
+    b.live(trade(4, "13", at=T0 + 3 * MINUTE))  # ids 2 and 3 missing: they may lie in minutes 1 and 2
+    assert [c["complete"] for c in b.query("BTCUSDT", "1m", 10)[1:3]] == [False, False]
+    b.heal(trade(2, "11", "3", at=T0 + MINUTE + 7))  # minute 1 was not empty after all
+    b.heal(trade(3, "9", at=T0 + MINUTE + 9))
+    served = b.query("BTCUSDT", "1m", 10)
+    assert [(c["open"], c["high"], c["low"], c["close"], c["trades"]) for c in served] == [
+        ("10", "10", "10", "10", 1),
+        ("11", "11", "9", "9", 2),
+        ("9", "9", "9", "9", 0),  # still empty: now at the healed minute's close
+        ("13", "13", "13", "13", 1),
+    ]
+    assert [c["complete"] for c in served[:3]] == [True, True, True]
+    assert (served[1]["first_agg_id"], served[1]["last_agg_id"]) == (2, 3)
+
+
+def test_empty_candles_are_bounded_by_the_memory_bound() -> None:
+    b = builder("1m", keep=5)
+    b.mark_before("BTCUSDT", 0)
+    b.live(trade(1, "10", at=T0))
+    b.live(trade(2, "11", at=T0 + 1000 * MINUTE))  # a quiet day: not a thousand candles
+    served = b.query("BTCUSDT", "1m", 100)
+    assert [c["open_time"] for c in served] == [T0 + n * MINUTE for n in range(996, 1001)]
+    assert b.held() == 5
 
 
 def test_a_bad_interval_setting_is_one_line_naming_the_variable(fake: FakeExchange) -> None:
@@ -351,3 +502,17 @@ def test_stats_show_the_candle_memory_bound(idle_app: Flask) -> None:
     assert stats["candles_max"] == 500 * 3 * 4
     assert stats["candles_held"] == 0
     assert stats["candle_intervals"] == ["1m", "5m", "1h"]
+
+
+def test_a_candle_exported_open_is_exported_again_once_the_clock_closes_it() -> None:
+    b = builder("1m")
+    now = [T0]
+    b.clock = lambda: now[0]
+    b.mark_before("BTCUSDT", 0)
+    b.live(trade(1, "10", at=T0 + 5))
+    assert [(c["open_time"], c["closed"]) for c in b.export(changed_only=True)["candles"]] == [(T0, False)]
+    now[0] = T0 + 30_000
+    assert b.export(changed_only=True)["candles"] == []  # still open, unchanged: nothing to say
+    now[0] = T0 + MINUTE + 1_001  # past its end and the grace, no trade since
+    assert [(c["open_time"], c["closed"]) for c in b.export(changed_only=True)["candles"]] == [(T0, True)]
+    assert b.export(changed_only=True)["candles"] == []  # once

@@ -34,6 +34,9 @@ RECORD_FIELDS = (
 )
 PRICE, QUOTE = "price", "quote"  # what changed in a record: its SSE event type
 CANDLE = "candle"  # a candle changed: a ring entry only (candles.py), never a symbol's record
+# Candles per symbol and interval a snapshot holds: the newest (open, or the last closed when
+# no trade opened the next yet) and the one before it (closed: its final state).
+CANDLE_SNAPSHOT = 2
 
 
 class PriceRecord:
@@ -115,6 +118,8 @@ class PriceRecord:
         )
         if self.trace is not None:
             data["traceparent"] = self.trace
+        if self.kind is CANDLE and self.encoded is not None:  # its /candles object, as sent
+            data["candle"] = candle_payload(self.encoded)
         return data
 
     @classmethod
@@ -127,6 +132,8 @@ class PriceRecord:
         record.event_time = data.get("event_time")
         record.price_time = data.get("price_time")
         record.kind = QUOTE if data.get("kind") == QUOTE else PRICE
+        if data.get("kind") == CANDLE:
+            _as_candle_event(record, data)
         quote_id, quote_at = data.get("quote_id"), data.get("quote_at")
         record.quote_id = quote_id if type(quote_id) is int else None
         record.quote_at = float(quote_at) if isinstance(quote_at, int | float) else None
@@ -137,6 +144,24 @@ class PriceRecord:
         if isinstance(trace, str) and len(trace) <= TRACEPARENT_MAX:  # parsed (or refused) by the tracer
             record.trace = trace
         return record
+
+
+def candle_payload(encoded: bytes) -> str:
+    """The JSON of a candle event's SSE message (what follows `data: `)."""
+    return encoded.decode().partition("\ndata: ")[2].removesuffix("\n\n")
+
+
+def _as_candle_event(record: PriceRecord, data: dict) -> None:
+    """A candle event from Redis: its payload (one line of JSON) and where it sits (interval in
+    `source`, open time in `event_time`); ValueError when it is not one."""
+    payload, interval, opened = data.get("candle"), data.get("source"), data.get("event_time")
+    if not isinstance(payload, str) or "\n" in payload or "\r" in payload or type(opened) is not int:
+        raise ValueError("malformed candle event")
+    parsed = parse_event_id(data.get("id"))
+    if parsed is None:
+        raise ValueError("a candle event without an id")
+    record.kind, record.source, record.event_time = CANDLE, str(interval), opened
+    record.encoded = f"id: {parsed[0]}-{parsed[1]}\nevent: candle\ndata: {payload}\n\n".encode()
 
 
 def parse_event_id(value: object) -> tuple[str, int] | None:
@@ -247,6 +272,9 @@ class PriceBook:
         self._kind_seq = dict.fromkeys((PRICE, QUOTE, CANDLE), 0)  # ring position of each type's newest
         self._kind_waiting = dict.fromkeys((PRICE, QUOTE, CANDLE), 0)
         self._candle_seq = 0  # candle events are numbered apart: Redis followers count price seqs
+        # The latest event of the newest CANDLE_SNAPSHOT candles per (symbol, interval), by open
+        # time: what a snapshot sends a stream that asked for candles.
+        self._candles: dict[tuple[str, str], dict[int, PriceRecord]] = {}
         self._closed = False
         self.stale_quotes = 0  # bookTicker updates dropped: not newer (by `u`) than the quote held
         # Called (under the book's lock, so in order) with every record made here rather
@@ -323,6 +351,8 @@ class PriceBook:
         """
         if record.symbol not in self._tracked:
             return False
+        if record.kind is CANDLE:
+            return self._put_candle(record)
         with self._cond:
             current = self._records.get(record.symbol)
             if current is not None:
@@ -335,15 +365,34 @@ class PriceBook:
             self._publish(record, local=False)
         return True
 
-    def add_event(self, symbol: str, payload: str) -> None:
-        """Put a candle event (`payload`: its JSON) in the ring, for SSE; id `<epoch>c-<n>`."""
-        record = PriceRecord(symbol, time.time())
-        record.kind = CANDLE
+    def add_event(self, symbol: str, payload: str, interval: str, open_time: int) -> str:
+        """Put a candle event (`payload`: its JSON) in the ring, for SSE; returns its id
+        `<epoch>c-<n>`. Made here, so a leader's sink publishes it with the prices, in ring order:
+        every worker then holds it under this id, between the same price events."""
+        record = PriceRecord(symbol, time.time(), interval)  # a candle event: `source` is its interval
+        record.kind, record.event_time = CANDLE, open_time
         with self._cond:
             self._candle_seq += 1
             record.epoch, record.seq = f"{self.epoch}c", self._candle_seq
             record.encoded = f"id: {record.event_id}\nevent: candle\ndata: {payload}\n\n".encode()
+            self._publish(record, local=True)
+            self._keep_candle(record)
+        return record.event_id
+
+    def _put_candle(self, record: PriceRecord) -> bool:
+        """A candle event from Redis, under its publisher's id, unless the ring has it already."""
+        with self._cond:
+            if (record.epoch, record.seq) in self._index:
+                return False
             self._publish(record, local=False)
+            self._keep_candle(record)
+        return True
+
+    def _keep_candle(self, record: PriceRecord) -> None:
+        held = self._candles.setdefault((record.symbol, record.source), {})
+        held[record.event_time or 0] = record
+        while len(held) > CANDLE_SNAPSHOT:
+            del held[min(held)]
 
     def mark_gap(self) -> None:
         """Updates may have been missed before the next one: resume no earlier than it."""
@@ -418,9 +467,11 @@ class PriceBook:
             return self._since(cursor)
 
     def ordered_snapshot(self) -> tuple[int, list[PriceRecord]]:
-        """(cursor, every symbol's latest record, oldest first): the last is the newest update."""
+        """(cursor, every symbol's latest record and the latest events of its newest candles,
+        oldest first): the last is the newest update."""
         with self._cond:
-            return self._seq, sorted(self._records.values(), key=_position)
+            candles = [r for held in self._candles.values() for r in held.values()]
+            return self._seq, sorted([*self._records.values(), *candles], key=_position)
 
     def resume(self, last_id: str | None) -> tuple[int, list[PriceRecord]]:
         """Where a stream that last saw `last_id` continues: (cursor, records to send first).

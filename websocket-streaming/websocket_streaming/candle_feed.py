@@ -6,7 +6,9 @@ holes over REST. Every `event_every` seconds it turns the candles that changed i
 events and, as leader, publishes them (fenced by the upstream lock, like prices) on
 `<prefix>candle-updates` and into the hash `<prefix>candles`, where a worker that
 subscribes loads them from. A follower builds nothing and never calls REST: it serves the
-leader's candles, `complete` flags included.
+leader's candles, `complete` flags included. The SSE events themselves travel with the
+prices (`price-updates`, see book.py), under the leader's ids, so `Last-Event-ID` resumes
+them on any worker; a follower announces only what a reload of the hash changed here.
 """
 
 from __future__ import annotations
@@ -132,8 +134,8 @@ class CandleFeed:
     def flush(self) -> None:
         """SSE events for the candles that changed; as leader, publish them."""
         changed = self.builder.export(changed_only=True)
-        for candle in changed["candles"]:
-            self.book.add_event(candle["symbol"], candle_json(candle))
+        for candle in changed["candles"]:  # a leader's reach every worker with the prices (book.py)
+            self.book.add_event(candle["symbol"], candle_json(candle), candle["interval"], candle["open_time"])
         if self.share is not None:
             self.share.publish(changed)
         if self.healer.idle():  # a hole being filled needs the range below it kept
@@ -244,7 +246,8 @@ class CandleShare:
         if not stored or self.bridge.role != FOLLOWER:
             return
         coverage = stored.pop(COVERAGE_FIELD.encode(), b"{}")
-        self._adopt({"coverage": json.loads(coverage), "candles": [json.loads(v) for v in stored.values()]})
+        candles = [json.loads(v) for v in stored.values()]
+        self._adopt({"coverage": json.loads(coverage), "candles": candles}, announce=True)
 
     def _receive(self, data: bytes) -> None:
         if self.bridge.role != FOLLOWER:
@@ -255,18 +258,21 @@ class CandleShare:
             log.warning("unreadable message on %s", self.channel)
             return
         if message.get("origin") != self.bridge.id:
-            self._adopt(message)
+            self._adopt(message, announce=False)
             if message.get("full") is True:  # a new leader rewrote the hash: take all of it
                 self._load()
 
-    def _adopt(self, message: dict[str, Any]) -> None:
+    def _adopt(self, message: dict[str, Any], announce: bool) -> None:
+        """Take the leader's candles; `announce`: as SSE events of this worker (a reload, where
+        the candles held here may differ from the leader's: solo, or new here). The leader's own
+        events arrive with its prices, under its ids (book.py), so a message's are not repeated."""
         try:
             adopted = self.builder.adopt(message)
         except (KeyError, ValueError, TypeError, ArithmeticError) as exc:
             log.warning("unreadable candles on %s: %r", self.channel, exc)
             return
-        for candle in adopted:
-            self.book.add_event(candle["symbol"], candle_json(candle))
+        for candle in adopted if announce else ():
+            self.book.add_event(candle["symbol"], candle_json(candle), candle["interval"], candle["open_time"])
 
     def _log(self, exc: BaseException) -> None:
         now = time.monotonic()

@@ -10,6 +10,11 @@ prices of the lowest and highest id, never of the arrival order.
 Candles loaded from `GET /api/v3/klines` (history before this process's first trade) are
 `source: "klines"`: the exchange aggregated every trade of them, so they are complete, but
 they carry no aggregate trade ids. Memory is bounded: `keep` candles per symbol and interval.
+
+An interval with no trade between two trade-built candles is an empty candle, as Binance's
+klines list it (open = high = low = close = the close before, volume 0, no trade ids); it is
+complete once the trade before it and the next id are both applied. Intervals are Binance's,
+on its UTC boundaries: fixed sizes from the epoch (3d too), 1w from Monday, 1M calendar months.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from datetime import date, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -37,7 +43,13 @@ INTERVAL_MS = {
     "8h": 28_800_000,
     "12h": 43_200_000,
     "1d": 86_400_000,
+    "3d": 259_200_000,  # from the epoch, as Binance aligns it
+    "1w": 604_800_000,  # from Monday 00:00 UTC (WEEK_OFFSET_MS)
+    "1M": 2_678_400_000,  # calendar months: the longest one (31 days), for ordering; see open_time_of
 }
+DAY_MS = 86_400_000
+WEEK_OFFSET_MS = 4 * DAY_MS  # 1970-01-01 was a Thursday: Monday 1970-01-05 starts a week
+MONTH = "1M"
 TRADES, KLINES = "trades", "klines"
 CLOSE_GRACE_MS = 1_000  # a trade of the last second may still be on its way
 # Why a trade from the feed was not applied (`sardag_candle_trades_dropped_total{reason}`).
@@ -54,6 +66,39 @@ def parse_intervals(value: str) -> tuple[str, ...]:
         if name not in INTERVAL_MS:
             raise ValueError(f"unknown interval {name!r}; use {', '.join(INTERVAL_MS)}")
     return tuple(sorted(names, key=INTERVAL_MS.__getitem__))
+
+
+def open_time_of(interval: str, when: int) -> int:
+    """The first millisecond (UTC) of the `interval` candle that holds `when` (epoch ms)."""
+    if interval == MONTH:
+        day = _civil(when // DAY_MS)
+        return _days(day[0], day[1], 1) * DAY_MS
+    size = INTERVAL_MS[interval]
+    offset = WEEK_OFFSET_MS if interval == "1w" else 0
+    return when - (when - offset) % size
+
+
+def next_open_time(interval: str, open_time: int) -> int:
+    """The first millisecond of the candle after the one opening at `open_time`."""
+    if interval == MONTH:
+        year, month, _ = _civil(open_time // DAY_MS)
+        year, month = (year + 1, 1) if month == 12 else (year, month + 1)
+        return _days(year, month, 1) * DAY_MS
+    return open_time + INTERVAL_MS[interval]
+
+
+def _civil(days: int) -> tuple[int, int, int]:
+    """(year, month, day) of a day count since 1970-01-01 (proleptic Gregorian, any sign)."""
+    day = _EPOCH_DATE + timedelta(days=days)
+    return day.year, day.month, day.day
+
+
+def _days(year: int, month: int, day: int) -> int:
+    """Days from 1970-01-01 to the date."""
+    return (date(year, month, day) - _EPOCH_DATE).days
+
+
+_EPOCH_DATE = date(1970, 1, 1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,19 +131,30 @@ class Candle:
     last_id: int | None = None
     source: str = TRADES
     complete: bool = False  # as last published (klines: always; followers: the leader's word)
+    # An empty candle (no trade in its span): the id of the last trade before it. It is
+    # complete once that id and the next are both applied (the next falls after its span).
+    prev_id: int | None = field(default=None, compare=False)
+
+    @property
+    def empty(self) -> bool:
+        """No trade in its span (a trade-built candle only: klines carry no ids)."""
+        return self.source == TRADES and self.first_id is None
 
     @property
     def close_time(self) -> int:
         """The last millisecond of its interval (Binance's `closeTime`)."""
-        return self.open_time + INTERVAL_MS[self.interval] - 1
+        return next_open_time(self.interval, self.open_time) - 1
 
     def add(self, trade: Trade, quote: Decimal) -> None:
         """Fold one trade in (`quote`: its price x quantity); the result does not depend on
         the order trades come in."""
         price, agg_id = trade.price, trade.agg_id
-        if self.first_id is None or agg_id < self.first_id:
+        if self.first_id is None:  # its first trade (an empty candle's prices were the one before's)
+            self.first_id = self.last_id = agg_id
+            self.open = self.high = self.low = self.close = price
+        elif agg_id < self.first_id:
             self.first_id, self.open = agg_id, price
-        if self.last_id is None or agg_id > self.last_id:
+        elif self.last_id is None or agg_id > self.last_id:
             self.last_id, self.close = agg_id, price
         if price > self.high:
             self.high = price
@@ -263,11 +319,16 @@ class CandleBuilder:
     ) -> None:
         self.clock = clock  # epoch ms: when a candle with no trade after it counts as closed
         self.intervals = tuple(intervals)
-        self._sizes = tuple((i, INTERVAL_MS[i]) for i in self.intervals)
+        # (interval, size, offset): open time = t - (t - offset) % size; size 0: calendar months
+        self._sizes = tuple(
+            (i, 0 if i == MONTH else INTERVAL_MS[i], WEEK_OFFSET_MS if i == "1w" else 0) for i in self.intervals
+        )
         self.keep = keep
         self.counters = CandleCounters()
         self._symbols = {s: SymbolCandles(by_interval={i: {} for i in self.intervals}) for s in symbols}
         self._changed: dict[tuple[str, str, int], None] = {}  # since the last `take_changed`
+        # Candles last exported open: exported again once the clock closes them (no trade does).
+        self._open: dict[tuple[str, str, int], None] = {}
         self._lock = threading.Lock()
 
     @property
@@ -354,8 +415,8 @@ class CandleBuilder:
         if when > state.newest_time:
             state.newest_time = when
         quote = trade.qty * trade.price  # once, not once per interval (this runs for every trade)
-        for interval, size in self._sizes:
-            open_time = when - when % size
+        for interval, size, offset in self._sizes:
+            open_time = when - (when - offset) % size if size else open_time_of(interval, when)
             candle = state.by_interval[interval].get(open_time)
             if candle is None or candle.source != TRADES:
                 candle = self._candle(state, symbol, interval, open_time, trade.price)
@@ -363,11 +424,15 @@ class CandleBuilder:
                     continue
             candle.add(trade, quote)
             self._changed[(symbol, interval, open_time)] = None
+            opens = state.opens[interval]
+            if open_time != opens[-1]:  # healed into the past: the empty candles after it follow it
+                self._settle_empty(state, interval, candle)
 
     def _candle(
         self, state: SymbolCandles, symbol: str, interval: str, open_time: int, price: Decimal
     ) -> Candle | None:
-        """The trade-built candle at `open_time` (made if new); None when older than all held."""
+        """The trade-built candle at `open_time` (made if new, with the empty candles between it
+        and its trade-built neighbours); None when older than all held."""
         candles = state.by_interval.setdefault(interval, {})
         candle = candles.get(open_time)
         if candle is not None:  # a klines candle already counts every trade of its span
@@ -375,11 +440,48 @@ class CandleBuilder:
         opens = state.opens.setdefault(interval, [])
         if len(opens) >= self.keep and open_time < opens[0]:
             return None
+        at = bisect.bisect_left(opens, open_time)
+        before = candles[opens[at - 1]] if at else None
+        after = candles[opens[at]] if at < len(opens) else None
         bisect.insort(opens, open_time)
         candle = candles[open_time] = Candle(symbol, interval, open_time, price, price, price, price)
-        if len(opens) > self.keep:
+        if before is not None and before.source == TRADES:
+            self._fill_empty(state, before, open_time)
+        if after is not None and after.source == TRADES:
+            self._fill_empty(state, candle, after.open_time)
+        while len(opens) > self.keep:
             del candles[opens.pop(0)]
-        return candle
+        return candles.get(open_time)
+
+    def _fill_empty(self, state: SymbolCandles, before: Candle, until: int) -> None:
+        """Empty candles (Binance's klines list them) after `before` up to `until` (exclusive):
+        open = high = low = close = the close before, volume 0, no trade."""
+        interval = before.interval
+        start = next_open_time(interval, before.open_time)
+        size = INTERVAL_MS[interval]
+        if interval != MONTH:  # never more than `keep` of them
+            start = max(start, until - self.keep * size)
+        candles, opens = state.by_interval[interval], state.opens[interval]
+        prev_id = before.last_id if before.last_id is not None else before.prev_id
+        price, at = before.close, start
+        while at < until:
+            if at not in candles:
+                candles[at] = Candle(before.symbol, interval, at, price, price, price, price, prev_id=prev_id)
+                bisect.insort(opens, at)
+                self._changed[(before.symbol, interval, at)] = None
+            at = next_open_time(interval, at)
+
+    def _settle_empty(self, state: SymbolCandles, interval: str, candle: Candle) -> None:
+        """The empty candles right after `candle` take its close and last id (it changed)."""
+        opens, candles = state.opens[interval], state.by_interval[interval]
+        at = bisect.bisect_right(opens, candle.open_time)
+        price, prev_id = candle.close, candle.last_id
+        while at < len(opens) and (empty := candles[opens[at]]).empty:
+            if (empty.close, empty.prev_id) != (price, prev_id):
+                empty.open = empty.high = empty.low = empty.close = price
+                empty.prev_id = prev_id
+                self._changed[(candle.symbol, interval, empty.open_time)] = None
+            at += 1
 
     # ---- history and Redis -----------------------------------------------------------
     def load_history(self, candles: Iterable[Candle], before: int) -> int:
@@ -403,26 +505,41 @@ class CandleBuilder:
         return stored
 
     def export(self, changed_only: bool) -> dict[str, Any]:
-        """Candles (all, or changed since the last export) and each symbol's coverage, JSON-ready."""
+        """Candles (all, or changed since the last export: traded, or closed by the clock) and
+        each symbol's coverage, JSON-ready."""
         now = self.clock()
         with self._lock:
-            keys = (
-                list(self._changed)
-                if changed_only
-                else [
-                    (s, i, o) for s, st in self._symbols.items() for i, opens in st.opens.items() for o in opens
-                ]
-            )
             if changed_only:
-                self._changed.clear()
-            candles = []
-            for symbol, interval, open_time in keys:
-                state = self._symbols[symbol]
-                candle = state.by_interval.get(interval, {}).get(open_time)
-                if candle is not None:
-                    candles.append(self._dict(state, candle, now))
+                candles = self._take_changed(now)
+            else:
+                candles = [
+                    self._dict(st, st.by_interval[i][o], now)
+                    for st in self._symbols.values()
+                    for i, opens in st.opens.items()
+                    for o in opens
+                ]
             coverage = {s: st.coverage.ranges[-256:] for s, st in self._symbols.items()}
         return {"candles": candles, "coverage": coverage}
+
+    def _take_changed(self, now: int) -> list[dict[str, Any]]:
+        """The candles changed since the last call, and those it exported open that closed since."""
+        changed, self._changed = self._changed, {}
+        closing = [key for key in self._open if key not in changed]
+        candles = []
+        for key in [*changed, *closing]:
+            symbol, interval, open_time = key
+            state = self._symbols[symbol]
+            candle = state.by_interval.get(interval, {}).get(open_time)
+            data = None if candle is None else self._dict(state, candle, now)
+            if data is not None and not data["closed"]:
+                self._open[key] = None
+                if key in changed:
+                    candles.append(data)
+                continue
+            self._open.pop(key, None)
+            if data is not None:
+                candles.append(data)
+        return candles
 
     def adopt(self, message: dict[str, Any]) -> list[dict[str, Any]]:
         """Take what the leader exported: its candles as they are, its coverage. Returns the
@@ -475,11 +592,12 @@ class CandleBuilder:
 
     @staticmethod
     def _complete(state: SymbolCandles, candle: Candle, closed: bool) -> bool:
-        if candle.source == KLINES or candle.first_id is None or candle.last_id is None:
-            return candle.complete
         coverage = state.coverage
-        if not coverage.ranges:  # a follower's copy: the leader said
+        if not coverage.ranges or candle.source == KLINES:  # a follower's copy: the leader said
             return candle.complete
+        if candle.first_id is None or candle.last_id is None:  # empty: no trade between its neighbours'
+            prev = candle.prev_id
+            return candle.complete if prev is None else coverage.covers(prev, prev + 1)
         newest = coverage.newest if coverage.newest is not None else candle.last_id
         last = candle.last_id + 1 if closed else newest
         return coverage.covers(candle.first_id - 1, last)

@@ -177,8 +177,10 @@ def _stream() -> dict[str, Any]:
         "name": "Last-Event-ID",
         "in": "header",
         "required": False,
-        "description": "resume after this event: the missed events of every requested type, "
-        "or one snapshot event per symbol and type when the ring no longer holds it",
+        "description": "resume after this event (on any worker or instance sharing Redis): the missed "
+        "events of every requested type, or, when the ring no longer holds it, a snapshot: one price "
+        "and one quote event per symbol, and for candle the latest event of the two newest candles per "
+        "symbol and interval (the open one and the last closed; older ones: GET /candles)",
         "schema": {"type": "string"},
     }
 
@@ -205,7 +207,8 @@ def _stream() -> dict[str, Any]:
             typed(
                 "candle",
                 {"$ref": f"{REF}Candle"},
-                "a candle changed (at most one event per candle per CANDLE_EVENT_SECONDS); id `<epoch>c-<n>`",
+                "a candle changed: traded, healed, or closed by the clock (at most one event per candle "
+                "per CANDLE_EVENT_SECONDS); id `<epoch>c-<n>`, the same on every worker sharing Redis",
             ),
             typed(
                 "overflow",

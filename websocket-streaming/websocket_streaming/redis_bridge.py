@@ -15,8 +15,10 @@ Each worker has one of three roles, decided again whenever what it knows changes
   seconds after going solo, so a flapping Redis cannot spend Binance's connection budget.
 
 Messages: `{"origin", "epoch", "last", "sent_at", "records"}`. Records carry their event ids
-(`<epoch>-<seq>`, see book.py). A receiver that sees a sequence jump within an epoch (a
-batch lost while Redis failed) or that subscribes again marks a gap in its book, so an SSE
+(`<epoch>-<seq>`, see book.py); candle events travel among them (`kind: "candle"`, ids
+`<epoch>c-<n>`, numbered apart; never stored in `price:*`), so every worker's ring holds
+them in the leader's order. A receiver that sees a sequence jump within an epoch (a batch
+lost while Redis failed) or that subscribes again marks a gap in its book, so an SSE
 client resuming from before the gap gets the snapshot, not a replay with a hole. A leader
 with nothing to publish sends an empty message every `silence / 5` s: a heartbeat.
 A new leader also writes its whole book to `price:<SYMBOL>` (TTL), where late workers load
@@ -46,7 +48,7 @@ from typing import Any, cast
 from shared import tracing
 from shared.redis_conn import REDIS_ERRORS, describe, redis_client
 
-from .book import PriceBook, PriceRecord
+from .book import CANDLE, PriceBook, PriceRecord
 
 log = logging.getLogger("websocket_streaming.redis")
 Reporter = Callable[[BaseException, dict[str, Any]], None]
@@ -311,8 +313,9 @@ class RedisBridge:
 
     def _send(self, batch: list[PriceRecord]) -> None:
         """Publish a batch (or, empty, a heartbeat) with the latest record per symbol stored."""
-        if batch:
-            self._last_sent = batch[-1].seq
+        prices = [r for r in batch if r.kind is not CANDLE]  # candle events count their own seqs
+        if prices:
+            self._last_sent = prices[-1].seq
         records = [r.to_dict() for r in batch]
         traced = [r.trace for r in batch if r.trace is not None]
         with self._publish_span(traced, len(batch)) as span:
@@ -327,7 +330,9 @@ class RedisBridge:
                 "records": records,
             }
             self._sent_at = time.monotonic()
-            latest = {r.symbol: record for r, record in zip(batch, records, strict=True)}  # the newest wins
+            latest = {  # the newest wins; candle events only travel in the message
+                r.symbol: record for r, record in zip(batch, records, strict=True) if r.kind is not CANDLE
+            }
             self._run(latest, json.dumps(message))
 
     def _publish_span(self, traced: list[str], size: int) -> AbstractContextManager[tracing.Span]:

@@ -72,7 +72,7 @@ CANDLE_SETTINGS = (
         "CANDLE_INTERVALS",
         parse_intervals,
         ("1m", "5m", "1h"),
-        "candle intervals built from aggTrade (1s, 1m, 3m, 5m, 15m, 30m, 1h, 2h, 4h, 6h, 8h, 12h, 1d)",
+        "candle intervals built from aggTrade (1s 1m 3m 5m 15m 30m 1h 2h 4h 6h 8h 12h 1d 3d 1w 1M)",
     ),
     Setting(
         "CANDLE_HISTORY",

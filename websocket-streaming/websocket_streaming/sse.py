@@ -3,10 +3,11 @@
 Event types: `price` (a trade or 24 h ticker changed the record), `quote` (a bookTicker
 changed best bid/ask) and `candle` (a candle changed: its /candles object, at most one per
 candle per CANDLE_EVENT_SECONDS); a stream sends the types its `?events=` names (default
-`price`). A resync's snapshot holds prices and quotes only: a client reads /candles then.
-Every event carries its update's id (`<epoch>-<seq>`, see book.py). A client reconnecting
-with `Last-Event-ID` gets exactly the events after that id from the ring, then live ones;
-when the id cannot be resumed exactly it gets one snapshot event per symbol and type instead.
+`price`). Every event carries its update's id (`<epoch>-<seq>`, candles `<epoch>c-<n>`, see
+book.py). A client reconnecting with `Last-Event-ID` gets exactly the events after that id
+from the ring, then live ones; when the id cannot be resumed exactly it gets a snapshot
+instead: one event per symbol and type, and for `candle` the latest event of the two newest
+candles per symbol and interval (older ones: /candles).
 Heartbeats carry the id of the stream's position too, so a filtered stream's id keeps up
 with the ring instead of ageing out of it.
 
@@ -195,4 +196,6 @@ def _snapshot(
             out.append(sse_message(record, PRICE, stale_after))
         if QUOTE in kinds and record.bid is not None:
             out.append(sse_message(record, QUOTE, stale_after))
+        if CANDLE in kinds and record.kind is CANDLE and record.encoded is not None:
+            out.append(record.encoded)
     return b"".join(out)

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .binance.rest import BinanceClient, BinanceError, BinanceRateLimited
-from .candles import INTERVAL_MS, CandleBuilder, Trade, kline_candle
+from .candles import CandleBuilder, Trade, kline_candle, open_time_of
 from .parser import ParseError, positive_dec, quantity
 
 log = logging.getLogger("websocket_streaming.candles")
@@ -139,8 +139,7 @@ class GapHealer:
     # ---- a symbol's first trade: history, then the open candles from their start -----
     def _first_trade(self, symbol: str, newest: int, when: int) -> None:
         """Klines before the longest interval's open candle; the trades of that candle."""
-        size = INTERVAL_MS[self.builder.intervals[-1]]
-        opened = when - when % size
+        opened = open_time_of(self.builder.intervals[-1], when)
         first = self._first_id_since(symbol, opened, when)
         if first is None:  # unanswered: the open candles stay incomplete
             self.builder.gap_done(1)

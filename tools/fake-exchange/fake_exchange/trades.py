@@ -11,6 +11,7 @@ import bisect
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import date, timedelta
 from decimal import Decimal
 
 EIGHT_PLACES = Decimal("0.00000001")
@@ -28,12 +29,50 @@ INTERVAL_MS = {
     "8h": 28_800_000,
     "12h": 43_200_000,
     "1d": 86_400_000,
+    "3d": 259_200_000,  # from the epoch
+    "1w": 604_800_000,  # from Monday 00:00 UTC
+    "1M": 2_678_400_000,  # calendar months (31 days: the longest, for ordering only)
 }
+DAY_MS = 86_400_000
+WEEK_OFFSET_MS = 4 * DAY_MS  # 1970-01-01 was a Thursday
+
+
+def open_time_of(interval: str, when: int) -> int:
+    """The first millisecond (UTC) of the `interval` kline holding `when`, as Binance aligns it."""
+    if interval == "1M":
+        day = date(1970, 1, 1) + timedelta(days=when // DAY_MS)
+        return (date(day.year, day.month, 1) - date(1970, 1, 1)).days * DAY_MS
+    offset = WEEK_OFFSET_MS if interval == "1w" else 0
+    return when - (when - offset) % INTERVAL_MS[interval]
+
+
+def next_open_time(interval: str, open_ms: int) -> int:
+    """The first millisecond of the kline after the one opening at `open_ms`."""
+    if interval == "1M":
+        day = date(1970, 1, 1) + timedelta(days=open_ms // DAY_MS)
+        following = date(day.year + day.month // 12, day.month % 12 + 1, 1)
+        return (following - date(1970, 1, 1)).days * DAY_MS
+    return open_ms + INTERVAL_MS[interval]
+
+
+def buckets(trades: Iterable[AggTrade], interval: str) -> dict[int, list[AggTrade]]:
+    """Open time -> the trades of that kline, oldest first, for every interval from the first
+    trade's to the last one's: one with no trade has an empty list (Binance lists it too)."""
+    found: dict[int, list[AggTrade]] = {}
+    for trade in trades:
+        found.setdefault(open_time_of(interval, trade.time_ms), []).append(trade)
+    if not found:
+        return {}
+    at, last, filled = min(found), max(found), {}
+    while at <= last:
+        filled[at] = sorted(found.get(at, ()), key=lambda t: t.agg_id)
+        at = next_open_time(interval, at)
+    return filled
 
 
 def fmt8(value: Decimal) -> str:
     """Eight decimal places, as Binance writes prices and quantities."""
-    return str(value.quantize(EIGHT_PLACES))
+    return format(value.quantize(EIGHT_PLACES), "f")  # 0 too: "0.00000000", never "0E-8"
 
 
 def plain(value: Decimal) -> str:
@@ -136,21 +175,29 @@ class TradeRecord:
         self, symbol: str, interval: str, start: int | None, end: int | None, limit: int
     ) -> list[list[object]]:
         """What `GET /api/v3/klines` answers: the newest `limit` candles in [start, end]
-        (from `start` when given), oldest first. Intervals without trades are left out."""
-        size = INTERVAL_MS[interval]
-        buckets: dict[int, list[AggTrade]] = {}
-        for trade in self.all(symbol):
-            if _within(trade.time_ms, None if start is None else start - start % size, end):
-                buckets.setdefault(trade.time_ms - trade.time_ms % size, []).append(trade)
-        opens = sorted(buckets)
-        opens = opens[:limit] if start is not None else opens[-limit:]
-        return [kline_row(o, size, buckets[o]) for o in opens]
+        (from `start` when given), oldest first. An interval without trades between two with
+        trades is listed as Binance lists it: prices the close before, volume 0, 0 trades."""
+        first = None if start is None else open_time_of(interval, start)
+        chosen = [t for t in self.all(symbol) if _within(t.time_ms, first, end)]
+        lines = buckets(chosen, interval)
+        opens = sorted(lines)
+        chosen_opens = set(opens[:limit] if start is not None else opens[-limit:])
+        rows, close = [], None
+        for at in opens:
+            if lines[at]:
+                close = lines[at][-1].price
+            if at in chosen_opens:
+                rows.append(kline_row(at, next_open_time(interval, at) - at, lines[at], close))
+        return rows
 
 
-def kline_row(open_ms: int, size: int, trades: Iterable[AggTrade]) -> list[object]:
-    """One Binance kline row (12 fields) from the trades of its interval, in id order."""
+def kline_row(
+    open_ms: int, size: int, trades: Iterable[AggTrade], close: Decimal | None = None
+) -> list[object]:
+    """One Binance kline row (12 fields) from the trades of its interval (`size` ms long); with
+    none, an empty one at `close` (the close before it)."""
     rows = sorted(trades, key=lambda t: t.agg_id)
-    prices = [t.price for t in rows]
+    prices = [t.price for t in rows] or [close if close is not None else Decimal(0)]
     volume = sum((t.qty for t in rows), Decimal(0))
     quote = sum((t.qty * t.price for t in rows), Decimal(0))
     taker_buy = [t for t in rows if not t.buyer_maker]
