@@ -436,14 +436,9 @@ def _copy_span_attributes(table: Table, rows: int) -> dict[str, str | int]:
 
 def _memoised(convert: Callable[[Any], str], values: Sequence[Any]) -> list[str]:
     """`convert` of each value, once per distinct value (a batch repeats strategies and times)."""
-    memo: dict[Any, str] = {None: NULL}
-    out = []
-    for value in values:
-        text = memo.get(value)
-        if text is None:
-            text = memo[value] = convert(value)
-        out.append(text)
-    return out
+    memo = {value: convert(value) for value in set(values) if value is not None}
+    memo[None] = NULL
+    return list(map(memo.__getitem__, values))
 
 
 def _escaped(text: str) -> str:
