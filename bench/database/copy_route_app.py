@@ -23,7 +23,8 @@ COPY = f"COPY signals ({', '.join(FIELDS)}, ts) FROM STDIN"
 
 def create_app() -> Flask:
     """The probe app: POST /signals/save and GET /health."""
-    from database_service.signals import BATCH
+    from database_service.parsing import validate_batch
+    from database_service.signals import BATCH, CORE_BATCH
 
     app, connection = probe_app(__name__)
 
@@ -31,7 +32,7 @@ def create_app() -> Flask:
     def save() -> tuple[Any, int]:
         if request.args.get("validate"):
             body = json.loads(request.get_data(), parse_float=Decimal)
-            BATCH.validate_python(body)
+            validate_batch(CORE_BATCH, BATCH, body)
         else:
             body = request.get_json()
         now = datetime.now(UTC).isoformat()

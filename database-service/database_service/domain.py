@@ -29,14 +29,15 @@ TRADE_PASSED = _same_names(TradeIn, NewTrade)
 # timestamp): a batch builds 1000 rows, and positional arguments cost half of keywords.
 _SIGNAL_ORDER = tuple(f.name for f in fields(NewSignal))
 _SIGNAL_VALUES = operator.attrgetter(*(name if name != "ts_us" else "timestamp" for name in _SIGNAL_ORDER))
-_TS, _CONFIDENCE = _SIGNAL_ORDER.index("ts_us"), _SIGNAL_ORDER.index("confidence")
+_TS, _PRICE, _CONFIDENCE = (_SIGNAL_ORDER.index(name) for name in ("ts_us", "price", "confidence"))
 
 
 def new_signal(signal: SignalIn, default_us: int) -> NewSignal:
-    """A storage row for a validated signal (timestamp defaults to now)."""
+    """A storage row for a validated signal (timestamp defaults to now, numbers as doubles)."""
     values = list(_SIGNAL_VALUES(signal))
     if values[_TS] is None:
         values[_TS] = default_us
+    values[_PRICE] = float(values[_PRICE])  # SignalIn's nearest double, or CoreSignalIn's number as sent
     if values[_CONFIDENCE] is not None:
         values[_CONFIDENCE] = float(values[_CONFIDENCE])
     return NewSignal(*values)

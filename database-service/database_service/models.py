@@ -17,6 +17,7 @@ from pydantic import (
     ConfigDict,
     Field,
     PlainValidator,
+    StringConstraints,
     WithJsonSchema,
 )
 from pydantic_core import PydanticKnownError
@@ -301,6 +302,37 @@ class SignalIn(BaseModel):
     timestamp: Timestamp | None = Field(default=None, description="default: now; stored as UTC")
     metadata: Metadata | None = Field(default=None, description=METADATA_NOTE)
     client_id: ClientId | None = Field(default=None, description="idempotency key")
+
+
+# SignalIn's rules as pydantic-core constraints, checked in Rust without a Python call per
+# item: a batch of 1000 signals is validated in half the time. It accepts a subset of what
+# SignalIn accepts (numbers as JSON writes them, Decimal or int; upper-case actions) with
+# the same values, except that a price is left as sent (new_signal stores its nearest
+# double); what it refuses, SignalIn decides, with its own messages (parsing.validate_batch).
+# Below this a price's nearest double is below 1e15 (the double below 1e15 is ...9.875);
+# prices up to 1e15 are left to SignalIn, which checks the double itself.
+_CORE_MAX_PRICE = Decimal("999999999999999.9")
+# A JSON number: Decimal (json_body parses fractions so) or int, never bool or str. An int's
+# bounds are the whole numbers that the Decimal's bounds hold.
+CorePrice = (
+    Annotated[Decimal, Field(strict=True, allow_inf_nan=False, ge=MIN_PRICE, lt=_CORE_MAX_PRICE)]
+    | Annotated[int, Field(strict=True, ge=1, lt=10**15)]
+)
+CoreConfidence = (
+    Annotated[Decimal, Field(strict=True, allow_inf_nan=False, ge=0, le=1)]
+    | Annotated[int, Field(strict=True, ge=0, le=1)]
+)
+
+
+class CoreSignalIn(SignalIn):
+    """SignalIn's common shape, validated by pydantic-core alone (see above)."""
+
+    model_config = ConfigDict(title="CoreSignalIn")
+
+    symbol: Annotated[str, StringConstraints(strict=True, pattern=SYMBOL_PATTERN, to_upper=True)]
+    action: Literal["BUY", "SELL", "HOLD"]
+    price: CorePrice  # type: ignore[assignment]  # the number as sent: new_signal stores its double
+    confidence: CoreConfidence | None = None  # type: ignore[assignment]
 
 
 class TradeIn(BaseModel):

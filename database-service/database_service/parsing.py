@@ -197,6 +197,19 @@ def validate_many(adapter: TypeAdapter[Any], data: Any) -> Any:
         raise validation_error(details(exc)) from None
 
 
+def validate_batch(core: TypeAdapter[Any], exact: TypeAdapter[Any], data: Any) -> Any:
+    """Validate with `core` (pydantic-core constraints only), or, if it refuses, with `exact`.
+
+    `core` accepts a subset of what `exact` accepts, with the same values; what it refuses
+    (an error, or a form only `exact` takes, such as a lower-case action) `exact` decides,
+    with its own messages.
+    """
+    try:
+        return core.validate_python(data)
+    except ValidationError:
+        return validate_many(exact, data)
+
+
 def query(model: type[M]) -> M:
     """Validate the query string against a model; a parameter given twice is refused.
 

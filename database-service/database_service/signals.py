@@ -11,8 +11,8 @@ from pydantic import Field, TypeAdapter
 from database_service.cursor import after_cursor, encode_cursor
 from database_service.domain import new_signal, now_us
 from database_service.idempotency import conflict_check, signal_fields
-from database_service.models import MAX_BIGINT, HistoryQuery, SignalIn
-from database_service.parsing import json_body, query, validate, validate_many
+from database_service.models import MAX_BIGINT, CoreSignalIn, HistoryQuery, SignalIn
+from database_service.parsing import json_body, query, validate, validate_batch
 from database_service.prefer import return_preference, saved
 from database_service.state import service_state
 from database_service.storage import SignalFilter, get_read_storage, get_storage
@@ -24,6 +24,7 @@ from shared.rate_limiter import rate_limit
 MAX_BATCH = 1000
 bp = Blueprint("signals", __name__)
 BATCH = TypeAdapter(Annotated[list[SignalIn], Field(min_length=1, max_length=MAX_BATCH)])
+CORE_BATCH = TypeAdapter(Annotated[list[CoreSignalIn], Field(min_length=1, max_length=MAX_BATCH)])
 
 
 def _stored(created: int) -> None:
@@ -50,7 +51,7 @@ def save_signals() -> tuple[Response, int]:
 
 
 def _save_batch(body: list[Any]) -> tuple[Response, int]:
-    signals = validate_many(BATCH, body)
+    signals = validate_batch(CORE_BATCH, BATCH, body)
     default = now_us()
     new = [new_signal(s, default) for s in signals]
     check = conflict_check("signal", lambda i: signal_fields(signals[i], new[i]), batch=True)

@@ -97,6 +97,86 @@ def test_batch_answers_are_what_reads_answer(client: FlaskClient) -> None:
     assert json.dumps(json.loads(repeated.data)["signals"][0]) == json.dumps(answered[-2])
 
 
+# Signals as JSON text (numbers exactly as written), each valid or refused alone. A batch
+# whose items are all of the common shape (upper-case action, numbers as JSON numbers, a
+# price below 999999999999999.9) is validated by pydantic-core alone (models.CoreSignalIn);
+# any other item sends the batch through SignalIn.
+COMMON_SHAPE = [
+    '{"symbol": "btcusdt", "action": "BUY", "price": 100, "confidence": 1}',
+    '{"symbol": "Eth2", "action": "SELL", "price": 5e-324, "confidence": 0, "strategy": "s"}',
+    '{"symbol": "BTCUSDT", "action": "HOLD", "price": 0.1000000000000000055511151231257827, "confidence": 0.0}',
+    '{"symbol": "BTCUSDT", "action": "BUY", "price": 1e-05, "confidence": 0.30000000000000004}',
+    '{"symbol": "BTCUSDT", "action": "BUY", "price": 999999999999999.8, "timeframe": "15m"}',
+    '{"symbol": "BTCUSDT", "action": "BUY", "price": 999999999999999.89, "client_id": "k\\t1"}',
+    '{"symbol": "BTCUSDT", "action": "BUY", "price": 123456789012345.67, "metadata": {"a": 1e20}}',
+    '{"symbol": "BTCUSDT", "action": "BUY", "price": 1E2, "timestamp": 1795514400123}',
+    '{"symbol": "BTCUSDT", "action": "BUY", "price": 999999999999999}',
+]
+OTHER_SHAPES = [
+    '{"symbol": "btcusdt", "action": "buy", "price": 43250.5}',
+    '{"symbol": "BTCUSDT", "action": "Hold", "price": 2.5, "confidence": 0.5}',
+    '{"symbol": "BTCUSDT", "action": "BUY", "price": 999999999999999.9}',  # the double is checked
+]
+REFUSED = [
+    '{"symbol": "BTCUSDT", "action": "BUY", "price": 3e-324}',
+    '{"symbol": "BTCUSDT", "action": "BUY", "price": 0}',
+    '{"symbol": "BTCUSDT", "action": "BUY", "price": -1}',
+    '{"symbol": "BTCUSDT", "action": "BUY", "price": 999999999999999.95}',
+    '{"symbol": "BTCUSDT", "action": "BUY", "price": 1000000000000000}',
+    '{"symbol": "BTCUSDT", "action": "BUY", "price": 1e999999}',
+    '{"symbol": "BTCUSDT", "action": "BUY", "price": true}',
+    '{"symbol": "BTCUSDT", "action": "BUY", "price": "100"}',
+    '{"symbol": "BTCUSDT", "action": "BUY", "price": 1, "confidence": 1.00000000000000001}',
+    '{"symbol": "BTCUSDT", "action": "BUY", "price": 1, "confidence": -1e-400}',
+    '{"symbol": "BTCUSDT", "action": "BUY", "price": 1, "confidence": 2}',
+    '{"symbol": "BTCUSDT", "action": "BUY", "price": 1, "confidence": false}',
+    '{"symbol": "\u017fbtc", "action": "BUY", "price": 1}',
+    '{"symbol": "BTC\\n", "action": "BUY", "price": 1}',
+    '{"symbol": "B", "action": "BUY", "price": 1}',
+    '{"symbol": 12, "action": "BUY", "price": 1}',
+    '{"symbol": "BTCUSDT", "action": "BUYS", "price": 1}',
+    '{"symbol": "BTCUSDT", "action": "\u017fELL", "price": 1}',
+    '{"symbol": "BTCUSDT", "action": 1, "price": 1}',
+    '{"symbol": "BTCUSDT", "price": 1}',
+    '{"symbol": "BTCUSDT", "action": "BUY", "price": 1, "extra": 1}',
+]
+
+
+def _post_text(client: FlaskClient, text: str) -> Any:
+    return client.post("/signals/save", data=text, content_type="application/json")
+
+
+def _as_saved(answer: dict[str, Any]) -> dict[str, Any]:
+    """An answer without what differs between two saves of one body (id, times set by the server)."""
+    return {k: v for k, v in answer.items() if k not in ("id", "created_at", "timestamp")}
+
+
+@pytest.mark.parametrize("items", [COMMON_SHAPE, COMMON_SHAPE + OTHER_SHAPES], ids=["common", "mixed"])
+def test_a_batch_stores_and_answers_each_item_as_saving_it_alone(client: FlaskClient, items: list[str]) -> None:
+    alone = [json.loads(_post_text(client, item).data) for item in items]
+    client.post("/signals/save", json={"symbol": "BTCUSDT", "action": "BUY", "price": 1})  # a gap in ids
+    batch = _post_text(client, "[" + ", ".join(item.replace('"k', '"b') for item in items) + "]")
+    assert batch.status_code == 201
+    answered = json.loads(batch.data)["signals"]
+    for single, saved in zip(alone, answered, strict=True):
+        if single["client_id"] is not None:
+            single["client_id"] = "b" + single["client_id"][1:]
+        assert json.dumps(_as_saved(saved)) == json.dumps(_as_saved(single))
+        fetched = client.get(f"/signals/{saved['id']}")
+        assert json.dumps(json.loads(fetched.data)) == json.dumps(saved)
+
+
+@pytest.mark.parametrize("item", REFUSED)
+def test_a_batch_refuses_an_item_as_saving_it_alone_does(client: FlaskClient, item: str) -> None:
+    alone = _post_text(client, item)
+    assert alone.status_code == 400
+    batch = _post_text(client, f"[{COMMON_SHAPE[0]}, {item}]")
+    assert batch.status_code == 400
+    expected = [{**d, "field": f"[1].{d['field']}"} for d in json.loads(alone.data)["details"]]
+    assert json.loads(batch.data)["details"] == expected
+    assert _post_text(client, f"[{COMMON_SHAPE[0]}, {item}]").status_code == 400
+
+
 def test_single_saves_with_client_id_answer_what_reads_answer(client: FlaskClient) -> None:
     """The one-statement keyed save (claim and insert together) answers every column as
     stored, with and without the optional fields; a repeat answers the same signal."""

@@ -436,14 +436,9 @@ def _copy_span_attributes(table: Table, rows: int) -> dict[str, str | int]:
 
 def _memoised(convert: Callable[[Any], str], values: Sequence[Any]) -> list[str]:
     """`convert` of each value, once per distinct value (a batch repeats strategies and times)."""
-    memo: dict[Any, str] = {None: NULL}
-    out = []
-    for value in values:
-        text = memo.get(value)
-        if text is None:
-            text = memo[value] = convert(value)
-        out.append(text)
-    return out
+    memo = {value: convert(value) for value in set(values) if value is not None}
+    memo[None] = NULL
+    return list(map(memo.__getitem__, values))
 
 
 def _escaped(text: str) -> str:
@@ -458,7 +453,10 @@ def _copy_texts(kind: SqlType, values: Sequence[Any]) -> list[str]:
         return _memoised(lambda us: str(us_to_iso(us)), values)
     if kind == "jsonb":
         return [NULL if value is None else _escaped(json.dumps(value)) for value in values]
-    return [NULL if value is None else (repr(value) if kind == "float8" else str(value)) for value in values]
+    convert = repr if kind == "float8" else str
+    if None not in values:  # a required column: every value converted in C
+        return list(map(convert, values))
+    return [NULL if value is None else convert(value) for value in values]
 
 
 def _copied_answers(kind: SqlType, values: Sequence[Any], texts: list[str]) -> list[Any]:
@@ -484,9 +482,9 @@ def _copy_in(
     if not rows:
         return {}
     ids = [row_id for row_id, _ in rows]
-    columns = list(zip(*(table.values(item) for _, item in rows), strict=True))
+    columns = list(zip(*map(table.values, [item for _, item in rows]), strict=True))
     texts = [_copy_texts(c.type, values) for c, values in zip(table.columns, columns, strict=True)]
-    lines = "".join("\t".join(parts) + "\n" for parts in zip(map(str, ids), *texts, strict=True))
+    lines = "\n".join(map("\t".join, zip(map(str, ids), *texts, strict=True))) + "\n"
     # psycopg2's instrumentation does not see copy_expert: its own span, and the comment.
     with tracing.span(
         f"COPY {table.name}", kind="client", attributes=_copy_span_attributes(table, len(rows))

