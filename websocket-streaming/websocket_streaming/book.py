@@ -16,6 +16,7 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from decimal import Decimal
 from itertools import islice
+from typing import Any, overload
 
 from .parser import BOOK_TICKER, PriceUpdate
 
@@ -34,17 +35,47 @@ RECORD_FIELDS = (
 )
 PRICE, QUOTE = "price", "quote"  # what changed in a record: its SSE event type
 CANDLE = "candle"  # a candle changed: a ring entry only (candles.py), never a symbol's record
+QUOTE_FIELDS = ("bid", "bid_qty", "ask", "ask_qty")
+_STORED = {name: f"_{name}" for name in QUOTE_FIELDS}  # the slot each quote field is kept in
+
+
+class _ExactDecimal:
+    """A quote field of a record: kept as given, a Decimal or the exchange's text that
+    `parser.fast_quote` validated as exactly its own Decimal; read, always a Decimal.
+
+    The busiest stream's quotes are served as text and ordered by `u`: most are never read
+    as numbers, so the Decimal is made on the first read only (bench/streaming).
+    """
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self._slot: Any = owner.__dict__[_STORED[name]]  # the storage slot's member descriptor
+
+    @overload
+    def __get__(self, record: None, owner: type | None = None) -> _ExactDecimal: ...
+    @overload
+    def __get__(self, record: PriceRecord, owner: type | None = None) -> Decimal | None: ...
+    def __get__(self, record: PriceRecord | None, owner: type | None = None) -> Decimal | _ExactDecimal | None:
+        if record is None:
+            return self
+        value = self._slot.__get__(record, owner)
+        if type(value) is str:
+            value = Decimal(value)
+            self._slot.__set__(record, value)  # the same number: a record still never changes
+        return value  # type: ignore[no-any-return]
+
+    def __set__(self, record: PriceRecord, value: Decimal | str | None) -> None:
+        self._slot.__set__(record, value)
 
 
 class PriceRecord:
     """One symbol's latest known state; never mutated after it is published."""
 
     __slots__ = (
+        "_ask",
+        "_ask_qty",
+        "_bid",
+        "_bid_qty",
         "answer_head",
-        "ask",
-        "ask_qty",
-        "bid",
-        "bid_qty",
         "change_24h_percent",
         "encoded",
         "epoch",
@@ -66,13 +97,19 @@ class PriceRecord:
         "volume_24h",
     )
 
+    _bid: Decimal | str | None  # the storage of each quote field (see _ExactDecimal)
+    _bid_qty: Decimal | str | None
+    _ask: Decimal | str | None
+    _ask_qty: Decimal | str | None
+    bid = _ExactDecimal()
+    bid_qty = _ExactDecimal()
+    ask = _ExactDecimal()
+    ask_qty = _ExactDecimal()
+
     def __init__(self, symbol: str, received_at: float, source: str = "websocket") -> None:
         self.symbol = symbol
         self.price: Decimal | None = None
-        self.bid: Decimal | None = None
-        self.bid_qty: Decimal | None = None
-        self.ask: Decimal | None = None
-        self.ask_qty: Decimal | None = None
+        self._bid = self._bid_qty = self._ask = self._ask_qty = None
         self.open_24h: Decimal | None = None
         self.high_24h: Decimal | None = None
         self.low_24h: Decimal | None = None
@@ -92,6 +129,11 @@ class PriceRecord:
         self.answer_head: str | None = None  # the fixed part of the /price answer, filled once
         self.trace: str | None = None  # W3C traceparent of a sampled update (shared/tracing.py)
 
+    def stored(self, name: str) -> Decimal | str | None:
+        """Field `name` as kept: for a quote field maybe the exchange's text, whose str() is the
+        Decimal's (what answers and Redis write, without making the Decimal)."""
+        return getattr(self, _STORED.get(name, name))  # type: ignore[no-any-return]
+
     @property
     def event_id(self) -> str:
         """`<epoch>-<seq>`: the SSE id of this update, the same in every worker."""
@@ -99,9 +141,7 @@ class PriceRecord:
 
     def to_dict(self) -> dict[str, object]:
         """Every field as JSON-ready values (decimals as strings), for Redis."""
-        data: dict[str, object] = {
-            n: None if (v := getattr(self, n)) is None else str(v) for n in RECORD_FIELDS
-        }
+        data: dict[str, object] = {n: None if (v := self.stored(n)) is None else str(v) for n in RECORD_FIELDS}
         data.update(
             symbol=self.symbol,
             event_time=self.event_time,
@@ -192,8 +232,24 @@ def _with_quote(o: PriceRecord, u: PriceUpdate, received_at: float, source: str)
     """
     new = _new_record(PriceRecord)
     new.symbol, new.received_at, new.source, new.kind = u.symbol, received_at, source, QUOTE
-    new.bid, new.bid_qty, new.ask, new.ask_qty = u.bid, u.bid_qty, u.ask, u.ask_qty
+    new._bid, new._bid_qty, new._ask, new._ask_qty = u.bid, u.bid_qty, u.ask, u.ask_qty
     new.quote_id, new.quote_at = u.update_id, received_at
+    new.price, new.price_time, new.event_time = o.price, o.price_time, o.event_time
+    new.open_24h, new.high_24h, new.low_24h = o.open_24h, o.high_24h, o.low_24h
+    new.volume_24h, new.change_24h_percent = o.volume_24h, o.change_24h_percent
+    new.epoch, new.seq, new.pos = "", 0, 0
+    new.encoded = new.answer_head = new.trace = None
+    return new
+
+
+def _quote_record(
+    o: PriceRecord, symbol: str, update_id: int, quote: tuple[str, str, str, str], received_at: float
+) -> PriceRecord:
+    """`_with_quote` for `parser.fast_quote`'s fields: the quote's decimals kept as their text."""
+    new = _new_record(PriceRecord)
+    new.symbol, new.received_at, new.source, new.kind = symbol, received_at, "websocket", QUOTE
+    new._bid, new._bid_qty, new._ask, new._ask_qty = quote
+    new.quote_id, new.quote_at = update_id, received_at
     new.price, new.price_time, new.event_time = o.price, o.price_time, o.event_time
     new.open_24h, new.high_24h, new.low_24h = o.open_24h, o.high_24h, o.low_24h
     new.volume_24h, new.change_24h_percent = o.volume_24h, o.change_24h_percent
@@ -211,7 +267,7 @@ def _merge_quote(new: PriceRecord, o: PriceRecord, u: PriceUpdate, received_at: 
         if u.kind == BOOK_TICKER:
             new.kind, new.quote_id = QUOTE, u.update_id
         return
-    new.bid, new.bid_qty, new.ask, new.ask_qty = o.bid, o.bid_qty, o.ask, o.ask_qty
+    new._bid, new._bid_qty, new._ask, new._ask_qty = o._bid, o._bid_qty, o._ask, o._ask_qty
     new.quote_id, new.quote_at = o.quote_id, o.quote_at
 
 
@@ -290,6 +346,27 @@ class PriceBook:
                 return None
             record = merge(current, update, received_at, source)
             record.trace = trace
+            self._publish(record, True)
+        return record
+
+    def apply_quote(
+        self, symbol: str, update_id: int, quote: tuple[str, str, str, str], received_at: float
+    ) -> PriceRecord | None:
+        """`apply` of a bookTicker from `parser.fast_quote` (its bid, bid qty, ask, ask qty as
+        validated text), with the same outcome: None when the symbol is not tracked or the
+        quote is not newer by `u` than the one held."""
+        if symbol not in self._tracked:
+            return None
+        with self._lock:
+            current = self._records.get(symbol)
+            if current is None:
+                current = _EMPTY
+            else:  # a bookTicker has no event time: only `u` decides (see `_news`)
+                held = current.quote_id
+                if held is not None and update_id <= held:
+                    self.stale_quotes += 1
+                    return None
+            record = _quote_record(current, symbol, update_id, quote, received_at)
             self._publish(record, True)
         return record
 
@@ -486,11 +563,11 @@ def _quote_went_back(current: PriceRecord, record: PriceRecord) -> bool:
 def _keep_newer_quote(current: PriceRecord, record: PriceRecord) -> None:
     """A trade record carrying an older quote (another publisher's) takes the newer one held."""
     if current.quote_id is not None and (record.quote_id is None or record.quote_id < current.quote_id):
-        record.bid, record.bid_qty, record.ask, record.ask_qty = (
-            current.bid,
-            current.bid_qty,
-            current.ask,
-            current.ask_qty,
+        record._bid, record._bid_qty, record._ask, record._ask_qty = (
+            current._bid,
+            current._bid_qty,
+            current._ask,
+            current._ask_qty,
         )
         record.quote_id, record.quote_at = current.quote_id, current.quote_at
 
