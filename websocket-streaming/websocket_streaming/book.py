@@ -18,6 +18,8 @@ from decimal import Decimal
 from itertools import islice
 from typing import Any, overload
 
+import msgspec
+
 from .parser import BOOK_TICKER, PriceUpdate
 
 TRACEPARENT_MAX = 55  # a version-00 traceparent: 00-<32 hex>-<16 hex>-<2 hex>
@@ -67,67 +69,44 @@ class _ExactDecimal:
         self._slot.__set__(record, value)
 
 
-class PriceRecord:
-    """One symbol's latest known state; never mutated after it is published."""
+class PriceRecord(msgspec.Struct, gc=False, eq=False):
+    """One symbol's latest known state; never mutated after it is published.
 
-    __slots__ = (
-        "_ask",
-        "_ask_qty",
-        "_bid",
-        "_bid_qty",
-        "answer_head",
-        "change_24h_percent",
-        "encoded",
-        "epoch",
-        "event_time",
-        "high_24h",
-        "kind",
-        "low_24h",
-        "open_24h",
-        "pos",
-        "price",
-        "price_time",
-        "quote_at",
-        "quote_id",
-        "received_at",
-        "seq",
-        "source",
-        "symbol",
-        "trace",
-        "volume_24h",
-    )
+    A struct the cyclic garbage collector does not track (`gc=False`: it holds only numbers,
+    text and None, so it can be in no cycle): the ring keeps 65,536 of them, which every full
+    collection would otherwise walk, hundreds of times a second at bookTicker rates
+    (bench/streaming). Compared by identity, as a plain object is.
+    """
 
-    _bid: Decimal | str | None  # the storage of each quote field (see _ExactDecimal)
-    _bid_qty: Decimal | str | None
-    _ask: Decimal | str | None
-    _ask_qty: Decimal | str | None
+    symbol: str
+    received_at: float
+    source: str = "websocket"
+    price: Decimal | None = None
+    _bid: Decimal | str | None = None  # the storage of each quote field (see _ExactDecimal)
+    _bid_qty: Decimal | str | None = None
+    _ask: Decimal | str | None = None
+    _ask_qty: Decimal | str | None = None
+    open_24h: Decimal | None = None
+    high_24h: Decimal | None = None
+    low_24h: Decimal | None = None
+    volume_24h: Decimal | None = None
+    change_24h_percent: Decimal | None = None
+    event_time: int | None = None
+    price_time: int | None = None
+    kind: str = PRICE  # QUOTE when the update that made it was a bookTicker
+    quote_id: int | None = None  # bookTicker `u` of the quote; None: from a 24 h ticker
+    quote_at: float | None = None  # local time the quote was received (epoch s)
+    epoch: str = ""  # event id `<epoch>-<seq>`: given by the book that made the record
+    seq: int = 0
+    pos: int = 0  # position in this process's ring (set when the book publishes it)
+    encoded: bytes | None = None  # SSE payload, filled by the first subscriber
+    answer_head: str | None = None  # the fixed part of the /price answer, filled once
+    trace: str | None = None  # W3C traceparent of a sampled update (shared/tracing.py)
+
     bid = _ExactDecimal()
     bid_qty = _ExactDecimal()
     ask = _ExactDecimal()
     ask_qty = _ExactDecimal()
-
-    def __init__(self, symbol: str, received_at: float, source: str = "websocket") -> None:
-        self.symbol = symbol
-        self.price: Decimal | None = None
-        self._bid = self._bid_qty = self._ask = self._ask_qty = None
-        self.open_24h: Decimal | None = None
-        self.high_24h: Decimal | None = None
-        self.low_24h: Decimal | None = None
-        self.volume_24h: Decimal | None = None
-        self.change_24h_percent: Decimal | None = None
-        self.event_time: int | None = None
-        self.price_time: int | None = None
-        self.received_at = received_at
-        self.source = source
-        self.kind = PRICE  # QUOTE when the update that made it was a bookTicker
-        self.quote_id: int | None = None  # bookTicker `u` of the quote; None: from a 24 h ticker
-        self.quote_at: float | None = None  # local time the quote was received (epoch s)
-        self.epoch = ""  # event id `<epoch>-<seq>`: given by the book that made the record
-        self.seq = 0
-        self.pos = 0  # position in this process's ring (set when the book publishes it)
-        self.encoded: bytes | None = None  # SSE payload, filled by the first subscriber
-        self.answer_head: str | None = None  # the fixed part of the /price answer, filled once
-        self.trace: str | None = None  # W3C traceparent of a sampled update (shared/tracing.py)
 
     def stored(self, name: str) -> Decimal | str | None:
         """Field `name` as kept: for a quote field maybe the exchange's text, whose str() is the
@@ -221,41 +200,28 @@ def merge(old: PriceRecord | None, update: PriceUpdate, received_at: float, sour
     return new
 
 
-_new_record = PriceRecord.__new__
-
-
 def _with_quote(o: PriceRecord, u: PriceUpdate, received_at: float, source: str) -> PriceRecord:
-    """`o` with a bookTicker's quote (the caller dropped it if older by `u`).
-
-    The busiest stream's path (see bench/streaming): each slot written once, with no
-    __init__ that would write them all first.
-    """
-    new = _new_record(PriceRecord)
-    new.symbol, new.received_at, new.source, new.kind = u.symbol, received_at, source, QUOTE
-    new._bid, new._bid_qty, new._ask, new._ask_qty = u.bid, u.bid_qty, u.ask, u.ask_qty
-    new.quote_id, new.quote_at = u.update_id, received_at
-    new.price, new.price_time, new.event_time = o.price, o.price_time, o.event_time
-    new.open_24h, new.high_24h, new.low_24h = o.open_24h, o.high_24h, o.low_24h
-    new.volume_24h, new.change_24h_percent = o.volume_24h, o.change_24h_percent
-    new.epoch, new.seq, new.pos = "", 0, 0
-    new.encoded = new.answer_head = new.trace = None
-    return new
-
-
-def _quote_record(
-    o: PriceRecord, symbol: str, update_id: int, quote: tuple[str, str, str, str], received_at: float
-) -> PriceRecord:
-    """`_with_quote` for `parser.fast_quote`'s fields: the quote's decimals kept as their text."""
-    new = _new_record(PriceRecord)
-    new.symbol, new.received_at, new.source, new.kind = symbol, received_at, "websocket", QUOTE
-    new._bid, new._bid_qty, new._ask, new._ask_qty = quote
-    new.quote_id, new.quote_at = update_id, received_at
-    new.price, new.price_time, new.event_time = o.price, o.price_time, o.event_time
-    new.open_24h, new.high_24h, new.low_24h = o.open_24h, o.high_24h, o.low_24h
-    new.volume_24h, new.change_24h_percent = o.volume_24h, o.change_24h_percent
-    new.epoch, new.seq, new.pos = "", 0, 0
-    new.encoded = new.answer_head = new.trace = None
-    return new
+    """`o` with a bookTicker's quote (the caller dropped it if older by `u`)."""
+    return PriceRecord(
+        u.symbol,
+        received_at,
+        source,
+        o.price,
+        u.bid,
+        u.bid_qty,
+        u.ask,
+        u.ask_qty,
+        o.open_24h,
+        o.high_24h,
+        o.low_24h,
+        o.volume_24h,
+        o.change_24h_percent,
+        o.event_time,
+        o.price_time,
+        QUOTE,
+        u.update_id,
+        received_at,
+    )
 
 
 def _merge_quote(new: PriceRecord, o: PriceRecord, u: PriceUpdate, received_at: float) -> None:
@@ -358,16 +324,43 @@ class PriceBook:
         if symbol not in self._tracked:
             return None
         with self._lock:
-            current = self._records.get(symbol)
-            if current is None:
-                current = _EMPTY
+            o = self._records.get(symbol)
+            if o is None:
+                o = _EMPTY
             else:  # a bookTicker has no event time: only `u` decides (see `_news`)
-                held = current.quote_id
+                held = o.quote_id
                 if held is not None and update_id <= held:
                     self.stale_quotes += 1
                     return None
-            record = _quote_record(current, symbol, update_id, quote, received_at)
-            self._publish(record, True)
+            made = self._made = self._made + 1
+            seq = self._seq = self._seq + 1
+            # `_with_quote`, numbered as `_publish` numbers it, made in one positional call
+            # in the fields' declared order (a keyword call costs three times as much)
+            bid, bid_qty, ask, ask_qty = quote
+            record = PriceRecord(
+                symbol,
+                received_at,
+                "websocket",
+                o.price,
+                bid,
+                bid_qty,
+                ask,
+                ask_qty,
+                o.open_24h,
+                o.high_24h,
+                o.low_24h,
+                o.volume_24h,
+                o.change_24h_percent,
+                o.event_time,
+                o.price_time,
+                QUOTE,
+                update_id,
+                received_at,
+                self.epoch,
+                made,
+                seq,
+            )
+            self._enter(record, True)
         return record
 
     def _news(self, current: PriceRecord, update: PriceUpdate) -> bool:
@@ -431,7 +424,12 @@ class PriceBook:
         if not record.epoch:  # made here (or read from Redis written by a version without ids)
             self._made += 1
             record.epoch, record.seq = self.epoch, self._made
-        seq = record.pos = self._seq = self._seq + 1
+        record.pos = self._seq = self._seq + 1
+        self._enter(record, local)
+
+    def _enter(self, record: PriceRecord, local: bool) -> None:
+        """Put a numbered record (`pos` set) in the book, the ring and the index; wake its waiters."""
+        seq = record.pos
         if record.kind is not CANDLE:
             self._records[record.symbol] = record
         ring, index = self._ring, self._index
