@@ -313,7 +313,7 @@ def parse_frame(text: str | bytes) -> Frame:
 
 
 # ---- the busiest stream's fast path ----------------------------------------------------------
-class _Quote(msgspec.Struct, forbid_unknown_fields=True, gc=False):
+class BookTickerQuote(msgspec.Struct, forbid_unknown_fields=True, gc=False):
     """A bookTicker payload with exactly its six documented fields."""
 
     u: Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]  # higher: left to the general path
@@ -324,14 +324,14 @@ class _Quote(msgspec.Struct, forbid_unknown_fields=True, gc=False):
     A: str
 
 
-class _QuoteFrame(msgspec.Struct, forbid_unknown_fields=True, gc=False):
+class BookTickerFrame(msgspec.Struct, forbid_unknown_fields=True, gc=False):
     """A combined-stream frame `{"stream", "data"}` carrying a bookTicker, nothing else."""
 
     stream: str
-    data: _Quote
+    data: BookTickerQuote
 
 
-_decode_quote_frame = msgspec.json.Decoder(_QuoteFrame).decode
+_decode_quote_frame = msgspec.json.Decoder(BookTickerFrame).decode
 # An upper-case symbol, then two prices and two sizes as Binance writes them. Each number is
 # exactly what str(Decimal(text)) writes back (no leading zero, no exponent, at most 5 zeros
 # after "0."), is above 0 (a price of 0 is refused) and below 1e15 (MAX_QUANTITY): the text
