@@ -143,7 +143,9 @@ def book_ticker_frames(count: int) -> list[bytes]:
 def bench_book_ticker(count: int, repeats: int = 3) -> list[Row]:
     """bookTicker through handle_frame (parse + dedup + apply) vs json.loads of the same frames,
     on one line and on the A/B pair (every frame twice), and the CPU share of one worker at
-    the peak rate; beside them, in the same run, the limits of the path (`decode_floor`)."""
+    the peak rate; beside them, in the same run, the limits of the path (`decode_floor`).
+    The service's path for these frames is parser.fast_quote, then UpdateFilter.admit_quote
+    and PriceBook.apply_quote (the general parse for any other frame)."""
     os.sched_setaffinity(0, {0})
     try:
         frames = book_ticker_frames(count)
@@ -211,11 +213,15 @@ def bench_book_ticker(count: int, repeats: int = 3) -> list[Row]:
 
 
 def decode_floor(frames: list[bytes]) -> list[tuple[str, Callable[[], None]]]:
-    """What no bookTicker path can go below, step by step: orjson's decode; plus reading the six
-    fields (a bare dict walk); plus the four exact Decimals and their range checks."""
+    """What a bookTicker path cannot go below, step by step: orjson's decode; plus reading the
+    six fields (a bare dict walk); plus the four exact Decimals and their range checks. And
+    the decoder the service uses: msgspec into the bookTicker struct, then `fast_quote` (that
+    plus the check that the symbol and the four decimals are exact text, no Decimal made)."""
     from decimal import Decimal
 
+    import msgspec
     import orjson
+    from websocket_streaming.parser import BookTickerFrame, fast_quote
 
     zero, infinity, most = Decimal(0), Decimal("Infinity"), Decimal("1e15")
 
@@ -238,10 +244,23 @@ def decode_floor(frames: list[bytes]) -> list[tuple[str, Callable[[], None]]]:
             ):
                 raise SystemExit("the benchmark's frames hold an unsound quote")
 
+    typed = msgspec.json.Decoder(BookTickerFrame).decode
+
+    def struct() -> None:
+        for frame in frames:
+            typed(frame)
+
+    def checked() -> None:
+        for frame in frames:
+            if fast_quote(frame) is None:
+                raise SystemExit("the benchmark's frames left the fast path")
+
     return [
         ("orjson.loads alone", decode),
         ("orjson + the six fields read (bare dict walk)", walk),
         ("the same + four exact Decimals, range-checked", exact),
+        ("msgspec into the bookTicker struct alone", struct),
+        ("fast_quote: the same + symbol and four decimals checked as exact text", checked),
     ]
 
 

@@ -208,3 +208,36 @@ def test_a_frame_without_u_is_counted_and_dropped(idle_app: Flask) -> None:
     assert service.handle_frame(frame("btcusdt@bookTicker", data), 1.0) is None
     assert service.book.get("BTCUSDT") is None
     assert service.summary()["parse_errors"] == 1
+
+
+def test_a_sound_quote_takes_the_fast_path_and_lands_as_the_parser_would_have_it(
+    idle_app: Flask, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    service = get_service(idle_app)
+    service.handle_frame(quote_frame(11, "100.11", X=1), 1.0)  # an undocumented field: the general parser
+    monkeypatch.setattr("websocket_streaming.service.parse_frame", lambda _data: pytest.fail("parsed in full"))
+    assert service.handle_frame(quote_frame(12, "100.12"), 2.0) == "bookTicker"
+    assert service.handle_frame(quote_frame(12, "100.12"), 2.5) == "bookTicker"  # the same `u` again
+    assert service.handle_frame(quote_frame(13, "100.13"), 3.0, 1) == "bookTicker"
+    assert service.handle_frame(quote_frame(13, "100.13"), 3.1, 2) == "bookTicker"  # its twin, not parsed
+    record = service.book.get("BTCUSDT")
+    assert record is not None
+    assert (record.bid, record.bid_qty, record.ask, record.ask_qty, record.quote_id, record.quote_at) == (
+        Decimal("100.13"),
+        Decimal("1.5"),
+        Decimal("200.25"),
+        Decimal("2.5"),
+        13,
+        3.0,
+    )
+    _, records, _ = service.book.since(0)
+    assert [r.quote_id for r in records] == [11, 12, 13]
+    summary = service.summary()
+    assert summary["messages_by_type"] == {"bookTicker": 5}
+    assert (summary["duplicates_dropped"], summary["twin_frames_skipped"], summary["unknown_fields"]) == (
+        1,
+        1,
+        1,
+    )
+    assert summary["parse_errors"] == 0
+    assert service.watch.seen["btcusdt@bookTicker"] == 3.0

@@ -15,6 +15,7 @@ from websocket_streaming.parser import (
     SERVER_SHUTDOWN,
     UNKNOWN,
     ParseError,
+    fast_quote,
     parse_frame,
     positive_dec,
     quantity,
@@ -218,6 +219,116 @@ def test_a_quote_is_taken_or_refused_exactly_as_the_field_checks_say(
     [update] = parse_frame(text).updates
     got = {"b": update.bid, "a": update.ask, "B": update.bid_qty, "A": update.ask_qty}[field]
     assert (str(got), got.as_tuple()) == (str(expected), expected.as_tuple())  # the very same digits
+
+
+# Beside the hostile ones: numbers whose Decimal writes other digits than the text (a leading
+# zero, 1E-7), the bounds of the fast path's shape, and forms Decimal reads but JSON peers do not.
+MORE_DECIMALS = [
+    "01.5",
+    "00",
+    "0.0000001",
+    "0.000001",
+    "0.00000100",
+    "0.10000000",
+    "90000.50000000",
+    "999999999999999.999999999999999999",
+    "99999999999999.5",
+    "1000000000000000.0",
+    "0.1234567890123456789",
+    "5.",
+    ".5",
+    "+1",
+    "1.0e2",
+    "\uff11",  # a full-width digit
+    "1.5 ",
+    "1,5",
+]
+
+
+def fast_agrees(data: bytes) -> bool:
+    """Whether `fast_quote` took `data`; when it did, `parse_frame` took it too, to the same
+    stream, symbol, `u` and the very same decimals, with no undocumented field."""
+    fields = fast_quote(data)
+    if fields is None:
+        return False
+    frame = parse_frame(data)  # raises if the field checks refuse what the fast path took
+    [update] = frame.updates
+    stream, symbol, update_id, texts = fields
+    assert (stream, symbol, update_id, frame.unknown_fields) == (
+        frame.stream,
+        update.symbol,
+        update.update_id,
+        False,
+    )
+    for text, exact in zip(texts, (update.bid, update.bid_qty, update.ask, update.ask_qty), strict=True):
+        assert exact is not None
+        assert (text, Decimal(text).as_tuple()) == (str(exact), exact.as_tuple())  # text is the Decimal
+    return True
+
+
+@pytest.mark.parametrize("value", HOSTILE_DECIMALS + MORE_DECIMALS)
+@pytest.mark.parametrize("field", ["b", "B", "a", "A"])
+def test_the_fast_path_takes_a_quote_only_where_the_field_checks_take_the_same(field: str, value: str) -> None:
+    for separators in ((",", ":"), (", ", ": ")):  # as Binance writes it, and spaced
+        fast_agrees(
+            json.dumps(
+                {"stream": "btcusdt@bookTicker", "data": {**BOOK, field: value}}, separators=separators
+            ).encode()
+        )
+
+
+def test_the_fast_path_takes_the_usual_quote_whatever_the_key_order() -> None:
+    usual = {
+        "u": 400900217,
+        "s": "BNBUSDT",
+        "b": "25.35190000",
+        "B": "31.21000000",
+        "a": "25.36520000",
+        "A": "40.66000000",
+    }
+    assert fast_agrees(json.dumps({"stream": "bnbusdt@bookTicker", "data": usual}).encode())
+    backwards = dict(reversed(usual.items()))
+    assert fast_agrees(json.dumps({"data": backwards, "stream": "bnbusdt@bookTicker"}).encode())
+    assert fast_agrees(json.dumps({"stream": "x@bookTicker", "data": {**BOOK, "b": "0.000001"}}).encode())
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        *(
+            json.dumps({"stream": "btcusdt@bookTicker", "data": {**BOOK, "u": u}})
+            for u in ("7", -1, 7.0, True, None, 1e3)
+        ),
+        *(
+            json.dumps({"stream": "btcusdt@bookTicker", "data": {**BOOK, "u": u}})
+            for u in (2**63 - 1, 2**63, 2**64 - 1, 2**64)
+        ),
+        *(
+            json.dumps({"stream": "btcusdt@bookTicker", "data": {**BOOK, "s": s}})
+            for s in ("btcusdt", "BTC/USDT", "B", "B" * 21, "\uff22TC")
+        ),
+        *(
+            json.dumps({"stream": "btcusdt@bookTicker", "data": {k: v for k, v in BOOK.items() if k != gone}})
+            for gone in BOOK
+        ),
+        *(json.dumps({"stream": "btcusdt@bookTicker", "data": {**BOOK, field: 100.5}}) for field in "bBaA"),
+        json.dumps({"stream": "btcusdt@bookTicker", "data": {**BOOK, "X": 1}}),  # an undocumented field
+        json.dumps({"stream": "btcusdt@bookTicker", "data": {**BOOK, "e": "bookTicker"}}),
+        json.dumps({"stream": "btcusdt@bookTicker", "data": BOOK, "extra": 1}),
+        json.dumps({"stream": 5, "data": BOOK}),
+        json.dumps({"stream": "btcusdt@bookTicker", "data": [BOOK]}),
+        json.dumps(BOOK),  # a raw payload: no stream name
+        '{"stream":"btcusdt@bookTicker","data":{"u":7,"s":"BTCUSDT","b":"100.1","B":"2","a":"100.2","A":"3","u":8}}',
+        '{"stream":"btcusdt@bookTicker","data":{"u":7,"s":"BTCUSDT","b":"100.1","B":"2","a":"100.2","A":"3","u":null}}',
+        '{"stream":"btcusdt@bookTicker","data":{"u":7,"s":"BTCUSDT","b":"\\u0031.5","B":"2","a":"100.2","A":"3"}}',
+        '{"stream":"btcusdt@bookTicker","data":{"u":7,"s":"BTCUSDT","b":"\\ud800","B":"2","a":"100.2","A":"3"}}',
+        '{"stream":"btcusdt@bookTicker","data":{"u":7,"s":"BTCUSDT","b":"1.5","B":"2","a":"100.2","A":"3"}} x',
+        '{"stream":"btcusdt@bookTicker","data":{"u":NaN,"s":"BTCUSDT","b":"1.5","B":"2","a":"100.2","A":"3"}}',
+    ],
+)
+def test_the_fast_path_agrees_with_the_parser_on_odd_frames(data: str) -> None:
+    fast_agrees(data.encode())
+    fast_agrees(data.encode()[:-3] + b"\xff\xfe}")  # invalid UTF-8 near the end
 
 
 def test_a_book_ticker_with_an_undocumented_field_is_taken_and_flagged() -> None:

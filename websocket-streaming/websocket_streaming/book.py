@@ -16,6 +16,9 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from decimal import Decimal
 from itertools import islice
+from typing import Any, overload
+
+import msgspec
 
 from .parser import BOOK_TICKER, PriceUpdate
 
@@ -37,63 +40,81 @@ CANDLE = "candle"  # a candle changed: a ring entry only (candles.py), never a s
 # Candles per symbol and interval a snapshot holds: the newest (open, or the last closed when
 # no trade opened the next yet) and the one before it (closed: its final state).
 CANDLE_SNAPSHOT = 2
+QUOTE_FIELDS = ("bid", "bid_qty", "ask", "ask_qty")
+_STORED = {name: f"_{name}" for name in QUOTE_FIELDS}  # the slot each quote field is kept in
 
 
-class PriceRecord:
-    """One symbol's latest known state; never mutated after it is published."""
+class _ExactDecimal:
+    """A quote field of a record: kept as given, a Decimal or the exchange's text that
+    `parser.fast_quote` validated as exactly its own Decimal; read, always a Decimal.
 
-    __slots__ = (
-        "answer_head",
-        "ask",
-        "ask_qty",
-        "bid",
-        "bid_qty",
-        "change_24h_percent",
-        "encoded",
-        "epoch",
-        "event_time",
-        "high_24h",
-        "kind",
-        "low_24h",
-        "open_24h",
-        "pos",
-        "price",
-        "price_time",
-        "quote_at",
-        "quote_id",
-        "received_at",
-        "seq",
-        "source",
-        "symbol",
-        "trace",
-        "volume_24h",
-    )
+    The busiest stream's quotes are served as text and ordered by `u`: most are never read
+    as numbers, so the Decimal is made on the first read only (bench/streaming).
+    """
 
-    def __init__(self, symbol: str, received_at: float, source: str = "websocket") -> None:
-        self.symbol = symbol
-        self.price: Decimal | None = None
-        self.bid: Decimal | None = None
-        self.bid_qty: Decimal | None = None
-        self.ask: Decimal | None = None
-        self.ask_qty: Decimal | None = None
-        self.open_24h: Decimal | None = None
-        self.high_24h: Decimal | None = None
-        self.low_24h: Decimal | None = None
-        self.volume_24h: Decimal | None = None
-        self.change_24h_percent: Decimal | None = None
-        self.event_time: int | None = None
-        self.price_time: int | None = None
-        self.received_at = received_at
-        self.source = source
-        self.kind = PRICE  # QUOTE when the update that made it was a bookTicker
-        self.quote_id: int | None = None  # bookTicker `u` of the quote; None: from a 24 h ticker
-        self.quote_at: float | None = None  # local time the quote was received (epoch s)
-        self.epoch = ""  # event id `<epoch>-<seq>`: given by the book that made the record
-        self.seq = 0
-        self.pos = 0  # position in this process's ring (set when the book publishes it)
-        self.encoded: bytes | None = None  # SSE payload, filled by the first subscriber
-        self.answer_head: str | None = None  # the fixed part of the /price answer, filled once
-        self.trace: str | None = None  # W3C traceparent of a sampled update (shared/tracing.py)
+    def __set_name__(self, owner: type, name: str) -> None:
+        self._slot: Any = owner.__dict__[_STORED[name]]  # the storage slot's member descriptor
+
+    @overload
+    def __get__(self, record: None, owner: type | None = None) -> _ExactDecimal: ...
+    @overload
+    def __get__(self, record: PriceRecord, owner: type | None = None) -> Decimal | None: ...
+    def __get__(self, record: PriceRecord | None, owner: type | None = None) -> Decimal | _ExactDecimal | None:
+        if record is None:
+            return self
+        value = self._slot.__get__(record, owner)
+        if type(value) is str:
+            value = Decimal(value)
+            self._slot.__set__(record, value)  # the same number: a record still never changes
+        return value  # type: ignore[no-any-return]
+
+    def __set__(self, record: PriceRecord, value: Decimal | str | None) -> None:
+        self._slot.__set__(record, value)
+
+
+class PriceRecord(msgspec.Struct, gc=False, eq=False):
+    """One symbol's latest known state; never mutated after it is published.
+
+    A struct the cyclic garbage collector does not track (`gc=False`: it holds only numbers,
+    text, bytes and None, so it can be in no cycle): the ring keeps 65,536 of them, and the
+    full collections that bookTicker's rate of new records brings on walked them all, a
+    third of its ingest (bench/streaming). Compared by identity, as a plain object is.
+    """
+
+    symbol: str
+    received_at: float
+    source: str = "websocket"
+    price: Decimal | None = None
+    _bid: Decimal | str | None = None  # the storage of each quote field (see _ExactDecimal)
+    _bid_qty: Decimal | str | None = None
+    _ask: Decimal | str | None = None
+    _ask_qty: Decimal | str | None = None
+    open_24h: Decimal | None = None
+    high_24h: Decimal | None = None
+    low_24h: Decimal | None = None
+    volume_24h: Decimal | None = None
+    change_24h_percent: Decimal | None = None
+    event_time: int | None = None
+    price_time: int | None = None
+    kind: str = PRICE  # QUOTE when the update that made it was a bookTicker
+    quote_id: int | None = None  # bookTicker `u` of the quote; None: from a 24 h ticker
+    quote_at: float | None = None  # local time the quote was received (epoch s)
+    epoch: str = ""  # event id `<epoch>-<seq>`: given by the book that made the record
+    seq: int = 0
+    pos: int = 0  # position in this process's ring (set when the book publishes it)
+    encoded: bytes | None = None  # SSE payload, filled by the first subscriber
+    answer_head: str | None = None  # the fixed part of the /price answer, filled once
+    trace: str | None = None  # W3C traceparent of a sampled update (shared/tracing.py)
+
+    bid = _ExactDecimal()
+    bid_qty = _ExactDecimal()
+    ask = _ExactDecimal()
+    ask_qty = _ExactDecimal()
+
+    def stored(self, name: str) -> Decimal | str | None:
+        """Field `name` as kept: for a quote field maybe the exchange's text, whose str() is the
+        Decimal's (what answers and Redis write, without making the Decimal)."""
+        return getattr(self, _STORED.get(name, name))  # type: ignore[no-any-return]
 
     @property
     def event_id(self) -> str:
@@ -102,9 +123,7 @@ class PriceRecord:
 
     def to_dict(self) -> dict[str, object]:
         """Every field as JSON-ready values (decimals as strings), for Redis."""
-        data: dict[str, object] = {
-            n: None if (v := getattr(self, n)) is None else str(v) for n in RECORD_FIELDS
-        }
+        data: dict[str, object] = {n: None if (v := self.stored(n)) is None else str(v) for n in RECORD_FIELDS}
         data.update(
             symbol=self.symbol,
             event_time=self.event_time,
@@ -206,25 +225,28 @@ def merge(old: PriceRecord | None, update: PriceUpdate, received_at: float, sour
     return new
 
 
-_new_record = PriceRecord.__new__
-
-
 def _with_quote(o: PriceRecord, u: PriceUpdate, received_at: float, source: str) -> PriceRecord:
-    """`o` with a bookTicker's quote (the caller dropped it if older by `u`).
-
-    The busiest stream's path (see bench/streaming): each slot written once, with no
-    __init__ that would write them all first.
-    """
-    new = _new_record(PriceRecord)
-    new.symbol, new.received_at, new.source, new.kind = u.symbol, received_at, source, QUOTE
-    new.bid, new.bid_qty, new.ask, new.ask_qty = u.bid, u.bid_qty, u.ask, u.ask_qty
-    new.quote_id, new.quote_at = u.update_id, received_at
-    new.price, new.price_time, new.event_time = o.price, o.price_time, o.event_time
-    new.open_24h, new.high_24h, new.low_24h = o.open_24h, o.high_24h, o.low_24h
-    new.volume_24h, new.change_24h_percent = o.volume_24h, o.change_24h_percent
-    new.epoch, new.seq, new.pos = "", 0, 0
-    new.encoded = new.answer_head = new.trace = None
-    return new
+    """`o` with a bookTicker's quote (the caller dropped it if older by `u`)."""
+    return PriceRecord(
+        u.symbol,
+        received_at,
+        source,
+        o.price,
+        u.bid,
+        u.bid_qty,
+        u.ask,
+        u.ask_qty,
+        o.open_24h,
+        o.high_24h,
+        o.low_24h,
+        o.volume_24h,
+        o.change_24h_percent,
+        o.event_time,
+        o.price_time,
+        QUOTE,
+        u.update_id,
+        received_at,
+    )
 
 
 def _merge_quote(new: PriceRecord, o: PriceRecord, u: PriceUpdate, received_at: float) -> None:
@@ -236,7 +258,7 @@ def _merge_quote(new: PriceRecord, o: PriceRecord, u: PriceUpdate, received_at: 
         if u.kind == BOOK_TICKER:
             new.kind, new.quote_id = QUOTE, u.update_id
         return
-    new.bid, new.bid_qty, new.ask, new.ask_qty = o.bid, o.bid_qty, o.ask, o.ask_qty
+    new._bid, new._bid_qty, new._ask, new._ask_qty = o._bid, o._bid_qty, o._ask, o._ask_qty
     new.quote_id, new.quote_at = o.quote_id, o.quote_at
 
 
@@ -321,6 +343,54 @@ class PriceBook:
             self._publish(record, True)
         return record
 
+    def apply_quote(
+        self, symbol: str, update_id: int, quote: tuple[str, str, str, str], received_at: float
+    ) -> PriceRecord | None:
+        """`apply` of a bookTicker from `parser.fast_quote` (its bid, bid qty, ask, ask qty as
+        validated text), with the same outcome: None when the symbol is not tracked or the
+        quote is not newer by `u` than the one held."""
+        if symbol not in self._tracked:
+            return None
+        with self._lock:
+            o = self._records.get(symbol)
+            if o is None:
+                o = _EMPTY
+            else:  # a bookTicker has no event time: only `u` decides (see `_news`)
+                held = o.quote_id
+                if held is not None and update_id <= held:
+                    self.stale_quotes += 1
+                    return None
+            made = self._made = self._made + 1
+            seq = self._seq = self._seq + 1
+            # `_with_quote`, numbered as `_publish` numbers it, made in one positional call
+            # in the fields' declared order (a keyword call costs three times as much)
+            bid, bid_qty, ask, ask_qty = quote
+            record = PriceRecord(
+                symbol,
+                received_at,
+                "websocket",
+                o.price,
+                bid,
+                bid_qty,
+                ask,
+                ask_qty,
+                o.open_24h,
+                o.high_24h,
+                o.low_24h,
+                o.volume_24h,
+                o.change_24h_percent,
+                o.event_time,
+                o.price_time,
+                QUOTE,
+                update_id,
+                received_at,
+                self.epoch,
+                made,
+                seq,
+            )
+            self._enter(record, True)
+        return record
+
     def _news(self, current: PriceRecord, update: PriceUpdate) -> bool:
         """Whether `update` may change `current`: a quote newer by `u`, and no event that the
         record of a publisher (before a handover) has already."""
@@ -403,7 +473,12 @@ class PriceBook:
         if not record.epoch:  # made here (or read from Redis written by a version without ids)
             self._made += 1
             record.epoch, record.seq = self.epoch, self._made
-        seq = record.pos = self._seq = self._seq + 1
+        record.pos = self._seq = self._seq + 1
+        self._enter(record, local)
+
+    def _enter(self, record: PriceRecord, local: bool) -> None:
+        """Put a numbered record (`pos` set) in the book, the ring and the index; wake its waiters."""
+        seq = record.pos
         if record.kind is not CANDLE:
             self._records[record.symbol] = record
         ring, index = self._ring, self._index
@@ -537,11 +612,11 @@ def _quote_went_back(current: PriceRecord, record: PriceRecord) -> bool:
 def _keep_newer_quote(current: PriceRecord, record: PriceRecord) -> None:
     """A trade record carrying an older quote (another publisher's) takes the newer one held."""
     if current.quote_id is not None and (record.quote_id is None or record.quote_id < current.quote_id):
-        record.bid, record.bid_qty, record.ask, record.ask_qty = (
-            current.bid,
-            current.bid_qty,
-            current.ask,
-            current.ask_qty,
+        record._bid, record._bid_qty, record._ask, record._ask_qty = (
+            current._bid,
+            current._bid_qty,
+            current._ask,
+            current._ask_qty,
         )
         record.quote_id, record.quote_at = current.quote_id, current.quote_at
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections import deque
 
-from .parser import AGG_TRADE, KLINE, MINI_TICKER, TICKER, TRADE, PriceUpdate
+from .parser import AGG_TRADE, BOOK_TICKER, KLINE, MINI_TICKER, TICKER, TRADE, PriceUpdate
 
 EVENT_KINDS = frozenset({TRADE, AGG_TRADE})  # each one happened; an older one is still news
 TIME_KEYED_KINDS = frozenset({MINI_TICKER, TICKER, KLINE})
@@ -57,9 +57,20 @@ class UpdateFilter:
         ident = update.event_time if kind in TIME_KEYED_KINDS else update.update_id
         if ident is None:
             return True
-        state = self._streams.get((stream or kind, update.symbol))
+        return self._admit(stream or kind, update.symbol, kind, ident)
+
+    def admit_quote(self, stream: str, symbol: str, update_id: int) -> bool:
+        """`admit` of a bookTicker from `parser.fast_quote` on `stream`."""
+        state = self._streams.get((stream, symbol))
+        if state is not None and update_id > state.high:  # the usual case: the next quote
+            state.high = update_id
+            return True
+        return self._admit(stream, symbol, BOOK_TICKER, update_id)
+
+    def _admit(self, stream: str, symbol: str, kind: str, ident: int) -> bool:
+        state = self._streams.get((stream, symbol))
         if state is None:
-            state = self._track(stream or kind, update)
+            state = self._track(stream, symbol, kind)
             if state is None:
                 return True
         seen = state.seen
@@ -77,10 +88,10 @@ class UpdateFilter:
                 seen.discard(state.order.popleft())
         return True
 
-    def _track(self, stream: str, update: PriceUpdate) -> _Stream | None:
+    def _track(self, stream: str, symbol: str, kind: str) -> _Stream | None:
         if len(self._streams) >= MAX_TRACKED_STREAMS:
             return None
-        state = self._streams[(stream, update.symbol)] = _Stream(update.kind in EVENT_KINDS)
+        state = self._streams[(stream, symbol)] = _Stream(kind in EVENT_KINDS)
         return state
 
 

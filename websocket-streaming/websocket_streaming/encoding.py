@@ -8,7 +8,7 @@ from decimal import Decimal
 from .book import RECORD_FIELDS, PriceRecord
 
 
-def _num(value: Decimal | int | None) -> str:
+def _num(value: Decimal | str | int | None) -> str:
     return "null" if value is None else str(value)
 
 
@@ -35,7 +35,7 @@ def price_answer(record: PriceRecord, stale_after: float, now: float | None = No
 def _answer_head(record: PriceRecord) -> str:
     """The answer up to `age_seconds`: the part that depends on the record alone (the ages,
     computed when sent, come after it)."""
-    fields = ",".join(f'"{name}":{_num(getattr(record, name))}' for name in RECORD_FIELDS)
+    fields = ",".join(f'"{name}":{_num(record.stored(name))}' for name in RECORD_FIELDS)
     return (
         f'{{"symbol":"{record.symbol}",{fields},"event_time":{_num(record.event_time)},'
         f'"received_at":{int(record.received_at * 1000)},"quote_id":{_num(record.quote_id)},'
