@@ -525,10 +525,16 @@ def test_http_429_or_418_at_the_handshake_waits_for_retry_after(
 ) -> None:
     fake.refuse_connections(status, retry_after=1)
     app = make_app(connect=False, WS_BACKOFF_BASE_SECONDS=0.01, WS_BACKOFF_CAP_SECONDS=0.02)
-    wait_until(lambda: len(fake.connection_attempts) >= 3, 5.0, "three attempts")
+
+    def upstream() -> dict[str, Any]:
+        detail: dict[str, Any] = app.test_client().get("/health").get_json()["checks"]["upstream"]["detail"]
+        return detail
+
+    # two refusals seen by the service; the third attempt, a Retry-After later, is accepted
+    wait_until(lambda: upstream()["lines"][0]["consecutive_failures"] >= 2, 5.0, "two refused attempts")
+    assert upstream()["last_error"] == f"HTTP {status} at handshake (Retry-After 1 s)"
     fake.resume()
-    gaps = [b - a for a, b in zip(fake.connection_attempts, fake.connection_attempts[1:], strict=False)]
-    assert min(gaps[:2]) >= 0.95  # the backoff alone would retry within 20 ms
-    detail = app.test_client().get("/health").get_json()["checks"]["upstream"]["detail"]
-    assert detail["last_error"] == f"HTTP {status} at handshake (Retry-After 1 s)"
     wait_until(lambda: fake.open_connections() == 1, 3.0, "a connection once accepted again")
+    gaps = [b - a for a, b in zip(fake.connection_attempts, fake.connection_attempts[1:], strict=False)]
+    assert len(gaps) >= 2
+    assert min(gaps[:2]) >= 0.95  # the backoff alone would retry within 20 ms
