@@ -77,21 +77,22 @@ def test_two_connections_open_at_different_moments_and_each_update_is_published_
 def test_a_fault_on_one_connection_leaves_no_stale_price_and_no_missing_or_repeated_event(
     fake: FakeExchange, drill: Callable[..., Drill], fault: str
 ) -> None:
-    run = drill(PRICE_STALE_SECONDS=1.0)  # the watchdog replaces a silent connection after 1 s
+    stale = 0.5  # the watchdog replaces a silent connection after 0.5 s (50 trades' time)
+    run = drill(PRICE_STALE_SECONDS=stale)
     events, trades = run.events, run.trades
     wait_until(lambda: run.delivering() == 2, 5.0, "both feeds delivering")
-    sampler = PriceSampler(run.base, "BTCUSDT", interval=0.05).start()
+    sampler = PriceSampler(run.base, "BTCUSDT", interval=0.025).start()
     time.sleep(0.3)
     struck_at = time.monotonic()
     fake.fault(fault, only=0)
     if fault != "garbage_burst":  # every other fault ends the connection: A must come back
         wait_until(lambda: len(fake.connection_attempts) >= 3, 6.0, "a new A connection")
     wait_until(lambda: run.delivering() == 2, 6.0, "both feeds again")
-    time.sleep(max(0.0, struck_at + 1.5 - time.monotonic()))  # sample past the watchdog's 1 s at least
+    time.sleep(max(0.0, struck_at + 1.5 * stale - time.monotonic()))  # sample past the watchdog at least
     received = events.wait_for(trades.stop())
     sampler.stop()
     assert len(sampler.samples) > 30
-    assert sampler.stale(limit=1.0) == []  # every sample a 200 with a price under 1 s old
+    assert sampler.stale(limit=stale) == []  # every sample a 200 with a price under 0.5 s old
     assert_exactly_once(received, trades.sent)
 
 

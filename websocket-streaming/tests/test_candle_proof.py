@@ -92,6 +92,13 @@ def settled(apps: list[Flask]) -> bool:
     return all(get_service(a).candles.healer.idle() for a in apps)
 
 
+def delivered(fake: FakeExchange, apps: list[Flask]) -> bool:
+    """Every ingesting app applied the exchange's newest trade of each symbol."""
+    last = {s: trade.time_ms for s in SYMBOLS if (trade := fake.market.record.last(s)) is not None}
+    builders = [get_service(a).candles.builder for a in apps if get_service(a).role != "follower"]
+    return all(b.newest_time(s) >= when for b in builders for s, when in last.items())
+
+
 def roles(apps: list[Flask]) -> list[str]:
     return sorted(get_service(a).role for a in apps)
 
@@ -109,14 +116,15 @@ def trading(fake: FakeExchange, rate: float = 80.0) -> Iterator[TradeFlow]:
         flow.stop()
 
 
-def storm(fake: FakeExchange, apps: list[Flask], rounds: int = 3) -> None:
-    """Drops, closes and rotations, with trades going on between them."""
+def storm(fake: FakeExchange, apps: list[Flask], rounds: int = 3, pause: float = 0.4) -> None:
+    """Drops, closes and rotations, with trades going on between them (`pause` s: a reconnect
+    takes a few ms here, and 32 trades come in 0.4 s at the default rate)."""
     for n in range(rounds):
-        time.sleep(0.6)
+        time.sleep(pause)
         fake.drop()
-        time.sleep(0.6)
+        time.sleep(pause)
         fake.fault("close_1011")
-        time.sleep(0.6)
+        time.sleep(pause)
         for app in apps:
             upstream = get_service(app).upstream
             if upstream is not None:
@@ -128,10 +136,10 @@ def storm(fake: FakeExchange, apps: list[Flask], rounds: int = 3) -> None:
 def finish(fake: FakeExchange, apps: list[Flask], flow: TradeFlow) -> None:
     """Stop trading, let a last trade close every candle, wait until the holes are healed."""
     flow.stop()
-    time.sleep(1.2)  # past the last 1 s candle: the next trade closes it
+    time.sleep(1.05 - time.time() % 1.0)  # past the last 1 s candle: the next trade closes it
     flow.step()
     flow.step()
-    time.sleep(1.2)
+    wait_until(lambda: delivered(fake, apps), 5.0, "the last trades")  # any hole they reveal is queued
     wait_until(lambda: settled(apps), 30.0, "the holes healed")
     time.sleep(0.5)  # the last candle events published
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -204,10 +205,14 @@ def test_a_fault_hits_only_the_connection_it_targets(live: FakeExchange) -> None
     older = connect(live, "/stream?streams=btcusdt@trade")
     time.sleep(0.05)
     newer = connect(live, "/stream?streams=btcusdt@trade")
-    live.fault("close_1011", only=0)
+    # fault() returns once the closing handshake is over: the client's side too (or after 1 s)
+    strike = threading.Thread(target=live.fault, args=("close_1011",), kwargs={"only": 0})
+    strike.start()
     opcode, data = older.recv_data()
     while opcode != websocket.ABNF.OPCODE_CLOSE:
         opcode, data = older.recv_data()
+    older.shutdown()
+    strike.join(5)
     assert int.from_bytes(data[:2], "big") == 1011
     assert next_json(newer)["stream"] == "btcusdt@trade"  # the other one goes on
     assert live.open_connections() == 1
@@ -220,7 +225,7 @@ def test_a_fault_hits_only_the_connection_it_targets(live: FakeExchange) -> None
 def test_two_connections_receive_byte_identical_frames(live: FakeExchange) -> None:
     first = connect(live, "/stream?streams=btcusdt@trade/ethusdt@ticker")
     second = connect(live, "/stream?streams=btcusdt@trade/ethusdt@ticker")
-    seen = [read_for(first, 0.5), read_for(second, 0.5)]
+    seen = [read_for(first, 0.3), read_for(second, 0.3)]  # 40 frames a second on each
     common = set(seen[0]) & set(seen[1])
     assert len(common) >= 5
     assert [f for f in seen[0] if f in common] == [f for f in seen[1] if f in common]

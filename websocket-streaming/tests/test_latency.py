@@ -144,14 +144,16 @@ def test_the_clock_offset_is_measured_exported_and_shown(
 ) -> None:
     app = make_app(BINANCE_TIME_CHECK_SECONDS=60)  # the first measurement is at start
     clock = get_service(app).clock
-    wait_until(lambda: clock.offset is not None, 5.0, "a first clock measurement")
+
+    def exported() -> re.Match[str] | None:  # the offset is kept, then exported: wait for both
+        text = app.test_client().get("/metrics").get_data(as_text=True)
+        return re.search(r"^sardag_exchange_clock_offset_seconds\{[^}]*\} (\S+)$", text, re.MULTILINE)
+
+    found = wait_until(exported, 5.0, "a first clock measurement exported")
     assert clock.offset is not None
     assert clock.round_trip is not None
     assert abs(clock.offset) <= clock.round_trip / 2 + 0.002  # the fake shares our clock
     assert any(r.target.startswith("/api/v3/time") for r in fake.rest_log)
-    text = app.test_client().get("/metrics").get_data(as_text=True)
-    found = re.search(r"^sardag_exchange_clock_offset_seconds\{[^}]*\} (\S+)$", text, re.MULTILINE)
-    assert found
     assert float(found[1]) == clock.offset
     assert app.test_client().get("/stats").get_json()["latency"]["clock_offset_seconds"] == clock.offset
 

@@ -18,7 +18,7 @@ from websocket_streaming import get_service
 @pytest.mark.slow
 @pytest.mark.websocket
 def test_ready_only_with_a_fresh_price(fake: FakeExchange, make_app: Callable[..., Flask]) -> None:
-    app = make_app(PRICE_STALE_SECONDS=1.0)
+    app = make_app(PRICE_STALE_SECONDS=0.5)
     client = app.test_client()
     before = client.get("/readyz")
     assert before.status_code == 503  # connected, but no price yet
@@ -31,7 +31,7 @@ def test_ready_only_with_a_fresh_price(fake: FakeExchange, make_app: Callable[..
     fake.send(trade_event("BTCUSDT", "100.5", 1), stream="btcusdt@trade")
     wait_until(lambda: client.get("/readyz").status_code == 200, what="ready after the first price")
     assert client.get("/readyz").get_json()["status"] == "ready"
-    time.sleep(1.3)  # the feed goes silent past PRICE_STALE_SECONDS
+    time.sleep(0.65)  # the feed goes silent past PRICE_STALE_SECONDS
     assert client.get("/readyz").status_code == 503
     assert client.get("/livez").get_json() == {"status": "alive", "service": "websocket-streaming"}
 

@@ -61,8 +61,8 @@ def test_rotation_at_the_maximum_age_closes_each_old_connection_itself(
     app = make_app(
         SYMBOLS=("BTCUSDT", "ETHUSDT"),
         WS_STREAMS=("trade",),
-        WS_MAX_CONNECTION_AGE_SECONDS=0.6,  # twice the overlap: each old connection drains, then closes
-        WS_ROTATION_OVERLAP_SECONDS=0.3,
+        WS_MAX_CONNECTION_AGE_SECONDS=0.4,  # twice the overlap: each old connection drains, then closes
+        WS_ROTATION_OVERLAP_SECONDS=0.2,
     )
     events = SseReader(serve(app)).start()
     trades = NumberedTrades(fake, rate=200).start()

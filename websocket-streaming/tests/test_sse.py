@@ -498,11 +498,29 @@ def stalled_subscriber(base: str, query: str = "") -> socket.socket:
     return sock
 
 
-def flood(fake: FakeExchange, count: int) -> list[tuple[str, Decimal]]:
-    """`count` BTCUSDT trades, each a new price; returns them as sent."""
+def flood(
+    fake: FakeExchange, count: int, first_written_to: socket.socket | None = None
+) -> list[tuple[str, Decimal]]:
+    """`count` BTCUSDT trades, each a new price; returns them as sent. With `first_written_to`,
+    the rest follow once the first event reached that subscriber's socket (its stream may
+    otherwise wake up first with the whole backlog queued, and overflow before any event)."""
     trades = [("BTCUSDT", f"{10000 + n}.125") for n in range(count)]
-    send_trades(fake, trades)
+    if first_written_to is not None:
+        send_trades(fake, trades[:1])
+        wait_until(lambda: b"event: price" in unread(first_written_to), 5.0, "the first event written")
+        trades_left = trades[1:]
+    else:
+        trades_left = trades
+    send_trades(fake, trades_left)
     return [(s, Decimal(p)) for s, p in trades]
+
+
+def unread(sock: socket.socket) -> bytes:
+    """What `sock` received and nobody read yet (left in its buffer)."""
+    try:
+        return sock.recv(65536, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+    except BlockingIOError:
+        return b""
 
 
 def metric_values(base: str, wanted: dict[tuple[str, str], float]) -> dict[tuple[str, str], float]:
@@ -526,7 +544,7 @@ def test_a_subscriber_that_falls_behind_gets_overflow_then_last_event_id_recover
     app = make_app(SSE_QUEUE_EVENTS=16)
     base = serve(app)
     sock = stalled_subscriber(base)
-    sent = flood(fake, 3000)  # far more than the socket buffers hold: the server's write blocks
+    sent = flood(fake, 3000, sock)  # far more than the socket buffers hold: the server's write blocks
     wait_until(lambda: get_service(app).book.seq >= 3000, 10.0, "every trade applied")
     sock.settimeout(10)
     raw = b""

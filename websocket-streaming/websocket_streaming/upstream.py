@@ -101,6 +101,7 @@ class UpstreamManager:
     def stop(self, timeout: float = 5.0) -> None:
         """Close every connection and stop; returns within about `timeout` seconds."""
         self._stopping.set()
+        self._events.put(("stop", None, None))  # the supervisor sees the stop now, not a tick later
         if self._thread is not None:
             self._thread.join(timeout)
         for conn in self._connections():
@@ -185,11 +186,11 @@ class UpstreamManager:
     # ---- the supervisor --------------------------------------------------------------
     def _supervise(self) -> None:
         while not self._stopping.is_set():
-            try:
-                self._drain_events()
+            try:  # lines first: the first connection opens at start, not a tick later
                 now = time.monotonic()
                 for line in self.lines:
                     self._check(line, now)
+                self._drain_events()
             except Exception as exc:
                 self._failed("upstream supervisor error", exc)
                 time.sleep(self.settings.tick)
@@ -377,6 +378,9 @@ class UpstreamManager:
         if self._gap_pending and self.on_gap is not None:
             self._gap_pending = False
             self.on_gap()
+
+    def _on_stop(self, _conn: None, _detail: object) -> None:
+        """Nothing to do: `stop()` posts it to end the supervisor's wait for events."""
 
     def _on_rotate(self, _conn: None, _detail: object) -> None:
         for line in self.lines:

@@ -35,15 +35,21 @@ def require_server(what: str, reason: str) -> None:
 def wait_until(
     check: Callable[[], T], timeout: float = 3.0, what: str = "condition", interval: float = 0.02
 ) -> T:
-    """Poll `check` until it returns something truthy (returned); fail the test after `timeout` s."""
+    """Poll `check` until it returns something truthy (returned); fail the test after `timeout` s.
+
+    The first polls come quickly (1 ms, doubling up to `interval`): most conditions hold
+    within a few milliseconds, and hundreds of tests wait for one.
+    """
     deadline = time.monotonic() + timeout
+    pause = min(0.001, interval)
     while True:
         value = check()
         if value:
             return value
         if time.monotonic() > deadline:
             pytest.fail(f"timed out after {timeout:g} s waiting for {what}")
-        time.sleep(interval)
+        time.sleep(pause)
+        pause = min(pause * 2, interval)
 
 
 @contextmanager
