@@ -9,6 +9,7 @@ import importlib.util
 import logging
 import os
 import socket
+import sys
 import threading
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
@@ -44,7 +45,8 @@ _KINDS = {
     "consumer": SpanKind.CONSUMER,
 }
 # Scrapes and probes would be most of the traces and say nothing. Matched on the path
-# (OTEL_PYTHON_FLASK_EXCLUDED_URLS, comma-separated regular expressions, replaces the list).
+# (OTEL_PYTHON_FLASK_EXCLUDED_URLS, else OTEL_PYTHON_EXCLUDED_URLS, as the instrumentation
+# reads them: comma-separated regular expressions, replacing the list).
 DEFAULT_EXCLUDED_URLS = r"/metrics(\?|$),/health(\?|$),/livez(\?|$),/readyz(\?|$)"
 _PROPAGATOR = TraceContextTextMapPropagator()
 _EXPORTER_LOGGERS = (
@@ -189,10 +191,7 @@ class Backend:
     def instrument_app(self, app: Flask) -> None:
         """Trace every request of `app` (a `traceparent` from the client is continued)."""
         plain = app.wsgi_app
-        # enable_commenter=False: the Flask tags (framework, controller, route) would join the
-        # psycopg2 comment, which carries only the traceparent (_instrument_libraries), and cost
-        # a context and a dict per request.
-        FlaskInstrumentor().instrument_app(app, tracer_provider=self.provider, enable_commenter=False)
+        _instrument_flask(app, self.provider)
         # The request span must be current before the shared steps (rate limit on Redis)
         # run, so that their calls are its children: its hook goes first. Both of its
         # hooks stand aside for requests HeadSampler sent past the instrumentation.
@@ -200,7 +199,11 @@ class Backend:
         hooks.insert(0, _unless_untraced(hooks.pop()))
         teardowns = app.teardown_request_funcs.setdefault(None, [])
         teardowns.append(_unless_untraced(teardowns.pop()))
-        excluded = os.environ.get("OTEL_PYTHON_FLASK_EXCLUDED_URLS", DEFAULT_EXCLUDED_URLS)
+        excluded = (
+            os.environ.get("OTEL_PYTHON_FLASK_EXCLUDED_URLS")
+            or os.environ.get("OTEL_PYTHON_EXCLUDED_URLS")
+            or DEFAULT_EXCLUDED_URLS
+        )
         app.wsgi_app = HeadSampler(  # type: ignore[method-assign]
             plain, app.wsgi_app, (self.sampler, self.root_sampler), excluded
         )
@@ -423,6 +426,25 @@ class HeadSampler:
         finally:
             otel_context.detach(token)
             _UNTRACED.reset(untraced)
+
+
+def _instrument_flask(app: Flask, provider: TracerProvider) -> None:
+    """The Flask instrumentation on `app`, without its own excluded-URL list (see below)."""
+    # HeadSampler applies the excluded URLs before a request reaches the instrumentation.
+    # The instrumentation's own list (from the same variables) would match nothing more,
+    # but an ExcludeList object is always true, so each kept request would build its full
+    # URL (werkzeug's request.url, 20-40 us) for three checks: the list is read from this
+    # module global when instrument_app is not given one of its own.
+    module = sys.modules[FlaskInstrumentor.__module__]
+    own = getattr(module, "_excluded_urls_from_env", None)
+    setattr(module, "_excluded_urls_from_env", None)  # noqa: B010 (a private global, set on purpose)
+    try:
+        # enable_commenter=False: the Flask tags (framework, controller, route) would join
+        # the psycopg2 comment, which carries only the traceparent (_instrument_libraries),
+        # and cost a context and a dict per request.
+        FlaskInstrumentor().instrument_app(app, tracer_provider=provider, enable_commenter=False)
+    finally:
+        setattr(module, "_excluded_urls_from_env", own)  # noqa: B010
 
 
 def _unless_untraced(hook: Callable[..., Any]) -> Callable[..., Any]:
