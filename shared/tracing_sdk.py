@@ -9,8 +9,9 @@ import importlib.util
 import logging
 import os
 import socket
+import sys
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from flask import Flask
@@ -44,7 +45,8 @@ _KINDS = {
     "consumer": SpanKind.CONSUMER,
 }
 # Scrapes and probes would be most of the traces and say nothing. Matched on the path
-# (OTEL_PYTHON_FLASK_EXCLUDED_URLS, comma-separated regular expressions, replaces the list).
+# (OTEL_PYTHON_FLASK_EXCLUDED_URLS, else OTEL_PYTHON_EXCLUDED_URLS, as the instrumentation
+# reads them: comma-separated regular expressions, replacing the list).
 DEFAULT_EXCLUDED_URLS = r"/metrics(\?|$),/health(\?|$),/livez(\?|$),/readyz(\?|$)"
 _PROPAGATOR = TraceContextTextMapPropagator()
 _EXPORTER_LOGGERS = (
@@ -171,7 +173,7 @@ class Backend:
                 "service.instance.id": f"{socket.gethostname()}:{os.getpid()}",
             }
         )
-        self.sampler = make_sampler(settings)
+        self.sampler, self.root_sampler = make_samplers(settings)
         self.provider = TracerProvider(resource=resource, sampler=HeadSampled(self.sampler))
         otlp = OTLPSpanExporter(endpoint=settings.endpoint, headers=settings.headers or None)
         exporter = CountingExporter(otlp, self._dropped)
@@ -189,10 +191,7 @@ class Backend:
     def instrument_app(self, app: Flask) -> None:
         """Trace every request of `app` (a `traceparent` from the client is continued)."""
         plain = app.wsgi_app
-        # enable_commenter=False: the Flask tags (framework, controller, route) would join the
-        # psycopg2 comment, which carries only the traceparent (_instrument_libraries), and cost
-        # a context and a dict per request.
-        FlaskInstrumentor().instrument_app(app, tracer_provider=self.provider, enable_commenter=False)
+        _instrument_flask(app, self.provider)
         # The request span must be current before the shared steps (rate limit on Redis)
         # run, so that their calls are its children: its hook goes first. Both of its
         # hooks stand aside for requests HeadSampler sent past the instrumentation.
@@ -200,8 +199,14 @@ class Backend:
         hooks.insert(0, _unless_untraced(hooks.pop()))
         teardowns = app.teardown_request_funcs.setdefault(None, [])
         teardowns.append(_unless_untraced(teardowns.pop()))
-        excluded = os.environ.get("OTEL_PYTHON_FLASK_EXCLUDED_URLS", DEFAULT_EXCLUDED_URLS)
-        app.wsgi_app = HeadSampler(plain, app.wsgi_app, self.sampler, excluded)  # type: ignore[method-assign]
+        excluded = (
+            os.environ.get("OTEL_PYTHON_FLASK_EXCLUDED_URLS")
+            or os.environ.get("OTEL_PYTHON_EXCLUDED_URLS")
+            or DEFAULT_EXCLUDED_URLS
+        )
+        app.wsgi_app = HeadSampler(  # type: ignore[method-assign]
+            plain, app.wsgi_app, (self.sampler, self.root_sampler), excluded
+        )
         dropped = get_metrics(app, "shared.tracing").counter(
             "trace_spans_dropped_total", "Spans not exported (collector unreachable or slow)", ("reason",)
         )
@@ -219,46 +224,22 @@ class Backend:
         # change (nine requests in ten at a ratio of 10 % pass here).
         dropped = _DROPPED.get()
         if parent is None and dropped is not None:
-            return contextlib.nullcontext(dropped)
+            return dropped
         current = trace.get_current_span()
         if parent is None and not current.is_recording() and current.get_span_context().is_valid:
             return contextlib.nullcontext(_Span(current))
-        return self._recorded(name, parent, links, kind, attributes)
-
-    @contextlib.contextmanager
-    def _recorded(
-        self, name: str, parent: str | None, links: Sequence[str], kind: str, attributes: Attributes | None
-    ) -> Iterator[_Span]:
-        """A new span (sampled or not by the sampler), current for the block."""
-        # A parent from another process starts from an empty context: instrumentation
-        # quieted around the caller (a background loop) is live again inside this span.
-        base = context_of(parent)
-        started = self.tracer.start_span(
-            name, context=base, kind=_KINDS[kind], attributes=dict(attributes or {}), links=_links(links)
-        )
-        token = otel_context.attach(trace.set_span_in_context(started, base))
-        live = _DROPPED.set(None)  # a span with a parent of its own inside a dropped request
-        try:
-            yield _Span(started)
-        except BaseException as exc:
-            started.record_exception(exc)
-            started.set_status(trace.Status(trace.StatusCode.ERROR, type(exc).__name__))
-            raise
-        finally:
-            _DROPPED.reset(live)
-            otel_context.detach(token)
-            started.end()
+        return _Recorded(self.tracer, name, parent, links, _KINDS[kind], attributes)
 
     def start_span(self, name: str, parent: str | None, kind: str, attributes: Attributes | None) -> _Span:
         """See `shared.tracing.start_span`."""
         dropped = _DROPPED.get()
         if parent is None and dropped is not None:
-            return dropped
+            return dropped.enter_result
         current = trace.get_current_span()
         if parent is None and not current.is_recording() and current.get_span_context().is_valid:
             return _Span(current)  # inside a dropped trace (its end() does nothing)
         started = self.tracer.start_span(
-            name, context=context_of(parent), kind=_KINDS[kind], attributes=dict(attributes or {})
+            name, context=context_of(parent), kind=_KINDS[kind], attributes=attributes
         )
         return _Span(started)
 
@@ -276,13 +257,60 @@ class Backend:
         return suppress_instrumentation()
 
 
+class _Recorded:
+    """A new span (sampled or not by the sampler), current for the block.
+
+    A class, not a generator context manager: a sampled request opens one per manual span
+    (the rate-limit script, COPY), and a generator's frame and `next` calls cost twice as much.
+    """
+
+    __slots__ = ("_attributes", "_kind", "_links", "_live", "_name", "_parent", "_span", "_token", "_tracer")
+
+    def __init__(
+        self,
+        tracer: trace.Tracer,
+        name: str,
+        parent: str | None,
+        links: Sequence[str],
+        kind: SpanKind,
+        attributes: Attributes | None,
+    ) -> None:
+        self._tracer, self._name, self._parent, self._links = tracer, name, parent, links
+        self._kind, self._attributes = kind, attributes
+
+    def __enter__(self) -> _Span:
+        # A parent from another process starts from an empty context: instrumentation
+        # quieted around the caller (a background loop) is live again inside this span.
+        base = context_of(self._parent)
+        links = _links(self._links) if self._links else None
+        started = self._tracer.start_span(
+            self._name, context=base, kind=self._kind, attributes=self._attributes, links=links
+        )
+        self._span = started
+        self._token = otel_context.attach(trace.set_span_in_context(started, base))
+        self._live = _DROPPED.set(None)  # a span with a parent of its own inside a dropped request
+        return _Span(started)
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, _tb: Any) -> None:
+        started = self._span
+        if exc is not None:
+            started.record_exception(exc)
+            started.set_status(trace.Status(trace.StatusCode.ERROR, type(exc).__name__))
+        _DROPPED.reset(self._live)
+        otel_context.detach(self._token)
+        started.end()
+
+
 _SAMPLED_HERE: contextvars.ContextVar[bool] = contextvars.ContextVar("sardag_head_sampled", default=False)
 # HeadSampler served the request past the instrumentation (a dropped or an excluded one).
 # Outside its call (a streamed answer's teardown) this reads False: the instrumentation's
 # teardown then finds no span of its own in the environ and does nothing.
 _UNTRACED: contextvars.ContextVar[bool] = contextvars.ContextVar("sardag_untraced", default=False)
-# The span of the dropped request being served, which manual spans in it stand for.
-_DROPPED: contextvars.ContextVar[_Span | None] = contextvars.ContextVar("sardag_dropped", default=None)
+# The span of the dropped request being served, which manual spans in it stand for (made
+# once per request as the context manager they return).
+_DROPPED: contextvars.ContextVar[contextlib.nullcontext[_Span] | None] = contextvars.ContextVar(
+    "sardag_dropped", default=None
+)
 
 
 class HeadSampled(samplers.Sampler):
@@ -324,42 +352,69 @@ class HeadSampler:
     scrapes) runs with instrumentation suppressed, so its Redis or SQL calls make no traces.
     """
 
-    def __init__(self, plain: Any, instrumented: Any, sampler: samplers.Sampler, excluded: str) -> None:
+    def __init__(
+        self, plain: Any, instrumented: Any, samplers_: tuple[samplers.Sampler, samplers.Sampler], excluded: str
+    ) -> None:
         self.plain = plain
         self.instrumented = instrumented
-        self.sampler = sampler
+        # The configured sampler, and the one it defers to for a trace without a parent
+        # (itself, unless parent-based): a request without a traceparent asks the latter
+        # directly, as the former would, without looking for a parent in the context.
+        self.sampler, self.root = samplers_
         self.excluded = parse_excluded_urls(excluded)
         self.ids = RandomIdGenerator()
+        self.suppressed = otel_context.set_value(_SUPPRESS_INSTRUMENTATION_KEY, True, otel_context.Context())
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
         if self.excluded.url_disabled(environ.get("PATH_INFO", "")):
-            return self._untraced(
-                environ, start_response, otel_context.set_value(_SUPPRESS_INSTRUMENTATION_KEY, True)
-            )
-        parent = _PROPAGATOR.extract(environ, getter=wsgi_getter) if "HTTP_TRACEPARENT" in environ else None
-        given = (
-            trace.INVALID_SPAN_CONTEXT if parent is None else trace.get_current_span(parent).get_span_context()
-        )
+            return self._untraced(environ, start_response, self.suppressed)
+        if "HTTP_TRACEPARENT" in environ:
+            return self._continued(environ, start_response)
+        trace_id = self.ids.generate_trace_id()
+        if self.root.should_sample(None, trace_id, "request", SpanKind.SERVER).decision.is_sampled():
+            return self._sampled(environ, start_response)
+        return self._dropped(environ, start_response, trace_id, None, None)
+
+    def _continued(self, environ: dict[str, Any], start_response: Any) -> Any:
+        """A request with a `traceparent`: the configured sampler decides on its parent."""
+        parent = _PROPAGATOR.extract(environ, getter=wsgi_getter)
+        given = trace.get_current_span(parent).get_span_context()
         trace_id = given.trace_id if given.is_valid else self.ids.generate_trace_id()
         decision = self.sampler.should_sample(parent, trace_id, "request", SpanKind.SERVER)
         if decision.decision.is_sampled():
-            token = _SAMPLED_HERE.set(True)
-            try:
-                return self.instrumented(environ, start_response)
-            finally:
-                _SAMPLED_HERE.reset(token)
+            return self._sampled(environ, start_response)
         state = given.trace_state if given.is_valid else None
+        return self._dropped(environ, start_response, trace_id, state, parent)
+
+    def _sampled(self, environ: dict[str, Any], start_response: Any) -> Any:
+        token = _SAMPLED_HERE.set(True)
+        try:
+            return self.instrumented(environ, start_response)
+        finally:
+            _SAMPLED_HERE.reset(token)
+
+    def _dropped(
+        self,
+        environ: dict[str, Any],
+        start_response: Any,
+        trace_id: int,
+        state: trace.TraceState | None,
+        parent: otel_context.Context | None,
+    ) -> Any:
         span = trace.NonRecordingSpan(
             trace.SpanContext(trace_id, self.ids.generate_span_id(), False, trace.TraceFlags(0), state)
         )
         # Its SQL, Redis and HTTP calls would only make dropped spans: the instrumentations
         # stand aside (their fast path), the log line still gets the trace id.
-        unsampled = trace.set_span_in_context(span, parent)
-        dropped = _DROPPED.set(_Span(span))
-        try:
-            return self._untraced(
-                environ, start_response, otel_context.set_value(_SUPPRESS_INSTRUMENTATION_KEY, True, unsampled)
+        if parent is None:
+            unsampled = trace.set_span_in_context(span, self.suppressed)
+        else:
+            unsampled = otel_context.set_value(
+                _SUPPRESS_INSTRUMENTATION_KEY, True, trace.set_span_in_context(span, parent)
             )
+        dropped = _DROPPED.set(contextlib.nullcontext(_Span(span)))
+        try:
+            return self._untraced(environ, start_response, unsampled)
         finally:
             _DROPPED.reset(dropped)
 
@@ -371,6 +426,25 @@ class HeadSampler:
         finally:
             otel_context.detach(token)
             _UNTRACED.reset(untraced)
+
+
+def _instrument_flask(app: Flask, provider: TracerProvider) -> None:
+    """The Flask instrumentation on `app`, without its own excluded-URL list (see below)."""
+    # HeadSampler applies the excluded URLs before a request reaches the instrumentation.
+    # The instrumentation's own list (from the same variables) would match nothing more,
+    # but an ExcludeList object is always true, so each kept request would build its full
+    # URL (werkzeug's request.url, 20-40 us) for three checks: the list is read from this
+    # module global when instrument_app is not given one of its own.
+    module = sys.modules[FlaskInstrumentor.__module__]
+    own = getattr(module, "_excluded_urls_from_env", None)
+    setattr(module, "_excluded_urls_from_env", None)  # noqa: B010 (a private global, set on purpose)
+    try:
+        # enable_commenter=False: the Flask tags (framework, controller, route) would join
+        # the psycopg2 comment, which carries only the traceparent (_instrument_libraries),
+        # and cost a context and a dict per request.
+        FlaskInstrumentor().instrument_app(app, tracer_provider=provider, enable_commenter=False)
+    finally:
+        setattr(module, "_excluded_urls_from_env", own)  # noqa: B010
 
 
 def _unless_untraced(hook: Callable[..., Any]) -> Callable[..., Any]:
@@ -392,17 +466,16 @@ def _links(traceparents: Sequence[str]) -> list[Link]:
     return found
 
 
-def make_sampler(settings: TracingSettings) -> samplers.Sampler:
-    """The sampler OTEL_TRACES_SAMPLER / _ARG name (validated by shared.config)."""
+def make_samplers(settings: TracingSettings) -> tuple[samplers.Sampler, samplers.Sampler]:
+    """The sampler OTEL_TRACES_SAMPLER / _ARG name (validated by shared.config), and the one
+    it uses for a trace without a parent (its root sampler when parent-based, else itself)."""
     ratio = 1.0 if settings.sampler_arg is None else settings.sampler_arg
-    return {
+    root = {
         "always_on": lambda: samplers.ALWAYS_ON,
         "always_off": lambda: samplers.ALWAYS_OFF,
         "traceidratio": lambda: samplers.TraceIdRatioBased(ratio),
-        "parentbased_always_on": lambda: samplers.ParentBased(samplers.ALWAYS_ON),
-        "parentbased_always_off": lambda: samplers.ParentBased(samplers.ALWAYS_OFF),
-        "parentbased_traceidratio": lambda: samplers.ParentBased(samplers.TraceIdRatioBased(ratio)),
-    }[settings.sampler]()
+    }[settings.sampler.removeprefix("parentbased_")]()
+    return (samplers.ParentBased(root) if settings.sampler.startswith("parentbased_") else root), root
 
 
 def _instrument_libraries() -> None:

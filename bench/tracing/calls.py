@@ -87,8 +87,25 @@ def measure(route: str, requests: int) -> dict[str, float]:
     cpu = (time.process_time() - started) / requests * 1e6
     if set(statuses) - {"200", "201"}:
         raise SystemExit(f"{route}: answers {sorted(set(statuses))}")
-    calls = sum(entry[1] for entry in pstats.Stats(profile).stats.values())  # type: ignore[attr-defined]
-    return {"calls": calls / requests, "cpu_us_profiled": cpu}
+    stats = pstats.Stats(profile).stats  # type: ignore[attr-defined]
+    calls = sum(entry[1] for entry in stats.values())
+    per_function = {_where(key): entry[1] / requests for key, entry in stats.items()}
+    return {"calls": calls / requests, "cpu_us_profiled": cpu, "functions": per_function}
+
+
+def _where(key: tuple[str, int, str]) -> str:
+    """`package/module.py:line(function)`, the path cut after site-packages or the repository."""
+    path, line, name = key
+    for marker in ("site-packages/", f"{ROOT}/"):
+        path = path.split(marker, 1)[-1]
+    return f"{path}:{line}({name})"
+
+
+def most_added(figures: dict[str, Any], base: dict[str, Any], top: int) -> list[tuple[float, str]]:
+    """The `top` functions whose calls per request `figures` adds most to `base`."""
+    mine, theirs = figures["functions"], base["functions"]
+    diff = [(calls - theirs.get(where, 0.0), where) for where, calls in mine.items()]
+    return sorted((d for d in diff if d[0] >= 0.5), reverse=True)[:top]
 
 
 def child(route: str, requests: int) -> None:
@@ -124,6 +141,7 @@ def main() -> None:
         "--postgres", default=os.environ.get("BENCH_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
     )
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/14")
+    parser.add_argument("--top", type=int, default=0, help="list the N functions each build adds most")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -169,6 +187,11 @@ def main() -> None:
                 added = figures["calls"] - found["off"]["calls"]
                 calls, cpu = figures["calls"], figures["cpu_us_profiled"]
                 print(f"| {route} | {build} | {calls:.0f} | {added:+.0f} | {cpu:.0f} |")
+            for build in ("unsampled", "sampled") if args.top else ():
+                print(f"\n{route}, {build}: the functions it adds most to off (calls per request)")
+                for count, where in most_added(found[build], found["off"], args.top):
+                    print(f"  {count:7.1f}  {where}")
+                print()
 
 
 if __name__ == "__main__":

@@ -1,11 +1,17 @@
-"""What tracing costs: `/price` and `POST /signals/save` under four builds, side by side.
+"""What tracing costs: `/price` and `POST /signals/save` under six builds, side by side.
 
 - `no otel`: OpenTelemetry cannot be imported at all (an import blocker on PYTHONPATH, as
   if the `tracing` extra were not installed; redis-py then skips its own optional import);
 - `off`: installed, no OTEL_EXPORTER_OTLP_ENDPOINT (the default);
 - `10 %`: on, OTEL_TRACES_SAMPLER=parentbased_traceidratio, ratio 0.1, exporting to a local
   OTLP/HTTP sink that reads and discards each batch;
-- `100 %`: the same sampler at ratio 1.
+- `100 %`: the same sampler at ratio 1;
+- `0 %` (a limit, not a goal): the same sampler at ratio 0, every request dropped: what the
+  nine dropped requests in ten of `10 %` cost, measured apart;
+- `10 % no export` (a limit, not a goal): `10 %` with the OTLP exporter's export replaced by
+  one that discards each batch (a bench-only sitecustomize): spans made and queued, no
+  protobuf encoding or HTTP. Its gap to `10 %` is what exporting costs a request at 10 %;
+  its gap to `off` is the instrumentations' and the SDK's share.
 
 Every server runs at once under the service's gunicorn.conf.py (production settings, access
 log on, rate limits on Redis); each round loads every (route, build) with wrk for a few
@@ -69,7 +75,13 @@ class _NoOpenTelemetry:
 
 sys.meta_path.insert(0, _NoOpenTelemetry())
 '''
-BUILDS = ("no otel", "off", "10 %", "100 %")
+NO_EXPORT = '''"""Bench only: the OTLP exporter discards each batch (no encoding, no HTTP)."""
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+from opentelemetry.sdk.trace.export import SpanExportResult
+
+OTLPSpanExporter.export = lambda self, spans: SpanExportResult.SUCCESS
+'''
+BUILDS = ("no otel", "off", "10 %", "100 %", "0 %", "10 % no export")
 GOALS = {"off": 0.97, "10 %": 0.90}
 
 
@@ -101,7 +113,7 @@ def build_env(build: str, sink: str) -> dict[str, str]:
     """The environment that makes `build`."""
     if build in ("no otel", "off"):
         return {}
-    ratio = "0.1" if build == "10 %" else "1.0"
+    ratio = {"100 %": "1.0", "0 %": "0.0"}.get(build, "0.1")
     return {
         "OTEL_EXPORTER_OTLP_ENDPOINT": sink,
         "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
@@ -127,7 +139,7 @@ def wrk(url: str, seconds: float, script: Path | None = None) -> float:
 
 
 def start_servers(
-    launcher: Launcher, blocker_dir: Path, sink: str, database_url: str, redis_url: str, exchange: Any
+    launcher: Launcher, tmp: Path, sink: str, database_url: str, redis_url: str, exchange: Any
 ) -> dict[tuple[str, str], tuple[Running, str]]:
     """Every (route, build) -> (server, path)."""
     common = {"REDIS_URL": redis_url, "RATE_LIMIT_DEFAULT": "1000000000", "LOG_LEVEL": "INFO"}
@@ -152,7 +164,8 @@ def start_servers(
     servers = {}
     for route, (service, path, env) in services.items():
         for build in BUILDS:
-            pythonpath = [blocker_dir, *SOURCE_PATH] if build == "no otel" else SOURCE_PATH
+            site = {"no otel": [tmp / "blocker"], "10 % no export": [tmp / "no-export"]}.get(build, [])
+            pythonpath = [*site, *SOURCE_PATH]
             running = launcher.gunicorn(
                 service, workers=2, wait=False, pythonpath=pythonpath, **common, **env, **build_env(build, sink)
             )
@@ -241,6 +254,21 @@ def report(
             f"{route}: a sampled request adds {extra * 1e6:.0f} us of worker CPU "
             f"({extra / base_us:.2f}x its own); at 10 % that is {extra * 1e5:.0f} us, "
             f"the goal allows {base_us * 1e6 / 9:.0f} us"
+        )
+        ten, quiet, off, none = (
+            statistics.median(cpu[(route, b)]) for b in ("10 %", "10 % no export", "off", "0 %")
+        )
+        dropped, full = 0.9 * (none - off), statistics.median(cpu[(route, "100 %")]) - off
+        print(
+            f"{route}: at 10 % (medians), the dropped requests cost {dropped * 1e6:.0f} us a request "
+            f"(0.9 x (0 % minus off)), the sampled ones {(ten - off - dropped) * 1e6:.0f} us: "
+            f"{(ten - off - dropped) * 1e7:.0f} us per sampled request, against {full * 1e6:.0f} us "
+            "in the 100 % build"
+        )
+        print(
+            f"{route}: at 10 % (medians), exporting costs {(ten - quiet) * 1e6:.0f} us a request "
+            f"(10 % minus 10 % no export), spans and instrumentations without export "
+            f"{(quiet - off) * 1e6:.0f} us (10 % no export minus off)"
         )
 
 
@@ -346,7 +374,7 @@ def flask_request_us(instrumented: bool) -> float:
 
 
 def main() -> None:
-    """Start the eight servers, load them round after round, print the ratios."""
+    """Start the twelve servers, load them round after round, print the ratios."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--seconds", type=float, default=3.0)
@@ -362,13 +390,15 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="bench-tracing-"))
     (tmp / "blocker").mkdir()
     (tmp / "blocker" / "sitecustomize.py").write_text(BLOCKER)
+    (tmp / "no-export").mkdir()
+    (tmp / "no-export" / "sitecustomize.py").write_text(NO_EXPORT)
     with (
         FakeExchange(rate=2.0) as exchange,
         otlp_sink() as sink,
         scratch_postgres(args.postgres, "bench_tracing") as database_url,
         Launcher(tmp) as launcher,
     ):
-        servers = start_servers(launcher, tmp / "blocker", sink, database_url, args.redis_url, exchange)
+        servers = start_servers(launcher, tmp, sink, database_url, args.redis_url, exchange)
         rates, cpu = measure(servers, args.rounds, args.seconds)
     report(rates, cpu, args.rounds, args.seconds)
     limits()
