@@ -1,4 +1,4 @@
-"""A small OTLP/HTTP trace receiver for tests: decodes the real protobuf, keeps every span."""
+"""A small OTLP/HTTP trace receiver for tests: decodes the real protobuf, keeps every span once."""
 
 from __future__ import annotations
 
@@ -74,6 +74,8 @@ class OtlpReceiver:
     def __init__(self) -> None:
         self.spans: list[ReceivedSpan] = []
         self.requests = 0
+        self.repeated = 0  # spans received again in a retried batch
+        self._seen: set[tuple[str, str]] = set()
         self._lock = threading.Lock()
         receiver = self
 
@@ -85,7 +87,8 @@ class OtlpReceiver:
                 spans = decode(body) if self.path == "/v1/traces" else []
                 with receiver._lock:
                     receiver.requests += 1
-                    receiver.spans.extend(spans)
+                    for span in spans:
+                        receiver._keep(span)
                 answer = ExportTraceServiceResponse().SerializeToString()
                 self.send_response(200 if self.path == "/v1/traces" else 404)
                 self.send_header("Content-Type", "application/x-protobuf")
@@ -100,6 +103,16 @@ class OtlpReceiver:
         self.port = self.server.server_address[1]
         self.endpoint = f"http://127.0.0.1:{self.port}"
         self._thread = threading.Thread(target=self.server.serve_forever, daemon=True, name="otlp-receiver")
+
+    def _keep(self, span: ReceivedSpan) -> None:
+        # An exporter sends a batch again when its answer came late (OTLP is at-least-once):
+        # a span is kept once, by its ids, and the repeats counted.
+        key = (span.trace_id, span.span_id)
+        if key in self._seen:
+            self.repeated += 1
+        else:
+            self._seen.add(key)
+            self.spans.append(span)
 
     def start(self) -> OtlpReceiver:
         """Serve in the background."""
