@@ -295,6 +295,7 @@ def test_an_unreachable_collector_fails_no_request_and_dropped_spans_are_counted
         "database-service",
         workers=1,
         API_KEY=API_KEY,
+        LOG_LEVEL="INFO",  # access lines: the marker that every line before them is written
         OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{black_hole}",
         OTEL_BSP_SCHEDULE_DELAY="50",
         OTEL_BSP_MAX_QUEUE_SIZE="8",
@@ -311,6 +312,11 @@ def test_an_unreachable_collector_fails_no_request_and_dropped_spans_are_counted
         return sum(float(v) for v in found)
 
     assert dropped() >= 60 - 8 - 4  # all but what the queue and one batch in flight hold
+    # lines reach stderr through a batching writer: once a later request's access line is
+    # written, every line before it is too
+    status, headers, _ = call(service.port, "/signals/history")
+    assert status == 200
+    access_line(service, headers["X-Request-ID"])
     warnings = [m for m in service.log_messages() if "queue full" in m]
     assert len(warnings) == 1, warnings  # said once, not once per span
 
