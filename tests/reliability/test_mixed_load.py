@@ -90,6 +90,8 @@ def test_mixed_load(
     )
     ws = launcher.gunicorn("websocket-streaming", workers=2, **ws_env)
     wait_until(lambda: Client(ws.url).get("/price/BTCUSDT").status == 200, 30, "a price")
+    # the first worker answering does not mean the second has booted (a loaded machine)
+    wait_until(lambda: len(db.children()) == len(ws.children()) == 2, 30, "both workers of each service")
     workers = {"database-service": db.children(), "websocket-streaming": ws.children()}
     assert all(len(pids) == 2 for pids in workers.values()), workers
 
