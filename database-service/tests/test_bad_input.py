@@ -120,6 +120,12 @@ RAW_BODIES: dict[str, tuple[bytes, str, int, str]] = {
         400,
         "validation_error",
     ),
+    "exponent beyond any decimal": (
+        b'{"symbol":"BTCUSDT","action":"BUY","price":1e99999999999999999999}',
+        "application/json",
+        400,
+        "invalid_json",
+    ),
     "form content type": (
         b"symbol=BTCUSDT",
         "application/x-www-form-urlencoded",

@@ -213,7 +213,20 @@ class PostgresStorage(sql.SqlReads, Storage):
             result = [self._save_one_keyed(signals[0])]
             check_known_rows(check_known, result)  # a known key stored nothing: no transaction to undo
             return result
+        if not any(keys):
+            return self._save_new(SIGNALS, signals, full)
         return self._save_keyed(SIGNALS, signals, _copy_in, None, check_known, full)
+
+    def _save_new(self, table: Table, items: Sequence[Row], full: bool) -> list[tuple[dict[str, Any], bool]]:
+        """Rows without a client_id, all new, in one transaction: BEGIN with the ids, COPY, COMMIT.
+
+        `_save_keyed` without its key bookkeeping (claims, stored rows, orphans, the check):
+        the same round trips and answers, less Python per row.
+        """
+        with self._cursor(first=(_reserve_ids(table), (len(items),))) as cur:
+            created, ids = _one_row(cur)
+            inserted = _copy_in(cur, table, list(zip(ids, items, strict=True)), _iso(created), full)
+        return [(inserted[i], True) for i in ids]
 
     def _save_one_keyed(self, signal: NewSignal) -> tuple[dict[str, Any], bool]:
         """One signal with a client_id: claim the key and insert in ONE statement (autocommit).
