@@ -10,8 +10,8 @@ run-offline:    ## same, with the fake exchange (tools/fake-exchange) as the Bin
 test:           ## install the runtime plus test, lint and bench tools, then run the whole suite
 	scripts/test.sh
 
-test-unit:      ## unit tests only (no server needed), in 4 parallel workers
-	scripts/test.sh -m unit -n 4 --dist worksteal
+test-unit:      ## unit tests only (no server needed), in 4 parallel workers, without coverage (make test has it)
+	scripts/test.sh -m unit -n 4 --dist worksteal --no-cov
 
 install:        ## create .venv and install the project with its dev, test and bench extras
 	scripts/bootstrap.sh
