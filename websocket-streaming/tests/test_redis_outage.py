@@ -71,9 +71,9 @@ class Sampler:
         except OSError as exc:  # unanswered: a sample like any other, counted as bad
             self.samples.append(Sample(at, 0, str(exc)))
 
-    def between(self, start: float, end: float) -> list[Sample]:
-        """The samples taken from `start` to `end`."""
-        return [s for s in self.samples if start <= s.at <= end]
+    def between(self, start: float, end: float | None) -> list[Sample]:
+        """The samples taken from `start` to `end` (None: to now)."""
+        return [s for s in self.samples if start <= s.at and (end is None or s.at <= end)]
 
 
 def bad(samples: list[Sample]) -> list[Sample]:
@@ -286,6 +286,8 @@ def measure_outage(tmp_path: Path, outage: float) -> dict[str, Any]:
             feed_again = after[-1][0] - up if after[-1][1] == FEED else None
             settled = time.monotonic() + 1.0
             after += count_connections(fake, 3.0)
+            # /stats lands on whichever worker accepts first: sample on until both answered
+            wait_until(lambda: len(answered(stats.between(settled, None))) == 2, 15.0, "/stats of both workers")
         log = service.log_tail(60)
     during = prices.between(down, up)
     return {
@@ -301,6 +303,11 @@ def measure_outage(tmp_path: Path, outage: float) -> dict[str, Any]:
         "roles_at_end": sorted({s.body["role"] for s in stats.between(settled, time.monotonic())}),
         "log": log,
     }
+
+
+def answered(samples: list[Sample]) -> set[int]:
+    """The worker processes that answered /stats."""
+    return {s.body["pid"] for s in samples if s.status == 200}
 
 
 def pids(samples: list[Sample], role: str) -> set[int]:
