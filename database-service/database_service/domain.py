@@ -39,7 +39,9 @@ def new_signal(signal: SignalIn, default_us: int) -> NewSignal:
         values[_TS] = default_us
     values[_PRICE] = float(values[_PRICE])  # SignalIn's nearest double, or CoreSignalIn's number as sent
     if values[_CONFIDENCE] is not None:
-        values[_CONFIDENCE] = float(values[_CONFIDENCE])
+        # + 0.0: a confidence of -0.0 is stored as 0.0 (IEEE -0.0 + 0.0 is +0.0), whichever
+        # path stores it (a COPY would keep the sign a single insert loses).
+        values[_CONFIDENCE] = float(values[_CONFIDENCE]) + 0.0
     return NewSignal(*values)
 
 

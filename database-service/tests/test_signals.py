@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -111,6 +112,7 @@ COMMON_SHAPE = [
     '{"symbol": "BTCUSDT", "action": "BUY", "price": 123456789012345.67, "metadata": {"a": 1e20}}',
     '{"symbol": "BTCUSDT", "action": "BUY", "price": 1E2, "timestamp": 1795514400123}',
     '{"symbol": "BTCUSDT", "action": "BUY", "price": 999999999999999}',
+    '{"symbol": "BTCUSDT", "action": "SELL", "price": 2, "confidence": -0.0}',
 ]
 OTHER_SHAPES = [
     '{"symbol": "btcusdt", "action": "buy", "price": 43250.5}',
@@ -164,6 +166,17 @@ def test_a_batch_stores_and_answers_each_item_as_saving_it_alone(client: FlaskCl
         assert json.dumps(_as_saved(saved)) == json.dumps(_as_saved(single))
         fetched = client.get(f"/signals/{saved['id']}")
         assert json.dumps(json.loads(fetched.data)) == json.dumps(saved)
+
+
+def test_a_confidence_of_minus_zero_is_stored_as_zero_alone_and_in_batches(client: FlaskClient) -> None:
+    item = '{"symbol": "BTCUSDT", "action": "SELL", "price": 2, "confidence": -0.0}'
+    alone = json.loads(_post_text(client, item).data)
+    batch = json.loads(_post_text(client, f"[{item}, {item}]").data)["signals"]
+    for saved in (alone, *batch):
+        fetched = client.get(f"/signals/{saved['id']}").get_data(as_text=True)
+        assert '"confidence":0.0' in fetched, fetched
+        assert saved["confidence"] == 0.0
+        assert math.copysign(1.0, saved["confidence"]) == 1.0  # not -0.0
 
 
 @pytest.mark.parametrize("item", REFUSED)
