@@ -227,18 +227,29 @@ def measure(
         servers = start()
         for (route, _), (running, path) in servers.items():  # warm-up
             wrk(running.url + path, 1, SAVE_LUA if route.startswith("POST") else None)
-        keys = list(servers)
-        shift = n % len(keys)
-        for key in keys[shift:] + keys[:shift]:
-            running, path = servers[key]
-            before = worker_cpu(running.process.pid)
-            rate = wrk(running.url + path, seconds, SAVE_LUA if key[0].startswith("POST") else None)
+        for key, (rate, per_request) in load_round(servers, n, seconds).items():
             rates.setdefault(key, []).append(rate)
-            cpu.setdefault(key, []).append((worker_cpu(running.process.pid) - before) / (rate * seconds))
+            cpu.setdefault(key, []).append(per_request)
         for running, _ in servers.values():
             running.stop(timeout=15)
         print(f"round {n + 1}/{rounds} done", file=sys.stderr)
     return rates, cpu
+
+
+def load_round(servers: Servers, n: int, seconds: float) -> dict[tuple[str, str], tuple[float, float]]:
+    """Round `n`: each server loaded in turn (order rotated by `n`) -> (req/s, CPU s per request).
+
+    A key whose first part starts with POST is loaded with the save script, others with GET.
+    """
+    found = {}
+    keys = list(servers)
+    shift = n % len(keys)
+    for key in keys[shift:] + keys[:shift]:
+        running, path = servers[key]
+        before = worker_cpu(running.process.pid)
+        rate = wrk(running.url + path, seconds, SAVE_LUA if key[0].startswith("POST") else None)
+        found[key] = (rate, (worker_cpu(running.process.pid) - before) / (rate * seconds))
+    return found
 
 
 def _ratios(mine: list[float], base: list[float]) -> list[float]:

@@ -57,9 +57,9 @@ VARIANTS = ("off", "0 %", *PATCHES)
 
 def start(
     launcher: Launcher, tmp: Path, exchange: FakeExchange, sink: str
-) -> dict[tuple[str, int], run.Running]:
+) -> dict[tuple[str, str], run.Running]:
     """Two servers of every variant, each its own Redis namespace."""
-    servers: dict[tuple[str, int], run.Running] = {}
+    servers: dict[tuple[str, str], run.Running] = {}
     for copy in (1, 2):
         for variant in VARIANTS:
             site = []
@@ -78,7 +78,7 @@ def start(
                 "LOG_LEVEL": "INFO",
                 **run.build_env("0 %" if variant.startswith("0 %") else "off", sink),
             }
-            servers[(variant, copy)] = launcher.gunicorn(
+            servers[(variant, str(copy))] = launcher.gunicorn(
                 "websocket-streaming", workers=2, wait=False, pythonpath=[*site, *SOURCE_PATH], **env
             )
     for running in servers.values():
@@ -97,14 +97,11 @@ def main() -> None:
         servers = start(launcher, tmp, exchange, sink)
         for running in servers.values():
             run.wrk(running.url + "/price/BTCUSDT", 1)
-        cpu: dict[tuple[str, int], list[float]] = {key: [] for key in servers}
-        keys = list(servers)
+        cpu: dict[tuple[str, str], list[float]] = {key: [] for key in servers}
+        paths = {key: (running, "/price/BTCUSDT") for key, running in servers.items()}
         for n in range(args.rounds):
-            for key in keys[n % len(keys) :] + keys[: n % len(keys)]:
-                pid = servers[key].process.pid
-                before = run.worker_cpu(pid)
-                rate = run.wrk(servers[key].url + "/price/BTCUSDT", args.seconds)
-                cpu[key].append((run.worker_cpu(pid) - before) / (rate * args.seconds) * 1e6)
+            for key, (_, per_request) in run.load_round(paths, n, args.seconds).items():
+                cpu[key].append(per_request * 1e6)
             print(f"round {n + 1}/{args.rounds} done", file=sys.stderr)
     print("| variant | server | worker CPU us per request (median) | rounds |")
     print("| --- | --- | ---: | --- |")
